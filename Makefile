@@ -1,0 +1,37 @@
+# snnc: `make run` and `make test` set everything up from nothing, then run.
+PY      ?= python3
+VENV    := .venv
+VPY     := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: install run test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	# torch first, the versions that lie on this machine's disk (torchvision imports beside them)
+	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(VPY) -m pip install -q -e '.[dev,snn,tvm,loihi,nir,examples]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VPY) examples/digits/run.py
+
+test: $(STAMP)
+	$(VPY) -m pytest -n 2
+
+test-all: $(STAMP)
+	$(VPY) -m pytest -n 2 -m ''
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check snnc passes backends tests benchmarks examples
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(VPY) benchmarks/conversion.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""The torch backend: the reference simulator (DESIGN.md §5)."""

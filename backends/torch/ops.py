@@ -1,0 +1,116 @@
+"""Per-op evaluation rules of the reference simulator (DESIGN.md §3).
+
+``ANN`` maps an op class to ``f(op, inputs, params) -> tensor`` for one evaluation;
+stateless ops use the same rule at every timestep of SNN mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from snnc.ir import ops as O
+
+
+def channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Shape a per-channel vector [C] (or scalar) to broadcast over [B, C, ...] of rank ndim."""
+    t = t.reshape(-1)
+    if t.numel() == 1:
+        return t.reshape(())
+    return t.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _conv2d(op: O.Conv2d, xs, p):
+    return F.conv2d(xs[0], p["weight"], p.get("bias"), op.stride, op.padding, op.dilation, op.groups)
+
+
+def _conv1d(op: O.Conv1d, xs, p):
+    return F.conv1d(xs[0], p["weight"], p.get("bias"), op.stride, op.padding, op.dilation, op.groups)
+
+
+def _linear(op, xs, p):
+    return F.linear(xs[0], p["weight"], p.get("bias"))
+
+
+def _avgpool(op: O.AvgPool2d, xs, p):
+    return F.avg_pool2d(xs[0], op.kernel, op.stride, op.padding, op.ceil_mode, op.count_include_pad)
+
+
+def _sumpool(op: O.SumPool2d, xs, p):
+    k = op.kernel[0] * op.kernel[1]
+    return F.avg_pool2d(xs[0], op.kernel, op.stride, op.padding, op.ceil_mode, True, divisor_override=k)
+
+
+def _maxpool(op: O.MaxPool2d, xs, p):
+    return F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, op.dilation, op.ceil_mode)
+
+
+def _add(op, xs, p):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out
+
+
+def _scale(op: O.Scale, xs, p):
+    x = xs[0]
+    out = x * op.factor
+    if "scale" in p:
+        out = out * channel_view(p["scale"], x.dim())
+    if "bias" in p:
+        out = out + channel_view(p["bias"], x.dim())
+    return out
+
+
+def _batchnorm(op: O.BatchNorm, xs, p):
+    x = xs[0]
+    return F.batch_norm(x, p["mean"], p["var"], p.get("weight"), p.get("bias"), False, 0.0, op.eps)
+
+
+def _clip(op: O.Clip, xs, p):
+    x = xs[0]
+    if op.levels > 0:
+        lam = op.hi
+        return lam * torch.clamp(torch.floor(x * op.levels / lam + op.shift) / op.levels, 0, 1)
+    return torch.clamp(x, op.lo, op.hi)
+
+
+def _neuron_rate(op: O.Neuron, xs, p):
+    """ANN mode of a neuron: the rate it approximates, out_scale · clamp(I / v_th, 0, B)."""
+    x = xs[0]
+    vth = neuron_param(op, p, "v_th", x.dim())
+    scale = neuron_param(op, p, "out_scale", x.dim())
+    return scale * torch.clamp(x / vth, 0, op.max_spikes)
+
+
+def neuron_param(op: O.Neuron, p: dict[str, torch.Tensor], role: str, ndim: int) -> torch.Tensor | float:
+    value = getattr(op, role)
+    if role in p:
+        return value * channel_view(p[role], ndim)
+    return value
+
+
+ANN: dict[type, Callable] = {
+    O.Identity: lambda op, xs, p: xs[0],
+    O.Dropout: lambda op, xs, p: xs[0],
+    O.Flatten: lambda op, xs, p: xs[0].reshape(xs[0].shape[0], -1),
+    O.Reshape: lambda op, xs, p: xs[0].reshape((xs[0].shape[0],) + tuple(op.shape)),
+    O.Concat: lambda op, xs, p: torch.cat(xs, dim=op.axis + 1),
+    O.Conv2d: _conv2d,
+    O.Conv1d: _conv1d,
+    O.Linear: _linear,
+    O.AvgPool2d: _avgpool,
+    O.SumPool2d: _sumpool,
+    O.Add: _add,
+    O.Scale: _scale,
+    O.BatchNorm: _batchnorm,
+    O.Relu: lambda op, xs, p: torch.relu(xs[0]),
+    O.Clip: _clip,
+    O.MaxPool2d: _maxpool,
+    O.Encode: lambda op, xs, p: xs[0],
+    O.Neuron: _neuron_rate,
+    O.SpikeMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),
+    O.Readout: lambda op, xs, p: xs[0],
+}

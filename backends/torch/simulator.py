@@ -1,0 +1,328 @@
+"""The reference simulator: a graph as an ``nn.Module``, in ANN mode or over T steps.
+
+This is the reference every other backend and every pass is checked against
+(DESIGN.md §3).  Batched; runs on any torch device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snnc.backends.torch.ops import ANN, neuron_param
+from snnc.errors import UnsupportedError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+
+
+def _safe(name: str) -> str:
+    return name.replace(".", "__")
+
+
+@dataclass
+class SimResult:
+    """What an SNN run returns (numpy arrays, batch first)."""
+
+    logits: np.ndarray  # (N, C): the readout's running mean at the step each sample stopped
+    predictions: np.ndarray  # (N,)
+    steps_used: np.ndarray  # (N,) timesteps each sample used (T without an exit rule)
+    spikes: dict[str, float] = field(default_factory=dict)  # neuron/encoder -> events per sample
+    sops: dict[str, float] = field(default_factory=dict)  # synaptic node -> accumulates per sample
+    macs: dict[str, float] = field(default_factory=dict)  # synaptic node -> multiply-accumulates per sample
+    recorded: dict[str, np.ndarray] = field(default_factory=dict)  # value -> mean over time
+
+
+class GraphModule(nn.Module):
+    """Evaluate a Graph with torch.  Parameters become buffers (or nn.Parameters when trainable)."""
+
+    def __init__(self, graph: Graph, trainable: bool = False):
+        super().__init__()
+        self.graph = graph
+        for node in graph.nodes:
+            if type(node.op) not in ANN:
+                raise UnsupportedError(f"torch backend: no rule for op '{node.op.name}' (%{node.name})")
+        self.tensors = nn.ParameterDict()
+        for key, value in graph.params.items():
+            t = torch.as_tensor(np.array(value, dtype=np.float32, copy=True))
+            self.tensors[_safe(key)] = nn.Parameter(t, requires_grad=trainable)
+        self._fanout: dict[tuple[str, int], torch.Tensor] = {}
+
+    def params_of(self, node: Node) -> dict[str, torch.Tensor]:
+        return {role: self.tensors[_safe(key)] for role, key in node.params.items()}
+
+    # -- ANN mode ------------------------------------------------------------------------
+    def forward(self, *inputs: torch.Tensor, record: Sequence[str] = ()) -> tuple[list[torch.Tensor], dict]:
+        env = {name: x for (name, _), x in zip(self.graph.inputs, inputs, strict=True)}
+        for node in self.graph.nodes:
+            env[node.name] = ANN[type(node.op)](node.op, [env[v] for v in node.inputs], self.params_of(node))
+        return [env[v] for v in self.graph.outputs], {v: env[v] for v in record}
+
+    # -- SNN mode ------------------------------------------------------------------------
+    def run_snn(
+        self,
+        x: torch.Tensor,
+        timesteps: int,
+        record: Sequence[str] = (),
+        count: bool = True,
+        surrogate: bool = False,
+    ) -> dict:
+        """Simulate ``timesteps`` steps on one input tensor; returns a dict of tensors.
+
+        ``surrogate``: make spikes differentiable (straight-through on a sigmoid surrogate),
+        for passes that fine-tune through the simulator.
+        """
+        g = self.graph
+        n = x.shape[0]
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        sums = {v: 0.0 for v in record}
+        spikes = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if _emits_events(nd)}
+        sops = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
+        macs = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
+        readout = next((nd for nd in g.nodes if isinstance(nd.op, O.Readout)), None)
+        out_name = g.outputs[0]
+        acc = torch.zeros((), device=x.device)
+        done = torch.zeros(n, dtype=torch.bool, device=x.device)
+        steps_used = torch.full((n,), timesteps, dtype=torch.long, device=x.device)
+        final = None
+        for t in range(timesteps):
+            env = {g.inputs[0][0]: x}
+            events: dict[str, torch.Tensor] = {}  # event counts (0..B) of event-typed values
+            for node in g.nodes:
+                ins = [env[v] for v in node.inputs]
+                p = self.params_of(node)
+                op = node.op
+                if isinstance(op, O.Neuron):
+                    out, s = self._neuron(node, ins[0], p, state, surrogate)
+                    events[node.name] = s.detach()
+                elif isinstance(op, O.Encode):
+                    out = self._encode(op, ins[0], t, timesteps)
+                    if op.scheme is not O.Scheme.DIRECT:
+                        events[node.name] = (out != 0).to(out.dtype)
+                elif isinstance(op, O.SpikeMaxPool2d):
+                    idx = self._spike_maxpool_winners(node, events.get(node.inputs[0], ins[0]), state)
+                    out = _gather_windows(ins[0], idx)
+                    if node.inputs[0] in events:
+                        events[node.name] = _gather_windows(events[node.inputs[0]], idx)
+                elif isinstance(op, O.Readout):
+                    out = ins[0]
+                else:
+                    out = ANN[type(op)](op, ins, p)
+                    if not op.synaptic and all(v in events for v in node.inputs):
+                        events[node.name] = ANN[type(op)](op, [events[v] for v in node.inputs], {})
+                if count:
+                    if node.name in events and _emits_events(node):
+                        spikes[node.name] += events[node.name].sum() / n
+                    if op.synaptic:
+                        self._count(node, ins, events, sops, macs)
+                env[node.name] = out
+            for v in record:
+                sums[v] = sums[v] + env[v].detach()
+            acc = acc + env[readout.inputs[0] if readout else out_name]
+            logits_t = acc / (t + 1)
+            if readout is not None and readout.op.exit_rule is not O.ExitRule.NONE:
+                thresholds = self.params_of(readout)["exit_thresholds"]
+                score = exit_score(readout.op.exit_rule, logits_t)
+                thr = thresholds[min(t, thresholds.numel() - 1)]
+                newly = (~done) & (score > thr)
+                if final is None:
+                    final = logits_t.clone()
+                final = torch.where(newly.unsqueeze(1), logits_t, final)
+                steps_used = torch.where(newly, torch.full_like(steps_used, t + 1), steps_used)
+                done = done | newly
+                final = torch.where(done.unsqueeze(1), final, logits_t)
+            else:
+                final = logits_t
+        return {
+            "logits": final,
+            "steps_used": steps_used,
+            "spikes": spikes,
+            "sops": sops,
+            "macs": macs,
+            "recorded": {v: sums[v] / timesteps for v in record},
+        }
+
+    # -- stateful rules --------------------------------------------------------------------
+    def _neuron(self, node: Node, current: torch.Tensor, p, state, surrogate: bool):
+        op: O.Neuron = node.op  # type: ignore[assignment]
+        nd = current.dim()
+        vth = neuron_param(op, p, "v_th", nd)
+        beta = neuron_param(op, p, "beta", nd)
+        st = state.get(node.name)
+        if st is None:
+            v0 = torch.zeros_like(current) + op.v_init * vth
+            st = state[node.name] = {"v": v0, "u": torch.zeros_like(current), "s": torch.zeros_like(current)}
+        v = st["v"]
+        if op.model is O.NeuronModel.CUBA:
+            st["u"] = op.alpha * st["u"] + current
+            current = st["u"]
+        if op.leak is O.Leak.TAU:
+            v_rest = op.v_reset if op.reset is O.Reset.HARD else 0.0
+            if op.decay_input:
+                v = v + (current - (v - v_rest)) / op.tau
+            else:
+                v = v - (v - v_rest) / op.tau + current
+        else:
+            v = beta * v + current
+        if op.reset_delay:  # the previous step's spikes reset now (snnTorch's default)
+            v = _reset(op, v, st["s"], vth)
+        s = _fire(op, v, vth, surrogate)
+        if not op.reset_delay:
+            v = _reset(op, v, s, vth)
+        st["v"], st["s"] = v, s
+        return s * neuron_param(op, p, "out_scale", nd), s
+
+    def _encode(self, op: O.Encode, x: torch.Tensor, t: int, T: int) -> torch.Tensor:
+        if op.scheme is O.Scheme.DIRECT:
+            return x
+        xc = torch.clamp(x, 0.0, 1.0)
+        if op.scheme is O.Scheme.RATE:
+            gen = torch.Generator(device=x.device).manual_seed(op.seed * 100003 + t)
+            return (torch.rand(x.shape, generator=gen, device=x.device) < xc).to(x.dtype)
+        if op.scheme is O.Scheme.TTFS:
+            t_fire = torch.round((1.0 - xc) * (T - 1))
+            return ((t_fire == t) & (xc > 0)).to(x.dtype)
+        # phase: bit k = t mod bits of x in binary (MSB first), weighted so a window's mean is x
+        k = t % op.bits
+        xq = torch.clamp(x, 0.0, 1.0 - 2.0 ** -op.bits)
+        bit = torch.remainder(torch.floor(xq * 2.0 ** (k + 1)), 2.0)
+        return bit * (op.bits * 2.0 ** -(k + 1))
+
+    def _spike_maxpool_winners(self, node: Node, x: torch.Tensor, state) -> torch.Tensor:
+        """Per window, the input with the most spikes so far (ties: first in the window)."""
+        op: O.SpikeMaxPool2d = node.op  # type: ignore[assignment]
+        st = state.setdefault(node.name, {"count": torch.zeros_like(x)})
+        st["count"] = st["count"] + x.detach()
+        _, idx = F.max_pool2d(st["count"], op.kernel, op.stride, op.padding, 1, op.ceil_mode, return_indices=True)
+        return idx
+
+    def _count(self, node: Node, ins: list[torch.Tensor], events, sops, macs) -> None:
+        n = ins[0].shape[0]
+        for i, x in enumerate(ins):
+            fan = self.fanout(node, i, x)
+            v = node.inputs[i]
+            if v in events:  # a burst of k spikes counts k accumulates per synapse
+                sops[node.name] += (events[v] * fan).sum() / n
+            else:
+                macs[node.name] += fan.sum()
+
+    def fanout(self, node: Node, operand: int, x: torch.Tensor) -> torch.Tensor:
+        """Synapses each input element drives (exact at borders), shape = one sample."""
+        key = (node.name, operand)
+        if key not in self._fanout:
+            with torch.enable_grad():
+                self._fanout[key] = self._compute_fanout(node, x)
+        return self._fanout[key]
+
+    def _compute_fanout(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        op = node.op
+        probe = torch.ones((1,) + tuple(x.shape[1:]), device=x.device, requires_grad=True)
+        if isinstance(op, (O.Add, O.Scale)):
+            return torch.ones_like(probe).detach()[0]
+        ones = {k: torch.ones_like(v) for k, v in self.params_of(node).items() if k == "weight"}
+        y = ANN[type(op)](op, [probe], ones)
+        if isinstance(op, O.AvgPool2d):  # count windows, not the 1/k weights
+            y = y * (op.kernel[0] * op.kernel[1])
+        (fan,) = torch.autograd.grad(y.sum(), probe)
+        return fan.detach()[0]
+
+
+def _gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+
+
+def _emits_events(node: Node) -> bool:
+    if isinstance(node.op, O.Neuron):
+        return True
+    return isinstance(node.op, O.Encode) and node.op.scheme is not O.Scheme.DIRECT
+
+
+def _fire(op: O.Neuron, v: torch.Tensor, vth, surrogate: bool) -> torch.Tensor:
+    if op.max_spikes > 1:
+        s = torch.clamp(torch.floor(v / vth), 0, op.max_spikes)
+        if surrogate:
+            s = s.detach() + (torch.clamp(v / vth, 0, op.max_spikes) - torch.clamp(v / vth, 0, op.max_spikes).detach())
+        return s
+    s = (v > vth) if op.strict else (v >= vth)
+    s = s.to(v.dtype)
+    if surrogate:
+        sig = torch.sigmoid(4.0 * (v - vth) / (vth if isinstance(vth, float) else vth.abs() + 1e-12))
+        s = s.detach() + sig - sig.detach()
+    return s
+
+
+def _reset(op: O.Neuron, v: torch.Tensor, s: torch.Tensor, vth) -> torch.Tensor:
+    if op.reset is O.Reset.SOFT:
+        return v - s * vth
+    if op.reset is O.Reset.HARD:
+        return torch.where(s > 0, torch.full_like(v, op.v_reset), v)
+    return v
+
+
+def exit_score(rule: O.ExitRule, logits: torch.Tensor) -> torch.Tensor:
+    prob = torch.softmax(logits, dim=1)
+    if rule is O.ExitRule.CONFIDENCE:
+        return prob.max(dim=1).values
+    entropy = -(prob * torch.log(prob.clamp_min(1e-12))).sum(dim=1)
+    return 1.0 - entropy / math.log(logits.shape[1])
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class TorchSimulator:
+    """The simulator passes receive through their context (numpy in, numpy out)."""
+
+    def __init__(self, device: str = "cpu", batch_size: int = 256):
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+
+    def module(self, graph: Graph, trainable: bool = False) -> GraphModule:
+        return GraphModule(graph, trainable).to(self.device)
+
+    @torch.no_grad()
+    def run_ann(self, graph: Graph, x, record: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """ANN mode.  Returns the graph outputs under their names plus the recorded values."""
+        m = self.module(graph)
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(x), self.batch_size):
+            xb = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), device=self.device)
+            outs, rec = m(xb, record=record)
+            for name, value in list(zip(graph.outputs, outs, strict=True)) + list(rec.items()):
+                chunks.setdefault(name, []).append(value.cpu().numpy())
+        return {k: np.concatenate(v) for k, v in chunks.items()}
+
+    @torch.no_grad()
+    def run_snn(self, graph: Graph, x, timesteps: int, record: Sequence[str] = ()) -> SimResult:
+        m = self.module(graph)
+        logits, steps, rec = [], [], {v: [] for v in record}
+        spikes: dict[str, float] = {}
+        sops: dict[str, float] = {}
+        macs: dict[str, float] = {}
+        total = len(x)
+        for start in range(0, total, self.batch_size):
+            xb = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), device=self.device)
+            out = m.run_snn(xb, timesteps, record)
+            w = xb.shape[0] / total
+            logits.append(out["logits"].cpu().numpy())
+            steps.append(out["steps_used"].cpu().numpy())
+            for src, dst in ((out["spikes"], spikes), (out["sops"], sops), (out["macs"], macs)):
+                for k, v in src.items():
+                    dst[k] = dst.get(k, 0.0) + float(v) * w
+            for v in record:
+                rec[v].append(out["recorded"][v].cpu().numpy())
+        lg = np.concatenate(logits)
+        return SimResult(
+            logits=lg,
+            predictions=lg.argmax(axis=1),
+            steps_used=np.concatenate(steps),
+            spikes=spikes,
+            sops=sops,
+            macs=macs,
+            recorded={k: np.concatenate(v) for k, v in rec.items()},
+        )

@@ -1,0 +1,132 @@
+"""The op declaration machinery.
+
+An op is a frozen dataclass whose fields are its attributes (typed, with defaults).
+Class-level declarations say how many operands it takes, which parameters (named tensors
+in the graph's store) it reads, and whether it is synaptic.  The printer, parser,
+verifier and the docs (``snnc ops``) all read this one declaration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from snnc.errors import ParseError, VerifyError, did_you_mean
+from snnc.ir.types import TensorType
+
+VARIADIC = -1
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A tensor parameter an op reads from the store (``weight``, ``bias``, ...)."""
+
+    role: str
+    optional: bool = False
+
+
+class Op:
+    """Base of every op class.  Subclasses are frozen dataclasses registered with @register_op."""
+
+    name: ClassVar[str]
+    arity: ClassVar[int] = 1
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = ()
+    synaptic: ClassVar[bool] = False  # linear in its input: costs MACs on analog, SOPs on events
+    ann_only: ClassVar[bool] = False  # must be removed before a graph is event-based
+
+    def infer_type(self, node: str, inputs: Sequence[TensorType], params: dict[str, tuple[int, ...]]) -> TensorType:
+        """Result type from operand types and parameter shapes; raise VerifyError if inconsistent."""
+        raise NotImplementedError(f"{type(self).__name__} must define infer_type")
+
+    # -- declaration helpers ---------------------------------------------------------
+    @classmethod
+    def attribute_fields(cls) -> list[dataclasses.Field[Any]]:
+        return list(dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    @classmethod
+    def attribute_types(cls) -> dict[str, Any]:
+        return typing.get_type_hints(cls)
+
+    def attributes(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.attribute_fields()}
+
+    def non_default_attributes(self) -> dict[str, Any]:
+        out = {}
+        for f in self.attribute_fields():
+            value = getattr(self, f.name)
+            if f.default is dataclasses.MISSING or value != f.default:
+                out[f.name] = value
+        return out
+
+
+OPS: dict[str, type[Op]] = {}
+
+
+def register_op(cls: type[Op]) -> type[Op]:
+    """Register an op class under its ``name``; one declaration, no second list."""
+    if cls.name in OPS:
+        raise ValueError(f"op '{cls.name}' registered twice")
+    OPS[cls.name] = cls
+    return cls
+
+
+def op_class(name: str) -> type[Op]:
+    try:
+        return OPS[name]
+    except KeyError:
+        raise ParseError(f"unknown op '{name}'{did_you_mean(name, OPS)}") from None
+
+
+def coerce_attribute(op_cls: type[Op], attr: str, value: Any) -> Any:
+    """Convert a parsed literal (int, float, str, bool, list) to the field's declared type."""
+    hints = op_cls.attribute_types()
+    if attr not in hints or attr in ("name",):
+        fields = [f.name for f in op_cls.attribute_fields()]
+        raise ParseError(f"{op_cls.name}: unknown attribute '{attr}'{did_you_mean(attr, fields)}")
+    return coerce_value(hints[attr], value, f"{op_cls.name}.{attr}")
+
+
+def coerce_value(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            choices = [m.value for m in hint]
+            raise ParseError(f"{where}: '{value}' is not one of {choices}") from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ParseError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParseError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParseError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ParseError(f"{where}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise ParseError(f"{where}: expected a list, got {value!r}")
+        elem = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce_value(elem, v, where) for v in value)
+        if len(value) != len(args):
+            raise ParseError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(coerce_value(a, v, where) for a, v in zip(args, value, strict=True))
+    raise ParseError(f"{where}: unsupported attribute type {hint}")
+
+
+def fail(op: Op, node: str, message: str) -> VerifyError:
+    """Build a VerifyError that names the op and the node."""
+    return VerifyError(f"{op.name} %{node}: {message}")

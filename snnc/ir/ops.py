@@ -1,0 +1,523 @@
+"""Every op of the snnc IR, declared once.
+
+Shapes exclude the batch dimension.  Each docstring gives the op's equation at one
+timestep (DESIGN.md §3): synaptic ops apply their map every step, neurons carry state.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+from snnc.ir.op import VARIADIC, Op, ParamSpec, fail, register_op
+from snnc.ir.types import Signal, TensorType
+
+# ---------------------------------------------------------------------------------------
+# enums
+
+
+class Scheme(enum.Enum):
+    DIRECT = "direct"  # analog input every step
+    RATE = "rate"  # Bernoulli spikes with p = clamp(x, 0, 1)
+    PHASE = "phase"  # binary-weighted phase code over a window
+    TTFS = "ttfs"  # one spike, earlier for larger values
+
+
+class NeuronModel(enum.Enum):
+    IF = "if"
+    LIF = "lif"
+    CUBA = "cuba"  # current-based LIF: synaptic current state u, voltage v (Loihi, Norse LIFCell)
+
+
+class Reset(enum.Enum):
+    SOFT = "soft"  # v -= s·v_th
+    HARD = "hard"  # v = v_reset where s > 0
+    NONE = "none"
+
+
+class Leak(enum.Enum):
+    MULTIPLY = "multiply"  # v = β·v + I
+    TAU = "tau"  # SpikingJelly: v = v + (I − (v − v_rest))/τ  (decay_input) or v − (v − v_rest)/τ + I
+
+
+class ReadoutMode(enum.Enum):
+    MEAN_CURRENT = "mean_current"
+    SPIKE_COUNT = "spike_count"
+
+
+class ExitRule(enum.Enum):
+    NONE = "none"
+    ENTROPY = "entropy"  # exit when 1 − H(softmax(mean logits))/log C > τ_t
+    CONFIDENCE = "confidence"  # exit when max softmax probability > τ_t
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _one_input(op: Op, node: str, inputs: Sequence[TensorType]) -> TensorType:
+    return inputs[0]
+
+
+def _channel_param(op: Op, node: str, params: dict[str, tuple[int, ...]], role: str, channels: int) -> None:
+    """A per-channel parameter must be a scalar or have one value per channel."""
+    if role in params:
+        shape = params[role]
+        n = math.prod(shape)
+        if n not in (1, channels):
+            raise fail(op, node, f"{role} has {n} values, input has {channels} channels")
+
+
+def _pool_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int:
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil else 0)) // s + 1
+    if ceil and (out - 1) * s >= size + p:  # PyTorch: last window must start inside the input
+        out -= 1
+    return out
+
+
+def _spatial(op: Op, node: str, x: TensorType, rank: int) -> tuple[int, ...]:
+    if len(x.shape) != rank + 1:
+        dims = "[C,H,W]" if rank == 2 else "[C,L]"
+        raise fail(op, node, f"expects a {dims} input, got {x}")
+    return x.shape[1:]
+
+
+# ---------------------------------------------------------------------------------------
+# structure
+
+
+@register_op
+@dataclass(frozen=True)
+class Identity(Op):
+    """y = x."""
+
+    name: ClassVar[str] = "identity"
+
+    def infer_type(self, node, inputs, params):
+        return inputs[0]
+
+
+@register_op
+@dataclass(frozen=True)
+class Dropout(Op):
+    """y = x (inference); p is kept only to trace the source model."""
+
+    name: ClassVar[str] = "dropout"
+    ann_only: ClassVar[bool] = True
+    p: float = 0.5
+
+    def infer_type(self, node, inputs, params):
+        return inputs[0]
+
+
+@register_op
+@dataclass(frozen=True)
+class Flatten(Op):
+    """y = x reshaped to one dimension (C-order, i.e. PyTorch's CHW order)."""
+
+    name: ClassVar[str] = "flatten"
+
+    def infer_type(self, node, inputs, params):
+        return inputs[0].with_shape((inputs[0].numel,))
+
+
+@register_op
+@dataclass(frozen=True)
+class Reshape(Op):
+    """y = x reshaped to ``shape`` (C-order, without batch)."""
+
+    name: ClassVar[str] = "reshape"
+    shape: tuple[int, ...] = ()
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if math.prod(self.shape) != x.numel or any(d <= 0 for d in self.shape):
+            raise fail(self, node, f"cannot reshape {x} to {list(self.shape)}")
+        return x.with_shape(self.shape)
+
+
+@register_op
+@dataclass(frozen=True)
+class Concat(Op):
+    """y = concatenation of the operands along ``axis`` (0 = channels)."""
+
+    name: ClassVar[str] = "concat"
+    arity: ClassVar[int] = VARIADIC
+    axis: int = 0
+
+    def infer_type(self, node, inputs, params):
+        if len(inputs) < 2:
+            raise fail(self, node, "needs at least 2 operands")
+        first = inputs[0]
+        if not 0 <= self.axis < len(first.shape):
+            raise fail(self, node, f"axis {self.axis} out of range for {first}")
+        total = 0
+        for t in inputs:
+            rest = t.shape[: self.axis] + t.shape[self.axis + 1 :]
+            if len(t.shape) != len(first.shape) or rest != first.shape[: self.axis] + first.shape[self.axis + 1 :]:
+                raise fail(self, node, f"operand shapes {[str(i) for i in inputs]} differ outside axis {self.axis}")
+            total += t.shape[self.axis]
+        shape = first.shape[: self.axis] + (total,) + first.shape[self.axis + 1 :]
+        return _merge_signal(inputs).with_shape(shape)
+
+
+def _merge_signal(inputs: Sequence[TensorType]) -> TensorType:
+    """Concat of events stays events; anything analog makes the result analog."""
+    if all(t.is_event for t in inputs):
+        b = max(t.burst for t in inputs)
+        return TensorType(inputs[0].shape, Signal.BURST if b > 1 else Signal.SPIKE, b, inputs[0].dtype)
+    return TensorType(inputs[0].shape, Signal.ANALOG, 1, inputs[0].dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# synaptic ops (linear in their input)
+
+
+@register_op
+@dataclass(frozen=True)
+class Conv2d(Op):
+    """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  (cross-correlation, PyTorch conventions)."""
+
+    name: ClassVar[str] = "conv2d"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
+    synaptic: ClassVar[bool] = True
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        h, w = _spatial(self, node, x, 2)
+        ws = params.get("weight")
+        if ws is None or len(ws) != 4:
+            raise fail(self, node, f"weight must be [Cout, Cin/groups, KH, KW], got {list(ws or ())}")
+        cout, cin_g, kh, kw = ws
+        if cin_g * self.groups != x.shape[0]:
+            raise fail(self, node, f"weight expects {cin_g * self.groups} input channels, input has {x.shape[0]}")
+        if cout % self.groups:
+            raise fail(self, node, f"{cout} output channels not divisible by groups={self.groups}")
+        if "bias" in params and params["bias"] != (cout,):
+            raise fail(self, node, f"bias has shape {list(params['bias'])}, expected [{cout}]")
+        oh = _pool_out(h, kh, self.stride[0], self.padding[0], self.dilation[0])
+        ow = _pool_out(w, kw, self.stride[1], self.padding[1], self.dilation[1])
+        if oh <= 0 or ow <= 0:
+            raise fail(self, node, f"kernel {kh}x{kw} does not fit input {x}")
+        return TensorType((cout, oh, ow))
+
+
+@register_op
+@dataclass(frozen=True)
+class Conv1d(Op):
+    """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  on [C, L] inputs."""
+
+    name: ClassVar[str] = "conv1d"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
+    synaptic: ClassVar[bool] = True
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        (length,) = _spatial(self, node, x, 1)
+        ws = params.get("weight")
+        if ws is None or len(ws) != 3:
+            raise fail(self, node, f"weight must be [Cout, Cin/groups, K], got {list(ws or ())}")
+        cout, cin_g, k = ws
+        if cin_g * self.groups != x.shape[0]:
+            raise fail(self, node, f"weight expects {cin_g * self.groups} input channels, input has {x.shape[0]}")
+        if "bias" in params and params["bias"] != (cout,):
+            raise fail(self, node, f"bias has shape {list(params['bias'])}, expected [{cout}]")
+        out = _pool_out(length, k, self.stride, self.padding, self.dilation)
+        if out <= 0:
+            raise fail(self, node, f"kernel {k} does not fit input {x}")
+        return TensorType((cout, out))
+
+
+@register_op
+@dataclass(frozen=True)
+class Linear(Op):
+    """y = W·x + b  on a flat input [N_in]; W is [N_out, N_in]."""
+
+    name: ClassVar[str] = "linear"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
+    synaptic: ClassVar[bool] = True
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        ws = params.get("weight")
+        if ws is None or len(ws) != 2:
+            raise fail(self, node, f"weight must be [Nout, Nin], got {list(ws or ())}")
+        if len(x.shape) != 1:
+            raise fail(self, node, f"expects a flat input, got {x}; insert a flatten")
+        if ws[1] != x.shape[0]:
+            raise fail(self, node, f"weight expects {ws[1]} inputs, input has {x.shape[0]}")
+        if "bias" in params and params["bias"] != (ws[0],):
+            raise fail(self, node, f"bias has shape {list(params['bias'])}, expected [{ws[0]}]")
+        return TensorType((ws[0],))
+
+
+@dataclass(frozen=True)
+class _Pool2d(Op):
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+
+    def _out_shape(self, node: str, x: TensorType) -> tuple[int, int, int]:
+        h, w = _spatial(self, node, x, 2)
+        oh = _pool_out(h, self.kernel[0], self.stride[0], self.padding[0], 1, self.ceil_mode)
+        ow = _pool_out(w, self.kernel[1], self.stride[1], self.padding[1], 1, self.ceil_mode)
+        if oh <= 0 or ow <= 0:
+            raise fail(self, node, f"window {list(self.kernel)} does not fit input {x}")
+        return (x.shape[0], oh, ow)
+
+
+@register_op
+@dataclass(frozen=True)
+class AvgPool2d(_Pool2d):
+    """y = mean of x over each window (count_include_pad as PyTorch's default)."""
+
+    name: ClassVar[str] = "avgpool2d"
+    synaptic: ClassVar[bool] = True
+    count_include_pad: bool = True
+
+    def infer_type(self, node, inputs, params):
+        return TensorType(self._out_shape(node, inputs[0]))
+
+
+@register_op
+@dataclass(frozen=True)
+class SumPool2d(_Pool2d):
+    """y = sum of x over each window."""
+
+    name: ClassVar[str] = "sumpool2d"
+    synaptic: ClassVar[bool] = True
+
+    def infer_type(self, node, inputs, params):
+        return TensorType(self._out_shape(node, inputs[0]))
+
+
+@register_op
+@dataclass(frozen=True)
+class Add(Op):
+    """y = Σ_i x_i  (residual add; operands of equal shape)."""
+
+    name: ClassVar[str] = "add"
+    arity: ClassVar[int] = VARIADIC
+    synaptic: ClassVar[bool] = True
+
+    def infer_type(self, node, inputs, params):
+        if len(inputs) < 2:
+            raise fail(self, node, "needs at least 2 operands")
+        shapes = {t.shape for t in inputs}
+        if len(shapes) != 1:
+            raise fail(self, node, f"operand shapes differ: {' vs '.join(str(t) for t in inputs)}")
+        return TensorType(inputs[0].shape)
+
+
+@register_op
+@dataclass(frozen=True)
+class Scale(Op):
+    """y = factor · s[c] · x + b[c]  (s, b optional per-channel parameters ``scale``, ``bias``)."""
+
+    name: ClassVar[str] = "scale"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (
+        ParamSpec("scale", optional=True),
+        ParamSpec("bias", optional=True),
+    )
+    synaptic: ClassVar[bool] = True
+    factor: float = 1.0
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        for role in ("scale", "bias"):
+            _channel_param(self, node, params, role, x.channels)
+        return TensorType(x.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# ANN-only ops
+
+
+@register_op
+@dataclass(frozen=True)
+class BatchNorm(Op):
+    """y[c] = (x[c] − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c]."""
+
+    name: ClassVar[str] = "batchnorm"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (
+        ParamSpec("mean"),
+        ParamSpec("var"),
+        ParamSpec("weight", optional=True),
+        ParamSpec("bias", optional=True),
+    )
+    ann_only: ClassVar[bool] = True
+    eps: float = 1e-5
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        for role in ("mean", "var", "weight", "bias"):
+            if role in params and params[role] != (x.channels,):
+                raise fail(self, node, f"{role} has shape {list(params[role])}, input has {x.channels} channels")
+        return TensorType(x.shape)
+
+
+@register_op
+@dataclass(frozen=True)
+class Relu(Op):
+    """y = max(x, 0)."""
+
+    name: ClassVar[str] = "relu"
+    ann_only: ClassVar[bool] = True
+
+    def infer_type(self, node, inputs, params):
+        return TensorType(inputs[0].shape)
+
+
+@register_op
+@dataclass(frozen=True)
+class Clip(Op):
+    """y = clamp(x, lo, hi); with levels L > 0 (QCFS): y = hi·clamp(floor(x·L/hi + shift)/L, 0, 1)."""
+
+    name: ClassVar[str] = "clip"
+    ann_only: ClassVar[bool] = True
+    lo: float = 0.0
+    hi: float = 6.0
+    levels: int = 0
+    shift: float = 0.5
+
+    def infer_type(self, node, inputs, params):
+        if self.hi <= self.lo:
+            raise fail(self, node, f"hi={self.hi} must exceed lo={self.lo}")
+        if self.levels < 0:
+            raise fail(self, node, f"levels={self.levels} must be >= 0")
+        return TensorType(inputs[0].shape)
+
+
+@register_op
+@dataclass(frozen=True)
+class MaxPool2d(_Pool2d):
+    """y = max of x over each window (padding with −inf, as PyTorch)."""
+
+    name: ClassVar[str] = "maxpool2d"
+    ann_only: ClassVar[bool] = True
+    dilation: tuple[int, int] = (1, 1)
+
+    def infer_type(self, node, inputs, params):
+        if self.dilation != (1, 1):
+            raise fail(self, node, "dilated max pooling is not supported")
+        return TensorType(self._out_shape(node, inputs[0]))
+
+
+# ---------------------------------------------------------------------------------------
+# spiking ops
+
+
+@register_op
+@dataclass(frozen=True)
+class Encode(Op):
+    """Input coding.  direct: y_t = x.  rate: y_t ~ Bernoulli(clamp(x,0,1)) (seeded).
+    ttfs: one spike at t = round((1 − clamp(x,0,1))·(T−1)) for x > 0.  phase: x in [0,1)
+    written in ``bits`` binary digits, bit k (weight 2^-(k+1)) emitted at step t with
+    t mod bits = k; the first synaptic op after it weights step t by 2^-(t mod bits)·2."""
+
+    name: ClassVar[str] = "encode"
+    scheme: Scheme = Scheme.DIRECT
+    seed: int = 0
+    bits: int = 8
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if self.scheme is Scheme.DIRECT:
+            return TensorType(x.shape)
+        return TensorType(x.shape, Signal.SPIKE)
+
+
+@register_op
+@dataclass(frozen=True)
+class Neuron(Op):
+    r"""Spiking neuron, one state per element (DESIGN §3).
+
+    Effective v_th = attribute ``v_th`` × parameter ``v_th`` (per channel, if present);
+    likewise ``beta`` and ``out_scale``.
+
+    * leak=multiply: v[t] = β·v[t−1] + I[t]      (IF: β = 1)
+    * leak=tau:      v[t] = v + (I − (v − v_reset))/τ  if decay_input else  v − (v − v_reset)/τ + I
+    * model=cuba:    u[t] = α·u[t−1] + I[t];  v[t] = β·v[t−1] + u[t]
+    * s[t] = clamp(floor(v/v_th), 0, B) for B = max_spikes > 1, else 1[v ≥ v_th] (1[v > v_th] if strict)
+    * reset soft: v −= s·v_th;  hard: v = v_reset where s > 0  (one step late if reset_delay)
+    * v[0] = v_init·v_th;  output = s·out_scale.
+    """
+
+    name: ClassVar[str] = "neuron"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (
+        ParamSpec("v_th", optional=True),
+        ParamSpec("beta", optional=True),
+        ParamSpec("out_scale", optional=True),
+    )
+    model: NeuronModel = NeuronModel.IF
+    v_th: float = 1.0
+    reset: Reset = Reset.SOFT
+    v_reset: float = 0.0
+    v_init: float = 0.0
+    beta: float = 1.0
+    alpha: float = 0.0
+    max_spikes: int = 1
+    strict: bool = False
+    reset_delay: bool = False
+    leak: Leak = Leak.MULTIPLY
+    tau: float = 2.0
+    decay_input: bool = True
+    out_scale: float = 1.0
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if self.max_spikes < 1:
+            raise fail(self, node, f"max_spikes={self.max_spikes} must be >= 1")
+        if self.v_th <= 0:
+            raise fail(self, node, f"v_th={self.v_th} must be > 0")
+        if self.model is NeuronModel.IF and self.leak is Leak.MULTIPLY and self.beta != 1.0:
+            raise fail(self, node, f"an IF neuron has no leak, got beta={self.beta}; use model=lif")
+        for role in ("v_th", "beta", "out_scale"):
+            _channel_param(self, node, params, role, x.channels)
+        kind = Signal.BURST if self.max_spikes > 1 else Signal.SPIKE
+        return TensorType(x.shape, kind, self.max_spikes)
+
+
+@register_op
+@dataclass(frozen=True)
+class SpikeMaxPool2d(_Pool2d):
+    """Gated max pooling: per window, pass the spikes of the input with the largest
+    accumulated spike count so far (ties: first in the window)."""
+
+    name: ClassVar[str] = "spike_maxpool"
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        return TensorType(self._out_shape(node, x), x.signal, x.burst, x.dtype)
+
+
+@register_op
+@dataclass(frozen=True)
+class Readout(Op):
+    """Accumulates its input over time; prediction at t = argmax of the running mean.
+    With an exit rule, a sample stops at the first t whose score exceeds the per-step
+    threshold ``exit_thresholds[t−1]`` (parameter) and keeps that prediction."""
+
+    name: ClassVar[str] = "readout"
+    params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("exit_thresholds", optional=True),)
+    mode: ReadoutMode = ReadoutMode.MEAN_CURRENT
+    exit_rule: ExitRule = ExitRule.NONE
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if self.exit_rule is not ExitRule.NONE and "exit_thresholds" not in params:
+            raise fail(self, node, f"exit_rule={self.exit_rule.value} needs an exit_thresholds parameter")
+        return TensorType(x.shape)
