@@ -1,0 +1,437 @@
+"""Bit-accurate simulator of lava's Loihi CUBA LIF neuron with Dense and Conv synapses.
+
+It computes, batched and vectorised, exactly what lava's ``PyLifModelBitAcc`` (tag
+``bit_accurate_loihi``), ``PyDenseModelBitAcc`` and ``PyConvModelBinaryFixed`` compute (lava-nc/lava
+``src/lava/proc/lif/models.py``, ``proc/dense/models.py``, ``proc/conv/models.py`` and ``conv/utils.py``).
+All arithmetic is done in int64 with the wraps lava's int32 / 24-bit types imply made explicit.
+
+One timestep of a LIF population, with ``T0(x) = sign(x) * (|x| >> 12)`` (truncation toward zero)::
+
+    u <- T0(u * (4096 - (du + 1))) + (a_in << 6)       then one 24-bit wrap: u > 2^23 -> u - 2^24,
+                                                         u <= -2^23 -> u + 2^24
+    v <- clip(T0(v * (4096 - dv)) + u + (bias_mant << bias_exp), -(2^23 - 1), 2^23 - 1)
+    s  = v > (vth_mant << 6)                           strict: v == vth << 6 does not fire
+    v[s] <- 0                                          hard reset to 0
+
+Synapses, as lava's bit-accurate models, send at step t what they accumulated at step t-1, so every
+Dense/Conv/Pool layer adds **one timestep of latency**: a spike entering synaptic layer k at step t
+reaches the neurons of layer k at step t+1.  Dense: weights are first clipped to the 8-bit range of their
+sign mode and LSB-truncated to ``num_weight_bits`` (lava ``clip_weights`` / ``truncate_weights``); the
+accumulated input is then shifted by ``weight_exp`` (left if > 0, else an arithmetic right shift, i.e.
+floor) and travels as int32.  Conv: exact correlation (PyTorch orientation, CHW) wrapped to 24 bits (lava
+``signed_clamp``).  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
+below 2^24 in magnitude, i.e. for any realistic spiking layer.
+
+Not modelled (lava's bit-accurate model does not model them either): refractory periods, axonal delays.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from snnc.errors import UserError
+
+DECAY_SHIFT = 12
+DECAY_UNITY = 1 << DECAY_SHIFT
+VTH_SHIFT = 6
+ACT_SHIFT = 6
+UV_BITS = 24
+UV_MAX = 1 << (UV_BITS - 1)  # 2^23
+CONV_ACC_BITS = 24
+DU_MIN, DU_MAX = -1, 4095  # du = -1 is what netx makes of iDecay = 0 (no current decay)
+DV_MAX = 4095
+VTH_MANT_MAX = (1 << 17) - 1
+BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1
+BIAS_EXP_MAX = 7
+# float64 holds every integer below 2^53 exactly; the matmul paths below use BLAS while sums stay there.
+_EXACT_FLOAT_BOUND = 1 << 52
+
+
+def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
+    """Two's-complement wrap of int64 ``x`` into ``bits`` bits (lava ``signed_clamp``; int32 overflow)."""
+    base = np.int64(1) << bits
+    half = np.int64(1) << (bits - 1)
+    return (x + half) % base - half
+
+
+def trunc_shift(x: np.ndarray, shift: int) -> np.ndarray:
+    """``sign(x) * (|x| >> shift)``: division by 2^shift truncating toward zero (Loihi's decay)."""
+    return np.sign(x) * (np.abs(x) >> shift)
+
+
+class SignMode(enum.Enum):
+    """Sign mode of a Dense weight matrix (lava ``weightutils.SignMode``)."""
+
+    MIXED = 1
+    EXCITATORY = 2
+    INHIBITORY = 3
+
+
+def sign_mode_of(weight: np.ndarray) -> SignMode:
+    """lava ``determine_sign_mode``: all >= 0 excitatory, all <= 0 inhibitory, otherwise mixed."""
+    if weight.size == 0 or weight.min() >= 0:
+        return SignMode.EXCITATORY
+    if weight.max() <= 0:
+        return SignMode.INHIBITORY
+    return SignMode.MIXED
+
+
+def prepare_dense_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.ndarray:
+    """The weights lava's bit-accurate Dense really uses: clipped to 8 bits for their sign mode
+    ([-256, 255] mixed, [0, 255] excitatory, [-255, 0] inhibitory), then the
+    ``8 - num_weight_bits + is_mixed`` least significant bits dropped (floor, as lava's ``>>``)."""
+    w = np.asarray(weight, dtype=np.int64)
+    mode = sign_mode_of(w)
+    if mode is SignMode.INHIBITORY:
+        w = -w
+    mixed = int(mode is SignMode.MIXED)
+    w = np.clip(w, -256 * mixed, 255)
+    drop = 8 - num_weight_bits + mixed
+    if drop > 0:
+        w = (w >> drop) << drop
+    return -w if mode is SignMode.INHIBITORY else w
+
+
+@dataclass(eq=False)
+class LifParams:
+    """Integer parameters of one CUBA LIF population, in lava's ``LIF`` process convention.
+
+    ``du``: the current keeps ``4096 - (du + 1)`` / 4096 of itself per step (4095: no memory, u = input).
+    ``dv``: the voltage keeps ``4096 - dv`` / 4096 of itself per step (0: integrate-and-fire).
+    ``vth_mant``: fires when ``v > vth_mant << 6``.  ``bias_mant << bias_exp`` is added to v every step;
+    ``bias_mant`` is a scalar or an array of the population's rank broadcastable to its shape (CHW; per
+    channel: (C, 1, 1)).
+    """
+
+    du: int
+    dv: int
+    vth_mant: int
+    bias_mant: np.ndarray | int = 0
+    bias_exp: int = 0
+
+    def verify(self, where: str) -> None:
+        """Raise UserError naming ``where`` when a value is outside the hardware's field."""
+        if not DU_MIN <= int(self.du) <= DU_MAX:
+            raise UserError(f"{where}: du = {self.du} is outside [{DU_MIN}, {DU_MAX}]")
+        if not 0 <= int(self.dv) <= DV_MAX:
+            raise UserError(f"{where}: dv = {self.dv} is outside [0, {DV_MAX}]")
+        if not 0 <= int(self.vth_mant) <= VTH_MANT_MAX:
+            raise UserError(f"{where}: vth_mant = {self.vth_mant} is outside [0, {VTH_MANT_MAX}] (17 bits)")
+        b = np.asarray(self.bias_mant)
+        if b.size and (b.min() < BIAS_MANT_MIN or b.max() > BIAS_MANT_MAX):
+            raise UserError(
+                f"{where}: bias_mant spans [{b.min()}, {b.max()}], outside [{BIAS_MANT_MIN}, {BIAS_MANT_MAX}]"
+            )
+        if not 0 <= int(self.bias_exp) <= BIAS_EXP_MAX:
+            raise UserError(f"{where}: bias_exp = {self.bias_exp} is outside [0, {BIAS_EXP_MAX}]")
+
+    def effective_bias(self) -> np.ndarray:
+        """``bias_mant << bias_exp`` as int64 (what is added to v every step)."""
+        return np.left_shift(np.asarray(self.bias_mant, dtype=np.int64), int(self.bias_exp))
+
+
+def lif_step(
+    u: np.ndarray, v: np.ndarray, a_in: np.ndarray, params: LifParams
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One timestep of lava ``PyLifModelBitAcc``; returns new ``(u, v, s)``, inputs are left unchanged.
+
+    ``u``, ``v``, ``a_in`` are int64 arrays of one shape (``a_in`` is what the synapse sent this step);
+    ``s`` is a bool array.
+    """
+    u = np.asarray(u, dtype=np.int64)
+    v = np.asarray(v, dtype=np.int64)
+    # lava: int64 product, truncation toward zero, back to int32
+    decayed_u = wrap_signed(trunc_shift(u * (DECAY_UNITY - (int(params.du) + 1)), DECAY_SHIFT), 32)
+    # a_in arrives as int32 and is shifted within int32
+    act = wrap_signed(wrap_signed(np.asarray(a_in, dtype=np.int64), 32) << ACT_SHIFT, 32)
+    u_new = wrap_signed(decayed_u + act, 32)
+    # one 24-bit wrap, with lava's asymmetric bounds: 2^23 itself stays, -2^23 becomes +2^23
+    u_new = np.where(u_new > UV_MAX, u_new - 2 * UV_MAX, np.where(u_new <= -UV_MAX, u_new + 2 * UV_MAX, u_new))
+    decayed_v = wrap_signed(trunc_shift(v * (DECAY_UNITY - int(params.dv)), DECAY_SHIFT), 32)
+    v_new = wrap_signed(decayed_v + u_new + params.effective_bias(), 32)
+    v_new = np.clip(v_new, -(UV_MAX - 1), UV_MAX - 1)
+    s = v_new > (int(params.vth_mant) << VTH_SHIFT)
+    v_new = np.where(s, 0, v_new)
+    return u_new, v_new, s
+
+
+def _matmul_exact(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
+    """``x @ w_t`` for int64 operands, exactly: BLAS in float64 when every sum fits 2^52, else int64."""
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w_t).max(initial=0)) * max(w_t.shape[0], 1)
+    if bound < _EXACT_FLOAT_BOUND:
+        return (x.astype(np.float64) @ w_t.astype(np.float64)).astype(np.int64)
+    return x @ w_t
+
+
+def dense_step(s_in: np.ndarray, weight: np.ndarray, weight_exp: int = 0) -> np.ndarray:
+    """Synaptic input of a bit-accurate Dense for a batch of spike vectors.
+
+    ``s_in``: [B, N_in] integers (binary spikes or graded payloads); ``weight``: [N_out, N_in], already
+    prepared with :func:`prepare_dense_weights`.  Returns [B, N_out] int64 = ``(W s) << weight_exp``
+    (arithmetic right shift for a negative exponent), wrapped to int32 as lava's output port.
+    """
+    acc = _matmul_exact(np.asarray(s_in, dtype=np.int64), np.asarray(weight, dtype=np.int64).T)
+    acc = acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
+    return wrap_signed(acc, 32)
+
+
+def _pair(x: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(x, (int, np.integer)):
+        return int(x), int(x)
+    a, b = x
+    return int(a), int(b)
+
+
+def conv_output_hw(
+    in_hw: tuple[int, int], kernel: tuple[int, int], stride, padding, dilation
+) -> tuple[int, int]:
+    """Output height and width of a 2-D convolution (PyTorch / lava ``output_shape`` formula)."""
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho = (in_hw[0] + 2 * ph - dh * (kernel[0] - 1) - 1) // sh + 1
+    wo = (in_hw[1] + 2 * pw - dw * (kernel[1] - 1) - 1) // sw + 1
+    return ho, wo
+
+
+def conv_step(
+    s_in: np.ndarray,
+    weight: np.ndarray,
+    stride: int | Sequence[int] = 1,
+    padding: int | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> np.ndarray:
+    """Synaptic input of a bit-accurate Conv: exact integer cross-correlation, wrapped to 24 bits.
+
+    ``s_in``: [B, C_in, H, W]; ``weight``: [C_out, C_in / groups, kH, kW] in PyTorch orientation (no
+    kernel flip; netx's flip + transpose for lava's WHC Conv cancels out).  Returns [B, C_out, Ho, Wo].
+    """
+    x = np.asarray(s_in, dtype=np.int64)
+    w = np.asarray(weight, dtype=np.int64)
+    b, c_in, h, wd = x.shape
+    c_out, c_g, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    ho, wo = conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
+    win = win[:, :, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, ::dh, ::dw]  # [B, C, Ho, Wo, kh, kw]
+    o_g = c_out // groups
+    cols = win.reshape(b, groups, c_g, ho, wo, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6)
+    cols = cols.reshape(b, groups, ho * wo, c_g * kh * kw)
+    wg = w.reshape(groups, o_g, c_g * kh * kw)
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0)) * c_g * kh * kw
+    if bound < _EXACT_FLOAT_BOUND:
+        out = np.matmul(cols.astype(np.float64), wg.transpose(0, 2, 1).astype(np.float64)).astype(np.int64)
+    else:
+        out = np.matmul(cols, wg.transpose(0, 2, 1))
+    out = out.transpose(0, 1, 3, 2).reshape(b, c_out, ho, wo)  # [B, G, HoWo, Og] -> [B, C_out, Ho, Wo]
+    return wrap_signed(out, CONV_ACC_BITS)
+
+
+def pool_weight_tensor(channels: int, kernel: tuple[int, int], weight: int) -> np.ndarray:
+    """Sum pooling with one integer weight as a depthwise conv kernel [C, 1, kH, kW] (how it is run and
+    how netx receives it, since netx has no pool layer)."""
+    return np.full((channels, 1, kernel[0], kernel[1]), int(weight), dtype=np.int64)
+
+
+class LayerKind(enum.Enum):
+    """What a :class:`QLayer` does."""
+
+    INPUT = "input"  # spikes from the host; no neurons
+    DENSE = "dense"  # Dense synapse + LIF
+    CONV = "conv"  # Conv synapse + LIF
+    POOL = "pool"  # sum-pool synapse (one integer weight) + LIF
+    FLATTEN = "flatten"  # CHW -> N, PyTorch order; no neurons, no latency
+    ADD = "add"  # element-wise sum of its inputs' spikes (SEW-style residual); graded, no latency
+    CONCAT = "concat"  # concatenation of its inputs along channels; no latency
+
+
+SYNAPTIC_KINDS = (LayerKind.DENSE, LayerKind.CONV, LayerKind.POOL)
+
+
+@dataclass(eq=False)
+class QLayer:
+    """One layer of a quantised network, independent of the snnc IR.
+
+    ``shape`` is the output shape without batch: (C, H, W) or (N,).  ``inputs`` lists the indices of the
+    layers it reads; empty means the previous layer (only ADD and CONCAT take several).
+    Dense: ``weight`` [N_out, N_in] integers (netx form: even, in [-256, 254]), ``weight_exp``,
+    ``num_weight_bits``.  Conv: ``weight`` [C_out, C_in / groups, kH, kW].  Pool: ``weight`` one integer,
+    ``kernel``.  Conv and pool use ``stride``, ``padding``, ``dilation`` (pairs, H first) and ``groups``.
+    ``message_bits`` (input only): 0 = binary spikes (any non-zero value is a spike, as lava's
+    ``astype(bool)``), > 0 = graded integer payloads.
+    """
+
+    name: str
+    kind: LayerKind
+    shape: tuple[int, ...]
+    weight: np.ndarray | int | None = None
+    weight_exp: int = 0
+    num_weight_bits: int = 8
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    lif: LifParams | None = None
+    inputs: tuple[int, ...] = ()
+    message_bits: int = 0
+    source: str = field(default="")  # where it came from in the user's model (for messages)
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def has_neurons(self) -> bool:
+        return self.kind in SYNAPTIC_KINDS
+
+
+def _sources(layers: Sequence[QLayer], i: int) -> tuple[int, ...]:
+    layer = layers[i]
+    return layer.inputs if layer.inputs else ((i - 1,) if i > 0 else ())
+
+
+def verify_layers(layers: Sequence[QLayer]) -> None:
+    """Check shapes, weights and parameters of a layer list; raise UserError naming the first bad layer."""
+    if not layers or layers[0].kind is not LayerKind.INPUT:
+        raise UserError("a Loihi network starts with an input layer")
+    for i, layer in enumerate(layers):
+        where = f"layer {i} '{layer.name}' ({layer.kind.value})"
+        srcs = _sources(layers, i)
+        if layer.kind is LayerKind.INPUT:
+            if i != 0:
+                raise UserError(f"{where}: only the first layer may be an input")
+            continue
+        if any(s < 0 or s >= i for s in srcs):
+            raise UserError(f"{where}: inputs {srcs} must name earlier layers")
+        in_shapes = [layers[s].shape for s in srcs]
+        if layer.kind not in (LayerKind.ADD, LayerKind.CONCAT) and len(srcs) != 1:
+            raise UserError(f"{where}: takes exactly one input, got {len(srcs)}")
+        expect = _expected_shape(layer, in_shapes, where)
+        if tuple(expect) != tuple(layer.shape):
+            raise UserError(f"{where}: shape {tuple(layer.shape)} does not match its inputs, expected {expect}")
+        if layer.has_neurons:
+            if layer.lif is None:
+                raise UserError(f"{where}: has no LIF parameters")
+            layer.lif.verify(where)
+            b = np.asarray(layer.lif.bias_mant)
+            # same rank required: a per-channel (C,) bias would silently broadcast along W
+            ok = b.ndim == 0 or (
+                b.ndim == len(layer.shape) and all(d in (1, n) for d, n in zip(b.shape, layer.shape, strict=True))
+            )
+            if not ok:
+                raise UserError(
+                    f"{where}: bias_mant of shape {b.shape} does not broadcast to {layer.shape} "
+                    "(give a scalar or an array of the same rank, e.g. (C, 1, 1) per channel)"
+                )
+
+
+def _expected_shape(layer: QLayer, in_shapes: list[tuple[int, ...]], where: str) -> tuple[int, ...]:
+    kind = layer.kind
+    if kind is LayerKind.FLATTEN:
+        return (int(np.prod(in_shapes[0])),)
+    if kind is LayerKind.ADD:
+        if any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
+            raise UserError(f"{where}: inputs have different shapes {in_shapes}")
+        return tuple(in_shapes[0])
+    if kind is LayerKind.CONCAT:
+        if any(tuple(s[1:]) != tuple(in_shapes[0][1:]) for s in in_shapes):
+            raise UserError(f"{where}: inputs differ beyond the channel axis: {in_shapes}")
+        return (sum(s[0] for s in in_shapes), *in_shapes[0][1:])
+    if kind is LayerKind.DENSE:
+        w = np.asarray(layer.weight)
+        n_in = int(np.prod(in_shapes[0]))
+        if w.ndim != 2 or w.shape[1] != n_in:
+            raise UserError(f"{where}: weight {w.shape} does not read {n_in} inputs")
+        return (w.shape[0],)
+    if len(in_shapes[0]) != 3:
+        raise UserError(f"{where}: needs a (C, H, W) input, got {in_shapes[0]}")
+    c_in, h, w_ = in_shapes[0]
+    if kind is LayerKind.CONV:
+        w = np.asarray(layer.weight)
+        if w.ndim != 4 or c_in % layer.groups or w.shape[0] % layer.groups or w.shape[1] * layer.groups != c_in:
+            raise UserError(f"{where}: weight {w.shape} with groups={layer.groups} does not read {c_in} channels")
+        ho, wo = conv_output_hw((h, w_), w.shape[2:], layer.stride, layer.padding, layer.dilation)
+        return (w.shape[0], ho, wo)
+    # POOL
+    if np.ndim(layer.weight) != 0:
+        raise UserError(f"{where}: a pool weight is one integer")
+    ho, wo = conv_output_hw((h, w_), layer.kernel, layer.stride, layer.padding, layer.dilation)
+    return (c_in, ho, wo)
+
+
+def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None) -> np.ndarray:
+    """Synaptic input computed from this step's input ``x`` ([B, *in_shape]); [B, *layer.shape]."""
+    b = x.shape[0]
+    if layer.kind is LayerKind.DENSE:
+        return dense_step(x.reshape(b, -1), dense_w, layer.weight_exp)
+    if layer.kind is LayerKind.CONV:
+        return conv_step(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
+    w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight))
+    return conv_step(x, w, layer.stride, layer.padding, layer.dilation, groups=x.shape[1])
+
+
+def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = None) -> dict[str, np.ndarray]:
+    """Run the network for ``T`` steps on ``spikes_in`` [B, T_in, *input_shape] (zeros after T_in).
+
+    Returns ``{layer name: output [B, T, *shape]}`` for every layer: bool spikes for neuron layers and
+    binary inputs, int64 for graded values (graded input, ADD).  State starts at 0.
+    """
+    verify_layers(layers)
+    x_in = np.asarray(spikes_in)
+    if x_in.ndim < 2 or tuple(x_in.shape[2:]) != tuple(layers[0].shape):
+        raise UserError(
+            f"input spikes have shape {x_in.shape}; expected [batch, time, {', '.join(map(str, layers[0].shape))}]"
+        )
+    batch, t_in = x_in.shape[:2]
+    steps = t_in if T is None else int(T)
+    if layers[0].message_bits == 0:
+        x_in = x_in != 0
+    dense_w = {
+        i: prepare_dense_weights(np.asarray(layer.weight), layer.num_weight_bits)
+        for i, layer in enumerate(layers)
+        if layer.kind is LayerKind.DENSE
+    }
+    state = {}
+    for i, layer in enumerate(layers):
+        if layer.has_neurons:
+            zeros = np.zeros((batch, *layer.shape), dtype=np.int64)
+            # (u, v, synaptic buffer): the buffer holds what the synapse sends next step
+            state[i] = [zeros, zeros, zeros]
+    out = {layer.name: np.zeros((batch, steps, *layer.shape), dtype=_out_dtype(layer, layers)) for layer in layers}
+    for t in range(steps):
+        now: list[np.ndarray] = []
+        for i, layer in enumerate(layers):
+            srcs = _sources(layers, i)
+            if layer.kind is LayerKind.INPUT:
+                y = x_in[:, t] if t < t_in else np.zeros((batch, *layer.shape), dtype=x_in.dtype)
+            elif layer.kind is LayerKind.FLATTEN:
+                y = now[srcs[0]].reshape(batch, -1)
+            elif layer.kind is LayerKind.ADD:
+                y = sum(now[s].astype(np.int64) for s in srcs)
+            elif layer.kind is LayerKind.CONCAT:
+                y = np.concatenate([now[s] for s in srcs], axis=1)
+            else:
+                u, v, buf = state[i]
+                state[i][2] = _synapse(layer, now[srcs[0]], dense_w.get(i))
+                u, v, y = lif_step(u, v, buf, layer.lif)
+                state[i][0], state[i][1] = u, v
+            now.append(y)
+            out[layer.name][:, t] = y
+    return out
+
+
+def _out_dtype(layer: QLayer, layers: Sequence[QLayer]) -> type:
+    if layer.kind is LayerKind.INPUT:
+        return bool if layer.message_bits == 0 else np.int64
+    if layer.kind is LayerKind.ADD:
+        return np.int64
+    if layer.kind in (LayerKind.FLATTEN, LayerKind.CONCAT):
+        srcs = _sources(layers, layers.index(layer))
+        return np.result_type(*[_out_dtype(layers[s], layers) for s in srcs])
+    return bool

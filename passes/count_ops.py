@@ -1,0 +1,90 @@
+"""count-ops: per-layer cost analysis (an analysis: changes nothing in the graph).
+
+Attaches ``graph.analyses["count-ops"]`` and ``ctx.results["count-ops"]``:
+``layers: [{name, op, neurons, macs, sops, spikes_per_sample, analog_macs}]`` and totals.
+
+* ``macs``: multiply-accumulates of one dense (ANN) evaluation of the layer;
+* ``neurons``: elements of each activation (relu/clip/neuron output);
+* with spikes in the graph and calibration data in the context, the graph is simulated
+  for ``ctx.timesteps`` steps and each synaptic layer gets ``sops`` (accumulates per
+  sample: input events × fan-out, a burst of n counting n) and ``analog_macs`` (per
+  sample, over all steps: a synaptic layer reading analog values, e.g. a direct-coded
+  first layer, multiplies at every step); each neuron gets ``spikes_per_sample``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
+
+
+def dense_macs(graph: Graph, node: Node) -> int:
+    """MACs (or adds, for pooling and residual adds) of one dense evaluation of ``node``."""
+    op, out = node.op, node.type
+    assert out is not None  # verified graphs are typed
+    if isinstance(op, (O.Conv2d, O.Conv1d)):
+        w = graph.params[node.params["weight"]].shape
+        return out.numel * math.prod(w[1:])
+    if isinstance(op, O.Linear):
+        return math.prod(graph.params[node.params["weight"]].shape)
+    if isinstance(op, (O.AvgPool2d, O.SumPool2d, O.MaxPool2d, O.SpikeMaxPool2d)):
+        return out.numel * op.kernel[0] * op.kernel[1]
+    if isinstance(op, O.Add):
+        return out.numel * (len(node.inputs) - 1)
+    if isinstance(op, O.Scale):
+        return out.numel
+    return 0
+
+
+def _is_activation(node: Node) -> bool:
+    return isinstance(node.op, (O.Relu, O.Clip, O.Neuron))
+
+
+@register_pass
+@dataclass(frozen=True)
+class CountOps(Pass):
+    """Per-layer MACs and neurons; SOPs and spikes once the graph spikes."""
+
+    name: ClassVar[str] = "count-ops"
+    analysis: ClassVar[bool] = True
+    samples: int = 256  # calibration samples simulated for SOPs and spike counts
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        layers: list[dict[str, Any]] = []
+        for node in graph.nodes:
+            if not (node.op.synaptic or _is_activation(node) or isinstance(node.op, (O.MaxPool2d, O.SpikeMaxPool2d))):
+                continue
+            layers.append(
+                {
+                    "name": node.name,
+                    "op": node.op.name,
+                    "neurons": node.type.numel if _is_activation(node) and node.type else 0,
+                    "macs": dense_macs(graph, node) if node.op.synaptic else 0,
+                    "sops": 0.0,
+                    "spikes_per_sample": 0.0,
+                    "analog_macs": 0.0,
+                }
+            )
+        spiking = any(isinstance(n.op, O.Neuron) for n in graph.nodes)
+        simulated = False
+        if spiking and ctx.calibration is not None and ctx.simulator is not None:
+            timesteps = graph.attrs.timesteps or ctx.timesteps
+            x = ctx.calibration.x[: self.samples]
+            result = ctx.simulator.run_snn(graph, x, timesteps)
+            for layer in layers:
+                layer["sops"] = float(result.sops.get(layer["name"], 0.0))
+                layer["analog_macs"] = float(result.macs.get(layer["name"], 0.0))
+                layer["spikes_per_sample"] = float(result.spikes.get(layer["name"], 0.0))
+            simulated = True
+        totals = {
+            key: sum(layer[key] for layer in layers)
+            for key in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs")
+        }
+        summary = {"layers": layers, "totals": totals, "simulated": simulated}
+        graph.analyses["count-ops"] = summary
+        ctx.results["count-ops"] = summary

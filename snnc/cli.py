@@ -1,0 +1,345 @@
+"""The ``snnc`` command line.
+
+Exit status: 0 success, 2 a user error (one line on stderr, no traceback), 1 an internal
+error (a bug in snnc: the traceback is printed so that it can be reported).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import numpy as np
+
+from snnc.errors import SnncError, UserError
+
+EPILOG = "Docs: README.md and docs/ in the snnc repository."
+
+
+def _fail(message: str) -> None:
+    click.echo(f"snnc: error: {message}", err=True)
+    sys.exit(2)
+
+
+@contextmanager
+def _progress_factory():
+    """A rich progress bar on a terminal; nothing when output is piped (CI, tests)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), transient=True) as progress:
+
+        @contextmanager
+        def track(description: str, total: int):
+            task = progress.add_task(description, total=total)
+
+            class _Tracker:
+                def advance(self, n: int = 1) -> None:
+                    progress.advance(task, n)
+
+            try:
+                yield _Tracker()
+            finally:
+                progress.remove_task(task)
+
+        yield track
+
+
+class SnncGroup(click.Group):
+    """Turns snnc's user errors into one line and exit 2; bugs into exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SnncError as e:
+            _fail(str(e))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            click.echo("snnc: interrupted", err=True)
+            sys.exit(130)
+        except Exception:
+            click.echo("snnc: internal error (a bug in snnc; please report it with this trace):", err=True)
+            traceback.print_exc()
+            sys.exit(1)
+
+
+def _shape_option(value: str | None):
+    from snnc.frontend.files import parse_input_shape
+
+    return parse_input_shape(value)
+
+
+def _timesteps_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--timesteps '{text}': expected integers like 1,2,4,8") from None
+    if not values or any(v < 1 for v in values):
+        raise UserError(f"--timesteps '{text}': expected positive integers like 1,2,4,8")
+    return values
+
+
+@click.group(cls=SnncGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="snnc", prog_name="snnc")
+def main() -> None:
+    """snnc: compile ANNs and direct-coded SNNs into event-based spiking networks.
+
+    \b
+    Typical use:
+      snnc compile model.pt2 --calib train.npz --timesteps 8 -o out
+      snnc eval out --data test.npz --timesteps 1,2,4,8
+      snnc run out --data x.npz -o y.npz
+    """
+
+
+@main.command()
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
+              help="Artifact directory (replaced only once the new one is complete).")
+@click.option("--target", default="torch", show_default=True, help="torch | tvm | loihi (loihi2) | loihi1.")
+@click.option("-p", "--pipeline", default=None,
+              help="Named pipeline (ann-to-snn, ann-to-snn-fast, ...) or a pass string "
+                   "'canonicalize,fold-bn,calibrate{method=percentile}'. Default: ann-to-snn with --calib, "
+                   "otherwise analysis only.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Calibration data: .npz with x (and y), or a directory of .npz shards.")
+@click.option("--test-data", type=click.Path(path_type=Path), default=None,
+              help="Labelled .npz for the report's accuracy (default: the calibration data, if labelled).")
+@click.option("-T", "--timesteps", type=int, default=8, show_default=True, help="Simulation timesteps T.")
+@click.option("--input-shape", default=None, help="Input shape without batch, e.g. 1,8,8 (for state dicts).")
+@click.option("--arch", default=None, help="path/to/file.py:factory that builds the module of a state dict.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole-module .pt (runs code from the file).")
+@click.option("--print-ir-after", default=None, help="Print the IR after the named passes (comma list) or 'all'.")
+@click.option("--time-passes", is_flag=True, help="Print the wall time of every pass.")
+@click.option("--no-verify", is_flag=True, help="Do not run the verifier after every pass.")
+@click.option("--reproducer", type=click.Path(path_type=Path), default=None,
+              help="If a pass fails, write its input IR and pipeline to this file.")
+@click.option("--target-config", type=click.Path(path_type=Path), default=None,
+              help="TOML overriding the target description (e.g. Loihi limits).")
+@click.option("--board", default=None, help="Loihi board the model must fit (e.g. kapoho-point).")
+@click.option("--device", default="cpu", show_default=True, help="torch device for simulation (cpu, cuda).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def compile(model, out, target, pipeline, calib, test_data, timesteps, input_shape, arch, trust_pickle,
+            print_ir_after, time_passes, no_verify, reproducer, target_config, board, device, seed) -> None:
+    """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir) into an artifact directory."""
+    from snnc.driver import CompileOptions, compile_model
+    from snnc.pass_manager import PipelineFailure
+    from snnc.targets import TargetOptions
+
+    opts = CompileOptions(
+        model=model, out=out, target=target, pipeline=pipeline, calib=calib, test_data=test_data,
+        timesteps=timesteps, input_shape=_shape_option(input_shape), arch=arch, trust_pickle=trust_pickle,
+        print_ir_after=[s.strip() for s in print_ir_after.split(",")] if print_ir_after else [],
+        time_passes=time_passes, verify_each=not no_verify, seed=seed, device=device,
+        target_options=TargetOptions(target_config=target_config, board=board),
+    )
+    with _progress_factory() as progress:
+        try:
+            result = compile_model(opts, progress)
+        except PipelineFailure as e:
+            if reproducer is not None:
+                e.write_reproducer(reproducer)
+                raise UserError(f"{e} (reproducer written to {reproducer})") from None
+            raise UserError(f"{e} (re-run with --reproducer FILE to save the failing IR)") from None
+    if result.timing:
+        click.echo(result.timing.render(), err=True)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    _print_summary(result.report, result.out)
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"snnc: {report['source']['path']} -> {out} (target {report['target']})")
+    for col in ("layer", "op", "neurons", "MACs", "SOPs/sample", "spikes/sample"):
+        table.add_column(col, justify="right" if col not in ("layer", "op") else "left")
+    for layer in report["layers"]:
+        table.add_row(layer["name"], layer["op"], f"{layer['neurons']:,}", f"{layer['macs']:,}",
+                      f"{layer['sops']:,.0f}", f"{layer['spikes_per_sample']:,.1f}")
+    t = report["totals"]
+    table.add_row("total", "", f"{t['neurons']:,}", f"{t['macs']:,}", f"{t['sops']:,.0f}",
+                  f"{t['spikes_per_sample']:,.1f}")
+    console.print(table)
+    console.print(f"pipeline: {report['pipeline']}")
+    energy = ", ".join(f"{k}: {v / 1e3:,.2f} nJ" for k, v in report["energy_pj"].items())
+    console.print(f"energy per inference: {energy} (ANN reference {report['ann_energy_pj'] / 1e3:,.2f} nJ)")
+    if "accuracy" in report:
+        acc = report["accuracy"]
+        line = f"accuracy ({acc['split']} data): source {acc['source']:.4f}, converted {acc['converted']:.4f}"
+        if "mean_timesteps_used" in acc:
+            line += f", mean timesteps used {acc['mean_timesteps_used']:.2f}"
+        console.print(line)
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help=".npz with x (N, ...).")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Write logits and predictions to this .npz.")
+@click.option("-T", "--timesteps", type=int, default=None, help="Timesteps (default: the artifact's).")
+@click.option("--mode", type=click.Choice(["snn", "ann"]), default="snn", show_default=True,
+              help="ann: evaluate the graph once, as the ANN it came from.")
+@click.option("--backend", default=None, help="Run the IR on another backend (torch, tvm, loihi).")
+@click.option("--device", default="cpu", show_default=True)
+def run(artifact, data, out, timesteps, mode, backend, device) -> None:
+    """Run an ARTIFACT directory on inputs; writes logits (N, C) and predictions (N,)."""
+    from snnc.data import check_shape, load_npz
+    from snnc.runner import open_artifact, run_artifact
+
+    art = open_artifact(artifact)
+    x, y = load_npz(data)
+    check_shape(x, art.graph.inputs[0][1].shape, data)
+    result = run_artifact(art, x, timesteps, mode, backend, device)
+    if out is not None:
+        np.savez(out, **{k: np.asarray(v) for k, v in result.items()})
+    msg = f"{len(x)} samples"
+    if y is not None:
+        msg += f", accuracy {(result['predictions'] == y).mean():.4f}"
+    click.echo(msg + (f"; wrote {out}" if out else ""))
+
+
+@main.command(name="eval")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Labelled .npz (x and y).")
+@click.option("-T", "--timesteps", default="1,2,4,8,16,32", show_default=True, help="Comma list of T.")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write results as JSON.")
+@click.option("--device", default="cpu", show_default=True)
+def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
+    """Accuracy, spikes, SOPs and energy of an ARTIFACT for several T."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from snnc.data import check_shape, load_npz
+    from snnc.runner import evaluate, open_artifact
+
+    art = open_artifact(artifact)
+    x, y = load_npz(data)
+    if y is None:
+        raise UserError(f"{data}: has no labels 'y'; eval needs labelled data")
+    check_shape(x, art.graph.inputs[0][1].shape, data)
+    result = evaluate(art, x, y, _timesteps_list(timesteps), device)
+    table = Table(title=f"snnc eval {artifact} on {data} ({len(x)} samples)")
+    for col in ("T", "accuracy", "spikes/sample", "SOPs/sample", "MACs/sample", "E 45nm (nJ)", "E 1pJ/spike (nJ)",
+                "mean T used"):
+        table.add_column(col, justify="right")
+    if result["source_accuracy"] is not None:
+        e = result.get("source_energy_pj", {}).get("45nm", float("nan"))
+        table.add_row("ANN", f"{result['source_accuracy']:.4f}", "-", "-", "-", f"{e / 1e3:.2f}", "-", "-")
+    for r in result["results"]:
+        table.add_row(str(r["timesteps"]), f"{r['accuracy']:.4f}", f"{r['spikes_per_sample']:,.1f}",
+                      f"{r['sops']:,.0f}", f"{r['macs']:,.0f}", f"{r['energy_pj']['45nm'] / 1e3:.2f}",
+                      f"{r['energy_pj']['1pj_per_spike'] / 1e3:.2f}", f"{r['mean_timesteps_used']:.2f}")
+    Console().print(table)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-p", "--pipeline", required=True, help="Pass pipeline string, e.g. 'canonicalize,fold-bn'.")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="Write the result (and its params sidecar) here instead of printing it.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration .npz for passes that need it.")
+@click.option("-T", "--timesteps", type=int, default=8, show_default=True)
+@click.option("--print-ir-after", default=None, help="Pass names (comma list) or 'all'.")
+@click.option("--time-passes", is_flag=True)
+@click.option("--no-verify", is_flag=True)
+@click.option("--print-pipeline", is_flag=True, help="Print the canonical pipeline string and exit.")
+def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_verify, print_pipeline) -> None:
+    """Run a pass PIPELINE on textual IR FILE (.snnir) and print the result."""
+    from snnc.driver import make_simulator
+    from snnc.ir import load_graph, print_graph, save_params
+    from snnc.pass_manager import (
+        CalibrationData,
+        PassContext,
+        PassManager,
+        PassTiming,
+        PrintIRAfter,
+        parse_pipeline,
+        pipeline_string,
+    )
+
+    passes = parse_pipeline(pipeline)
+    if print_pipeline:
+        click.echo(pipeline_string(passes))
+        return
+    graph = load_graph(file)
+    instruments = []
+    if print_ir_after:
+        instruments.append(PrintIRAfter([s.strip() for s in print_ir_after.split(",")], sys.stdout))
+    timing = PassTiming() if time_passes else None
+    if timing:
+        instruments.append(timing)
+    calibration = None
+    if calib is not None:
+        from snnc.data import load_npz
+
+        calibration = CalibrationData(*load_npz(calib))
+    ctx = PassContext(calibration, make_simulator("cpu"), timesteps)
+    result = PassManager(passes, verify_each=not no_verify, instruments=instruments).run(graph, ctx)
+    text = print_graph(result)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        Path(out).write_text(text)
+        save_params(result.params, Path(out).with_suffix(".safetensors"))
+    if timing:
+        click.echo(timing.render(), err=True)
+
+
+@main.command()
+def passes() -> None:
+    """List the registered passes and named pipelines."""
+    from snnc.pass_manager import available_passes, available_pipelines
+
+    for name, cls in available_passes().items():
+        click.echo(f"{name:22s} {_summary(cls)}")
+    click.echo("\nnamed pipelines:")
+    for name, spec in available_pipelines().items():
+        click.echo(f"{name:22s} {spec}")
+
+
+def _summary(cls: type) -> str:
+    """First line of a pass's docstring (the module's, when the class has only dataclass's)."""
+    doc = cls.__doc__ or ""
+    if doc.startswith(cls.__name__ + "("):
+        doc = sys.modules[cls.__module__].__doc__ or ""
+    lines = doc.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+@main.command()
+def targets() -> None:
+    """List the compilation targets."""
+    from snnc.targets import TARGETS
+
+    for name, (_, _, desc) in TARGETS.items():
+        click.echo(f"{name:10s} {desc}")
+
+
+@main.command()
+def ops() -> None:
+    """List the IR ops with their attributes and defaults."""
+    from snnc.ir import OPS
+
+    for name, cls in sorted(OPS.items()):
+        attrs = ", ".join(f"{f.name}={f.default!r}" if not hasattr(f.default, "value") else
+                          f"{f.name}={f.default.value}" for f in cls.attribute_fields())
+        params = ", ".join(p.role + ("?" if p.optional else "") for p in cls.params_spec)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        click.echo(f"{name}: {doc}\n    attributes: {attrs or '-'}\n    params: {params or '-'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The compile driver: model file -> IR -> pipeline -> target -> artifact directory.
+
+The artifact appears whole or not at all: everything is written to a temporary sibling
+directory that is renamed into place at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnc.data import check_shape, load_npz
+from snnc.errors import TargetError, UserError
+from snnc.frontend.files import load_model
+from snnc.ir import Graph, save_graph
+from snnc.ir import ops as O
+from snnc.pass_manager import (
+    CalibrationData,
+    Instrument,
+    PassContext,
+    PassManager,
+    PassTiming,
+    PrintIRAfter,
+    available_pipelines,
+    parse_pipeline,
+    pipeline_string,
+)
+from snnc.report import build_report
+from snnc.targets import TargetOptions, get_target
+
+ANALYSIS_ONLY = "canonicalize,fold-bn,count-ops"
+
+
+@dataclass
+class CompileOptions:
+    model: Path
+    out: Path
+    target: str = "torch"
+    pipeline: str | None = None
+    calib: Path | None = None
+    test_data: Path | None = None
+    timesteps: int = 8
+    input_shape: tuple[int, ...] | None = None
+    arch: str | None = None
+    trust_pickle: bool = False
+    print_ir_after: list[str] = field(default_factory=list)
+    time_passes: bool = False
+    verify_each: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    target_options: TargetOptions = field(default_factory=TargetOptions)
+
+
+@dataclass
+class CompileResult:
+    graph: Graph
+    report: dict[str, Any]
+    out: Path
+    timing: PassTiming | None
+    notes: list[str]
+
+
+def is_spiking(graph: Graph) -> bool:
+    return any(isinstance(n.op, O.Neuron) for n in graph.nodes)
+
+
+def default_pipeline(graph: Graph, has_calibration: bool) -> str:
+    if is_spiking(graph):
+        if "direct-to-event" in available_pipelines():
+            return "direct-to-event"
+        return "canonicalize,count-ops"
+    return "ann-to-snn" if has_calibration and "ann-to-snn" in available_pipelines() else ANALYSIS_ONLY
+
+
+def make_simulator(device: str) -> Any:
+    from snnc.backends.torch.simulator import TorchSimulator  # the driver may use a backend; passes may not
+
+    return TorchSimulator(device)
+
+
+def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | None = None) -> CompileResult:
+    loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape, trust_pickle=opts.trust_pickle)
+    source_graph = loaded.graph
+    in_shape = source_graph.inputs[0][1].shape
+    calibration = None
+    if opts.calib is not None:
+        x, y = load_npz(opts.calib)
+        check_shape(x, in_shape, opts.calib)
+        calibration = CalibrationData(x, y)
+    test = None
+    if opts.test_data is not None:
+        tx, ty = load_npz(opts.test_data)
+        check_shape(tx, in_shape, opts.test_data)
+        test = (tx, ty)
+    if opts.timesteps < 1:
+        raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
+    target = get_target(opts.target, opts.target_options)
+    spec = opts.pipeline or default_pipeline(source_graph, calibration is not None)
+    spec = available_pipelines().get(spec, spec)
+    suffix = target.pipeline_suffix()
+    passes = parse_pipeline(spec + ("," + suffix if suffix else ""))
+    instruments: list[Instrument] = []
+    if opts.print_ir_after:
+        instruments.append(PrintIRAfter(opts.print_ir_after, sys.stdout))
+    timing = PassTiming() if opts.time_passes else None
+    if timing:
+        instruments.append(timing)
+    simulator = make_simulator(opts.device)
+    ctx = PassContext(calibration, simulator, opts.timesteps, opts.seed, opts.device, progress)
+    pm = PassManager(passes, verify_each=opts.verify_each, instruments=instruments)
+    graph = pm.run(source_graph, ctx)
+
+    problems = target.legality(graph)
+    if problems:
+        raise TargetError(f"target '{opts.target}' cannot compile this graph: " + "; ".join(problems))
+
+    counts = _counts(graph, ctx)
+    accuracy = _accuracy(source_graph, graph, simulator, test or _labelled(calibration), ctx.timesteps,
+                         "test" if test else "calibration")
+    source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
+    timesteps = graph.attrs.timesteps
+    out = Path(opts.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        save_graph(graph, tmp)
+        _save_source(source_graph, tmp)
+        target_report = target.compile(graph, tmp, ctx)
+        report = build_report(
+            source=source,
+            target=opts.target,
+            pipeline=pipeline_string(passes),
+            timesteps=timesteps,
+            counts=counts,
+            accuracy=accuracy,
+            target_report=target_report,
+            notes=ctx.notes,
+            pass_results=ctx.results,
+        )
+        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CompileResult(graph, report, out, timing, ctx.notes)
+
+
+def _labelled(calibration: CalibrationData | None):
+    if calibration is None or calibration.y is None:
+        return None
+    return (calibration.x, calibration.y)
+
+
+def _save_source(graph: Graph, directory: Path) -> None:
+    """The imported source graph, so that ``snnc eval`` can show the source's accuracy."""
+    from snnc.ir import print_graph, save_params
+
+    (directory / "source.snnir").write_text(print_graph(graph))
+    save_params(graph.params, directory / "source.safetensors")
+
+
+def _counts(graph: Graph, ctx: PassContext) -> dict[str, Any]:
+    """count-ops on the final graph (SOPs simulated when calibration data exists)."""
+    from snnc.passes.count_ops import CountOps
+
+    work = graph.copy()
+    CountOps().apply(ctx, work)
+    return work.analyses["count-ops"]
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is replaced only once ``tmp`` is complete."""
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"-o {out}: exists and is not a directory")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def _accuracy(source: Graph, graph: Graph, simulator: Any, data, timesteps: int, split: str):
+    if data is None or data[1] is None:
+        return None
+    x, y = data
+    src_logits = simulator.run_ann(source, x)[source.outputs[0]]
+    result: dict[str, Any] = {"source": float((src_logits.argmax(1) == y).mean()), "split": split}
+    if is_spiking(graph):
+        t = graph.attrs.timesteps or timesteps
+        run = simulator.run_snn(graph, x, t)
+        result["converted"] = float((run.predictions == y).mean())
+        result["mean_timesteps_used"] = float(np.mean(run.steps_used))
+    else:
+        logits = simulator.run_ann(graph, x)[graph.outputs[0]]
+        result["converted"] = float((logits.argmax(1) == y).mean())
+    return result
+

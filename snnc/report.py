@@ -1,0 +1,51 @@
+"""report.json (DESIGN §6): schema, builder and the table printers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from snnc.energy import ann_energy_pj, energy_pj
+
+SCHEMA_VERSION = 1
+
+
+def build_report(
+    *,
+    source: dict[str, Any],
+    target: str,
+    pipeline: str,
+    timesteps: int,
+    counts: dict[str, Any],
+    accuracy: dict[str, Any] | None,
+    target_report: dict[str, Any],
+    notes: list[str],
+    pass_results: dict[str, Any],
+) -> dict[str, Any]:
+    from snnc import __version__
+
+    totals = counts["totals"]
+    spiking = counts.get("simulated", False)
+    if spiking:
+        energy = energy_pj(totals["analog_macs"], totals["sops"])
+    else:
+        energy = {"45nm": ann_energy_pj(totals["macs"])}
+    if "loihi_pj" in target_report:
+        energy["loihi"] = target_report["loihi_pj"]
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "snnc_version": __version__,
+        "source": source,
+        "target": target,
+        "pipeline": pipeline,
+        "timesteps": timesteps,
+        "layers": counts["layers"],
+        "totals": {k: totals[k] for k in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs")},
+        "energy_pj": energy,
+        "ann_energy_pj": ann_energy_pj(totals["macs"]),
+        "target_report": target_report,
+        "notes": notes,
+        "passes": {k: v for k, v in pass_results.items() if k != "count-ops"},
+    }
+    if accuracy is not None:
+        report["accuracy"] = accuracy
+    return report

@@ -1,0 +1,117 @@
+"""Run and evaluate artifact directories (``snnc run`` / ``snnc eval``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnc.energy import ann_energy_pj, energy_pj
+from snnc.errors import InputFileError, UserError
+from snnc.ir import Graph, load_graph
+from snnc.ir import ops as O
+from snnc.ir.parser import parse_graph
+from snnc.ir.serialize import load_params
+
+
+@dataclass
+class Artifact:
+    path: Path
+    graph: Graph
+    report: dict[str, Any]
+
+    @property
+    def target(self) -> str:
+        return str(self.report.get("target", "torch"))
+
+    def source_graph(self) -> Graph | None:
+        text = self.path / "source.snnir"
+        if not text.exists():
+            return None
+        g = parse_graph(text.read_text())
+        g.params = load_params(self.path / "source.safetensors")
+        return g
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    path = Path(path)
+    if not (path / "graph.snnir").exists():
+        raise InputFileError(f"{path}: not an snnc artifact directory (no graph.snnir); run `snnc compile` first")
+    report_path = path / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    return Artifact(path, load_graph(path), report)
+
+
+def is_spiking(graph: Graph) -> bool:
+    return any(isinstance(n.op, (O.Neuron, O.Encode)) for n in graph.nodes)
+
+
+def run_artifact(art: Artifact, x: np.ndarray, timesteps: int | None, mode: str, backend: str | None,
+                 device: str = "cpu") -> dict[str, np.ndarray]:
+    """Logits and predictions of the artifact on ``x`` with the chosen backend."""
+    backend = backend or art.target
+    if backend.startswith("loihi"):
+        backend_impl = "loihi"
+    else:
+        backend_impl = backend
+    if mode == "ann" or not is_spiking(art.graph):
+        if backend_impl != "torch":
+            raise UserError(f"--mode ann runs on the torch backend only (not '{backend}')")
+        from snnc.backends.torch.simulator import TorchSimulator
+
+        logits = TorchSimulator(device).run_ann(art.graph, x)[art.graph.outputs[0]]
+        return {"logits": logits, "predictions": logits.argmax(1)}
+    t = timesteps or art.graph.attrs.timesteps or int(art.report.get("timesteps") or 0)
+    if not t:
+        raise UserError("this graph has no timesteps attribute; pass --timesteps T")
+    if backend_impl == "torch":
+        from snnc.backends.torch.simulator import TorchSimulator
+
+        res = TorchSimulator(device).run_snn(art.graph, x, t)
+        return {"logits": res.logits, "predictions": res.predictions, "steps_used": res.steps_used}
+    if backend_impl == "tvm":
+        from snnc.backends.tvm.target import run_tvm_artifact
+
+        return run_tvm_artifact(art.path, x, t)
+    if backend_impl == "loihi":
+        from snnc.backends.loihi.target import run_loihi_artifact
+
+        return run_loihi_artifact(art.path, x, t)
+    raise UserError(f"unknown backend '{backend}'; use torch, tvm or loihi")
+
+
+def evaluate(art: Artifact, x: np.ndarray, y: np.ndarray, timesteps: list[int], device: str = "cpu"
+             ) -> dict[str, Any]:
+    """The ``snnc eval`` table: accuracy, spikes, SOPs, MACs and energy per T (DESIGN §6)."""
+    from snnc.backends.torch.simulator import TorchSimulator
+
+    sim = TorchSimulator(device)
+    src = art.source_graph()
+    source_acc = None
+    source_macs = art.report.get("totals", {}).get("macs")
+    if src is not None:
+        logits = sim.run_ann(src, x)[src.outputs[0]]
+        source_acc = float((logits.argmax(1) == y).mean())
+    results = []
+    for t in timesteps:
+        run = sim.run_snn(art.graph, x, t)
+        macs = float(sum(run.macs.values()))
+        sops = float(sum(run.sops.values()))
+        results.append(
+            {
+                "timesteps": t,
+                "accuracy": float((run.predictions == y).mean()),
+                "spikes_per_sample": float(sum(run.spikes.values())),
+                "sops": sops,
+                "macs": macs,
+                "energy_pj": energy_pj(macs, sops),
+                "mean_timesteps_used": float(np.mean(run.steps_used)),
+            }
+        )
+    out: dict[str, Any] = {"source_accuracy": source_acc, "results": results}
+    if source_macs is not None:
+        out["source_energy_pj"] = {"45nm": ann_energy_pj(float(source_macs))}
+    return out

@@ -1,0 +1,295 @@
+"""Each generated TVM event kernel against a numpy reference on random events.
+
+Densities include no events at all and every input active; the int8 path must be exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+import tvm  # noqa: E402
+from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
+
+from snnc.backends.tvm import kernel_cache  # noqa: E402
+from snnc.backends.tvm.kernels import (  # noqa: E402
+    Conv2dGeometry,
+    Current,
+    Epilogue,
+    Events,
+    Layout,
+    NeuronSpec,
+    Pool2dGeometry,
+    Precision,
+    Reset,
+    add_kernel,
+    conv2d_kernel,
+    conv_out_size,
+    linear_kernel,
+    pool2d_kernel,
+)
+from snnc.errors import UnsupportedError  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+DENSITIES = (0.0, 0.03, 0.3, 1.0)
+
+
+def call(kernel, arrays: dict[str, np.ndarray], scalars: dict[str, float] | None = None) -> dict:
+    """Run a kernel on numpy arrays (copied into 64-B aligned TVM tensors); return them as numpy."""
+    tensors = {name: tvm.runtime.tensor(np.ascontiguousarray(a)) for name, a in arrays.items()}
+    args = [tensors[n] if n in tensors else scalars[n] for n in kernel.arg_names()]
+    kernel_cache.get_function(kernel)(*args)
+    return {name: t.numpy() for name, t in tensors.items()}
+
+
+def spikes(rng, shape, density, graded_max=1):
+    """Random events: each element active with probability ``density`` (counts up to graded_max)."""
+    active = rng.random(shape) < density
+    return active * rng.integers(1, graded_max + 1, shape)
+
+
+def weights(rng, shape, precision):
+    if precision is Precision.INT8:
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def check(out, ref, precision):
+    if precision is Precision.INT8:
+        np.testing.assert_array_equal(out, ref.astype(np.int64))
+    else:
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------
+# linear
+
+
+@pytest.mark.parametrize("precision", list(Precision))
+@pytest.mark.parametrize("layout", list(Layout))
+@pytest.mark.parametrize("batch", [1, None])
+@pytest.mark.parametrize("graded", [False, True])
+def test_linear_events(precision, layout, batch, graded):
+    rng = np.random.default_rng(7)
+    n_in, n_out = 70, 128 if batch == 1 else 83  # 128 splits into channel slices at batch 1
+    nb = 1 if batch == 1 else 5
+    acc_dt = precision.acc_dtype
+    kernel = linear_kernel(n_in, n_out, batch=batch, precision=precision, layout=layout, graded=graded)
+    w = weights(rng, (n_in, n_out), precision)
+    for density in DENSITIES:
+        s = spikes(rng, (nb, n_in), density, 3 if graded else 1)
+        if layout is Layout.ROWS:
+            a, b, val = to_rows(s, acc_dt)
+            arrays = {"cnt0": a, "idx0": b}
+        else:
+            a, b, val = (to_csr if layout is Layout.CSR else to_csc)(s, acc_dt)
+            arrays = {"ptr0": a, "idx0": b}
+        if graded:
+            arrays["val0"] = val
+        arrays |= {"weight": w, "acc": np.full((nb, n_out), 99, acc_dt)}
+        out = call(kernel, arrays)["acc"]
+        check(out, s.astype(np.float64) @ w.astype(np.float64), precision)
+
+
+# ---------------------------------------------------------------------------------------
+# conv2d
+
+CONV_CASES = [
+    Conv2dGeometry((3, 3), (1, 1), (1, 1)),
+    Conv2dGeometry((3, 3), (2, 2), (1, 1)),
+    Conv2dGeometry((5, 3), (1, 1), (2, 0), (2, 1)),  # dilation with stride 1
+    Conv2dGeometry((2, 3), (2, 1), (0, 2), (1, 2)),  # stride on one axis, dilation on the other
+]
+
+
+@pytest.mark.parametrize("geometry", CONV_CASES, ids=lambda g: f"k{g.kernel}s{g.stride}p{g.padding}d{g.dilation}")
+@pytest.mark.parametrize("batch", [1, None])
+@pytest.mark.parametrize("precision", list(Precision))
+def test_conv2d_events(geometry, batch, precision):
+    rng = np.random.default_rng(3)
+    in_shape, co = (9, 7, 3), 32
+    nb = 1 if batch == 1 else 3
+    graded = precision is Precision.FLOAT32
+    kernel = conv2d_kernel(in_shape, co, geometry, batch=batch, precision=precision, graded=graded)
+    w = weights(rng, (3, *geometry.kernel, co), precision)
+    for density in DENSITIES:
+        x = spikes(rng, (nb, *in_shape), density, 2 if graded else 1)
+        cnt, idx, val = to_rows(x, precision.acc_dtype)
+        arrays = {"cnt0": cnt, "idx0": idx} | ({"val0": val} if graded else {})
+        arrays |= {"weight": w, "acc": np.zeros((nb, kernel.n_out), precision.acc_dtype)}
+        out = call(kernel, arrays)["acc"]
+        ref = conv2d_hwc(x, w, geometry.stride, geometry.padding, geometry.dilation)
+        check(out, ref.reshape(nb, -1), precision)
+
+
+def test_conv2d_bias_and_odd_channels():
+    """A channel count that is not a multiple of the vector width, with bias and an input scale."""
+    rng = np.random.default_rng(4)
+    g = Conv2dGeometry((3, 3), (1, 1), (1, 1))
+    kernel = conv2d_kernel((6, 6, 2), 10, g, batch=None, bias=True, scale=0.5)
+    w, bias = weights(rng, (2, 3, 3, 10), Precision.FLOAT32), rng.standard_normal(10).astype(np.float32)
+    x = spikes(rng, (2, 6, 6, 2), 0.2)
+    cnt, idx, _ = to_rows(x)
+    out = call(kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "bias": bias, "acc": np.zeros((2, 360), "float32")})
+    ref = 0.5 * conv2d_hwc(x, w, g.stride, g.padding, g.dilation) + bias
+    check(out["acc"], ref.reshape(2, -1), Precision.FLOAT32)
+
+
+def test_conv2d_rejects_stride_with_dilation():
+    with pytest.raises(UnsupportedError, match="dilation"):
+        conv2d_kernel((8, 8, 2), 16, Conv2dGeometry((3, 3), (2, 2), (1, 1), (2, 2)))
+
+
+# ---------------------------------------------------------------------------------------
+# pooling and add
+
+
+@pytest.mark.parametrize(
+    "geometry", [Pool2dGeometry((2, 2), (2, 2)), Pool2dGeometry((3, 3), (2, 2), (1, 1))], ids=["k2s2", "k3s2p1"]
+)
+@pytest.mark.parametrize("avg", [False, True])
+def test_pool_compacts_graded_events(geometry, avg):
+    rng = np.random.default_rng(5)
+    in_shape = (7, 8, 4)
+    oh = conv_out_size(7, geometry.kernel[0], geometry.stride[0], geometry.padding[0])
+    ow = conv_out_size(8, geometry.kernel[1], geometry.stride[1], geometry.padding[1])
+    scale = 1.0 / (geometry.kernel[0] * geometry.kernel[1]) if avg else 1.0
+    kernel = pool2d_kernel(in_shape, (oh, ow), geometry, scale=scale, graded=True)
+    n = oh * ow * 4
+    for density in DENSITIES:
+        x = spikes(rng, (3, *in_shape), density, 2)
+        cnt, idx, val = to_rows(x, "float32")
+        arrays = {"cnt0": cnt, "idx0": idx, "val0": val, "acc": np.zeros((3, n), "float32")}
+        arrays |= {"cnt_out": np.zeros(3, "int32"), "idx_out": np.zeros((3, n), "int32"), "val_out": np.zeros((3, n), "float32")}
+        out = call(kernel, arrays)
+        ref = (scale * sumpool_hwc(x, geometry.kernel, geometry.stride, geometry.padding, (oh, ow))).reshape(3, -1)
+        ref_cnt, ref_idx, ref_val = to_rows(ref)
+        np.testing.assert_array_equal(out["cnt_out"], ref_cnt)
+        for b in range(3):
+            k = ref_cnt[b]
+            np.testing.assert_array_equal(out["idx_out"][b, :k], ref_idx[b, :k])
+            np.testing.assert_allclose(out["val_out"][b, :k], ref_val[b, :k], rtol=1e-6)
+
+
+def test_add_events_and_current_int():
+    """Residual add of a spike list, a graded list and a dense current, exact in int32."""
+    rng = np.random.default_rng(6)
+    shape, nb = (5, 5, 16), 4
+    n = 5 * 5 * 16
+    ops = (Events(n), Events(n, graded=True, val_dtype="int32"), Current())
+    kernel = add_kernel(shape, ops, precision=Precision.INT8, epilogue=Epilogue.CURRENT)
+    a, g = spikes(rng, (nb, n), 0.2), spikes(rng, (nb, n), 0.3, 3)
+    cur = rng.integers(-50, 50, (nb, n)).astype(np.int32)
+    ca, ia, _ = to_rows(a)
+    cg, ig, vg = to_rows(g, "int32")
+    arrays = {"cnt0": ca, "idx0": ia, "cnt1": cg, "idx1": ig, "val1": vg, "cur2": cur, "acc": np.zeros((nb, n), "int32")}
+    np.testing.assert_array_equal(call(kernel, arrays)["acc"], a + g + cur)
+
+
+def test_int8_rejects_fractional_scale():
+    with pytest.raises(UnsupportedError, match="sumpool"):
+        pool2d_kernel((4, 4, 2), (2, 2), Pool2dGeometry((2, 2), (2, 2)), scale=0.25, precision=Precision.INT8)
+
+
+# ---------------------------------------------------------------------------------------
+# fused neuron epilogue
+
+NEURONS = [
+    ("if-soft", NeuronSpec(Reset.SOFT), None),
+    ("lif-hard", NeuronSpec(Reset.HARD, leak=True), 0.8),
+    ("strict-none", NeuronSpec(Reset.NONE, strict=True, leak=True), 0.9),
+    ("burst4-soft", NeuronSpec(Reset.SOFT, max_spikes=4), None),
+    ("burst3-strict-hard", NeuronSpec(Reset.HARD, strict=True, max_spikes=3, leak=True), 0.75),
+]
+
+
+@pytest.mark.parametrize("name,spec,beta", NEURONS, ids=[n[0] for n in NEURONS])
+@pytest.mark.parametrize("precision", list(Precision))
+def test_neuron_epilogue(name, spec, beta, precision):
+    """Neuron-only kernel (dense current + bias) over several steps: spikes, lists and v exact."""
+    rng = np.random.default_rng(8)
+    integer = precision is Precision.INT8
+    shape, nb = (3, 2, 8), 4  # a channels-last map: per-channel thresholds index the last axis
+    n, c = 48, 8
+    kernel = add_kernel(shape, (Current(),), precision=precision, bias=True, epilogue=Epilogue.NEURON, neuron=spec)
+    adt = precision.acc_dtype
+    if integer:
+        vth = rng.integers(20, 60, c).astype(np.int32)
+        bias = rng.integers(-5, 6, c).astype(np.int32)
+        beta_arr = np.full(c, round(beta * 4096) if beta else 4096, np.int32)
+        v = (vth // 2 * np.ones((nb, 6, 1), np.int32)).reshape(nb, n).astype(np.int32)
+        v_reset = -3
+    else:
+        vth = rng.uniform(0.5, 1.5, c).astype(np.float32)
+        bias = rng.uniform(-0.1, 0.1, c).astype(np.float32)
+        beta_arr = np.full(c, beta or 1.0, np.float32)
+        v = np.tile(0.5 * vth, (nb, 6)).astype(np.float32)
+        v_reset = -0.25
+    state = {"v": v, "stats": np.zeros(nb, np.int32)}
+    ref_v, total = v.reshape(nb, 6, c).copy(), np.zeros(nb, np.int64)
+    for _ in range(4):
+        if integer:
+            cur = rng.integers(-40, 120, (nb, n)).astype(np.int32)
+        else:
+            cur = rng.uniform(-0.5, 2.5, (nb, n)).astype(np.float32)
+        arrays = {"cur0": cur, "bias": bias, "acc": np.zeros((nb, n), adt), "v": state["v"], "vth": vth}
+        if spec.leak:
+            arrays["beta"] = beta_arr
+        arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n), "int32"), "stats": state["stats"]}
+        if spec.max_spikes > 1:
+            arrays["val_out"] = np.zeros((nb, n), adt)
+        out = call(kernel, arrays, {"vreset": v_reset})
+        ref_v, s = neuron_step(
+            ref_v, cur.reshape(nb, 6, c) + bias, vth, beta=beta_arr if spec.leak else None, reset=spec.reset.value,
+            v_reset=v_reset, strict=spec.strict, max_spikes=spec.max_spikes, integer=integer,
+        )  # fmt: skip
+        s = s.reshape(nb, n)
+        total += s.sum(axis=1)
+        cnt, idx, val = to_rows(s)
+        np.testing.assert_array_equal(out["cnt_out"], cnt)
+        for b in range(nb):
+            np.testing.assert_array_equal(out["idx_out"][b, : cnt[b]], idx[b, : cnt[b]])
+            if spec.max_spikes > 1:
+                np.testing.assert_array_equal(out["val_out"][b, : cnt[b]], val[b, : cnt[b]])
+        if integer:
+            np.testing.assert_array_equal(out["v"], ref_v.reshape(nb, n))
+        else:
+            np.testing.assert_allclose(out["v"], ref_v.reshape(nb, n), atol=1e-5)
+        np.testing.assert_array_equal(out["stats"], total)
+        state = {"v": out["v"], "stats": out["stats"]}
+
+
+@pytest.mark.parametrize("batch", [1, None])
+def test_linear_with_fused_neuron_and_readout(batch):
+    """Event linear + LIF epilogue + spike-count readout in one kernel; batch 1 uses the
+    channel-slice accumulation with a separate epilogue loop."""
+    rng = np.random.default_rng(9)
+    nb, n_in, n_out = (1 if batch == 1 else 3), 50, 128
+    spec = NeuronSpec(Reset.SOFT, leak=True)
+    kernel = linear_kernel(n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True)
+    w = (0.3 * rng.standard_normal((n_in, n_out))).astype(np.float32)
+    bias = rng.uniform(0, 0.2, n_out).astype(np.float32)
+    vth, beta = np.full(n_out, 1.0, np.float32), np.full(n_out, 0.9, np.float32)
+    x = spikes(rng, (nb, n_in), 0.4)
+    cnt, idx, _ = to_rows(x)
+    arrays = {"cnt0": cnt, "idx0": idx, "weight": w, "bias": bias, "acc": np.zeros((nb, n_out), "float32")}
+    arrays |= {"v": np.zeros((nb, n_out), "float32"), "vth": vth, "beta": beta}
+    arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n_out), "int32")}
+    arrays |= {"stats": np.zeros(nb, "int32"), "rsum": np.zeros((nb, n_out), "float32")}
+    out = call(kernel, arrays)
+    ref_v, s = neuron_step(np.zeros((nb, n_out)), (x @ w.astype(np.float64) + bias).astype(np.float32), vth, beta=beta)
+    np.testing.assert_allclose(out["acc"], x @ w.astype(np.float64) + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["v"], ref_v, atol=1e-5)
+    np.testing.assert_array_equal(out["rsum"], s)
+    assert s.sum() > 0 and s.sum() < s.size  # the case is not trivial
+
+
+def test_kernels_are_cached_per_spec():
+    before = kernel_cache.cache_size()
+    a = linear_kernel(70, 83, layout=Layout.ROWS)
+    kernel_cache.get_function(a)
+    after_first = kernel_cache.cache_size()
+    kernel_cache.get_function(linear_kernel(70, 83, layout=Layout.ROWS))
+    assert kernel_cache.cache_size() == after_first <= before + 1
