@@ -45,6 +45,7 @@ TARGETS: dict[str, tuple[str, str, str]] = {
     "tvm": ("snnc.backends.tvm.target", "TVMTarget", "event-driven kernels generated with TVM (LLVM/CUDA)"),
     "loihi": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 2: quantise, map cores, lava-dl netx"),
     "loihi1": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 1"),
+    "nir": ("snnc.backends.nir.target", "NIRTarget", "NIR graph file for snnTorch, Norse, Lava-dl, SpiNNaker2, ..."),
     "loihi2": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 2"),
 }
 

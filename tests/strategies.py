@@ -242,7 +242,8 @@ def _merge(b: _Builder, values: list[str]) -> str:
 
 
 def _exit(b: _Builder, x: str) -> str:
-    """An optional classifier head: flatten, linear, and a readout in spiking graphs."""
+    """An optional classifier head: flatten, linear, and in spiking graphs a readout or an output neuron
+    read by its membrane."""
     if not b.draw(st.booleans()):
         return x
     if len(b.type(x).shape) != 1:
@@ -250,8 +251,12 @@ def _exit(b: _Builder, x: str) -> str:
     if b.kind is GraphKind.SNN and not b.type(x).is_event:
         x = _neuron(b, x)
     x = _linear(b, x)
-    if b.kind is not GraphKind.ANN and b.draw(st.booleans()):
-        x = _readout(b, x)
+    if b.kind is not GraphKind.ANN:
+        head = b.draw(st.integers(0, 2))
+        if head == 1:
+            x = _readout(b, x)
+        elif head == 2:
+            x = _neuron(b, x, emit=O.Emit.MEMBRANE)
     return x
 
 
@@ -265,7 +270,7 @@ def _layer(b: _Builder, x: str) -> str:
     rank = len(t.shape)
     small = t.numel <= 256
     steps: list[Callable[[_Builder, str], str]] = [_scale, _identity, _reshape]
-    # the weighted layers twice: they are what most graphs are made of
+    # weighted layers and pools twice: they are what most graphs are made of
     if rank == 3:
         steps += [_conv2d, _conv2d, _avgpool2d, _sumpool2d]
     if rank == 2:
@@ -279,10 +284,10 @@ def _layer(b: _Builder, x: str) -> str:
     if b.kind is not GraphKind.SNN:
         steps += [_batchnorm, _relu, _clip, _dropout]
         if rank == 3:
-            steps += [_maxpool2d]
+            steps += [_maxpool2d, _maxpool2d]
     if b.kind is not GraphKind.ANN:
         if rank == 3:
-            steps += [_spike_maxpool]
+            steps += [_spike_maxpool, _spike_maxpool]
     if b.kind is GraphKind.MIXED:
         steps += [_neuron, _encode_step, _readout]
     step = b.draw(st.sampled_from(steps))
@@ -306,8 +311,11 @@ def _encode_step(b: _Builder, x: str) -> str:
     return b.emit(_encode(b), [x])
 
 
-def _neuron(b: _Builder, x: str) -> str:
+def _neuron(b: _Builder, x: str, emit: O.Emit = O.Emit.SPIKES) -> str:
+    """A neuron with any valid dynamics; it emits spikes unless told (or, in MIXED graphs, drawn) otherwise."""
     d = b.draw
+    if b.kind is GraphKind.MIXED:
+        emit = d(st.sampled_from(O.Emit))
     model = d(st.sampled_from(O.NeuronModel))
     leak = d(st.sampled_from(O.Leak))
     leaky = not (model is O.NeuronModel.IF and leak is O.Leak.MULTIPLY)
@@ -326,6 +334,7 @@ def _neuron(b: _Builder, x: str) -> str:
         tau=d(st.floats(1.0, 10.0)),
         decay_input=d(st.booleans()),
         out_scale=d(st.floats(0.1, 4.0)),
+        emit=emit,
     )
     channels = b.type(x).channels
     params = {}

@@ -114,7 +114,9 @@ def test_graph_parser_reports_the_line_of_a_bad_node_type() -> None:
 # -- known defects, pinned so that a fix shows up as an XPASS (strict) -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="types.py: '[0-9,\\s]' then replace(' ', '') joins digits: [1 8] -> [18]")
+@pytest.mark.xfail(
+    strict=True, reason="types.py: '[0-9,\\s]' then replace(' ', '') joins digits: [1 8] -> [18]"
+)
 def test_parse_type_rejects_space_separated_dims() -> None:
     with pytest.raises(ParseError):
         parse_type("analog[1 8]")

@@ -5,13 +5,13 @@ Densities include no events at all and every input active; the int8 path must be
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
 import tvm  # noqa: E402
-from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
-
 from snnc.backends.tvm import kernel_cache  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
     Conv2dGeometry,
@@ -29,6 +29,8 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     linear_kernel,
     pool2d_kernel,
 )
+from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
+
 from snnc.errors import UnsupportedError  # noqa: E402
 
 pytestmark = pytest.mark.tvm
@@ -104,7 +106,9 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("geometry", CONV_CASES, ids=lambda g: f"k{g.kernel}s{g.stride}p{g.padding}d{g.dilation}")
+@pytest.mark.parametrize(
+    "geometry", CONV_CASES, ids=lambda g: f"k{g.kernel}s{g.stride}p{g.padding}d{g.dilation}"
+)
 @pytest.mark.parametrize("batch", [1, None])
 @pytest.mark.parametrize("precision", list(Precision))
 def test_conv2d_events(geometry, batch, precision):
@@ -132,7 +136,9 @@ def test_conv2d_bias_and_odd_channels():
     w, bias = weights(rng, (2, 3, 3, 10), Precision.FLOAT32), rng.standard_normal(10).astype(np.float32)
     x = spikes(rng, (2, 6, 6, 2), 0.2)
     cnt, idx, _ = to_rows(x)
-    out = call(kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "bias": bias, "acc": np.zeros((2, 360), "float32")})
+    out = call(
+        kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "bias": bias, "acc": np.zeros((2, 360), "float32")}
+    )
     ref = 0.5 * conv2d_hwc(x, w, g.stride, g.padding, g.dilation) + bias
     check(out["acc"], ref.reshape(2, -1), Precision.FLOAT32)
 
@@ -147,7 +153,9 @@ def test_conv2d_rejects_stride_with_dilation():
 
 
 @pytest.mark.parametrize(
-    "geometry", [Pool2dGeometry((2, 2), (2, 2)), Pool2dGeometry((3, 3), (2, 2), (1, 1))], ids=["k2s2", "k3s2p1"]
+    "geometry",
+    [Pool2dGeometry((2, 2), (2, 2)), Pool2dGeometry((3, 3), (2, 2), (1, 1))],
+    ids=["k2s2", "k3s2p1"],
 )
 @pytest.mark.parametrize("avg", [False, True])
 def test_pool_compacts_graded_events(geometry, avg):
@@ -162,9 +170,15 @@ def test_pool_compacts_graded_events(geometry, avg):
         x = spikes(rng, (3, *in_shape), density, 2)
         cnt, idx, val = to_rows(x, "float32")
         arrays = {"cnt0": cnt, "idx0": idx, "val0": val, "acc": np.zeros((3, n), "float32")}
-        arrays |= {"cnt_out": np.zeros(3, "int32"), "idx_out": np.zeros((3, n), "int32"), "val_out": np.zeros((3, n), "float32")}
+        arrays |= {
+            "cnt_out": np.zeros(3, "int32"),
+            "idx_out": np.zeros((3, n), "int32"),
+            "val_out": np.zeros((3, n), "float32"),
+        }
         out = call(kernel, arrays)
-        ref = (scale * sumpool_hwc(x, geometry.kernel, geometry.stride, geometry.padding, (oh, ow))).reshape(3, -1)
+        ref = (scale * sumpool_hwc(x, geometry.kernel, geometry.stride, geometry.padding, (oh, ow))).reshape(
+            3, -1
+        )
         ref_cnt, ref_idx, ref_val = to_rows(ref)
         np.testing.assert_array_equal(out["cnt_out"], ref_cnt)
         for b in range(3):
@@ -184,7 +198,15 @@ def test_add_events_and_current_int():
     cur = rng.integers(-50, 50, (nb, n)).astype(np.int32)
     ca, ia, _ = to_rows(a)
     cg, ig, vg = to_rows(g, "int32")
-    arrays = {"cnt0": ca, "idx0": ia, "cnt1": cg, "idx1": ig, "val1": vg, "cur2": cur, "acc": np.zeros((nb, n), "int32")}
+    arrays = {
+        "cnt0": ca,
+        "idx0": ia,
+        "cnt1": cg,
+        "idx1": ig,
+        "val1": vg,
+        "cur2": cur,
+        "acc": np.zeros((nb, n), "int32"),
+    }
     np.testing.assert_array_equal(call(kernel, arrays)["acc"], a + g + cur)
 
 
@@ -213,7 +235,9 @@ def test_neuron_epilogue(name, spec, beta, precision):
     integer = precision is Precision.INT8
     shape, nb = (3, 2, 8), 4  # a channels-last map: per-channel thresholds index the last axis
     n, c = 48, 8
-    kernel = add_kernel(shape, (Current(),), precision=precision, bias=True, epilogue=Epilogue.NEURON, neuron=spec)
+    kernel = add_kernel(
+        shape, (Current(),), precision=precision, bias=True, epilogue=Epilogue.NEURON, neuron=spec
+    )
     adt = precision.acc_dtype
     if integer:
         vth = rng.integers(20, 60, c).astype(np.int32)
@@ -237,7 +261,11 @@ def test_neuron_epilogue(name, spec, beta, precision):
         arrays = {"cur0": cur, "bias": bias, "acc": np.zeros((nb, n), adt), "v": state["v"], "vth": vth}
         if spec.leak:
             arrays["beta"] = beta_arr
-        arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n), "int32"), "stats": state["stats"]}
+        arrays |= {
+            "cnt_out": np.zeros(nb, "int32"),
+            "idx_out": np.zeros((nb, n), "int32"),
+            "stats": state["stats"],
+        }
         if spec.max_spikes > 1:
             arrays["val_out"] = np.zeros((nb, n), adt)
         out = call(kernel, arrays, {"vreset": v_reset})
@@ -268,7 +296,9 @@ def test_linear_with_fused_neuron_and_readout(batch):
     rng = np.random.default_rng(9)
     nb, n_in, n_out = (1 if batch == 1 else 3), 50, 128
     spec = NeuronSpec(Reset.SOFT, leak=True)
-    kernel = linear_kernel(n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True)
+    kernel = linear_kernel(
+        n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True
+    )
     w = (0.3 * rng.standard_normal((n_in, n_out))).astype(np.float32)
     bias = rng.uniform(0, 0.2, n_out).astype(np.float32)
     vth, beta = np.full(n_out, 1.0, np.float32), np.full(n_out, 0.9, np.float32)
@@ -279,8 +309,10 @@ def test_linear_with_fused_neuron_and_readout(batch):
     arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n_out), "int32")}
     arrays |= {"stats": np.zeros(nb, "int32"), "rsum": np.zeros((nb, n_out), "float32")}
     out = call(kernel, arrays)
-    ref_v, s = neuron_step(np.zeros((nb, n_out)), (x @ w.astype(np.float64) + bias).astype(np.float32), vth, beta=beta)
-    np.testing.assert_allclose(out["acc"], x @ w.astype(np.float64) + bias, rtol=1e-5, atol=1e-5)
+    ref_v, s = neuron_step(
+        np.zeros((nb, n_out)), (x @ w.astype(np.float64) + bias).astype(np.float32), vth, beta=beta
+    )
+    np.testing.assert_array_equal(out["acc"], s)  # after a neuron epilogue, acc holds the spike counts
     np.testing.assert_allclose(out["v"], ref_v, atol=1e-5)
     np.testing.assert_array_equal(out["rsum"], s)
     assert s.sum() > 0 and s.sum() < s.size  # the case is not trivial
@@ -293,3 +325,124 @@ def test_kernels_are_cached_per_spec():
     after_first = kernel_cache.cache_size()
     kernel_cache.get_function(linear_kernel(70, 83, layout=Layout.ROWS))
     assert kernel_cache.cache_size() == after_first <= before + 1
+
+
+# ---------------------------------------------------------------------------------------
+# the CUDA form, checked on the CPU: its thread loops run as serial loops
+
+
+def _cuda_logic_on_cpu(kernel):
+    """Compile the CUDA kernel's TIR for the CPU with every thread binding made a serial loop:
+    checks the GPU kernel's phases and index arithmetic without a GPU."""
+    from tvm.script import parser
+    from tvm.script import tirx as T
+
+    src = re.sub(r'T\.thread_binding\(([^,]+), thread="[^"]+"\)', r"range(\1)", kernel.source())
+    return tvm.compile(parser.parse(src, extra_vars={"T": T}), target="llvm")[kernel.name]
+
+
+def _random_args(kernel, rng, nb):
+    """Consistent random arguments for any layer kernel (events built from dense draws)."""
+    integer = kernel.precision is Precision.INT8
+    adt = kernel.precision.acc_dtype
+    n, c = kernel.n_out, kernel.channels
+    arrays, scalars = {}, {"vreset": -1 if integer else -0.25}
+    for i, op in enumerate(kernel.operands):
+        if isinstance(op, Current):
+            arrays[f"cur{i}"] = (
+                rng.integers(-30, 60, (nb, n)) if integer else rng.uniform(-0.5, 1.5, (nb, n))
+            ).astype(adt)
+            continue
+        dense = spikes(rng, (nb, op.cap), 0.3, 3 if op.graded else 1)
+        if op.layout is Layout.ROWS:
+            arrays[f"cnt{i}"], arrays[f"idx{i}"], val = to_rows(dense, op.val_dtype)
+        else:
+            arrays[f"ptr{i}"], arrays[f"idx{i}"], val = to_csr(dense, op.val_dtype)
+        if op.graded:
+            arrays[f"val{i}"] = val
+    if "weight" in kernel.arg_names():
+        shape = (
+            (kernel.in_shape[0], n)
+            if kernel.op.value == "linear"
+            else (kernel.in_shape[2], *kernel.geometry.kernel, c)
+        )
+        arrays["weight"] = weights(rng, shape, kernel.precision)
+    if kernel.bias:
+        arrays["bias"] = (rng.integers(-5, 5, c) if integer else rng.uniform(-0.1, 0.1, c)).astype(adt)
+    arrays["acc"] = np.zeros((nb, n), adt)
+    if kernel.neuron is not None:
+        arrays["v"] = (rng.integers(-20, 40, (nb, n)) if integer else rng.uniform(-0.5, 1.0, (nb, n))).astype(
+            adt
+        )
+        arrays["vth"] = (rng.integers(20, 50, c) if integer else rng.uniform(0.5, 1.5, c)).astype(adt)
+        if kernel.neuron.leak:
+            arrays["beta"] = (np.full(c, 3500) if integer else rng.uniform(0.7, 1.0, c)).astype(adt)
+        arrays["stats"] = np.zeros(nb, np.int32)
+    if "cnt_out" in kernel.arg_names():
+        arrays["cnt_out"], arrays["idx_out"] = np.zeros(nb, np.int32), np.zeros((nb, n), np.int32)
+        if kernel.out_graded:
+            arrays["val_out"] = np.zeros((nb, n), adt)
+    if kernel.readout:
+        arrays["rsum"] = np.zeros((nb, n), adt)
+    return arrays, scalars
+
+
+CUDA_CASES = [
+    dict(
+        op="linear",
+        precision=Precision.FLOAT32,
+        layout=Layout.ROWS,
+        neuron=NeuronSpec(Reset.SOFT, leak=True, max_spikes=3),
+    ),
+    dict(op="linear", precision=Precision.INT8, layout=Layout.CSR, neuron=NeuronSpec(Reset.HARD, leak=True)),
+    dict(op="conv", precision=Precision.FLOAT32, neuron=NeuronSpec(Reset.HARD)),
+    dict(op="conv", precision=Precision.INT8, neuron=None),
+    dict(op="pool", precision=Precision.FLOAT32, neuron=None),
+    dict(op="add", precision=Precision.INT8, neuron=NeuronSpec(Reset.SOFT, max_spikes=2)),
+]
+
+
+def _make(case, device):
+    from snnc.backends.tvm.kernels import Device
+
+    dev = Device.CUDA if device == "cuda" else Device.CPU
+    nrn = case["neuron"]
+    epi = Epilogue.NEURON if nrn else Epilogue.CURRENT
+    p = case["precision"]
+    if case["op"] == "linear":
+        return linear_kernel(70, 83, precision=p, layout=case["layout"], graded=True, bias=True, epilogue=epi,
+                             neuron=nrn, readout=True, device=dev)  # fmt: skip
+    if case["op"] == "conv":
+        g = Conv2dGeometry((3, 3), (2, 1), (1, 1), (1, 2))
+        return conv2d_kernel(
+            (9, 7, 3), 20, g, precision=p, graded=True, bias=True, epilogue=epi, neuron=nrn, device=dev
+        )
+    if case["op"] == "pool":
+        return pool2d_kernel(
+            (7, 8, 4), (3, 4), Pool2dGeometry((3, 2), (2, 2), (1, 0)), scale=0.5, graded=True, device=dev
+        )
+    ops = (Events(100), Events(100, graded=True, val_dtype="int32"), Current())
+    return add_kernel((5, 5, 4), ops, precision=p, bias=True, epilogue=epi, neuron=nrn, device=dev)
+
+
+@pytest.mark.parametrize("case", CUDA_CASES, ids=[f"{c['op']}-{c['precision'].value}" for c in CUDA_CASES])
+def test_cuda_kernel_logic_matches_cpu_kernel(case):
+    rng = np.random.default_rng(12)
+    cpu, gpu = _make(case, "cpu"), _make(case, "cuda")
+    assert "blockIdx.x" in gpu.source()
+    arrays, scalars = _random_args(cpu, rng, nb=3)
+    ref = call(cpu, arrays, scalars)
+    tensors = {k: tvm.runtime.tensor(np.ascontiguousarray(a)) for k, a in arrays.items()}
+    _cuda_logic_on_cpu(gpu)(*[tensors[a] if a in tensors else scalars[a] for a in gpu.arg_names()])
+    for name, t in tensors.items():
+        if name == "acc" and cpu.neuron is not None:
+            continue  # the GPU form keeps spike counts in its scratch accumulator
+        out = t.numpy()
+        if name in ("idx_out", "val_out"):  # compare each sample's list up to its count
+            out, ref_out = [
+                [row[:k] for row, k in zip(x, ref["cnt_out"], strict=True)] for x in (out, ref[name])
+            ]
+            for a, b in zip(out, ref_out, strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_allclose(out, ref[name], rtol=1e-5, atol=1e-5, err_msg=name)

@@ -67,7 +67,9 @@ def sumpool_hwc(x: np.ndarray, kernel, stride, padding, out_hw) -> np.ndarray:
     return out
 
 
-def neuron_step(v, current, vth, *, beta=None, reset="soft", v_reset=0.0, strict=False, max_spikes=1, integer=False):
+def neuron_step(
+    v, current, vth, *, beta=None, reset="soft", v_reset=0.0, strict=False, max_spikes=1, integer=False
+):
     """One step of DESIGN.md §3 on arrays broadcasting over [..., C]; returns (new v, spikes s).
 
     fp32: v = beta·v + I in float32; int: v = sign(v)·((|v|·decay) >> 12) + I with decay = beta.

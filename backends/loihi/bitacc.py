@@ -151,7 +151,9 @@ def lif_step(
     act = wrap_signed(wrap_signed(np.asarray(a_in, dtype=np.int64), 32) << ACT_SHIFT, 32)
     u_new = wrap_signed(decayed_u + act, 32)
     # one 24-bit wrap, with lava's asymmetric bounds: 2^23 itself stays, -2^23 becomes +2^23
-    u_new = np.where(u_new > UV_MAX, u_new - 2 * UV_MAX, np.where(u_new <= -UV_MAX, u_new + 2 * UV_MAX, u_new))
+    u_new = np.where(
+        u_new > UV_MAX, u_new - 2 * UV_MAX, np.where(u_new <= -UV_MAX, u_new + 2 * UV_MAX, u_new)
+    )
     decayed_v = wrap_signed(trunc_shift(v * (DECAY_UNITY - int(params.dv)), DECAY_SHIFT), 32)
     v_new = wrap_signed(decayed_v + u_new + params.effective_bias(), 32)
     v_new = np.clip(v_new, -(UV_MAX - 1), UV_MAX - 1)
@@ -314,7 +316,9 @@ def verify_layers(layers: Sequence[QLayer]) -> None:
             raise UserError(f"{where}: takes exactly one input, got {len(srcs)}")
         expect = _expected_shape(layer, in_shapes, where)
         if tuple(expect) != tuple(layer.shape):
-            raise UserError(f"{where}: shape {tuple(layer.shape)} does not match its inputs, expected {expect}")
+            raise UserError(
+                f"{where}: shape {tuple(layer.shape)} does not match its inputs, expected {expect}"
+            )
         if layer.has_neurons:
             if layer.lif is None:
                 raise UserError(f"{where}: has no LIF parameters")
@@ -322,7 +326,8 @@ def verify_layers(layers: Sequence[QLayer]) -> None:
             b = np.asarray(layer.lif.bias_mant)
             # same rank required: a per-channel (C,) bias would silently broadcast along W
             ok = b.ndim == 0 or (
-                b.ndim == len(layer.shape) and all(d in (1, n) for d, n in zip(b.shape, layer.shape, strict=True))
+                b.ndim == len(layer.shape)
+                and all(d in (1, n) for d, n in zip(b.shape, layer.shape, strict=True))
             )
             if not ok:
                 raise UserError(
@@ -354,8 +359,15 @@ def _expected_shape(layer: QLayer, in_shapes: list[tuple[int, ...]], where: str)
     c_in, h, w_ = in_shapes[0]
     if kind is LayerKind.CONV:
         w = np.asarray(layer.weight)
-        if w.ndim != 4 or c_in % layer.groups or w.shape[0] % layer.groups or w.shape[1] * layer.groups != c_in:
-            raise UserError(f"{where}: weight {w.shape} with groups={layer.groups} does not read {c_in} channels")
+        if (
+            w.ndim != 4
+            or c_in % layer.groups
+            or w.shape[0] % layer.groups
+            or w.shape[1] * layer.groups != c_in
+        ):
+            raise UserError(
+                f"{where}: weight {w.shape} with groups={layer.groups} does not read {c_in} channels"
+            )
         ho, wo = conv_output_hw((h, w_), w.shape[2:], layer.stride, layer.padding, layer.dilation)
         return (w.shape[0], ho, wo)
     # POOL
@@ -403,7 +415,10 @@ def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = No
             zeros = np.zeros((batch, *layer.shape), dtype=np.int64)
             # (u, v, synaptic buffer): the buffer holds what the synapse sends next step
             state[i] = [zeros, zeros, zeros]
-    out = {layer.name: np.zeros((batch, steps, *layer.shape), dtype=_out_dtype(layer, layers)) for layer in layers}
+    out = {
+        layer.name: np.zeros((batch, steps, *layer.shape), dtype=_out_dtype(layer, layers))
+        for layer in layers
+    }
     for t in range(steps):
         now: list[np.ndarray] = []
         for i, layer in enumerate(layers):

@@ -60,7 +60,9 @@ class QuantError:
         if d.size == 0:
             return QuantError(0.0, 0.0, 0.0, clipped)
         peak = float(np.abs(x).max())
-        return QuantError(float(d.max()), float(np.sqrt(np.mean(d**2))), float(d.max() / peak) if peak else 0.0, clipped)
+        return QuantError(
+            float(d.max()), float(np.sqrt(np.mean(d**2))), float(d.max() / peak) if peak else 0.0, clipped
+        )
 
     def to_json(self) -> dict[str, float | int]:
         return {"max_abs": self.max_abs, "rms": self.rms, "rel": self.rel, "clipped": self.clipped}
@@ -159,7 +161,9 @@ def quantize_threshold(v_th: float, scale: float, mant_bits: int = 17) -> tuple[
     return mant, QuantError.of(np.array([v_th]), np.array([mant * scale]), int(raw != mant))
 
 
-def quantize_decay(x: float | np.ndarray, offset: int = 0, bits: int = 12) -> tuple[np.ndarray | int, QuantError]:
+def quantize_decay(
+    x: float | np.ndarray, offset: int = 0, bits: int = 12
+) -> tuple[np.ndarray | int, QuantError]:
     """Fraction ``x`` lost per step (1 - beta) -> the 12-bit decay field.
 
     The hardware keeps ``(4096 - (d + offset)) / 4096`` per step: ``offset`` = 0 for dv, 1 for lava's du
@@ -175,7 +179,11 @@ def quantize_decay(x: float | np.ndarray, offset: int = 0, bits: int = 12) -> tu
 
 
 def quantize_bias(
-    b: float | np.ndarray, scale: float, bias_exp: int | None = NETX_BIAS_EXP, mant_bits: int = 13, exp_max: int = 7
+    b: float | np.ndarray,
+    scale: float,
+    bias_exp: int | None = NETX_BIAS_EXP,
+    mant_bits: int = 13,
+    exp_max: int = 7,
 ) -> tuple[np.ndarray, int, QuantError]:
     """Per-step bias ``b`` (float) -> ``(bias_mant, bias_exp)`` with ``bias_mant << bias_exp ~= 64 b / scale``.
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from snnc.errors import UserError, did_you_mean
 
@@ -258,7 +259,9 @@ def _spec_from_dict(data: dict[str, Any], source: str) -> ChipSpec:
     boards = data["boards"]
     for name, chips in boards.items():
         if isinstance(chips, bool) or not isinstance(chips, int) or chips < 1:
-            raise UserError(f"{source}: board '{name}' must have a positive integer chip count, got {chips!r}")
+            raise UserError(
+                f"{source}: board '{name}' must have a positive integer chip count, got {chips!r}"
+            )
     spec = ChipSpec(
         name=str(data["name"]),
         description=str(data["description"]),
@@ -303,7 +306,9 @@ def load_chip(name_or_path: str | Path, overrides_path: str | Path | None = None
         path = TARGETS_DIR / f"{key}.toml"
         if not path.exists():
             known = _known_names()
-            raise UserError(f"unknown Loihi target '{text}'{did_you_mean(text, known)}; known: {', '.join(known)}")
+            raise UserError(
+                f"unknown Loihi target '{text}'{did_you_mean(text, known)}; known: {', '.join(known)}"
+            )
     data = _read_toml(path)
     source = str(path)
     if overrides_path is not None:

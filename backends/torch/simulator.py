@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from snnc.backends.torch.ops import ANN, neuron_param
 from torch import nn
 
-from snnc.backends.torch.ops import ANN, neuron_param
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -149,6 +149,12 @@ class GraphModule(nn.Module):
 
     # -- stateful rules --------------------------------------------------------------------
     def _neuron(self, node: Node, current: torch.Tensor, p, state, surrogate: bool):
+        """One step of a ``neuron`` node (the equations of ``O.Neuron``); returns (output, spikes).
+
+        Keeps v, u (the CUBA current) and the last spikes in ``state[node.name]``.  The order of
+        the float operations is the one the source libraries use, so an imported SNN runs
+        spike for spike as its library does.
+        """
         op: O.Neuron = node.op  # type: ignore[assignment]
         nd = current.dim()
         vth = neuron_param(op, p, "v_th", nd)
@@ -159,22 +165,25 @@ class GraphModule(nn.Module):
             st = state[node.name] = {"v": v0, "u": torch.zeros_like(current), "s": torch.zeros_like(current)}
         v = st["v"]
         if op.model is O.NeuronModel.CUBA:
-            st["u"] = op.alpha * st["u"] + current
+            u = st["u"]
+            st["u"] = (u - op.alpha * u if op.leak is O.Leak.RATE else op.alpha * u) + current
             current = st["u"]
-        if op.leak is O.Leak.TAU:
-            v_rest = op.v_reset if op.reset is O.Reset.HARD else 0.0
-            if op.decay_input:
-                v = v + (current - (v - v_rest)) / op.tau
-            else:
-                v = v - (v - v_rest) / op.tau + current
-        else:
+        if op.leak is O.Leak.MULTIPLY:
             v = beta * v + current
+        else:
+            v_rest = op.v_reset if op.reset is O.Reset.HARD else 0.0
+            if op.leak is O.Leak.TAU:
+                v = v + (current - (v - v_rest)) / op.tau if op.decay_input else v - (v - v_rest) / op.tau + current
+            else:  # RATE: multiply by β = 1/τ rather than divide by τ (not the same floats)
+                v = v + (current - (v - v_rest)) * beta if op.decay_input else v - (v - v_rest) * beta + current
         if op.reset_delay:  # the previous step's spikes reset now (snnTorch's default)
             v = _reset(op, v, st["s"], vth)
         s = _fire(op, v, vth, surrogate)
         if not op.reset_delay:
             v = _reset(op, v, s, vth)
         st["v"], st["s"] = v, s
+        if op.emit is O.Emit.MEMBRANE:
+            return v, s
         return s * neuron_param(op, p, "out_scale", nd), s
 
     def _encode(self, op: O.Encode, x: torch.Tensor, t: int, T: int) -> torch.Tensor:

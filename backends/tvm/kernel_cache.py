@@ -8,10 +8,12 @@ its kernels together, so two layers of the same shape share one compiled kernel.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 from pathlib import Path
 
 from snnc.backends.tvm.kernels import Device, LayerKernel
+
 from snnc.errors import TargetError
 
 
@@ -36,8 +38,11 @@ configure_threads()
 
 import tvm  # noqa: E402  (after TVM_NUM_THREADS is set)
 
+CUDA_FALLBACK_ARCH = "sm_80"  # what kernels are built for when no GPU is present
 _LOCK = threading.Lock()
 _COMPILED: dict[tuple[LayerKernel, str], object] = {}
+_OBJECTS: dict[LayerKernel, Path] = {}
+_OBJECT_DIR: tempfile.TemporaryDirectory | None = None
 
 
 def target_for(device: Device):
@@ -46,7 +51,10 @@ def target_for(device: Device):
     cpu = {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()}
     if device is Device.CPU:
         return tvm.target.Target(cpu)
-    return tvm.target.Target({"kind": "cuda", "host": cpu})
+    cuda = {"kind": "cuda", "host": cpu}
+    if not cuda_available():  # build-only (no GPU to ask for its architecture)
+        cuda["arch"] = CUDA_FALLBACK_ARCH
+    return tvm.target.Target(cuda)
 
 
 def cuda_available() -> bool:
@@ -78,26 +86,46 @@ def get_function(kernel: LayerKernel):
     return compile_kernel(kernel)[kernel.name]
 
 
+def object_file(kernel: LayerKernel) -> Path:
+    """The kernel's compiled object file (CPU), written once per process."""
+    global _OBJECT_DIR
+    path = _OBJECTS.get(kernel)
+    if path is not None:
+        return path
+    mod = compile_kernel(kernel)
+    with _LOCK:
+        if _OBJECT_DIR is None:
+            _OBJECT_DIR = tempfile.TemporaryDirectory(prefix="snnc-tvm-")
+        path = Path(_OBJECT_DIR.name) / f"{kernel.name}.o"
+        if kernel not in _OBJECTS:
+            mod.write_to_file(str(path))
+            _OBJECTS[kernel] = path
+        return _OBJECTS[kernel]
+
+
 def export_library(kernels: list[LayerKernel], path: str | Path) -> list[str]:
     """Write one shared library holding every distinct kernel; return their names.
 
-    The cached modules are imported into the first one for the export and detached again, so
-    the cache stays reusable.
+    CPU kernels: the cached object files are linked together (each kernel is compiled and
+    written once per process; the TVM symbols they share are weak).  CUDA kernels carry device
+    code, so they go through TVM's exporter, which packs the device modules into the library.
     """
     unique: dict[str, LayerKernel] = {}
     for k in kernels:
         unique.setdefault(k.name, k)
     if not unique:
         raise ValueError("no kernels to export")
-    mods = [compile_kernel(k) for k in unique.values()]
-    root, rest = mods[0], mods[1:]
-    with _LOCK:
-        try:
-            for m in rest:
-                root.import_module(m)
-            root.export_library(str(path))
-        finally:
-            root.clear_imports()
+    if all(k.device is Device.CPU for k in unique.values()):
+        from tvm.support import cc
+
+        cc.create_shared(str(path), [str(object_file(k)) for k in unique.values()])
+        return list(unique)
+    # fresh modules: importing into a cached one would change what the cache holds
+    mods = [tvm.compile(k.prim_func(), target=target_for(k.device)).mod for k in unique.values()]
+    root = mods[0]
+    for m in mods[1:]:
+        root.import_module(m)
+    root.export_library(str(path))
     return list(unique)
 
 

@@ -8,7 +8,9 @@ and then one epilogue:
 
 * ``CURRENT``: ``acc`` is the output (an analog current), optionally added into a readout sum;
 * ``NEURON``:  the neuron update of DESIGN.md §3 on ``I = acc``, which emits the next layer's
-  spike list (``cnt_out``/``idx_out``, plus ``val_out`` counts for burst neurons);
+  spike list (``cnt_out``/``idx_out``, plus ``val_out`` counts for burst neurons); it runs
+  vectorised over channels and leaves the spike counts in ``acc``, then one scalar pass per
+  sample compacts them into the list;
 * ``COMPACT``: the non-zero entries of ``acc`` become a graded event list (pooling, add).
 
 The work of the accumulation is proportional to the input events: a linear layer adds the
@@ -41,7 +43,7 @@ import enum
 import hashlib
 import math
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from snnc.errors import UnsupportedError
@@ -198,6 +200,16 @@ class LayerKernel:
             return True
         return self.epilogue is Epilogue.NEURON and self.neuron is not None and self.neuron.max_spikes > 1
 
+    @property
+    def batch1_differs(self) -> bool:
+        """Whether the batch-1 kernel is built differently (channel slices) from the any-batch one."""
+        op = self.operands[0]
+        if self.device is Device.CUDA:
+            return False
+        if self.op not in (Op.LINEAR, Op.CONV2D) or (isinstance(op, Events) and op.layout is Layout.CSC):
+            return False
+        return channel_slices(self.channels, _min_slice(self.op))[0] > 1
+
     def arg_names(self) -> list[str]:
         """The kernel's positional arguments, in order (see ``format.md`` for their shapes)."""
         names: list[str] = []
@@ -234,7 +246,8 @@ class LayerKernel:
 
     def source(self) -> str:
         """The TVMScript source of the kernel (a ``@T.prim_func`` without imports)."""
-        return _Emitter(self).emit()
+        emitter = _CudaEmitter(self) if self.device is Device.CUDA else _Emitter(self)
+        return emitter.emit()
 
     def prim_func(self):
         """Parse :meth:`source` into a ``tvm.tirx.PrimFunc`` (imports TVM)."""
@@ -267,7 +280,18 @@ def linear_kernel(
     """Event linear layer: ``acc[b] = bias + scale · Σ_k val_k · W[idx_k, :]`` with W stored [n_in, n_out]."""
     events = Events(n_in, layout, graded, val_dtype or precision.acc_dtype, scale)
     return LayerKernel(
-        Op.LINEAR, (n_in,), (n_out,), (events,), precision, batch, None, bias, epilogue, neuron, readout, device
+        Op.LINEAR,
+        (n_in,),
+        (n_out,),
+        (events,),
+        precision,
+        batch,
+        None,
+        bias,
+        epilogue,
+        neuron,
+        readout,
+        device,
     )
 
 
@@ -363,6 +387,12 @@ def channel_slices(channels: int, min_width: int) -> tuple[int, int]:
         if channels % (LANES * s) == 0 and channels // s >= min_width:
             return s, channels // s
     return 1, channels
+
+
+def _min_slice(op: Op) -> int:
+    """Narrowest channel slice worth a thread: a linear layer re-reads the spike list per slice,
+    so slices are at least 4 vectors; a conv tap is one vector per slice."""
+    return 4 * LANES if op is Op.LINEAR else LANES
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,7 +544,11 @@ class _Emitter:
         w.depth += 1
         w(f'T.func_attr({{"global_symbol": "{k.name}", "tirx.noalias": True}})')
         symbols = {"B"} if self.B == "B" else set()
-        symbols |= {f"nnz{i}" for i, o in enumerate(k.operands) if isinstance(o, Events) and o.layout is not Layout.ROWS}
+        symbols |= {
+            f"nnz{i}"
+            for i, o in enumerate(k.operands)
+            if isinstance(o, Events) and o.layout is not Layout.ROWS
+        }
         for sym in sorted(symbols):
             w(f"{sym} = T.int32()")
         for name in k.arg_names():
@@ -536,7 +570,7 @@ class _Emitter:
                 stmt(f"{base} + {full * LANES} + jt")
 
     def to_acc(self, expr: str, dtype: str) -> str:
-        return expr if dtype == self.adt else f"T.cast({expr}, \"{self.adt}\")"
+        return expr if dtype == self.adt else f'T.cast({expr}, "{self.adt}")'
 
     def event_range(self, i: int) -> tuple[str, Callable[[str], str], Callable[[str], str]]:
         """For operand i of sample b: (count, index(k), value(k)) expressions (ROWS or CSR)."""
@@ -584,7 +618,7 @@ class _Emitter:
         if k.op is Op.LINEAR and isinstance(operand, Events) and operand.layout is Layout.CSC:
             return channel_slices(k.channels, 64)
         if k.batch == 1 and k.op in (Op.LINEAR, Op.CONV2D):
-            return channel_slices(k.channels, 64 if k.op is Op.LINEAR else LANES)
+            return channel_slices(k.channels, _min_slice(k.op))
         return 1, k.channels
 
     def emit(self) -> str:
@@ -592,31 +626,33 @@ class _Emitter:
         self.signature()
         n_slices, width = self.slices()
         csc = isinstance(k.operands[0], Events) and k.operands[0].layout is Layout.CSC
-        batch_loop = "T.parallel" if self.B not in ("1",) else "range"
+        batch_loop = "T.parallel" if self.B != "1" else "range"
         if n_slices > 1 or csc:
-            # threads own output-channel slices: the accumulation is race-free for any batch
+            # threads own output-channel slices: accumulation and elementwise epilogue are
+            # race-free for any batch; the compaction of spike lists runs per sample after it
             with w.block(f"for c in T.parallel({n_slices}):"):
                 if csc:
                     with w.block(f"for b in range({self.B}):"):
-                        self.init("b", "c * %d" % width, width)
+                        self.init("b", f"c * {width}", width)
                     self.accumulate_csc(f"c * {width}", width)
+                    if self.has_vector_epilogue:
+                        with w.block(f"for b in range({self.B}):"):
+                            self.epilogue_vector(f"c * {width}", width)
                 else:
                     with w.block(f"for b in range({self.B}):"):
                         self.init("b", f"c * {width}", width)
                         self.accumulate(f"c * {width}", width)
-            if self.has_epilogue():
+                        self.epilogue_vector(f"c * {width}", width)
+            if k.epilogue is not Epilogue.CURRENT:
                 with w.block(f"for b in {batch_loop}({self.B}):"):
-                    self.epilogue()
+                    self.epilogue_serial()
         else:
             with w.block(f"for b in {batch_loop}({self.B}):"):
                 self.init("b", "0", k.channels)
                 self.accumulate("0", k.channels)
-                self.epilogue()
+                self.epilogue_vector("0", k.channels)
+                self.epilogue_serial()
         return "\n".join(w.lines) + "\n"
-
-    def has_epilogue(self) -> bool:
-        k = self.k
-        return k.epilogue is not Epilogue.CURRENT or k.readout or self.needs_finish
 
     def init(self, b: str, base: str, width: int) -> None:
         """acc[b, pixel, base:base+width] = bias (or 0)."""
@@ -625,7 +661,9 @@ class _Emitter:
 
         def body() -> None:
             if self.init_with_bias:
-                self.vector(width, base, lambda col: self.w(f"acc[{b}, {self.pixel('p')}{col}] = bias[{col}]"))
+                self.vector(
+                    width, base, lambda col: self.w(f"acc[{b}, {self.pixel('p')}{col}] = bias[{col}]")
+                )
             else:
                 self.vector(width, base, lambda col: self.w(f"acc[{b}, {self.pixel('p')}{col}] = {zero}"))
 
@@ -662,7 +700,7 @@ class _Emitter:
 
         def quad(col: str) -> None:
             t = [self.weight_term(at(f"k4 * 4 + {r}"), col, value(f"k4 * 4 + {r}")) for r in range(4)]
-            w(f"acc[b, {col}] = acc[b, {col}] + (({t[0]} + {t[1]}) + ({t[2]} + {t[2]}))")
+            w(f"acc[b, {col}] = acc[b, {col}] + (({t[0]} + {t[1]}) + ({t[2]} + {t[3]}))")
 
         def single(col: str) -> None:
             w(f"acc[b, {col}] = acc[b, {col}] + {self.weight_term(at('k'), col, value('k'))}")
@@ -682,7 +720,9 @@ class _Emitter:
                 self.vector(
                     width,
                     base,
-                    lambda col: w(f"acc[idx0[q], {col}] = acc[idx0[q], {col}] + {self.weight_term('i', col, value)}"),
+                    lambda col: w(
+                        f"acc[idx0[q], {col}] = acc[idx0[q], {col}] + {self.weight_term('i', col, value)}"
+                    ),
                 )
 
     def taps(self, coord: str, k: int, s: int, p: int, d: int, out: int, tag: str) -> tuple[str, str, str]:
@@ -693,7 +733,11 @@ class _Emitter:
             # taps kh with 0 <= coord + p - kh·d <= out - 1
             w(f"{tag}_lo = T.max(0, 0 - T.floordiv({out - 1} - ({coord} + {p}), {d}))")
             w(f"{tag}_hi = T.min({k - 1}, T.floordiv({coord} + {p}, {d}))")
-            return f"T.max({tag}_hi - {tag}_lo + 1, 0)", f"({tag}_lo + a{tag})", f"({coord} + {p} - ({tag}_lo + a{tag}) * {d})"
+            return (
+                f"T.max({tag}_hi - {tag}_lo + 1, 0)",
+                f"({tag}_lo + a{tag})",
+                f"({coord} + {p} - ({tag}_lo + a{tag}) * {d})",
+            )
         # dilation 1: taps kh ≡ coord + p (mod s) with 0 <= (coord + p - kh)/s <= out - 1
         w(f"{tag}_lo = T.max(0, {coord} + {p} - {(out - 1) * s})")
         w(f"{tag}_first = {tag}_lo + T.floormod({coord} + {p} - {tag}_lo, {s})")
@@ -772,98 +816,229 @@ class _Emitter:
         for i, operand in enumerate(k.operands):
             if isinstance(operand, Current):
                 scale = f" * {_lit(operand.scale, self.adt)}" if operand.scale != 1.0 else ""
-                self.vector(k.n_out, "0", lambda col, i=i, scale=scale: w(f"acc[b, {col}] = acc[b, {col}] + cur{i}[b, {col}]{scale}"))
+                self.vector(
+                    k.n_out,
+                    "0",
+                    lambda col, i=i, scale=scale: w(
+                        f"acc[b, {col}] = acc[b, {col}] + cur{i}[b, {col}]{scale}"
+                    ),
+                )
                 continue
             count, at, val = self.event_range(i)
             with w.block(f"for k in range({count}):"):
                 w(f"acc[b, {at('k')}] = acc[b, {at('k')}] + {self.event_value(operand, val('k'))}")
 
     # -- epilogues -----------------------------------------------------------------------
-    def epilogue(self) -> None:
-        k = self.k
-        if self.needs_finish:
-            self.finish_current()
-        if k.epilogue is Epilogue.NEURON:
-            self.neuron_update()
-        elif k.epilogue is Epilogue.COMPACT:
-            self.compact()
-        elif k.readout:
-            self.vector(k.n_out, "0", lambda col: self.w(f"rsum[b, {col}] = rsum[b, {col}] + acc[b, {col}]"))
-
-    def finish_current(self) -> None:
-        """acc = scale·acc + bias (when the bias could not seed the accumulator)."""
-        k, w = self.k, self.w
-        scale = k.operands[0].scale if k.op in (Op.LINEAR, Op.CONV2D) else 1.0
-
-        def stmt(col: str) -> None:
-            dst = f"acc[b, {self.pixel('p')}{col}]"
-            rhs = dst if scale == 1.0 else f"{dst} * {_lit(scale, self.adt)}"
-            if k.bias:
-                rhs = f"{rhs} + bias[{col}]"
-            w(f"{dst} = {rhs}")
-
-        if k.pixels > 1:
-            with w.block(f"for p in range({k.pixels}):"):
-                self.vector(k.channels, "0", stmt)
+    def over_pixels(self, base: str, width: int, stmt: Callable[[str, str], None]) -> None:
+        """Emit ``stmt(j, co)`` for every element j whose channel co is in [base, base + width):
+        vectorised over channels, both expressions inline."""
+        if self.k.pixels > 1:
+            with self.w.block(f"for p in range({self.k.pixels}):"):
+                self.vector(width, base, lambda col: stmt(f"{self.pixel('p')}{col}", col))
         else:
-            self.vector(k.channels, "0", stmt)
+            self.vector(width, base, lambda col: stmt(col, col))
 
-    def spike_expr(self) -> str:
-        nrn, adt = self.k.neuron, self.adt
-        if nrn.max_spikes == 1:
-            cmp = ">" if nrn.strict else ">="
-            return f"T.if_then_else(vn {cmp} th, T.int32(1), T.int32(0))"
-        bmax = nrn.max_spikes
-        if adt == "float32":
-            q = "T.ceil(vn / th) - T.float32(1.0)" if nrn.strict else "T.floor(vn / th)"
-            # clamp in float before the cast: a huge v must not overflow int32
-            return f"T.cast(T.min(T.max({q}, T.float32(0.0)), T.float32({float(bmax)})), \"int32\")"
-        q = "T.floordiv(vn - 1, th)" if nrn.strict else "T.floordiv(vn, th)"
-        return f"T.min(T.max({q}, T.int32(0)), T.int32({bmax}))"
+    @property
+    def has_vector_epilogue(self) -> bool:
+        return self.needs_finish or self.k.epilogue is Epilogue.NEURON or self.k.readout
 
-    def leak_expr(self, vold: str) -> str:
-        nrn = self.k.neuron
-        if not nrn.leak:
-            return vold
-        if self.adt == "float32":
-            return f"beta[co] * {vold}"
-        # fixed point, 12 fractional bits, rounded toward zero (Loihi's convention)
-        mag = "T.cast(T.shift_right({x} * T.cast(beta[co], \"int64\"), T.int64(12)), \"int32\")"
-        pos = mag.format(x=f"T.cast({vold}, \"int64\")")
-        neg = mag.format(x=f"(T.int64(0) - T.cast({vold}, \"int64\"))")
-        return f"T.if_then_else({vold} >= 0, {pos}, 0 - {neg})"
+    def epilogue_vector(self, base: str, width: int) -> None:
+        """The elementwise part of the epilogue on channels [base, base + width), vectorised:
+        scale and bias, then the neuron update (the spike counts replace the current in acc)
+        or the readout sum."""
+        k, w, adt = self.k, self.w, self.adt
+        if self.needs_finish:
+            scale = k.operands[0].scale if self.scaled else 1.0
 
-    def neuron_update(self) -> None:
+            def finish(j: str, co: str) -> None:
+                rhs = f"acc[b, {j}]" if scale == 1.0 else f"acc[b, {j}] * {_lit(scale, adt)}"
+                if k.bias:
+                    rhs = f"{rhs} + bias[{co}]"
+                w(f"acc[b, {j}] = {rhs}")
+
+            self.over_pixels(base, width, finish)
+        if k.epilogue is Epilogue.NEURON:
+            self.over_pixels(base, width, self.neuron_element)
+        elif k.readout:
+            self.over_pixels(base, width, lambda j, co: w(f"rsum[b, {j}] = rsum[b, {j}] + acc[b, {j}]"))
+
+    def neuron_element(self, j: str, co: str) -> None:
+        """v and s of element j in three vector statements, every expression inline (a let-bound
+        value inside T.vectorized miscompiles): acc := v_new; v := reset(acc); acc := s."""
         k, w, adt = self.k, self.w, self.adt
         nrn = k.neuron
-        w("cnt_out[b] = 0")
-        loops = [f"for p in range({k.pixels}):"] if k.pixels > 1 else []
-        j = f"{self.pixel('p')}co"
-        with w.block(loops[0]) if loops else nullcontext():
-            with w.block(f"for co in range({k.channels}):"):
-                w(f"vn = {self.leak_expr(f'v[b, {j}]')} + acc[b, {j}]")
-                w("th = vth[co]")
-                w(f"s = {self.spike_expr()}")
-                if nrn.reset is Reset.SOFT:
-                    w(f"v[b, {j}] = vn - T.cast(s, \"{adt}\") * th")
-                elif nrn.reset is Reset.HARD:
-                    w(f"v[b, {j}] = T.if_then_else(s > 0, vreset, vn)")
-                else:
-                    w(f"v[b, {j}] = vn")
-                with w.block("if s > 0:"):
-                    w(f"idx_out[b, cnt_out[b]] = {j}")
-                    if k.out_graded:
-                        w(f"val_out[b, cnt_out[b]] = T.cast(s, \"{adt}\")")
-                    w("cnt_out[b] = cnt_out[b] + 1")
-                    w("stats[b] = stats[b] + s")
-                if k.readout:
-                    w(f"rsum[b, {j}] = rsum[b, {j}] + T.cast(s, \"{adt}\")")
+        th = f"vth[{co}]"
+        w(f"acc[b, {j}] = {self.leak_expr(f'v[b, {j}]', co)} + acc[b, {j}]")
+        s = self.spike_expr(f"acc[b, {j}]", th)
+        if nrn.reset is Reset.SOFT:
+            w(f'v[b, {j}] = acc[b, {j}] - T.cast({s}, "{adt}") * {th}')
+        elif nrn.reset is Reset.HARD:
+            w(f"v[b, {j}] = T.if_then_else({s} > 0, vreset, acc[b, {j}])")
+        else:
+            w(f"v[b, {j}] = acc[b, {j}]")
+        w(f'acc[b, {j}] = T.cast({s}, "{adt}")')
+        if k.readout:
+            w(f"rsum[b, {j}] = rsum[b, {j}] + acc[b, {j}]")
 
-    def compact(self) -> None:
+    def epilogue_serial(self) -> None:
+        """Compaction of the non-zeros of acc (spike counts or pooled sums) into the ordered
+        event list of sample b; counts the spikes emitted."""
         k, w = self.k, self.w
+        if k.epilogue is Epilogue.CURRENT:
+            return
         w("cnt_out[b] = 0")
         with w.block(f"for j in range({k.n_out}):"):
             with w.block(f"if acc[b, j] != {_lit(0, self.adt)}:"):
                 w("idx_out[b, cnt_out[b]] = j")
-                w("val_out[b, cnt_out[b]] = acc[b, j]")
+                if k.out_graded:
+                    w("val_out[b, cnt_out[b]] = acc[b, j]")
                 w("cnt_out[b] = cnt_out[b] + 1")
+                if k.epilogue is Epilogue.NEURON:
+                    w('stats[b] = stats[b] + T.cast(acc[b, j], "int32")')
+
+    def spike_expr(self, vn: str, th: str) -> str:
+        """s as an int32 expression of membrane expression vn and threshold th."""
+        nrn, adt = self.k.neuron, self.adt
+        if nrn.max_spikes == 1:
+            cmp = ">" if nrn.strict else ">="
+            return f"T.if_then_else({vn} {cmp} {th}, T.int32(1), T.int32(0))"
+        bmax = nrn.max_spikes
+        if adt == "float32":
+            q = f"T.ceil({vn} / {th}) - T.float32(1.0)" if nrn.strict else f"T.floor({vn} / {th})"
+            # clamp in float before the cast: a huge v must not overflow int32
+            return f'T.cast(T.min(T.max({q}, T.float32(0.0)), T.float32({float(bmax)})), "int32")'
+        q = f"T.floordiv({vn} - 1, {th})" if nrn.strict else f"T.floordiv({vn}, {th})"
+        return f"T.min(T.max({q}, T.int32(0)), T.int32({bmax}))"
+
+    def leak_expr(self, vold: str, co: str) -> str:
+        nrn = self.k.neuron
+        if not nrn.leak:
+            return vold
+        if self.adt == "float32":
+            return f"beta[{co}] * {vold}"
+        # fixed point, 12 fractional bits, rounded toward zero (Loihi's convention)
+        mag = f'T.cast(T.shift_right({{x}} * T.cast(beta[{co}], "int64"), T.int64(12)), "int32")'
+        pos = mag.format(x=f'T.cast({vold}, "int64")')
+        neg = mag.format(x=f'(T.int64(0) - T.cast({vold}, "int64"))')
+        return f"T.if_then_else({vold} >= 0, {pos}, 0 - {neg})"
+
+
+class _CudaEmitter(_Emitter):
+    """The GPU form of a layer kernel: one thread block per sample, threads over output columns.
+
+    Each phase is a separate thread-bound loop nest, i.e. a separate kernel launch, so a phase
+    sees everything the previous one wrote: (1) acc = bias or 0; (2) accumulation: a thread owns
+    its output columns (linear, conv: channels) and walks every event, so no two threads write
+    the same element; scatters of pooling and add run on one thread per sample; (3) neuron update
+    per element, the spike count kept in acc; (4) compaction of the non-zeros of acc into the
+    ordered event list, one thread per sample.  Correctness first: the compaction and the
+    scatters are serial per sample.
+    """
+
+    THREADS = 128
+
+    def __init__(self, k: LayerKernel) -> None:
+        super().__init__(k)
+        self.B = "B" if k.batch is None else str(k.batch)
+
+    def threads(self, width: int) -> int:
+        return min(self.THREADS, width)
+
+    @contextmanager
+    def columns(self, width: int, col: str = "col") -> Iterator[None]:
+        """Loop nest over sample b (block) and ``col`` in [0, width) (threads × chunks)."""
+        w, nt = self.w, self.threads(width)
+        chunks = -(-width // nt)
+        with w.block(f'for b in T.thread_binding({self.B}, thread="blockIdx.x"):'):
+            with w.block(f'for tx in T.thread_binding({nt}, thread="threadIdx.x"):'):
+                with w.block(f"for jc in range({chunks}):"):
+                    with w.block(f"if jc * {nt} + tx < {width}:"):
+                        w(f"{col} = jc * {nt} + tx")
+                        yield
+
+    @contextmanager
+    def serial(self) -> Iterator[None]:
+        """Loop nest over sample b with a single thread."""
+        with self.w.block(f'for b in T.thread_binding({self.B}, thread="blockIdx.x"):'):
+            with self.w.block('for tx in T.thread_binding(1, thread="threadIdx.x"):'):
+                yield
+
+    def emit(self) -> str:
+        k, w = self.k, self.w
+        operand = k.operands[0]
+        if isinstance(operand, Events) and operand.layout is Layout.CSC:
+            raise UnsupportedError("the weight-stationary CSC kernel is CPU-only; use ROWS or CSR on CUDA")
+        self.signature()
+        zero = _lit(0, self.adt)
+        c = k.channels
+        with self.columns(k.n_out, "j"):  # (1)
+            w(f"acc[b, j] = {f'bias[T.floormod(j, {c})]' if self.init_with_bias else zero}")
+        if k.op is Op.LINEAR:  # (2)
+            with self.columns(c):
+                self.linear_column()
+        elif k.op is Op.CONV2D:
+            with self.columns(c):
+                self.conv_column()
+        else:
+            for i, o in enumerate(k.operands):
+                if isinstance(o, Current):
+                    scale = f" * {_lit(o.scale, self.adt)}" if o.scale != 1.0 else ""
+                    with self.columns(k.n_out, "j"):
+                        w(f"acc[b, j] = acc[b, j] + cur{i}[b, j]{scale}")
+            if k.op is Op.POOL2D:
+                with self.serial():
+                    self.accumulate_pool()
+            elif any(isinstance(o, Events) for o in k.operands):
+                with self.serial():
+                    for i, o in enumerate(k.operands):
+                        if isinstance(o, Events):
+                            count, at, val = self.event_range(i)
+                            with w.block(f"for k in range({count}):"):
+                                w(f"acc[b, {at('k')}] = acc[b, {at('k')}] + {self.event_value(o, val('k'))}")
+        if self.needs_finish:
+            scale = k.operands[0].scale if self.scaled else 1.0
+            with self.columns(k.n_out, "j"):
+                rhs = "acc[b, j]" if scale == 1.0 else f"acc[b, j] * {_lit(scale, self.adt)}"
+                if k.bias:
+                    rhs = f"{rhs} + bias[T.floormod(j, {c})]"
+                w(f"acc[b, j] = {rhs}")
+        if k.epilogue is Epilogue.NEURON:  # (3)
+            with self.columns(k.n_out, "j"):
+                self.neuron_element("j", f"T.floormod(j, {c})")
+        if k.readout and k.epilogue is Epilogue.CURRENT:
+            with self.columns(k.n_out, "j"):
+                w("rsum[b, j] = rsum[b, j] + acc[b, j]")
+        if k.epilogue in (Epilogue.NEURON, Epilogue.COMPACT):  # (4)
+            with self.serial():
+                self.epilogue_serial()
+        return "\n".join(w.lines) + "\n"
+
+    def linear_column(self) -> None:
+        w = self.w
+        operand = self.k.operands[0]
+        count, at, val = self.event_range(0)
+        value = (lambda kk: self.to_acc(val(kk), operand.val_dtype)) if operand.graded else (lambda kk: None)
+        with w.block(f"for k in range({count}):"):
+            w(f"acc[b, col] = acc[b, col] + {self.weight_term(at('k'), 'col', value('k'))}")
+
+    def conv_column(self) -> None:
+        k, w = self.k, self.w
+        g = k.geometry
+        oh, ow, co = k.out_shape
+        operand = k.operands[0]
+        count, at, val = self.event_range(0)
+        with w.block(f"for k in range({count}):"):
+            self.decode(at("k"))
+            term = self.to_acc("weight[ci, kh, kw, col]", self.wdt)
+            if operand.graded:
+                term = f"{term} * {self.to_acc(val('k'), operand.val_dtype)}"
+            ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
+            nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
+            with w.block(f"for ay in range({ny}):"):
+                w(f"kh = {tap_y}")
+                w(f"oy = {out_y}")
+                with w.block(f"for ax in range({nx}):"):
+                    w(f"kw = {tap_x}")
+                    w(f"ox = {out_x}")
+                    dst = f"acc[b, (oy * {ow} + ox) * {co} + col]"
+                    w(f"{dst} = {dst} + {term}")

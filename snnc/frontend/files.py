@@ -3,7 +3,8 @@
 * ``.pt2``: a torch.export archive (ATen graph; the safe, preferred format);
 * ``.pt`` / ``.pth`` state dict + ``--arch path/to/file.py:factory``;
 * ``.pt`` pickled whole module: only with ``trust_pickle`` (unpickling runs code);
-* ``.snnir``: textual IR (+ sidecar ``params.safetensors``).
+* ``.snnir``: textual IR (+ sidecar ``params.safetensors``);
+* ``.nir``: a NIR graph (HDF5) with snnc's discretisation convention.
 TorchScript archives, garbage and truncated files get a one-line explanation.
 """
 
@@ -98,6 +99,8 @@ def load_model(
     digest = sha256_of(path)
     if path.suffix == ".snnir":
         return LoadedModel(load_graph(path), "snnir", digest)
+    if path.suffix == ".nir":
+        return LoadedModel(_load_nir(path), "nir", digest)
     names = _zip_names(path)
     if names is None:
         if zipfile.is_zipfile(path) or path.stat().st_size == 0:
@@ -174,6 +177,20 @@ def _load_pt(path: Path, digest: str, stem: str, arch: str | None, input_shape: 
     example = torch.zeros((1,) + tuple(input_shape))
     graph = import_module(module, example, stem)
     return LoadedModel(graph, kind, digest, module.eval())
+
+
+def _load_nir(path: Path) -> Graph:
+    try:
+        import nir
+    except ModuleNotFoundError:
+        raise UserError(f"{path}: reading NIR files needs the 'nir' package (pip install 'snnc[nir]')") from None
+    from snnc.backends.nir.convert import from_nir  # the format's converter lives with its backend
+
+    try:
+        nir_graph = nir.read(str(path))
+    except Exception as e:
+        raise InputFileError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
+    return from_nir(nir_graph, path.stem.replace("-", "_"))
 
 
 def input_type(graph: Graph) -> TensorType:

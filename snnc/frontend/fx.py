@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn

@@ -127,6 +127,25 @@ def coerce_value(hint: Any, value: Any, where: str) -> Any:
     raise ParseError(f"{where}: unsupported attribute type {hint}")
 
 
+def attribute_type_errors(op: Op) -> list[str]:
+    """Attributes whose runtime value is not of the declared type (e.g. numpy scalars)."""
+    errors = []
+    for attr, hint in op.attribute_types().items():
+        value = getattr(op, attr)
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            ok = isinstance(value, tuple) and all(type(v) is typing.get_args(hint)[0] for v in value)
+        elif hint is float:
+            ok = type(value) is float
+        elif isinstance(hint, type):
+            ok = type(value) is hint or (issubclass(hint, enum.Enum) and isinstance(value, hint))
+        else:
+            ok = True
+        if not ok:
+            errors.append(f"attribute {attr} = {value!r} is not of type {getattr(hint, '__name__', hint)}")
+    return errors
+
+
 def fail(op: Op, node: str, message: str) -> VerifyError:
     """Build a VerifyError that names the op and the node."""
     return VerifyError(f"{op.name} %{node}: {message}")

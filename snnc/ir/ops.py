@@ -41,6 +41,12 @@ class Reset(enum.Enum):
 class Leak(enum.Enum):
     MULTIPLY = "multiply"  # v = β·v + I
     TAU = "tau"  # SpikingJelly: v = v + (I − (v − v_rest))/τ  (decay_input) or v − (v − v_rest)/τ + I
+    RATE = "rate"  # the tau form multiplied by the rate β = 1/τ: SpikingJelly ParametricLIF, Norse (β = dt/τ)
+
+
+class Emit(enum.Enum):
+    SPIKES = "spikes"  # s·out_scale (a spike or burst value)
+    MEMBRANE = "membrane"  # the membrane potential v (analog): an output layer read by its membrane
 
 
 class ReadoutMode(enum.Enum):
@@ -446,14 +452,22 @@ class Neuron(Op):
     r"""Spiking neuron, one state per element (DESIGN §3).
 
     Effective v_th = attribute ``v_th`` × parameter ``v_th`` (per channel, if present);
-    likewise ``beta`` and ``out_scale``.
+    likewise ``beta`` and ``out_scale``.  One step t, in this order:
 
-    * leak=multiply: v[t] = β·v[t−1] + I[t]      (IF: β = 1)
-    * leak=tau:      v[t] = v + (I − (v − v_reset))/τ  if decay_input else  v − (v − v_reset)/τ + I
-    * model=cuba:    u[t] = α·u[t−1] + I[t];  v[t] = β·v[t−1] + u[t]
+    * model=cuba, the synaptic current:  u[t] = α·u[t−1] + I[t]  (leak=rate: u[t] = (u − α·u) + I[t]);
+      the voltage then integrates u[t] in place of I[t]
+    * leak=multiply: v = β·v[t−1] + I[t]      (IF: β = 1)
+    * leak=tau:      v = v + (I − (v − v_rest))/τ  if decay_input else  v − (v − v_rest)/τ + I
+    * leak=rate:     v = v + (I − (v − v_rest))·β  if decay_input else  v − (v − v_rest)·β + I
+      (the tau form with the rate β = 1/τ multiplied, as SpikingJelly's ParametricLIF (β = sigmoid(w))
+      and Norse's forward-Euler step (β = dt/τ_mem, α = dt/τ_syn) compute it);
+      v_rest = v_reset for reset=hard, else 0
+    * reset_delay: the previous step's spikes reset v now (snnTorch's default):
+      soft: v −= s[t−1]·v_th;  hard: v = v_reset where s[t−1] > 0
     * s[t] = clamp(floor(v/v_th), 0, B) for B = max_spikes > 1, else 1[v ≥ v_th] (1[v > v_th] if strict)
-    * reset soft: v −= s·v_th;  hard: v = v_reset where s > 0  (one step late if reset_delay)
-    * v[0] = v_init·v_th;  output = s·out_scale.
+    * unless reset_delay: soft: v −= s[t]·v_th;  hard: v = v_reset where s[t] > 0;  v[t] = v
+    * v[0] = v_init·v_th;  output: emit=spikes: s[t]·out_scale;  emit=membrane: v[t] (analog; the
+      state carried to the next step, so with reset_delay the value compared with v_th)
     """
 
     name: ClassVar[str] = "neuron"
@@ -476,6 +490,7 @@ class Neuron(Op):
     tau: float = 2.0
     decay_input: bool = True
     out_scale: float = 1.0
+    emit: Emit = Emit.SPIKES
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
@@ -485,8 +500,12 @@ class Neuron(Op):
             raise fail(self, node, f"v_th={self.v_th} must be > 0")
         if self.model is NeuronModel.IF and self.leak is Leak.MULTIPLY and self.beta != 1.0:
             raise fail(self, node, f"an IF neuron has no leak, got beta={self.beta}; use model=lif")
+        if self.leak is Leak.RATE and not 0.0 < self.beta <= 1.0:
+            raise fail(self, node, f"leak=rate needs a rate 0 < beta <= 1, got beta={self.beta}")
         for role in ("v_th", "beta", "out_scale"):
             _channel_param(self, node, params, role, x.channels)
+        if self.emit is Emit.MEMBRANE:
+            return TensorType(x.shape)
         kind = Signal.BURST if self.max_spikes > 1 else Signal.SPIKE
         return TensorType(x.shape, kind, self.max_spikes)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from snnc.errors import VerifyError
 from snnc.ir.graph import NAME_RE, Graph
-from snnc.ir.op import VARIADIC
+from snnc.ir.op import VARIADIC, attribute_type_errors
 from snnc.ir.ops import Encode, Scheme
 
 
@@ -42,6 +42,9 @@ def verify(graph: Graph, *, require_event: bool = False) -> None:
         for v in node.inputs:
             if v not in defined:
                 raise VerifyError(f"{where}: operand %{v} is not defined before its use")
+        bad = attribute_type_errors(op)
+        if bad:
+            raise VerifyError(f"{where}: {bad[0]}")
         roles = {p.role: p for p in op.params_spec}
         for role, key in node.params.items():
             if role not in roles:

@@ -1,0 +1,1 @@
+"""The NIR backend: export to and import from the Neuromorphic Intermediate Representation."""

@@ -1,0 +1,38 @@
+"""The nir target: writes ``model.nir`` (NIR HDF5) for snnTorch, Norse, Lava-dl, Rockpool,
+Sinabs, SpiNNaker2 and others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from snnc.backends.nir.convert import DT, legality, to_nir
+
+from snnc.errors import TargetError
+from snnc.ir import Graph
+from snnc.pass_manager import PassContext
+from snnc.targets import TargetOptions
+
+
+class NIRTarget:
+    description = "NIR graph file (model.nir) for other neuromorphic platforms"
+
+    def __init__(self, name: str = "nir", options: TargetOptions | None = None):
+        self.name = name
+        self.options = options or TargetOptions()
+
+    def pipeline_suffix(self) -> str:
+        return ""
+
+    def legality(self, graph: Graph) -> list[str]:
+        return legality(graph)
+
+    def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
+        try:
+            import nir
+        except ModuleNotFoundError:
+            raise TargetError("the nir target needs the 'nir' package (pip install 'snnc[nir]')") from None
+        nir_graph = to_nir(graph)
+        nir.write(str(out_dir / "model.nir"), nir_graph)
+        return {"file": "model.nir", "nodes": len(nir_graph.nodes), "edges": len(nir_graph.edges), "dt": DT,
+                "nir_version": nir.__version__}

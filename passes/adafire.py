@@ -1,0 +1,128 @@
+"""adafire: per-layer burst limits chosen by a sensitivity search (AdaFire, Wang et al. 2025).
+
+A burst neuron may send up to φ spikes per step (``max_spikes`` = φ): with threshold θ_φ its
+top level is φ·θ_φ, so a layer resolves T·φ levels instead of T, at the price of more spikes.
+
+1. Record every neuron's input current in ANN mode on the first ``batches`` calibration
+   batches; for each layer and φ ∈ {min-spikes … max-spikes} find θ_φ by the clip-floor grid
+   search at T = ``ctx.timesteps`` (calibrate's ``mse`` method with top level φ·θ, per channel
+   when the neuron has per-channel thresholds).
+2. Baseline: every layer at φ = max-spikes.  For each layer l and each φ, change only layer l
+   and simulate one calibration batch: sensitivity S_{l,φ} = symmetric KL between the
+   softmaxes of the SNN and of the graph's ANN mode, cost E_{l,φ} = spikes of layer l (a burst
+   of n counts n).
+3. Pareto dynamic programme: minimise Σ S subject to Σ E ≤ budget · Σ_l E_{l,φ_d}, with
+   φ_d = ``desired-spikes`` (default: max-spikes, as burst-ann2snn does when searching).
+   Apply the chosen φ_l and θ_{l,φ_l} (v_th and out_scale).
+
+Changes: every neuron's ``max_spikes`` (its values become ``burst<φ>``) and threshold /
+output scale.  Reports the chosen limits in ``ctx.results["adafire"]``.
+Preserves: the structure; the graph keeps approximating the ANN (the quantiser changes).
+Requires: neurons not yet folded or folded (thresholds are scaled in place; run
+fold-thresholds after it), calibration data and a simulator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import (
+    MAX_VALUES_PER_CHANNEL,
+    Choice,
+    channel_values,
+    first_samples,
+    mse_thresholds,
+    neuron_vector,
+    pareto_select,
+    require_neurons,
+    scale_threshold,
+    subsample,
+    sym_kl,
+)
+
+
+@register_pass
+@dataclass(frozen=True)
+class AdaFire(Pass):
+    name: ClassVar[str] = "adafire"
+    max_spikes: int = 4
+    min_spikes: int = 1
+    budget: float = 0.95
+    desired_spikes: int = 0  # the φ whose spike count sets the budget; 0: max-spikes
+    batches: int = 4
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        if not 1 <= self.min_spikes <= self.max_spikes:
+            raise PassError(f"adafire: need 1 <= min-spikes ({self.min_spikes}) <= max-spikes ({self.max_spikes})")
+        if self.budget <= 0:
+            raise PassError(f"adafire: budget={self.budget} must be > 0")
+        desired = self.desired_spikes or self.max_spikes
+        if not self.min_spikes <= desired <= self.max_spikes:
+            raise PassError(f"adafire: desired-spikes={desired} must be within [{self.min_spikes}, {self.max_spikes}]")
+        sim = ctx.require_simulator(self.name)
+        layers = require_neurons(graph, self.name)
+        x, _ = first_samples(ctx, self.name, self.batches)
+        probe = x[: ctx.require_calibration(self.name).batch_size]
+        phis = list(range(self.min_spikes, self.max_spikes + 1))
+        factors = self._threshold_factors(ctx, graph, layers, x, phis)
+        reference = sim.run_ann(graph, probe)[graph.outputs[0]]
+
+        def configured(choice: dict[str, int]) -> Graph:
+            g = graph.copy()
+            for n in layers:
+                _set_burst(g, g.node(n.name), choice[n.name], factors[n.name][choice[n.name]])
+            return g
+
+        top = {n.name: self.max_spikes for n in layers}
+        options: list[list[Choice]] = []
+        with ctx.track("adafire sensitivity", len(layers) * len(phis)) as bar:
+            for n in layers:
+                row = []
+                for phi in phis:
+                    run = sim.run_snn(configured({**top, n.name: phi}), probe, ctx.timesteps)
+                    row.append(Choice(limited=run.spikes[n.name], objective=sym_kl(run.logits, reference)))
+                    bar.advance()
+                options.append(row)
+        limit = self.budget * sum(row[phis.index(desired)].limited for row in options)
+        picks = pareto_select(options, limit)
+        if picks is None:  # unreachable: min-spikes everywhere costs least; kept for odd budgets
+            ctx.note(f"adafire: no setting meets budget={self.budget}; every layer gets min-spikes")
+            picks = [0] * len(layers)
+        chosen = {n.name: phis[i] for n, i in zip(layers, picks, strict=True)}
+        for n in layers:
+            _set_burst(graph, n, chosen[n.name], factors[n.name][chosen[n.name]])
+        graph.infer_types()
+        ctx.results[self.name] = {
+            "max_spikes": chosen,
+            "spikes_budget": limit,
+            "spikes": sum(options[i][p].limited for i, p in enumerate(picks)),
+        }
+
+    def _threshold_factors(self, ctx, graph, layers, x, phis) -> dict[str, dict[int, np.ndarray]]:
+        """θ_φ / θ per layer and φ, from the neuron's normalised input current I / v_th."""
+        sim = ctx.require_simulator(self.name)
+        currents = sim.run_ann(graph, x, record=sorted({n.inputs[0] for n in layers}))
+        out: dict[str, dict[int, np.ndarray]] = {}
+        for n in layers:
+            theta = neuron_vector(graph, n, "v_th")
+            rows = np.maximum(channel_values(currents[n.inputs[0]]), 0.0) / theta[:, None]
+            per_channel = "v_th" in n.params
+            if not per_channel:
+                rows = rows.reshape(1, -1)
+            rows = subsample(rows, MAX_VALUES_PER_CHANNEL, ctx.seed)
+            op: O.Neuron = n.op  # type: ignore[assignment]
+            out[n.name] = {phi: mse_thresholds(rows, ctx.timesteps, op.v_init, phi) for phi in phis}
+        return out
+
+
+def _set_burst(graph: Graph, node: Node, phi: int, factor: np.ndarray) -> None:
+    node.op = dataclasses.replace(node.op, max_spikes=phi)
+    scale_threshold(graph, node, factor)

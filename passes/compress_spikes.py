@@ -1,0 +1,91 @@
+"""compress-spikes: Sensitivity Spike Compression (SSC, Wang et al. 2025).
+
+Raises per-layer thresholds to cut spikes where the network does not mind:
+1. for each neuron layer l and ratio r ∈ ``ratios`` (default 1.0, 1.5, …, 10.0), multiply
+   only layer l's threshold and output scale by r and simulate one calibration batch:
+   sensitivity S_{l,r} = symmetric KL between the softmaxes of the SNN and of the graph's ANN
+   mode (taken before any change), cost E_{l,r} = spikes of layer l;
+2. Pareto dynamic programme with the roles of AdaFire swapped: minimise Σ E subject to
+   Σ_l S_{l,r_l} ≤ budget · Σ_l S_{l,1};
+3. apply θ_l ← r_l·θ_l, then bias-correct (light calibration) on the first ``batches``
+   calibration batches.
+
+Each S_{l,1} is the baseline SNN's divergence, so the limit is budget·L·S_base: with
+budget < 1 the chosen ratios must, summed over layers, *improve* on the baseline (the
+burst-ann2snn default 0.95); budget = 1 allows no net loss; larger budgets trade accuracy
+for spikes.  When no setting meets the limit every ratio stays 1 (a note says so).
+
+Changes: neuron thresholds / output scales, biases (bias correction).  Reports the ratios
+and spike counts in ``ctx.results["compress-spikes"]``.
+Requires: neurons (before or after fold-thresholds), calibration data and a simulator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph
+from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import Choice, first_samples, pareto_select, require_neurons, scale_threshold, sym_kl
+from snnc.passes.bias_correct import correct_biases
+
+DEFAULT_RATIOS = tuple(1.0 + 0.5 * i for i in range(19))  # 1.0, 1.5, ..., 10.0
+
+
+@register_pass
+@dataclass(frozen=True)
+class CompressSpikes(Pass):
+    name: ClassVar[str] = "compress-spikes"
+    budget: float = 0.95
+    ratios: tuple[float, ...] = DEFAULT_RATIOS
+    batches: int = 2
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        if self.budget <= 0:
+            raise PassError(f"compress-spikes: budget={self.budget} must be > 0")
+        if not self.ratios or min(self.ratios) < 1.0 or 1.0 not in self.ratios:
+            raise PassError(f"compress-spikes: ratios {list(self.ratios)} must include 1.0 and be >= 1")
+        sim = ctx.require_simulator(self.name)
+        layers = require_neurons(graph, self.name)
+        x, _ = first_samples(ctx, self.name, self.batches)
+        probe = x[: ctx.require_calibration(self.name).batch_size]
+        reference = sim.run_ann(graph, probe)[graph.outputs[0]]
+        ratios = sorted(set(self.ratios))
+        base = sim.run_snn(graph, probe, ctx.timesteps)
+        base_kl = sym_kl(base.logits, reference)
+        options: list[list[Choice]] = []
+        with ctx.track("compress-spikes sensitivity", len(layers) * (len(ratios) - 1)) as bar:
+            for n in layers:
+                row = []
+                for r in ratios:
+                    if r == 1.0:
+                        row.append(Choice(limited=base_kl, objective=base.spikes[n.name]))
+                        continue
+                    g = graph.copy()
+                    scale_threshold(g, g.node(n.name), np.array(r))
+                    run = sim.run_snn(g, probe, ctx.timesteps)
+                    row.append(Choice(limited=sym_kl(run.logits, reference), objective=run.spikes[n.name]))
+                    bar.advance()
+                options.append(row)
+        limit = self.budget * len(layers) * base_kl
+        picks = pareto_select(options, limit)
+        if picks is None:
+            ctx.note(f"compress-spikes: no ratios meet budget={self.budget} (baseline symKL {base_kl:.4g}); "
+                     "thresholds unchanged")
+            picks = [ratios.index(1.0)] * len(layers)
+        chosen = {n.name: ratios[i] for n, i in zip(layers, picks, strict=True)}
+        for n in layers:
+            if chosen[n.name] != 1.0:
+                scale_threshold(graph, n, np.array(chosen[n.name]))
+        graph.infer_types()
+        correct_biases(ctx, graph, x, self.name)
+        ctx.results[self.name] = {
+            "ratios": chosen,
+            "baseline_sym_kl": base_kl,
+            "spikes_before": sum(base.spikes[n.name] for n in layers),
+            "spikes_after_estimate": sum(options[i][p].objective for i, p in enumerate(picks)),
+        }

@@ -1,0 +1,142 @@
+"""lower-neurons: turn every ReLU / clipped activation into a spiking neuron.
+
+Changes:
+* ``relu`` → ``neuron`` with v_th = θ and out_scale = θ, θ from ``graph.analyses["calibrate"]``
+  (a scalar attribute for a per-layer θ, a per-channel parameter ``<node>.v_th`` /
+  ``<node>.out_scale`` otherwise).  The node keeps its name, so later passes and reports can
+  trace it.
+* ``clip`` with lo = 0 (ReLU6, Hardtanh(0, n), QCFS) → ``neuron`` with θ = hi; no calibration
+  needed.  A QCFS clip (levels L > 0) keeps its own shift as v_init, so that at T = L the
+  neuron computes exactly the clip's quantiser (DESIGN §3; tests/test_conversion_theory.py).
+* ``maxpool2d``: ``maxpool=gate`` → ``spike_maxpool`` (gated by accumulated spike counts) on
+  the neuron's spikes; a maxpool read by a ReLU is first swapped behind it
+  (relu∘max = max∘relu).  ``maxpool=avg`` → ``avgpool2d`` (changes the function: a note says so).
+* a ``readout`` (mean current) is appended before the graph output, unless there is one.
+
+Preserves: in ANN mode the graph computes the clipped network clamp(x, 0, θ) (exactly the
+source for clip activations, and for ReLUs wherever activations stay below θ); in SNN mode
+the mean of s·θ over T steps approximates it (error ≤ θ/(2T) per layer for a constant input
+with v-init = 0.5).
+Requires: ``calibrate`` for ReLUs.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from snnc.errors import PassError, UnsupportedError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import only_user, set_neuron_vector
+
+
+class MaxPoolRule(enum.Enum):
+    GATE = "gate"  # spike_maxpool: pass the spikes of the most active input of each window
+    AVG = "avg"  # average pooling instead (a different function: warns)
+
+
+@register_pass
+@dataclass(frozen=True)
+class LowerNeurons(Pass):
+    name: ClassVar[str] = "lower-neurons"
+    model: O.NeuronModel = O.NeuronModel.IF
+    reset: O.Reset = O.Reset.SOFT
+    v_init: float = 0.5
+    max_spikes: int = 1
+    maxpool: MaxPoolRule = MaxPoolRule.GATE
+    beta: float = 0.9  # leak of model=lif (IF has none)
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        if self.model is O.NeuronModel.CUBA:
+            raise UnsupportedError("lower-neurons: model=cuba is for imported SNNs; use model=if or lif")
+        if self.max_spikes < 1:
+            raise PassError(f"lower-neurons: max-spikes={self.max_spikes} must be >= 1")
+        if self.maxpool is MaxPoolRule.GATE:
+            _swap_maxpool_relu(graph)
+        stats = graph.analyses.get("calibrate", {})
+        for node in list(graph.nodes):
+            if isinstance(node.op, O.Relu):
+                if node.name not in stats:
+                    raise PassError(f"lower-neurons: relu %{node.name} has no threshold; run calibrate first")
+                self._lower(graph, node, np.asarray(stats[node.name].threshold, dtype=np.float64), self.v_init)
+            elif isinstance(node.op, O.Clip):
+                op: O.Clip = node.op
+                if op.lo != 0.0:
+                    raise UnsupportedError(
+                        f"lower-neurons: clip %{node.name} has lo={op.lo}; only clips from 0 (ReLU-n, QCFS) "
+                        "map to spiking neurons"
+                    )
+                self._lower(graph, node, np.array([op.hi]), op.shift if op.levels > 0 else self.v_init)
+        graph.infer_types()
+        for node in list(graph.nodes):
+            if isinstance(node.op, O.MaxPool2d):
+                self._lower_maxpool(ctx, graph, node)
+        _append_readout(graph)
+        graph.infer_types()
+
+    def _lower(self, graph: Graph, node: Node, theta: np.ndarray, v_init: float) -> None:
+        lif = self.model is O.NeuronModel.LIF
+        node.op = O.Neuron(
+            model=self.model,
+            reset=self.reset,
+            v_init=v_init,
+            beta=self.beta if lif else 1.0,
+            max_spikes=self.max_spikes,
+        )
+        node.params = {}
+        set_neuron_vector(graph, node, "v_th", theta)
+        set_neuron_vector(graph, node, "out_scale", theta)
+
+    def _lower_maxpool(self, ctx: PassContext, graph: Graph, node: Node) -> None:
+        op: O.MaxPool2d = node.op  # type: ignore[assignment]
+        if self.maxpool is MaxPoolRule.AVG:
+            node.op = O.AvgPool2d(op.kernel, op.stride, op.padding, op.ceil_mode, count_include_pad=False)
+            ctx.note(f"lower-neurons: maxpool2d %{node.name} replaced by average pooling (a different function; "
+                     "use maxpool=gate to keep max pooling)")
+            return
+        src = graph.producer(node.inputs[0])
+        if src is None or not isinstance(src.op, O.Neuron):
+            raise UnsupportedError(
+                f"lower-neurons: maxpool2d %{node.name} reads %{node.inputs[0]}, not the output of an activation; "
+                "gated spike max pooling needs spikes (use lower-neurons{maxpool=avg})"
+            )
+        node.op = O.SpikeMaxPool2d(op.kernel, op.stride, op.padding, op.ceil_mode)
+
+
+def _swap_maxpool_relu(graph: Graph) -> None:
+    """relu(maxpool(x)) → maxpool(relu(x)) (equal: max commutes with monotone maps), so that
+    the pooling reads spikes.  The relu keeps its name; the pooled value keeps its users."""
+    for pool in list(graph.nodes):
+        if not isinstance(pool.op, O.MaxPool2d):
+            continue
+        relu = only_user(graph, pool.name)
+        if relu is None or not isinstance(relu.op, O.Relu):
+            continue
+        src = graph.producer(pool.inputs[0])
+        if src is not None and isinstance(src.op, (O.Relu, O.Clip)):
+            continue
+        x = pool.inputs[0]
+        graph.replace_uses(relu.name, pool.name)
+        relu.inputs = (x,)
+        pool.inputs = (relu.name,)
+        graph.nodes.remove(relu)
+        graph.nodes.insert(graph.nodes.index(pool), relu)
+
+
+def _append_readout(graph: Graph) -> None:
+    if any(isinstance(n.op, O.Readout) for n in graph.nodes):
+        return
+    if len(graph.outputs) != 1:
+        raise UnsupportedError(
+            f"lower-neurons: graph @{graph.name} has {len(graph.outputs)} outputs; a converted SNN has one readout"
+        )
+    out = graph.outputs[0]
+    node = Node(graph.fresh_name("readout"), O.Readout(), (out,))
+    graph.nodes.append(node)
+    graph.outputs = [node.name]
+

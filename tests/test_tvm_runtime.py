@@ -1,0 +1,344 @@
+"""The TVM event runtime against a plain numpy simulator of DESIGN.md §3.
+
+Small networks (conv and linear; IF soft reset, LIF hard reset, burst; pooling, flatten,
+residual add; event and dense layers): the int8 path must agree spike for spike, the fp32
+path in predictions and within 1e-4 in membrane.  One test runs an artifact in a fresh process
+in which torch cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+from snnc.backends.tvm.runtime import EventRuntime, compile_artifact  # noqa: E402
+from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc  # noqa: E402
+
+from snnc.errors import TargetError, UnsupportedError  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+
+# ---------------------------------------------------------------------------------------
+# the reference: the layer graph evaluated literally, in PyTorch layouts ([B, C, H, W])
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _conv_chw(x, w, rec):
+    """PyTorch conv2d (w [Co, Ci, KH, KW]) via the channels-last reference."""
+    geometry = [
+        _pair(rec.get(key, default)) for key, default in (("stride", 1), ("padding", 0), ("dilation", 1))
+    ]
+    out = conv2d_hwc(x.transpose(0, 2, 3, 1), w.transpose(1, 2, 3, 0), *geometry)
+    return out.transpose(0, 3, 1, 2)
+
+
+def _param(value, params):
+    return np.asarray(params[value] if isinstance(value, str) else value, dtype=np.float64).reshape(-1)
+
+
+def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: bool):
+    """Simulate ``graph`` (format.md) on x; return (logits, spikes per layer, final membranes)."""
+    inp = graph["input"]
+    if inp.get("quant_scale") is not None:
+        x = np.clip(np.rint(x.astype(np.float32) * np.float32(inp["quant_scale"])), -128, 127)
+    x = x.astype(np.int64 if integer else np.float64)
+    state, spikes, rsum, layers = {}, {}, None, graph["layers"]
+    for rec in layers:
+        if rec.get("neuron"):
+            n = rec["neuron"]
+            vth = _param(n.get("v_th", 1.0), params)
+            state[rec["name"]] = None  # v initialised at the first step, once the shape is known
+            spikes[rec["name"]] = np.zeros(x.shape[0], np.int64)
+    for _ in range(steps):
+        values = {inp["name"]: x}
+        prev = inp["name"]
+        for rec in layers:
+            ins = [values[s] for s in rec.get("inputs", [prev])]
+            op = rec["op"]
+            if op == "linear":
+                y = ins[0].reshape(len(x), -1) @ params[rec["weight"]].T.astype(ins[0].dtype)
+            elif op == "conv2d":
+                y = _conv_chw(ins[0], params[rec["weight"]], rec)
+            elif op in ("sumpool2d", "avgpool2d"):
+                k = _pair(rec["kernel"])
+                s = _pair(rec.get("stride", k))
+                p = _pair(rec.get("padding", 0))
+                h, w = ins[0].shape[2:]
+                out_hw = ((h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1)
+                y = sumpool_hwc(ins[0].transpose(0, 2, 3, 1), k, s, p, out_hw).transpose(0, 3, 1, 2)
+                if op == "avgpool2d":
+                    y = y / (k[0] * k[1])
+            elif op == "add":
+                y = sum(ins[1:], ins[0])
+            else:
+                y = ins[0].reshape(len(x), -1)
+            if rec.get("bias"):
+                b = params[rec["bias"]]
+                y = y + (b.reshape(1, -1, 1, 1) if y.ndim == 4 else b)
+            y = y.astype(np.int64) if integer else y
+            if rec.get("neuron"):
+                n = rec["neuron"]
+                vth = _param(n.get("v_th", 1.0), params)
+                beta = _param(n.get("beta", 1.0), params)
+                leak = not np.all(beta == 1.0)
+                cl = np.moveaxis(y, 1, -1) if y.ndim == 4 else y  # channels last: params broadcast
+                v = state[rec["name"]]
+                if v is None:
+                    v = np.broadcast_to(n.get("v_init", 0.0) * vth, cl.shape)
+                    v = v.astype(np.int32 if integer else np.float32)
+                if integer:
+                    vth = vth.astype(np.int64)
+                    beta = np.rint(beta * 4096).astype(np.int64)
+                v, s = neuron_step(
+                    v, cl if integer else cl.astype(np.float32), vth, beta=beta if leak else None,
+                    reset=n.get("reset", "soft"), v_reset=n.get("v_reset", 0.0), strict=n.get("strict", False),
+                    max_spikes=n.get("max_spikes", 1), integer=integer,
+                )  # fmt: skip
+                state[rec["name"]] = v
+                spikes[rec["name"]] += s.reshape(len(x), -1).sum(axis=1)
+                s = np.moveaxis(s, -1, 1) if y.ndim == 4 else s
+                y = s * n.get("out_scale", 1.0) if not integer else s
+                y = y.astype(np.int64 if integer else np.float64)
+            if rec.get("readout"):
+                rsum = y.reshape(len(x), -1) if rsum is None else rsum + y.reshape(len(x), -1)
+            values[rec["name"]] = y
+            prev = rec["name"]
+    membranes = {k: (np.moveaxis(v, -1, 1) if v.ndim == 4 else v) for k, v in state.items()}
+    return rsum / steps, spikes, membranes
+
+
+# ---------------------------------------------------------------------------------------
+# networks
+
+
+def conv_net(rng, precision="float32"):
+    """conv(dense, IF soft, v_init 0.5) -> pool -> conv(event, burst 2) -> flatten -> linear(LIF hard)
+    -> linear readout."""
+    integer = precision == "int8"
+    pool = "sumpool2d" if integer else "avgpool2d"
+    if integer:
+        params = {
+            "c1.w": rng.integers(-20, 30, (16, 2, 3, 3)).astype(np.int8),
+            "c1.b": rng.integers(-4, 8, 16).astype(np.int32),
+            "c1.vth": rng.integers(150, 250, 16).astype(np.int32),
+            "c2.w": rng.integers(-30, 40, (32, 16, 3, 3)).astype(np.int8),
+            "f1.w": rng.integers(-30, 40, (128, 512)).astype(np.int8),
+            "f1.b": rng.integers(-5, 10, 128).astype(np.int32),
+            "f2.w": rng.integers(-50, 50, (10, 128)).astype(np.int8),
+        }
+        nc2 = {"v_th": 50, "max_spikes": 2, "reset": "soft"}
+        n1 = {"v_th": "c1.vth", "reset": "soft", "v_init": 0.0}
+        n2 = {"v_th": 60, "beta": 0.875, "reset": "hard", "v_reset": -2}
+    else:
+        params = {
+            "c1.w": (0.4 * rng.standard_normal((16, 2, 3, 3))).astype(np.float32),
+            "c1.b": rng.uniform(0, 0.1, 16).astype(np.float32),
+            "c1.vth": rng.uniform(0.8, 1.2, 16).astype(np.float32),
+            "c2.w": (0.3 * rng.standard_normal((32, 16, 3, 3))).astype(np.float32),
+            "f1.w": (0.2 * rng.standard_normal((128, 512))).astype(np.float32),
+            "f1.b": rng.uniform(-0.05, 0.1, 128).astype(np.float32),
+            "f2.w": rng.standard_normal((10, 128)).astype(np.float32),
+        }
+        nc2 = {"v_th": 0.3, "max_spikes": 2, "reset": "soft"}
+        n1 = {"v_th": "c1.vth", "reset": "soft", "v_init": 0.5}
+        n2 = {"v_th": 0.7, "beta": 0.9, "reset": "hard", "v_reset": 0.0}
+    graph = {
+        "name": "conv_net",
+        "timesteps": 6,
+        "input": {"name": "x", "shape": [2, 8, 8], "quant_scale": 16.0 if integer else None},
+        "layers": [
+            {"name": "c1", "op": "conv2d", "weight": "c1.w", "bias": "c1.b", "padding": 1, "neuron": n1,
+             "precision": precision},
+            {"name": "p1", "op": pool, "kernel": 2, "precision": precision},
+            {"name": "c2", "op": "conv2d", "weight": "c2.w", "padding": 1, "neuron": nc2, "precision": precision},
+            {"name": "fl", "op": "flatten"},
+            {"name": "f1", "op": "linear", "weight": "f1.w", "bias": "f1.b", "neuron": n2, "precision": precision},
+            {"name": "f2", "op": "linear", "weight": "f2.w", "readout": "mean_current", "precision": precision},
+        ],
+    }  # fmt: skip
+    return graph, params
+
+
+def mlp_net(rng, precision="float32"):
+    """linear(burst 3) + linear(IF, dense mode) -> residual add -> linear readout (spike count
+    of a last IF layer for int8)."""
+    integer = precision == "int8"
+    if integer:
+        params = {
+            "h1.w": rng.integers(-40, 60, (40, 64)).astype(np.int8),
+            "h2.w": rng.integers(-40, 60, (40, 40)).astype(np.int8),
+            "o.w": rng.integers(-60, 60, (10, 40)).astype(np.int8),
+            "o.b": rng.integers(0, 20, 10).astype(np.int32),
+        }
+        vth1, vth2, vth3 = 80, 90, 100
+    else:
+        params = {
+            "h1.w": (0.25 * rng.standard_normal((40, 64))).astype(np.float32),
+            "h2.w": (0.4 * rng.standard_normal((40, 40))).astype(np.float32),
+            "o.w": rng.standard_normal((10, 40)).astype(np.float32),
+            "o.b": rng.uniform(0, 0.3, 10).astype(np.float32),
+        }
+        vth1, vth2, vth3 = 0.5, 0.6, 1.0
+    out = {
+        "name": "o",
+        "op": "linear",
+        "inputs": ["sum"],
+        "weight": "o.w",
+        "bias": "o.b",
+        "precision": precision,
+    }
+    if integer:
+        out |= {"neuron": {"v_th": vth3, "reset": "soft"}, "readout": "spike_count"}
+    else:
+        out |= {"readout": "mean_current"}
+    graph = {
+        "name": "mlp_net",
+        "timesteps": 5,
+        "input": {"name": "x", "shape": [64], "quant_scale": 8.0 if integer else None},
+        "layers": [
+            {"name": "h1", "op": "linear", "weight": "h1.w", "precision": precision,
+             "neuron": {"v_th": vth1, "max_spikes": 3, "reset": "soft", "out_scale": 1.0}},
+            {"name": "h2", "op": "linear", "weight": "h2.w", "mode": "dense", "precision": precision,
+             "neuron": {"v_th": vth2, "reset": "soft"}},
+            {"name": "sum", "op": "add", "inputs": ["h1", "h2"], "precision": precision},
+            out,
+        ],
+    }  # fmt: skip
+    return graph, params
+
+
+def inputs(rng, graph, n=6, integer=False):
+    shape = graph["input"]["shape"]
+    x = rng.uniform(-0.2, 1.0, (n, *shape)).astype(np.float32)
+    return x
+
+
+# ---------------------------------------------------------------------------------------
+# tests
+
+
+def _compare(graph, params, x, out, integer):
+    logits, spikes, membranes = reference(graph, params, x, out["timesteps"], integer)
+    if integer:
+        np.testing.assert_array_equal(out["logits"], logits.astype(np.float32))
+        for name, v in membranes.items():
+            np.testing.assert_array_equal(out["membrane"][name], v)
+    else:
+        np.testing.assert_allclose(out["logits"], logits, rtol=1e-4, atol=1e-4)
+        for name, v in membranes.items():
+            np.testing.assert_allclose(out["membrane"][name], v, atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(out["predictions"], np.argmax(logits, axis=1))
+    for name, s in spikes.items():
+        np.testing.assert_array_equal(out["spikes_per_layer"][name], s, err_msg=name)
+        assert 0 < s.sum(), f"layer {name} never spikes: the test would be vacuous"
+
+
+@pytest.mark.parametrize("make", [conv_net, mlp_net])
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_runtime_matches_reference(tmp_path, make, precision):
+    rng = np.random.default_rng(11)
+    graph, params = make(rng, precision)
+    x = inputs(rng, graph)
+    rt = EventRuntime(compile_artifact(graph, params, tmp_path / "art"))
+    out = rt.run(x, record_state=True, batch_size=4)  # a batch of 4 and one of 2
+    _compare(graph, params, x, out, precision == "int8")
+    single = rt.run(x[:2], batch_size=1)  # batch-1 kernels (channel slices)
+    np.testing.assert_array_equal(single["predictions"], out["predictions"][:2])
+    for name, s in single["spikes_per_layer"].items():
+        np.testing.assert_array_equal(s, out["spikes_per_layer"][name][:2])
+
+
+def test_artifact_files_and_graph(tmp_path):
+    rng = np.random.default_rng(1)
+    graph, params = conv_net(rng)
+    d = compile_artifact(graph, params, tmp_path / "art")
+    g = json.loads((d / "graph.json").read_text())
+    assert g["format"] == "snnc-tvm-events" and g["version"] == 1
+    by_name = {r["name"]: r for r in g["layers"]}
+    assert by_name["c1"]["mode"] == "dense"  # reads the analog input
+    assert by_name["f1"]["mode"] == "event"
+    assert by_name["f1"]["source"] == {"weight": "f1.w", "bias": "f1.b"}
+    assert (
+        by_name["f1"]["kernels"]["any_batch"] and by_name["f1"]["kernels"]["batch1"]
+    )  # 128 channels: slices
+    assert by_name["c2"]["mode"] == "event" and by_name["p1"]["kernels"]["batch1"] == []
+    assert by_name["c1"]["shape"] == [16, 8, 8] and by_name["fl"]["shape"] == [512]
+
+
+def test_errors_name_the_layer(tmp_path):
+    rng = np.random.default_rng(2)
+    graph, params = mlp_net(rng)
+    bad = json.loads(json.dumps(graph))
+    bad["layers"][1]["weight"] = "h2.wieght"
+    with pytest.raises(
+        TargetError, match="layer 'h2': weight parameter 'h2.wieght' is missing; did you mean 'h2.w'"
+    ):
+        compile_artifact(bad, params, tmp_path / "a")
+    bad = json.loads(json.dumps(graph))
+    bad["layers"][0]["neuron"]["reset"] = "sofft"
+    with pytest.raises(TargetError, match="unknown reset 'sofft'.*did you mean 'soft'"):
+        compile_artifact(bad, params, tmp_path / "b")
+    graph8, params8 = mlp_net(rng, "int8")
+    params8 = dict(params8, **{"h2.w": params8["h2.w"].astype(np.float32) + 0.5})
+    with pytest.raises(UnsupportedError, match="layer 'h2': weight must hold integers"):
+        compile_artifact(graph8, params8, tmp_path / "c")
+    graph8["input"]["quant_scale"] = None
+    with pytest.raises(TargetError, match="input.quant_scale"):
+        compile_artifact(graph8, params8, tmp_path / "d")
+
+
+def test_runs_without_torch(tmp_path):
+    """The artifact loads and runs in a fresh interpreter where ``import torch`` fails."""
+    rng = np.random.default_rng(3)
+    graph, params = conv_net(rng)
+    d = compile_artifact(graph, params, tmp_path / "art")
+    x = inputs(rng, graph, n=3)
+    np.save(tmp_path / "x.npy", x)
+    expected = EventRuntime(d).run(x)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now raises ImportError
+        import numpy as np
+        from snnc.backends.tvm.runtime import EventRuntime
+        out = EventRuntime({str(d)!r}).run(np.load({str(tmp_path / "x.npy")!r}))
+        np.save({str(tmp_path / "logits.npy")!r}, out["logits"])
+        assert not any(m == "torch" or m.startswith("torch.") for m, v in sys.modules.items() if v is not None)
+        print("ok")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "logits.npy"), expected["logits"])
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="building CUDA kernels needs nvcc")
+def test_cuda_artifact(tmp_path):
+    """The CUDA artifact builds without a GPU; with one it must agree with the CPU artifact,
+    without one the runtime refuses it by name."""
+    from snnc.backends.tvm import kernel_cache
+
+    rng = np.random.default_rng(4)
+    graph, params = mlp_net(rng)
+    d = compile_artifact(graph, params, tmp_path / "cuda", target="cuda")
+    assert json.loads((d / "graph.json").read_text())["target"] == "cuda"
+    if not kernel_cache.cuda_available():
+        with pytest.raises(TargetError, match="compiled for CUDA"):
+            EventRuntime(d)
+        return
+    x = inputs(rng, graph)
+    gpu = EventRuntime(d).run(x)
+    cpu = EventRuntime(compile_artifact(graph, params, tmp_path / "cpu")).run(x)
+    np.testing.assert_array_equal(gpu["predictions"], cpu["predictions"])
+    np.testing.assert_allclose(gpu["logits"], cpu["logits"], rtol=1e-4, atol=1e-4)
