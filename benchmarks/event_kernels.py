@@ -39,7 +39,6 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
-
 from snnc.backends.tvm import kernel_cache  # noqa: E402
 from snnc.backends.tvm.kernels import Layout, Precision, linear_kernel  # noqa: E402
 
@@ -208,7 +207,9 @@ def make_patterns(rng, n: int, batch: int, density: float, cover: float, max_pat
 
 def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng) -> dict:
     """All methods on one layer configuration; times per call plus the bandwidth bounds."""
-    p = make_patterns(rng, n, batch, density, cover=2.0 if quick else 4.0, max_patterns=64 if batch > 1 else 256)
+    p = make_patterns(
+        rng, n, batch, density, cover=2.0 if quick else 4.0, max_patterns=64 if batch > 1 else 256
+    )
     npat = len(p.csr)
     w32 = rng.standard_normal((n, n), dtype=np.float32)
     w8 = rng.integers(-127, 128, (n, n), dtype=np.int8)
@@ -231,7 +232,9 @@ def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng)
     }
     if batch > 1:
         k["tvm_csc_f32"] = kernel_cache.get_function(linear_kernel(n, n, layout=Layout.CSC))
-        k["tvm_csc_i8"] = kernel_cache.get_function(linear_kernel(n, n, layout=Layout.CSC, precision=Precision.INT8))
+        k["tvm_csc_i8"] = kernel_cache.get_function(
+            linear_kernel(n, n, layout=Layout.CSC, precision=Precision.INT8)
+        )
         methods["tvm_csc_f32"] = lambda i: k["tvm_csc_f32"](*p.csc[i % npat], tw32, out32)
         methods["tvm_csc_i8"] = lambda i: k["tvm_csc_i8"](*p.csc[i % npat], tw8, out_i)
         methods["torch_int_mm_i8"] = lambda i: torch._int_mm(p.dense_i8[i % npat], torch_w8)
@@ -281,16 +284,141 @@ class NetworkCase:
     torch_run: Callable[[np.ndarray, int], object]
 
 
-def network_cases() -> list[NetworkCase]:
-    """The networks of part (b).  None yet: the digits CNN/MLP and the wide synthetic networks
-    come from the IR lowering (``snnc compile --target tvm``) and the torch backend, which this
-    module does not depend on; add them here as :class:`NetworkCase` entries."""
-    return []
+def torch_simulator(graph: dict, params: dict[str, np.ndarray]) -> Callable[[np.ndarray, int], np.ndarray]:
+    """A dense torch simulation of a layer graph of linear/conv2d/flatten layers with IF
+    soft-reset neurons and a mean-current readout (DESIGN.md §3): what a dense SNN simulator
+    computes per step, for the comparison of part (b)."""
+    import torch.nn.functional as F
+
+    layers = graph["layers"]
+    weights = {
+        r["name"]: torch.from_numpy(np.ascontiguousarray(params[r["weight"]]))
+        for r in layers
+        if "weight" in r
+    }
+    biases = {r["name"]: torch.from_numpy(params[r["bias"]]) for r in layers if r.get("bias")}
+
+    def synaptic(rec: dict, x: torch.Tensor) -> torch.Tensor:
+        if rec["op"] == "flatten":
+            return x.flatten(1)
+        if rec["op"] == "linear":
+            return F.linear(x, weights[rec["name"]], biases.get(rec["name"]))
+        return F.conv2d(
+            x, weights[rec["name"]], biases.get(rec["name"]), rec.get("stride", 1), rec.get("padding", 0)
+        )
+
+    def run(x: np.ndarray, steps: int) -> np.ndarray:
+        with torch.no_grad():
+            xt = torch.from_numpy(x)
+            first = synaptic(layers[0], xt)  # direct coding: the same current every step
+            v: dict[str, torch.Tensor] = {}
+            total = None
+            for _ in range(steps):
+                h = first
+                for i, rec in enumerate(layers):
+                    if i > 0:
+                        h = synaptic(rec, h)
+                    if rec.get("neuron"):
+                        vth = rec["neuron"]["v_th"]
+                        u = v.get(rec["name"], torch.zeros_like(h)) + h
+                        s = (u >= vth).to(h.dtype)
+                        v[rec["name"]] = u - s * vth
+                        h = s
+                total = h if total is None else total + h
+            return (total / steps).numpy()
+
+    return run
 
 
-def bench_networks(cases: list[NetworkCase], batches=(1, 32), rounds: int = 3) -> list[dict]:
+def _calibrated_thresholds(
+    graph: dict, params: dict[str, np.ndarray], x: np.ndarray, percentile: float
+) -> None:
+    """Set each neuron's v_th to a high percentile of its layer's ReLU activation on x (the
+    usual ANN-to-SNN threshold balancing), so that spike rates are those of a converted net."""
+    import torch.nn.functional as F
+
+    h = torch.from_numpy(x)
+    with torch.no_grad():
+        for rec in graph["layers"]:
+            if rec["op"] == "flatten":
+                h = h.flatten(1)
+                continue
+            w = torch.from_numpy(params[rec["weight"]])
+            b = torch.from_numpy(params[rec["bias"]]) if rec.get("bias") else None
+            if rec["op"] == "linear":
+                h = F.linear(h, w, b)
+            else:
+                h = F.conv2d(h, w, b, rec.get("stride", 1), rec.get("padding", 0))
+            if rec.get("neuron"):
+                h = torch.relu(h)
+                th = float(np.percentile(h.numpy(), percentile))
+                rec["neuron"]["v_th"] = th
+                h = h / th  # the next layer sees rates in [0, 1]
+
+
+def synthetic_mlp(rng, batch: int) -> NetworkCase:
+    """784-2048-2048-2048-10 MLP, IF soft reset, thresholds balanced at the 99.9th percentile."""
+    sizes = [784, 2048, 2048, 2048, 10]
+    params, layers = {}, []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        params[f"fc{i}.w"] = (rng.standard_normal((b, a)) * np.sqrt(2.0 / a)).astype(np.float32)
+        params[f"fc{i}.b"] = np.zeros(b, np.float32)
+        rec = {"name": f"fc{i}", "op": "linear", "weight": f"fc{i}.w", "bias": f"fc{i}.b"}
+        rec |= (
+            {"readout": "mean_current"} if i == len(sizes) - 2 else {"neuron": {"v_th": 1.0, "reset": "soft"}}
+        )
+        layers.append(rec)
+    graph = {
+        "name": "synthetic_mlp",
+        "timesteps": 16,
+        "input": {"name": "x", "shape": [784]},
+        "layers": layers,
+    }
+    x = rng.random((batch, 784), dtype=np.float32)
+    _calibrated_thresholds(graph, params, x, 99.9)
+    return NetworkCase("synthetic_mlp", graph, params, x, 16, torch_simulator(graph, params))
+
+
+def synthetic_cnn(rng, batch: int) -> NetworkCase:
+    """3x32x32 -> conv32 -> conv64/2 -> conv64/2 -> 10, IF soft reset, 3x3 kernels."""
+    specs = [("c0", 3, 32, 1), ("c1", 32, 64, 2), ("c2", 64, 64, 2)]
+    params, layers = {}, []
+    for name, ci, co, stride in specs:
+        params[f"{name}.w"] = (rng.standard_normal((co, ci, 3, 3)) * np.sqrt(2.0 / (9 * ci))).astype(
+            np.float32
+        )
+        params[f"{name}.b"] = np.zeros(co, np.float32)
+        layers.append({"name": name, "op": "conv2d", "weight": f"{name}.w", "bias": f"{name}.b", "stride": stride,
+                       "padding": 1, "neuron": {"v_th": 1.0, "reset": "soft"}})  # fmt: skip
+    params["fc.w"] = (rng.standard_normal((10, 64 * 8 * 8)) * np.sqrt(2.0 / 4096)).astype(np.float32)
+    layers += [
+        {"name": "flat", "op": "flatten"},
+        {"name": "fc", "op": "linear", "weight": "fc.w", "readout": "mean_current"},
+    ]
+    graph = {
+        "name": "synthetic_cnn",
+        "timesteps": 16,
+        "input": {"name": "x", "shape": [3, 32, 32]},
+        "layers": layers,
+    }
+    x = rng.random((batch, 3, 32, 32), dtype=np.float32)
+    _calibrated_thresholds(graph, params, x, 99.9)
+    return NetworkCase("synthetic_cnn", graph, params, x, 16, torch_simulator(graph, params))
+
+
+def network_cases(batch: int = 32) -> list[NetworkCase]:
+    """The networks of part (b): wide synthetic MLP and CNN, thresholds balanced on their input.
+    The digits CNN/MLP come from the IR lowering (``snnc compile --target tvm``) with the torch
+    backend as the torch side; append them here as :class:`NetworkCase` entries."""
+    rng = np.random.default_rng(5)
+    return [synthetic_mlp(rng, batch), synthetic_cnn(rng, batch)]
+
+
+def bench_networks(
+    cases: list[NetworkCase], batches=(1, 32), rounds: int = 3, budget_s: float = 0.5
+) -> list[dict]:
     """Time the TVM runtime against each case's torch simulation: seconds per sample and per
-    timestep, medians with p10/p90, at each batch size."""
+    timestep (medians, p10/p90), at each batch size, with the measured spike density."""
     import tempfile
 
     from snnc.backends.tvm.runtime import EventRuntime, compile_artifact
@@ -301,15 +429,40 @@ def bench_networks(cases: list[NetworkCase], batches=(1, 32), rounds: int = 3) -
             t0 = time.perf_counter()
             rt = EventRuntime(compile_artifact(case.layer_graph, case.params, d))
             compile_s = time.perf_counter() - t0
+            ref = rt.run(case.x, case.timesteps, batch_size=len(case.x))
+            agree = float(
+                np.mean(ref["predictions"] == np.argmax(case.torch_run(case.x, case.timesteps), axis=1))
+            )
+            density = {}
+            for rec in case.layer_graph["layers"]:
+                if rec["name"] in ref["spikes_per_layer"]:
+                    neurons = math.prod(rt.plans[[p.name for p in rt.plans].index(rec["name"])].output.shape)
+                    density[rec["name"]] = float(
+                        ref["spikes_per_layer"][rec["name"]].mean() / (neurons * case.timesteps)
+                    )
             for batch in batches:
                 x = case.x[:batch]
                 methods = {
-                    "tvm": lambda i, x=x: rt.run(x, case.timesteps, batch_size=batch),
-                    "torch": lambda i, x=x: case.torch_run(x, case.timesteps),
+                    "tvm": lambda i, x=x, b=batch, rt=rt, T=case.timesteps: rt.run(x, T, batch_size=b),
+                    "torch": lambda i, x=x, f=case.torch_run, T=case.timesteps: f(x, T),
                 }
-                stats = run_rounds(methods, rounds, budget_s=0.5)
-                per = {m: {k: v / (len(x) * case.timesteps) for k, v in s.items() if k.endswith("_s")} for m, s in stats.items()}
-                rows.append({"network": case.name, "batch": len(x), "compile_s": compile_s, "per_sample_step": per})
+                stats = run_rounds(methods, rounds, budget_s)
+                scale = 1.0 / (len(x) * case.timesteps)
+                per = {
+                    m: {k: (v * scale if k.endswith("_s") else v) for k, v in st.items() if k != "calls"}
+                    for m, st in stats.items()
+                }
+                row = {"network": case.name, "batch": len(x), "compile_s": compile_s, "density": density,
+                       "predictions_agree": agree, "per_sample_step": per,
+                       "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"]}  # fmt: skip
+                rows.append(row)
+                print(
+                    f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} vs torch "
+                    f"{fmt_t(per['torch']['median_s'])} per sample-step ({row['speedup']:.1f}x), "
+                    f"density {', '.join(f'{k} {100 * v:.1f}%' for k, v in density.items())}, "
+                    f"compile {compile_s:.1f} s, predictions agree {100 * agree:.0f}%",
+                    flush=True,
+                )
     return rows
 
 
@@ -331,7 +484,9 @@ def print_row(r: dict) -> None:
         "torch_int_mm_i8",
     ):  # fmt: skip
         if name in m:
-            parts.append(f"{name}={fmt_t(m[name]['median_s'])} [{fmt_t(m[name]['p10_s'])}-{fmt_t(m[name]['p90_s'])}]")
+            parts.append(
+                f"{name}={fmt_t(m[name]['median_s'])} [{fmt_t(m[name]['p10_s'])}-{fmt_t(m[name]['p90_s'])}]"
+            )
     parts.append(f"bound_csr_f32={fmt_t(r['bound']['csr_f32_s'])}")
     parts.append(f"dense/bestTVMf32={med['torch_dense_f32'] / best_tvm:.2f}x")
     parts.append(f"bound/CSRf32={r['bound']['csr_f32_s'] / med['tvm_csr_f32']:.2f}")
@@ -420,6 +575,7 @@ def wait_idle(max_s: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (under a minute)")
+    ap.add_argument("--no-networks", action="store_true", help="skip part (b), the whole networks")
     ap.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
     ap.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT})")
     args = ap.parse_args(argv)
@@ -431,12 +587,17 @@ def main(argv: list[str] | None = None) -> None:
     if load > FOREIGN_OK:
         print(f"warning: other processes use {load:.2f} CPUs; timings will be noisy (rows marked NOISY)")
     bw = read_bandwidth(64 if args.quick else 256)
-    print(f"read bandwidth (TVM streaming kernel, {tvm.runtime.num_threads()} threads): {bw['median_Bps'] / 1e9:.1f} GB/s")
+    print(
+        f"read bandwidth (TVM streaming kernel, {tvm.runtime.num_threads()} threads): {bw['median_Bps'] / 1e9:.1f} GB/s"
+    )
     rows = bench_layers(cfg, bw["median_Bps"], args.quick)
     print_table(rows)
-    networks = bench_networks(network_cases())
+    networks = [] if args.no_networks else bench_networks(network_cases(), rounds=2 if args.quick else 3)
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu()},
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu(),
+        },
         "threads": {"tvm": tvm.runtime.num_threads(), "torch": torch.get_num_threads()},
         "versions": {"tvm": tvm.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "quick": args.quick,

@@ -8,6 +8,7 @@ Changes:
 * ``clip`` with lo = 0 (ReLU6, Hardtanh(0, n), QCFS) → ``neuron`` with θ = hi; no calibration
   needed.  A QCFS clip (levels L > 0) keeps its own shift as v_init, so that at T = L the
   neuron computes exactly the clip's quantiser (DESIGN §3; tests/test_conversion_theory.py).
+* redundant activation pairs merge first (clip∘relu = clip for a clip from 0, relu∘relu = relu).
 * ``maxpool2d``: ``maxpool=gate`` → ``spike_maxpool`` (gated by accumulated spike counts) on
   the neuron's spikes; a maxpool read by a ReLU is first swapped behind it
   (relu∘max = max∘relu).  ``maxpool=avg`` → ``avgpool2d`` (changes the function: a note says so).
@@ -56,6 +57,7 @@ class LowerNeurons(Pass):
             raise UnsupportedError("lower-neurons: model=cuba is for imported SNNs; use model=if or lif")
         if self.max_spikes < 1:
             raise PassError(f"lower-neurons: max-spikes={self.max_spikes} must be >= 1")
+        _merge_activations(graph)
         if self.maxpool is MaxPoolRule.GATE:
             _swap_maxpool_relu(graph)
         stats = graph.analyses.get("calibrate", {})
@@ -106,6 +108,24 @@ class LowerNeurons(Pass):
                 "gated spike max pooling needs spikes (use lower-neurons{maxpool=avg})"
             )
         node.op = O.SpikeMaxPool2d(op.kernel, op.stride, op.padding, op.ceil_mode)
+
+
+def _merge_activations(graph: Graph) -> None:
+    """Drop activations made redundant by the one they feed or read: clip(relu(x)) = clip(x) for
+    a clip from 0, relu(relu(x)) = relu(x), relu(clip(x)) = clip(x) for a clip from lo >= 0."""
+    for outer in list(graph.nodes):
+        if not isinstance(outer.op, (O.Relu, O.Clip)):
+            continue
+        inner = graph.producer(outer.inputs[0])
+        if inner is None or only_user(graph, inner.name) is not outer:
+            continue
+        if isinstance(outer.op, O.Clip) and outer.op.lo == 0.0 and isinstance(inner.op, O.Relu):
+            outer.inputs = inner.inputs
+            graph.nodes.remove(inner)
+        elif isinstance(outer.op, O.Relu) and (
+            isinstance(inner.op, O.Relu) or (isinstance(inner.op, O.Clip) and inner.op.lo >= 0.0)
+        ):
+            graph.remove(outer)
 
 
 def _swap_maxpool_relu(graph: Graph) -> None:

@@ -147,6 +147,7 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
             pass_results=ctx.results,
         )
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+        _apply_umask(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -185,6 +186,16 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _apply_umask(directory: Path) -> None:
+    """mkdtemp and safetensors create private files; an artifact gets the user's usual modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.rglob("*"):
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~umask)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

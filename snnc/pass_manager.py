@@ -9,12 +9,13 @@ the input survives for ``--print-ir-after`` and crash reproducers).  Pipelines a
 from __future__ import annotations
 
 import dataclasses
+import enum
 import importlib
 import pkgutil
 import re
 import time
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -46,9 +47,19 @@ class Pass:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if value != f.default:
-                text = value if isinstance(value, str) else format_value(value)
-                opts.append(f"{f.name.replace('_', '-')}={text}")
+                opts.append(f"{f.name.replace('_', '-')}={_option_text(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
+
+
+def _option_text(value: Any) -> str:
+    """An option value as the pipeline grammar writes it (lists with ';', enums bare)."""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "[" + ";".join(_option_text(v) for v in value) + "]"
+    return format_value(value)
 
 
 PASSES: dict[str, type[Pass]] = {}
@@ -108,7 +119,7 @@ def _discover() -> None:
     for ep in entry_points(group="snnc.passes"):
         try:
             obj = ep.load()
-        except Exception as e:  # a broken plugin must not break snnc
+        except Exception as e:  # name the broken plugin instead of failing somewhere deep inside it
             raise PassError(f"plugin pass '{ep.name}' ({ep.value}) failed to load: {e}") from None
         if isinstance(obj, type) and issubclass(obj, Pass) and obj.name not in PASSES:
             register_pass(obj)
@@ -243,6 +254,14 @@ class Simulator(typing.Protocol):
     def run_ann(self, graph: Graph, x: Any, record: Sequence[str] = ()) -> dict[str, Any]: ...
 
     def run_snn(self, graph: Graph, x: Any, timesteps: int, record: Sequence[str] = ()) -> Any: ...
+
+    # training (d2e-finetune): a module whose parameters ``keys`` require gradients, a
+    # differentiable run (logits, per-neuron spike rates) and the trained values back as arrays
+    def trainable(self, graph: Graph, keys: Collection[str]) -> Any: ...
+
+    def surrogate_run(self, module: Any, x: Any, timesteps: int) -> tuple[Any, dict[str, Any]]: ...
+
+    def read_params(self, module: Any, keys: Collection[str]) -> dict[str, Any]: ...
 
 
 @dataclass

@@ -52,7 +52,8 @@ TARGETS: dict[str, tuple[str, str, str]] = {
 
 def get_target(name: str, options: TargetOptions | None = None) -> Target:
     if name not in TARGETS:
-        raise UserError(f"unknown target '{name}'{did_you_mean(name, TARGETS)}; see `snnc targets`")
+        hint = did_you_mean(name, TARGETS)
+        raise UserError(f"unknown target '{name}'" + (hint if hint else "; see `snnc targets`"))
     module, cls, _ = TARGETS[name]
     try:
         mod = importlib.import_module(module)

@@ -49,6 +49,14 @@ class GraphKind(enum.Enum):
     MIXED = "mixed"
 
 
+class _NameStyle(enum.Enum):
+    """How a graph names its values, as different frontends do."""
+
+    INDEX = "index"  # %0, %1, ...
+    OP = "op"  # %conv2d3
+    PATH = "path"  # %layer3.conv2d
+
+
 # Strings that stress the printer's escaping: quotes, backslashes, unicode, newlines, IR punctuation.
 _ODD_TEXT = [
     'a "quoted" name',
@@ -119,7 +127,7 @@ class _Builder:
     kind: GraphKind
     graph: Graph
     rng: np.random.Generator
-    name_style: int
+    name_style: _NameStyle
     odd_param_names: bool
     counter: int = 0
 
@@ -156,7 +164,11 @@ class _Builder:
         while True:
             i = self.counter
             self.counter += 1
-            name = (str(i), f"{opname}{i}", f"layer{i}.{opname}")[self.name_style]
+            name = {
+                _NameStyle.INDEX: str(i),
+                _NameStyle.OP: f"{opname}{i}",
+                _NameStyle.PATH: f"layer{i}.{opname}",
+            }[self.name_style]
             if name not in taken:
                 return name
 
@@ -185,8 +197,8 @@ def _graph(kind: GraphKind, max_layers: int) -> st.SearchStrategy[Graph]:
             kind,
             graph,
             np.random.default_rng(draw(st.integers(0, 2**32 - 1))),
-            draw(st.integers(0, 2)),
-            draw(st.integers(0, 9)) == 0,
+            draw(st.sampled_from(_NameStyle)),
+            draw(st.integers(0, 9)) == 0,  # odd parameter names in one graph out of ten
         )
         # Two inputs are merged by shape, so their encoders must keep the shape (no direct layer).
         values = [_entry(b, v, allow_direct=n_inputs == 1) for v, _ in inputs]

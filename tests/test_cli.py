@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import stat
 import subprocess
 import sys
 import warnings
@@ -107,6 +109,14 @@ def test_compile_writes_the_artifact_files(cnn_artifact):
     graph = load_graph(cnn_artifact)
     verify(graph)
     assert _leftovers(cnn_artifact) == []
+
+
+def test_artifact_modes_follow_the_umask(cnn_artifact):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(cnn_artifact.stat().st_mode) == 0o777 & ~umask
+    for path in cnn_artifact.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
 def test_report_has_the_design_keys(cnn_artifact):
@@ -379,11 +389,6 @@ def test_directory_as_model(tmp_path):
     assert_user_error(_invoke(["compile", tmp_path, "-o", out]), out, "is a directory")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a .pt2 cut in half is reported as 'not a PyTorch model file'; "
-    "files.load_model should see the zip magic and say truncated/corrupt",
-)
 def test_truncated_pt2_first_half(tmp_path):
     data = CNN_PT2.read_bytes()
     bad = tmp_path / "cnn.pt2"
@@ -392,11 +397,6 @@ def test_truncated_pt2_first_half(tmp_path):
     assert_user_error(_invoke(["compile", bad, "-o", out]), out, "truncated or corrupt")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="torch.export.load logs a multi-line warning with a Traceback to stderr "
-    "before snnc's one-line error ('check the warnings above')",
-)
 def test_truncated_pt2_end_cut(tmp_path):
     data = CNN_PT2.read_bytes()
     bad = tmp_path / "cnn.pt2"

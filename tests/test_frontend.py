@@ -184,9 +184,6 @@ def test_functional_forms_import_and_equal_source():
     assert np.abs(_ann(graph, x) - _reference(model, x)).max() <= TOL
 
 
-@pytest.mark.xfail(
-    strict=True, reason="fx frontend: `x.shape[0]` (getattr + getitem) is not mapped; `x.size(0)` is"
-)
 def test_view_with_shape_attribute_imports():
     class ShapeView(nn.Module):
         def __init__(self) -> None:

@@ -599,10 +599,9 @@ def test_attribute_of_the_wrong_python_type_is_a_verify_error(factor: object, sh
         verify(_scalar_graph(O.Scale(factor=factor)))  # type: ignore[arg-type]
 
 
-# -- known defects, pinned so that a fix shows up as an XPASS (strict) -------------------------------------
+# -- defects found by these tests, now fixed: pinned against regressions -------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="serialize.py save_params: np.ascontiguousarray makes a 0-d array 1-d")
 def test_zero_dimensional_parameter_keeps_its_shape(tmp_path: Path) -> None:
     graph = parse_graph(EXPLICIT["relu"])
     graph.params = {"scalar": np.array(2.5, dtype=np.float32)}
@@ -610,13 +609,11 @@ def test_zero_dimensional_parameter_keeps_its_shape(tmp_path: Path) -> None:
     assert load_graph(tmp_path).params["scalar"].shape == ()
 
 
-@pytest.mark.xfail(strict=True, reason="parser.py _dict: a repeated key silently overwrites the first")
 def test_repeated_attribute_is_an_error() -> None:
     with pytest.raises(ParseError):
         parse_graph(one_node("%y = dropout(%x) {p = 0.1, p = 0.2} : analog[1,4,4]"))
 
 
-@pytest.mark.xfail(strict=True, reason="op.py coerce_attribute: ClassVars pass the 'unknown attribute' check")
 def test_class_level_declarations_are_unknown_attributes() -> None:
     with pytest.raises(ParseError, match="^" + re.escape("relu: unknown attribute 'synaptic'") + "$"):
         parse_graph(one_node("%y = relu(%x) {synaptic = true} : analog[1,4,4]"))

@@ -91,11 +91,11 @@ GRAPH_TYPE_ERRORS = [
     ("analog", "line 1: expected '[', got ')'"),
     ("tensor[1]", "line 1: expected a type (analog|spike|burst<B>), got 'tensor'"),
     ("burst[4]", "line 1: expected '<', got '['"),
-    ("burst<>[4]", "line 1: expected number, got '>'"),
+    ("burst<>[4]", "line 1: burst size must be a positive integer, got '>'"),
     ("analog[1,8", "line 1: expected ']', got ')'"),
-    ("analog[a]", "line 1: expected number, got 'a'"),
+    ("analog[a]", "line 1: dimension must be a positive integer, got 'a'"),
     ("analog[1 8]", "line 1: expected ']', got '8'"),
-    ("analog[1,,8]", "line 1: expected number, got ','"),
+    ("analog[1,,8]", "line 1: dimension must be a positive integer, got ','"),
 ]
 
 
@@ -111,32 +111,26 @@ def test_graph_parser_reports_the_line_of_a_bad_node_type() -> None:
         parse_graph(text)
 
 
-# -- known defects, pinned so that a fix shows up as an XPASS (strict) -------------------------------------
+# -- defects found by these tests, now fixed: pinned against regressions -------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="types.py: '[0-9,\\s]' then replace(' ', '') joins digits: [1 8] -> [18]"
-)
 def test_parse_type_rejects_space_separated_dims() -> None:
     with pytest.raises(ParseError):
         parse_type("analog[1 8]")
 
 
-@pytest.mark.xfail(strict=True, reason="types.py: empty dims are dropped, so [1,,8] reads as [1,8]")
 @pytest.mark.parametrize("text", ["analog[1,,8]", "analog[,]", "spike[4,]"])
 def test_parse_type_rejects_empty_dims(text: str) -> None:
     with pytest.raises(ParseError):
         parse_type(text)
 
 
-@pytest.mark.xfail(strict=True, reason="burst<0> and burst<1> are accepted; burst<1>[4] != spike[4]")
 @pytest.mark.parametrize("text", ["burst<0>[4]", "burst<1>[4]"])
 def test_burst_needs_at_least_two_levels(text: str) -> None:
     with pytest.raises(ParseError):
         parse_type(text)
 
 
-@pytest.mark.xfail(strict=True, reason="parser.py _type: int() of a float token raises ValueError")
 @pytest.mark.parametrize("text", ["analog[1.5]", "burst<2.5>[3]", "analog[1e3]"])
 def test_graph_parser_rejects_non_integer_dims_with_parse_error(text: str) -> None:
     with pytest.raises(ParseError, match=r"^line 1: "):

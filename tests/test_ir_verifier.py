@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from strategies import graphs
 
 from snnc.errors import VerifyError
-from snnc.ir import Graph, Node, TensorType, analog, check_event_based, parse_graph, spike, verify
+from snnc.ir import Graph, Node, Signal, TensorType, analog, check_event_based, parse_graph, spike, verify
 from snnc.ir import ops as O
 from snnc.ir.types import Signal
 
@@ -511,12 +511,9 @@ def test_generated_graphs_stay_valid_after_copy() -> None:
     check()
 
 
-# -- known defects, pinned so that a fix shows up as an XPASS (strict) ----------------------------------------
+# -- defects found by these tests, now fixed: pinned against regressions ----------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ops.py _pool_out divides by the stride: stride 0 raises ZeroDivisionError"
-)
 @pytest.mark.parametrize(
     ("body", "params"),
     [
@@ -534,18 +531,19 @@ def test_zero_stride_is_a_verify_error(body: str, params: dict[str, tuple[int, .
         verify(graph)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="verifier.py: graph input types are not checked (negative dims, burst<0>)"
+@pytest.mark.parametrize(
+    ("ty", "message"),
+    [
+        (TensorType((-3,)), "graph input %x: malformed type analog[-3]"),
+        (TensorType((3,), Signal.BURST, 0), "graph input %x: malformed type burst<0>[3]"),
+    ],
 )
-@pytest.mark.parametrize("inputs", ["%x: analog[-3]", "%x: burst<0>[3]"])
-def test_malformed_input_type_is_a_verify_error(inputs: str) -> None:
-    with pytest.raises(VerifyError):
-        verify(build("  output %x", inputs=inputs))
+def test_malformed_input_type_is_a_verify_error(ty: TensorType, message: str) -> None:
+    # the parser already refuses these texts; a graph built in Python must be caught too
+    with pytest.raises(VerifyError, match="^" + re.escape(message) + "$"):
+        verify(Graph("g", [("x", ty)], [], ["x"]))
 
 
-@pytest.mark.xfail(
-    strict=True, reason="ops.py _channel_param checks prod(shape): a [2,2] per-channel array passes"
-)
 def test_per_channel_parameter_must_be_one_dimensional() -> None:
     g = build(
         '  %n = neuron(%x) {model = "lif"} params {beta = "b"} : spike[4]\n  output %n',
@@ -556,7 +554,6 @@ def test_per_channel_parameter_must_be_one_dimensional() -> None:
         verify(g)
 
 
-@pytest.mark.xfail(strict=True, reason="ops.py Neuron: 'v_th <= 0' is False for nan, so v_th = nan passes")
 def test_nan_threshold_is_a_verify_error() -> None:
     g = Graph("g", [("x", analog(4))], [Node("n", O.Neuron(v_th=float("nan")), ("x",), type=spike(4))], ["n"])
     with pytest.raises(VerifyError):

@@ -58,14 +58,6 @@ def _data_files() -> list[str]:
 
 
 def _marks(installed: str):
-    if installed.startswith("snnc/backends/loihi/targets/"):
-        return [
-            pytest.mark.xfail(
-                strict=True,
-                reason="package-data '*.toml' does not reach the targets/ "
-                'subfolder; add "snnc.backends.loihi" = ["targets/*.toml"]',
-            )
-        ]
     return []
 
 

@@ -134,18 +134,10 @@ def test_options_of_every_kind_parse(registry):
         pytest.param(
             OptionsPass(steps=(1, 2, 4)),
             id="list",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Pass.__str__ prints lists as '[1, 2, 4]'; the pipeline grammar needs '[1;2;4]'",
-            ),
         ),
         pytest.param(
             OptionsPass(mode=Mode.EXACT),
             id="enum",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="Pass.__str__ prints enums quoted ('mode=\"exact-ish\"'), which do not parse",
-            ),
         ),
     ],
 )

@@ -113,7 +113,7 @@ CONV_CASES = [
 @pytest.mark.parametrize("precision", list(Precision))
 def test_conv2d_events(geometry, batch, precision):
     rng = np.random.default_rng(3)
-    in_shape, co = (9, 7, 3), 32
+    in_shape, co = (9, 7, 3), 128  # 128 channels: two 64-wide slices at batch 1
     nb = 1 if batch == 1 else 3
     graded = precision is Precision.FLOAT32
     kernel = conv2d_kernel(in_shape, co, geometry, batch=batch, precision=precision, graded=graded)

@@ -56,6 +56,11 @@ RESOURCES: tuple[Resource, ...] = tuple(Resource)
 _NUMERIC = (Resource.NEURONS, Resource.SYNAPSE_BITS, Resource.INPUT_AXONS, Resource.OUTPUT_AXONS)
 _N, _SYN, _IN, _OUT = range(4)
 _MIN_PIECE = 16  # smallest range worth putting on a partly filled core (slivers cost axons and traffic)
+_SCAN = 16  # cores evaluated per range before a new one is opened
+# placement strategies tried in turn (zip producer into consumer cores?, fraction of a core its opener
+# may fill); the mapping with the fewest cores wins, then the least traffic
+# (None: every range leaves room in proportion to what the populations still to place need on average)
+_STRATEGIES = ((True, 1.0), (False, None), (False, 1.0), (False, 0.8), (False, 0.6), (True, 0.8))
 
 
 class EdgeKind(enum.Enum):
@@ -490,6 +495,7 @@ class _Fill:
     pop: str
     a: int = 0
     guess: int = 0
+    ptr: int = 0
     placed: list[Piece] = field(default_factory=list)
     cores: list[_Core] = field(default_factory=list)
 
@@ -526,6 +532,11 @@ class _Mapper:
         self.placed: dict[str, list[Piece]] = {}  # destination ranges placed so far
         self.profiles: dict[tuple[int, int], _ConvProfile] = {}  # (link, piece start) -> profile
         self.windows: dict[int, tuple[list[int], list[int]]] = {}  # link -> source windows of its pieces
+        # the strategy (see _STRATEGIES): zip pairs; ceiling for a core's opener; adaptive ceiling
+        self.zip_pairs, self.open_caps, self.reserve = True, self.caps, False
+        self.adaptive, self.pop_caps = False, self.caps
+        self.per_neuron: dict[str, np.ndarray] = {}
+        self.total_need = np.zeros(3)  # fluid demand of every on-chip population
         self.estimate_pieces: dict[str, int] = {}
 
     # -- keys ------------------------------------------------------------------------------------
@@ -601,8 +612,14 @@ class _Mapper:
         return np.array([b - a, bits, axons, out], dtype=np.int64), synops, self.pops[pop].rate * out
 
     def _fits(self, core: _Core, pop: str, a: int, b: int) -> bool:
-        """Whether range [a, b) fits next to what ``core`` holds; cheap resources are checked first."""
-        room = self.caps - core.numeric
+        """Whether range [a, b) fits next to what ``core`` holds; cheap resources are checked first.
+        The population that opens a core may use only ``open_caps`` of it (a reservation for the
+        populations still to place)."""
+        if self.adaptive and self.reserve:
+            ceiling = self.pop_caps
+        else:
+            ceiling = self.open_caps if not core.pieces and self.reserve else self.caps
+        room = ceiling - core.numeric
         if b - a > room[_N]:
             return False
         bits, axons, _ = self._in_demand(pop, a, b)
@@ -716,6 +733,10 @@ class _Mapper:
         """Open a core and put on it the largest range (<= limit) starting at fill.a."""
         core = _Core()
         n = self._largest(core, fill.pop, fill.a, min(limit, int(self.caps[_N])), fill.guess)
+        if n == 0 and self.reserve:  # not even one neuron within the reservation: use the whole core
+            self.reserve = False
+            n = self._largest(core, fill.pop, fill.a, min(limit, int(self.caps[_N])), 0)
+            self.reserve = True
         if n == 0:
             raise self._too_big(fill.pop)
         fill.guess = n
@@ -736,33 +757,62 @@ class _Mapper:
             self._new_core(fill, target - fill.a)
 
     def _fill_next(self, fill: _Fill, cap: int) -> None:
-        """Place the next range: on the first recent open core that takes a useful piece, else a new core."""
+        """Place the next range on the first core, from the population's scan pointer on, that takes a
+        useful piece (at most ``_SCAN`` candidates are evaluated), else on a new core.  The pointer only
+        moves forward, so a producer walks along its consumers' cores in neuron order."""
         p = self.pops[fill.pop]
         remaining = p.size - fill.a
         smallest = min(remaining, _MIN_PIECE)
-        for core in self.open_cores:
-            if fill.pop in core.pops or fill.pop in core.refused or not self._config_fits(core, p):
-                continue
-            if not self._fits(core, fill.pop, fill.a, fill.a + smallest):
+        i, tried = fill.ptr, 0
+        while i < len(self.cores) and tried < _SCAN:
+            core = self.cores[i]
+            skip = (
+                fill.pop in core.pops
+                or fill.pop in core.refused
+                or core.numeric[_N] >= self.caps[_N]
+                or not self._config_fits(core, p)
+            )
+            if not skip:
+                tried += 1
+                if self._fits(core, fill.pop, fill.a, fill.a + smallest):
+                    limit = min(remaining, int(self.caps[_N] - core.numeric[_N]), cap)
+                    self._put(fill, core, fill.a + self._largest(core, fill.pop, fill.a, limit, smallest))
+                    fill.ptr = i + 1
+                    return
                 core.refused.add(fill.pop)  # it will not take this population further on either
-                continue
-            limit = min(remaining, int(self.caps[_N] - core.numeric[_N]), cap)
-            self._put(fill, core, fill.a + self._largest(core, fill.pop, fill.a, limit, smallest))
-            break
-        else:
-            self.open_cores.append(self._new_core(fill, min(remaining, cap)))
-        # keep the scan short: full cores and old cores leave the open list
-        self.open_cores = [c for c in self.open_cores[-8:] if c.numeric[_N] < self.caps[_N]]
+            if i == fill.ptr:
+                fill.ptr += 1  # never useful to this population again
+            i += 1
+        self._new_core(fill, min(remaining, cap))
+
+    def _adaptive_caps(self, remaining: list[str]) -> np.ndarray:
+        """Ceiling for the population being placed: every core keeps free, of each resource, the average
+        share per core that the populations still to place need (fluid estimate, at most 90 %)."""
+        need = np.zeros(3)
+        for q in remaining:
+            need += self.pops[q].size * self._per_neuron_cached(q)
+        cores = max(1.0, float((self.total_need / self.caps[:3]).max()))
+        keep = np.minimum(0.9, need / (cores * self.caps[:3]))
+        ceiling = self.caps.copy()
+        ceiling[:3] = np.floor(self.caps[:3] * (1 - keep)).astype(np.int64)
+        return ceiling
+
+    def _per_neuron_cached(self, pop: str) -> np.ndarray:
+        if pop not in self.per_neuron:
+            self.per_neuron[pop] = self._per_neuron(pop)
+        return self.per_neuron[pop]
 
     def _place(self, order: list[str]) -> list[_Core]:
         """First-fit with splitting, consumers first (so output axons are exact); a producer that
         shares its consumer's cores is zipped into them in order.  Returns cores in forward order."""
         self.cores: list[_Core] = []
-        self.open_cores: list[_Core] = []
         shared: dict[str, list[tuple[_Core, int]]] = {}  # producer -> consumer cores reserved for it
         done: set[str] = set()
-        for pop in reversed(order):
-            cap, partner = self._mixing_cap(pop, done)
+        for k, pop in enumerate(reversed(order)):
+            self.reserve = k < len(order) - 1  # the last population has nobody to reserve for
+            if self.adaptive:
+                self.pop_caps = self._adaptive_caps(order[: len(order) - 1 - k])
+            cap, partner = self._mixing_cap(pop, done) if self.zip_pairs else (int(self.caps[_N]), None)
             fill = _Fill(pop)
             for core, target in shared.pop(pop, []):
                 self._fill_zipped(fill, core, min(self.pops[pop].size, target))
@@ -808,9 +858,10 @@ class _Mapper:
             order.extend(n for n in on_chip if n in members)  # keep the user's order inside a cycle
         return order
 
-    def run(self) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]]]:
-        order = self._topological()
-        for _attempt in range(4):
+    def _attempt(self, order: list[str]) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]]]:
+        """One placement under the current strategy, verified exactly; retried for recurrent networks."""
+        self.estimate_pieces = {}
+        for _ in range(4):
             self.placed, self.profiles, self.windows = {}, {}, {}
             cores = self._place(order)
             usage, flows = self._account(cores)
@@ -819,6 +870,24 @@ class _Mapper:
             # only cycles make estimates; take this attempt's splits as the next estimate
             self.estimate_pieces = {k: len(v) * 2 for k, v in self.placed.items()}
         raise TargetError("could not map a recurrent network within the output-axon limit after 4 attempts")
+
+    def run(self, lower_bound: int) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]]]:
+        """Try the placement strategies; keep the one with the fewest cores (stop once within 10 % of
+        the lower bound)."""
+        order = self._topological()
+        self.total_need = sum((self.pops[q].size * self._per_neuron_cached(q) for q in order), np.zeros(3))
+        best = None
+        for zip_pairs, fill in _STRATEGIES:
+            self.zip_pairs, self.adaptive = zip_pairs, fill is None
+            self.open_caps = self.caps if fill is None or fill >= 1 else np.floor(self.caps * fill).astype(np.int64)
+            result = self._attempt(order)
+            if best is None or len(result[0]) < len(best[1][0]):
+                best = ((dict(self.placed), dict(self.profiles)), result)
+            if len(best[1][0]) <= 1.1 * lower_bound:
+                break
+        (self.placed, self.profiles), result = best
+        self.windows = {}
+        return result
 
     # -- lower bound -----------------------------------------------------------------------------
     def lower_bound(self) -> dict[Resource, int]:
@@ -993,8 +1062,8 @@ def map_network(net: Network, chip: ChipSpec) -> Mapping:
     """
     t0 = time.perf_counter()
     mapper = _Mapper(net, chip)
-    cores, usage, flows_per_core = mapper.run()
     lb = mapper.lower_bound()
+    cores, usage, flows_per_core = mapper.run(max(lb.values(), default=0))
     flows, host = mapper.core_traffic(cores)
     placement = _Placement(flows, len(cores), chip)
     placement.improve()

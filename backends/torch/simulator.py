@@ -7,7 +7,7 @@ This is the reference every other backend and every pass is checked against
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -178,8 +178,13 @@ class GraphModule(nn.Module):
                 v = v + (current - (v - v_rest)) * beta if op.decay_input else v - (v - v_rest) * beta + current
         if op.reset_delay:  # the previous step's spikes reset now (snnTorch's default)
             v = _reset(op, v, st["s"], vth)
+        if op.presubtract:  # snnTorch's reset_delay=False: a reset read from the stored v, undone below
+            r = (st["v"] > vth).to(v.dtype)
+            v = v - r * vth
         s = _fire(op, v, vth, surrogate)
-        if not op.reset_delay:
+        if op.presubtract:
+            v = v - (s - r) * vth
+        elif not op.reset_delay:
             v = _reset(op, v, s, vth)
         st["v"], st["s"] = v, s
         if op.emit is O.Emit.MEMBRANE:
@@ -293,6 +298,50 @@ class TorchSimulator:
 
     def module(self, graph: Graph, trainable: bool = False) -> GraphModule:
         return GraphModule(graph, trainable).to(self.device)
+
+    # -- training: for passes that fine-tune through the simulator (d2e-finetune) -----------
+    def trainable(self, graph: Graph, keys: Collection[str]) -> GraphModule:
+        """A module of ``graph`` on this device in which exactly the parameters ``keys`` (store
+        names) require gradients; ``module.parameters()`` is what an optimiser should get."""
+        missing = sorted(set(keys) - set(graph.params))
+        if missing:
+            raise KeyError(f"no parameters {missing} in graph @{graph.name}")
+        m = GraphModule(graph, trainable=True).to(self.device)
+        wanted = {_safe(k) for k in keys}
+        for name, tensor in m.tensors.items():
+            tensor.requires_grad_(name in wanted)
+        return m
+
+    def surrogate_run(
+        self, module: GraphModule, x, timesteps: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A differentiable SNN-mode run of ``module`` on ``x`` (numpy or tensor) over ``timesteps``
+        steps, with straight-through surrogate spikes and no op counting.
+
+        Returns ``(logits, rates)``: the readout's mean (N, C) and, per neuron node, its mean
+        spike count per neuron and step as a scalar tensor with gradients (for rate penalties).
+        """
+        xb = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+        rates: dict[str, torch.Tensor] = {}
+        fire = module._neuron
+
+        def neuron(node, current, p, state, surrogate):
+            out, s = fire(node, current, p, state, surrogate)
+            rates[node.name] = rates.get(node.name, 0.0) + s.mean() / timesteps
+            return out, s
+
+        module._neuron = neuron  # type: ignore[method-assign]  # shadows the method for this run only
+        try:
+            out = module.run_snn(xb, timesteps, count=False, surrogate=True)
+        finally:
+            del module._neuron
+        return out["logits"], rates
+
+    def read_params(self, module: GraphModule, keys: Collection[str]) -> dict[str, np.ndarray]:
+        """The module's current values of the parameters ``keys`` as new float32 numpy arrays."""
+        return {
+            k: module.tensors[_safe(k)].detach().cpu().numpy().astype(np.float32, copy=True) for k in keys
+        }
 
     @torch.no_grad()
     def run_ann(self, graph: Graph, x, record: Sequence[str] = ()) -> dict[str, np.ndarray]:

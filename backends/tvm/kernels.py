@@ -208,7 +208,7 @@ class LayerKernel:
             return False
         if self.op not in (Op.LINEAR, Op.CONV2D) or (isinstance(op, Events) and op.layout is Layout.CSC):
             return False
-        return channel_slices(self.channels, _min_slice(self.op))[0] > 1
+        return channel_slices(self.channels, MIN_SLICE)[0] > 1
 
     def arg_names(self) -> list[str]:
         """The kernel's positional arguments, in order (see ``format.md`` for their shapes)."""
@@ -389,10 +389,9 @@ def channel_slices(channels: int, min_width: int) -> tuple[int, int]:
     return 1, channels
 
 
-def _min_slice(op: Op) -> int:
-    """Narrowest channel slice worth a thread: a linear layer re-reads the spike list per slice,
-    so slices are at least 4 vectors; a conv tap is one vector per slice."""
-    return 4 * LANES if op is Op.LINEAR else LANES
+# Narrowest channel slice worth a thread: every slice re-reads the spike list (and, for a conv,
+# redoes each event's tap arithmetic), so a slice must hold at least 4 vectors of work.
+MIN_SLICE = 4 * LANES
 
 
 # ---------------------------------------------------------------------------------------
@@ -616,9 +615,9 @@ class _Emitter:
         k = self.k
         operand = k.operands[0]
         if k.op is Op.LINEAR and isinstance(operand, Events) and operand.layout is Layout.CSC:
-            return channel_slices(k.channels, 64)
+            return channel_slices(k.channels, MIN_SLICE)
         if k.batch == 1 and k.op in (Op.LINEAR, Op.CONV2D):
-            return channel_slices(k.channels, _min_slice(k.op))
+            return channel_slices(k.channels, MIN_SLICE)
         return 1, k.channels
 
     def emit(self) -> str:

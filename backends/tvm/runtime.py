@@ -605,9 +605,11 @@ def _dense_conv_hwc(x: np.ndarray, w: np.ndarray, rec: dict) -> np.ndarray:
 
 @dataclass
 class _Buffers:
-    """Preallocated (64-B aligned) TVM tensors of one batch size."""
+    """Everything a batch size needs: each layer's preallocated (64-B aligned) tensors by role
+    (``acc``, ``v``, ``cnt_out``, ...), the calls of one timestep, and the calls made once per
+    batch (the direct-coded input currents)."""
 
-    tensors: dict[str, object] = field(default_factory=dict)
+    layers: dict[str, dict[str, object]] = field(default_factory=dict)
     steps: list[Callable[[], None]] = field(default_factory=list)
     per_batch: list[Callable[[np.ndarray], None]] = field(default_factory=list)
 
@@ -690,16 +692,15 @@ class EventRuntime:
                     t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role])
             if rec["neuron"] is not None:
                 t["v"] = self._tensor((batch, n), adt)
+                v0 = self.params[rec["params"]["v_init"]]  # per channel; channels are innermost
+                t["v0"] = np.ascontiguousarray(np.broadcast_to(np.tile(v0, n // v0.size), (batch, n)))
                 t["stats"] = self._tensor((batch,), "int32")
-                t["vreset"] = (
-                    int(rec["neuron"]["v_reset"]) if adt == "int32" else float(rec["neuron"]["v_reset"])
-                )
+                v_reset = rec["neuron"]["v_reset"]
+                t["vreset"] = int(v_reset) if adt == "int32" else float(v_reset)
             if rec["readout"] is not None:
                 t["rsum"] = self._tensor((batch, n), adt)
             self._bind_layer(plan, batch, values, t, buf)
-            values[plan.name] = t
-            for key, tensor in t.items():
-                buf.tensors[f"{plan.name}/{key}"] = tensor
+            values[plan.name] = buf.layers[plan.name] = t
         return buf
 
     def _bind_layer(self, plan: LayerPlan, batch: int, values: dict, t: dict, buf: _Buffers) -> None:
@@ -790,20 +791,12 @@ class EventRuntime:
 
     def _reset(self, buf: _Buffers) -> None:
         """Restore the state of a new batch: v = v_init·v_th, counters and readout sums zero."""
-        for plan in self.plans:
-            rec = plan.record
-            if plan.op is LayerOp.FLATTEN:
-                continue
-            tensors = {k.split("/", 1)[1]: v for k, v in buf.tensors.items() if k.startswith(plan.name + "/")}
-            if rec["neuron"] is not None:
-                v0 = self.params[rec["params"]["v_init"]]
-                batch, n = tensors["v"].shape
-                tensors["v"].copyfrom(
-                    np.ascontiguousarray(np.broadcast_to(np.tile(v0, n // v0.size), (batch, n)))
-                )
-                tensors["stats"].copyfrom(np.zeros(batch, np.int32))
-            if "rsum" in tensors:
-                tensors["rsum"].copyfrom(np.zeros(tensors["rsum"].shape, tensors["rsum"].dtype))
+        for t in buf.layers.values():
+            if "v" in t:
+                t["v"].copyfrom(t["v0"])
+                t["stats"].copyfrom(np.zeros(t["stats"].shape, np.int32))
+            if "rsum" in t:
+                t["rsum"].copyfrom(np.zeros(t["rsum"].shape, t["rsum"].dtype))
 
     def run(
         self, x: np.ndarray, timesteps: int | None = None, batch_size: int = 64, record_state: bool = False
@@ -836,14 +829,14 @@ class EventRuntime:
             for _ in range(steps):
                 for step in buf.steps:
                     step()
-            rsum = buf.tensors[f"{out_plan.name}/rsum"].numpy().astype(np.float64)
+            rsum = buf.layers[out_plan.name]["rsum"].numpy().astype(np.float64)
             logits.append(self._to_chw(rsum, out_plan.output) / steps)
             for plan in self.plans:
-                key = f"{plan.name}/stats"
-                if key in buf.tensors:
-                    spikes.setdefault(plan.name, []).append(buf.tensors[key].numpy().astype(np.int64))
-                if record_state and f"{plan.name}/v" in buf.tensors:
-                    v = self._to_chw(buf.tensors[f"{plan.name}/v"].numpy(), plan.output)
+                t = buf.layers.get(plan.name, {})
+                if "stats" in t:
+                    spikes.setdefault(plan.name, []).append(t["stats"].numpy().astype(np.int64))
+                if record_state and "v" in t:
+                    v = self._to_chw(t["v"].numpy(), plan.output)
                     membranes.setdefault(plan.name, []).append(v.reshape((batch, *plan.output.shape)))
         lg = np.concatenate(logits).astype(np.float32)
         result = {

@@ -11,6 +11,7 @@ TorchScript archives, garbage and truncated files get a one-line explanation.
 from __future__ import annotations
 
 import hashlib
+import logging
 import importlib.util
 import sys
 import zipfile
@@ -45,7 +46,7 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        shape = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+        shape = tuple(int(d) for d in text.split(","))
     except ValueError:
         raise UserError(f"--input-shape '{text}': expected comma-separated positive integers like 1,8,8") from None
     if not shape or any(d <= 0 for d in shape):
@@ -103,7 +104,9 @@ def load_model(
         return LoadedModel(_load_nir(path), "nir", digest)
     names = _zip_names(path)
     if names is None:
-        if zipfile.is_zipfile(path) or path.stat().st_size == 0:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic == b"PK\x03\x04" or path.stat().st_size == 0:
             raise InputFileError(f"{path}: truncated or corrupt archive")
         raise InputFileError(
             f"{path}: not a PyTorch model file (expected a torch.export .pt2 archive or a torch.save .pt zip)"
@@ -123,11 +126,17 @@ def load_model(
 
 
 def _load_pt2(path: Path, digest: str, stem: str, input_shape: tuple[int, ...] | None) -> LoadedModel:
+    logger = logging.getLogger("torch.export")
+    was_disabled, logger.disabled = logger.disabled, True  # its own warning carries a traceback
     try:
         ep = torch.export.load(str(path))
     except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        first = first.replace("; check the warnings above", "").replace(", check the warnings above", "")
         raise InputFileError(f"{path}: cannot read the torch.export archive (corrupt or truncated?): "
-                             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                             f"{type(e).__name__}: {first}") from None
+    finally:
+        logger.disabled = was_disabled
     graph = import_exported(ep, stem)
     if input_shape is not None:
         declared = graph.inputs[0][1].shape

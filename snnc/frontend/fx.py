@@ -312,7 +312,9 @@ def _call_function(b: _Builder, node: fx.Node) -> None:
                                  bool(_kw(node, 5, "count_include_pad", True))), [b.value(x, node)])
     elif t is F.adaptive_avg_pool2d:
         _adaptive_avg(b, node, b.value(x, node), _kw(node, 1, "output_size"))
-    elif node.op == "call_method" and t in ("size", "dim"):
+    elif (node.op == "call_method" and t in ("size", "dim")) or (t is getattr and node.args[1] == "shape") or (
+        t is operator.getitem and node.args[0] in b.consts
+    ):
         b.consts[node] = torch.tensor(0)  # shape queries only feed view/reshape, whose shape is propagated
     else:
         name = t if isinstance(t, str) else f"{getattr(t, '__module__', '') or ''}.{getattr(t, '__name__', t)}"

@@ -32,6 +32,7 @@ import dataclasses
 import operator
 import re
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,11 @@ def is_spiking_module(module: nn.Module) -> bool:
     """Whether the fx tracer keeps ``module`` whole: a mapped neuron, a library's stateless
     wrapper of a torch layer, or something neuron-like (whose lowering then explains the error)."""
     return _entry_for(module) is not None or _is_stateless_wrapper(module) or looks_like_neuron(module)
+
+
+def neuron_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (path, module) pairs of ``module``'s neurons that have a mapping, in definition order."""
+    return [(path, m) for path, m in module.named_modules() if _entry_for(m) is not None]
 
 
 def is_snn(module: nn.Module) -> bool:
@@ -304,7 +310,8 @@ def _stateless_op(module: nn.Module) -> O.Op | None:
     from spikingjelly.activation_based import layer
 
     if type(module) in (layer.Dropout, layer.Dropout2d):  # identity at inference
-        return O.Dropout(float(module.p))
+        p: Any = module.p
+        return O.Dropout(float(p))
     return None
 
 
@@ -314,15 +321,16 @@ def _stateless_op(module: nn.Module) -> O.Op | None:
 # Leaky.forward: reset = H(mem − thr) of the stored mem; mem = clamp(β,0,1)·mem + I − reset·thr
 # (subtract) or clamp(β,0,1)·(1 − reset)·mem + I (zero); spk = H(mem − thr)·graded_spikes_factor,
 # H(x) = 1[x > 0] for every surrogate.  With reset_delay (the default) that is a reset one step
-# late; without it the reset also happens at once.  Zero reset one step late is the same spike
-# train as a hard reset at once (β·0 + I = I), which is how it is mapped.
+# late.  Without it, mem −= (spk − reset)·thr after firing: a reset at once, plus, for subtraction,
+# the reset read from the already reset mem (snnc's ``presubtract``).  Zero reset one step late is
+# the same spike train as a hard reset at once (β·0 + I = I), which is how it is mapped.
 
 
-def _snntorch_reset(m: nn.Module) -> O.Reset:
+def _snntorch_reset(m: Any) -> O.Reset:
     return (O.Reset.SOFT, O.Reset.HARD, O.Reset.NONE)[int(m.reset_mechanism_val)]
 
 
-def _snntorch_check(m: nn.Module) -> None:
+def _snntorch_check(m: Any) -> None:
     name = type(m).__name__
     if m.inhibition:
         raise UnsupportedError(f"snnTorch {name} with inhibition=True (winner-take-all across the batch)")
@@ -330,7 +338,7 @@ def _snntorch_check(m: nn.Module) -> None:
         raise UnsupportedError(f"snnTorch {name} with state_quant (quantised membrane) has no snnc mapping")
 
 
-def _snntorch_leaky(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _snntorch_leaky(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     _snntorch_check(m)
     reset = _snntorch_reset(m)
     params: dict[str, np.ndarray] = {}
@@ -341,12 +349,13 @@ def _snntorch_leaky(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
         beta=_scalar_or_param(np.clip(_values(m.beta), 0.0, 1.0), "beta", params),
         strict=True,
         reset_delay=bool(m.reset_delay) and reset is O.Reset.SOFT,
+        presubtract=not m.reset_delay and reset is O.Reset.SOFT,
         out_scale=_scalar_or_param(_values(m.graded_spikes_factor), "out_scale", params),
     )
     return op, params
 
 
-def _snntorch_leaky_membrane(m: nn.Module) -> int:
+def _snntorch_leaky_membrane(m: Any) -> int:
     if m.reset_delay and _snntorch_reset(m) is O.Reset.HARD:
         raise UnsupportedError(
             "the model reads the membrane of an snnTorch Leaky with reset_mechanism='zero' and reset_delay=True; "
@@ -356,7 +365,7 @@ def _snntorch_leaky_membrane(m: nn.Module) -> int:
     return 1
 
 
-def _snntorch_synaptic(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _snntorch_synaptic(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     """syn = clamp(α,0,1)·syn + I; mem = clamp(β,0,1)·mem + syn, reset as Leaky, except that a
     delayed zero reset sets the new mem (not the old one) to 0: snnc's hard reset_delay."""
     _snntorch_check(m)
@@ -370,6 +379,7 @@ def _snntorch_synaptic(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
         alpha=_scalar(np.clip(_values(m.alpha), 0.0, 1.0), "alpha", "snnTorch Synaptic"),
         strict=True,
         reset_delay=bool(m.reset_delay) and reset is not O.Reset.NONE,
+        presubtract=not m.reset_delay and reset is O.Reset.SOFT,
         out_scale=_scalar_or_param(_values(m.graded_spikes_factor), "out_scale", params),
     )
     return op, params
@@ -390,7 +400,7 @@ def _register_snntorch() -> None:
 # v_reset = None: v = h − spike·v_th, v_r = 0, v[0] = 0; else v = v_reset where spike, v_r = v[0] = v_reset.
 
 
-def _spikingjelly_common(m: nn.Module) -> dict[str, Any]:
+def _spikingjelly_common(m: Any) -> dict[str, Any]:
     name = type(m).__name__
     if not getattr(m.surrogate_function, "spiking", True):
         raise UnsupportedError(f"SpikingJelly {name} with a non-spiking surrogate_function (it outputs analog values)")
@@ -400,17 +410,17 @@ def _spikingjelly_common(m: nn.Module) -> dict[str, Any]:
     return {"v_th": v_th, "reset": O.Reset.HARD, "v_reset": float(m.v_reset), "v_init": float(m.v_reset) / v_th}
 
 
-def _spikingjelly_if(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _spikingjelly_if(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     return O.Neuron(model=O.NeuronModel.IF, **_spikingjelly_common(m)), {}
 
 
-def _spikingjelly_lif(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _spikingjelly_lif(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     op = O.Neuron(model=O.NeuronModel.LIF, leak=O.Leak.TAU, tau=float(m.tau), decay_input=bool(m.decay_input),
                   **_spikingjelly_common(m))
     return op, {}
 
 
-def _spikingjelly_plif(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _spikingjelly_plif(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     rate = _values(m.w.detach().float().sigmoid())  # the float32 rate SpikingJelly multiplies by
     op = O.Neuron(model=O.NeuronModel.LIF, leak=O.Leak.RATE, beta=_scalar(rate, "w", "ParametricLIFNode"),
                   decay_input=bool(m.decay_input), **_spikingjelly_common(m))
@@ -434,7 +444,7 @@ def _spikingjelly_single_step(root: nn.Module) -> nn.Module:
     def rebuild(module: nn.Module) -> nn.Module:
         for name, child in list(module.named_children()):
             setattr(module, name, rebuild(child))
-        return nn.Sequential(module._modules) if type(module) in containers else module
+        return nn.Sequential(OrderedDict(module.named_children())) if type(module) in containers else module
 
     root = rebuild(root)
     for path, m in root.named_modules():
@@ -472,8 +482,8 @@ def _norse_common(p: Any, cls: str, params: dict[str, np.ndarray]) -> tuple[floa
     return _scalar_or_param(v_th_values, "v_th", params), v_leak
 
 
-def _norse_lif_cell(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
-    p = m.p
+def _norse_lif_cell(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+    p: Any = m.p
     params: dict[str, np.ndarray] = {}
     v_th, v_leak = _norse_common(p, "LIFCell", params)
     v_reset = _scalar(_values(p.v_reset), "v_reset", "LIFCell")
@@ -482,16 +492,16 @@ def _norse_lif_cell(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
                                "towards its reset value")
     op = O.Neuron(
         model=O.NeuronModel.CUBA, leak=O.Leak.RATE, v_th=v_th, reset=O.Reset.HARD, v_reset=v_reset,
-        v_init=v_leak / v_th, beta=_scalar_or_param(_norse_rate(m.dt, p.tau_mem_inv), "beta", params),
-        alpha=_scalar(_norse_rate(m.dt, p.tau_syn_inv), "tau_syn_inv", "LIFCell"), strict=True,
+        v_init=v_leak / v_th, beta=_scalar_or_param(_norse_rate(float(m.dt), p.tau_mem_inv), "beta", params),
+        alpha=_scalar(_norse_rate(float(m.dt), p.tau_syn_inv), "tau_syn_inv", "LIFCell"), strict=True,
     )
     return op, params
 
 
-def _norse_lif_box_cell(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
+def _norse_lif_box_cell(m: Any) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     from norse.torch.functional.reset import reset_subtract, reset_value
 
-    p = m.p
+    p: Any = m.p
     params: dict[str, np.ndarray] = {}
     v_th, v_leak = _norse_common(p, "LIFBoxCell", params)
     if v_leak != 0.0:  # Norse computes (x + v_leak) − v, snnc x − (v − v_leak): not the same floats
@@ -505,7 +515,7 @@ def _norse_lif_box_cell(m: nn.Module) -> tuple[O.Neuron, dict[str, np.ndarray]]:
     else:
         raise UnsupportedError(f"Norse LIFBoxCell with reset_method={p.reset_method!r}")
     op = O.Neuron(model=O.NeuronModel.LIF, leak=O.Leak.RATE, v_th=v_th, reset=reset, v_reset=v_reset,
-                  beta=_scalar_or_param(_norse_rate(m.dt, p.tau_mem_inv), "beta", params), strict=True)
+                  beta=_scalar_or_param(_norse_rate(float(m.dt), p.tau_mem_inv), "beta", params), strict=True)
     return op, params
 
 
@@ -551,6 +561,7 @@ def import_snn(module: nn.Module, example_input: torch.Tensor, name: str | None 
     from snnc.frontend.fx import import_module
 
     step = per_step_module(module)
+    _check_one_step(step)
     try:
         graph = import_module(step, example_input, name or type(module).__name__)
     except UnsupportedError as e:
@@ -561,6 +572,25 @@ def import_snn(module: nn.Module, example_input: torch.Tensor, name: str | None 
         raise UserError(f"{e}; {PER_STEP_HINT}") from None
     _add_encoding_and_readout(graph)
     return graph
+
+
+def _check_one_step(step: nn.Module) -> None:
+    """Refuse a forward that is not one timestep (a time loop, explicit neuron state) before the
+    lowering trips over its first symptom; a model fx cannot trace is left to the lowering to report."""
+    import torch.fx as fx
+
+    class _Tracer(fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return super().is_leaf_module(m, qualname) or is_spiking_module(m)
+
+    try:
+        graph = _Tracer().trace(step)
+    except Exception:  # reported with the user's source line by the lowering
+        return
+    modules = dict(step.named_modules())
+    for node in graph.nodes:
+        if node.op == "call_module" and _entry_for(modules[node.target]) is not None:
+            _check_per_step_call(node, str(node.target))
 
 
 def _add_encoding_and_readout(graph: Graph) -> None:

@@ -84,8 +84,8 @@ def op_class(name: str) -> type[Op]:
 def coerce_attribute(op_cls: type[Op], attr: str, value: Any) -> Any:
     """Convert a parsed literal (int, float, str, bool, list) to the field's declared type."""
     hints = op_cls.attribute_types()
-    if attr not in hints or attr in ("name",):
-        fields = [f.name for f in op_cls.attribute_fields()]
+    fields = [f.name for f in op_cls.attribute_fields()]
+    if attr not in fields:
         raise ParseError(f"{op_cls.name}: unknown attribute '{attr}'{did_you_mean(attr, fields)}")
     return coerce_value(hints[attr], value, f"{op_cls.name}.{attr}")
 
@@ -130,7 +130,9 @@ def coerce_value(hint: Any, value: Any, where: str) -> Any:
 def attribute_type_errors(op: Op) -> list[str]:
     """Attributes whose runtime value is not of the declared type (e.g. numpy scalars)."""
     errors = []
-    for attr, hint in op.attribute_types().items():
+    hints = op.attribute_types()
+    for attr in (f.name for f in op.attribute_fields()):
+        hint = hints[attr]
         value = getattr(op, attr)
         origin = typing.get_origin(hint)
         if origin is tuple:

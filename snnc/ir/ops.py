@@ -72,9 +72,10 @@ def _channel_param(op: Op, node: str, params: dict[str, tuple[int, ...]], role: 
     """A per-channel parameter must be a scalar or have one value per channel."""
     if role in params:
         shape = params[role]
-        n = math.prod(shape)
-        if n not in (1, channels):
-            raise fail(op, node, f"{role} has {n} values, input has {channels} channels")
+        if math.prod(shape) not in (1, channels):
+            raise fail(op, node, f"{role} has {math.prod(shape)} values, input has {channels} channels")
+        if shape not in ((), (1,), (channels,)):
+            raise fail(op, node, f"{role} has shape {list(shape)}, expected a scalar or [{channels}]")
 
 
 def _pool_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False) -> int:
@@ -83,6 +84,15 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int = 1, ceil: bool = False)
     if ceil and (out - 1) * s >= size + p:  # PyTorch: last window must start inside the input
         out -= 1
     return out
+
+
+def _check_geometry(op: Op, node: str, **values: tuple[int, ...] | int) -> None:
+    """Strides, dilations and kernels must be >= 1; paddings >= 0."""
+    for name, value in values.items():
+        items = value if isinstance(value, tuple) else (value,)
+        low = 0 if name == "padding" else 1
+        if any(v < low for v in items):
+            raise fail(op, node, f"{name} = {list(items)} must be >= {low}")
 
 
 def _spatial(op: Op, node: str, x: TensorType, rank: int) -> tuple[int, ...]:
@@ -199,6 +209,8 @@ class Conv2d(Op):
     def infer_type(self, node, inputs, params):
         x = inputs[0]
         h, w = _spatial(self, node, x, 2)
+        _check_geometry(self, node, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                        groups=self.groups)
         ws = params.get("weight")
         if ws is None or len(ws) != 4:
             raise fail(self, node, f"weight must be [Cout, Cin/groups, KH, KW], got {list(ws or ())}")
@@ -232,6 +244,8 @@ class Conv1d(Op):
     def infer_type(self, node, inputs, params):
         x = inputs[0]
         (length,) = _spatial(self, node, x, 1)
+        _check_geometry(self, node, stride=self.stride, padding=self.padding, dilation=self.dilation,
+                        groups=self.groups)
         ws = params.get("weight")
         if ws is None or len(ws) != 3:
             raise fail(self, node, f"weight must be [Cout, Cin/groups, K], got {list(ws or ())}")
@@ -278,6 +292,7 @@ class _Pool2d(Op):
 
     def _out_shape(self, node: str, x: TensorType) -> tuple[int, int, int]:
         h, w = _spatial(self, node, x, 2)
+        _check_geometry(self, node, kernel=self.kernel, stride=self.stride, padding=self.padding)
         oh = _pool_out(h, self.kernel[0], self.stride[0], self.padding[0], 1, self.ceil_mode)
         ow = _pool_out(w, self.kernel[1], self.stride[1], self.padding[1], 1, self.ceil_mode)
         if oh <= 0 or ow <= 0:
@@ -466,6 +481,9 @@ class Neuron(Op):
       soft: v −= s[t−1]·v_th;  hard: v = v_reset where s[t−1] > 0
     * s[t] = clamp(floor(v/v_th), 0, B) for B = max_spikes > 1, else 1[v ≥ v_th] (1[v > v_th] if strict)
     * unless reset_delay: soft: v −= s[t]·v_th;  hard: v = v_reset where s[t] > 0;  v[t] = v
+    * presubtract (soft reset at once, as snnTorch's reset_delay=False computes it): r = 1[v[t−1] > v_th]
+      of the stored, already reset v is subtracted before the comparison (v −= r·v_th) and the reset
+      after it is v −= (s[t] − r)·v_th; a neuron still above v_th after its reset must pass 2·v_th to fire
     * v[0] = v_init·v_th;  output: emit=spikes: s[t]·out_scale;  emit=membrane: v[t] (analog; the
       state carried to the next step, so with reset_delay the value compared with v_th)
     """
@@ -491,15 +509,18 @@ class Neuron(Op):
     decay_input: bool = True
     out_scale: float = 1.0
     emit: Emit = Emit.SPIKES
+    presubtract: bool = False
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
         if self.max_spikes < 1:
             raise fail(self, node, f"max_spikes={self.max_spikes} must be >= 1")
-        if self.v_th <= 0:
+        if not self.v_th > 0:
             raise fail(self, node, f"v_th={self.v_th} must be > 0")
         if self.model is NeuronModel.IF and self.leak is Leak.MULTIPLY and self.beta != 1.0:
             raise fail(self, node, f"an IF neuron has no leak, got beta={self.beta}; use model=lif")
+        if self.presubtract and (self.reset is not Reset.SOFT or self.reset_delay or self.max_spikes > 1):
+            raise fail(self, node, "presubtract needs reset=soft, reset_delay=false and max_spikes=1")
         if self.leak is Leak.RATE and not 0.0 < self.beta <= 1.0:
             raise fail(self, node, f"leak=rate needs a rate 0 < beta <= 1, got beta={self.beta}")
         for role in ("v_th", "beta", "out_scale"):

@@ -97,12 +97,22 @@ def _dict(t: _Tokens) -> dict[str, Any]:
     if t.accept("}"):
         return out
     while True:
+        line = t.peek()[2]
         key = t.take("ident")
+        if key in out:
+            raise ParseError(f"line {line}: '{key}' given twice")
         t.expect("=")
         out[key] = _literal(t)
         if t.accept("}"):
             return out
         t.expect(",")
+
+
+def _positive_int(t: _Tokens, what: str) -> int:
+    kind, value, line = t.next()
+    if kind != "number" or not value.isdigit() or int(value) < 1:
+        raise ParseError(f"line {line}: {what} must be a positive integer, got '{value}'")
+    return int(value)
 
 
 def _type(t: _Tokens) -> TensorType:
@@ -112,14 +122,16 @@ def _type(t: _Tokens) -> TensorType:
     burst = 1
     if value == "burst":
         t.expect("<")
-        burst = int(t.take("number"))
+        burst = _positive_int(t, "burst size")
+        if burst < 2:
+            raise ParseError(f"line {line}: burst<B> needs B >= 2 (burst<1> is spike)")
         t.expect(">")
     t.expect("[")
     dims: list[int] = []
     if not t.accept("]"):
-        dims.append(int(t.take("number")))
+        dims.append(_positive_int(t, "dimension"))
         while t.accept(","):
-            dims.append(int(t.take("number")))
+            dims.append(_positive_int(t, "dimension"))
         t.expect("]")
     dtype = DType.F32
     k, v, _ = t.peek()

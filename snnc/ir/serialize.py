@@ -15,7 +15,7 @@ from snnc.ir.printer import print_graph
 
 
 def save_params(params: dict[str, np.ndarray], path: Path) -> None:
-    save_file({k: np.ascontiguousarray(v) for k, v in sorted(params.items())}, str(path))
+    save_file({k: np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in sorted(params.items())}, str(path))
 
 
 def load_params(path: Path) -> dict[str, np.ndarray]:

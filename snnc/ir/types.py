@@ -71,7 +71,7 @@ def burst(b: int, *shape: int) -> TensorType:
     return TensorType(tuple(shape), Signal.BURST, b) if b > 1 else spike(*shape)
 
 
-_TYPE_RE = re.compile(r"^(analog|spike|burst<(\d+)>)\[([0-9,\s]*)\](?:x(f32|i8|i32))?$")
+_TYPE_RE = re.compile(r"^(analog|spike|burst<(\d+)>)\[(\s*\d+(?:\s*,\s*\d+)*\s*)?\](?:x(f32|i8|i32))?$")
 
 
 def parse_type(text: str) -> TensorType:
@@ -79,8 +79,12 @@ def parse_type(text: str) -> TensorType:
     if not m:
         raise ParseError(f"malformed type '{text}'; expected e.g. analog[1,8,8], spike[16], burst<4>[16]")
     kind, b, dims, dt = m.groups()
-    shape = tuple(int(d) for d in dims.replace(" ", "").split(",") if d)
+    shape = tuple(int(d) for d in dims.split(",")) if dims else ()
+    if any(d < 1 for d in shape):
+        raise ParseError(f"malformed type '{text}': dimensions must be >= 1")
     dtype = DType(dt) if dt else DType.F32
     if kind.startswith("burst"):
+        if int(b) < 2:
+            raise ParseError(f"malformed type '{text}': burst<B> needs B >= 2 (burst<1> is spike)")
         return TensorType(shape, Signal.BURST, int(b), dtype)
     return TensorType(shape, Signal(kind), 1, dtype)

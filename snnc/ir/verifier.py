@@ -9,6 +9,7 @@ from snnc.errors import VerifyError
 from snnc.ir.graph import NAME_RE, Graph
 from snnc.ir.op import VARIADIC, attribute_type_errors
 from snnc.ir.ops import Encode, Scheme
+from snnc.ir.types import Signal
 
 
 def verify(graph: Graph, *, require_event: bool = False) -> None:
@@ -28,6 +29,9 @@ def verify(graph: Graph, *, require_event: bool = False) -> None:
             raise VerifyError(f"graph input '%{name}' is not a valid name")
         if name in defined:
             raise VerifyError(f"graph input %{name} is declared twice")
+        t = dict(graph.inputs)[name]
+        if any(d < 1 for d in t.shape) or (t.signal is Signal.BURST and t.burst < 2):
+            raise VerifyError(f"graph input %{name}: malformed type {t}")
         defined.add(name)
 
     for node in graph.nodes:

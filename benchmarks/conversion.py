@@ -1,0 +1,317 @@
+"""Benchmark: training-free ANN->SNN conversion on scikit-learn digits.
+
+For the digits MLP, CNN and a small ResNet: every snnc conversion pipeline against
+SpikingJelly's ann2snn converter (RateCodingRecipe, modes 'max' and '99.9%'), for
+T in {1, 2, 4, 8, 16, 32, 64}: accuracy, spikes per sample, SOPs, energy relative to the
+ANN's MAC energy (45 nm model), conversion time.  Prints a table, writes
+benchmarks/results/conversion.json, docs/img/conversion.png and docs/conversion.md.
+
+    python benchmarks/conversion.py [--quick] [--timesteps 1,2,4,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import IMG, ROOT, hygiene, write_json, zero_subnormals  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+import models as digits_models  # noqa: E402
+
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
+from snnc.energy import E_MAC_PJ, energy_pj  # noqa: E402
+from snnc.frontend.fx import import_module  # noqa: E402
+from snnc.pass_manager import CalibrationData, PassContext, PassManager, available_pipelines  # noqa: E402
+
+DIGITS = ROOT / "examples" / "digits"
+CACHE = ROOT / "benchmarks" / "models"
+
+
+# ---------------------------------------------------------------------------------------
+# models
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        y = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(y)) + x)
+
+
+class DigitsResNet(nn.Module):
+    """A small residual CNN for 8x8 digits (stem, two residual blocks, pooling, linear)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.block1 = ResBlock(16)
+        self.pool = nn.AvgPool2d(2)
+        self.block2 = ResBlock(16)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+    def forward(self, x):
+        return self.head(self.block2(self.pool(self.block1(self.stem(x)))))
+
+
+def train_resnet(x, y, epochs: int = 30, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = DigitsResNet()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(xt), generator=g)
+        for i in range(0, len(xt), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def load_models(x_train, y_train) -> dict[str, nn.Module]:
+    out: dict[str, nn.Module] = {}
+    for name in ("mlp", "cnn"):
+        m = getattr(digits_models, name)()
+        m.load_state_dict(torch.load(DIGITS / f"{name}.pt", weights_only=True))
+        out[name] = m.eval()
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / "digits_resnet.pt"
+    if path.exists():
+        m = DigitsResNet()
+        m.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        m = train_resnet(x_train, y_train)
+        torch.save(m.state_dict(), path)
+    out["resnet"] = m.eval()
+    for m in out.values():
+        zero_subnormals(m)
+    return out
+
+
+def accuracy(model: nn.Module, x, y) -> float:
+    with torch.no_grad():
+        return float((model(torch.tensor(x)).argmax(1).numpy() == y).mean())
+
+
+# ---------------------------------------------------------------------------------------
+# snnc
+
+
+def snnc_rows(name: str, model: nn.Module, data, ts: list[int], pipelines: list[str], ann_macs: float):
+    x_train, y_train, x_test, y_test = data
+    sim = TorchSimulator()
+    graph = import_module(model, torch.zeros((1,) + x_test.shape[1:]), name)
+    rows = []
+    for pipe in pipelines:
+        for t in ts:
+            ctx = PassContext(CalibrationData(x_train, y_train), sim, timesteps=t, seed=0)
+            t0 = time.perf_counter()
+            snn = PassManager.parse(pipe).run(graph, ctx)
+            conv_time = time.perf_counter() - t0
+            run = sim.run_snn(snn, x_test, t)
+            rows.append(_row(name, f"snnc {pipe}", t, run.predictions, y_test, sum(run.spikes.values()),
+                             sum(run.sops.values()), sum(run.macs.values()), ann_macs, conv_time,
+                             float(np.mean(run.steps_used))))
+            print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _row(model, method, t, pred, y, spikes, sops, macs, ann_macs, conv_time, mean_t=None) -> dict[str, Any]:
+    e = energy_pj(macs, sops)
+    return {
+        "model": model, "method": method, "timesteps": t, "accuracy": float((pred == y).mean()),
+        "spikes_per_sample": float(spikes), "sops": float(sops), "macs": float(macs),
+        "energy_pj_45nm": e["45nm"], "energy_rel_ann": e["45nm"] / (E_MAC_PJ * ann_macs),
+        "conversion_s": conv_time, "mean_timesteps_used": mean_t if mean_t is not None else float(t),
+    }
+
+
+def _fmt(r: dict[str, Any]) -> str:
+    return (f"{r['model']:7s} {r['method']:28s} T={r['timesteps']:3d}  acc {r['accuracy']:.4f}  "
+            f"spikes {r['spikes_per_sample']:9.1f}  SOPs {r['sops']:11.0f}  E/E_ann {r['energy_rel_ann']:.3f}  "
+            f"conv {r['conversion_s']:.2f}s")
+
+
+# ---------------------------------------------------------------------------------------
+# SpikingJelly ann2snn baseline (benchmark-only dependency)
+
+
+def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float) -> list[dict[str, Any]]:
+    try:
+        from spikingjelly.activation_based import ann2snn, functional, neuron
+    except ImportError:
+        print("spikingjelly not installed: skipping its baseline")
+        return []
+    x_train, y_train, x_test, y_test = data
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.tensor(x_train), torch.tensor(y_train)),
+                                         batch_size=128)
+    rows = []
+    for mode in ("max", "99.9%"):
+        t0 = time.perf_counter()
+        snn = ann2snn.FXConverter(recipe=ann2snn.RateCodingRecipe(dataloader=loader, mode=mode)).convert(
+            copy.deepcopy(model))
+        conv_time = time.perf_counter() - t0
+        counters = _attach_counters(snn, neuron.IFNode)
+        xt = torch.tensor(x_test)
+        for t in ts:
+            functional.reset_net(snn)
+            for c in counters.values():
+                c.update(spikes=0.0, sops=0.0, macs=0.0)
+            with torch.no_grad():
+                out = sum(snn(xt) for _ in range(t))
+            n = len(xt)
+            spikes = sum(c["spikes"] for c in counters.values()) / n
+            sops = sum(c["sops"] for c in counters.values()) / n
+            macs = sum(c["macs"] for c in counters.values()) / n
+            rows.append(_row(name, f"spikingjelly {mode}", t, out.argmax(1).numpy(), y_test, spikes, sops, macs,
+                             ann_macs, conv_time))
+            print(_fmt(rows[-1]), flush=True)
+    return rows
+
+
+def _attach_counters(snn: nn.Module, if_node: type) -> dict[str, dict[str, float]]:
+    """Hooks counting IF spikes, and synaptic ops: events x fan-out on spikes, MACs on analog input."""
+    counters: dict[str, dict[str, float]] = {}
+    fanouts: dict[str, torch.Tensor] = {}
+
+    def fanout(key: str, mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if key not in fanouts:
+            probe = torch.ones((1,) + tuple(x.shape[1:]), requires_grad=True)
+            m = copy.deepcopy(mod)
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.fill_(1.0)
+            y = m(probe)
+            if isinstance(mod, nn.AvgPool2d):
+                k = mod.kernel_size if isinstance(mod.kernel_size, int) else mod.kernel_size[0]
+                y = y * k * k
+            (g,) = torch.autograd.grad(y.sum(), probe)
+            fanouts[key] = g[0]
+        return fanouts[key]
+
+    for key, mod in snn.named_modules():
+        if isinstance(mod, if_node):
+            counters[key] = {"spikes": 0.0, "sops": 0.0, "macs": 0.0}
+
+            def hook(m, inp, out, key=key):
+                counters[key]["spikes"] += float((out != 0).sum())
+
+            mod.register_forward_hook(hook)
+        elif isinstance(mod, (nn.Conv2d, nn.Linear, nn.AvgPool2d)):
+            counters[key] = {"spikes": 0.0, "sops": 0.0, "macs": 0.0}
+
+            def syn_hook(m, inp, out, key=key):
+                x = inp[0]
+                fan = fanout(key, m, x)
+                binary = bool(((x == 0) | (x == x.abs().max())).all()) and x.min() >= 0
+                if binary:  # spikes (possibly scaled by a VoltageScaler): events x fan-out
+                    counters[key]["sops"] += float(((x != 0).float() * fan).sum())
+                else:
+                    counters[key]["macs"] += float(fan.sum()) * x.shape[0]
+
+            mod.register_forward_hook(syn_hook)
+    return counters
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def ann_macs_of(model: nn.Module, shape) -> float:
+    from snnc.passes.count_ops import dense_macs
+
+    g = import_module(model, torch.zeros((1,) + tuple(shape)))
+    return float(sum(dense_macs(g, n) for n in g.nodes if n.op.synaptic))
+
+
+def plot(rows: list[dict[str, Any]], ann_acc: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(ann_acc)
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        for method in sorted({r["method"] for r in rows if r["model"] == m}):
+            pts = sorted((r["timesteps"], r["accuracy"]) for r in rows if r["model"] == m and r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.axhline(ann_acc[m], color="k", linestyle="--", label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("timesteps T")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(f"digits {m}")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def markdown(rows, ann_acc) -> str:
+    lines = ["# Conversion benchmark (scikit-learn digits)", "",
+             "Generated by `python benchmarks/conversion.py`; energy is the 45 nm model relative to the ANN's "
+             "MAC energy (docs/energy.md). ", ""]
+    for m, acc in ann_acc.items():
+        lines += [f"## {m} (ANN accuracy {acc:.4f})", "",
+                  "| method | T | accuracy | spikes/sample | SOPs/sample | E / E_ANN | mean T used | conversion (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if r["model"] == m:
+                lines.append(f"| {r['method']} | {r['timesteps']} | {r['accuracy']:.4f} | {r['spikes_per_sample']:.1f} "
+                             f"| {r['sops']:.0f} | {r['energy_rel_ann']:.3f} | {r['mean_timesteps_used']:.2f} "
+                             f"| {r['conversion_s']:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--timesteps", default="1,2,4,8,16,32,64")
+    ap.add_argument("--quick", action="store_true", help="T in {4, 8} and the MLP only (a smoke run)")
+    ap.add_argument("--models", default="mlp,cnn,resnet")
+    args = ap.parse_args()
+    hygiene()
+    train, test = np.load(DIGITS / "train.npz"), np.load(DIGITS / "test.npz")
+    data = (train["x"], train["y"], test["x"], test["y"])
+    ts = [4, 8] if args.quick else [int(t) for t in args.timesteps.split(",")]
+    names = ["mlp"] if args.quick else args.models.split(",")
+    models = load_models(data[0], data[1])
+    pipelines = [p for p in ("ann-to-snn", "ann-to-snn-fast", "ann-to-snn-phase") if p in available_pipelines()]
+    rows: list[dict[str, Any]] = []
+    ann_acc = {}
+    for name in names:
+        model = models[name]
+        ann_acc[name] = accuracy(model, data[2], data[3])
+        macs = ann_macs_of(model, data[2].shape[1:])
+        print(f"== {name}: ANN accuracy {ann_acc[name]:.4f}, {macs:,.0f} MACs", flush=True)
+        rows += snnc_rows(name, model, data, ts, pipelines, macs)
+        rows += spikingjelly_rows(name, model, data, ts, macs)
+    write_json("conversion.json", {"ann_accuracy": ann_acc, "rows": rows, "timesteps": ts})
+    if not args.quick:
+        plot(rows, ann_acc, IMG / "conversion.png")
+        (ROOT / "docs" / "conversion.md").write_text(markdown(rows, ann_acc))
+    print("wrote benchmarks/results/conversion.json" + ("" if args.quick else ", docs/conversion.md, "
+                                                       "docs/img/conversion.png"))
+
+
+if __name__ == "__main__":
+    main()
