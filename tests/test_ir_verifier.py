@@ -424,10 +424,20 @@ def test_direct_encoded_first_layer_is_accepted() -> None:
     check_event_based(g)
 
 
-def test_the_direct_exemption_covers_only_the_layer_right_after_the_encoder() -> None:
+def test_the_direct_exemption_looks_through_shape_only_ops() -> None:
+    # encode(direct) -> identity/flatten -> first layer is how an MLP on images looks
     body = SNN.replace("%c = conv2d(%e)", "%c = conv2d(%i)").replace(
         "  %e = encode(%x) : analog[1,4,4]\n",
         "  %e = encode(%x) : analog[1,4,4]\n  %i = identity(%e) : analog[1,4,4]\n",
+    )
+    g = build(body, conv__weight=(2, 1, 3, 3), fc__weight=(3, 8))
+    verify(g, require_event=True)
+
+
+def test_the_direct_exemption_does_not_reach_past_a_synaptic_op() -> None:
+    body = SNN.replace("%c = conv2d(%e)", "%c = conv2d(%i)").replace(
+        "  %e = encode(%x) : analog[1,4,4]\n",
+        '  %e = encode(%x) : analog[1,4,4]\n  %i = scale(%e) {factor = 2.0} : analog[1,4,4]\n',
     )
     g = build(body, conv__weight=(2, 1, 3, 3), fc__weight=(3, 8))
     verify(g)

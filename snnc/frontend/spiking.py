@@ -538,7 +538,7 @@ def per_step_module(module: nn.Module) -> nn.Module:
     and its neuron state are left untouched.  Parameter names stay those of ``module``.
     """
     step = copy.deepcopy(module)
-    if "spikingjelly" in sys.modules:
+    if sys.modules.get("spikingjelly") is not None:  # its modules can only be in the model if it is imported
         step = _spikingjelly_single_step(step)
     base = type(step)
     forward = base.forward

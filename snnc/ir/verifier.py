@@ -8,7 +8,7 @@ from __future__ import annotations
 from snnc.errors import VerifyError
 from snnc.ir.graph import NAME_RE, Graph
 from snnc.ir.op import VARIADIC, attribute_type_errors
-from snnc.ir.ops import Encode, Scheme
+from snnc.ir.ops import Dropout, Encode, Flatten, Identity, Reshape, Scheme
 from snnc.ir.types import Signal
 
 
@@ -17,7 +17,8 @@ def verify(graph: Graph, *, require_event: bool = False) -> None:
 
     With ``require_event``, also check that the graph is event-based (DESIGN §2): no
     ANN-only op remains and every synaptic op reads spikes or bursts, except a synaptic op
-    fed directly by a ``direct`` encoder (the explicitly marked encoding layer).
+    fed by a ``direct`` encoder, directly or through shape-only ops (flatten, reshape): the
+    explicitly marked encoding layer.
     """
     if not NAME_RE.match(graph.name):
         raise VerifyError(f"graph name '@{graph.name}' is not a valid identifier")
@@ -77,6 +78,14 @@ def verify(graph: Graph, *, require_event: bool = False) -> None:
         check_event_based(graph)
 
 
+def _direct_encoded(graph: Graph, value: str) -> bool:
+    """True if ``value`` is a direct encoder's output, seen through shape-only ops."""
+    src = graph.producer(value)
+    while src is not None and isinstance(src.op, (Flatten, Reshape, Identity, Dropout)):
+        src = graph.producer(src.inputs[0])
+    return src is not None and isinstance(src.op, Encode) and src.op.scheme is Scheme.DIRECT
+
+
 def check_event_based(graph: Graph) -> None:
     for node in graph.nodes:
         if node.op.ann_only:
@@ -86,9 +95,8 @@ def check_event_based(graph: Graph) -> None:
         if not node.op.synaptic:
             continue
         for v in node.inputs:
-            src = graph.producer(v)
-            if isinstance(getattr(src, "op", None), Encode) and src.op.scheme is Scheme.DIRECT:  # type: ignore[union-attr]
-                continue
+            if _direct_encoded(graph, v):
+                continue  # the explicitly marked encoding layer
             t = graph.value_type(v)
             if not t.is_event:
                 raise VerifyError(
