@@ -51,6 +51,7 @@ class D2ECalibrate(Pass):
     iterations: int = 12
     range_log2: float = 4.0
     per_channel: bool = True
+    objective: str = "rate"
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         if self.samples < 1 or self.iterations < 1 or self.range_log2 <= 0:
@@ -71,7 +72,10 @@ class D2ECalibrate(Pass):
         with ctx.track(self.name, len(layers)) as bar:
             for neuron in layers:
                 target = self._rates(graph, neuron, direct[neuron.name])
-                k, reached = self._fit(graph, neuron, x, timesteps, sim, target)
+                if self.objective == "mse":
+                    k, reached = self._fit_mse(graph, neuron, x, timesteps, sim, direct[neuron.name])
+                else:
+                    k, reached = self._fit(graph, neuron, x, timesteps, sim, target)
                 report[neuron.name] = {
                     "direct_rate": float(target.mean()),
                     "event_rate_before": float(self._rates(graph, neuron, before[neuron.name]).mean()),
@@ -101,6 +105,22 @@ class D2ECalibrate(Pass):
         log_k = (lo + hi) / 2
         rate = self._rate_at(graph, neuron, base, log_k, x, timesteps, sim)
         return np.exp2(log_k), rate
+
+    def _fit_mse(self, graph, neuron, x, timesteps, sim, direct) -> tuple[np.ndarray, np.ndarray]:
+        base = neuron_vector(graph, neuron, "v_th")
+        grid = np.linspace(-self.range_log2, self.range_log2, 4 * int(self.range_log2) * 2 + 1)
+        best = np.full_like(base, np.inf)
+        best_k = np.zeros_like(base)
+        for lk in grid:
+            set_neuron_vector(graph, neuron, "v_th", base * np.exp2(lk))
+            run = sim.run_snn(graph, x, timesteps, record=[neuron.name])
+            err = channel_mean((run.recorded[neuron.name] - direct) ** 2)
+            better = err < best - 1e-12
+            best = np.where(better, err, best)
+            best_k = np.where(better, lk, best_k)
+        set_neuron_vector(graph, neuron, "v_th", base * np.exp2(best_k))
+        run = sim.run_snn(graph, x, timesteps, record=[neuron.name])
+        return np.exp2(best_k), self._rates(graph, neuron, run.recorded[neuron.name])
 
     def _rate_at(self, graph, neuron, base, log_k, x, timesteps, sim) -> np.ndarray:
         if not self.per_channel:

@@ -481,3 +481,17 @@ def test_import_snnc_without_the_libraries():
         "assert [n.op.name for n in g.nodes] == ['encode', 'flatten', 'linear', 'readout']\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_state_dict_and_arch_load_as_a_direct_coded_snn(digits_test):
+    """`snnc compile ckpt.pt --arch models.py:factory` reads the checkpoint through load_model."""
+    from snnc.frontend.files import load_model
+
+    loaded = load_model(EXAMPLE / "spikingjelly_cnn_t4.pt", arch=f"{EXAMPLE / 'models.py'}:spikingjelly_cnn",
+                        input_shape=(1, 8, 8))
+    ops = [n.op.name for n in loaded.graph.nodes]
+    assert ops[0] == "encode" and ops[-1] == "readout" and ops.count("neuron") == 2
+    x, y = digits_test
+    accuracy = float((run_snnc(loaded.graph, x, 4)[2]["logits"].argmax(1) == y).float().mean())
+    metrics = json.loads((EXAMPLE / "metrics.json").read_text())["spikingjelly_cnn_t4"]
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-6)

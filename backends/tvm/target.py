@@ -1,0 +1,67 @@
+"""The tvm target: event-driven kernels generated with TVM, and a torch-free runtime.
+
+Artifact: the IR files (graph.snnir, params.safetensors, report.json) plus ``tvm/`` with
+``lib.so``, ``graph.json`` and ``params.safetensors`` (format.md), runnable with TVM's
+runtime and numpy alone: ``EventRuntime(out / "tvm").run(x, T)``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snnc.errors import TargetError
+from snnc.ir import Graph
+from snnc.pass_manager import PassContext
+from snnc.targets import TargetOptions
+
+SUBDIR = "tvm"
+
+
+class TVMTarget:
+    description = "event-driven kernels generated with TVM (LLVM for this CPU; CUDA where a GPU exists)"
+
+    def __init__(self, name: str = "tvm", options: TargetOptions | None = None):
+        self.name = name
+        self.options = options or TargetOptions()
+
+    def pipeline_suffix(self) -> str:
+        return ""
+
+    def legality(self, graph: Graph) -> list[str]:
+        from snnc.backends.tvm.lower import legality
+
+        return legality(graph)
+
+    def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
+        try:
+            from snnc.backends.tvm import runtime
+        except ModuleNotFoundError as e:
+            raise TargetError(f"the tvm target needs apache-tvm ({e.name} is missing): pip install 'snnc[tvm]'"
+                              ) from None
+        from snnc.backends.tvm.lower import input_densities, lower
+
+        counts = graph.analyses.get("count-ops")
+        densities = input_densities(graph, counts, graph.attrs.timesteps)
+        layer_graph, params = lower(graph, densities)
+        device = "cuda" if ctx.device.startswith("cuda") else "llvm"
+        t0 = time.perf_counter()
+        runtime.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
+        build_s = time.perf_counter() - t0
+        modes = {layer["name"]: layer.get("mode", "event") for layer in layer_graph["layers"]
+                 if layer.get("op") in ("linear", "conv2d")}
+        return {"artifact": f"{SUBDIR}/", "device": device, "build_seconds": round(build_s, 3),
+                "layer_modes": modes, "input_densities": densities}
+
+
+def run_tvm_artifact(path: Path, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:
+    from snnc.backends.tvm.runtime import EventRuntime
+
+    directory = Path(path) / SUBDIR
+    if not directory.exists():
+        raise TargetError(f"{path}: has no tvm/ artifact; compile with --target tvm")
+    result = EventRuntime(directory).run(x, timesteps)
+    return {"logits": result["logits"], "predictions": result["predictions"]}
