@@ -594,7 +594,12 @@ def main(argv: list[str] | None = None) -> None:
     # the roofline is what the machine can do: the fastest streaming pass, not a disturbed median
     rows = bench_layers(cfg, bw["p90_Bps"], args.quick)
     print_table(rows)
-    networks = [] if args.no_networks else bench_networks(network_cases(), rounds=2 if args.quick else 3)
+    if args.no_networks:
+        networks = []
+    elif args.quick:
+        networks = bench_networks(network_cases(batch=8), batches=(1, 8), rounds=1, budget_s=0.05)
+    else:
+        networks = bench_networks(network_cases(batch=32), batches=(1, 32), rounds=3)
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),

@@ -134,7 +134,11 @@ def main() -> None:
     result = {
         "benchmark": "loihi_mapping",
         "rates": {"input": RATE_IN, "other": RATE, "unit": "spikes per neuron per timestep"},
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+        },
         "rows": rows,
     }
     out = Path(args.out)

@@ -112,7 +112,7 @@ def set_neuron_vector(graph: Graph, node: Node, role: str, value: np.ndarray) ->
         return
     node.op = dataclasses.replace(node.op, **{role: 1.0})
     key = node.params.get(role)
-    if key is None or sum(key in n.params.values() for n in graph.nodes) > 1:
+    if key is None or uses(graph, key) > 1:
         key = graph.fresh_param(f"{node.name}.{role}")
     node.params[role] = key
     graph.params[key] = value.astype(np.float32)
@@ -138,6 +138,11 @@ def require_neurons(graph: Graph, pass_name: str) -> list[Node]:
 
 # ---------------------------------------------------------------------------------------
 # graph helpers
+
+
+def uses(graph: Graph, key: str) -> int:
+    """How many (node, role) pairs read the parameter ``key`` (a shared tensor is never rewritten)."""
+    return sum(list(n.params.values()).count(key) for n in graph.nodes)
 
 
 def only_user(graph: Graph, value: str) -> Node | None:
@@ -170,7 +175,7 @@ def add_to_bias(graph: Graph, node: Node, delta: np.ndarray) -> None:
     old = node.param(graph, "bias")
     base = np.zeros(node.type.channels) if old is None else np.asarray(old, dtype=np.float64)
     key = node.params.get("bias")
-    if key is None or sum(key in n.params.values() for n in graph.nodes) > 1:
+    if key is None or uses(graph, key) > 1:
         stem = node.params.get("weight", node.name).rsplit(".", 1)[0]
         key = graph.fresh_param(f"{stem}.bias")
     node.params["bias"] = key
@@ -181,7 +186,7 @@ def store_param(graph: Graph, node: Node, role: str, value: np.ndarray) -> None:
     """Store a new tensor for ``node``'s parameter ``role``: under its own key when only this
     node reads it, under a fresh key when it is shared (shared tensors stay as they were)."""
     key = node.params[role]
-    if sum(key in n.params.values() for n in graph.nodes) > 1:
+    if uses(graph, key) > 1:
         key = graph.fresh_param(key)
         node.params[role] = key
     graph.params[key] = np.asarray(value, dtype=np.float32)

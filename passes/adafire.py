@@ -29,11 +29,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-
-from snnc.errors import PassError
-from snnc.ir import Graph, Node
-from snnc.ir import ops as O
-from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     MAX_VALUES_PER_CHANNEL,
     Choice,
@@ -47,6 +42,11 @@ from snnc.passes._conversion import (
     subsample,
     sym_kl,
 )
+
+from snnc.errors import PassError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
 
 
 @register_pass

@@ -31,100 +31,123 @@ Requires: d2e-encode earlier in the pipeline (it keeps the teacher), calibration
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 from snnc.passes._conversion import channel_mean, neuron_vector, require_neurons, set_neuron_vector
-from snnc.passes.d2e_encode import teacher_of, timesteps_of
+from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.pass_manager import Pass, PassContext, register_pass
 
 
+class Objective(enum.Enum):
+    RATE = "rate"  # match each channel's mean firing rate (its firing distribution over the data)
+    COUNTS = "counts"  # match each neuron's spike count sample by sample (least squares)
+
+
 @register_pass
 @dataclass(frozen=True)
 class D2ECalibrate(Pass):
     name: ClassVar[str] = "d2e-calibrate"
+    objective: Objective = Objective.RATE
     samples: int = 256
-    iterations: int = 12
+    steps: int = 12
     range_log2: float = 4.0
     per_channel: bool = True
-    objective: str = "rate"
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        if self.samples < 1 or self.iterations < 1 or self.range_log2 <= 0:
+        if self.samples < 1 or self.steps < 1 or not self.range_log2 > 0:
             raise PassError(
-                f"d2e-calibrate: samples={self.samples}, iterations={self.iterations} must be >= 1 "
-                f"and range-log2={self.range_log2} > 0"
+                f"d2e-calibrate: samples={self.samples} and steps={self.steps} must be >= 1, "
+                f"range-log2={self.range_log2} must be > 0"
             )
         teacher = teacher_of(graph, self.name)
         data = ctx.require_calibration(self.name)
         sim = ctx.require_simulator(self.name)
-        layers = require_neurons(graph, self.name)
+        require_neurons(graph, self.name)
+        in_teacher = {n.name for n in teacher.nodes}
+        layers = [n for n in network_neurons(graph) if n.name in in_teacher]
         timesteps = timesteps_of(ctx, graph)
         x = np.asarray(data.x[: self.samples], dtype=np.float32)
+        if len(x) == 0:
+            raise PassError("d2e-calibrate: the calibration data is empty")
         names = [n.name for n in layers]
         direct = sim.run_snn(teacher, x, timesteps, record=names).recorded
         before = sim.run_snn(graph, x, timesteps, record=names).recorded
         report: dict[str, dict[str, float]] = {}
         with ctx.track(self.name, len(layers)) as bar:
             for neuron in layers:
-                target = self._rates(graph, neuron, direct[neuron.name])
-                if self.objective == "mse":
-                    k, reached = self._fit_mse(graph, neuron, x, timesteps, sim, direct[neuron.name])
+                fit = Fit(self, graph, neuron, sim, x, timesteps)
+                if self.objective is Objective.RATE:
+                    log_k = fit.match_rates(self._rates(graph, neuron, direct[neuron.name]))
                 else:
-                    k, reached = self._fit(graph, neuron, x, timesteps, sim, target)
+                    log_k = fit.match_counts(direct[neuron.name])
+                reached = fit.rates_at(log_k)
                 report[neuron.name] = {
-                    "direct_rate": float(target.mean()),
+                    "direct_rate": float(self._rates(graph, neuron, direct[neuron.name]).mean()),
                     "event_rate_before": float(self._rates(graph, neuron, before[neuron.name]).mean()),
                     "event_rate_after": float(reached.mean()),
-                    "threshold_factor": float(np.exp(np.mean(np.log(k)))),
+                    "threshold_factor": float(np.exp2(np.mean(log_k))),
                 }
                 bar.advance()
         graph.infer_types()
-        ctx.results[self.name] = {"samples": len(x), "layers": report}
+        ctx.results[self.name] = {"objective": self.objective.value, "samples": len(x), "layers": report}
 
     def _rates(self, graph: Graph, neuron: Node, recorded: np.ndarray) -> np.ndarray:
         """Per-channel firing rate (spikes per neuron and step) from a recorded mean output."""
-        rate = channel_mean(recorded) / neuron_vector(graph, neuron, "out_scale")
-        return rate if self.per_channel else np.full_like(rate, rate.mean())
+        return channel_mean(recorded) / neuron_vector(graph, neuron, "out_scale")
 
-    def _fit(self, graph, neuron, x, timesteps, sim, target) -> tuple[np.ndarray, np.ndarray]:
-        """Bisection on log2 k per channel; leaves the threshold at v_th·k and returns (k, rates)."""
-        base = neuron_vector(graph, neuron, "v_th")
-        lo = np.full_like(base, -self.range_log2)
-        hi = np.full_like(base, self.range_log2)
-        for _ in range(self.iterations):
+
+class Fit:
+    """The threshold search of one neuron layer: sets v_th = base·2^log_k and simulates."""
+
+    def __init__(self, opts: D2ECalibrate, graph: Graph, neuron: Node, sim, x: np.ndarray, timesteps: int):
+        self.opts, self.graph, self.neuron, self.sim = opts, graph, neuron, sim
+        self.x, self.timesteps = x, timesteps
+        self.base = neuron_vector(graph, neuron, "v_th")
+
+    def outputs_at(self, log_k: np.ndarray) -> np.ndarray:
+        """The layer's recorded mean output with thresholds base·2^log_k (one factor per layer
+        unless per-channel)."""
+        if not self.opts.per_channel:
+            log_k = np.full_like(log_k, log_k.mean())
+        set_neuron_vector(self.graph, self.neuron, "v_th", self.base * np.exp2(log_k))
+        run = self.sim.run_snn(self.graph, self.x, self.timesteps, record=[self.neuron.name])
+        return run.recorded[self.neuron.name]
+
+    def rates_at(self, log_k: np.ndarray) -> np.ndarray:
+        return self.opts._rates(self.graph, self.neuron, self.outputs_at(log_k))
+
+    def match_rates(self, target: np.ndarray) -> np.ndarray:
+        """Bisection on log2 k: the rate does not increase with the threshold."""
+        if not self.opts.per_channel:
+            target = np.full_like(target, target.mean())
+        lo = np.full_like(self.base, -self.opts.range_log2)
+        hi = np.full_like(self.base, self.opts.range_log2)
+        for _ in range(self.opts.steps):
             mid = (lo + hi) / 2
-            rate = self._rate_at(graph, neuron, base, mid, x, timesteps, sim)
+            rate = self.rates_at(mid)
+            if not self.opts.per_channel:
+                rate = np.full_like(rate, rate.mean())
             too_active = rate > target
             lo = np.where(too_active, mid, lo)
             hi = np.where(too_active, hi, mid)
-        log_k = (lo + hi) / 2
-        rate = self._rate_at(graph, neuron, base, log_k, x, timesteps, sim)
-        return np.exp2(log_k), rate
+        return (lo + hi) / 2
 
-    def _fit_mse(self, graph, neuron, x, timesteps, sim, direct) -> tuple[np.ndarray, np.ndarray]:
-        base = neuron_vector(graph, neuron, "v_th")
-        grid = np.linspace(-self.range_log2, self.range_log2, 4 * int(self.range_log2) * 2 + 1)
-        best = np.full_like(base, np.inf)
-        best_k = np.zeros_like(base)
-        for lk in grid:
-            set_neuron_vector(graph, neuron, "v_th", base * np.exp2(lk))
-            run = sim.run_snn(graph, x, timesteps, record=[neuron.name])
-            err = channel_mean((run.recorded[neuron.name] - direct) ** 2)
-            better = err < best - 1e-12
-            best = np.where(better, err, best)
-            best_k = np.where(better, lk, best_k)
-        set_neuron_vector(graph, neuron, "v_th", base * np.exp2(best_k))
-        run = sim.run_snn(graph, x, timesteps, record=[neuron.name])
-        return np.exp2(best_k), self._rates(graph, neuron, run.recorded[neuron.name])
-
-    def _rate_at(self, graph, neuron, base, log_k, x, timesteps, sim) -> np.ndarray:
-        if not self.per_channel:
-            log_k = np.full_like(log_k, log_k.mean())
-        set_neuron_vector(graph, neuron, "v_th", base * np.exp2(log_k))
-        run = sim.run_snn(graph, x, timesteps, record=[neuron.name])
-        return self._rates(graph, neuron, run.recorded[neuron.name])
+    def match_counts(self, direct: np.ndarray) -> np.ndarray:
+        """Grid search on log2 k for the least per-channel squared difference of the outputs."""
+        best_err = np.full_like(self.base, np.inf)
+        best = np.zeros_like(self.base)
+        points = 2 * (self.opts.steps // 2) + 1  # odd: k = 1 (log_k = 0) is a candidate
+        for log_k in np.linspace(-self.opts.range_log2, self.opts.range_log2, points):
+            err = channel_mean((self.outputs_at(np.full_like(self.base, log_k)) - direct) ** 2)
+            if not self.opts.per_channel:
+                err = np.full_like(err, err.mean())
+            better = err < best_err
+            best_err = np.where(better, err, best_err)
+            best = np.where(better, log_k, best)
+        return best

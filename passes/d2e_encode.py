@@ -1,39 +1,48 @@
-"""d2e-encode: replace the direct coding of a direct-coded SNN by an event encoding.
+"""d2e-encode: replace the direct coding of a direct-coded SNN by an event encoding of its input.
 
 A direct-coded SNN feeds the analog input to its first layer at every step, so that layer
-multiplies (MACs) T times.  This pass swaps the ``encode{scheme=direct}`` after each graph
-input for an event code, so the first layer accumulates the weights of the input events
-instead (SOPs), and the whole graph is event-based (``verify(graph, require_event=True)``).
+multiplies (MACs) T times.  This pass puts an event code in front of it, so the first layer
+accumulates the weights of input events instead (SOPs) and every synaptic op of the graph
+reads events (``verify(graph, require_event=True)`` passes when the rest of the graph is
+event-based).
 
-Schemes (``snnc.ir.ops.Encode``; inputs must lie in [0, 1]):
-* ``rate``: Bernoulli spikes with p = x, seeded with ``ctx.seed``.  E[e_t] = x, so the first
-  layer's mean drive per step, W·x + b, is what it saw under direct coding; only its
-  per-step noise is new.  Nothing is rescaled.
-* ``phase``: x written in ``bits`` binary digits, one digit per step, step k weighted by
-  bits·2^-(k+1); the mean over a window of ``bits`` steps is x quantised to ``bits`` bits,
-  so the mean drive is kept again (exactly, up to quantisation, when ``bits`` divides T).
-  ``bits=0`` picks the largest divisor of T that is at most 8.
+Schemes (``scheme=``):
+* ``if`` (default): an integrate-and-fire encoder layer.  The ``encode{scheme=direct}`` stays
+  and a ``neuron`` (IF, soft reset, v_th = out_scale = m, v_init = 0.5) is inserted after it:
+  each input element x emits round(x·T/m) spikes (within one), evenly spread over the T
+  steps, each worth m.  A deterministic rate code: the first layer's drive per step, W·s_t·m,
+  averages W·x over the window (the mean drive of direct coding) and never exceeds W·m, so
+  it stays as smooth as the analog input.  m = ``input-max``, or the calibration data's
+  maximum (1 without data).  The encoder's T membrane updates per input element are adds
+  outside the synapses (not counted, like every neuron update).  Inputs must be >= 0.
+* ``rate``: Bernoulli spikes with p = x (``encode{scheme=rate}``, seeded with ``ctx.seed``).
+  E[e_t] = x: the mean drive is kept, with sampling noise on top.  Inputs in [0, 1].
+* ``phase``: x written in ``bits`` binary digits, one per step, step k weighted by
+  bits·2^-(k+1) (graded events, a power-of-two shift at the synapse); a window of ``bits``
+  steps averages x quantised to ``bits`` bits, so the mean drive is kept, but front-loaded.
+  ``bits=0`` picks the largest divisor of T that is at most 8.  Inputs in [0, 1].
 * ``ttfs``: one spike per positive input, earlier for larger values.  Over T steps the first
-  layer receives W·1[x > 0] in total, T·W·x under direct coding: the magnitude is carried
-  only by the spike time.  To keep the mean drive on the calibration data, the first
-  layer's weights are multiplied by g = T·mean(x) / mean(1[x > 0]) (1 without data; the
-  factor is reported).  This keeps an average, not the function: d2e-calibrate and
-  d2e-finetune have to recover the rest.
+  layer receives W·1[x > 0], against T·W·x under direct coding: the value survives only in
+  the spike time.  To keep the mean drive on the calibration data, the first layer's weights
+  are multiplied by g = T·mean(x)/mean(1[x > 0]) (1 without data; the factor is reported).
+  This keeps an average, not the function.  Inputs in [0, 1].
 
-Changes: the scheme of the input encoders (one is inserted after a graph input that has
-none); the graph attribute ``timesteps`` becomes ``ctx.timesteps``; for ``ttfs`` the
-weights of the first synaptic layers (reached from the encoder through flatten / reshape /
-identity / dropout) are scaled.  Keeps the direct-coded graph as the teacher of the later
-d2e passes in ``graph.analyses["d2e-teacher"]`` (the graph as this pass found it, with the
-same T).
-Preserves: every other node and parameter.  Lossy: ``rate`` adds sampling noise, ``phase``
-quantises to ``bits`` bits, ``ttfs`` keeps only the spike time (see above).
-Requires: inputs in [0, 1] (checked on the calibration data when there is any).
+Changes: the input encoders (an ``encode`` is inserted after a graph input that has none);
+``if`` inserts the encoder neurons ``<encoder>_if``; ``ttfs`` scales the weights of the
+first synaptic layers (reached from the encoder through flatten / reshape / identity /
+dropout); the graph attribute ``timesteps`` becomes ``ctx.timesteps``.  Keeps the graph as
+it found it (the direct-coded teacher, at the same T) in ``graph.analyses["d2e-teacher"]``
+for d2e-calibrate and d2e-finetune.
+Preserves: every other node and parameter.  Lossy: ``if`` quantises x to T/m levels,
+``rate`` adds sampling noise, ``phase`` quantises to ``bits`` bits, ``ttfs`` keeps only the
+spike time; d2e-calibrate and d2e-finetune recover what they can.
+Requires: nothing (calibration data, when given, is checked against the scheme's range).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -50,6 +59,20 @@ _STRUCTURE = (O.Flatten, O.Reshape, O.Identity, O.Dropout)
 _MAX_PHASE_BITS = 8
 
 
+class EventCode(enum.Enum):
+    IF = "if"  # integrate-and-fire encoder neurons: a deterministic rate code
+    RATE = "rate"  # Bernoulli spikes
+    PHASE = "phase"  # binary phase code, graded by step
+    TTFS = "ttfs"  # time to first spike
+
+
+_ENCODE_SCHEME = {
+    EventCode.RATE: O.Scheme.RATE,
+    EventCode.PHASE: O.Scheme.PHASE,
+    EventCode.TTFS: O.Scheme.TTFS,
+}
+
+
 def teacher_of(graph: Graph, pass_name: str) -> Graph:
     """The direct-coded graph d2e-encode started from (the teacher of calibrate and finetune)."""
     teacher = graph.analyses.get(TEACHER)
@@ -61,10 +84,27 @@ def teacher_of(graph: Graph, pass_name: str) -> Graph:
 
 
 def timesteps_of(ctx: PassContext, graph: Graph) -> int:
+    """The graph's T (set by d2e-encode), else the context's."""
     t = graph.attrs.timesteps or ctx.timesteps
     if t < 1:
         raise PassError(f"timesteps={t} must be >= 1")
     return t
+
+
+def is_input_encoder(graph: Graph, node: Node) -> bool:
+    """A neuron that reads an ``encode`` node directly: an input encoder (``scheme=if``), not a
+    layer of the source network."""
+    src = graph.producer(node.inputs[0]) if node.inputs else None
+    return isinstance(node.op, O.Neuron) and src is not None and isinstance(src.op, O.Encode)
+
+
+def network_neurons(graph: Graph) -> list[Node]:
+    """The spiking layers of the source network: neurons that emit spikes, encoders excluded."""
+    return [
+        n
+        for n in graph.nodes
+        if isinstance(n.op, O.Neuron) and n.op.emit is O.Emit.SPIKES and not is_input_encoder(graph, n)
+    ]
 
 
 def phase_bits(timesteps: int) -> int:
@@ -76,59 +116,70 @@ def phase_bits(timesteps: int) -> int:
 @dataclass(frozen=True)
 class D2EEncode(Pass):
     name: ClassVar[str] = "d2e-encode"
-    scheme: O.Scheme = O.Scheme.RATE
-    bits: int = 0  # phase only; 0 = the largest divisor of T that is at most 8
+    scheme: EventCode = EventCode.IF
+    bits: int = 0  # phase: digits per window; 0 = the largest divisor of T that is at most 8
+    input_max: float = 0.0  # if: the input value that fires every step; 0 = the calibration maximum
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        if self.scheme is O.Scheme.DIRECT:
-            raise PassError(
-                "d2e-encode: scheme=direct is what this pass replaces; choose rate, phase or ttfs"
-            )
-        if self.bits < 0:
-            raise PassError(f"d2e-encode: bits={self.bits} must be >= 0")
+        if self.bits < 0 or self.input_max < 0:
+            raise PassError(f"d2e-encode: bits={self.bits} and input-max={self.input_max} must be >= 0")
         timesteps = ctx.timesteps
         if timesteps < 1:
             raise PassError(f"d2e-encode: timesteps={timesteps} must be >= 1")
-        x = _check_range(ctx)
-        bits = self.bits or phase_bits(timesteps)
-        if self.scheme is O.Scheme.PHASE and timesteps % bits:
-            ctx.note(
-                f"d2e-encode: T={timesteps} is not a multiple of bits={bits}; the last phase window is cut short"
-            )
+        x = self._check_range(ctx)
         if TEACHER not in graph.analyses:
             teacher = graph.copy()
             teacher.attrs = dataclasses.replace(teacher.attrs, timesteps=timesteps)
             graph.analyses[TEACHER] = teacher
-        op = O.Encode(scheme=self.scheme, seed=ctx.seed, bits=bits if self.scheme is O.Scheme.PHASE else 8)
-        gains: dict[str, float] = {}
-        for name, _ in graph.inputs:
-            encoder = _direct_encoder(graph, name)
-            encoder.op = op
-            if self.scheme is O.Scheme.TTFS:
+        result: dict[str, object] = {"scheme": self.scheme.value, "timesteps": timesteps}
+        encoders = [_direct_encoder(graph, name) for name, _ in graph.inputs]
+        if self.scheme is EventCode.IF:
+            top = self.input_max or (float(x.max()) if x is not None and x.size and x.max() > 0 else 1.0)
+            for encoder in encoders:
+                _insert_if_encoder(graph, encoder, top)
+            result["input_max"] = top
+        else:
+            bits = self.bits or phase_bits(timesteps)
+            if self.scheme is EventCode.PHASE:
+                result["bits"] = bits
+                if timesteps % bits:
+                    ctx.note(
+                        f"d2e-encode: T={timesteps} is not a multiple of bits={bits}; the last window is short"
+                    )
+            op = O.Encode(
+                scheme=_ENCODE_SCHEME[self.scheme],
+                seed=ctx.seed,
+                bits=bits if self.scheme is EventCode.PHASE else 8,
+            )
+            for encoder in encoders:
+                encoder.op = op
+            if self.scheme is EventCode.TTFS:
                 gain = _ttfs_gain(x, timesteps) if x is not None else 1.0
-                for layer in first_layers(graph, encoder):
-                    _scale_weights(graph, layer, gain)
-                gains[encoder.name] = gain
+                for encoder in encoders:
+                    for layer in first_layers(graph, encoder):
+                        _scale_weights(graph, layer, gain)
+                result["weight_gain"] = gain
         graph.attrs = dataclasses.replace(graph.attrs, timesteps=timesteps)
         graph.infer_types()
-        ctx.results[self.name] = {"scheme": self.scheme.value, "timesteps": timesteps, "weight_gain": gains}
-        if self.scheme is O.Scheme.PHASE:
-            ctx.results[self.name]["bits"] = bits
+        ctx.results[self.name] = result
 
-
-def _check_range(ctx: PassContext) -> np.ndarray | None:
-    """The calibration inputs (if any), after checking that they lie in [0, 1]."""
-    if ctx.calibration is None:
-        ctx.note("d2e-encode: no calibration data; assuming inputs in [0, 1]")
-        return None
-    x = np.asarray(ctx.calibration.x, dtype=np.float32)
-    lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
-    if lo < 0.0 or hi > 1.0:
-        raise PassError(
-            f"d2e-encode: event encoders read inputs in [0, 1], the calibration data spans [{lo:.4g}, {hi:.4g}]; "
-            "rescale the data to [0, 1] (folding the normalisation into the first layer) or keep direct coding"
-        )
-    return x
+    def _check_range(self, ctx: PassContext) -> np.ndarray | None:
+        """The calibration inputs (None without data), checked against the scheme's input range."""
+        if ctx.calibration is None:
+            top = "input-max (1 by default)" if self.scheme is EventCode.IF else "1"
+            ctx.note(f"d2e-encode: no calibration data; assuming inputs in [0, {top}]")
+            return None
+        x = np.asarray(ctx.calibration.x, dtype=np.float32)
+        lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+        limit = np.inf if self.scheme is EventCode.IF else 1.0
+        if lo < 0.0 or hi > limit:
+            span = "[0, inf)" if self.scheme is EventCode.IF else "[0, 1]"
+            raise PassError(
+                f"d2e-encode: scheme={self.scheme.value} reads inputs in {span}, the calibration data spans "
+                f"[{lo:.4g}, {hi:.4g}]; rescale the data (folding the normalisation into the first layer)"
+                + ("" if self.scheme is EventCode.IF else " or use scheme=if")
+            )
+        return x
 
 
 def _direct_encoder(graph: Graph, value: str) -> Node:
@@ -145,11 +196,21 @@ def _direct_encoder(graph: Graph, value: str) -> Node:
         scheme = enc.op.scheme  # type: ignore[attr-defined]
         if scheme is not O.Scheme.DIRECT:
             raise PassError(f"d2e-encode: encode %{enc.name} is already event-coded (scheme={scheme.value})")
+        if any(is_input_encoder(graph, u) for u in graph.users(enc.name)):
+            raise PassError(f"d2e-encode: encode %{enc.name} already feeds an encoder neuron")
         return enc
     enc = Node(graph.fresh_name(f"{value}_enc"), O.Encode(), (value,))
     graph.replace_uses(value, enc.name)
     graph.nodes.insert(0, enc)
     return enc
+
+
+def _insert_if_encoder(graph: Graph, encoder: Node, top: float) -> None:
+    """encode{direct} -> neuron{if, soft reset, v_init 0.5, v_th = out_scale = top} -> users."""
+    op = O.Neuron(model=O.NeuronModel.IF, v_th=top, reset=O.Reset.SOFT, v_init=0.5, out_scale=top)
+    node = Node(graph.fresh_name(f"{encoder.name}_if"), op, (encoder.name,), loc=encoder.loc)
+    graph.replace_uses(encoder.name, node.name)
+    graph.insert_after(encoder, node)
 
 
 def first_layers(graph: Graph, encoder: Node) -> list[Node]:
@@ -173,7 +234,7 @@ def first_layers(graph: Graph, encoder: Node) -> list[Node]:
 
 def _ttfs_gain(x: np.ndarray, timesteps: int) -> float:
     """g with g·mean(1[x > 0]) = T·mean(x): TTFS's total drive per window matched to direct coding's."""
-    active = float(np.mean(x > 0))
+    active = float(np.mean(x > 0)) if x.size else 0.0
     return float(timesteps * np.mean(x) / active) if active > 0 else 1.0
 
 
@@ -185,5 +246,5 @@ def _scale_weights(graph: Graph, layer: Node, gain: float) -> None:
     else:
         raise UnsupportedError(
             f"d2e-encode: the input's first layer {layer.op.name} %{layer.name} has no weights to carry the "
-            f"TTFS gain {gain:.4g}; use scheme=rate or phase"
+            f"TTFS gain {gain:.4g}; use scheme=if, rate or phase"
         )

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from snnc.passes._conversion import require_neurons
-from snnc.passes.d2e_encode import teacher_of, timesteps_of
+from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
@@ -66,7 +66,8 @@ class D2EFinetune(Pass):
         self._check_options()
         data = ctx.require_calibration(self.name, labelled=True)
         sim = ctx.require_simulator(self.name)
-        layers = require_neurons(graph, self.name)
+        require_neurons(graph, self.name)
+        layers = network_neurons(graph)
         timesteps = timesteps_of(ctx, graph)
         keys = trainable_keys(graph)
         if not keys:
@@ -134,7 +135,9 @@ class D2EFinetune(Pass):
                                 reduction="batchmean",
                             )
                             loss = loss + (1.0 - alpha) * tau * tau * kl
-                        rate = sum(rates[n] * sizes[n] for n in rates) / total
+                        rate = (
+                            sum(rates[n] * sizes[n] for n in sizes) / total if total else logits.new_zeros(())
+                        )
                         loss = loss + self.rate_l1 * rate
                         opt.zero_grad()
                         loss.backward()

@@ -26,11 +26,18 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from snnc.passes._conversion import (
+    WEIGHTED,
+    channel_values,
+    first_samples,
+    only_user,
+    require_neurons,
+    store_param,
+)
 
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import WEIGHTED, channel_values, first_samples, only_user, require_neurons, store_param
 
 _PASS_THROUGH = (O.SpikeMaxPool2d, O.AvgPool2d, O.SumPool2d)
 

@@ -236,6 +236,10 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     if result["source_accuracy"] is not None:
         e = result.get("source_energy_pj", {}).get("45nm", float("nan"))
         table.add_row("ANN", f"{result['source_accuracy']:.4f}", "-", "-", "-", f"{e / 1e3:.2f}", "-", "-")
+    for r in result.get("source_results", []):
+        table.add_row(f"source {r['variant']} T={r['timesteps']}", f"{r['accuracy']:.4f}",
+                      f"{r['spikes_per_sample']:,.1f}", f"{r['sops']:,.0f}", f"{r['macs']:,.0f}",
+                      f"{r['energy_pj']['45nm'] / 1e3:.2f}", f"{r['energy_pj']['1pj_per_spike'] / 1e3:.2f}", "-")
     for r in result["results"]:
         table.add_row(str(r["timesteps"]), f"{r['accuracy']:.4f}", f"{r['spikes_per_sample']:,.1f}",
                       f"{r['sops']:,.0f}", f"{r['macs']:,.0f}", f"{r['energy_pj']['45nm'] / 1e3:.2f}",

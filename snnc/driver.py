@@ -215,8 +215,11 @@ def _accuracy(source: Graph, graph: Graph, simulator: Any, data, timesteps: int,
     if data is None or data[1] is None:
         return None
     x, y = data
-    src_logits = simulator.run_ann(source, x)[source.outputs[0]]
-    result: dict[str, Any] = {"source": float((src_logits.argmax(1) == y).mean()), "split": split}
+    if is_spiking(source):  # a direct-coded SNN: its accuracy is its own T-step simulation
+        src_pred = simulator.run_snn(source, x, source.attrs.timesteps or timesteps).predictions
+    else:
+        src_pred = simulator.run_ann(source, x)[source.outputs[0]].argmax(1)
+    result: dict[str, Any] = {"source": float((src_pred == y).mean()), "split": split}
     if is_spiking(graph):
         t = graph.attrs.timesteps or timesteps
         run = simulator.run_snn(graph, x, t)

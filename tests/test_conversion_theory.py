@@ -18,14 +18,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, run
-
 from snnc.passes._conversion import neuron_vector, quantise
 
 
 def _neuron_graph(theta: float, bursts: int = 1, v_init: float = 0.5):
+    kind = f"burst<{bursts}>" if bursts > 1 else "spike"
     text = f"""
     graph @g(%x: analog[64]) {{
-      %n = neuron(%x) {{v_th = {theta!r}, v_init = {v_init!r}, max_spikes = {bursts}}} : {'burst<%d>' % bursts if bursts > 1 else 'spike'}[64]
+      %n = neuron(%x) {{v_th = {theta!r}, v_init = {v_init!r}, max_spikes = {bursts}}} : {kind}[64]
       output %n
     }}
     """
@@ -88,7 +88,7 @@ def test_unevenness_error_is_measured(arch: str, record_property) -> None:
         g = run("canonicalize,fold-bn,calibrate,lower-neurons", graph0, context(xtr[:512], ytr[:512], timesteps))
         layers = [n for n in g.nodes if n.op.name == "neuron"]
         rec = SIM.run_snn(g, xte, timesteps, record=[n.name for n in layers] + [n.inputs[0] for n in layers])
-        for depth, n in enumerate(layers):
+        for n in layers:
             theta = neuron_vector(g, n, "v_th")
             current = rec.recorded[n.inputs[0]]
             rows = np.moveaxis(current, 1, 0).reshape(current.shape[1], -1)

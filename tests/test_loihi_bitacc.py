@@ -111,7 +111,9 @@ def test_dense_weights_clipped_and_truncated_as_lava():
     w = np.array([[3, -3, 300, -300]])
     assert prepare_dense_weights(w, 8).tolist() == [[2, -4, 254, -256]]  # mixed: 1 LSB dropped, clip 8 bits
     assert prepare_dense_weights(np.array([[3, 7, 300]]), 8).tolist() == [[3, 7, 255]]  # excitatory
-    assert prepare_dense_weights(np.array([[-3, -7]]), 6).tolist() == [[-0, -4]]  # inhibitory: magnitudes >> 2
+    assert prepare_dense_weights(np.array([[-3, -7]]), 6).tolist() == [
+        [-0, -4]
+    ]  # inhibitory: magnitudes >> 2
 
 
 def test_conv_matches_torch_and_wraps_at_24_bits():
@@ -163,20 +165,29 @@ def test_flatten_add_concat_have_no_latency():
     x = np.zeros((1, 3, 1, 2, 2), dtype=np.int64)
     x[0, 0, 0, 0, 0] = 1
     out = simulate(layers, x)
-    assert out["cat"][0, 0].sum() == 1 and out["cat"][0, 1].sum() == 1  # input now, conv output one step later
+    assert (
+        out["cat"][0, 0].sum() == 1 and out["cat"][0, 1].sum() == 1
+    )  # input now, conv output one step later
     assert out["sum"][0, 0, 0, 0, 0] == 1 and out["sum"][0, 1, 0, 0, 0] == 1
     assert np.array_equal(out["flat"][0, 1], out["cat"][0, 1].reshape(-1))
 
 
 def test_simulate_rejects_bad_layers():
-    bad = [QLayer("in", LayerKind.INPUT, (3,)), QLayer("d", LayerKind.DENSE, (2,), weight=np.zeros((2, 4)), lif=LifParams(0, 0, 1))]
+    bad = [
+        QLayer("in", LayerKind.INPUT, (3,)),
+        QLayer("d", LayerKind.DENSE, (2,), weight=np.zeros((2, 4)), lif=LifParams(0, 0, 1)),
+    ]
     with pytest.raises(UserError, match="does not read 3 inputs"):
         simulate(bad, np.zeros((1, 2, 3)))
     ok = [QLayer("in", LayerKind.INPUT, (3,))]
     with pytest.raises(UserError, match="expected"):
         simulate(ok, np.zeros((1, 2, 4)))
     per_channel = QLayer(
-        "c", LayerKind.CONV, (2, 3, 3), weight=np.ones((2, 1, 1, 1)), lif=LifParams(0, 0, 1, bias_mant=np.ones(2, I64))
+        "c",
+        LayerKind.CONV,
+        (2, 3, 3),
+        weight=np.ones((2, 1, 1, 1)),
+        lif=LifParams(0, 0, 1, bias_mant=np.ones(2, I64)),
     )
     with pytest.raises(UserError, match="same rank"):
         simulate([QLayer("in", LayerKind.INPUT, (1, 3, 3)), per_channel], np.zeros((1, 1, 1, 3, 3)))
@@ -286,18 +297,37 @@ def test_random_network_matches_scalar_reference():
             stride=(2, 2),
             padding=(1, 1),
             groups=2,
-            lif=LifParams(du=3000, dv=500, vth_mant=60, bias_mant=rng.integers(-20, 20, (4, 1, 1)), bias_exp=6),
+            lif=LifParams(
+                du=3000, dv=500, vth_mant=60, bias_mant=rng.integers(-20, 20, (4, 1, 1)), bias_exp=6
+            ),
         ),
-        c("pool", LayerKind.POOL, (4, 2, 2), weight=30, kernel=(2, 2), stride=(1, 1), lif=LifParams(4095, 100, 40)),
+        c(
+            "pool",
+            LayerKind.POOL,
+            (4, 2, 2),
+            weight=30,
+            kernel=(2, 2),
+            stride=(1, 1),
+            lif=LifParams(4095, 100, 40),
+        ),
         c("flat", LayerKind.FLATTEN, (16,)),
         c(
             "fc",
             LayerKind.DENSE,
             (5,),
-            weight=rng.integers(-128, 128, (5, 16)) * 2 + rng.integers(0, 2, (5, 16)),  # odd values get truncated
+            weight=rng.integers(-128, 128, (5, 16)) * 2
+            + rng.integers(0, 2, (5, 16)),  # odd values get truncated
             lif=LifParams(du=100, dv=0, vth_mant=50, bias_mant=rng.integers(-9, 9, 5), bias_exp=3),
         ),
-        c("out", LayerKind.DENSE, (3,), weight=rng.integers(0, 90, (3, 5)), weight_exp=-1, num_weight_bits=6, lif=LifParams(4095, 0, 30)),
+        c(
+            "out",
+            LayerKind.DENSE,
+            (3,),
+            weight=rng.integers(0, 90, (3, 5)),
+            weight_exp=-1,
+            num_weight_bits=6,
+            lif=LifParams(4095, 0, 30),
+        ),
     ]
     x = (rng.random((2, 12, 2, 6, 6)) < 0.4).astype(np.int64)
     got = simulate(layers, x, T=14)
@@ -325,7 +355,11 @@ def test_quantize_weights_netx_form_uses_the_range():
 
 
 def test_netx_weight_format_follows_lava_dl():
-    assert netx_weight_format(np.array([[-256, 254, 2]])) == (8, 0, netx_weight_format(np.array([[-1, 1]]))[2])
+    assert netx_weight_format(np.array([[-256, 254, 2]])) == (
+        8,
+        0,
+        netx_weight_format(np.array([[-1, 1]]))[2],
+    )
     bits, exp, _ = netx_weight_format(np.array([[64, -64, 32]]))  # small mixed weights are shifted up 1 bit
     assert (bits, exp) == (3, -1)
     assert netx_weight_format(np.array([[4, 8]]))[:2] == (2, -4)  # excitatory: shifted up 4, 2 bits kept

@@ -19,7 +19,9 @@ def test_loihi1_values():
     assert c.core.neurons == 1024 and c.core.synapse_bits == 16384 * 64
     assert c.core.input_axons == c.core.output_axons == 4096
     assert (c.core.compartment_configs, c.core.threshold_configs, c.core.synapse_formats) == (32, 8, 8)
-    assert c.numbers.vth_mant_max == 131071 and c.numbers.bias_mant_max == 4095 and c.numbers.decay_max == 4095
+    assert (
+        c.numbers.vth_mant_max == 131071 and c.numbers.bias_mant_max == 4095 and c.numbers.decay_max == 4095
+    )
     assert c.energy(CostModel.DAVIES2018).synaptic_op == 23.6
     assert c.energy(CostModel.SANAFE).synaptic_op == 35.5
     assert c.time(CostModel.DAVIES2018).neuron_update_active == 8.4
@@ -48,7 +50,7 @@ def test_every_value_names_its_source(name):
 
 def test_partial_override(tmp_path):
     f = tmp_path / "mine.toml"
-    f.write_text('[core]\nneurons = 2048\n[energy_pj.sanafe]\nsynaptic_op = 10\n[boards]\nmy-rig = 3\n')
+    f.write_text("[core]\nneurons = 2048\n[energy_pj.sanafe]\nsynaptic_op = 10\n[boards]\nmy-rig = 3\n")
     c = load_chip("loihi1", f)
     base = load_chip("loihi1")
     assert c.core.neurons == 2048 and c.core.synapse_bits == base.core.synapse_bits

@@ -3,12 +3,14 @@ board fit, JSON and plot."""
 
 import dataclasses
 import json
+from unittest import mock
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backends.loihi import mapping as mapping_module
 from backends.loihi.bitacc import LayerKind, LifParams, QLayer
 from backends.loihi.hardware import CoreLimits, Resource, load_chip
 from backends.loihi.mapping import (
@@ -32,7 +34,9 @@ LOIHI1 = load_chip("loihi1")
 def small_chip(neurons=64, synapse_bits=1 << 14, in_axons=200, out_axons=400, cx=32, vth=8, fmts=8, cores=16):
     base = LOIHI1
     core = CoreLimits(neurons, synapse_bits, in_axons, out_axons, cx, vth, fmts)
-    topo = dataclasses.replace(base.topology, cores_per_chip=cores, mesh_tiles_x=2, mesh_tiles_y=cores // 8 or 1)
+    topo = dataclasses.replace(
+        base.topology, cores_per_chip=cores, mesh_tiles_x=2, mesh_tiles_y=cores // 8 or 1
+    )
     return dataclasses.replace(base, core=core, topology=topo)
 
 
@@ -140,7 +144,11 @@ def mlp():
         Population("h2", (1000,), rate=0.05),
         Population("out", (10,), rate=0.05),
     )
-    edges = (Edge("in", "h1", EdgeKind.DENSE), Edge("h1", "h2", EdgeKind.DENSE), Edge("h2", "out", EdgeKind.DENSE))
+    edges = (
+        Edge("in", "h1", EdgeKind.DENSE),
+        Edge("h1", "h2", EdgeKind.DENSE),
+        Edge("h2", "out", EdgeKind.DENSE),
+    )
     return Network(pops, edges)
 
 
@@ -163,14 +171,20 @@ def test_mlp_within_ten_percent_of_lower_bound():
 
 def conv_net(c=4, h=10, w=9):
     g1 = ConvGeometry((2, h, w), (c, h, w), (3, 3), (1, 1), (1, 1))
-    g2 = ConvGeometry((c, h, w), (c, (h - 1) // 2 + 1, (w - 1) // 2 + 1), (3, 3), (2, 2), (1, 1), (1, 1), groups=2)
+    g2 = ConvGeometry(
+        (c, h, w), (c, (h - 1) // 2 + 1, (w - 1) // 2 + 1), (3, 3), (2, 2), (1, 1), (1, 1), groups=2
+    )
     pops = (
         Population("in", (2, h, w), on_chip=False, rate=0.2),
         Population("c1", (c, h, w), rate=0.1),
         Population("c2", g2.out_shape, rate=0.1),
         Population("fc", (7,), rate=0.1),
     )
-    edges = (Edge("in", "c1", EdgeKind.CONV, geometry=g1), Edge("c1", "c2", EdgeKind.CONV, geometry=g2), Edge("c2", "fc", EdgeKind.DENSE))
+    edges = (
+        Edge("in", "c1", EdgeKind.CONV, geometry=g1),
+        Edge("c1", "c2", EdgeKind.CONV, geometry=g2),
+        Edge("c2", "fc", EdgeKind.DENSE),
+    )
     return Network(pops, edges)
 
 
@@ -231,10 +245,19 @@ def test_network_from_layers_and_plot(tmp_path):
     lif = LifParams(4095, 0, 10)
     layers = [
         QLayer("in", LayerKind.INPUT, (2, 6, 6)),
-        QLayer("conv", LayerKind.CONV, (4, 6, 6), weight=np.ones((4, 2, 3, 3), np.int64) * 2, padding=(1, 1), lif=lif),
+        QLayer(
+            "conv",
+            LayerKind.CONV,
+            (4, 6, 6),
+            weight=np.ones((4, 2, 3, 3), np.int64) * 2,
+            padding=(1, 1),
+            lif=lif,
+        ),
         QLayer("pool", LayerKind.POOL, (4, 3, 3), weight=8, kernel=(2, 2), stride=(2, 2), lif=lif),
         QLayer("flat", LayerKind.FLATTEN, (36,)),
-        QLayer("fc", LayerKind.DENSE, (10,), weight=np.full((10, 36), 64, np.int64), lif=LifParams(4095, 0, 3)),
+        QLayer(
+            "fc", LayerKind.DENSE, (10,), weight=np.full((10, 36), 64, np.int64), lif=LifParams(4095, 0, 3)
+        ),
     ]
     net = network_from_layers(layers, rates={"in": 0.3, "conv": 0.1})
     assert [p.name for p in net.populations] == ["in", "conv", "pool", "fc"]
@@ -271,32 +294,55 @@ def networks(draw):
             k = draw(st.integers(1, 3))
             s = draw(st.integers(1, 2))
             p = draw(st.integers(0, k - 1))
-            groups = shape[0] if kind == "pool" else draw(st.sampled_from([g for g in (1, 2, 3) if shape[0] % g == 0]))
+            groups = (
+                shape[0]
+                if kind == "pool"
+                else draw(st.sampled_from([g for g in (1, 2, 3) if shape[0] % g == 0]))
+            )
             c_out = shape[0] if kind == "pool" else groups * draw(st.integers(1, 3))
             ho, wo = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
             if ho < 1 or wo < 1:
                 break
             out = (c_out, ho, wo)
-            edge = Edge(pops[-1].name, name, EdgeKind.CONV, geometry=ConvGeometry(shape, out, (k, k), (s, s), (p, p), (1, 1), groups))
-        pops.append(Population(name, out, rate=draw(st.floats(0, 1)), compartment_config=draw(st.integers(0, 2))))
+            edge = Edge(
+                pops[-1].name,
+                name,
+                EdgeKind.CONV,
+                geometry=ConvGeometry(shape, out, (k, k), (s, s), (p, p), (1, 1), groups),
+            )
+        pops.append(
+            Population(name, out, rate=draw(st.floats(0, 1)), compartment_config=draw(st.integers(0, 2)))
+        )
         edges.append(edge)
         shape = out
     return Network(tuple(pops), tuple(edges))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     net=networks(),
     neurons=st.integers(4, 64),
     syn_words=st.integers(8, 200),
     in_axons=st.integers(30, 300),
     out_axons=st.integers(60, 600),
+    strategy=st.sampled_from(mapping_module._STRATEGIES),
 )
-def test_every_core_respects_every_limit(net, neurons, syn_words, in_axons, out_axons):
-    chip = small_chip(neurons=neurons, synapse_bits=64 * syn_words, in_axons=in_axons, out_axons=out_axons, cx=2, cores=8)
-    try:
-        m = map_network(net, chip)
-    except TargetError as e:
-        assert "a single neuron does not fit" in str(e)
-        return
+def test_every_core_respects_every_limit(net, neurons, syn_words, in_axons, out_axons, strategy):
+    chip = small_chip(
+        neurons=neurons, synapse_bits=64 * syn_words, in_axons=in_axons, out_axons=out_axons, cx=2, cores=8
+    )
+    with mock.patch.object(mapping_module, "_STRATEGIES", (strategy,)):
+        try:
+            m = map_network(net, chip)
+        except TargetError as e:
+            assert "a single neuron does not fit" in str(e)
+            return
+    check_mapping(m, net)
+
+
+@pytest.mark.parametrize("strategy", mapping_module._STRATEGIES)
+def test_each_strategy_counts_exactly(strategy):
+    net = conv_net(c=6, h=12, w=11)
+    with mock.patch.object(mapping_module, "_STRATEGIES", (strategy,)):
+        m = map_network(net, small_chip(neurons=48, synapse_bits=1 << 15, in_axons=250, out_axons=400))
     check_mapping(m, net)

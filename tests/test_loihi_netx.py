@@ -21,9 +21,19 @@ def network(rng):
             (4, 8, 8),
             weight=rng.integers(-60, 90, (4, 2, 3, 3)) * 2,
             padding=(1, 1),
-            lif=LifParams(du=4095, dv=300, vth_mant=150, bias_mant=rng.integers(-10, 10, (4, 1, 1)), bias_exp=6),
+            lif=LifParams(
+                du=4095, dv=300, vth_mant=150, bias_mant=rng.integers(-10, 10, (4, 1, 1)), bias_exp=6
+            ),
         ),
-        QLayer("pool", LayerKind.POOL, (4, 4, 4), weight=40, kernel=(2, 2), stride=(2, 2), lif=LifParams(4095, 0, 60)),
+        QLayer(
+            "pool",
+            LayerKind.POOL,
+            (4, 4, 4),
+            weight=40,
+            kernel=(2, 2),
+            stride=(2, 2),
+            lif=LifParams(4095, 0, 60),
+        ),
         QLayer(
             "conv2",
             LayerKind.CONV,
@@ -44,7 +54,13 @@ def network(rng):
             lif=LifParams(4095, 100, 200, bias_mant=rng.integers(-2, 6, 20), bias_exp=7),
         ),
         # small weights: netx rewrites them (left shift, negative weight exponent); the spikes must not change
-        QLayer("fc2", LayerKind.DENSE, (5,), weight=rng.integers(-16, 16, (5, 20)) * 2, lif=LifParams(4095, 0, 10)),
+        QLayer(
+            "fc2",
+            LayerKind.DENSE,
+            (5,),
+            weight=rng.integers(-16, 16, (5, 20)) * 2,
+            lif=LifParams(4095, 0, 10),
+        ),
     ]
 
 
@@ -54,7 +70,15 @@ def test_write_read_simulate_identical(tmp_path):
     path = tmp_path / "network.net"
     write_netx(path, layers, timesteps=20)
     back = read_netx(path)
-    assert [b.kind for b in back] == [LayerKind.INPUT, LayerKind.CONV, LayerKind.CONV, LayerKind.CONV, LayerKind.FLATTEN, LayerKind.DENSE, LayerKind.DENSE]
+    assert [b.kind for b in back] == [
+        LayerKind.INPUT,
+        LayerKind.CONV,
+        LayerKind.CONV,
+        LayerKind.CONV,
+        LayerKind.FLATTEN,
+        LayerKind.DENSE,
+        LayerKind.DENSE,
+    ]
     assert back[6].weight_exp < 0  # netx's own weight rewrite was applied
     x = (rng.random((3, 20, 2, 8, 8)) < 0.35).astype(I64)
     ours = simulate(layers, x)
@@ -91,13 +115,22 @@ def test_layout_is_lava_dl(tmp_path):
         conv = layers["3"]
         assert conv["shape"][()].tolist() == [6, 4, 4]
         assert conv["weight"].dtype == np.float32 and conv["weight"].shape == (6, 2, 3, 2)
-        for key, want in [("kernelSize", [3, 2]), ("stride", [1, 1]), ("padding", [1, 1]), ("dilation", [1, 2])]:
+        for key, want in [
+            ("kernelSize", [3, 2]),
+            ("stride", [1, 1]),
+            ("padding", [1, 1]),
+            ("dilation", [1, 2]),
+        ]:
             assert conv[key].dtype == np.int64 and conv[key][()].tolist() == want
         assert conv["groups"][()] == 2 and conv["inChannels"][()] == 4 and conv["outChannels"][()] == 6
         assert conv["bias"].shape == (4, 4, 6)  # neuron-wise bias in netx's (x, y, c) order
         assert layers["1"]["bias"].shape == (4,)  # per-channel bias
         pool = layers["2"]
-        assert pool["groups"][()] == 4 and np.all(pool["weight"][()] == 40) and pool["weight"].shape == (4, 1, 2, 2)
+        assert (
+            pool["groups"][()] == 4
+            and np.all(pool["weight"][()] == 40)
+            and pool["weight"].shape == (4, 1, 2, 2)
+        )
         dense = layers["5"]
         assert dense["shape"][()].tolist() == [20]
         assert dense["inFeatures"][()] == 96 and dense["outFeatures"][()] == 20
@@ -119,14 +152,22 @@ def test_residual_add_and_concat_are_refused_with_a_clear_message(tmp_path):
         QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 2, lif=lif),
     ]
     add = base + [QLayer("res", LayerKind.ADD, (4,), inputs=(0, 1))]
-    with pytest.raises(UnsupportedError, match=r"layer 'res' is a residual add.*mapping.*NIR export still work"):
+    with pytest.raises(
+        UnsupportedError, match=r"layer 'res' is a residual add.*mapping.*NIR export still work"
+    ):
         write_netx(tmp_path / "a.net", add)
     cat = base + [QLayer("cat", LayerKind.CONCAT, (8,), inputs=(0, 1))]
     with pytest.raises(UnsupportedError, match="layer 'cat' is a concatenation"):
         write_netx(tmp_path / "b.net", cat)
-    odd = [base[0], QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 3 - 1, lif=lif)]  # mixed sign
+    odd = [
+        base[0],
+        QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 3 - 1, lif=lif),
+    ]  # mixed sign
     with pytest.raises(UnsupportedError, match="even integers"):
         write_netx(tmp_path / "c.net", odd)
-    fine_bias = [base[0], QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 2, lif=LifParams(4095, 0, 1, 5, 0))]
+    fine_bias = [
+        base[0],
+        QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 2, lif=LifParams(4095, 0, 1, 5, 0)),
+    ]
     with pytest.raises(UnsupportedError, match="bias_exp=6"):
         write_netx(tmp_path / "d.net", fine_bias)

@@ -7,8 +7,8 @@ import pytest
 from conversion_util import SIM, context, graph_from_text, ir, logits, rel_diff, run, uniform_inputs
 
 from snnc.errors import PassError
-from snnc.ir import print_graph, verify
 from snnc.ir import ops as O
+from snnc.ir import print_graph, verify
 from snnc.pass_manager import PassContext
 
 NET = """

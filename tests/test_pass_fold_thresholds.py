@@ -31,8 +31,8 @@ from conversion_util import (
 
 from snnc.errors import PassError
 from snnc.frontend.fx import import_module
-from snnc.ir import print_graph
 from snnc.ir import ops as O
+from snnc.ir import print_graph
 
 RESIDUAL = """
 graph @res(%x: analog[2,4,4]) {

@@ -210,19 +210,22 @@ def test_snntorch_synaptic(kw, x_small):
 
 
 class _MembraneReadout(nn.Module):
-    def __init__(self, **kw):
+    def __init__(self, synaptic: bool = False, **kw):
         super().__init__()
         self.fc = nn.Linear(64, 10)
-        self.lif = snn.Leaky(beta=0.9, output=True, **kw)  # no init_hidden: snnTorch keeps mem inside
+        # no init_hidden: without a state argument snnTorch keeps the state inside the module
+        self.lif = snn.Synaptic(alpha=0.7, beta=0.9, output=True, **kw) if synaptic else \
+            snn.Leaky(beta=0.9, output=True, **kw)
 
     def forward(self, x):
-        spk, mem = self.lif(self.fc(x.flatten(1)))
-        return mem
+        out = self.lif(self.fc(x.flatten(1)))
+        return out[-1]  # the membrane: (spk, mem) or (spk, syn, mem)
 
 
+@pytest.mark.parametrize("synaptic", [False, True], ids=["leaky", "synaptic"])
 @pytest.mark.parametrize("kw", [{}, {"reset_delay": False}, {"reset_mechanism": "none"}], ids=str)
-def test_snntorch_membrane_readout_is_exact(kw, x_small):
-    model = _MembraneReadout(**kw)
+def test_snntorch_membrane_readout_is_exact(kw, synaptic, x_small):
+    model = _MembraneReadout(synaptic, **kw)
     with torch.no_grad():
         model.fc.weight.mul_(3)
     graph = assert_spike_for_spike(model, models._run_snntorch, x_small, 8)
@@ -231,9 +234,16 @@ def test_snntorch_membrane_readout_is_exact(kw, x_small):
     assert graph.node(graph.outputs[0]).op.mode is O.ReadoutMode.MEAN_CURRENT
 
 
+def test_snntorch_synaptic_membrane_with_delayed_zero_reset_is_exact(x_small):
+    model = _MembraneReadout(True, reset_mechanism="zero")
+    with torch.no_grad():
+        model.fc.weight.mul_(3)
+    assert_spike_for_spike(model, models._run_snntorch, x_small, 8)
+
+
 def test_snntorch_membrane_of_delayed_zero_reset_is_refused(x_small):
     with pytest.raises(UnsupportedError, match="reset_mechanism='zero' and reset_delay=True"):
-        import_snn(_MembraneReadout(reset_mechanism="zero"), x_small[:1])
+        import_snn(_MembraneReadout(False, reset_mechanism="zero"), x_small[:1])
 
 
 def test_snntorch_no_delay_subtraction_reads_the_reset_membrane():

@@ -218,6 +218,37 @@ def mlp_net(rng, precision="float32"):
     return graph, params
 
 
+def chain_net(rng, precision="float32"):
+    """A current feeding a linear layer (no neuron between: dense), LIF, readout of spikes."""
+    integer = precision == "int8"
+    if integer:
+        params = {
+            "a.w": rng.integers(-20, 40, (48, 64)).astype(np.int8),
+            "a.b": rng.integers(0, 9, 48).astype(np.int32),
+            "b.w": rng.integers(-10, 20, (32, 48)).astype(np.int8),
+            "c.w": rng.integers(-40, 40, (10, 32)).astype(np.int8),
+        }
+        nb, nc = {"v_th": 400, "beta": 0.75, "reset": "hard"}, {"v_th": 30, "reset": "soft"}
+    else:
+        params = {
+            "a.w": (0.3 * rng.standard_normal((48, 64))).astype(np.float32),
+            "a.b": np.full(48, 0.1, np.float32),
+            "b.w": (0.3 * rng.standard_normal((32, 48))).astype(np.float32),
+            "c.w": rng.standard_normal((10, 32)).astype(np.float32),
+        }
+        nb, nc = {"v_th": 0.8, "beta": 0.75, "reset": "hard"}, {"v_th": 0.5, "reset": "soft"}
+    graph = {
+        "name": "chain_net", "timesteps": 4,
+        "input": {"name": "x", "shape": [64], "quant_scale": 8.0 if integer else None},
+        "layers": [
+            {"name": "a", "op": "linear", "weight": "a.w", "bias": "a.b", "precision": precision},
+            {"name": "b", "op": "linear", "weight": "b.w", "neuron": nb, "precision": precision},
+            {"name": "c", "op": "linear", "weight": "c.w", "neuron": nc, "readout": "spike_count", "precision": precision},
+        ],
+    }  # fmt: skip
+    return graph, params
+
+
 def inputs(rng, graph, n=6, integer=False):
     shape = graph["input"]["shape"]
     x = rng.uniform(-0.2, 1.0, (n, *shape)).astype(np.float32)
@@ -244,7 +275,7 @@ def _compare(graph, params, x, out, integer):
         assert 0 < s.sum(), f"layer {name} never spikes: the test would be vacuous"
 
 
-@pytest.mark.parametrize("make", [conv_net, mlp_net])
+@pytest.mark.parametrize("make", [conv_net, mlp_net, chain_net])
 @pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_runtime_matches_reference(tmp_path, make, precision):
     rng = np.random.default_rng(11)

@@ -292,6 +292,20 @@ class QLayer:
     def has_neurons(self) -> bool:
         return self.kind in SYNAPTIC_KINDS
 
+    @property
+    def lif_params(self) -> LifParams:
+        """The LIF parameters of a neuron layer (UserError when missing)."""
+        if self.lif is None:
+            raise UserError(f"layer '{self.name}' ({self.kind.value}) has no LIF parameters")
+        return self.lif
+
+    @property
+    def weight_array(self) -> np.ndarray:
+        """``weight`` as an int64 array (UserError when missing)."""
+        if self.weight is None:
+            raise UserError(f"layer '{self.name}' ({self.kind.value}) has no weight")
+        return np.asarray(self.weight, dtype=np.int64)
+
 
 def _sources(layers: Sequence[QLayer], i: int) -> tuple[int, ...]:
     layer = layers[i]
@@ -371,7 +385,7 @@ def _expected_shape(layer: QLayer, in_shapes: list[tuple[int, ...]], where: str)
         ho, wo = conv_output_hw((h, w_), w.shape[2:], layer.stride, layer.padding, layer.dilation)
         return (w.shape[0], ho, wo)
     # POOL
-    if np.ndim(layer.weight) != 0:
+    if layer.weight is None or np.ndim(layer.weight) != 0:
         raise UserError(f"{where}: a pool weight is one integer")
     ho, wo = conv_output_hw((h, w_), layer.kernel, layer.stride, layer.padding, layer.dilation)
     return (c_in, ho, wo)
@@ -381,10 +395,12 @@ def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None) -> np.nda
     """Synaptic input computed from this step's input ``x`` ([B, *in_shape]); [B, *layer.shape]."""
     b = x.shape[0]
     if layer.kind is LayerKind.DENSE:
-        return dense_step(x.reshape(b, -1), dense_w, layer.weight_exp)
+        return dense_step(
+            x.reshape(b, -1), dense_w if dense_w is not None else layer.weight_array, layer.weight_exp
+        )
     if layer.kind is LayerKind.CONV:
-        return conv_step(x, layer.weight, layer.stride, layer.padding, layer.dilation, layer.groups)
-    w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight))
+        return conv_step(x, layer.weight_array, layer.stride, layer.padding, layer.dilation, layer.groups)
+    w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight_array))
     return conv_step(x, w, layer.stride, layer.padding, layer.dilation, groups=x.shape[1])
 
 
@@ -428,25 +444,25 @@ def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = No
             elif layer.kind is LayerKind.FLATTEN:
                 y = now[srcs[0]].reshape(batch, -1)
             elif layer.kind is LayerKind.ADD:
-                y = sum(now[s].astype(np.int64) for s in srcs)
+                y = np.sum([now[s].astype(np.int64) for s in srcs], axis=0)
             elif layer.kind is LayerKind.CONCAT:
                 y = np.concatenate([now[s] for s in srcs], axis=1)
             else:
                 u, v, buf = state[i]
                 state[i][2] = _synapse(layer, now[srcs[0]], dense_w.get(i))
-                u, v, y = lif_step(u, v, buf, layer.lif)
+                u, v, y = lif_step(u, v, buf, layer.lif_params)
                 state[i][0], state[i][1] = u, v
             now.append(y)
             out[layer.name][:, t] = y
     return out
 
 
-def _out_dtype(layer: QLayer, layers: Sequence[QLayer]) -> type:
+def _out_dtype(layer: QLayer, layers: Sequence[QLayer]) -> np.dtype:
     if layer.kind is LayerKind.INPUT:
-        return bool if layer.message_bits == 0 else np.int64
+        return np.dtype(bool) if layer.message_bits == 0 else np.dtype(np.int64)
     if layer.kind is LayerKind.ADD:
-        return np.int64
+        return np.dtype(np.int64)
     if layer.kind in (LayerKind.FLATTEN, LayerKind.CONCAT):
         srcs = _sources(layers, layers.index(layer))
         return np.result_type(*[_out_dtype(layers[s], layers) for s in srcs])
-    return bool
+    return np.dtype(bool)

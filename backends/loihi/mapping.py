@@ -27,11 +27,24 @@ populations fed by the same source, the chip could share one list, so the count 
 population-axon kernel sharing, which is also an upper bound.
 
 Algorithm.  Populations are placed in reverse topological order (consumers first, so that a producer's
-output-axon demand is known exactly), each split into contiguous ranges by first-fit with splitting: a
-range takes the largest prefix of what remains that fits an open core (binary search, exact demand),
-then new cores are opened.  Cores are then put in forward order, cut into chips, laid on each chip's tile
-mesh along a snake path, and improved by pairwise swaps that lower spike traffic x hops (X-Y routing;
-a chip-to-chip link counts ``chip_hop_weight`` tile hops; chips sit on a square grid).
+output-axon demand is known exactly), each split into contiguous ranges: a range goes on the first core,
+from the population's scan pointer on, that takes a useful piece, as large as fits (exact demand, found
+by galloping and bisection), else on a new core.  Because the pointer only moves forward, a producer
+walks along its consumers' cores and shares them in neuron order.  Sharing needs room, so a strategy
+decides how much of a core each population may take: (a) leave, on every core, the average share the
+populations still to place need (a fluid estimate of their neurons, synapse bits and input axons);
+(b) give a consumer and its producer the same cores in their fluid proportion ("zip"); (c) let a
+core's first population fill a fixed fraction.  Strategies run in turn until one is within 10 % of
+the lower bound; the mapping with the fewest cores is kept.  Every mapping is re-counted from scratch
+before it is accepted.  Cores are then ordered by reverse Cuthill-McKee on the traffic graph (networkx),
+cut into chips, laid on each chip's tile mesh along a snake path, and improved by pairwise swaps that
+lower spike traffic x hops (X-Y routing; a chip-to-chip link counts ``chip_hop_weight`` tile hops;
+chips sit on a square grid).
+
+The lower bound is partition independent and valid on the chip: per resource, the total demand over
+the capacity, where a synapse costs at least the cheapest packed size per synapse, every source of an
+edge needs an input axon somewhere, and a source of a dense edge needs an output axon to each of the
+cores its consumer must at least occupy.
 """
 
 from __future__ import annotations
@@ -57,10 +70,9 @@ _NUMERIC = (Resource.NEURONS, Resource.SYNAPSE_BITS, Resource.INPUT_AXONS, Resou
 _N, _SYN, _IN, _OUT = range(4)
 _MIN_PIECE = 16  # smallest range worth putting on a partly filled core (slivers cost axons and traffic)
 _SCAN = 16  # cores evaluated per range before a new one is opened
-# placement strategies tried in turn (zip producer into consumer cores?, fraction of a core its opener
-# may fill); the mapping with the fewest cores wins, then the least traffic
-# (None: every range leaves room in proportion to what the populations still to place need on average)
-_STRATEGIES = ((True, 1.0), (False, None), (False, 1.0), (False, 0.8), (False, 0.6), (True, 0.8))
+# placement strategies tried in turn: (zip producer into its consumer's cores?, fraction of a core its
+# first population may fill; None: every range leaves room for the populations still to place)
+_STRATEGIES = ((False, None), (True, 1.0), (False, 1.0), (False, 0.8), (False, 0.6))
 
 
 class EdgeKind(enum.Enum):
@@ -234,8 +246,7 @@ class _ConvProfile:
 class _ConvEdge:
     """Exact synapse / axon accounting of one conv edge for destination ranges."""
 
-    def __init__(self, edge: Edge, bits_per_synapse: int, enc: SynapseEncoding) -> None:
-        g = edge.geometry
+    def __init__(self, g: ConvGeometry, bits_per_synapse: int, enc: SynapseEncoding) -> None:
         self.cin, self.hin, self.win = g.in_shape
         self.cout, self.hout, self.wout = g.out_shape
         self.kh, self.kw = g.kernel
@@ -283,8 +294,7 @@ class _ConvEdge:
         for k, (p, _, _) in enumerate(sp.partial):
             masks[1 + k, p - base] = 1
         # positions run down a column first: [M, ncols, H_out] -> [M, H_out, ncols]
-        masks = masks.reshape(-1, ncols, self.hout).transpose(0, 2, 1)
-        cov, x_lo, x_hi = self._coverage(masks, xa)
+        cov, x_lo, x_hi = self._coverage(masks.reshape(-1, ncols, self.hout).transpose(0, 2, 1), xa)
         gids = np.arange(self.groups)
         if sp.partial and self.groups > 1:
             # channels of each partial position that fall in each group; groups with equal counts share a map
@@ -332,7 +342,7 @@ class _ConvEdge:
             x, y = divmod(p, self.hin)
             for groups_k, feeds in prof.combos:
                 if feeds[y, x - prof.x_lo]:
-                    total += int(_overlap(groups_k * self.cg, (groups_k + 1) * self.cg, c_lo, c_hi).sum())
+                    total += int(np.sum(_overlap(groups_k * self.cg, (groups_k + 1) * self.cg, c_lo, c_hi)))
         return total
 
     def source_index_range(self, prof: _ConvProfile) -> tuple[int, int]:
@@ -500,6 +510,20 @@ class _Fill:
     cores: list[_Core] = field(default_factory=list)
 
 
+@dataclass
+class _Windows:
+    """Cached view of a conv link's destination pieces for output-axon counting."""
+
+    pieces: list[Piece]
+    profiles: list[_ConvProfile]
+    los: list[int]  # source neuron windows [lo, hi) of each piece
+    his: list[int]
+    lo_pos: np.ndarray  # source position window of each piece
+    hi_pos: np.ndarray
+    offset: np.ndarray  # where each piece's prefix sums start in ``prefix``
+    prefix: np.ndarray
+
+
 class _Link:
     """One edge as the mapper uses it (identity-hashed; the frozen Edge hashes slowly)."""
 
@@ -511,8 +535,15 @@ class _Link:
         wb = _round_weight_bits(edge.weight_bits, enc, f"edge {edge.src} -> {edge.dst}")
         self.bits = wb + enc.delay_bits + (0 if self.dense else enc.index_bits)
         self.fmt = ("dense" if self.dense else "sparse", wb)
-        self.conv = None if self.dense else _ConvEdge(edge, self.bits, enc)
-        self.dense_bits = {}  # range length -> packed bits of one dense synapse list
+        self.conv = None if edge.geometry is None else _ConvEdge(edge.geometry, self.bits, enc)
+        self.dense_bits: dict[int, int] = {}  # range length -> packed bits of one dense synapse list
+
+    @property
+    def cv(self) -> _ConvEdge:
+        """The conv accounting of a conv link (Network.verify guarantees its geometry)."""
+        if self.conv is None:
+            raise TypeError(f"edge {self.edge.src} -> {self.edge.dst} is not a conv edge")
+        return self.conv
 
 
 class _Mapper:
@@ -531,7 +562,7 @@ class _Mapper:
             self.out_links[ln.edge.src].append(ln)
         self.placed: dict[str, list[Piece]] = {}  # destination ranges placed so far
         self.profiles: dict[tuple[int, int], _ConvProfile] = {}  # (link, piece start) -> profile
-        self.windows: dict[int, tuple[list[int], list[int]]] = {}  # link -> source windows of its pieces
+        self.windows: dict[int, _Windows] = {}  # link -> source windows of its placed pieces
         # the strategy (see _STRATEGIES): zip pairs; ceiling for a core's opener; adaptive ceiling
         self.zip_pairs, self.open_caps, self.reserve = True, self.caps, False
         self.adaptive, self.pop_caps = False, self.caps
@@ -563,7 +594,7 @@ class _Mapper:
                 bits += n_src * per_list
                 synops += ln.src.rate * n_src * (b - a)
             else:
-                prof = ln.conv.profile(a, b)
+                prof = ln.cv.profile(a, b)
                 axons += prof.axons
                 bits += prof.bits
                 synops += ln.src.rate * prof.synapses
@@ -576,20 +607,54 @@ class _Mapper:
         if ln.dense:
             return b - a
         prof = self.profiles[(ln.k, dst.start)]
-        lo, hi = ln.conv.source_index_range(prof)
+        lo, hi = ln.cv.source_index_range(prof)
         if hi <= a or lo >= b:
             return 0
-        return ln.conv.sources_feeding(prof, a, b)
+        return ln.cv.sources_feeding(prof, a, b)
 
-    def _candidates(self, ln: _Link, a: int, b: int) -> list[Piece]:
-        """Destination pieces of a conv link whose source window can meet [a, b).  Windows move
-        monotonically with the pieces, so two bisections over cached bounds find them."""
-        pieces = self.placed[ln.edge.dst]
-        if ln.k not in self.windows:
-            bounds = [ln.conv.source_index_range(self.profiles[(ln.k, d.start)]) for d in pieces]
-            self.windows[ln.k] = ([lo for lo, _ in bounds], [hi for _, hi in bounds])
-        los, his = self.windows[ln.k]
-        return pieces[bisect.bisect_right(his, a) : bisect.bisect_left(los, b)]
+    def _window(self, ln: _Link) -> _Windows:
+        """Source windows of a conv link's placed destination pieces, with their prefix sums joined."""
+        w = self.windows.get(ln.k)
+        if w is None:
+            pieces = self.placed[ln.edge.dst]
+            profs = [self.profiles[(ln.k, d.start)] for d in pieces]
+            bounds = [ln.cv.source_index_range(pr) for pr in profs]
+            sizes = np.array([len(pr.prefix) for pr in profs], dtype=np.int64)
+            w = self.windows[ln.k] = _Windows(
+                pieces=pieces,
+                profiles=profs,
+                los=[lo for lo, _ in bounds],
+                his=[hi for _, hi in bounds],
+                lo_pos=np.array([pr.x_lo * ln.cv.hin for pr in profs], dtype=np.int64),
+                hi_pos=np.array([pr.x_hi * ln.cv.hin for pr in profs], dtype=np.int64),
+                offset=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
+                prefix=np.concatenate([pr.prefix for pr in profs]) if profs else np.zeros(0, np.int64),
+            )
+        return w
+
+    def _conv_out(self, ln: _Link, a: int, b: int) -> int:
+        """(source neuron, destination piece) pairs of range [a, b) over a conv link, vectorised over
+        the destination pieces whose window meets the range (windows move monotonically: bisection)."""
+        w = self._window(ln)
+        j0, j1 = bisect.bisect_right(w.his, a), bisect.bisect_left(w.los, b)
+        if j1 <= j0:
+            return 0
+        sp = _split(a, b, ln.cv.cin)
+        lo, hi, off = w.lo_pos[j0:j1], w.hi_pos[j0:j1], w.offset[j0:j1]
+        fa = np.clip(sp.full_lo, lo, hi)
+        fb = np.maximum(fa, np.clip(sp.full_hi, lo, hi))
+        total = int((w.prefix[off + fb - lo] - w.prefix[off + fa - lo]).sum())
+        for p, c_lo, c_hi in sp.partial:
+            inside = np.flatnonzero((lo <= p) & (p < hi))
+            if ln.cv.groups == 1:  # every channel feeds, or none: the prefix step says which
+                at = off[inside] + p - lo[inside]
+                total += (c_hi - c_lo) * int(np.count_nonzero(w.prefix[at + 1] > w.prefix[at]))
+            else:
+                for j in inside:
+                    total += ln.cv.sources_feeding(
+                        w.profiles[j0 + j], p * ln.cv.cin + c_lo, p * ln.cv.cin + c_hi
+                    )
+        return total
 
     def _out_demand(self, pop: str, a: int, b: int) -> int:
         """Output axons of range [a, b): (source neuron, destination range) pairs."""
@@ -602,7 +667,7 @@ class _Mapper:
             elif ln.dense:
                 total += (b - a) * len(self.placed[dst])
             else:
-                total += sum(self._feeds(ln, a, b, d) for d in self._candidates(ln, a, b))
+                total += self._conv_out(ln, a, b)
         return total
 
     def _demand(self, pop: str, a: int, b: int, keep: bool = False) -> tuple[np.ndarray, float, float]:
@@ -611,15 +676,19 @@ class _Mapper:
         out = self._out_demand(pop, a, b)
         return np.array([b - a, bits, axons, out], dtype=np.int64), synops, self.pops[pop].rate * out
 
-    def _fits(self, core: _Core, pop: str, a: int, b: int) -> bool:
-        """Whether range [a, b) fits next to what ``core`` holds; cheap resources are checked first.
-        The population that opens a core may use only ``open_caps`` of it (a reservation for the
-        populations still to place)."""
+    def _room(self, core: _Core) -> np.ndarray:
+        """What the population being placed may still use of ``core`` under the current strategy."""
         if self.adaptive and self.reserve:
             ceiling = self.pop_caps
         else:
             ceiling = self.open_caps if not core.pieces and self.reserve else self.caps
-        room = ceiling - core.numeric
+        return ceiling - core.numeric
+
+    def _fits(self, core: _Core, pop: str, a: int, b: int) -> bool:
+        """Whether range [a, b) fits next to what ``core`` holds; cheap resources are checked first.
+        The population that opens a core may use only ``open_caps`` of it (a reservation for the
+        populations still to place)."""
+        room = self._room(core)
         if b - a > room[_N]:
             return False
         bits, axons, _ = self._in_demand(pop, a, b)
@@ -637,30 +706,58 @@ class _Mapper:
             and len(fmts) <= c.synapse_formats
         )
 
+    def _estimate(self, core: _Core, pop: str) -> int:
+        """Neurons of ``pop`` the core's room should hold, from the population's average demand."""
+        room = self.caps[:3] - core.numeric[:3]
+        d = self._per_neuron_cached(pop)
+        with np.errstate(divide="ignore"):
+            return int(np.floor(np.min(np.where(d > 0, room / d, np.inf))))
+
     def _largest(self, core: _Core, pop: str, a: int, limit: int, guess: int) -> int:
         """Largest n <= limit with range [a, a + n) fitting ``core`` (0 if none); demand grows with n."""
         if limit <= 0:
             return 0
-        if self._fits(core, pop, a, a + limit):
+        estimate = self._estimate(core, pop)
+        if guess <= 0:
+            guess = estimate
+        # the estimate says whether trying the whole limit first is likely to pay off
+        if estimate >= 0.9 * limit and self._fits(core, pop, a, a + limit):
             return limit
-        lo, hi = 0, limit  # invariant: fits(lo) (vacuously for 0), not fits(hi)
-        if 0 < guess < limit:
-            # gallop from the guess (the previous core's size is usually within a few neurons), then bisect
-            step = 1
+        lo, hi = 0, limit + 1  # invariant: fits(lo) (vacuously for 0), not fits(hi)
+        guess = min(max(guess, 1), limit)
+        room = self._room(core)
+        for _ in range(2):
+            # demand is close to linear in n: rescale the guess by the tightest resource's headroom
+            demand, _, _ = self._demand(pop, a, a + guess)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = float(np.min(np.where(demand > 0, room / demand, np.inf)))
+            if ratio >= 1:
+                lo = guess
+            else:
+                hi = min(hi, guess)
+            better = min(max(int(guess * ratio), 1), limit) if np.isfinite(ratio) else limit
+            if better == guess or not lo < better < hi:
+                break
+            guess = better
+        if lo < guess < hi:
             if self._fits(core, pop, a, a + guess):
                 lo = guess
-                while lo + step < hi:
-                    if not self._fits(core, pop, a, a + lo + step):
-                        hi = lo + step
-                        break
-                    lo, step = lo + step, step * 2
             else:
                 hi = guess
-                while hi - step > lo:
-                    if self._fits(core, pop, a, a + hi - step):
-                        lo = hi - step
-                        break
-                    hi, step = hi - step, step * 2
+        # gallop away from the guess (the answer is usually within a few neurons of it), then bisect
+        step = 1
+        if lo == guess:
+            while lo + step < hi:
+                if not self._fits(core, pop, a, a + lo + step):
+                    hi = lo + step
+                    break
+                lo, step = lo + step, step * 2
+        elif hi == guess:
+            while hi - step > lo:
+                if self._fits(core, pop, a, a + hi - step):
+                    lo = hi - step
+                    break
+                hi, step = hi - step, step * 2
         while hi - lo > 1:
             mid = (lo + hi) // 2
             if self._fits(core, pop, a, a + mid):
@@ -772,6 +869,9 @@ class _Mapper:
                 or core.numeric[_N] >= self.caps[_N]
                 or not self._config_fits(core, p)
             )
+            if not skip and self._estimate(core, fill.pop) < smallest // 2:
+                core.refused.add(fill.pop)  # far too full, judging by the average demand
+                skip = True
             if not skip:
                 tried += 1
                 if self._fits(core, fill.pop, fill.a, fill.a + smallest):
@@ -858,7 +958,9 @@ class _Mapper:
             order.extend(n for n in on_chip if n in members)  # keep the user's order inside a cycle
         return order
 
-    def _attempt(self, order: list[str]) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]]]:
+    def _attempt(
+        self, order: list[str]
+    ) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]]]:
         """One placement under the current strategy, verified exactly; retried for recurrent networks."""
         self.estimate_pieces = {}
         for _ in range(4):
@@ -876,16 +978,19 @@ class _Mapper:
         the lower bound)."""
         order = self._topological()
         self.total_need = sum((self.pops[q].size * self._per_neuron_cached(q) for q in order), np.zeros(3))
-        best = None
+        kept: tuple[dict, dict, tuple] | None = None
         for zip_pairs, fill in _STRATEGIES:
             self.zip_pairs, self.adaptive = zip_pairs, fill is None
-            self.open_caps = self.caps if fill is None or fill >= 1 else np.floor(self.caps * fill).astype(np.int64)
+            self.open_caps = (
+                self.caps if fill is None or fill >= 1 else np.floor(self.caps * fill).astype(np.int64)
+            )
             result = self._attempt(order)
-            if best is None or len(result[0]) < len(best[1][0]):
-                best = ((dict(self.placed), dict(self.profiles)), result)
-            if len(best[1][0]) <= 1.1 * lower_bound:
+            if kept is None or len(result[0]) < len(kept[2][0]):
+                kept = (dict(self.placed), dict(self.profiles), result)
+            if len(kept[2][0]) <= 1.1 * lower_bound:
                 break
-        (self.placed, self.profiles), result = best
+        assert kept is not None  # _STRATEGIES is not empty
+        self.placed, self.profiles, result = kept
         self.windows = {}
         return result
 
@@ -903,7 +1008,7 @@ class _Mapper:
             if ln.dense:
                 n_syn, n_feed = ln.src.size * dst.size, ln.src.size
             else:
-                prof = ln.conv.full_profile()
+                prof = ln.cv.full_profile()
                 n_syn, n_feed = prof.synapses, prof.axons
             syn[dst.name] += n_syn * min_bits_per_synapse(ln.bits, self.enc)
             in_axons += n_feed
@@ -946,7 +1051,7 @@ class _Mapper:
                 if ln.dense:
                     hits = [(s, s.stop - s.start) for s in src_pieces]
                 else:
-                    lo, hi = ln.conv.source_index_range(self.profiles[(ln.k, d.start)])
+                    lo, hi = ln.cv.source_index_range(self.profiles[(ln.k, d.start)])
                     first = max(0, bisect.bisect_right(starts, lo) - 1)
                     last = bisect.bisect_left(starts, hi)
                     hits = [(s, self._feeds(ln, s.start, s.stop, d)) for s in src_pieces[first:last]]
@@ -967,7 +1072,7 @@ class _Mapper:
 
 
 def _snake_tiles(nx_: int, ny: int) -> list[tuple[int, int]]:
-    tiles = []
+    tiles: list[tuple[int, int]] = []
     for y in range(ny):
         xs = range(nx_) if y % 2 == 0 else range(nx_ - 1, -1, -1)
         tiles.extend((x, y) for x in xs)
@@ -1138,7 +1243,7 @@ def map_network(net: Network, chip: ChipSpec) -> Mapping:
 # Cost estimate
 
 
-def estimate_cost(mapping: Mapping, model: CostModel = CostModel.DAVIES2018) -> dict[str, float]:
+def estimate_cost(mapping: Mapping, model: CostModel = CostModel.DAVIES2018) -> dict[str, float | str]:
     """Energy (pJ) and time (ns) per timestep from the calibrated rates, with one table of per-op costs.
 
     Energy = synops x synaptic_op + neurons x inactive update + spikes x (active - inactive + spike)
@@ -1203,7 +1308,7 @@ def network_from_layers(layers: Sequence[QLayer], rates: dict[str, float] | None
                 Population(layer.name, tuple(layer.shape), on_chip=False, rate=rates.get(layer.name, 0.0))
             )
             continue
-        lif = layer.lif
+        lif = layer.lif_params
         pops.append(
             Population(
                 layer.name,
@@ -1225,20 +1330,23 @@ def _edge_for(layer: QLayer, src: str, src_shape: tuple[int, ...], part: bool) -
         bits = netx_weight_format(np.asarray(layer.weight))[0]
         return Edge(src, layer.name, EdgeKind.DENSE, weight_bits=max(bits, 1))
     if layer.kind is LayerKind.CONV:
-        kernel, groups = tuple(np.asarray(layer.weight).shape[2:]), layer.groups
+        kh, kw = np.asarray(layer.weight).shape[2:]
+        groups = layer.groups
     else:
-        kernel, groups = tuple(layer.kernel), int(src_shape[0])
+        (kh, kw), groups = layer.kernel, int(src_shape[0])
     if part and groups != 1:
         raise UnsupportedError(
             f"layer '{layer.name}': a grouped conv or a pool after a concat cannot be mapped (channels are split)"
         )
+    c, h, w = src_shape
+    co, ho, wo = layer.shape
     geom = ConvGeometry(
-        tuple(src_shape),
-        tuple(layer.shape),
-        kernel,
-        tuple(layer.stride),
-        tuple(layer.padding),
-        tuple(layer.dilation),
+        (int(c), int(h), int(w)),
+        (int(co), int(ho), int(wo)),
+        (int(kh), int(kw)),
+        layer.stride,
+        layer.padding,
+        layer.dilation,
         groups,
     )
     return Edge(src, layer.name, EdgeKind.CONV, weight_bits=8, geometry=geom)

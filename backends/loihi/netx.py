@@ -55,7 +55,7 @@ def _h5py():
 
 def _netx_bias(layer: QLayer) -> np.ndarray | None:
     """The layer's bias as netx stores it (mantissa for exponent 6), or None when it is zero."""
-    lif = layer.lif
+    lif = layer.lif_params
     mant = np.broadcast_to(np.asarray(lif.bias_mant, dtype=np.int64), layer.shape)
     if not mant.any():
         return None
@@ -146,13 +146,13 @@ def write_netx(path: str | Path, layers: Sequence[QLayer], timesteps: int | None
                 bias = _netx_bias(layer)
                 if bias is not None:
                     g.create_dataset("bias", data=bias.astype(np.float32))
-                _write_neuron(g, layer.lif)
+                _write_neuron(g, layer.lif_params)
             else:  # CONV, or POOL written as the depthwise conv it is
                 if kind is LayerKind.CONV:
                     w, groups = np.asarray(layer.weight), layer.groups
                 else:
                     w, groups = (
-                        pool_weight_tensor(prev_shape[0], layer.kernel, int(layer.weight)),
+                        pool_weight_tensor(prev_shape[0], layer.kernel, int(layer.weight_array)),
                         prev_shape[0],
                     )
                 _type(g, "conv")
@@ -172,7 +172,7 @@ def write_netx(path: str | Path, layers: Sequence[QLayer], timesteps: int | None
                         g.create_dataset("bias", data=per_channel.reshape(-1).astype(np.float32))
                     else:  # neuron-wise, in netx's (x, y, c) shape
                         g.create_dataset("bias", data=bias.transpose(2, 1, 0).astype(np.float32))
-                _write_neuron(g, layer.lif)
+                _write_neuron(g, layer.lif_params)
             prev_shape = tuple(layer.shape)
         if timesteps is not None:
             f.create_dataset("simulation/Ts", data=np.int64(1))

@@ -54,6 +54,8 @@ def neuron_problems(graph: Graph, node: Node) -> list[str]:
         out.append(f"{where}: NIR neurons start at v = 0, this one at v_init={op.v_init}")
     if op.model is O.NeuronModel.CUBA:
         out.append(f"{where}: current-based (CUBA) neurons are not exported to NIR (see backends/nir/convert.py)")
+    if op.emit is not O.Emit.SPIKES or op.presubtract:
+        out.append(f"{where}: emit={op.emit.value}, presubtract={op.presubtract} have no NIR equivalent")
     if op.leak is not O.Leak.MULTIPLY or op.reset_delay:
         out.append(f"{where}: leak={op.leak.value}, reset_delay={op.reset_delay} have no NIR equivalent")
     if op.out_scale != 1.0 or "out_scale" in node.params:

@@ -99,7 +99,8 @@ class GraphModule(nn.Module):
                 op = node.op
                 if isinstance(op, O.Neuron):
                     out, s = self._neuron(node, ins[0], p, state, surrogate)
-                    events[node.name] = s.detach()
+                    if op.emit is O.Emit.SPIKES:  # a membrane readout is analog: its readers do MACs
+                        events[node.name] = s.detach()
                 elif isinstance(op, O.Encode):
                     out = self._encode(op, ins[0], t, timesteps)
                     if op.scheme is not O.Scheme.DIRECT:
@@ -178,11 +179,12 @@ class GraphModule(nn.Module):
                 v = v + (current - (v - v_rest)) * beta if op.decay_input else v - (v - v_rest) * beta + current
         if op.reset_delay:  # the previous step's spikes reset now (snnTorch's default)
             v = _reset(op, v, st["s"], vth)
-        if op.presubtract:  # snnTorch's reset_delay=False: a reset read from the stored v, undone below
+        presubtract = op.presubtract and op.reset is O.Reset.SOFT and not op.reset_delay
+        if presubtract:  # snnTorch's reset_delay=False: a reset read from the stored v, undone below
             r = (st["v"] > vth).to(v.dtype)
             v = v - r * vth
         s = _fire(op, v, vth, surrogate)
-        if op.presubtract:
+        if presubtract:
             v = v - (s - r) * vth
         elif not op.reset_delay:
             v = _reset(op, v, s, vth)

@@ -35,10 +35,10 @@ def _neuron_problems(node: Node) -> list[str]:
         out.append(f"{where}: leak={op.leak.value} is not supported by the tvm target (leak=multiply only)")
     if op.reset_delay:
         out.append(f"{where}: reset_delay is not supported by the tvm target")
-    for extra in ("emit",):
-        value = getattr(op, extra, None)
-        if value is not None and getattr(value, "value", value) not in ("spikes", "spike"):
-            out.append(f"{where}: {extra}={getattr(value, 'value', value)} is not supported by the tvm target")
+    if op.emit is not O.Emit.SPIKES:
+        out.append(f"{where}: emit={op.emit.value} is not supported by the tvm target")
+    if op.presubtract:
+        out.append(f"{where}: presubtract (snnTorch reset_delay=False) is not supported by the tvm target")
     return out
 
 

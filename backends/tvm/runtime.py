@@ -719,6 +719,12 @@ class EventRuntime:
             compute = self._dense_current(plan, w_host, cur, x)
             if x.kind is Kind.ANALOG:
                 buf.per_batch.append(compute)  # direct coding: one current for all steps
+            elif x.kind is Kind.CURRENT:  # the producer's current is already dense
+                src = values[rec["inputs"][0]]["acc"]
+
+                def step(compute=compute, src=src) -> None:
+                    compute(self._host_view(src))
+
             else:
                 dense_in = self._tensor((batch, x.n), adt)
                 dk = plan.densify[None]
@@ -727,8 +733,9 @@ class EventRuntime:
 
                 def step(dfn=dfn, dargs=dargs, compute=compute, dense_in=dense_in) -> None:
                     dfn(*dargs)
-                    compute(np.from_dlpack(dense_in) if self.device_kind is Device.CPU else dense_in.numpy())
+                    compute(self._host_view(dense_in))
 
+            if x.kind is not Kind.ANALOG:
                 buf.steps.append(step)
         else:
             for i, src in enumerate(rec["inputs"]):
@@ -742,6 +749,10 @@ class EventRuntime:
                         args_by_name[f"val{i}"] = value["val_out"]
         args = [args_by_name[a] for a in main.arg_names()]
         buf.steps.append(lambda fn=fn, args=args: fn(*args))
+
+    def _host_view(self, tensor) -> np.ndarray:
+        """A numpy view of a CPU tensor (zero-copy), or a host copy of a device tensor."""
+        return np.from_dlpack(tensor) if self.device_kind is Device.CPU else tensor.numpy()
 
     @staticmethod
     def _event_args(kernel: LayerKernel, sources: list[dict]) -> list:
@@ -811,6 +822,8 @@ class EventRuntime:
         steps = self.timesteps if timesteps is None else int(timesteps)
         if steps < 1:
             raise TargetError(f"timesteps must be >= 1, got {steps}")
+        if batch_size < 1:
+            raise TargetError(f"batch_size must be >= 1, got {batch_size}")
         x = np.asarray(x)
         if x.ndim < 2:
             raise TargetError(f"input must be batched [N, ...], got shape {list(x.shape)}")

@@ -184,7 +184,9 @@ def _load_pt(path: Path, digest: str, stem: str, arch: str | None, input_shape: 
         if input_shape is None:
             raise UserError(f"{path}: the input shape is not stored in this file; pass --input-shape, e.g. 1,8,8")
     example = torch.zeros((1,) + tuple(input_shape))
-    graph = import_module(module, example, stem)
+    from snnc.frontend.spiking import import_snn, is_snn  # a direct-coded SNN is imported as one timestep
+
+    graph = (import_snn if is_snn(module) else import_module)(module, example, stem)
     return LoadedModel(graph, kind, digest, module.eval())
 
 

@@ -181,12 +181,14 @@ def _unknown_neuron(module: nn.Module, path: str) -> UnsupportedError:
 # lowering one module call (called by snnc.frontend.fx for modules it has no rule for)
 
 
-def lower_spiking_module(builder: Any, node: Any, module: nn.Module, path: str, x: str) -> bool:
+def lower_spiking_module(builder: Any, node: Any, module: nn.Module, path: str, x: str | None) -> bool:
     """Emit a ``neuron`` node (or the op of a stateless wrapper) for ``module``; False if unknown.
 
     Resolves the module's tuple outputs here: ``getitem`` users of the call are folded into
     the neuron's value, and the neuron emits what they read (spikes or membrane).
     """
+    if x is None:
+        return False  # called without an input: not a layer snnc maps
     stateless = _stateless_op(module)
     if stateless is not None:
         builder.emit(node, stateless, [x])
@@ -232,10 +234,17 @@ def _is_fx_node(value: Any) -> bool:
 def _resolve_outputs(node: Any, module: nn.Module, entry: _Entry, path: str) -> O.Emit:
     """Which output of the module the model reads; folds ``getitem`` users into ``node``."""
     read: set[int] = set()
+    meta = node.meta.get("tensor_meta")  # from shape propagation: a tuple for tuple outputs
+    if not isinstance(meta, (tuple, list)):
+        return O.Emit.SPIKES  # a tensor: its users (indexing included) read the spikes themselves
+    size = len(meta)
     for user in list(node.users):
         if user.op == "call_function" and user.target is operator.getitem:
             if user.users:
-                read.add(int(user.args[1]))
+                index = user.args[1]
+                if not isinstance(index, int) or not -size <= index < size:
+                    raise UnsupportedError(f"the model reads [{index}] of the output of '{path}'")
+                read.add(index % size)
                 user.replace_all_uses_with(node)
             node.graph.erase_node(user)  # an unread getitem (e.g. a Norse state nobody keeps) goes too
         else:
@@ -283,7 +292,7 @@ def _scalar_or_param(values: np.ndarray, role: str, params: dict[str, np.ndarray
 
 
 def _scalar(values: np.ndarray, what: str, cls: str) -> float:
-    if values.size != 1 or not np.all(values == values.reshape(-1)[0]):
+    if values.size != 1:
         raise UnsupportedError(f"{cls}: {what} must be a single value, got shape {list(values.shape)}")
     return float(values.reshape(-1)[0])
 
@@ -565,7 +574,7 @@ def import_snn(module: nn.Module, example_input: torch.Tensor, name: str | None 
     try:
         graph = import_module(step, example_input, name or type(module).__name__)
     except UnsupportedError as e:
-        if PER_STEP_HINT in str(e):
+        if PER_STEP_HINT in str(e) or "register_neuron_mapping" in str(e):  # says already what to do
             raise
         raise UnsupportedError(f"{e}; {PER_STEP_HINT}") from None
     except UserError as e:

@@ -481,8 +481,8 @@ class Neuron(Op):
       soft: v −= s[t−1]·v_th;  hard: v = v_reset where s[t−1] > 0
     * s[t] = clamp(floor(v/v_th), 0, B) for B = max_spikes > 1, else 1[v ≥ v_th] (1[v > v_th] if strict)
     * unless reset_delay: soft: v −= s[t]·v_th;  hard: v = v_reset where s[t] > 0;  v[t] = v
-    * presubtract (soft reset at once, as snnTorch's reset_delay=False computes it): r = 1[v[t−1] > v_th]
-      of the stored, already reset v is subtracted before the comparison (v −= r·v_th) and the reset
+    * presubtract (reset=soft without reset_delay only; snnTorch's reset_delay=False): r = 1[v[t−1] > v_th]
+      of the stored, already reset v is subtracted before the comparison (v −= r·v_th), and the reset
       after it is v −= (s[t] − r)·v_th; a neuron still above v_th after its reset must pass 2·v_th to fire
     * v[0] = v_init·v_th;  output: emit=spikes: s[t]·out_scale;  emit=membrane: v[t] (analog; the
       state carried to the next step, so with reset_delay the value compared with v_th)
@@ -519,8 +519,6 @@ class Neuron(Op):
             raise fail(self, node, f"v_th={self.v_th} must be > 0")
         if self.model is NeuronModel.IF and self.leak is Leak.MULTIPLY and self.beta != 1.0:
             raise fail(self, node, f"an IF neuron has no leak, got beta={self.beta}; use model=lif")
-        if self.presubtract and (self.reset is not Reset.SOFT or self.reset_delay or self.max_spikes > 1):
-            raise fail(self, node, "presubtract needs reset=soft, reset_delay=false and max_spikes=1")
         if self.leak is Leak.RATE and not 0.0 < self.beta <= 1.0:
             raise fail(self, node, f"leak=rate needs a rate 0 < beta <= 1, got beta={self.beta}")
         for role in ("v_th", "beta", "out_scale"):
