@@ -202,7 +202,7 @@ def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     check_shape(x, art.graph.inputs[0][1].shape, data)
     result = run_artifact(art, x, timesteps, mode, backend, device)
     if out is not None:
-        np.savez(out, **{k: np.asarray(v) for k, v in result.items()})
+        np.savez(out, **{k: np.asarray(v) for k, v in result.items()})  # type: ignore[arg-type]
     msg = f"{len(x)} samples"
     if y is not None:
         msg += f", accuracy {(result['predictions'] == y).mean():.4f}"
@@ -266,6 +266,7 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
     from snnc.ir import load_graph, print_graph, save_params
     from snnc.pass_manager import (
         CalibrationData,
+        Instrument,
         PassContext,
         PassManager,
         PassTiming,
@@ -279,7 +280,7 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
         click.echo(pipeline_string(passes))
         return
     graph = load_graph(file)
-    instruments = []
+    instruments: list[Instrument] = []
     if print_ir_after:
         instruments.append(PrintIRAfter([s.strip() for s in print_ir_after.split(",")], sys.stdout))
     timing = PassTiming() if time_passes else None

@@ -86,10 +86,10 @@ def register_pass(name_or_cls: Any = None) -> Any:
     def decorate(obj: Any) -> Any:
         if isinstance(obj, type):
             if isinstance(name_or_cls, str):
-                obj.name = name_or_cls
+                obj.name = name_or_cls  # type: ignore[attr-defined]
             return register_class(obj)
         fn = obj
-        cls = dataclass(frozen=True)(
+        cls: type[Pass] = dataclass(frozen=True)(
             type(
                 f"FunctionPass_{fn.__name__}",
                 (Pass,),

@@ -93,8 +93,8 @@ def to_nir(graph: Graph, dt: float = DT):
         nodes[name] = nir.Input(input_type={"input": np.array(t.shape)})
         rename[name] = name
     for node in graph.nodes:
-        op, t = node.op, node.type
-        assert t is not None
+        op = node.op
+        t = graph.value_type(node.name)
         p = {role: graph.params[key] for role, key in node.params.items()}
         src = [rename[v] for v in node.inputs]
         if isinstance(op, (O.Encode, O.Identity, O.Dropout, O.Readout)):

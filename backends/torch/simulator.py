@@ -7,6 +7,7 @@ This is the reference every other backend and every pass is checked against
 from __future__ import annotations
 
 import math
+from typing import Any
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -80,7 +81,7 @@ class GraphModule(nn.Module):
         g = self.graph
         n = x.shape[0]
         state: dict[str, dict[str, torch.Tensor]] = {}
-        sums = {v: 0.0 for v in record}
+        sums: dict[str, Any] = {v: 0.0 for v in record}
         spikes = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if _emits_events(nd)}
         sops = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
         macs = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
@@ -126,9 +127,10 @@ class GraphModule(nn.Module):
                 sums[v] = sums[v] + env[v].detach()
             acc = acc + env[readout.inputs[0] if readout else out_name]
             logits_t = acc / (t + 1)
-            if readout is not None and readout.op.exit_rule is not O.ExitRule.NONE:
+            rule = readout.op.exit_rule if readout is not None else O.ExitRule.NONE  # type: ignore[attr-defined]
+            if readout is not None and rule is not O.ExitRule.NONE:
                 thresholds = self.params_of(readout)["exit_thresholds"]
-                score = exit_score(readout.op.exit_rule, logits_t)
+                score = exit_score(rule, logits_t)
                 thr = thresholds[min(t, thresholds.numel() - 1)]
                 newly = (~done) & (score > thr)
                 if final is None:
@@ -360,7 +362,9 @@ class TorchSimulator:
     @torch.no_grad()
     def run_snn(self, graph: Graph, x, timesteps: int, record: Sequence[str] = ()) -> SimResult:
         m = self.module(graph)
-        logits, steps, rec = [], [], {v: [] for v in record}
+        logits: list[np.ndarray] = []
+        steps: list[np.ndarray] = []
+        rec: dict[str, list[np.ndarray]] = {v: [] for v in record}
         spikes: dict[str, float] = {}
         sops: dict[str, float] = {}
         macs: dict[str, float] = {}

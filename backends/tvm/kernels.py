@@ -157,7 +157,9 @@ class LayerKernel:
 
     Shapes exclude the batch: ``(n,)`` for vectors, ``(H, W, C)`` channels-last for maps.
     ``batch=None`` makes the batch size symbolic (one kernel for every batch size, parallel over
-    samples); ``batch=1`` parallelises a linear/conv layer over output-channel slices instead.
+    samples).  ``batch=1`` runs serially, except that a large linear/conv layer is parallelised
+    over output-channel slices: ``slices`` forces their number (1: serial), ``None`` chooses
+    (:meth:`slice_plan`).  The weight-stationary CSC layout is always split into slices.
     """
 
     op: Op
@@ -172,6 +174,7 @@ class LayerKernel:
     neuron: NeuronSpec | None = None
     readout: bool = False
     device: Device = Device.CPU
+    slices: int | None = None
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -201,14 +204,29 @@ class LayerKernel:
         return self.epilogue is Epilogue.NEURON and self.neuron is not None and self.neuron.max_spikes > 1
 
     @property
-    def batch1_differs(self) -> bool:
-        """Whether the batch-1 kernel is built differently (channel slices) from the any-batch one."""
-        op = self.operands[0]
-        if self.device is Device.CUDA:
-            return False
-        if self.op not in (Op.LINEAR, Op.CONV2D) or (isinstance(op, Events) and op.layout is Layout.CSC):
-            return False
-        return channel_slices(self.channels, MIN_SLICE)[0] > 1
+    def work(self) -> int:
+        """Multiply-accumulates of the dense layer per sample (sizes the parallelism)."""
+        if self.op is Op.LINEAR:
+            return self.in_shape[0] * self.n_out
+        if self.op is Op.CONV2D:
+            kh, kw = self.geometry.kernel
+            return self.n_out * self.in_shape[2] * kh * kw
+        return self.n_out
+
+    def slice_plan(self) -> tuple[int, int]:
+        """(number of output-channel slices run in parallel, channels per slice); (1, C) means
+        no channel parallelism.  Automatic at batch 1: slices of at least MIN_SLICE channels
+        when the layer has at least PARALLEL_WORK multiply-accumulates (below that, a parallel
+        launch, ~5 µs, costs more than it saves)."""
+        csc = isinstance(self.operands[0], Events) and self.operands[0].layout is Layout.CSC
+        sliceable = self.device is Device.CPU and (csc or (self.batch == 1 and self.op in (Op.LINEAR, Op.CONV2D)))
+        if not sliceable:
+            return 1, self.channels
+        if self.slices is not None:
+            return self.slices, self.channels // self.slices
+        if not csc and self.work < PARALLEL_WORK:
+            return 1, self.channels
+        return channel_slices(self.channels, MIN_SLICE)
 
     def arg_names(self) -> list[str]:
         """The kernel's positional arguments, in order (see ``format.md`` for their shapes)."""
@@ -276,23 +294,14 @@ def linear_kernel(
     neuron: NeuronSpec | None = None,
     readout: bool = False,
     device: Device = Device.CPU,
+    slices: int | None = None,
 ) -> LayerKernel:
     """Event linear layer: ``acc[b] = bias + scale · Σ_k val_k · W[idx_k, :]`` with W stored [n_in, n_out]."""
     events = Events(n_in, layout, graded, val_dtype or precision.acc_dtype, scale)
     return LayerKernel(
-        Op.LINEAR,
-        (n_in,),
-        (n_out,),
-        (events,),
-        precision,
-        batch,
-        None,
-        bias,
-        epilogue,
-        neuron,
-        readout,
-        device,
-    )
+        Op.LINEAR, (n_in,), (n_out,), (events,), precision, batch, None, bias, epilogue, neuron, readout, device,
+        slices,
+    )  # fmt: skip
 
 
 def conv2d_kernel(
@@ -310,6 +319,7 @@ def conv2d_kernel(
     neuron: NeuronSpec | None = None,
     readout: bool = False,
     device: Device = Device.CPU,
+    slices: int | None = None,
 ) -> LayerKernel:
     """Event conv2d (scatter) on a channels-last ``(H, W, C_in)`` input; weights ``[C_in, KH, KW, C_out]``."""
     h, w, _ = in_shape
@@ -329,6 +339,7 @@ def conv2d_kernel(
         neuron,
         readout,
         device,
+        slices,
     )
 
 
@@ -392,6 +403,7 @@ def channel_slices(channels: int, min_width: int) -> tuple[int, int]:
 # Narrowest channel slice worth a thread: every slice re-reads the spike list (and, for a conv,
 # redoes each event's tap arithmetic), so a slice must hold at least 4 vectors of work.
 MIN_SLICE = 4 * LANES
+PARALLEL_WORK = 1 << 20  # multiply-accumulates of a batch-1 layer worth a parallel launch
 
 
 # ---------------------------------------------------------------------------------------
@@ -430,6 +442,8 @@ def _check(k: LayerKernel) -> None:
             raise ValueError("pooling keeps the channel count")
     if k.op is Op.ADD and k.in_shape != k.out_shape:
         raise ValueError("add keeps the shape")
+    if k.slices is not None and (k.slices < 1 or k.channels % k.slices or (k.slices > 1 and (k.channels // k.slices) % LANES)):
+        raise ValueError(f"{k.slices} slices do not split {k.channels} channels into multiples of {LANES}")
     if (k.epilogue is Epilogue.NEURON) != (k.neuron is not None):
         raise ValueError("a NEURON epilogue needs a NeuronSpec and only it takes one")
     if k.neuron is not None and k.neuron.max_spikes < 1:
@@ -611,19 +625,10 @@ class _Emitter:
         return (self.k.bias and not self.init_with_bias) or self.scaled
 
     # -- structure -----------------------------------------------------------------------
-    def slices(self) -> tuple[int, int]:
-        k = self.k
-        operand = k.operands[0]
-        if k.op is Op.LINEAR and isinstance(operand, Events) and operand.layout is Layout.CSC:
-            return channel_slices(k.channels, MIN_SLICE)
-        if k.batch == 1 and k.op in (Op.LINEAR, Op.CONV2D):
-            return channel_slices(k.channels, MIN_SLICE)
-        return 1, k.channels
-
     def emit(self) -> str:
         k, w = self.k, self.w
         self.signature()
-        n_slices, width = self.slices()
+        n_slices, width = k.slice_plan()
         csc = isinstance(k.operands[0], Events) and k.operands[0].layout is Layout.CSC
         batch_loop = "T.parallel" if self.B != "1" else "range"
         if n_slices > 1 or csc:

@@ -102,7 +102,7 @@ class _Builder:
         self.values[fxnode] = name
         return name
 
-    def alias(self, fxnode: fx.Node, arg: fx.Node) -> None:
+    def alias(self, fxnode: fx.Node, arg: Any) -> None:
         self.values[fxnode] = self.value(arg, fxnode)
 
 
@@ -226,7 +226,9 @@ def _cat(b: _Builder, node: fx.Node, tensors: Any, dim: int) -> str:
 
 
 def _call_module(b: _Builder, node: fx.Node, mod: nn.Module, path: str) -> None:
-    x = b.value(node.args[0], node) if node.args else None
+    if not node.args:
+        raise _unsupported(f"module {type(mod).__name__} called without a tensor input", node, path)
+    x = b.value(node.args[0], node)
     pre = f"{path}."
     loc = _location(node, path)
     if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
@@ -397,7 +399,7 @@ def import_exported(ep: Any, name: str = "model") -> Graph:
     b = _Builder(name, lambda key: ep.state_dict[key])
     tensors: dict[fx.Node, tuple[str, torch.Tensor]] = {}  # parameter nodes: (source name, tensor)
 
-    def tensor(arg: Any, node: fx.Node) -> torch.Tensor | None:
+    def tensor(arg: Any, node: fx.Node) -> Any:  # a parameter tensor, or None for an absent one
         if arg is None:
             return None
         if isinstance(arg, fx.Node) and arg in tensors:

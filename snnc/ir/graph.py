@@ -107,10 +107,10 @@ class Graph:
         for name, t in self.inputs:
             if name == value:
                 return t
-        t = self.node(value).type
-        if t is None:
+        node_type = self.node(value).type
+        if node_type is None:
             raise VerifyError(f"%{value} has no type; run type inference first")
-        return t
+        return node_type
 
     def param_shapes(self, node: Node) -> dict[str, tuple[int, ...]]:
         return {role: tuple(self.params[key].shape) for role, key in node.params.items() if key in self.params}
