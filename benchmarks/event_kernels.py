@@ -15,7 +15,7 @@ in the last-level cache, which an SNN loop does not see).  Weights are standard 
 subnormals).  Writes ``benchmarks/results/event_kernels.json`` and ``docs/img/event_kernels.png``.
 
     python benchmarks/event_kernels.py            # full run, a few minutes on 2 cores
-    python benchmarks/event_kernels.py --quick    # smoke run, under a minute
+    python benchmarks/event_kernels.py --quick    # smoke run, under a minute (event_kernels_quick.*)
 """
 
 from __future__ import annotations
@@ -45,6 +45,8 @@ from snnc.backends.tvm.kernels import Layout, Precision, linear_kernel  # noqa: 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "event_kernels.json"
 PLOT = ROOT / "docs" / "img" / "event_kernels.png"
+QUICK_RESULTS = ROOT / "benchmarks" / "results" / "event_kernels_quick.json"  # smoke runs keep the real ones
+QUICK_PLOT = ROOT / "benchmarks" / "results" / "event_kernels_quick.png"
 
 FULL = {"sizes": (1024, 4096), "batches": (1, 32), "densities": (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)}
 QUICK = {"sizes": (1024,), "batches": (1, 32), "densities": (0.01, 0.1, 0.5)}
@@ -101,9 +103,11 @@ FOREIGN_OK = 0.15  # CPUs of other processes tolerated during a timed block
 RETRIES = 3
 
 
-def run_rounds(methods: dict[str, Callable[[int], object]], rounds: int, budget_s: float) -> dict[str, dict]:
+def run_rounds(
+    methods: dict[str, Callable[[int], object]], rounds: int, budget_s: float, retries: int = RETRIES
+) -> dict[str, dict]:
     """Interleave the methods in ``rounds`` rounds (random order), each given about ``budget_s``
-    per round.  A block timed while other processes used the CPU is retried (up to RETRIES
+    per round.  A block timed while other processes used the CPU is retried (up to ``retries``
     times; the quietest attempt is kept).  Returns a summary per method, with the largest
     foreign load among the kept blocks (``foreign_cpus``; > FOREIGN_OK marks a noisy result)."""
     samples: dict[str, list[float]] = {m: [] for m in methods}
@@ -118,7 +122,7 @@ def run_rounds(methods: dict[str, Callable[[int], object]], rounds: int, budget_
         random.shuffle(order)
         for name in order:
             best: tuple[list[float], float] | None = None
-            for _attempt in range(RETRIES):
+            for _attempt in range(retries):
                 times, load = timed_block(methods[name], calls[name])
                 if best is None or load < best[1]:
                     best = (times, load)
@@ -134,7 +138,7 @@ def run_rounds(methods: dict[str, Callable[[int], object]], rounds: int, budget_
 # bandwidth
 
 
-def read_bandwidth(mbytes: int = 256, repeats: int = 7) -> dict:
+def read_bandwidth(mbytes: int = 256, repeats: int = 7, retries: int = RETRIES) -> dict:
     """Read bandwidth (B/s) of a streaming TVM kernel: the fp32 event kernel with every row of a
     ``mbytes`` weight matrix active, so it reads the whole matrix once per call."""
     n_out = 4096
@@ -147,7 +151,7 @@ def read_bandwidth(mbytes: int = 256, repeats: int = 7) -> dict:
     out = tvm.runtime.empty((1, n_out), "float32")
     fn(ptr, idx, w, out)
     best: tuple[list[float], float] | None = None
-    for _ in range(RETRIES):
+    for _ in range(retries):
         times, load = timed_block(lambda i: fn(ptr, idx, w, out), repeats)
         if best is None or load < best[1]:
             best = (times, load)
@@ -238,7 +242,9 @@ def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng)
         methods["tvm_csc_f32"] = lambda i: k["tvm_csc_f32"](*p.csc[i % npat], tw32, out32)
         methods["tvm_csc_i8"] = lambda i: k["tvm_csc_i8"](*p.csc[i % npat], tw8, out_i)
         methods["torch_int_mm_i8"] = lambda i: torch._int_mm(p.dense_i8[i % npat], torch_w8)
-    stats = run_rounds(methods, rounds=3 if quick else 4, budget_s=0.05 if quick else 0.15)
+    stats = run_rounds(
+        methods, rounds=3 if quick else 4, budget_s=0.05 if quick else 0.15, retries=1 if quick else RETRIES
+    )
     bound = {
         "csr_f32_s": p.rows_touched * n * 4 / bw,
         "csr_i8_s": p.rows_touched * n / bw,
@@ -415,7 +421,7 @@ def network_cases(batch: int = 32) -> list[NetworkCase]:
 
 
 def bench_networks(
-    cases: list[NetworkCase], batches=(1, 32), rounds: int = 3, budget_s: float = 0.5
+    cases: list[NetworkCase], batches=(1, 32), rounds: int = 3, budget_s: float = 0.5, retries: int = RETRIES
 ) -> list[dict]:
     """Time the TVM runtime against each case's torch simulation: seconds per sample and per
     timestep (medians, p10/p90), at each batch size, with the measured spike density."""
@@ -446,7 +452,7 @@ def bench_networks(
                     "tvm": lambda i, x=x, b=batch, rt=rt, T=case.timesteps: rt.run(x, T, batch_size=b),
                     "torch": lambda i, x=x, f=case.torch_run, T=case.timesteps: f(x, T),
                 }
-                stats = run_rounds(methods, rounds, budget_s)
+                stats = run_rounds(methods, rounds, budget_s, retries)
                 scale = 1.0 / (len(x) * case.timesteps)
                 per = {
                     m: {k: (v * scale if k.endswith("_s") else v) for k, v in st.items() if k != "calls"}
@@ -575,18 +581,25 @@ def wait_idle(max_s: float) -> float:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (under a minute)")
+    ap.add_argument(
+        "--threads", type=int, default=THREADS, help=f"threads for TVM and torch (default {THREADS})"
+    )
     ap.add_argument("--no-networks", action="store_true", help="skip part (b), the whole networks")
-    ap.add_argument("--json", type=Path, default=RESULTS, help=f"results file (default {RESULTS})")
-    ap.add_argument("--plot", type=Path, default=PLOT, help=f"plot file (default {PLOT})")
+    ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
+    ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
-    torch.set_num_threads(THREADS)
+    args.json = args.json or (QUICK_RESULTS if args.quick else RESULTS)
+    args.plot = args.plot or (QUICK_PLOT if args.quick else PLOT)
+    # TVM reads TVM_NUM_THREADS at its first parallel call, which has not happened yet
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
     random.seed(0)
     cfg = QUICK if args.quick else FULL
     t0 = time.perf_counter()
-    load = wait_idle(5 if args.quick else 60)
+    load = wait_idle(0 if args.quick else 60)
     if load > FOREIGN_OK:
         print(f"warning: other processes use {load:.2f} CPUs; timings will be noisy (rows marked NOISY)")
-    bw = read_bandwidth(64 if args.quick else 256)
+    bw = read_bandwidth(64, retries=1) if args.quick else read_bandwidth(256)
     print(
         f"read bandwidth (TVM streaming kernel, {tvm.runtime.num_threads()} threads): median "
         f"{bw['median_Bps'] / 1e9:.1f} GB/s, best {bw['p90_Bps'] / 1e9:.1f} GB/s (used for the bound)"
@@ -597,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_networks:
         networks = []
     elif args.quick:
-        networks = bench_networks(network_cases(batch=8), batches=(1, 8), rounds=1, budget_s=0.05)
+        networks = bench_networks(network_cases(batch=8), batches=(1, 8), rounds=1, budget_s=0.05, retries=1)
     else:
         networks = bench_networks(network_cases(batch=32), batches=(1, 32), rounds=3)
     result = {

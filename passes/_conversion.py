@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 
 WEIGHTED = (O.Conv1d, O.Conv2d, O.Linear)
+OpT = TypeVar("OpT")
 ACTIVATIONS = (O.Relu, O.Clip)
 MAX_VALUES_PER_CHANNEL = 200_000  # subsample beyond this for percentile / grid searches
 
@@ -91,6 +93,11 @@ def positive_or(values: np.ndarray, fallback: float) -> np.ndarray:
 # neurons
 
 
+def with_attrs(op: OpT, **changes: Any) -> OpT:
+    """A copy of the (frozen dataclass) op with some attributes changed."""
+    return dataclasses.replace(op, **changes)  # type: ignore[type-var]
+
+
 def neuron_vector(graph: Graph, node: Node, role: str) -> np.ndarray:
     """Effective per-channel value of a neuron attribute (attribute × optional parameter)."""
     assert node.type is not None  # internal: the pass manager verifies graphs between passes
@@ -107,10 +114,10 @@ def set_neuron_vector(graph: Graph, node: Node, role: str, value: np.ndarray) ->
     per-channel parameter ``<node>.<role>`` with the attribute set to 1."""
     value = np.asarray(value, dtype=np.float64).reshape(-1)
     if np.all(value == value[0]):
-        node.op = dataclasses.replace(node.op, **{role: float(value[0])})
+        node.op = with_attrs(node.op, **{role: float(value[0])})
         node.params.pop(role, None)
         return
-    node.op = dataclasses.replace(node.op, **{role: 1.0})
+    node.op = with_attrs(node.op, **{role: 1.0})
     key = node.params.get(role)
     if key is None or uses(graph, key) > 1:
         key = graph.fresh_param(f"{node.name}.{role}")

@@ -24,7 +24,6 @@ fold-thresholds after it), calibration data and a simulator.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -41,6 +40,7 @@ from snnc.passes._conversion import (
     scale_threshold,
     subsample,
     sym_kl,
+    with_attrs,
 )
 
 from snnc.errors import PassError
@@ -124,5 +124,5 @@ class AdaFire(Pass):
 
 
 def _set_burst(graph: Graph, node: Node, phi: int, factor: np.ndarray) -> None:
-    node.op = dataclasses.replace(node.op, max_spikes=phi)
+    node.op = with_attrs(node.op, max_spikes=phi)
     scale_threshold(graph, node, factor)

@@ -25,13 +25,12 @@ Requires: a readout (lower-neurons), labelled calibration data, a simulator.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import first_samples, softmax
+from snnc.passes._conversion import first_samples, softmax, with_attrs
 
 from snnc.errors import PassError
 from snnc.ir import Graph
@@ -67,7 +66,7 @@ class AdaptiveTimesteps(Pass):
         x, y = first_samples(ctx, self.name, self.batches, labelled=True)
         T = ctx.timesteps
         plain = graph.copy()
-        plain.node(readouts[0].name).op = dataclasses.replace(readouts[0].op, exit_rule=O.ExitRule.NONE)
+        plain.node(readouts[0].name).op = with_attrs(readouts[0].op, exit_rule=O.ExitRule.NONE)
         plain.node(readouts[0].name).params.pop("exit_thresholds", None)
         uncertainty = np.empty(T)
         scores = np.empty((T, len(x)))
@@ -85,7 +84,7 @@ class AdaptiveTimesteps(Pass):
         key = readout.params.get("exit_thresholds") or graph.fresh_param(f"{readout.name}.exit_thresholds")
         graph.params[key] = tau.astype(np.float32)
         readout.params["exit_thresholds"] = key
-        readout.op = dataclasses.replace(readout.op, exit_rule=self.metric)
+        readout.op = with_attrs(readout.op, exit_rule=self.metric)
         graph.infer_types()
         steps, accuracy = _simulate_exit(scores, correct, tau)
         ctx.results[self.name] = {

@@ -1,32 +1,38 @@
 """d2e-calibrate: surrogate-to-spike calibration with adaptive threshold scaling.
 
-A direct-coded SNN's thresholds were tuned, by surrogate-gradient training, for the analog
-drive of direct coding.  Under event input each layer sees a different drive (noisier for
-rate coding, front-loaded for phase coding, one pulse per input for TTFS), so its neurons
-fire more or less than they did, and the error compounds layer by layer.
+A direct-coded SNN's thresholds were tuned, by surrogate-gradient training, for the smooth
+analog drive of direct coding.  Under event input each layer sees a different drive (in
+bursts of whole weights, noisier for rate coding, front-loaded for phase coding, one pulse
+per input for TTFS), so its neurons fire more or less than they did, and the error
+compounds layer by layer.
 
-For every neuron layer in graph order (a progress bar counts them), on the first
-``samples`` calibration inputs:
+For every spiking layer of the source network in graph order (input encoders and neurons
+read by their membrane are left alone; a progress bar counts layers), on the first
+``samples`` calibration inputs (no labels needed):
 
-1. the teacher (the direct-coded graph kept by d2e-encode) gives each channel's firing
-   rate r_d[c] (spikes per neuron and step, over samples, positions and steps);
-2. under event input, with the layers before it already calibrated, the channel's rate is a
-   monotonic (non-increasing) function r_e[c](k) of a factor k that scales its threshold;
-   the pass fits that map by bisection on log2 k in [−``range-log2``, +``range-log2``]
-   (``iterations`` simulations, all channels of the layer at once, since a channel's rate
-   depends only on its own threshold and on the layers before it);
-3. the threshold becomes v_th[c]·k[c] with r_e[c](k[c]) = r_d[c] (adaptive threshold
-   scaling), so the layer keeps the teacher's firing distribution.  A channel that cannot
-   reach its target within the range gets the bound.  With ``per-channel=false`` one k per
-   layer matches the layer's mean rate.
+1. the teacher (the direct-coded graph d2e-encode kept) gives, per channel c, the activity
+   a_d[c] of that layer under direct coding (spikes per neuron and step);
+2. under event input, with the layers before it already calibrated, the channel's activity
+   is a monotonic (non-increasing) function a_e[c](k) of a factor k on its threshold; the
+   pass fits that map on log2 k in [−``range-log2``, +``range-log2``] with ``steps``
+   simulations per layer (all channels at once: a channel depends only on its own
+   threshold and on the layers before it);
+3. the threshold becomes v_th[c]·k[c] (adaptive threshold scaling), where k[c]
+   * ``objective=rate`` (default): solves a_e[c](k) = a_d[c] by bisection, so each channel
+     keeps its firing rate and the layer its firing distribution;
+   * ``objective=counts``: minimises, over a grid that includes k = 1, the squared
+     difference of each neuron's spike count sample by sample (the per-sample response,
+     not just its average).
+   A channel that cannot reach its target within the range gets the bound.  With
+   ``per-channel=false`` one k per layer matches the layer's mean.
 
 The neurons' output scale is left alone: a spike still carries the weight the next layer
-was trained for, only how often it comes changes.
+was trained for; only how often it comes changes.
 Changes: the neurons' effective ``v_th`` (per channel: a parameter ``<node>.v_th``).
-Preserves: the structure and every other parameter.  Reports per layer the teacher's rate,
-the event rate before and after, and the mean factor.
-Requires: d2e-encode earlier in the pipeline (it keeps the teacher), calibration inputs
-(labels not needed) and a simulator.
+Preserves: the structure and every other parameter.  Reports per layer the direct-coded
+rate, the event rate before and after, and the geometric-mean factor.
+Requires: d2e-encode earlier in the pipeline (it keeps the teacher), calibration inputs and
+a simulator.
 """
 
 from __future__ import annotations
@@ -81,15 +87,15 @@ class D2ECalibrate(Pass):
         report: dict[str, dict[str, float]] = {}
         with ctx.track(self.name, len(layers)) as bar:
             for neuron in layers:
-                fit = Fit(self, graph, neuron, sim, x, timesteps)
+                search = _ThresholdSearch(self, graph, neuron, sim, x, timesteps)
                 if self.objective is Objective.RATE:
-                    log_k = fit.match_rates(self._rates(graph, neuron, direct[neuron.name]))
+                    log_k = search.match_rates(channel_rates(graph, neuron, direct[neuron.name]))
                 else:
-                    log_k = fit.match_counts(direct[neuron.name])
-                reached = fit.rates_at(log_k)
+                    log_k = search.match_counts(direct[neuron.name])
+                reached = search.rates_at(log_k)  # also leaves the threshold at the chosen factor
                 report[neuron.name] = {
-                    "direct_rate": float(self._rates(graph, neuron, direct[neuron.name]).mean()),
-                    "event_rate_before": float(self._rates(graph, neuron, before[neuron.name]).mean()),
+                    "direct_rate": float(channel_rates(graph, neuron, direct[neuron.name]).mean()),
+                    "event_rate_before": float(channel_rates(graph, neuron, before[neuron.name]).mean()),
                     "event_rate_after": float(reached.mean()),
                     "threshold_factor": float(np.exp2(np.mean(log_k))),
                 }
@@ -97,12 +103,13 @@ class D2ECalibrate(Pass):
         graph.infer_types()
         ctx.results[self.name] = {"objective": self.objective.value, "samples": len(x), "layers": report}
 
-    def _rates(self, graph: Graph, neuron: Node, recorded: np.ndarray) -> np.ndarray:
-        """Per-channel firing rate (spikes per neuron and step) from a recorded mean output."""
-        return channel_mean(recorded) / neuron_vector(graph, neuron, "out_scale")
+
+def channel_rates(graph: Graph, neuron: Node, recorded: np.ndarray) -> np.ndarray:
+    """Per-channel firing rate (spikes per neuron and step) from a neuron's recorded mean output."""
+    return channel_mean(recorded) / neuron_vector(graph, neuron, "out_scale")
 
 
-class Fit:
+class _ThresholdSearch:
     """The threshold search of one neuron layer: sets v_th = base·2^log_k and simulates."""
 
     def __init__(self, opts: D2ECalibrate, graph: Graph, neuron: Node, sim, x: np.ndarray, timesteps: int):
@@ -120,7 +127,7 @@ class Fit:
         return run.recorded[self.neuron.name]
 
     def rates_at(self, log_k: np.ndarray) -> np.ndarray:
-        return self.opts._rates(self.graph, self.neuron, self.outputs_at(log_k))
+        return channel_rates(self.graph, self.neuron, self.outputs_at(log_k))
 
     def match_rates(self, target: np.ndarray) -> np.ndarray:
         """Bisection on log2 k: the rate does not increase with the threshold."""

@@ -119,10 +119,13 @@ class D2EEncode(Pass):
     scheme: EventCode = EventCode.IF
     bits: int = 0  # phase: digits per window; 0 = the largest divisor of T that is at most 8
     input_max: float = 0.0  # if: the input value that fires every step; 0 = the calibration maximum
+    bursts: int = 1  # if: up to this many spikes per step, each worth input-max/bursts
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        if self.bits < 0 or self.input_max < 0:
-            raise PassError(f"d2e-encode: bits={self.bits} and input-max={self.input_max} must be >= 0")
+        if self.bits < 0 or self.input_max < 0 or self.bursts < 1:
+            raise PassError(
+                f"d2e-encode: bits={self.bits} and input-max={self.input_max} must be >= 0, bursts={self.bursts} >= 1"
+            )
         timesteps = ctx.timesteps
         if timesteps < 1:
             raise PassError(f"d2e-encode: timesteps={timesteps} must be >= 1")
@@ -136,7 +139,7 @@ class D2EEncode(Pass):
         if self.scheme is EventCode.IF:
             top = self.input_max or (float(x.max()) if x is not None and x.size and x.max() > 0 else 1.0)
             for encoder in encoders:
-                _insert_if_encoder(graph, encoder, top)
+                _insert_if_encoder(graph, encoder, top, self.bursts)
             result["input_max"] = top
         else:
             bits = self.bits or phase_bits(timesteps)
@@ -205,9 +208,12 @@ def _direct_encoder(graph: Graph, value: str) -> Node:
     return enc
 
 
-def _insert_if_encoder(graph: Graph, encoder: Node, top: float) -> None:
-    """encode{direct} -> neuron{if, soft reset, v_init 0.5, v_th = out_scale = top} -> users."""
-    op = O.Neuron(model=O.NeuronModel.IF, v_th=top, reset=O.Reset.SOFT, v_init=0.5, out_scale=top)
+def _insert_if_encoder(graph: Graph, encoder: Node, top: float, bursts: int) -> None:
+    """encode{direct} -> neuron{if, soft reset, v_init 0.5, v_th = out_scale = top/bursts} -> users."""
+    q = top / bursts
+    op = O.Neuron(
+        model=O.NeuronModel.IF, v_th=q, reset=O.Reset.SOFT, v_init=0.5, out_scale=q, max_spikes=bursts
+    )
     node = Node(graph.fresh_name(f"{encoder.name}_if"), op, (encoder.name,), loc=encoder.loc)
     graph.replace_uses(encoder.name, node.name)
     graph.insert_after(encoder, node)

@@ -2,26 +2,30 @@
 
 Trains the weights and biases of every synaptic layer (thresholds, leaks and the encoder stay
 as they are) for ``epochs`` passes over the labelled calibration data, with the event-driven
-forward of the simulator (the graph's own encoder, spikes made differentiable by a
-straight-through surrogate), Adam at ``lr`` with a cosine schedule, and the loss
+forward of the simulator (the graph's own encoder; spikes made differentiable by the
+simulator's straight-through surrogate), Adam at ``lr`` with a cosine schedule, and the loss
 
     α·CE(z_s, y) + (1 − α)·τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ)) + λ·r
 
-where z_s are the student's logits (the readout's mean over T), z_t the frozen direct-coded
-teacher's (the graph d2e-encode kept, run once at the same T), α = ``kd-alpha``,
-τ = ``temperature`` and r the mean firing rate of all neurons (spikes per neuron and step,
-every neuron counted once), weighted by λ = ``rate-l1``: an L1 penalty on spikes, which are
-non-negative.  This is self-distillation from the direct-coded teacher (the better
-documented D2E variant, research notes §1), with the spike-rate regularisation of snnc's
-four-step design.  A progress bar counts epochs.
+* z_s: the student's logits (the readout's mean over T); z_t: the frozen direct-coded
+  teacher's (the graph d2e-encode kept, run once at the same T); α = ``kd-alpha``,
+  τ = ``temperature``: self-distillation from the direct-coded teacher, the better
+  documented D2E variant (research notes §1);
+* r: the spike rate weighted by what spikes cost, an L1 penalty (spikes are >= 0) with
+  weight λ = ``rate-l1``: r = Σ_l w_l·r_l / Σ_l w_l, where r_l is layer l's mean spike count
+  per neuron and step and w_l the synapses its neurons drive (the dense MACs of the synaptic
+  ops that read it, through flatten / reshape / pooling), so r is the fraction of the
+  possible accumulates that happen.  A layer read only by the readout costs no synapse and
+  is not penalised; input encoders are left out (nothing upstream of them trains).
 
-Deterministic for a given ``seed`` (the batch order) on a given machine and thread count:
-nothing else is random (a rate encoder draws from its own seeded generator).
+A progress bar counts epochs.  Deterministic for a given ``seed`` (the batch order) on a
+given machine and thread count: nothing else is random (a rate encoder draws from its own
+seeded generator).
 Changes: the weight and bias tensors of the synaptic layers (new arrays under the same keys).
 Preserves: the structure, the neurons and the encoders.  Reports the loss, the running
-training accuracy and the firing rate of every epoch.
+training accuracy and r for every epoch.
 Requires: labelled calibration data (``y``), a simulator that can train, and d2e-encode
-earlier in the pipeline (for the teacher) unless ``kd-alpha`` = 1.
+earlier in the pipeline (it keeps the teacher) unless ``kd-alpha`` = 1.
 """
 
 from __future__ import annotations
@@ -32,13 +36,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 from snnc.passes._conversion import require_neurons
+from snnc.passes.count_ops import dense_macs
 from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
+from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 
 TRAINED_ROLES = ("weight", "bias")
+_PASS_THROUGH = (O.Flatten, O.Reshape, O.Identity, O.Dropout, O.MaxPool2d, O.SpikeMaxPool2d, O.Concat)
 
 
 def trainable_keys(graph: Graph) -> list[str]:
@@ -50,13 +57,31 @@ def trainable_keys(graph: Graph) -> list[str]:
     return keys
 
 
+def synapse_load(graph: Graph, neuron: Node) -> float:
+    """The synapses ``neuron``'s layer drives: the dense MACs of the synaptic ops reading its
+    spikes (through structure and pooling ops), shared among the operands of an add."""
+    total = 0.0
+    frontier, seen = [neuron.name], set()
+    while frontier:
+        value = frontier.pop()
+        for user in graph.users(value):
+            if user.name in seen:
+                continue
+            seen.add(user.name)
+            if user.op.synaptic:
+                total += dense_macs(graph, user) / len(user.inputs)
+            elif isinstance(user.op, _PASS_THROUGH):
+                frontier.append(user.name)
+    return total
+
+
 @register_pass
 @dataclass(frozen=True)
 class D2EFinetune(Pass):
     name: ClassVar[str] = "d2e-finetune"
-    epochs: int = 20
-    lr: float = 1e-3
-    rate_l1: float = 0.0
+    epochs: int = 30
+    lr: float = 2e-3
+    rate_l1: float = 1.0
     kd_alpha: float = 0.4
     temperature: float = 4.0
     seed: int = 0
@@ -67,7 +92,6 @@ class D2EFinetune(Pass):
         data = ctx.require_calibration(self.name, labelled=True)
         sim = ctx.require_simulator(self.name)
         require_neurons(graph, self.name)
-        layers = network_neurons(graph)
         timesteps = timesteps_of(ctx, graph)
         keys = trainable_keys(graph)
         if not keys:
@@ -79,7 +103,9 @@ class D2EFinetune(Pass):
         teacher = None
         if self.kd_alpha < 1.0:
             teacher = sim.run_snn(teacher_of(graph, self.name), x, timesteps).logits.astype(np.float32)
-        history = self._train(ctx, graph, sim, layers, keys, x, y, teacher, timesteps)
+        loads = {n.name: synapse_load(graph, n) for n in network_neurons(graph)}
+        loads = {k: v for k, v in loads.items() if v > 0}
+        history = self._train(ctx, graph, sim, keys, loads, x, y, teacher, timesteps)
         ctx.results[self.name] = {"epochs": self.epochs, "trained_tensors": len(keys), "history": history}
 
     def _check_options(self) -> None:
@@ -92,72 +118,72 @@ class D2EFinetune(Pass):
             problems.append(f"kd-alpha={self.kd_alpha} must be in [0, 1]")
         if not self.temperature > 0:
             problems.append(f"temperature={self.temperature} must be > 0")
-        if self.rate_l1 < 0:
+        if not self.rate_l1 >= 0:
             problems.append(f"rate-l1={self.rate_l1} must be >= 0")
         if self.batch_size < 1:
             problems.append(f"batch-size={self.batch_size} must be >= 1")
         if problems:
             raise PassError("d2e-finetune: " + "; ".join(problems))
 
-    def _train(
-        self, ctx, graph, sim, layers: list[Node], keys, x, y, teacher, timesteps
-    ) -> list[dict[str, Any]]:
+    def _train(self, ctx, graph, sim, keys, loads, x, y, teacher, timesteps) -> list[dict[str, Any]]:
+        """The training loop; writes the trained tensors back into ``graph``."""
         import torch
-        import torch.nn.functional as F
 
-        sizes = {n.name: float(n.type.numel) for n in layers if n.type is not None}
-        total = sum(sizes.values())
         rng = np.random.default_rng(self.seed)
-        steps = self.epochs * math.ceil(len(x) / self.batch_size)
         history: list[dict[str, Any]] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             module = sim.trainable(graph, keys)
-            params = [p for p in module.parameters() if p.requires_grad]
-            opt = torch.optim.Adam(params, lr=self.lr)
+            opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=self.lr)
+            steps = self.epochs * math.ceil(len(x) / self.batch_size)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-            tau, alpha = self.temperature, self.kd_alpha
             with ctx.track(self.name, self.epochs) as bar:
                 for epoch in range(self.epochs):
-                    loss_sum, correct, rate_sum, seen = 0.0, 0, 0.0, 0
+                    sums = {"loss": 0.0, "train_accuracy": 0.0, "spike_cost": 0.0}
                     order = rng.permutation(len(x))
                     for start in range(0, len(x), self.batch_size):
                         idx = order[start : start + self.batch_size]
                         logits, rates = sim.surrogate_run(module, x[idx], timesteps)
                         target = torch.as_tensor(y[idx], device=logits.device)
-                        loss = alpha * F.cross_entropy(logits, target)
-                        if teacher is not None:
-                            soft = torch.as_tensor(teacher[idx], device=logits.device) / tau
-                            kl = F.kl_div(
-                                F.log_softmax(logits / tau, 1),
-                                F.log_softmax(soft, 1),
-                                log_target=True,
-                                reduction="batchmean",
-                            )
-                            loss = loss + (1.0 - alpha) * tau * tau * kl
-                        rate = (
-                            sum(rates[n] * sizes[n] for n in sizes) / total if total else logits.new_zeros(())
+                        soft = (
+                            None if teacher is None else torch.as_tensor(teacher[idx], device=logits.device)
                         )
-                        loss = loss + self.rate_l1 * rate
+                        cost = self._spike_cost(rates, loads, logits)
+                        loss = self._distillation(logits, target, soft) + self.rate_l1 * cost
                         opt.zero_grad()
                         loss.backward()
                         opt.step()
                         sched.step()
-                        loss_sum += float(loss.detach()) * len(idx)
-                        correct += int((logits.argmax(1) == target).sum())
-                        rate_sum += float(rate.detach()) * len(idx)
-                        seen += len(idx)
-                    history.append(
-                        {
-                            "epoch": epoch + 1,
-                            "loss": loss_sum / seen,
-                            "train_accuracy": correct / seen,
-                            "firing_rate": rate_sum / seen,
-                        }
-                    )
+                        sums["loss"] += float(loss.detach()) * len(idx)
+                        sums["train_accuracy"] += float((logits.argmax(1) == target).sum())
+                        sums["spike_cost"] += float(cost.detach()) * len(idx)
+                    history.append({"epoch": epoch + 1} | {k: v / len(x) for k, v in sums.items()})
                     bar.advance()
             trained = sim.read_params(module, keys)
         for key, value in trained.items():
             graph.params[key] = value
-        graph.infer_types()
         return history
+
+    def _distillation(self, logits, target, teacher):
+        """α·CE(z_s, y) + (1 − α)·τ²·KL(softmax(z_t/τ) ‖ softmax(z_s/τ)) (the CE term alone without a teacher)."""
+        import torch.nn.functional as F
+
+        loss = self.kd_alpha * F.cross_entropy(logits, target)
+        if teacher is None:
+            return loss
+        tau = self.temperature
+        kl = F.kl_div(
+            F.log_softmax(logits / tau, 1),
+            F.log_softmax(teacher / tau, 1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        return loss + (1.0 - self.kd_alpha) * tau * tau * kl
+
+    @staticmethod
+    def _spike_cost(rates, loads: dict[str, float], logits):
+        """Σ_l w_l·r_l / Σ_l w_l: the fraction of the possible accumulates that spikes cause."""
+        total = sum(loads.values())
+        if not total:
+            return logits.new_zeros(())
+        return sum(rates[name] * (w / total) for name, w in loads.items())

@@ -22,12 +22,11 @@ Requires: ``lower-neurons`` (no relu / clip / batchnorm left).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import WEIGHTED, neuron_vector, store_param
+from snnc.passes._conversion import WEIGHTED, neuron_vector, store_param, with_attrs
 
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
@@ -144,7 +143,7 @@ class _Folder:
             w = w * s_in.reshape(1, -1) / s_out.reshape(-1, 1)
         else:
             per_in = self._per_channel_input(node, 0)
-            groups = node.op.groups
+            groups = node.op.groups  # type: ignore[attr-defined]
             cin_g = w.shape[1]
             cout_g = w.shape[0] // groups
             # input channel of weight [o, j] is group(o)·cin_g + j
@@ -190,7 +189,7 @@ class _Folder:
                     "a per-channel reset potential cannot be expressed"
                 )
             changes["v_reset"] = op.v_reset / float(theta[0])
-        node.op = dataclasses.replace(op, **changes)
+        node.op = with_attrs(op, **changes)
         node.params.pop("v_th", None)
         node.params.pop("out_scale", None)
         self.scale[node.name] = _expand(sigma, self.shape[node.name])

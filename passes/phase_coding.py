@@ -121,7 +121,7 @@ class PhaseCoding(Pass):
         (None: constant over time: the direct-coded input and what is computed from it alone)."""
         arrive: dict[str, int | None] = {name: None for name, _ in graph.inputs}
         for node in list(graph.nodes):
-            timed = {arrive[v] for v in node.inputs} - {None}
+            timed = {w for w in (arrive[v] for v in node.inputs) if w is not None}
             if len(timed) > 1:
                 raise UnsupportedError(
                     f"phase-coding: the operands of {node.op.name} %{node.name} arrive in windows {sorted(timed)}; "

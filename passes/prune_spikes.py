@@ -65,7 +65,7 @@ class PruneSpikes(Pass):
                 continue
             readers = _readers(graph, n)
             producer = graph.producer(n.inputs[0])
-            if readers is None or not _prunable_producer(graph, producer, n):
+            if readers is None or producer is None or not _prunable_producer(graph, producer, n):
                 continue
             keep = np.flatnonzero(~dead)
             _prune(graph, producer, n, readers, keep)
@@ -83,8 +83,8 @@ class PruneSpikes(Pass):
                      f"({sum(removed.values())} channels in {len(removed)} layers)")
 
 
-def _prunable_producer(graph: Graph, producer: Node | None, neuron: Node) -> bool:
-    if producer is None or not isinstance(producer.op, WEIGHTED) or only_user(graph, producer.name) is not neuron:
+def _prunable_producer(graph: Graph, producer: Node, neuron: Node) -> bool:
+    if not isinstance(producer.op, WEIGHTED) or only_user(graph, producer.name) is not neuron:
         return False
     return getattr(producer.op, "groups", 1) == 1
 

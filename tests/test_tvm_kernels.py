@@ -78,7 +78,10 @@ def test_linear_events(precision, layout, batch, graded):
     n_in, n_out = 70, 128 if batch == 1 else 83  # 128 splits into channel slices at batch 1
     nb = 1 if batch == 1 else 5
     acc_dt = precision.acc_dtype
-    kernel = linear_kernel(n_in, n_out, batch=batch, precision=precision, layout=layout, graded=graded)
+    slices = 2 if batch == 1 else None  # force the channel-slice form (automatic only for big layers)
+    kernel = linear_kernel(
+        n_in, n_out, batch=batch, precision=precision, layout=layout, graded=graded, slices=slices
+    )
     w = weights(rng, (n_in, n_out), precision)
     for density in DENSITIES:
         s = spikes(rng, (nb, n_in), density, 3 if graded else 1)
@@ -116,7 +119,15 @@ def test_conv2d_events(geometry, batch, precision):
     in_shape, co = (9, 7, 3), 128  # 128 channels: two 64-wide slices at batch 1
     nb = 1 if batch == 1 else 3
     graded = precision is Precision.FLOAT32
-    kernel = conv2d_kernel(in_shape, co, geometry, batch=batch, precision=precision, graded=graded)
+    kernel = conv2d_kernel(
+        in_shape,
+        co,
+        geometry,
+        batch=batch,
+        precision=precision,
+        graded=graded,
+        slices=2 if batch == 1 else None,
+    )
     w = weights(rng, (3, *geometry.kernel, co), precision)
     for density in DENSITIES:
         x = spikes(rng, (nb, *in_shape), density, 2 if graded else 1)
@@ -297,8 +308,9 @@ def test_linear_with_fused_neuron_and_readout(batch):
     nb, n_in, n_out = (1 if batch == 1 else 3), 50, 128
     spec = NeuronSpec(Reset.SOFT, leak=True)
     kernel = linear_kernel(
-        n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True
-    )
+        n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True,
+        slices=2 if batch == 1 else None,
+    )  # fmt: skip
     w = (0.3 * rng.standard_normal((n_in, n_out))).astype(np.float32)
     bias = rng.uniform(0, 0.2, n_out).astype(np.float32)
     vth, beta = np.full(n_out, 1.0, np.float32), np.full(n_out, 0.9, np.float32)

@@ -25,15 +25,34 @@ DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits"
 @pytest.fixture(scope="module")
 def tvm_mlp(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tvm") / "mlp"
-    r = CliRunner().invoke(main, ["compile", str(DIGITS / "mlp.pt2"), "--calib", str(DIGITS / "train.npz"),
-                                  "-T", "6", "--target", "tvm", "-o", str(out)])
+    r = CliRunner().invoke(
+        main,
+        [
+            "compile",
+            str(DIGITS / "mlp.pt2"),
+            "--calib",
+            str(DIGITS / "train.npz"),
+            "-T",
+            "6",
+            "--target",
+            "tvm",
+            "-o",
+            str(out),
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
 
 def test_tvm_artifact_has_the_runtime_files(tvm_mlp):
-    for name in ("graph.snnir", "params.safetensors", "report.json", "tvm/lib.so", "tvm/graph.json",
-                 "tvm/params.safetensors"):
+    for name in (
+        "graph.snnir",
+        "params.safetensors",
+        "report.json",
+        "tvm/lib.so",
+        "tvm/graph.json",
+        "tvm/params.safetensors",
+    ):
         assert (tvm_mlp / name).exists(), name
     report = json.loads((tvm_mlp / "report.json").read_text())
     assert report["target"] == "tvm"
@@ -69,8 +88,21 @@ def test_tvm_artifact_runs_without_torch(tvm_mlp, tmp_path):
 
 
 def test_cnn_with_gated_maxpool_is_refused_with_the_fix(tmp_path):
-    r = CliRunner().invoke(main, ["compile", str(DIGITS / "cnn.pt2"), "--calib", str(DIGITS / "train.npz"),
-                                  "-T", "4", "--target", "tvm", "-o", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "compile",
+            str(DIGITS / "cnn.pt2"),
+            "--calib",
+            str(DIGITS / "train.npz"),
+            "-T",
+            "4",
+            "--target",
+            "tvm",
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
     assert r.exit_code == 2
     assert "spike_maxpool" in r.output and "maxpool=avg" in r.output
     assert not (tmp_path / "o").exists()

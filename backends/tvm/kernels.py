@@ -219,7 +219,9 @@ class LayerKernel:
         when the layer has at least PARALLEL_WORK multiply-accumulates (below that, a parallel
         launch, ~5 µs, costs more than it saves)."""
         csc = isinstance(self.operands[0], Events) and self.operands[0].layout is Layout.CSC
-        sliceable = self.device is Device.CPU and (csc or (self.batch == 1 and self.op in (Op.LINEAR, Op.CONV2D)))
+        sliceable = self.device is Device.CPU and (
+            csc or (self.batch == 1 and self.op in (Op.LINEAR, Op.CONV2D))
+        )
         if not sliceable:
             return 1, self.channels
         if self.slices is not None:
@@ -442,7 +444,9 @@ def _check(k: LayerKernel) -> None:
             raise ValueError("pooling keeps the channel count")
     if k.op is Op.ADD and k.in_shape != k.out_shape:
         raise ValueError("add keeps the shape")
-    if k.slices is not None and (k.slices < 1 or k.channels % k.slices or (k.slices > 1 and (k.channels // k.slices) % LANES)):
+    if k.slices is not None and (
+        k.slices < 1 or k.channels % k.slices or (k.slices > 1 and (k.channels // k.slices) % LANES)
+    ):
         raise ValueError(f"{k.slices} slices do not split {k.channels} channels into multiples of {LANES}")
     if (k.epilogue is Epilogue.NEURON) != (k.neuron is not None):
         raise ValueError("a NEURON epilogue needs a NeuronSpec and only it takes one")

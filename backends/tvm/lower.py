@@ -54,7 +54,9 @@ def legality(graph: Graph) -> list[str]:
             if src is None or not isinstance(src.op, FUSABLE) or len(graph.users(src.name)) != 1:
                 problems.append(f"neuron %{node.name}: must follow a linear/conv/pool/add that feeds only it")
         elif isinstance(op, O.Readout) and op.exit_rule is not O.ExitRule.NONE:
-            problems.append(f"readout %{node.name}: early exit (adaptive-timesteps) runs on the torch target only")
+            problems.append(
+                f"readout %{node.name}: early exit (adaptive-timesteps) runs on the torch target only"
+            )
         elif isinstance(op, O.Conv2d) and op.groups != 1:
             problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
         elif isinstance(op, (O.AvgPool2d, O.SumPool2d)) and op.ceil_mode:
@@ -64,14 +66,19 @@ def legality(graph: Graph) -> list[str]:
             problems.append(f"{op.name} %{node.name}: not supported by the tvm target{hint}")
     readouts = [n for n in graph.nodes if isinstance(n.op, O.Readout)]
     if len(readouts) != 1:
-        problems.append(f"graph @{graph.name}: the tvm target needs exactly one readout, found {len(readouts)}")
+        problems.append(
+            f"graph @{graph.name}: the tvm target needs exactly one readout, found {len(readouts)}"
+        )
     return problems
 
 
 def _neuron_fields(graph: Graph, node: Node, params: dict[str, np.ndarray]) -> dict[str, Any]:
     op: O.Neuron = node.op  # type: ignore[assignment]
     fields: dict[str, Any] = {
-        "reset": op.reset.value, "v_reset": op.v_reset, "v_init": op.v_init, "strict": op.strict,
+        "reset": op.reset.value,
+        "v_reset": op.v_reset,
+        "v_init": op.v_init,
+        "strict": op.strict,
         "max_spikes": op.max_spikes,
     }
     for role in ("v_th", "beta"):
@@ -83,13 +90,16 @@ def _neuron_fields(graph: Graph, node: Node, params: dict[str, np.ndarray]) -> d
         else:
             fields[role] = scalar
     if "out_scale" in node.params:
-        raise TargetError(f"neuron %{node.name}: a per-channel output scale is not supported (run fold-thresholds)")
+        raise TargetError(
+            f"neuron %{node.name}: a per-channel output scale is not supported (run fold-thresholds)"
+        )
     fields["out_scale"] = float(op.out_scale)
     return fields
 
 
-def lower(graph: Graph, densities: dict[str, float] | None = None, crossover: float = DENSE_CROSSOVER
-          ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def lower(
+    graph: Graph, densities: dict[str, float] | None = None, crossover: float = DENSE_CROSSOVER
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The layer graph and its parameters (PyTorch layouts) for ``runtime.compile_artifact``."""
     problems = legality(graph)
     if problems:
@@ -160,7 +170,11 @@ def input_densities(graph: Graph, counts: dict[str, Any] | None, timesteps: int)
         src = node.inputs[0]
         while True:  # through flatten / pooling-free structure to the neuron that spikes
             prod = graph.producer(src)
-            if prod is None or isinstance(prod.op, O.Neuron) or not isinstance(prod.op, (O.Flatten, *PASS_THROUGH)):
+            if (
+                prod is None
+                or isinstance(prod.op, O.Neuron)
+                or not isinstance(prod.op, (O.Flatten, *PASS_THROUGH))
+            ):
                 break
             src = prod.inputs[0]
         if src in spikes and timesteps:

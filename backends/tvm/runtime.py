@@ -328,6 +328,9 @@ class LayerPlan:
         """The main kernel for a batch size: the batch-1 specialisation where one exists."""
         return self.main.get(1, self.main[None]) if batch == 1 else self.main[None]
 
+    def densify_for(self, batch: int) -> LayerKernel:
+        return self.densify.get(1, self.densify[None]) if batch == 1 else self.densify[None]
+
     @property
     def name(self) -> str:
         return self.record["name"]
@@ -423,55 +426,59 @@ def _plan_layer(rec: dict, op: LayerOp, ins: list[Signal], device: Device) -> La
         scale = nrn["out_scale"] if nrn else 1.0
         out = Signal(Kind.EVENTS, shape, hwc, graded, adt, scale)
     plan = LayerPlan(rec, ins, out)
-    common = {"precision": precision, "epilogue": epilogue, "neuron": neuron, "device": device}
-    has_bias = rec.get("bias") is not None
-    if op in (LayerOp.LINEAR, LayerOp.CONV2D) and mode is Mode.DENSE:
-        # BLAS computes the synaptic current; this kernel adds the bias and runs the epilogue
-        plan.main[None] = add_kernel(kshape, (Current(),), bias=has_bias, readout=readout, **common)
-        if x.kind is Kind.EVENTS:
-            operand = Events(x.n, graded=x.graded, val_dtype=x.val_dtype, scale=x.scale)
-            plan.densify[None] = add_kernel(
-                x.hwc or x.shape, (operand,), precision=precision, epilogue=Epilogue.CURRENT, device=device
-            )
-        return plan
-    if op in (LayerOp.SUMPOOL2D, LayerOp.AVGPOOL2D):
-        if readout:
-            raise UnsupportedError(f"layer '{name}': a pooling layer cannot be the readout")
-        g = Pool2dGeometry(tuple(rec["kernel"]), tuple(rec["stride"]), tuple(rec["padding"]))
-        scale = x.scale / (g.kernel[0] * g.kernel[1]) if op is LayerOp.AVGPOOL2D else x.scale
-        plan.main[None] = pool2d_kernel(
-            x.hwc, kshape[:2], g, scale=scale, graded=x.graded, val_dtype=x.val_dtype, **common
-        )
-        return plan
+    if op in (LayerOp.SUMPOOL2D, LayerOp.AVGPOOL2D) and readout:
+        raise UnsupportedError(f"layer '{name}': a pooling layer cannot be the readout")
     if op is LayerOp.ADD:
         if len({s.hwc for s in ins}) != 1:
             raise UnsupportedError(f"layer '{name}': add of values in different layouts (flattened and not)")
         if any(s.kind is Kind.CURRENT and s.dtype != adt for s in ins):
             raise UnsupportedError(f"layer '{name}': add of currents of another precision")
-        operands = tuple(
-            Current(1.0)
-            if s.kind is Kind.CURRENT
-            else Events(s.n, graded=s.graded, val_dtype=s.val_dtype, scale=s.scale)
-            for s in ins
-        )
-        plan.main[None] = add_kernel(x.hwc or shape, operands, readout=readout, **common)
-        return plan
-    for batch in (None, 1):
+    has_bias = rec.get("bias") is not None
+
+    def kernels(batch: int | None) -> tuple[LayerKernel, LayerKernel | None]:
+        """(main kernel, densify kernel or None) of the layer for a batch variant."""
+        common = {"batch": batch, "precision": precision, "device": device}
+        layer = common | {"epilogue": epilogue, "neuron": neuron}
+        if op in (LayerOp.LINEAR, LayerOp.CONV2D) and mode is Mode.DENSE:
+            # BLAS computes the synaptic current; this kernel adds the bias and runs the epilogue
+            main = add_kernel(kshape, (Current(),), bias=has_bias, readout=readout, **layer)
+            densify = None
+            if x.kind is Kind.EVENTS:
+                operand = Events(x.n, graded=x.graded, val_dtype=x.val_dtype, scale=x.scale)
+                densify = add_kernel(x.hwc or x.shape, (operand,), epilogue=Epilogue.CURRENT, **common)
+            return main, densify
+        if op in (LayerOp.SUMPOOL2D, LayerOp.AVGPOOL2D):
+            g = Pool2dGeometry(tuple(rec["kernel"]), tuple(rec["stride"]), tuple(rec["padding"]))
+            scale = x.scale / (g.kernel[0] * g.kernel[1]) if op is LayerOp.AVGPOOL2D else x.scale
+            return pool2d_kernel(
+                x.hwc, kshape[:2], g, scale=scale, graded=x.graded, val_dtype=x.val_dtype, **layer
+            ), None
+        if op is LayerOp.ADD:
+            operands = tuple(
+                Current(1.0) if s.kind is Kind.CURRENT else Events(s.n, graded=s.graded, val_dtype=s.val_dtype, scale=s.scale)
+                for s in ins
+            )  # fmt: skip
+            return add_kernel(x.hwc or shape, operands, readout=readout, **layer), None
+        events = {
+            "graded": x.graded,
+            "val_dtype": x.val_dtype,
+            "scale": x.scale,
+            "bias": has_bias,
+            "readout": readout,
+        }
         if op is LayerOp.LINEAR:
-            kernel = linear_kernel(
-                x.n, shape[0], batch=batch, graded=x.graded, val_dtype=x.val_dtype, scale=x.scale, bias=has_bias,
-                readout=readout, **common,
-            )  # fmt: skip
-        else:
-            g = Conv2dGeometry(
-                tuple(rec["kernel"]), tuple(rec["stride"]), tuple(rec["padding"]), tuple(rec["dilation"])
-            )
-            kernel = conv2d_kernel(
-                x.hwc, shape[0], g, batch=batch, graded=x.graded, val_dtype=x.val_dtype, scale=x.scale,
-                bias=has_bias, readout=readout, **common,
-            )  # fmt: skip
-        if batch is None or kernel.batch1_differs:
-            plan.main[batch] = kernel
+            return linear_kernel(x.n, shape[0], **events, **layer), None
+        g = Conv2dGeometry(
+            tuple(rec["kernel"]), tuple(rec["stride"]), tuple(rec["padding"]), tuple(rec["dilation"])
+        )
+        return conv2d_kernel(x.hwc, shape[0], g, **events, **layer), None
+
+    # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
+    for batch in (None, 1) if device is Device.CPU else (None,):
+        main, densify = kernels(batch)
+        plan.main[batch] = main
+        if densify is not None:
+            plan.densify[batch] = densify
     return plan
 
 
@@ -579,7 +586,7 @@ def compile_artifact(
         if plan.main:
             plan.record["kernels"] = {
                 "any_batch": [k.name for k in (plan.densify.get(None), plan.main[None]) if k is not None],
-                "batch1": [plan.main[1].name] if 1 in plan.main else [],
+                "batch1": [k.name for k in (plan.densify.get(1), plan.main.get(1)) if k is not None],
             }
     save_file(arrays, str(out / PARAMS))
     (out / GRAPH).write_text(json.dumps(graph, indent=1) + "\n")
@@ -727,7 +734,7 @@ class EventRuntime:
 
             else:
                 dense_in = self._tensor((batch, x.n), adt)
-                dk = plan.densify[None]
+                dk = plan.densify_for(batch)
                 dargs = self._event_args(dk, [values[rec["inputs"][0]]]) + [dense_in]
                 dfn = self._functions[dk.name]
 

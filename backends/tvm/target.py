@@ -40,8 +40,9 @@ class TVMTarget:
         try:
             from snnc.backends.tvm import runtime
         except ModuleNotFoundError as e:
-            raise TargetError(f"the tvm target needs apache-tvm ({e.name} is missing): pip install 'snnc[tvm]'"
-                              ) from None
+            raise TargetError(
+                f"the tvm target needs apache-tvm ({e.name} is missing): pip install 'snnc[tvm]'"
+            ) from None
         from snnc.backends.tvm.lower import input_densities, lower
 
         counts = graph.analyses.get("count-ops")
@@ -51,10 +52,18 @@ class TVMTarget:
         t0 = time.perf_counter()
         runtime.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
         build_s = time.perf_counter() - t0
-        modes = {layer["name"]: layer.get("mode", "event") for layer in layer_graph["layers"]
-                 if layer.get("op") in ("linear", "conv2d")}
-        return {"artifact": f"{SUBDIR}/", "device": device, "build_seconds": round(build_s, 3),
-                "layer_modes": modes, "input_densities": densities}
+        modes = {
+            layer["name"]: layer.get("mode", "event")
+            for layer in layer_graph["layers"]
+            if layer.get("op") in ("linear", "conv2d")
+        }
+        return {
+            "artifact": f"{SUBDIR}/",
+            "device": device,
+            "build_seconds": round(build_s, 3),
+            "layer_modes": modes,
+            "input_densities": densities,
+        }
 
 
 def run_tvm_artifact(path: Path, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:

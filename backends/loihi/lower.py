@@ -1,0 +1,416 @@
+"""Lower a Loihi-quantised snnc graph to the IR-independent layer list of :mod:`.bitacc`.
+
+What the lowering reads (the form ``loihi-legalize`` + ``loihi-quantize`` leave the graph in):
+
+* the graph is in **integer units**: every conv2d / linear weight and bias is an integer-valued
+  float (weights even, in [-256, 254]: lava-dl netx's 8-bit form), every neuron threshold ``v_th``
+  is the integer mantissa ``vth_mant`` (the chip compares ``v << 6`` with ``vth_mant << 6``), and
+  the graph's voltage is the hardware voltage / 64 (a weight unit arrives as ``a << 6``);
+* ``encode(direct)`` followed by ``scale{factor=Q}``: the host sends the image as graded spikes
+  ``round(Q x)`` every step (``Q`` a power of two); ``encode(rate|ttfs)``: binary spikes from the host;
+* ``conv2d`` / ``linear`` whose only user is a ``neuron``: one Loihi layer (synapse + CUBA LIF,
+  ``du = 4096 (1 - alpha) - 1`` = 4095 for no current memory, ``dv = 4096 (1 - beta)``,
+  ``bias_mant`` for lava-dl's fixed bias exponent 6);
+* the last ``conv2d`` / ``linear`` before the ``readout`` (through an optional host-side ``scale``):
+  a non-firing integrator layer (``vth_mant`` = 2^17 - 1, ``dv`` = 0) whose voltage the host reads at
+  the last step; or a ``neuron`` read by the readout: its spike counts;
+* ``flatten``, ``add`` and ``concat`` of spike values: wiring (no neurons, no latency).
+
+Each synaptic layer delays by one step (lava's Dense/Conv send what they received the step
+before), so a layer at synaptic depth ``d`` sees input ``t`` at step ``t + d``; the network runs
+``T + D`` steps, ``D`` the readout layer's depth (:attr:`LoihiNet.latency`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from snnc.errors import TargetError, UserError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+
+from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, VTH_MANT_MAX, LayerKind, LifParams, QLayer
+from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
+
+WEIGHT_MIN, WEIGHT_MAX = -256, 254
+DU_NO_CURRENT = 4095  # lava du: the synaptic current forgets everything each step (u = input)
+INTEGRATOR = "integrator"  # QLayer.source tag of a readout integrator layer
+_INTEGRAL_TOL = 1e-6
+_WEIGHTED = (O.Conv2d, O.Linear)
+_QUANTISE_HINT = "run loihi-quantize (the ann-to-loihi pipeline does)"
+_STRUCTURE = (O.Flatten, O.Add, O.Concat, O.Identity, O.Dropout)
+
+
+class ReadoutKind(enum.Enum):
+    VOLTAGE = "voltage"  # the integrator layer's voltage at the last step
+    SPIKE_COUNT = "spike_count"  # spike counts of a neuron layer
+
+
+@dataclass(frozen=True)
+class InputCoding:
+    """How the host turns a sample into the input layer's spikes.
+
+    ``direct``: graded spikes ``clip(round(levels * x), -m, m)`` with ``m = 2^(message_bits-1) - 1``,
+    every step of the presentation.  ``rate`` / ``ttfs``: binary spikes as the torch simulator
+    generates them (same seeded generator).
+    """
+
+    scheme: O.Scheme
+    levels: float = 0.0
+    message_bits: int = 0
+    seed: int = 0
+
+    def to_json(self) -> dict:
+        return {"scheme": self.scheme.value, "levels": self.levels, "message_bits": self.message_bits}
+
+
+@dataclass(frozen=True)
+class Readout:
+    """How the host reads the logits: ``layer`` is an index into :attr:`LoihiNet.layers`.
+
+    VOLTAGE: ``logits = (v_last / 64 - (steps - T) * bias) * scale / T`` (the bias of the latency
+    steps removed: the float model integrates T steps).  SPIKE_COUNT: ``logits = counts * scale / T``.
+    """
+
+    kind: ReadoutKind
+    layer: int
+    scale: np.ndarray = field(default_factory=lambda: np.ones(1))
+
+
+@dataclass(eq=False)
+class LoihiNet:
+    """A quantised network as the chip runs it: layers, input coding, readout, latency."""
+
+    layers: list[QLayer]
+    coding: InputCoding
+    readout: Readout
+    node_layer: dict[str, str] = field(default_factory=dict)  # IR node -> layer name (for reports)
+
+    @property
+    def depths(self) -> list[int]:
+        """Synaptic depth of every layer: the step at which input step 0 first reaches it."""
+        out: list[int] = []
+        for i, layer in enumerate(self.layers):
+            srcs = layer.inputs if layer.inputs else ((i - 1,) if i > 0 else ())
+            base = max((out[s] for s in srcs), default=0)
+            out.append(base + (1 if layer.has_neurons else 0))
+        return out
+
+    @property
+    def latency(self) -> int:
+        """Extra steps the chip needs so that the readout has seen all T input steps."""
+        return self.depths[self.readout.layer]
+
+
+# ----------------------------------------------------------------------------------------------------
+# legality
+
+
+def _integral(x: np.ndarray) -> bool:
+    x = np.asarray(x, dtype=np.float64)
+    return bool(np.all(np.isfinite(x)) and np.all(np.abs(x - np.rint(x)) <= _INTEGRAL_TOL))
+
+
+def _decay(fraction: float, offset: int, what: str, where: str) -> int:
+    """``fraction`` lost per step -> the 12-bit decay field; TargetError unless it is exact."""
+    raw = DECAY_UNITY * float(fraction) - offset
+    value = int(np.rint(raw))
+    if abs(raw - value) > 1e-6 or not -offset <= value <= DECAY_UNITY - 1:
+        raise TargetError(f"{where}: {what} = {fraction} is not a 12-bit Loihi decay; {_QUANTISE_HINT}")
+    return value
+
+
+def _neuron_problems(node: Node) -> list[str]:
+    op: O.Neuron = node.op  # type: ignore[assignment]
+    where = f"neuron %{node.name}"
+    out = []
+    if op.reset is not O.Reset.HARD or op.v_reset != 0.0:
+        out.append(f"{where}: Loihi's CUBA neuron resets to 0 (hard); run loihi-legalize")
+    if not op.strict:
+        out.append(f"{where}: Loihi fires on v > vth (strict); run loihi-legalize")
+    if op.v_init != 0.0:
+        out.append(f"{where}: Loihi starts v at 0, got v_init={op.v_init}")
+    if op.max_spikes != 1 or op.leak is not O.Leak.MULTIPLY or op.reset_delay or op.presubtract:
+        out.append(f"{where}: not a Loihi CUBA LIF (bursts, leak form, reset delay); run loihi-legalize")
+    if op.emit is not O.Emit.SPIKES:
+        out.append(f"{where}: emit={op.emit.value} is not supported on Loihi")
+    if node.params:
+        out.append(f"{where}: per-channel {', '.join(sorted(node.params))}; run loihi-legalize")
+    if op.out_scale != 1.0:
+        out.append(f"{where}: out_scale={op.out_scale}; Loihi spikes carry no value (run fold-thresholds)")
+    if not _integral(np.array([op.v_th])):
+        out.append(f"{where}: threshold {op.v_th} is not an integer mantissa; {_QUANTISE_HINT}")
+    return out
+
+
+def legality(graph: Graph) -> list[str]:
+    """Every reason ``graph`` cannot be lowered (node + the pass that fixes it); [] if it can."""
+    try:
+        lower(graph)
+    except (TargetError, UserError) as e:
+        first = str(e)
+    else:
+        return []
+    problems = []
+    for node in graph.nodes:
+        if isinstance(node.op, O.Neuron):
+            problems += _neuron_problems(node)
+        elif node.op.ann_only:
+            problems.append(f"{node.op.name} %{node.name}: ANN op; convert first (the ann-to-loihi pipeline)")
+        elif isinstance(node.op, _WEIGHTED):
+            for role in ("weight", "bias"):
+                p = node.param(graph, role)
+                if p is not None and not _integral(p):
+                    problems.append(f"{node.op.name} %{node.name}: {role} is not integer-valued; {_QUANTISE_HINT}")
+                    break
+        elif not isinstance(node.op, _STRUCTURE + _WEIGHTED + (O.Encode, O.Scale, O.Readout)):
+            problems.append(f"{node.op.name} %{node.name}: no Loihi layer for this op; run loihi-legalize")
+    return problems or [first]
+
+
+# ----------------------------------------------------------------------------------------------------
+# lowering
+
+
+class _Lowerer:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.layers: list[QLayer] = []
+        self.index: dict[str, int] = {}  # IR value -> layer index that carries it
+        self.node_layer: dict[str, str] = {}
+        self.coding: InputCoding | None = None
+        self.readout: Readout | None = None
+
+    def fail(self, node: Node, message: str) -> TargetError:
+        return TargetError(f"{node.op.name} %{node.name}: {message}")
+
+    def add(self, layer: QLayer, srcs: Sequence[int]) -> int:
+        i = len(self.layers)
+        # netx and bitacc read "the previous layer" when inputs is empty
+        layer.inputs = () if tuple(srcs) == (i - 1,) else tuple(srcs)
+        self.layers.append(layer)
+        return i
+
+    def run(self) -> LoihiNet:
+        g = self.g
+        if len(g.inputs) != 1:
+            raise TargetError(f"graph @{g.name}: Loihi networks take one input, got {len(g.inputs)}")
+        in_name, in_type = g.inputs[0]
+        for node in g.nodes:
+            self.visit(node)
+        if self.coding is None or in_name not in self.index:
+            raise TargetError(f"graph @{g.name}: the input %{in_name} needs an encode node (run encode-input)")
+        if self.readout is None:
+            raise TargetError(f"graph @{g.name}: no readout; a converted SNN ends in one")
+        if len(g.outputs) != 1 or g.producer(g.outputs[0]) is None or not isinstance(
+            g.producer(g.outputs[0]).op, O.Readout
+        ):
+            raise TargetError(f"graph @{g.name}: the graph output must be its readout")
+        return LoihiNet(self.layers, self.coding, self.readout, self.node_layer)
+
+    def visit(self, node: Node) -> None:
+        op, g = node.op, self.g
+        if isinstance(op, O.Encode):
+            self.encode(node)
+        elif isinstance(op, O.Scale):
+            self.scale(node)
+        elif isinstance(op, (O.Identity, O.Dropout)):
+            self.index[node.name] = self.source(node, 0)
+        elif isinstance(op, O.Flatten):
+            src = self.source(node, 0)
+            if len(self.layers[src].shape) == 1:
+                self.index[node.name] = src
+            else:
+                shape = (int(np.prod(self.layers[src].shape)),)
+                self.index[node.name] = self.add(QLayer(node.name, LayerKind.FLATTEN, shape), [src])
+        elif isinstance(op, (O.Add, O.Concat)):
+            if isinstance(op, O.Concat) and op.axis != 0:
+                raise self.fail(node, "Loihi concatenates along channels only (axis 0)")
+            for v in node.inputs:
+                if not g.value_type(v).is_event:
+                    raise self.fail(node, f"reads analog %{v}; Loihi adds and concatenates spikes only")
+            kind = LayerKind.ADD if isinstance(op, O.Add) else LayerKind.CONCAT
+            srcs = [self.source(node, i) for i in range(len(node.inputs))]
+            assert node.type is not None
+            self.index[node.name] = self.add(QLayer(node.name, kind, tuple(node.type.shape)), srcs)
+        elif isinstance(op, _WEIGHTED):
+            self.weighted(node)
+        elif isinstance(op, O.Neuron):
+            if node.name not in self.index:
+                raise self.fail(node, "must read a conv2d / linear that feeds only it (run loihi-legalize)")
+        elif isinstance(op, O.Readout):
+            self.read(node)
+        else:
+            raise self.fail(node, "no Loihi layer for this op; run loihi-legalize")
+
+    def source(self, node: Node, i: int) -> int:
+        v = node.inputs[i]
+        if v not in self.index:
+            raise self.fail(node, f"reads %{v}, which is not a Loihi layer (a current or an analog value)")
+        return self.index[v]
+
+    def encode(self, node: Node) -> None:
+        op: O.Encode = node.op  # type: ignore[assignment]
+        if self.coding is not None:
+            raise self.fail(node, "a Loihi network has one input layer")
+        if op.scheme is O.Scheme.PHASE:
+            raise self.fail(node, "phase coding weights each step differently; Loihi synapses cannot")
+        graded = op.scheme is O.Scheme.DIRECT
+        t = self.g.value_type(node.inputs[0])
+        # direct input: graded spikes of op.bits bits; the levels come from the quantiser's scale op
+        self.coding = InputCoding(op.scheme, 0.0, op.bits if graded else 0, op.seed)
+        layer = QLayer(node.inputs[0], LayerKind.INPUT, tuple(t.shape), message_bits=op.bits if graded else 0)
+        self.index[node.name] = self.add(layer, [])
+        self.index[node.inputs[0]] = self.index[node.name]
+
+    def scale(self, node: Node) -> None:
+        op: O.Scale = node.op  # type: ignore[assignment]
+        prod = self.g.producer(node.inputs[0])
+        if prod is not None and isinstance(prod.op, O.Encode) and prod.op.scheme is O.Scheme.DIRECT:
+            # the input quantiser: graded spikes round(Q x)
+            if node.params or op.factor <= 0 or not _is_power_of_two(op.factor):
+                raise self.fail(node, f"the input scale must be a power-of-two factor; {_QUANTISE_HINT}")
+            assert self.coding is not None
+            self.coding = InputCoding(O.Scheme.DIRECT, op.factor, self.coding.message_bits, self.coding.seed)
+            self.index[node.name] = self.index[node.inputs[0]]
+            return
+        users = self.g.users(node.name)
+        if len(users) != 1 or not isinstance(users[0].op, O.Readout) or node.name in self.g.outputs:
+            raise self.fail(node, "a scale on Loihi is only the host-side decoding before the readout")
+        if "bias" in node.params:
+            raise self.fail(node, "a readout scale with a bias is not supported")
+        # read() looks through it
+
+    def input_chain(self, i: int) -> bool:
+        """Layer i is the input layer or a flatten of it (what reads analog graded spikes)."""
+        layer = self.layers[i]
+        if layer.kind is LayerKind.FLATTEN:
+            return self.input_chain(layer.inputs[0] if layer.inputs else i - 1)
+        return layer.kind is LayerKind.INPUT
+
+    def weighted(self, node: Node) -> None:
+        g = self.g
+        users = g.users(node.name)
+        user = users[0] if len(users) == 1 and node.name not in g.outputs else None
+        readout_via_scale = (
+            user is not None
+            and isinstance(user.op, O.Scale)
+            and len(g.users(user.name)) == 1
+            and isinstance(g.users(user.name)[0].op, O.Readout)
+        )
+        if user is None or not (isinstance(user.op, (O.Neuron, O.Readout)) or readout_via_scale):
+            raise self.fail(node, "must feed exactly one neuron (or the readout); run loihi-legalize")
+        src = self.source(node, 0)
+        if not g.value_type(node.inputs[0]).is_event:
+            if not self.input_chain(src):
+                raise self.fail(node, f"reads the analog value %{node.inputs[0]}; Loihi layers read spikes")
+            assert self.coding is not None
+            if self.coding.levels == 0.0:
+                raise self.fail(node, f"the direct-coded input has no quantiser scale; {_QUANTISE_HINT}")
+        w = node.param(g, "weight")
+        b = node.param(g, "bias")
+        assert w is not None and node.type is not None
+        if not _integral(w) or (b is not None and not _integral(b)):
+            raise self.fail(node, f"weights and biases must be integers; {_QUANTISE_HINT}")
+        w_int = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
+        if w_int.min(initial=0) < WEIGHT_MIN or w_int.max(initial=0) > WEIGHT_MAX or np.any(w_int % 2):
+            raise self.fail(node, f"weights must be even integers in [{WEIGHT_MIN}, {WEIGHT_MAX}]; {_QUANTISE_HINT}")
+        shape = tuple(node.type.shape)
+        bias = np.zeros(0, dtype=np.int64) if b is None else np.rint(np.asarray(b, dtype=np.float64)).astype(np.int64)
+        if bias.size and (bias.min() < BIAS_MANT_MIN or bias.max() > BIAS_MANT_MAX):
+            raise self.fail(node, f"bias mantissas must be 13-bit signed integers; {_QUANTISE_HINT}")
+        if isinstance(user.op, O.Neuron):
+            lif = self.lif(user, bias, shape)
+            name = user.name
+        else:
+            lif = LifParams(DU_NO_CURRENT, 0, VTH_MANT_MAX, self.bias_array(bias, shape), NETX_BIAS_EXP)
+            name = node.name
+        common = {"lif": lif, "source": node.loc or node.name}
+        if isinstance(node.op, O.Linear):
+            if len(self.layers[src].shape) != 1:
+                raise self.fail(node, "reads a non-flat layer; insert a flatten")
+            layer = QLayer(name, LayerKind.DENSE, shape, weight=w_int, **common)
+        else:
+            op: O.Conv2d = node.op  # type: ignore[assignment]
+            layer = QLayer(
+                name, LayerKind.CONV, shape, weight=w_int, stride=op.stride, padding=op.padding,
+                dilation=op.dilation, groups=op.groups, **common,
+            )
+        i = self.add(layer, [src])
+        self.node_layer[node.name] = name
+        self.index[node.name] = i
+        if isinstance(user.op, O.Neuron):
+            self.index[user.name] = i
+            self.node_layer[user.name] = name
+        else:
+            layer.source = INTEGRATOR
+
+    def bias_array(self, bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | int:
+        if bias.size == 0:
+            return 0
+        return bias.reshape(-1) if len(shape) == 1 else bias.reshape(-1, 1, 1)
+
+    def lif(self, neuron: Node, bias: np.ndarray, shape: tuple[int, ...]) -> LifParams:
+        problems = _neuron_problems(neuron)
+        if problems:
+            raise TargetError(problems[0])
+        op: O.Neuron = neuron.op  # type: ignore[assignment]
+        where = f"neuron %{neuron.name}"
+        vth = int(np.rint(op.v_th))
+        if not 0 <= vth <= VTH_MANT_MAX:
+            raise TargetError(f"{where}: threshold mantissa {vth} is outside [0, {VTH_MANT_MAX}]; {_QUANTISE_HINT}")
+        dv = 0 if op.model is O.NeuronModel.IF else _decay(1.0 - op.beta, 0, "1 - beta", where)
+        du = DU_NO_CURRENT if op.model is not O.NeuronModel.CUBA else _decay(1.0 - op.alpha, 1, "1 - alpha", where)
+        return LifParams(du, dv, vth, self.bias_array(bias, shape), NETX_BIAS_EXP)
+
+    def read(self, node: Node) -> None:
+        op: O.Readout = node.op  # type: ignore[assignment]
+        if op.exit_rule is not O.ExitRule.NONE:
+            raise self.fail(node, "early exit needs the host to stop the chip; not supported on Loihi")
+        if self.readout is not None:
+            raise self.fail(node, "a Loihi network has one readout")
+        v = node.inputs[0]
+        scale = np.ones(1)
+        prod = self.g.producer(v)
+        if prod is not None and isinstance(prod.op, O.Scale):
+            p = prod.param(self.g, "scale")
+            scale = prod.op.factor * (np.ones(1) if p is None else np.asarray(p, dtype=np.float64).reshape(-1))
+            v = prod.inputs[0]
+        if v not in self.index:
+            raise self.fail(node, f"reads %{v}, which is not a Loihi layer")
+        i = self.index[v]
+        layer = self.layers[i]
+        kind = ReadoutKind.VOLTAGE if layer.source == INTEGRATOR else ReadoutKind.SPIKE_COUNT
+        if kind is ReadoutKind.SPIKE_COUNT and not layer.has_neurons:
+            raise self.fail(node, f"reads %{v}, which holds no neurons")
+        self.readout = Readout(kind, i, scale)
+
+
+def _is_power_of_two(x: float) -> bool:
+    m, _ = np.frexp(x)
+    return bool(m == 0.5)
+
+
+def lower(graph: Graph) -> LoihiNet:
+    """The :class:`LoihiNet` of a legalised, quantised graph (TargetError naming the node otherwise).
+    Keeps the graph unchanged."""
+    return _Lowerer(graph).run()
+
+
+# ----------------------------------------------------------------------------------------------------
+# from a netx file
+
+
+def net_from_layers(layers: list[QLayer], coding: InputCoding) -> LoihiNet:
+    """A :class:`LoihiNet` for a layer list read back from a netx file: the last layer is the readout
+    (an integrator when its threshold is the largest mantissa and it does not leak, else spike counts)."""
+    last = layers[-1]
+    lif = last.lif_params
+    if lif.vth_mant == VTH_MANT_MAX and lif.dv == 0:
+        last.source = INTEGRATOR
+        return LoihiNet(layers, coding, Readout(ReadoutKind.VOLTAGE, len(layers) - 1))
+    return LoihiNet(layers, coding, Readout(ReadoutKind.SPIKE_COUNT, len(layers) - 1))
