@@ -1,15 +1,18 @@
 """count-ops: per-layer cost analysis (an analysis: changes nothing in the graph).
 
 Attaches ``graph.analyses["count-ops"]`` and ``ctx.results["count-ops"]``:
-``layers: [{name, op, neurons, macs, sops, spikes_per_sample, analog_macs}]`` and totals.
+``layers: [{name, op, neurons, macs, sops, spikes_per_sample, analog_macs, hoisted_macs}]`` and totals.
 
 * ``macs``: multiply-accumulates of one dense (ANN) evaluation of the layer;
 * ``neurons``: elements of each activation (relu/clip/neuron output);
-* with spikes in the graph and calibration data in the context, the graph is simulated
-  for ``ctx.timesteps`` steps and each synaptic layer gets ``sops`` (accumulates per
-  sample: input events × fan-out, a burst of n counting n) and ``analog_macs`` (per
-  sample, over all steps: a synaptic layer reading analog values, e.g. a direct-coded
-  first layer, multiplies at every step); each neuron gets ``spikes_per_sample``.
+* with spikes in the graph (neurons or phase neurons) and calibration data in the context, the
+  graph is simulated for its ``timesteps`` attribute (the pipelined length of a phase-coded
+  graph), else ``ctx.timesteps``, steps and each synaptic layer gets ``sops`` (accumulates per
+  sample: input events × fan-out, a burst of n counting n), ``analog_macs`` (per sample, over
+  all steps: a synaptic layer reading analog values, e.g. a direct-coded first layer, multiplies
+  at every step) and ``hoisted_macs`` (the same, with a loop-invariant layer, one that reads
+  the direct-coded input with no neuron in between, counted once: docs/energy.md); each neuron
+  gets ``spikes_per_sample``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.ir.ops_phase import PhaseMaxPool2d, PhaseNeuron
 from snnc.pass_manager import Pass, PassContext, register_pass
 
 
@@ -32,7 +36,7 @@ def dense_macs(graph: Graph, node: Node) -> int:
         return out.numel * math.prod(w[1:])
     if isinstance(op, O.Linear):
         return math.prod(graph.params[node.params["weight"]].shape)
-    if isinstance(op, (O.AvgPool2d, O.SumPool2d, O.MaxPool2d, O.SpikeMaxPool2d)):
+    if isinstance(op, (O.AvgPool2d, O.SumPool2d, O.MaxPool2d, O.SpikeMaxPool2d, PhaseMaxPool2d)):
         return out.numel * op.kernel[0] * op.kernel[1]
     if isinstance(op, O.Add):
         return out.numel * (len(node.inputs) - 1)
@@ -41,8 +45,11 @@ def dense_macs(graph: Graph, node: Node) -> int:
     return 0
 
 
+_POOLS = (O.MaxPool2d, O.SpikeMaxPool2d, PhaseMaxPool2d)
+
+
 def _is_activation(node: Node) -> bool:
-    return isinstance(node.op, (O.Relu, O.Clip, O.Neuron))
+    return isinstance(node.op, (O.Relu, O.Clip, O.Neuron, PhaseNeuron))
 
 
 @register_pass
@@ -57,7 +64,7 @@ class CountOps(Pass):
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         layers: list[dict[str, Any]] = []
         for node in graph.nodes:
-            if not (node.op.synaptic or _is_activation(node) or isinstance(node.op, (O.MaxPool2d, O.SpikeMaxPool2d))):
+            if not (node.op.synaptic or _is_activation(node) or isinstance(node.op, _POOLS)):
                 continue
             layers.append(
                 {
@@ -68,9 +75,10 @@ class CountOps(Pass):
                     "sops": 0.0,
                     "spikes_per_sample": 0.0,
                     "analog_macs": 0.0,
+                    "hoisted_macs": 0.0,
                 }
             )
-        spiking = any(isinstance(n.op, O.Neuron) for n in graph.nodes)
+        spiking = any(isinstance(n.op, (O.Neuron, PhaseNeuron)) for n in graph.nodes)
         simulated = False
         if spiking and ctx.calibration is not None and ctx.simulator is not None:
             timesteps = graph.attrs.timesteps or ctx.timesteps
@@ -79,11 +87,12 @@ class CountOps(Pass):
             for layer in layers:
                 layer["sops"] = float(result.sops.get(layer["name"], 0.0))
                 layer["analog_macs"] = float(result.macs.get(layer["name"], 0.0))
+                layer["hoisted_macs"] = float(result.hoisted_macs.get(layer["name"], 0.0))
                 layer["spikes_per_sample"] = float(result.spikes.get(layer["name"], 0.0))
             simulated = True
         totals = {
             key: sum(layer[key] for layer in layers)
-            for key in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs")
+            for key in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs", "hoisted_macs")
         }
         summary = {"layers": layers, "totals": totals, "simulated": simulated}
         graph.analyses["count-ops"] = summary

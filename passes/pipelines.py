@@ -13,8 +13,7 @@
   1797 images (both in the test split), with 8 on none.
 * ``ann-to-snn-phase``: single-spike phase coding with threshold shift and base manipulation
   (Hwang & Kung 2024) with a window of T steps; the graph attribute ``timesteps`` becomes the
-  pipelined length (layers + 1)·T.  The torch simulator does not run phase ops yet (count-ops
-  then reports dense counts only).
+  pipelined length (layers + 1)·T, which is what the simulator runs.
 """
 
 from __future__ import annotations

@@ -81,6 +81,12 @@ def default_pipeline(graph: Graph, has_calibration: bool) -> str:
     return "ann-to-snn" if has_calibration and "ann-to-snn" in available_pipelines() else ANALYSIS_ONLY
 
 
+def _target_default(target: Any, graph: Graph, has_calibration: bool) -> str | None:
+    """The pipeline the target wants when the user names none (Target.default_pipeline, optional)."""
+    hook = getattr(target, "default_pipeline", None)
+    return hook(graph, has_calibration) if hook is not None else None
+
+
 def make_simulator(device: str) -> Any:
     from snnc.backends.torch.simulator import TorchSimulator  # the driver may use a backend; passes may not
 
@@ -104,10 +110,14 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
     if opts.timesteps < 1:
         raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
     target = get_target(opts.target, opts.target_options)
-    spec = opts.pipeline or default_pipeline(source_graph, calibration is not None)
+    spec = opts.pipeline or _target_default(target, source_graph, calibration is not None) or default_pipeline(
+        source_graph, calibration is not None)
     spec = available_pipelines().get(spec, spec)
+    passes = parse_pipeline(spec)
     suffix = target.pipeline_suffix()
-    passes = parse_pipeline(spec + ("," + suffix if suffix else ""))
+    if suffix:  # a target pass the pipeline already runs is not run twice
+        names = {p.name for p in passes}
+        passes += [p for p in parse_pipeline(suffix) if p.name not in names]
     instruments: list[Instrument] = []
     if opts.print_ir_after:
         instruments.append(PrintIRAfter(opts.print_ir_after, sys.stdout))

@@ -23,6 +23,10 @@ class TargetOptions:
 
 
 class Target(Protocol):
+    """A compilation target.  It may also define ``default_pipeline(graph, has_calibration) -> str | None``:
+    the pipeline to run when the user names none (None: the driver's default); the driver then appends
+    ``pipeline_suffix()``, leaving out the suffix passes the pipeline already runs."""
+
     name: str
     description: str
 

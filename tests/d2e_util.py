@@ -39,13 +39,21 @@ def direct_mlp(seed: int = 0, hidden: int = HIDDEN) -> Graph:
         Node("fc2", O.Linear(), ("lif1",), {"weight": "fc2.weight", "bias": "fc2.bias"}),
         Node("out", O.Readout(), ("fc2",)),
     ]
-    g = Graph("direct_mlp", [("x", analog(1, 8, 8))], nodes, ["out"], GraphAttributes(0),
-              {k: np.asarray(v, dtype=np.float32) for k, v in params.items()})
+    g = Graph(
+        "direct_mlp",
+        [("x", analog(1, 8, 8))],
+        nodes,
+        ["out"],
+        GraphAttributes(0),
+        {k: np.asarray(v, dtype=np.float32) for k, v in params.items()},
+    )
     g.infer_types()
     return g
 
 
-def train_direct(graph: Graph, x: np.ndarray, y: np.ndarray, timesteps: int, epochs: int, seed: int = 0) -> Graph:
+def train_direct(
+    graph: Graph, x: np.ndarray, y: np.ndarray, timesteps: int, epochs: int, seed: int = 0
+) -> Graph:
     """Surrogate-gradient training with direct coding (Adam 3e-3, batch 64); returns a trained copy."""
     g = graph.copy()
     keys = [k for k in g.params if k.endswith(("weight", "bias"))]
@@ -87,7 +95,9 @@ def accuracy(graph: Graph, split: str = "test", timesteps: int | None = None) ->
     return float((run.predictions == y).mean())
 
 
-def first_layer_counts(graph: Graph, x: np.ndarray, timesteps: int, layer: str = "fc1") -> tuple[float, float]:
+def first_layer_counts(
+    graph: Graph, x: np.ndarray, timesteps: int, layer: str = "fc1"
+) -> tuple[float, float]:
     """(MACs, SOPs) per sample of ``layer`` over T steps."""
     run = SIM.run_snn(graph, x, timesteps)
     return run.macs.get(layer, 0.0), run.sops.get(layer, 0.0)

@@ -2,7 +2,8 @@
 
 `graphs()` returns a strategy of `Graph` that `snnc.ir.verify` accepts: nodes in topological order,
 every node's type inferred by its own op, every parameter in the store as a small random float32 array
-under a source-like name (`features.3.weight`). Graphs cover every op in `snnc.ir.ops`, residual adds
+under a source-like name (`features.3.weight`). Graphs cover every registered op (`snnc.ir.ops` and the
+phase-coding ops of `snnc.ir.ops_phase`), residual adds
 (two or three operands), concats along any axis, one or two graph inputs, several outputs, spike and
 burst values, `loc(...)` strings with quotes and unicode, and parameter names with odd characters.
 
@@ -30,6 +31,7 @@ from hypothesis import strategies as st
 
 from snnc.ir import Graph, GraphAttributes, Node, Op, TensorType
 from snnc.ir import ops as O
+from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron
 from snnc.ir.types import DType, Signal
 
 __all__ = [
@@ -264,17 +266,22 @@ def _exit(b: _Builder, x: str) -> str:
         x = _neuron(b, x)
     x = _linear(b, x)
     if b.kind is not GraphKind.ANN:
-        head = b.draw(st.integers(0, 2))
+        head = b.draw(st.integers(0, 3))
         if head == 1:
             x = _readout(b, x)
         elif head == 2:
             x = _neuron(b, x, emit=O.Emit.MEMBRANE)
+        elif head == 3:  # a phase-coded output layer: decoded, then read out (what phase-coding emits)
+            x = _readout(b, _phase_decode(b, x))
     return x
 
 
 def _after_synaptic(b: _Builder, x: str) -> str:
-    """In SNN graphs every analog value feeds a neuron before the next synaptic op."""
-    return _neuron(b, x) if b.kind is GraphKind.SNN else x
+    """In SNN graphs every analog value feeds a neuron (sometimes a phase neuron) before the next
+    synaptic op."""
+    if b.kind is not GraphKind.SNN:
+        return x
+    return _phase_neuron(b, x) if b.draw(st.integers(0, 4)) == 0 else _neuron(b, x)
 
 
 def _layer(b: _Builder, x: str) -> str:
@@ -299,9 +306,9 @@ def _layer(b: _Builder, x: str) -> str:
             steps += [_maxpool2d, _maxpool2d]
     if b.kind is not GraphKind.ANN:
         if rank == 3:
-            steps += [_spike_maxpool, _spike_maxpool]
+            steps += [_spike_maxpool, _spike_maxpool, _phase_maxpool]
     if b.kind is GraphKind.MIXED:
-        steps += [_neuron, _encode_step, _readout]
+        steps += [_neuron, _encode_step, _readout, _phase_neuron, _phase_decode]
     step = b.draw(st.sampled_from(steps))
     y = step(b, x)
     return y if b.type(y).is_event else _after_synaptic(b, y)
@@ -356,6 +363,44 @@ def _neuron(b: _Builder, x: str, emit: O.Emit = O.Emit.SPIKES) -> str:
             low, high = (0.5, 1.0) if role == "beta" else (0.1, 2.0)
             params[role] = b.per_channel(channels, low, high)
     return b.emit(op, [x], params)
+
+
+def _phase_timing(b: _Builder) -> dict[str, Any]:
+    """The window of a phase op: K steps from ``start``."""
+    return {"window": b.draw(st.integers(1, 8)), "start": b.draw(st.integers(0, 16))}
+
+
+def _phase_base(b: _Builder) -> float:
+    return b.draw(st.one_of(st.just(2.0), st.floats(1.01, 2.0)))
+
+
+def _phase_neuron(b: _Builder, x: str) -> str:
+    d = b.draw
+    op = PhaseNeuron(
+        base=_phase_base(b),
+        **_phase_timing(b),
+        v_th=d(st.floats(0.05, 4.0)),
+        out_scale=d(st.floats(0.1, 4.0)),
+        constant_input=d(st.booleans()),
+    )
+    channels = b.type(x).channels
+    params = {}
+    for role, low, high in (("v_th", 0.1, 2.0), ("out_scale", 0.1, 2.0), ("bias", -0.5, 0.5)):
+        if d(st.booleans()):
+            params[role] = b.per_channel(channels, low, high)
+    return b.emit(op, [x], params)
+
+
+def _phase_decode(b: _Builder, x: str) -> str:
+    timing = _phase_timing(b)
+    total = timing["start"] + timing["window"] + b.draw(st.integers(0, 8))
+    params = {"bias": b.per_channel(b.type(x).channels, -0.5, 0.5)} if b.draw(st.booleans()) else {}
+    return b.emit(PhaseDecode(base=_phase_base(b), **timing, total=total), [x], params)
+
+
+def _phase_maxpool(b: _Builder, x: str) -> str:
+    _, h, w = b.type(x).shape
+    return b.emit(PhaseMaxPool2d(**_pool_attrs(b, h, w), **_phase_timing(b)), [x])
 
 
 def _readout(b: _Builder, x: str) -> str:

@@ -244,6 +244,26 @@ analog[10]
   output %y, %x
 }
 """,
+    "phase_neuron": """\
+graph @phase_neuron(%x: analog[4]) {
+  %y = phase_neuron(%x) {base = 1.5, window = 6, start = 12, v_th = 0.5, out_scale = 0.25, constant_input = true} \
+params {v_th = "n.v_th", out_scale = "n.out_scale", bias = "n.beta"} : spike[4]
+  output %y
+}
+""",
+    "phase_decode": """\
+graph @phase_decode(%x: analog[3]) {
+  %y = phase_decode(%x) {base = 1.25, window = 4, start = 8, total = 12} params {bias = "fc.bias"} : analog[3]
+  output %y
+}
+""",
+    "phase_maxpool": """\
+graph @phase_maxpool(%x: spike[2,5,5]) {
+  %y = phase_maxpool(%x) {kernel = [3, 2], stride = [2, 1], padding = [1, 1], ceil_mode = true, window = 6, \
+start = 6} : spike[2,3,6]
+  output %y
+}
+""",
 }
 
 # Parameter shapes for the explicit graphs (every key they name).

@@ -14,7 +14,6 @@ from strategies import graphs
 from snnc.errors import VerifyError
 from snnc.ir import Graph, Node, Signal, TensorType, analog, check_event_based, parse_graph, spike, verify
 from snnc.ir import ops as O
-from snnc.ir.types import Signal
 
 
 def build(body: str, inputs: str = "%x: analog[1,4,4]", attrs: str = "", **params: tuple[int, ...]) -> Graph:

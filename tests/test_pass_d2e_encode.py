@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, ir, run, uniform_inputs
 from d2e_util import first_layer_counts, trained_mlp
+from snnc.passes.d2e_encode import TEACHER, is_input_encoder, phase_bits
 
 from snnc.errors import ParseError, PassError
 from snnc.ir import ops as O
 from snnc.ir import print_graph, verify
 from snnc.pass_manager import PassContext
-from snnc.passes.d2e_encode import TEACHER, is_input_encoder, phase_bits
 
 # as an SNN library's model imports: no encoder, the first linear reads the analog input at every step
 SOURCE = """
@@ -91,7 +91,11 @@ def test_first_layer_accumulates_instead_of_multiplying(scheme: str) -> None:
 
 
 def _analog_synapses(graph) -> list[str]:
-    return [n.name for n in graph.nodes if n.op.synaptic and not all(graph.value_type(v).is_event for v in n.inputs)]
+    return [
+        n.name
+        for n in graph.nodes
+        if n.op.synaptic and not all(graph.value_type(v).is_event for v in n.inputs)
+    ]
 
 
 def test_if_encoder_is_a_deterministic_rate_code() -> None:
@@ -156,9 +160,13 @@ def test_phase_bits_tile_t() -> None:
 
 def test_input_ranges_are_checked() -> None:
     g = graph_from_text(SOURCE)
-    with pytest.raises(PassError, match=r"scheme=rate reads inputs in \[0, 1\].*spans \[0, 2\].*or use scheme=if"):
+    with pytest.raises(
+        PassError, match=r"scheme=rate reads inputs in \[0, 1\].*spans \[0, 2\].*or use scheme=if"
+    ):
         run("d2e-encode{scheme=rate}", g, _ctx(2.0 * np.ones((4, 6), np.float32)))
-    with pytest.raises(PassError, match=r"scheme=if reads inputs in \[0, inf\), the calibration data spans \[-1, 0\]"):
+    with pytest.raises(
+        PassError, match=r"scheme=if reads inputs in \[0, inf\), the calibration data spans \[-1, 0\]"
+    ):
         run("d2e-encode", g, _ctx(-np.ones((4, 6), np.float32)))
 
 

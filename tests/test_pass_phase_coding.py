@@ -1,8 +1,9 @@
 """phase-coding: single-spike phase coding with threshold shift and base manipulation.
 
-The torch simulator has no rules for the phase ops yet, so the differential tests run the time-domain
-semantics of the op docstrings from tests/phase_reference.py and compare them with ANN mode (the
-phase-quantised network), and both with the source ANN.
+The differential tests run the phase-coded graph in the torch simulator over its pipelined timesteps
+and compare the decoded output with the simulator's ANN mode (the phase-quantised network), and with
+the source ANN; tests/phase_reference.py, an independent sequence-level implementation of the op
+docstrings, cross-checks both modes of the simulator.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
 from snnc.passes.phase_coding import PhaseCoding, phase_quantise
 
-from snnc.errors import PassError, UnsupportedError
+from snnc.errors import PassError, UnsupportedError, UserError
 from snnc.ir import parse_graph, print_graph
 
 NET = """
@@ -65,9 +66,24 @@ def test_time_domain_decodes_to_ann_mode() -> None:
     g = _net()
     x = uniform_inputs((1, 4, 4), 128, seed=1)
     out = run("phase-coding{base=1.3,window=10}", g, context(x))
-    got, spikes = phase_reference.simulate(out, x)
-    np.testing.assert_allclose(got, phase_reference.ann_mode(out, x), atol=1e-4)
-    assert spikes <= 2 * 4 * 4 + 3 * 2 * 2  # at most one spike per neuron
+    snn = SIM.run_snn(out, x, out.attrs.timesteps)
+    ann = SIM.run_ann(out, x)[out.outputs[0]]
+    np.testing.assert_allclose(snn.logits, ann, atol=5e-6)
+    spikes = sum(snn.spikes.values())
+    assert 0 < spikes <= 2 * 4 * 4 + 3 * 2 * 2  # at most one spike per neuron
+    assert snn.sops["c2"] > 0 and snn.sops["l"] > 0  # the layers after phase neurons accumulate spikes
+    # the independent reference agrees with both modes
+    ref, ref_spikes = phase_reference.simulate(out, x)
+    np.testing.assert_allclose(snn.logits, ref, atol=1e-6)
+    assert ref_spikes == pytest.approx(spikes)
+    np.testing.assert_allclose(ann, phase_reference.ann_mode(out, x), atol=1e-6)
+
+
+def test_too_few_timesteps_is_an_error() -> None:
+    out = run("phase-coding{base=1.5}", _net(), context(uniform_inputs((1, 4, 4), 8), timesteps=6))
+    with pytest.raises(UserError, match=r"graph @p is phase-coded: its output is decoded at step 18 "
+                                        r"\(graph timesteps 18\); simulate at least 18 steps, not 6"):
+        SIM.run_snn(out, uniform_inputs((1, 4, 4), 2), 6)
 
 
 def test_quantiser_levels_and_threshold_shift() -> None:
@@ -92,13 +108,13 @@ def test_digits(arch: str) -> None:
     ctx = context(xtr[:512], ytr[:512], timesteps=8, batch_size=128)
     lowered = run("canonicalize,fold-bn,calibrate,lower-neurons,encode-input", digits_model(arch), ctx)
     out = run("phase-coding", lowered, ctx)
-    got, spikes = phase_reference.simulate(out, xte)
-    np.testing.assert_allclose(got, phase_reference.ann_mode(out, xte), atol=1e-4)
+    got = SIM.run_snn(out, xte, out.attrs.timesteps)
+    np.testing.assert_allclose(got.logits, SIM.run_ann(out, xte)[out.outputs[0]], atol=5e-6)
     source = digits_model(arch)
     ann = SIM.run_ann(source, xte)[source.outputs[0]]
-    assert float((got.argmax(1) == yte).mean()) >= float((ann.argmax(1) == yte).mean()) - 0.015
+    assert float((got.predictions == yte).mean()) >= float((ann.argmax(1) == yte).mean()) - 0.015
     rate = SIM.run_snn(lowered, xte, 8)
-    assert spikes < 0.5 * sum(rate.spikes.values())
+    assert sum(got.spikes.values()) < 0.5 * sum(rate.spikes.values())
     assert 1.0 < ctx.results["phase-coding"]["base"] <= 2.0
 
 

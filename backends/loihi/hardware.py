@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import tomllib
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from snnc.errors import UserError, did_you_mean
 

@@ -18,7 +18,8 @@ What the lowering reads (the form ``loihi-legalize`` + ``loihi-quantize`` leave 
 
 Each synaptic layer delays by one step (lava's Dense/Conv send what they received the step
 before), so a layer at synaptic depth ``d`` sees input ``t`` at step ``t + d``; the network runs
-``T + D`` steps, ``D`` the readout layer's depth (:attr:`LoihiNet.latency`).
+``T + D`` steps, ``D`` the readout layer's depth (:attr:`LoihiNet.latency`), and each layer is reset
+at its depth (``snnc.backends.loihi.target``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 from snnc.errors import TargetError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.pass_manager import PassContext
 
 from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, VTH_MANT_MAX, LayerKind, LifParams, QLayer
 from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
@@ -72,8 +74,8 @@ class InputCoding:
 class Readout:
     """How the host reads the logits: ``layer`` is an index into :attr:`LoihiNet.layers`.
 
-    VOLTAGE: ``logits = (v_last / 64 - (steps - T) * bias) * scale / T`` (the bias of the latency
-    steps removed: the float model integrates T steps).  SPIKE_COUNT: ``logits = counts * scale / T``.
+    VOLTAGE: ``logits = v_last / 64 * scale / T`` (the layer is reset when its first input arrives,
+    so it integrates the same T steps as the float model).  SPIKE_COUNT: ``logits = counts * scale / T``.
     """
 
     kind: ReadoutKind
@@ -414,3 +416,32 @@ def net_from_layers(layers: list[QLayer], coding: InputCoding) -> LoihiNet:
         last.source = INTEGRATOR
         return LoihiNet(layers, coding, Readout(ReadoutKind.VOLTAGE, len(layers) - 1))
     return LoihiNet(layers, coding, Readout(ReadoutKind.SPIKE_COUNT, len(layers) - 1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# calibrated spike rates
+
+
+def calibrated_rates(ctx: PassContext, graph: Graph, net: LoihiNet, samples: int) -> dict[str, float] | None:
+    """Spikes per neuron per timestep of every Loihi layer (``net``, a ``LoihiNet``), by simulating
+    ``graph`` with the context's simulator; None without calibration data or simulator."""
+    if ctx.calibration is None or ctx.simulator is None:
+        return None
+    x = np.asarray(ctx.calibration.x[:samples] if samples > 0 else ctx.calibration.x, dtype=np.float32)
+    T = graph.attrs.timesteps or ctx.timesteps
+    run = ctx.simulator.run_snn(graph, x, T)
+    rates: dict[str, float] = {}
+    for node in graph.nodes:
+        layer = net.node_layer.get(node.name)
+        if layer is not None and isinstance(node.op, O.Neuron):
+            rates[layer] = float(run.spikes.get(node.name, 0.0)) / (node.type.numel * T)  # type: ignore[union-attr]
+    coding = net.coding
+    xs = np.asarray(x, dtype=np.float64)
+    if coding.scheme is O.Scheme.DIRECT:
+        # a graded spike leaves every input whose level is not 0, every step of the presentation
+        rates[net.layers[0].name] = float(np.mean(np.rint(coding.levels * xs) != 0))
+    elif coding.scheme is O.Scheme.RATE:
+        rates[net.layers[0].name] = float(np.mean(np.clip(xs, 0.0, 1.0)))
+    else:  # ttfs: one spike per positive input over T steps
+        rates[net.layers[0].name] = float(np.mean(xs > 0)) / T
+    return rates

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from snnc.ir import Op
 from snnc.ir import ops as O
+from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
 
 
 def channel_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -85,11 +87,33 @@ def _neuron_rate(op: O.Neuron, xs, p):
     return scale * torch.clamp(x / vth, 0, op.max_spikes)
 
 
-def neuron_param(op: O.Neuron, p: dict[str, torch.Tensor], role: str, ndim: int) -> torch.Tensor | float:
+def neuron_param(op: Op, p: dict[str, torch.Tensor], role: str, ndim: int) -> torch.Tensor | float:
+    """The effective ``role`` of a (phase) neuron: its attribute × its per-channel parameter, if any."""
     value = getattr(op, role)
     if role in p:
         return value * channel_view(p[role], ndim)
     return value
+
+
+def _phase_neuron(op: PhaseNeuron, xs, p):
+    """ANN mode of a phase neuron: with a = I + b, out_scale·B^(−k) for the least k < K with
+    a ≥ θ·B^(−k)·(1 + 1/B)/2, else 0: the comparisons of its emission window, in the same floats."""
+    x = xs[0]
+    nd = x.dim()
+    a = x + channel_view(p["bias"], nd) if "bias" in p else x
+    vth = neuron_param(op, p, "v_th", nd)
+    mid = phase_levels_midpoint(op.base)
+    level = torch.zeros_like(a, dtype=torch.float64)  # B^(−k) exactly, rounded once with the scale
+    fired = torch.zeros_like(a, dtype=torch.bool)
+    for k in range(op.window):
+        hit = ~fired & (a >= vth * op.base ** (-k) * mid)
+        level = torch.where(hit, op.base ** (-k), level)
+        fired = fired | hit
+    return (level * neuron_param(op, p, "out_scale", nd)).to(a.dtype)
+
+
+def _phase_decode(op: PhaseDecode, xs, p):
+    return xs[0] + channel_view(p["bias"], xs[0].dim()) if "bias" in p else xs[0]
 
 
 ANN: dict[type, Callable] = {
@@ -113,4 +137,7 @@ ANN: dict[type, Callable] = {
     O.Neuron: _neuron_rate,
     O.SpikeMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),
     O.Readout: lambda op, xs, p: xs[0],
+    PhaseNeuron: _phase_neuron,
+    PhaseMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),
+    PhaseDecode: _phase_decode,
 }

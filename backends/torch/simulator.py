@@ -1,25 +1,29 @@
 """The reference simulator: a graph as an ``nn.Module``, in ANN mode or over T steps.
 
 This is the reference every other backend and every pass is checked against
-(DESIGN.md §3).  Batched; runs on any torch device.
+(DESIGN.md §3).  Batched; runs on any torch device.  Runs every registered op, the phase-coding
+ops of snnc/ir/ops_phase.py included (a phase-coded graph over its pipelined ``timesteps``).
+Loop-invariant nodes (the direct-coded layers before the first neuron) are computed once per run
+and their MACs are reported both as written and hoisted (``SimResult.hoisted_macs``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snnc.backends.torch.ops import ANN, neuron_param
+from snnc.backends.torch.ops import ANN, channel_view, neuron_param
 from torch import nn
 
-from snnc.errors import UnsupportedError
+from snnc.errors import UnsupportedError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
 
 
 def _safe(name: str) -> str:
@@ -28,15 +32,52 @@ def _safe(name: str) -> str:
 
 @dataclass
 class SimResult:
-    """What an SNN run returns (numpy arrays, batch first)."""
+    """What an SNN run returns (numpy arrays, batch first).
+
+    Counts are per sample (the mean over the batch) and stop at the step a sample exits (an
+    early-exit readout): what hardware that stops a sample there would compute.
+    """
 
     logits: np.ndarray  # (N, C): the readout's running mean at the step each sample stopped
     predictions: np.ndarray  # (N,)
     steps_used: np.ndarray  # (N,) timesteps each sample used (T without an exit rule)
     spikes: dict[str, float] = field(default_factory=dict)  # neuron/encoder -> events per sample
     sops: dict[str, float] = field(default_factory=dict)  # synaptic node -> accumulates per sample
-    macs: dict[str, float] = field(default_factory=dict)  # synaptic node -> multiply-accumulates per sample
+    # synaptic node -> multiply-accumulates per sample as written: an analog-input layer multiplies
+    # at every step the sample runs
+    macs: dict[str, float] = field(default_factory=dict)
+    # the same with each loop-invariant layer (``loop_invariant_nodes``) counted once per sample
+    hoisted_macs: dict[str, float] = field(default_factory=dict)
     recorded: dict[str, np.ndarray] = field(default_factory=dict)  # value -> mean over time
+
+
+def loop_invariant_nodes(graph: Graph) -> set[str]:
+    """Nodes whose value is the same at every timestep: stateless ops (structure, synaptic and
+    ANN-only ops, ``encode{direct}``) all of whose operands are graph inputs or such nodes.
+
+    Under direct coding the first layers read the same input at every step, so they compute the
+    same current every step; the simulator computes them once (``run_snn(hoist=True)``).  A
+    neuron, a stateful pool, a readout, a time-coded encoder or a phase op ends the chain.
+    """
+    invariant = {name for name, _ in graph.inputs}
+    for node in graph.nodes:
+        if _stateless(node.op) and all(v in invariant for v in node.inputs):
+            invariant.add(node.name)
+    return invariant - {name for name, _ in graph.inputs}
+
+
+def _stateless(op) -> bool:
+    if isinstance(op, O.Encode):
+        return op.scheme is O.Scheme.DIRECT
+    return not isinstance(op, _STATEFUL)
+
+
+_STATEFUL = (O.Neuron, O.SpikeMaxPool2d, O.Readout, PhaseNeuron, PhaseMaxPool2d, PhaseDecode)
+
+
+def phase_length(graph: Graph) -> int:
+    """Steps a phase-coded graph needs before its output is decoded (0 without ``phase_decode``)."""
+    return max((n.op.total for n in graph.nodes if isinstance(n.op, PhaseDecode)), default=0)
 
 
 class GraphModule(nn.Module):
@@ -72,62 +113,67 @@ class GraphModule(nn.Module):
         record: Sequence[str] = (),
         count: bool = True,
         surrogate: bool = False,
+        hoist: bool = True,
     ) -> dict:
         """Simulate ``timesteps`` steps on one input tensor; returns a dict of tensors.
 
         ``surrogate``: make spikes differentiable (straight-through on a sigmoid surrogate),
-        for passes that fine-tune through the simulator.
+        for passes that fine-tune through the simulator.  ``hoist``: compute the loop-invariant
+        nodes (``loop_invariant_nodes``) once at t = 0 and reuse their values (the same floats:
+        results do not depend on it).  The counts of a sample stop at the step it exits; once
+        every sample has exited (and nothing is recorded) the run stops.
         """
         g = self.graph
+        needed = phase_length(g)
+        if timesteps < needed:
+            raise UserError(
+                f"graph @{g.name} is phase-coded: its output is decoded at step {needed} (graph timesteps "
+                f"{g.attrs.timesteps}); simulate at least {needed} steps, not {timesteps}"
+            )
         n = x.shape[0]
+        invariant = loop_invariant_nodes(g)
+        hoisted: dict[str, torch.Tensor] = {}
         state: dict[str, dict[str, torch.Tensor]] = {}
         sums: dict[str, Any] = {v: 0.0 for v in record}
-        spikes = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if _emits_events(nd)}
-        sops = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
-        macs = {nd.name: torch.zeros((), device=x.device) for nd in g.nodes if nd.op.synaptic}
+        zero = torch.zeros((), device=x.device)
+        spikes = {nd.name: zero.clone() for nd in g.nodes if _emits_events(nd)}
+        synaptic = [nd.name for nd in g.nodes if nd.op.synaptic]
+        sops = {v: zero.clone() for v in synaptic}
+        macs = {v: zero.clone() for v in synaptic}
+        hoisted_macs = {v: zero.clone() for v in synaptic}
         readout = next((nd for nd in g.nodes if isinstance(nd.op, O.Readout)), None)
+        rule = readout.op.exit_rule if readout is not None else O.ExitRule.NONE  # type: ignore[attr-defined]
         out_name = g.outputs[0]
-        acc = torch.zeros((), device=x.device)
+        acc = zero
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         steps_used = torch.full((n,), timesteps, dtype=torch.long, device=x.device)
         final = None
         for t in range(timesteps):
+            weight = (~done).to(x.dtype) / n  # per-sample means over the samples still running
             env = {g.inputs[0][0]: x}
             events: dict[str, torch.Tensor] = {}  # event counts (0..B) of event-typed values
             for node in g.nodes:
                 ins = [env[v] for v in node.inputs]
-                p = self.params_of(node)
-                op = node.op
-                if isinstance(op, O.Neuron):
-                    out, s = self._neuron(node, ins[0], p, state, surrogate)
-                    if op.emit is O.Emit.SPIKES:  # a membrane readout is analog: its readers do MACs
-                        events[node.name] = s.detach()
-                elif isinstance(op, O.Encode):
-                    out = self._encode(op, ins[0], t, timesteps)
-                    if op.scheme is not O.Scheme.DIRECT:
-                        events[node.name] = (out != 0).to(out.dtype)
-                elif isinstance(op, O.SpikeMaxPool2d):
-                    idx = self._spike_maxpool_winners(node, events.get(node.inputs[0], ins[0]), state)
-                    out = _gather_windows(ins[0], idx)
-                    if node.inputs[0] in events:
-                        events[node.name] = _gather_windows(events[node.inputs[0]], idx)
-                elif isinstance(op, O.Readout):
-                    out = ins[0]
+                if node.name in hoisted:
+                    out = hoisted[node.name]
                 else:
-                    out = ANN[type(op)](op, ins, p)
-                    if not op.synaptic and all(v in events for v in node.inputs):
-                        events[node.name] = ANN[type(op)](op, [events[v] for v in node.inputs], {})
+                    out = self._step(node, ins, events, state, t, timesteps, surrogate)
+                    if hoist and node.name in invariant:
+                        hoisted[node.name] = out
                 if count:
                     if node.name in events and _emits_events(node):
-                        spikes[node.name] += events[node.name].sum() / n
-                    if op.synaptic:
-                        self._count(node, ins, events, sops, macs)
+                        spikes[node.name] += _per_sample(events[node.name]) @ weight
+                    if node.op.synaptic:
+                        sop, mac = self._count(node, ins, events, weight)
+                        sops[node.name] += sop
+                        macs[node.name] += mac
+                        if t == 0 or node.name not in invariant:
+                            hoisted_macs[node.name] += mac
                 env[node.name] = out
             for v in record:
                 sums[v] = sums[v] + env[v].detach()
             acc = acc + env[readout.inputs[0] if readout else out_name]
             logits_t = acc / (t + 1)
-            rule = readout.op.exit_rule if readout is not None else O.ExitRule.NONE  # type: ignore[attr-defined]
             if readout is not None and rule is not O.ExitRule.NONE:
                 thresholds = self.params_of(readout)["exit_thresholds"]
                 score = exit_score(rule, logits_t)
@@ -139,6 +185,8 @@ class GraphModule(nn.Module):
                 steps_used = torch.where(newly, torch.full_like(steps_used, t + 1), steps_used)
                 done = done | newly
                 final = torch.where(done.unsqueeze(1), final, logits_t)
+                if not record and bool(done.all()):  # nothing left to compute or count
+                    break
             else:
                 final = logits_t
         return {
@@ -147,8 +195,49 @@ class GraphModule(nn.Module):
             "spikes": spikes,
             "sops": sops,
             "macs": macs,
+            "hoisted_macs": hoisted_macs,
             "recorded": {v: sums[v] / timesteps for v in record},
         }
+
+    def _step(self, node: Node, ins: list[torch.Tensor], events: dict[str, torch.Tensor], state, t: int, T: int,
+              surrogate: bool) -> torch.Tensor:
+        """The value of ``node`` at step ``t``; records the event counts of event-typed results in
+        ``events`` and keeps the state of stateful nodes in ``state[node.name]``."""
+        op = node.op
+        p = self.params_of(node)
+        if isinstance(op, O.Neuron):
+            out, s = self._neuron(node, ins[0], p, state, surrogate)
+            if op.emit is O.Emit.SPIKES:  # a membrane readout is analog: its readers do MACs
+                events[node.name] = s.detach()
+            return out
+        if isinstance(op, O.Encode):
+            out = self._encode(op, ins[0], t, T)
+            if op.scheme is not O.Scheme.DIRECT:
+                events[node.name] = (out != 0).to(out.dtype)
+            return out
+        if isinstance(op, O.SpikeMaxPool2d):
+            idx = self._spike_maxpool_winners(node, events.get(node.inputs[0], ins[0]), state)
+            if node.inputs[0] in events:
+                events[node.name] = _gather_windows(events[node.inputs[0]], idx)
+            return _gather_windows(ins[0], idx)
+        if isinstance(op, PhaseNeuron):
+            out, s = _phase_neuron_step(op, ins[0], p, state.setdefault(node.name, {}), t)
+            events[node.name] = s
+            return out
+        if isinstance(op, PhaseMaxPool2d):
+            out, passed = _phase_maxpool_step(op, ins[0], events.get(node.inputs[0]),
+                                              state.setdefault(node.name, {}), t)
+            if passed is not None:
+                events[node.name] = passed
+            return out
+        if isinstance(op, PhaseDecode):
+            return _phase_decode_step(op, ins[0], p, t)
+        if isinstance(op, O.Readout):
+            return ins[0]
+        out = ANN[type(op)](op, ins, p)
+        if not op.synaptic and all(v in events for v in node.inputs):
+            events[node.name] = ANN[type(op)](op, [events[v] for v in node.inputs], {})
+        return out
 
     # -- stateful rules --------------------------------------------------------------------
     def _neuron(self, node: Node, current: torch.Tensor, p, state, surrogate: bool):
@@ -219,15 +308,20 @@ class GraphModule(nn.Module):
         _, idx = F.max_pool2d(st["count"], op.kernel, op.stride, op.padding, 1, op.ceil_mode, return_indices=True)
         return idx
 
-    def _count(self, node: Node, ins: list[torch.Tensor], events, sops, macs) -> None:
-        n = ins[0].shape[0]
+    def _count(self, node: Node, ins: list[torch.Tensor], events, weight: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's (accumulates, multiply-accumulates) of a synaptic node, per sample: the
+        mean over the batch with ``weight`` (1/N for a running sample, 0 for one that exited)."""
+        sops = torch.zeros((), device=weight.device)
+        macs = torch.zeros((), device=weight.device)
         for i, x in enumerate(ins):
             fan = self.fanout(node, i, x)
             v = node.inputs[i]
             if v in events:  # a burst of k spikes counts k accumulates per synapse
-                sops[node.name] += (events[v] * fan).sum() / n
+                sops = sops + _per_sample(events[v] * fan) @ weight
             else:
-                macs[node.name] += fan.sum()
+                macs = macs + fan.sum() * weight.sum()
+        return sops, macs
 
     def fanout(self, node: Node, operand: int, x: torch.Tensor) -> torch.Tensor:
         """Synapses each input element drives (exact at borders), shape = one sample."""
@@ -254,8 +348,13 @@ def _gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
 
 
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    """The sum over each sample's elements, shape (N,)."""
+    return t.reshape(t.shape[0], -1).sum(dim=1)
+
+
 def _emits_events(node: Node) -> bool:
-    if isinstance(node.op, O.Neuron):
+    if isinstance(node.op, (O.Neuron, PhaseNeuron)):
         return True
     return isinstance(node.op, O.Encode) and node.op.scheme is not O.Scheme.DIRECT
 
@@ -280,6 +379,62 @@ def _reset(op: O.Neuron, v: torch.Tensor, s: torch.Tensor, vth) -> torch.Tensor:
     if op.reset is O.Reset.HARD:
         return torch.where(s > 0, torch.full_like(v, op.v_reset), v)
     return v
+
+
+# -- phase coding (snnc/ir/ops_phase.py: the equations are in the op docstrings) -----------------
+
+
+def _phase_neuron_step(op: PhaseNeuron, current: torch.Tensor, p, st: dict[str, torch.Tensor], t: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of a phase neuron: (output s·out_scale, spikes s).  ``st`` keeps the integrated
+    value ``x`` and whether the neuron has fired."""
+    nd = current.dim()
+    if not st:
+        st["x"] = torch.zeros_like(current)
+        st["fired"] = torch.zeros_like(current, dtype=torch.bool)
+    k = t - op.start
+    s = torch.zeros_like(current)
+    if 0 <= k < op.window:  # integration window
+        if not op.constant_input:
+            st["x"] = st["x"] + op.base ** (-k) * current
+        elif k == 0:  # a constant current is sampled once
+            st["x"] = current
+        if k == op.window - 1 and "bias" in p:
+            st["x"] = st["x"] + channel_view(p["bias"], nd)
+    elif op.window <= k < 2 * op.window:  # emission window: one spike at the first level reached
+        level = neuron_param(op, p, "v_th", nd) * op.base ** (-(k - op.window))
+        fire = ~st["fired"] & (st["x"] >= level * phase_levels_midpoint(op.base))
+        st["fired"] = st["fired"] | fire
+        s = fire.to(current.dtype)
+    return s * neuron_param(op, p, "out_scale", nd), s
+
+
+def _phase_maxpool_step(op: PhaseMaxPool2d, x: torch.Tensor, x_events: torch.Tensor | None,
+                        st: dict[str, torch.Tensor], t: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One step of first-spike max pooling: (output, its events, or None for an analog input).
+    ``st["sent"]`` marks the pooling windows that passed a spike in the current phase window."""
+    m = F.max_pool2d(x, op.kernel, op.stride, op.padding, 1, op.ceil_mode)
+    if "sent" not in st or (t >= op.start and (t - op.start) % op.window == 0):
+        st["sent"] = torch.zeros_like(m, dtype=torch.bool)
+    sent = st["sent"]
+    out = torch.where(sent, torch.zeros_like(m), m)
+    passed = None
+    if x_events is not None:
+        e = F.max_pool2d(x_events, op.kernel, op.stride, op.padding, 1, op.ceil_mode)
+        passed = torch.where(sent, torch.zeros_like(e), e)
+    st["sent"] = sent | (m > 0)
+    return out, passed
+
+
+def _phase_decode_step(op: PhaseDecode, current: torch.Tensor, p, t: int) -> torch.Tensor:
+    """total·(B^(−k)·I[t] + [k = 0]·b) inside the decode window, 0 outside."""
+    k = t - op.start
+    if not 0 <= k < op.window:
+        return torch.zeros_like(current)
+    y = current * (op.total * op.base ** (-k))
+    if k == 0 and "bias" in p:
+        y = y + op.total * channel_view(p["bias"], y.dim())
+    return y
 
 
 def exit_score(rule: O.ExitRule, logits: torch.Tensor) -> torch.Tensor:
@@ -368,6 +523,7 @@ class TorchSimulator:
         spikes: dict[str, float] = {}
         sops: dict[str, float] = {}
         macs: dict[str, float] = {}
+        hoisted_macs: dict[str, float] = {}
         total = len(x)
         for start in range(0, total, self.batch_size):
             xb = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), device=self.device)
@@ -375,7 +531,9 @@ class TorchSimulator:
             w = xb.shape[0] / total
             logits.append(out["logits"].cpu().numpy())
             steps.append(out["steps_used"].cpu().numpy())
-            for src, dst in ((out["spikes"], spikes), (out["sops"], sops), (out["macs"], macs)):
+            counts = ((out["spikes"], spikes), (out["sops"], sops), (out["macs"], macs),
+                      (out["hoisted_macs"], hoisted_macs))
+            for src, dst in counts:
                 for k, v in src.items():
                     dst[k] = dst.get(k, 0.0) + float(v) * w
             for v in record:
@@ -388,5 +546,6 @@ class TorchSimulator:
             spikes=spikes,
             sops=sops,
             macs=macs,
+            hoisted_macs=hoisted_macs,
             recorded={k: np.concatenate(v) for k, v in rec.items()},
         )

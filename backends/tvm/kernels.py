@@ -45,6 +45,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 from snnc.errors import UnsupportedError
 
@@ -183,6 +184,22 @@ class LayerKernel:
             digest = hashlib.sha1(repr(self).encode()).hexdigest()[:12]
             object.__setattr__(self, "name", f"snnc_{self.op.value}_{digest}")
 
+    # typed views of the optional parts (present by construction: ``_check`` ran) ----
+    @property
+    def conv(self) -> Conv2dGeometry:
+        return cast(Conv2dGeometry, self.geometry)
+
+    @property
+    def pool(self) -> Pool2dGeometry:
+        return cast(Pool2dGeometry, self.geometry)
+
+    @property
+    def nrn(self) -> NeuronSpec:
+        return cast(NeuronSpec, self.neuron)
+
+    def events(self, i: int = 0) -> Events:
+        return cast(Events, self.operands[i])
+
     # derived sizes -----------------------------------------------------------------
     @property
     def n_out(self) -> int:
@@ -209,7 +226,7 @@ class LayerKernel:
         if self.op is Op.LINEAR:
             return self.in_shape[0] * self.n_out
         if self.op is Op.CONV2D:
-            kh, kw = self.geometry.kernel
+            kh, kw = self.conv.kernel
             return self.n_out * self.in_shape[2] * kh * kw
         return self.n_out
 
@@ -250,9 +267,9 @@ class LayerKernel:
         names.append("acc")
         if self.epilogue is Epilogue.NEURON:
             names += ["v", "vth"]
-            if self.neuron.leak:
+            if self.nrn.leak:
                 names.append("beta")
-            if self.neuron.reset is Reset.HARD:
+            if self.nrn.reset is Reset.HARD:
                 names.append("vreset")
         if self.epilogue in (Epilogue.NEURON, Epilogue.COMPACT):
             names += ["cnt_out", "idx_out"]
@@ -529,7 +546,7 @@ class _Emitter:
         if k.op is Op.LINEAR:
             shapes["weight"] = ((str(k.in_shape[0]), n), self.wdt)
         if k.op is Op.CONV2D:
-            kh, kw = k.geometry.kernel
+            kh, kw = k.conv.kernel
             shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(k.channels)), self.wdt)
         if k.bias:
             shapes["bias"] = ((str(k.channels),), adt)
@@ -537,7 +554,7 @@ class _Emitter:
         if k.epilogue is Epilogue.NEURON:
             shapes["v"] = ((B, n), adt)
             shapes["vth"] = ((str(k.channels),), adt)
-            if k.neuron.leak:
+            if k.nrn.leak:
                 shapes["beta"] = ((str(k.channels),), adt)
         if k.epilogue in (Epilogue.NEURON, Epilogue.COMPACT):
             shapes["cnt_out"] = ((B,), "int32")
@@ -591,7 +608,7 @@ class _Emitter:
 
     def event_range(self, i: int) -> tuple[str, Callable[[str], str], Callable[[str], str]]:
         """For operand i of sample b: (count, index(k), value(k)) expressions (ROWS or CSR)."""
-        operand = self.k.operands[i]
+        operand = self.k.events(i)
         if operand.layout is Layout.ROWS:
             count = f"cnt{i}[b]"
 
@@ -700,7 +717,7 @@ class _Emitter:
 
     def accumulate_linear(self, base: str, width: int) -> None:
         w = self.w
-        operand = self.k.operands[0]
+        operand = self.k.events(0)
         count, at, val = self.event_range(0)
 
         def value(kk: str) -> str | None:
@@ -721,7 +738,7 @@ class _Emitter:
 
     def accumulate_csc(self, base: str, width: int) -> None:
         w = self.w
-        operand = self.k.operands[0]
+        operand = self.k.events(0)
         value = self.to_acc("val0[q]", operand.val_dtype) if operand.graded else None
         with w.block(f"for i in range({operand.cap}):"):
             with w.block("for q in range(ptr0[i], ptr0[i + 1]):"):
@@ -765,9 +782,9 @@ class _Emitter:
 
     def accumulate_conv(self, base: str, width: int) -> None:
         k, w = self.k, self.w
-        g = k.geometry
+        g = k.conv
         oh, ow, co = k.out_shape
-        operand = k.operands[0]
+        operand = k.events(0)
         count, at, val = self.event_range(0)
         with w.block(f"for k in range({count}):"):
             self.decode(at("k"))
@@ -802,9 +819,9 @@ class _Emitter:
 
     def accumulate_pool(self) -> None:
         k, w = self.k, self.w
-        g = k.geometry
+        g = k.pool
         oh, ow, c = k.out_shape
-        operand = k.operands[0]
+        operand = k.events(0)
         count, at, val = self.event_range(0)
         with w.block(f"for k in range({count}):"):
             self.decode(at("k"))
@@ -824,13 +841,11 @@ class _Emitter:
         for i, operand in enumerate(k.operands):
             if isinstance(operand, Current):
                 scale = f" * {_lit(operand.scale, self.adt)}" if operand.scale != 1.0 else ""
-                self.vector(
-                    k.n_out,
-                    "0",
-                    lambda col, i=i, scale=scale: w(
-                        f"acc[b, {col}] = acc[b, {col}] + cur{i}[b, {col}]{scale}"
-                    ),
-                )
+
+                def add_current(col: str, i: int = i, scale: str = scale) -> None:
+                    w(f"acc[b, {col}] = acc[b, {col}] + cur{i}[b, {col}]{scale}")
+
+                self.vector(k.n_out, "0", add_current)
                 continue
             count, at, val = self.event_range(i)
             with w.block(f"for k in range({count}):"):
@@ -874,7 +889,7 @@ class _Emitter:
         """v and s of element j in three vector statements, every expression inline (a let-bound
         value inside T.vectorized miscompiles): acc := v_new; v := reset(acc); acc := s."""
         k, w, adt = self.k, self.w, self.adt
-        nrn = k.neuron
+        nrn = k.nrn
         th = f"vth[{co}]"
         w(f"acc[b, {j}] = {self.leak_expr(f'v[b, {j}]', co)} + acc[b, {j}]")
         s = self.spike_expr(f"acc[b, {j}]", th)
@@ -906,7 +921,7 @@ class _Emitter:
 
     def spike_expr(self, vn: str, th: str) -> str:
         """s as an int32 expression of membrane expression vn and threshold th."""
-        nrn, adt = self.k.neuron, self.adt
+        nrn, adt = self.k.nrn, self.adt
         if nrn.max_spikes == 1:
             cmp = ">" if nrn.strict else ">="
             return f"T.if_then_else({vn} {cmp} {th}, T.int32(1), T.int32(0))"
@@ -919,7 +934,7 @@ class _Emitter:
         return f"T.min(T.max({q}, T.int32(0)), T.int32({bmax}))"
 
     def leak_expr(self, vold: str, co: str) -> str:
-        nrn = self.k.neuron
+        nrn = self.k.nrn
         if not nrn.leak:
             return vold
         if self.adt == "float32":
@@ -973,7 +988,7 @@ class _CudaEmitter(_Emitter):
 
     def emit(self) -> str:
         k, w = self.k, self.w
-        operand = k.operands[0]
+        operand = k.events(0)
         if isinstance(operand, Events) and operand.layout is Layout.CSC:
             raise UnsupportedError("the weight-stationary CSC kernel is CPU-only; use ROWS or CSR on CUDA")
         self.signature()
@@ -990,9 +1005,9 @@ class _CudaEmitter(_Emitter):
         else:
             for i, o in enumerate(k.operands):
                 if isinstance(o, Current):
-                    scale = f" * {_lit(o.scale, self.adt)}" if o.scale != 1.0 else ""
+                    times = f" * {_lit(o.scale, self.adt)}" if o.scale != 1.0 else ""
                     with self.columns(k.n_out, "j"):
-                        w(f"acc[b, j] = acc[b, j] + cur{i}[b, j]{scale}")
+                        w(f"acc[b, j] = acc[b, j] + cur{i}[b, j]{times}")
             if k.op is Op.POOL2D:
                 with self.serial():
                     self.accumulate_pool()
@@ -1004,9 +1019,9 @@ class _CudaEmitter(_Emitter):
                             with w.block(f"for k in range({count}):"):
                                 w(f"acc[b, {at('k')}] = acc[b, {at('k')}] + {self.event_value(o, val('k'))}")
         if self.needs_finish:
-            scale = k.operands[0].scale if self.scaled else 1.0
+            factor = k.operands[0].scale if self.scaled else 1.0
             with self.columns(k.n_out, "j"):
-                rhs = "acc[b, j]" if scale == 1.0 else f"acc[b, j] * {_lit(scale, self.adt)}"
+                rhs = "acc[b, j]" if factor == 1.0 else f"acc[b, j] * {_lit(factor, self.adt)}"
                 if k.bias:
                     rhs = f"{rhs} + bias[T.floormod(j, {c})]"
                 w(f"acc[b, j] = {rhs}")
@@ -1023,7 +1038,7 @@ class _CudaEmitter(_Emitter):
 
     def linear_column(self) -> None:
         w = self.w
-        operand = self.k.operands[0]
+        operand = self.k.events(0)
         count, at, val = self.event_range(0)
         value = (lambda kk: self.to_acc(val(kk), operand.val_dtype)) if operand.graded else (lambda kk: None)
         with w.block(f"for k in range({count}):"):
@@ -1031,9 +1046,9 @@ class _CudaEmitter(_Emitter):
 
     def conv_column(self) -> None:
         k, w = self.k, self.w
-        g = k.geometry
+        g = k.conv
         oh, ow, co = k.out_shape
-        operand = k.operands[0]
+        operand = k.events(0)
         count, at, val = self.event_range(0)
         with w.block(f"for k in range({count}):"):
             self.decode(at("k"))

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tvm
@@ -422,7 +423,7 @@ def _plan_layer(rec: dict, op: LayerOp, ins: list[Signal], device: Device) -> La
     if epilogue is Epilogue.CURRENT:
         out = Signal(Kind.CURRENT, shape, hwc, dtype=adt)
     else:
-        graded = epilogue is Epilogue.COMPACT or neuron.max_spikes > 1
+        graded = epilogue is Epilogue.COMPACT or (neuron is not None and neuron.max_spikes > 1)
         scale = nrn["out_scale"] if nrn else 1.0
         out = Signal(Kind.EVENTS, shape, hwc, graded, adt, scale)
     plan = LayerPlan(rec, ins, out)
@@ -616,7 +617,7 @@ class _Buffers:
     (``acc``, ``v``, ``cnt_out``, ...), the calls of one timestep, and the calls made once per
     batch (the direct-coded input currents)."""
 
-    layers: dict[str, dict[str, object]] = field(default_factory=dict)
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[Callable[[], None]] = field(default_factory=list)
     per_batch: list[Callable[[np.ndarray], None]] = field(default_factory=list)
 
@@ -652,19 +653,19 @@ class EventRuntime:
                 )
         self._functions = {k.name: self.lib[k.name] for p in self.plans for k in p.kernels()}
         self._by_batch: dict[int, _Buffers] = {}
-        self._params_on_device: dict[str, object] = {}
+        self._params_on_device: dict[str, Any] = {}
 
     @property
     def timesteps(self) -> int:
         return int(self.graph["timesteps"])
 
     # -- buffers and steps of one batch size ----------------------------------------------
-    def _tensor(self, shape, dtype, fill=0) -> object:
+    def _tensor(self, shape, dtype, fill=0) -> Any:
         t = tvm.runtime.empty(tuple(int(s) for s in shape), dtype, self.dev)
         t.copyfrom(np.full(tuple(shape), fill, dtype=dtype))
         return t
 
-    def _param_tensor(self, name: str) -> object:
+    def _param_tensor(self, name: str) -> Any:
         """A parameter as a device tensor, shared by every batch size."""
         t = self._params_on_device.get(name)
         if t is None:
@@ -676,7 +677,7 @@ class EventRuntime:
     def _build(self, batch: int) -> _Buffers:
         """Allocate every buffer for ``batch`` samples and bind each layer's kernel calls."""
         buf = _Buffers()
-        values: dict[str, dict[str, object]] = {}
+        values: dict[str, dict[str, Any]] = {}
         in_name = self.graph["input"]["name"]
         values[in_name] = {}
         for plan in self.plans:
@@ -687,7 +688,7 @@ class EventRuntime:
             out = plan.output
             n = out.n
             adt = Precision(rec["precision"]).acc_dtype
-            t: dict[str, object] = {"acc": self._tensor((batch, n), adt)}
+            t: dict[str, Any] = {"acc": self._tensor((batch, n), adt)}
             if out.kind is Kind.EVENTS:
                 t["cnt_out"] = self._tensor((batch,), "int32")
                 t["idx_out"] = self._tensor((batch, n), "int32")
@@ -729,21 +730,22 @@ class EventRuntime:
             elif x.kind is Kind.CURRENT:  # the producer's current is already dense
                 src = values[rec["inputs"][0]]["acc"]
 
-                def step(compute=compute, src=src) -> None:
+                def from_current(compute=compute, src=src) -> None:
                     compute(self._host_view(src))
 
+                buf.steps.append(from_current)
             else:
                 dense_in = self._tensor((batch, x.n), adt)
                 dk = plan.densify_for(batch)
                 dargs = self._event_args(dk, [values[rec["inputs"][0]]]) + [dense_in]
                 dfn = self._functions[dk.name]
 
-                def step(dfn=dfn, dargs=dargs, compute=compute, dense_in=dense_in) -> None:
+                def from_events(dfn=dfn, dargs=dargs, compute=compute, dense_in=dense_in) -> None:
                     dfn(*dargs)
                     compute(self._host_view(dense_in))
 
-            if x.kind is not Kind.ANALOG:
-                buf.steps.append(step)
+                buf.steps.append(from_events)
+
         else:
             for i, src in enumerate(rec["inputs"]):
                 value = values[src]
@@ -755,7 +757,11 @@ class EventRuntime:
                     if plan.inputs[i].graded:
                         args_by_name[f"val{i}"] = value["val_out"]
         args = [args_by_name[a] for a in main.arg_names()]
-        buf.steps.append(lambda fn=fn, args=args: fn(*args))
+
+        def call(fn=fn, args=args) -> None:
+            fn(*args)
+
+        buf.steps.append(call)
 
     def _host_view(self, tensor) -> np.ndarray:
         """A numpy view of a CPU tensor (zero-copy), or a host copy of a device tensor."""
@@ -774,7 +780,7 @@ class EventRuntime:
         """A function that writes W·input (BLAS; exact float64 for int8) into ``cur``."""
         rec = plan.record
         integer = cur.dtype == "int32"
-        in_hwc = x.hwc
+        in_hwc = x.hwc or (x.n,)
 
         def compute(dense: np.ndarray) -> None:
             src = dense.astype(np.float64) if integer else dense
@@ -836,7 +842,9 @@ class EventRuntime:
             raise TargetError(f"input must be batched [N, ...], got shape {list(x.shape)}")
         enc = self._encode_input(x)
         out_plan = next(p for p in self.plans if p.name == self.graph["output"])
-        logits, spikes, membranes = [], {}, {}
+        logits: list[np.ndarray] = []
+        spikes: dict[str, list[np.ndarray]] = {}
+        membranes: dict[str, list[np.ndarray]] = {}
         for start in range(0, enc.shape[0], batch_size):
             chunk = enc[start : start + batch_size]
             batch = chunk.shape[0]

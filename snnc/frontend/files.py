@@ -11,8 +11,8 @@ TorchScript archives, garbage and truncated files get a one-line explanation.
 from __future__ import annotations
 
 import hashlib
-import logging
 import importlib.util
+import logging
 import sys
 import zipfile
 from dataclasses import dataclass

@@ -1,0 +1,544 @@
+"""loihi-legalize: rewrite a converted SNN into what Loihi's CUBA neuron and synapses can run.
+
+Loihi's neuron (lava ``LIF``, DESIGN §5) resets to 0 when it fires, fires on ``v > vth`` (strict),
+starts at ``v = 0`` and has one threshold and one leak per population; between two populations
+there is one synaptic layer (dense or conv).  This pass rewrites what it can and refuses the rest,
+listing every illegal node with the reason and the pass that would fix it.
+
+Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
+
+* ``identity`` / ``dropout`` are removed;
+* ``neuron{model=if}`` → ``model=lif, beta=1`` (Loihi's LIF with ``dv = 0``);
+* ``neuron{reset=hard, v_reset=0}`` → ``strict=true``: ``v ≥ θ`` and ``v > θ`` differ only when v
+  hits θ exactly;
+* ``spike_maxpool`` (gated max pooling, which Loihi cannot run) → **OR pooling**: a depthwise
+  ``conv2d`` with unit weights into a ``neuron{model=lif, beta=0, v_th=0.5, hard, strict}``, which
+  fires when any input of its window spiked in that step.  Its rate lies between the largest and
+  the summed input rate: a different function from gated max pooling (a note says so).  On the
+  digits CNN at T = 8 it keeps the float SNN's accuracy (99.2 % on the test split), where replacing
+  max by average pooling (``lower-neurons{maxpool=avg}``) drops it to 26-58 %;
+* a pooling op next to a ``conv2d`` or before ``flatten`` → ``linear`` is **composed** into that
+  op (one exact linear map: e.g. ``avgpool 2x2`` then ``linear`` = ``linear`` on the unpooled input;
+  ``avgpool`` then ``conv 3x3`` = one ``conv 6x6 stride 2``).  The composite is checked against the
+  two ops on a random input; where borders would differ (padding over a partial window) it is
+  refused.  A pooling op that cannot be composed becomes the depthwise ``conv2d`` it is;
+* a per-channel ``scale`` op (no bias) next to a ``conv2d`` / ``linear`` is folded into its weights;
+  one right before the ``readout`` is kept (the host applies it when it reads the logits);
+* a neuron with per-channel ``v_th`` or ``beta`` is split into populations, one per run of channels
+  with equal values: its conv2d / linear is cut into row blocks, and a ``concat`` joins the parts.
+
+Refused (with the node and the reason): soft reset or no reset (convert with
+``lower-neurons{reset=hard}``: the ``ann-to-loihi`` pipeline), ``v_reset ≠ 0``, ``v_init ≠ 0``,
+bursts (``max_spikes > 1``), the tau/rate leak forms, reset delay, membrane outputs, ``out_scale ≠ 1``
+(run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, ``reshape``, and a sum of
+currents (``add`` of analog values).
+
+Preserves: the SNN's function exactly, except the OR pooling above and ties at threshold.
+Requires: a converted SNN (``lower-neurons``), thresholds folded (``fold-thresholds``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from snnc.passes._conversion import neuron_vector, uses
+
+from snnc.errors import UnsupportedError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
+
+_POOLS = (O.AvgPool2d, O.SumPool2d)
+_WEIGHTED = (O.Conv2d, O.Linear)
+OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
+_COMPOSE_RTOL = 1e-6
+
+
+@register_pass
+@dataclass(frozen=True)
+class LoihiLegalize(Pass):
+    name: ClassVar[str] = "loihi-legalize"
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        problems = _neuron_problems(graph)
+        if problems:
+            raise UnsupportedError("loihi-legalize: " + "; ".join(problems))
+        log: list[str] = []
+        for node in list(graph.nodes):
+            if isinstance(node.op, (O.Identity, O.Dropout)):
+                graph.remove(node)
+        _neurons(graph, log)
+        _or_pooling(ctx, graph, log)
+        graph.infer_types()
+        _compose(graph, log)
+        _pools_to_convs(graph, log)
+        _split_channels(graph, log)
+        graph.drop_unused_params()
+        graph.infer_types()
+        problems = structure_problems(graph)
+        if problems:
+            raise UnsupportedError("loihi-legalize: " + "; ".join(problems))
+        ctx.results[self.name] = {"rewrites": log}
+
+
+# ----------------------------------------------------------------------------------------------------
+# checks
+
+
+def _neuron_problems(graph: Graph) -> list[str]:
+    out = []
+    for node in graph.nodes:
+        if not isinstance(node.op, O.Neuron):
+            continue
+        op: O.Neuron = node.op
+        where = f"neuron %{node.name}"
+        if op.reset is O.Reset.SOFT:
+            out.append(f"{where}: soft reset; Loihi's CUBA neuron resets to 0 (convert with lower-neurons{{reset=hard}}, "
+                       "as the ann-to-loihi pipeline does)")
+        elif op.reset is O.Reset.NONE:
+            out.append(f"{where}: reset=none; Loihi's CUBA neuron always resets to 0 when it fires")
+        elif op.v_reset != 0.0:
+            out.append(f"{where}: v_reset={op.v_reset}; Loihi resets to 0")
+        if op.v_init != 0.0:
+            out.append(f"{where}: v_init={op.v_init}; Loihi starts at v = 0 (lower-neurons{{v-init=0}})")
+        if op.max_spikes > 1:
+            out.append(f"{where}: max_spikes={op.max_spikes}; Loihi's CUBA LIF sends one spike per step")
+        if op.leak is not O.Leak.MULTIPLY:
+            out.append(f"{where}: leak={op.leak.value}; Loihi leaks as v = (1 - dv/4096) v + u")
+        if op.reset_delay or op.presubtract:
+            out.append(f"{where}: a delayed reset is not Loihi's neuron")
+        if op.emit is not O.Emit.SPIKES:
+            out.append(f"{where}: emit={op.emit.value}; a Loihi neuron sends spikes")
+        if "out_scale" in node.params or op.out_scale != 1.0:
+            out.append(f"{where}: out_scale ≠ 1; Loihi spikes carry no value (run fold-thresholds first)")
+    return out
+
+
+def structure_problems(graph: Graph) -> list[str]:
+    """What remains illegal once every rewrite ran (also what the Loihi target's legality reports)."""
+    out: list[str] = []
+    for node in graph.nodes:
+        op = node.op
+        where = f"{op.name} %{node.name}"
+        if op.ann_only:
+            out.append(f"{where}: ANN op; convert first (the ann-to-loihi pipeline)")
+        elif isinstance(op, O.Encode):
+            if op.scheme is O.Scheme.PHASE:
+                out.append(f"{where}: phase coding weights each step differently; Loihi synapses cannot")
+        elif isinstance(op, O.Neuron):
+            src = graph.producer(node.inputs[0])
+            if src is None or not isinstance(src.op, _WEIGHTED) or len(graph.users(src.name)) != 1:
+                out.append(f"{where}: must read a conv2d / linear that feeds only it (one synaptic layer "
+                           "between two Loihi populations)")
+        elif isinstance(op, _WEIGHTED):
+            users = graph.users(node.name)
+            ok = len(users) == 1 and (
+                isinstance(users[0].op, (O.Neuron, O.Readout)) or _is_readout_scale(graph, users[0])
+            )
+            if not ok:
+                out.append(f"{where}: feeds {', '.join('%' + u.name for u in users) or 'the output'}; a Loihi "
+                           "synaptic layer feeds exactly one population (or the readout)")
+        elif isinstance(op, (O.Add, O.Concat)):
+            for v in node.inputs:
+                if not graph.value_type(v).is_event:
+                    out.append(f"{where}: sums or joins the analog value %{v}; Loihi adds and concatenates spikes only")
+                    break
+            if isinstance(op, O.Concat) and op.axis != 0:
+                out.append(f"{where}: concatenation along axis {op.axis}; Loihi concatenates channels only")
+        elif isinstance(op, O.Scale):
+            prod = graph.producer(node.inputs[0])
+            input_scale = prod is not None and isinstance(prod.op, O.Encode)
+            if not (_is_readout_scale(graph, node) or input_scale):
+                out.append(f"{where}: a per-channel scale that could not be folded into a conv2d / linear")
+        elif isinstance(op, O.Readout):
+            if op.exit_rule is not O.ExitRule.NONE:
+                out.append(f"{where}: early exit needs the host to stop the chip; not supported on Loihi")
+        elif not isinstance(op, O.Flatten):
+            out.append(f"{where}: no Loihi equivalent")
+    return out
+
+
+def _is_readout_scale(graph: Graph, node: Node) -> bool:
+    users = graph.users(node.name)
+    return (
+        isinstance(node.op, O.Scale)
+        and len(users) == 1
+        and isinstance(users[0].op, O.Readout)
+        and "bias" not in node.params
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# neurons
+
+
+def _neurons(graph: Graph, log: list[str]) -> None:
+    for node in graph.nodes:
+        if not isinstance(node.op, O.Neuron):
+            continue
+        op: O.Neuron = node.op
+        changes: dict = {}
+        if op.model is O.NeuronModel.IF:
+            changes.update(model=O.NeuronModel.LIF, beta=1.0)
+        if not op.strict:
+            changes["strict"] = True
+        if changes:
+            node.op = dataclasses.replace(op, **changes)
+            log.append(f"neuron %{node.name}: " + ", ".join(f"{k}={_text(v)}" for k, v in changes.items()))
+
+
+def _text(v) -> str:
+    return str(v.value) if hasattr(v, "value") else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _or_pooling(ctx: PassContext, graph: Graph, log: list[str]) -> None:
+    for node in list(graph.nodes):
+        if not isinstance(node.op, O.SpikeMaxPool2d):
+            continue
+        op: O.SpikeMaxPool2d = node.op
+        if op.ceil_mode:
+            raise UnsupportedError(f"loihi-legalize: spike_maxpool %{node.name}: ceil_mode has no Loihi equivalent")
+        t = graph.value_type(node.inputs[0])
+        if not t.is_event:
+            raise UnsupportedError(f"loihi-legalize: spike_maxpool %{node.name}: reads analog %{node.inputs[0]}")
+        channels = t.shape[0]
+        key = graph.fresh_param(f"{node.name}.weight")
+        graph.params[key] = np.ones((channels, 1, *op.kernel), dtype=np.float32)
+        node.op = O.Conv2d(op.stride, op.padding, (1, 1), channels)
+        node.params = {"weight": key}
+        gate = Node(
+            graph.fresh_name(f"{node.name}_or"),
+            O.Neuron(model=O.NeuronModel.LIF, v_th=OR_THRESHOLD, reset=O.Reset.HARD, beta=1.0, strict=True),
+            (node.name,),
+            loc=node.loc,
+        )
+        graph.replace_uses(node.name, gate.name)
+        gate.inputs = (node.name,)
+        graph.insert_after(node, gate)
+        log.append(f"spike_maxpool %{node.name}: OR pooling (depthwise conv2d + neuron %{gate.name})")
+        ctx.note(f"loihi-legalize: max pooling %{node.name} runs as OR pooling on Loihi (a neuron fires when any "
+                 "input of its window spiked); gated spike max pooling has no Loihi equivalent")
+
+
+# ----------------------------------------------------------------------------------------------------
+# linear maps: pooling and scale ops composed into their conv2d / linear
+
+
+@dataclass
+class _Conv:
+    """A 2-D convolution as data (PyTorch conventions)."""
+
+    weight: np.ndarray  # [Co, Ci / groups, kh, kw]
+    bias: np.ndarray | None
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    def dense_weight(self) -> np.ndarray:
+        """The weight with groups expanded to a full [Co, Ci, kh, kw] (zeros across groups)."""
+        co, cig, kh, kw = self.weight.shape
+        if self.groups == 1:
+            return self.weight.astype(np.float64)
+        out = np.zeros((co, cig * self.groups, kh, kw))
+        per = co // self.groups
+        for g in range(self.groups):
+            out[g * per : (g + 1) * per, g * cig : (g + 1) * cig] = self.weight[g * per : (g + 1) * per]
+        return out
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        b = None if self.bias is None else torch.as_tensor(self.bias, dtype=torch.float64)
+        return F.conv2d(x, torch.as_tensor(self.weight, dtype=torch.float64), b, self.stride, self.padding,
+                        self.dilation, self.groups)
+
+
+def _pool_conv(op: O.AvgPool2d | O.SumPool2d, channels: int) -> _Conv | None:
+    """The depthwise conv a pooling op is, or None where it is not one (ceil_mode, or an average that
+    excludes the padding)."""
+    if op.ceil_mode:
+        return None
+    if isinstance(op, O.AvgPool2d) and not op.count_include_pad and op.padding != (0, 0):
+        return None
+    value = 1.0 / (op.kernel[0] * op.kernel[1]) if isinstance(op, O.AvgPool2d) else 1.0
+    w = np.full((channels, 1, *op.kernel), value)
+    return _Conv(w, None, op.stride, op.padding, (1, 1), channels)
+
+
+def _node_conv(graph: Graph, node: Node) -> _Conv | None:
+    if isinstance(node.op, O.Conv2d):
+        b = node.param(graph, "bias")
+        op = node.op
+        return _Conv(np.asarray(node.param(graph, "weight"), dtype=np.float64),
+                     None if b is None else np.asarray(b, dtype=np.float64),
+                     op.stride, op.padding, op.dilation, op.groups)
+    if isinstance(node.op, _POOLS):
+        return _pool_conv(node.op, graph.value_type(node.inputs[0]).shape[0])
+    return None
+
+
+def compose_convs(a: _Conv, b: _Conv, in_shape: tuple[int, ...], seed: int = 0) -> _Conv | None:
+    """One conv equal to ``b`` after ``a`` on inputs of ``in_shape`` (C, H, W), or None when no single
+    conv is (dilation, or border values that differ: checked on a random input)."""
+    if a.dilation != (1, 1) or b.dilation != (1, 1):
+        return None
+    wa = torch.as_tensor(a.dense_weight())  # [Cm, Ci, ka, ka]
+    wb = torch.as_tensor(b.dense_weight())  # [Co, Cm, kb, kb]
+    # the kernel of b∘a: Σ_m Σ_j Wb[o, m, j] Wa[m, i, y − j·s_a], which is a transposed conv
+    wc = F.conv_transpose2d(wb, wa, stride=a.stride).numpy()
+    bias = None
+    if a.bias is not None or b.bias is not None:
+        bias = np.zeros(wb.shape[0]) if b.bias is None else b.bias.copy()
+        if a.bias is not None:
+            bias = bias + wb.sum(dim=(2, 3)).numpy() @ a.bias
+    groups = 1
+    cm, ci = wa.shape[0], wa.shape[1]
+    if a.groups == ci == cm and b.groups == cm == wb.shape[0]:  # depthwise after depthwise
+        wc = np.stack([wc[c, c] for c in range(ci)])[:, None]
+        groups = ci
+    c = _Conv(
+        wc, bias, (a.stride[0] * b.stride[0], a.stride[1] * b.stride[1]),
+        (a.padding[0] + b.padding[0] * a.stride[0], a.padding[1] + b.padding[1] * a.stride[1]), (1, 1), groups,
+    )
+    x = torch.as_tensor(np.random.default_rng(seed).random((2, *in_shape)))
+    try:
+        want, got = b.apply(a.apply(x)), c.apply(x)
+    except RuntimeError:
+        return None
+    if want.shape != got.shape or not torch.allclose(want, got, rtol=_COMPOSE_RTOL, atol=1e-9 * float(want.abs().max())):
+        return None
+    return c
+
+
+def compose_into_linear(a: _Conv, in_shape: tuple[int, ...], w: np.ndarray, b: np.ndarray | None, seed: int = 0
+                        ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """The weight and bias of ``linear(flatten(a(x)))`` as one linear map of ``flatten(x)``."""
+    x = torch.as_tensor(np.random.default_rng(seed).random((2, *in_shape)))
+    mid = a.apply(x)
+    c, h, wd = in_shape
+    wl = torch.as_tensor(np.asarray(w, dtype=np.float64)).reshape(w.shape[0], *mid.shape[1:])
+    # the adjoint of a: a transposed conv; uncovered right/bottom borders get zero weight
+    eff = F.conv_transpose2d(wl, torch.as_tensor(a.dense_weight()), stride=a.stride, padding=a.padding)
+    if eff.shape[2] > h or eff.shape[3] > wd:
+        return None
+    eff = F.pad(eff, (0, wd - eff.shape[3], 0, h - eff.shape[2]))
+    bias = None if b is None else np.asarray(b, dtype=np.float64).copy()
+    if a.bias is not None:
+        extra = (wl * torch.as_tensor(a.bias).reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3)).numpy()
+        bias = extra if bias is None else bias + extra
+    w_eff = eff.reshape(w.shape[0], -1).numpy()
+    want = mid.reshape(2, -1) @ wl.reshape(w.shape[0], -1).T
+    got = x.reshape(2, -1) @ torch.as_tensor(w_eff).T
+    if a.bias is not None:
+        got = got + torch.as_tensor(bias - (np.zeros_like(bias) if b is None else b))
+    if not torch.allclose(want, got, rtol=_COMPOSE_RTOL, atol=1e-9 * float(want.abs().max() + 1)):
+        return None
+    return w_eff, bias
+
+
+def _only_user(graph: Graph, node: Node) -> Node | None:
+    users = graph.users(node.name)
+    if len(users) == 1 and node.name not in graph.outputs:
+        return users[0]
+    return None
+
+
+def _set(graph: Graph, node: Node, role: str, value: np.ndarray | None) -> None:
+    """Store ``value`` as ``node``'s parameter ``role`` (a fresh key when the old one is shared)."""
+    if value is None:
+        node.params.pop(role, None)
+        return
+    key = node.params.get(role)
+    if key is None or uses(graph, key) > 1:
+        key = graph.fresh_param(f"{node.name}.{role}")
+    node.params[role] = key
+    graph.params[key] = np.asarray(value, dtype=np.float32)
+
+
+def _write_conv(graph: Graph, node: Node, c: _Conv) -> None:
+    node.op = O.Conv2d(c.stride, c.padding, c.dilation, c.groups)
+    _set(graph, node, "weight", c.weight)
+    _set(graph, node, "bias", c.bias)
+
+
+def _compose(graph: Graph, log: list[str]) -> None:
+    """Fold pooling and scale ops into the conv2d / linear next to them until nothing changes."""
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node not in graph.nodes:
+                continue
+            if isinstance(node.op, _POOLS + (O.Conv2d,)) and _compose_forward(graph, node, log):
+                changed = True
+            elif isinstance(node.op, O.Scale) and _fold_scale(graph, node, log):
+                changed = True
+        graph.infer_types()
+
+
+def _compose_forward(graph: Graph, first: Node, log: list[str]) -> bool:
+    """``first`` (a pool or conv) composed into its only user: a conv2d, a pool, or flatten → linear.
+    Only where a pool is involved: two convs stay two layers (each has its neurons)."""
+    user = _only_user(graph, first)
+    if user is None:
+        return False
+    in_shape = graph.value_type(first.inputs[0]).shape
+    a = _node_conv(graph, first)
+    if a is None:
+        return False
+    pool_first = isinstance(first.op, _POOLS)
+    if isinstance(user.op, (O.Conv2d, *_POOLS)) and (pool_first or isinstance(user.op, _POOLS)):
+        b = _node_conv(graph, user)
+        c = None if b is None else compose_convs(a, b, in_shape)
+        if c is None:
+            return False
+        target = user if isinstance(user.op, O.Conv2d) else first
+        _write_conv(graph, target, c)
+        if target is user:
+            user.inputs = first.inputs
+            graph.nodes.remove(first)
+        else:  # conv then pool: the conv takes the pool's place
+            graph.replace_uses(user.name, first.name)
+            graph.nodes.remove(user)
+        log.append(f"{first.op.name} %{first.name} and {user.op.name} %{user.name}: composed into conv2d %{target.name}")
+        return True
+    if pool_first and isinstance(user.op, O.Flatten):
+        lin = _only_user(graph, user)
+        if lin is None or not isinstance(lin.op, O.Linear):
+            return False
+        w, b = lin.param(graph, "weight"), lin.param(graph, "bias")
+        assert w is not None
+        res = compose_into_linear(a, in_shape, np.asarray(w), b)
+        if res is None:
+            return False
+        _set(graph, lin, "weight", res[0])
+        _set(graph, lin, "bias", res[1])
+        user.inputs = first.inputs
+        graph.nodes.remove(first)
+        log.append(f"{first.op.name} %{first.name}: composed into linear %{lin.name}")
+        return True
+    return False
+
+
+def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
+    """A per-channel scale (no bias) folded into the conv2d / linear before or after it."""
+    if _is_readout_scale(graph, node) or "bias" in node.params:
+        return False
+    prod = graph.producer(node.inputs[0])
+    if prod is not None and isinstance(prod.op, O.Encode):
+        return False  # the input quantiser (loihi-quantize)
+    t = graph.value_type(node.name)
+    s = node.op.factor * np.ones(t.channels)  # type: ignore[attr-defined]
+    p = node.param(graph, "scale")
+    if p is not None:
+        s = s * np.asarray(p, dtype=np.float64).reshape(-1)
+    if prod is not None and isinstance(prod.op, _WEIGHTED) and _only_user(graph, prod) is node:
+        w = np.asarray(prod.param(graph, "weight"), dtype=np.float64)
+        _set(graph, prod, "weight", w * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+        b = prod.param(graph, "bias")
+        if b is not None:
+            _set(graph, prod, "bias", np.asarray(b, dtype=np.float64) * s)
+        graph.remove(node)
+        log.append(f"scale %{node.name}: folded into {prod.op.name} %{prod.name}")
+        return True
+    user = _only_user(graph, node)
+    reader, via_flatten = user, False
+    if user is not None and isinstance(user.op, O.Flatten):
+        reader, via_flatten = _only_user(graph, user), True
+    if reader is None or not isinstance(reader.op, _WEIGHTED):
+        return False
+    w = np.asarray(reader.param(graph, "weight"), dtype=np.float64)
+    if isinstance(reader.op, O.Linear):
+        per_input = np.repeat(s, t.numel // t.channels) if via_flatten else np.broadcast_to(s, (w.shape[1],))
+        w = w * per_input.reshape(1, -1)
+    else:
+        groups, cig = reader.op.groups, w.shape[1]  # type: ignore[attr-defined]
+        idx = (np.arange(w.shape[0]) // (w.shape[0] // groups))[:, None] * cig + np.arange(cig)[None, :]
+        w = w * s[idx][:, :, None, None]
+    _set(graph, reader, "weight", w)
+    graph.remove(node)
+    log.append(f"scale %{node.name}: folded into {reader.op.name} %{reader.name}")
+    return True
+
+
+def _pools_to_convs(graph: Graph, log: list[str]) -> None:
+    for node in graph.nodes:
+        if not isinstance(node.op, _POOLS):
+            continue
+        c = _node_conv(graph, node)
+        if c is None:
+            raise UnsupportedError(
+                f"loihi-legalize: {node.op.name} %{node.name}: ceil_mode or an average that excludes the padding "
+                "has no Loihi synapse"
+            )
+        _write_conv(graph, node, c)
+        log.append(f"{node.op.name} %{node.name}: depthwise conv2d")
+    graph.infer_types()
+
+
+# ----------------------------------------------------------------------------------------------------
+# per-channel parameters
+
+
+def _split_channels(graph: Graph, log: list[str]) -> None:
+    for node in list(graph.nodes):
+        if not isinstance(node.op, O.Neuron) or not ({"v_th", "beta"} & set(node.params)):
+            continue
+        vth = neuron_vector(graph, node, "v_th")
+        beta = neuron_vector(graph, node, "beta")
+        runs = _runs(np.stack([vth, beta], axis=1))
+        if len(runs) == 1:
+            node.op = dataclasses.replace(node.op, v_th=float(vth[0]), beta=float(beta[0]))
+            node.params = {k: v for k, v in node.params.items() if k not in ("v_th", "beta")}
+            continue
+        src = graph.producer(node.inputs[0])
+        if (
+            src is None
+            or not isinstance(src.op, _WEIGHTED)
+            or _only_user(graph, src) is not node
+            or (isinstance(src.op, O.Conv2d) and src.op.groups != 1)
+        ):
+            raise UnsupportedError(
+                f"loihi-legalize: neuron %{node.name}: per-channel thresholds or leaks need one population per "
+                "value, which needs the conv2d / linear before it to feed only it (and no groups)"
+            )
+        _split(graph, src, node, runs, vth, beta)
+        log.append(f"neuron %{node.name}: split into {len(runs)} populations (per-channel v_th / beta)")
+
+
+def _runs(values: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal runs [a, b) of equal rows."""
+    out, start = [], 0
+    for i in range(1, len(values) + 1):
+        if i == len(values) or not np.array_equal(values[i], values[start]):
+            out.append((start, i))
+            start = i
+    return out
+
+
+def _split(graph: Graph, src: Node, node: Node, runs: list[tuple[int, int]], vth: np.ndarray, beta: np.ndarray
+           ) -> None:
+    """Replace ``src`` → ``node`` by one (row block → neuron) pair per run, joined by a concat that
+    takes ``node``'s name (its readers are unchanged)."""
+    w = np.asarray(src.param(graph, "weight"))
+    b = src.param(graph, "bias")
+    pos = graph.nodes.index(src)
+    graph.nodes.remove(src)
+    graph.nodes.remove(node)
+    parts: list[str] = []
+    for j, (lo, hi) in enumerate(runs):
+        p = Node(graph.fresh_name(f"{src.name}_part{j}"), src.op, src.inputs, {}, loc=src.loc)
+        graph.nodes.insert(pos, p)
+        _set(graph, p, "weight", w[lo:hi])
+        if b is not None:
+            _set(graph, p, "bias", np.asarray(b)[lo:hi])
+        op = dataclasses.replace(node.op, v_th=float(vth[lo]), beta=float(beta[lo]))
+        n = Node(graph.fresh_name(f"{node.name}_part{j}"), op, (p.name,), loc=node.loc)
+        graph.nodes.insert(pos + 1, n)
+        pos += 2
+        parts.append(n.name)
+    graph.nodes.insert(pos, Node(node.name, O.Concat(0), tuple(parts), loc=node.loc))

@@ -1,0 +1,62 @@
+"""loihi-map: place the quantised network's neurons on Loihi cores and chips (an analysis).
+
+Lowers the graph to Loihi layers (``snnc.backends.loihi.lower``), measures every population's spike
+rate (spikes per neuron per timestep) by simulating the quantised graph with the context's simulator
+on ``samples`` calibration samples, and maps the network onto the chip described by ``chip``
+(``loihi1``, ``loihi2``, or a TOML path) with ``config`` (a TOML overriding any of its values) by
+``snnc.backends.loihi.mapping.map_network``: fewest cores within every per-core limit first, then
+the spike traffic between cores weighted by hops.  Without calibration data the rates are 0 (a
+note says so): the cores are right, the traffic and energy are not.
+
+Attaches ``graph.analyses["loihi-map"]`` (the ``Mapping``; the Loihi target writes it to
+``mapping.json``) and a summary in ``ctx.results["loihi-map"]``; changes nothing else.
+Requires: ``loihi-quantize``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from snnc.ir import Graph
+from snnc.pass_manager import Pass, PassContext, register_pass
+
+
+@register_pass
+@dataclass(frozen=True)
+class LoihiMap(Pass):
+    name: ClassVar[str] = "loihi-map"
+    analysis: ClassVar[bool] = True
+    chip: str = "loihi2"
+    config: str = ""  # a TOML file overriding values of the chip description
+    samples: int = 256  # calibration samples simulated for the spike rates (0: all)
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        # the target's mapper; imported here so that `import snnc` stays light
+        from snnc.backends.loihi.hardware import load_chip
+        from snnc.backends.loihi.lower import calibrated_rates, lower
+        from snnc.backends.loihi.mapping import map_network, network_from_layers
+
+        chip = load_chip(self.chip, self.config or None)
+        net = lower(graph)
+        rates = calibrated_rates(ctx, graph, net, self.samples)
+        if rates is None:
+            ctx.note("loihi-map: no calibration data; spike traffic and energy assume zero spike rates")
+            rates = {}
+        mapping = map_network(network_from_layers(net.layers, rates), chip)
+        graph.analyses[self.name] = mapping
+        ctx.results[self.name] = summary(mapping)
+
+
+def summary(mapping) -> dict[str, Any]:
+    """The headline numbers of a mapping (``snnc.backends.loihi.mapping.Mapping``)."""
+    return {
+        "chip": mapping.chip.name,
+        "cores_used": mapping.cores_used,
+        "chips_used": mapping.chips_used,
+        "lower_bound": mapping.lower_bound,
+        "cores_over_lower_bound": mapping.cores_used / max(mapping.lower_bound, 1),
+        "mapping_seconds": mapping.seconds,
+        "spikes_per_step": mapping.traffic["spikes_per_step"],
+        "inter_core_spikes_per_step": mapping.traffic["inter_core_spikes_per_step"],
+    }

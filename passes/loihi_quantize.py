@@ -1,0 +1,306 @@
+"""loihi-quantize: Loihi's fixed-point formats, written into the graph as integer units.
+
+After this pass the graph *is* the quantised network, in the units of the chip (the convention
+``snnc.backends.loihi.lower`` reads; one Loihi layer = a conv2d / linear and the neuron it feeds):
+
+* weights: lava-dl netx's form, even integers in [-256, 254] (an 8-bit mantissa, ``weight-bits``
+  fewer for a coarser grid), one float ``unit`` per layer such that the float current is
+  ``unit · (W_int · input)`` (``snnc.backends.loihi.fixed_point.quantize_weights``: the largest
+  positive or negative weight reaches the end of the range);
+* the neuron's threshold ``v_th`` becomes its 17-bit mantissa ``vth_mant = round(θ / unit)`` (the chip
+  compares ``v << 6`` with ``vth_mant << 6``, so graph voltage = chip voltage / 64);
+* the bias becomes the 13-bit mantissa for netx's fixed exponent 6: ``round(b / unit)``;
+* the leak becomes its 12-bit decay: ``beta = 1 − dv/4096`` with ``dv = round(4096 (1 − β))``
+  (``alpha`` likewise for CUBA neurons, with lava's ``du`` offset of 1);
+* a direct-coded input becomes graded spikes: a ``scale{factor=Q}`` after the ``encode`` node, Q the
+  largest power of two with ``|Q x| ≤ 2^(input-bits − 1) − 1`` on the calibration data and with the
+  first layer's per-step input ``|W_int · round(Q x)|`` below 2^17 (lava's 24-bit current holds
+  ``a << 6``); the encoder's ``bits`` attribute records ``input-bits``, the graded-spike width;
+* the last conv2d / linear (read by the readout, no neuron) is quantised the same way and a host-side
+  ``scale{factor=unit}`` before the readout turns its integer output back into logits.
+
+Integer values are stored as float32 (exact below 2^24), so the torch simulator runs the quantised
+network; it differs from the chip only where lava truncates (the leak's ``>> 12``), wraps or saturates,
+and in the chip's one step of latency per layer (see ``snnc.backends.loihi.target``).
+
+Reports, per layer, the quantisation error of weights, threshold and bias (max, RMS, relative,
+saturated count) in ``ctx.results["loihi-quantize"]`` (also ``graph.analyses``), and with labelled
+calibration data the float SNN's accuracy before and after on ``samples`` calibration samples.
+Lossy: a weight moves by at most half a grid step (``unit``, ≤ 1/254 of the largest |w| at 8 bits);
+θ and b by at most ``unit / 2``; the input by ``1 / (2Q)``.
+Requires: ``loihi-legalize``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from snnc.passes._conversion import first_samples
+from snnc.passes.loihi_legalize import structure_problems
+
+from snnc.errors import PassError, UnsupportedError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
+
+INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
+DECAY_UNITY = 4096
+_WEIGHTED = (O.Conv2d, O.Linear)
+
+
+@register_pass
+@dataclass(frozen=True)
+class LoihiQuantize(Pass):
+    name: ClassVar[str] = "loihi-quantize"
+    weight_bits: int = 8
+    input_bits: int = 8
+    samples: int = 256  # calibration samples for the input range and the accuracy check (0: all)
+    bias_correction: bool = True
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        # the target's number formats; imported here so that `import snnc` stays light
+        from snnc.backends.loihi import fixed_point as fp
+
+        if not 1 <= self.weight_bits <= 8:
+            raise PassError(f"loihi-quantize: weight-bits={self.weight_bits} must be in 1..8")
+        if not 2 <= self.input_bits <= 24:
+            raise PassError(f"loihi-quantize: input-bits={self.input_bits} must be in 2..24 (graded spikes)")
+        problems = structure_problems(graph)
+        if problems:
+            raise PassError("loihi-quantize: run loihi-legalize first: " + "; ".join(problems))
+        x, y = self._samples(ctx)
+        before = _accuracy(ctx, graph, x, y)
+        enc = _encoder(graph)
+        levels = 1.0
+        if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
+            levels = self._input_levels(ctx, graph, x)
+        result: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}}
+        weighted = [n for n in graph.nodes if isinstance(n.op, _WEIGHTED)]
+        means = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else {}
+        graded = {n.name for n in weighted if _reads_input(graph, n)}
+        start = levels
+        # the graded input's levels: the first layer's input per step must fit lava's 24-bit current, and
+        # its bias the 13-bit mantissa (a finer input makes the layer's unit, and so its bias, finer)
+        while levels > 1.0 and not all(
+            _fits(_plan(fp, graph, n, levels, self.weight_bits, means.get(n.name)), x, levels) for n in weighted if n.name in graded
+        ):
+            levels /= 2
+        if levels != start:
+            ctx.note(f"loihi-quantize: input levels lowered from {start:g} to {levels:g} so that the first layer's "
+                     "input per step stays below 2^17 and its bias fits the 13-bit mantissa")
+        for node in weighted:
+            q = levels if node.name in graded else 1.0
+            bits = self.weight_bits
+            plan = _plan(fp, graph, node, q, bits, means.get(node.name))
+            while not _bias_fits(plan) and bits > 2:  # a coarser weight grid makes room for a large bias
+                bits -= 1
+                plan = _plan(fp, graph, node, q, bits, means.get(node.name))
+            if bits != self.weight_bits:
+                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: {bits}-bit weights so that its bias fits "
+                         "the 13-bit mantissa of netx's exponent 6")
+            if not _bias_fits(plan):
+                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: bias saturated at the 13-bit mantissa")
+            peak = _peak_input(node, plan, x, q) if node.name in graded else _worst_input(plan)
+            if peak > INPUT_LIMIT:
+                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: its input per step can reach {peak:.0f} "
+                         "> 2^17 - 1; lava's 24-bit current wraps if that many inputs arrive at once")
+            _apply(graph, node, plan)
+            result["layers"][node.name] = {**plan.report, "max_abs_input": peak, "input_limit": INPUT_LIMIT}
+        if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
+            _insert_input_scale(graph, enc, levels, self.input_bits)
+            result["input"] = {"scheme": "direct", "levels": levels, "message_bits": self.input_bits,
+                               "max_abs_x": float(np.abs(x).max()) if x is not None else None}
+        elif enc is not None:
+            result["input"] = {"scheme": enc.op.scheme.value, "message_bits": 0}  # type: ignore[attr-defined]
+        graph.infer_types()
+        if before is not None:
+            result["accuracy"] = {"split": "calibration", "samples": int(len(x)), "float_snn": before,
+                                  "quantised_snn": _accuracy(ctx, graph, x, y)}
+        graph.analyses[self.name] = result
+        ctx.results[self.name] = result
+
+    def _samples(self, ctx: PassContext) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if ctx.calibration is None:
+            return None, None
+        batches = -(-self.samples // ctx.calibration.batch_size) if self.samples > 0 else 0
+        x, y = first_samples(ctx, self.name, batches)
+        if self.samples > 0:
+            x, y = x[: self.samples], None if y is None else y[: self.samples]
+        return x, y
+
+    def _input_levels(self, ctx: PassContext, graph: Graph, x: np.ndarray | None) -> float:
+        """The largest power of two Q with |Q x| within the graded-spike range."""
+        top = (1 << (self.input_bits - 1)) - 1
+        if x is None:
+            peak = 1.0
+            ctx.note("loihi-quantize: no calibration data; assuming inputs in [-1, 1] for the graded input range")
+        else:
+            peak = float(np.abs(x).max()) or 1.0
+        return float(2.0 ** np.floor(np.log2(top / peak)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# one layer
+
+
+@dataclass
+class _Plan:
+    """The integers of one layer, before they are written into the graph."""
+
+    node: Node
+    weight: np.ndarray
+    bias: np.ndarray | None
+    unit: float
+    neuron: Node | None
+    neuron_op: O.Neuron | None
+    readout_scale: float
+    report: dict[str, Any]
+
+
+def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None
+          ) -> _Plan:
+    w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
+    wq = fp.quantize_weights(w, num_bits=weight_bits)
+    unit = wq.scale / levels
+    report: dict[str, Any] = {"unit": unit, "weight": wq.error.to_json(), "hw_weight_bits": wq.hw_weight_bits}
+    b = node.param(graph, "bias")
+    if mean_in is not None:
+        # bias correction: the rounded weights shift each output's mean current by ΔW · E[input]
+        shift = _mean_current(node, wq.w_int * wq.scale - w, mean_in)
+        report["bias_correction_max"] = float(np.abs(shift).max(initial=0.0))
+        b = (np.zeros(len(shift)) if b is None else np.asarray(b, dtype=np.float64)) - shift
+    bias = None
+    if b is not None:
+        mant, _, err = fp.quantize_bias(np.asarray(b, dtype=np.float64), unit)
+        bias = mant.astype(np.float64)
+        report["bias"] = err.to_json()
+    user = graph.users(node.name)[0]
+    if isinstance(user.op, O.Neuron):
+        op: O.Neuron = user.op
+        vth, err = fp.quantize_threshold(op.v_th, unit)
+        report.update(vth_mant=vth, threshold=err.to_json())
+        changes: dict[str, Any] = {"v_th": float(vth)}
+        if op.model is not O.NeuronModel.IF:
+            dv, err = fp.quantize_decay(1.0 - op.beta, offset=0)
+            changes["beta"] = 1.0 - dv / DECAY_UNITY
+            report.update(dv=int(dv), leak=err.to_json())
+        if op.model is O.NeuronModel.CUBA:
+            du, err = fp.quantize_decay(1.0 - op.alpha, offset=1)
+            changes["alpha"] = 1.0 - (du + 1) / DECAY_UNITY
+            report.update(du=int(du), current_decay=err.to_json())
+        return _Plan(node, wq.w_int.astype(np.float64), bias, unit, user, dataclasses.replace(op, **changes), 1.0, report)
+    return _Plan(node, wq.w_int.astype(np.float64), bias, unit, None, None, unit, report)
+
+
+def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per conv2d / linear, the mean of its input over samples and steps (one SNN run of the float graph)."""
+    if x is None or ctx.simulator is None or not graph.attrs.timesteps:
+        return {}
+    rec = ctx.simulator.run_snn(graph, x, graph.attrs.timesteps, record=[n.inputs[0] for n in weighted]).recorded
+    return {n.name: np.asarray(rec[n.inputs[0]], dtype=np.float64).mean(axis=0) for n in weighted}
+
+
+def _mean_current(node: Node, dw: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
+    """Per output channel, the mean of ``dw`` applied to the mean input (over positions for a conv)."""
+    if isinstance(node.op, O.Linear):
+        return dw @ mean_in.reshape(-1)
+    op: O.Conv2d = node.op  # type: ignore[assignment]
+    out = F.conv2d(torch.as_tensor(mean_in)[None], torch.as_tensor(dw), None, op.stride, op.padding, op.dilation,
+                   op.groups)[0]
+    return out.mean(dim=(1, 2)).numpy()
+
+
+def _apply(graph: Graph, node: Node, plan: _Plan) -> None:
+    _store(graph, node, "weight", plan.weight)
+    if plan.bias is not None:
+        if "bias" not in node.params:
+            node.params["bias"] = graph.fresh_param(f"{node.name}.bias")
+            graph.params[node.params["bias"]] = plan.bias.astype(np.float32)
+        _store(graph, node, "bias", plan.bias)
+    if plan.neuron is not None and plan.neuron_op is not None:
+        plan.neuron.op = plan.neuron_op
+        return
+    # the readout layer: a host-side scale turns the integer output back into logits
+    user = graph.users(node.name)[0]
+    if isinstance(user.op, O.Scale):
+        user.op = dataclasses.replace(user.op, factor=user.op.factor * plan.readout_scale)
+        return
+    s = Node(graph.fresh_name(f"{node.name}_unit"), O.Scale(factor=plan.readout_scale), (node.name,))
+    graph.replace_uses(node.name, s.name)
+    s.inputs = (node.name,)
+    graph.insert_after(node, s)
+
+
+def _store(graph: Graph, node: Node, role: str, value: np.ndarray) -> None:
+    key = node.params[role]
+    if sum(list(n.params.values()).count(key) for n in graph.nodes) > 1:
+        key = graph.fresh_param(key)
+        node.params[role] = key
+    graph.params[key] = np.asarray(value, dtype=np.float32)
+
+
+def _encoder(graph: Graph) -> Node | None:
+    encs = [n for n in graph.nodes if isinstance(n.op, O.Encode)]
+    if len(encs) > 1:
+        raise UnsupportedError(f"loihi-quantize: graph @{graph.name} has {len(encs)} encoders; Loihi takes one input")
+    if encs:
+        for user in graph.users(encs[0].name):
+            if isinstance(user.op, O.Scale) and not user.params:
+                raise PassError(f"loihi-quantize: graph @{graph.name} is already quantised (scale %{user.name})")
+    return encs[0] if encs else None
+
+
+def _reads_input(graph: Graph, node: Node) -> bool:
+    """True if ``node`` reads the direct-coded input (through flatten)."""
+    v = node.inputs[0]
+    prod = graph.producer(v)
+    while prod is not None and isinstance(prod.op, O.Flatten):
+        prod = graph.producer(prod.inputs[0])
+    return prod is not None and isinstance(prod.op, O.Encode) and prod.op.scheme is O.Scheme.DIRECT
+
+
+def _bias_fits(plan: _Plan) -> bool:
+    return plan.report.get("bias", {}).get("clipped", 0) == 0
+
+
+def _fits(plan: _Plan, x: np.ndarray | None, levels: float) -> bool:
+    return _bias_fits(plan) and _peak_input(plan.node, plan, x, levels) <= INPUT_LIMIT
+
+
+def _peak_input(node: Node, plan: _Plan, x: np.ndarray | None, levels: float) -> float:
+    """Largest |W_int · round(Q x)| over the calibration samples (the worst case without data)."""
+    if x is None:
+        return _worst_input(plan, levels)
+    xi = torch.as_tensor(np.rint(levels * np.asarray(x, dtype=np.float64)))
+    w = torch.as_tensor(plan.weight)
+    if isinstance(node.op, O.Linear):
+        a = xi.reshape(len(xi), -1) @ w.T
+    else:
+        op: O.Conv2d = node.op  # type: ignore[assignment]
+        a = F.conv2d(xi, w, None, op.stride, op.padding, op.dilation, op.groups)
+    return float(a.abs().max())
+
+
+def _worst_input(plan: _Plan, levels: float = 1.0) -> float:
+    """The largest |a| one step can bring: every input that adds to one sign at once, at full value."""
+    w = plan.weight.reshape(plan.weight.shape[0], -1)
+    return float(max(np.clip(w, 0, None).sum(axis=1).max(), (-np.clip(w, None, 0)).sum(axis=1).max()) * levels)
+
+
+def _insert_input_scale(graph: Graph, enc: Node, levels: float, bits: int) -> None:
+    enc.op = dataclasses.replace(enc.op, bits=bits)
+    s = Node(graph.fresh_name(f"{enc.name}_levels"), O.Scale(factor=float(levels)), (enc.name,))
+    graph.replace_uses(enc.name, s.name)
+    s.inputs = (enc.name,)
+    graph.insert_after(enc, s)
+
+
+def _accuracy(ctx: PassContext, graph: Graph, x: np.ndarray | None, y: np.ndarray | None) -> float | None:
+    if x is None or y is None or ctx.simulator is None or not graph.attrs.timesteps:
+        return None
+    return float((ctx.simulator.run_snn(graph, x, graph.attrs.timesteps).predictions == y).mean())
