@@ -338,7 +338,7 @@ NOTES = """
   Bernoulli rows depend on the encoder's seed (0 here).
 * **The pipeline** (`direct-to-event`): `canonicalize,fold-bn,d2e-encode{scheme=if},d2e-calibrate,`
   `d2e-finetune,count-ops` with the pass defaults (d2e-finetune: 30 epochs on the 1437 training images,
-  Adam 2e-3, kd-alpha 0.4, temperature 4, rate-l1 1.0, seed 0).  The ablation rows run it pass by pass.
+  Adam 2e-3, kd-alpha 0.4, temperature 2, rate-l1 1.0, seed 0).  The ablation rows run it pass by pass.
   The IF encoder is snnc's choice, not the paper's: the D2E paper's method is known only from secondary
   summaries (research notes §1), and the four-step calibrate / threshold-scaling / rate-L1 / fine-tune
   design is snnc's own reading of it, with self-distillation from the direct-coded teacher.

@@ -5,17 +5,21 @@
     against torch dense matmul (and ``torch._int_mm`` for int8), torch sparse CSR, and the
     bandwidth bound = bytes of weight rows touched / read bandwidth measured in the same run by
     a streaming-read kernel (its fastest pass: the roofline is what the machine can do).
-(b) Whole networks: :func:`bench_networks` times :class:`EventRuntime` on layer graphs against a
-    torch callable; :func:`network_cases` lists the networks (see its docstring).
+(b) Whole converted networks (:func:`network_cases`: the digits CNN and MLP at their real spike
+    densities, a wide synthetic MLP and CNN), each compiled by ``snnc compile --target tvm``: the
+    TVM runtime against the torch backend (``TorchSimulator.run_snn``) on the same IR, time per
+    sample and per timestep at batch 1 and 32, plus the TVM build time of every kernel.
 
 Timing hygiene: OMP_WAIT_POLICY=PASSIVE, 2 threads for torch and TVM, methods interleaved in
 rounds, each call timed, medians with p10/p90; every configuration cycles through enough random
 spike patterns that the weight rows they touch cover W several times over (otherwise W stays warm
-in the last-level cache, which an SNN loop does not see).  Weights are standard normal (no
-subnormals).  Writes ``benchmarks/results/event_kernels.json`` and ``docs/img/event_kernels.png``.
+in the last-level cache, which an SNN loop does not see).  Part (a) weights are standard normal;
+the converted networks' subnormal parameters are zeroed (and counted) and torch flushes
+subnormals.  Writes ``benchmarks/results/event_kernels.json`` and ``docs/img/event_kernels.png``.
 
-    python benchmarks/event_kernels.py            # full run, a few minutes on 2 cores
-    python benchmarks/event_kernels.py --quick    # smoke run, under a minute (event_kernels_quick.*)
+    python benchmarks/event_kernels.py                  # full run, about 10 minutes on 2 cores
+    python benchmarks/event_kernels.py --networks-only  # part (b); part (a) rows kept from the JSON
+    python benchmarks/event_kernels.py --quick          # smoke run (event_kernels_quick.*)
 """
 
 from __future__ import annotations
@@ -279,196 +283,148 @@ def bench_layers(cfg: dict, bw: float, quick: bool) -> list[dict]:
 
 @dataclass
 class NetworkCase:
-    """A network for part (b): its layer graph (``backends/tvm/format.md``) with parameters,
-    inputs, timesteps, and the torch simulation it is compared with (``torch_run(x, T)``)."""
+    """A converted network for part (b): the IR graph that ``snnc compile --target tvm`` produced
+    (the torch backend runs it), its TVM artifact, inputs, timesteps and the TVM build time."""
 
     name: str
-    layer_graph: dict
-    params: dict[str, np.ndarray]
+    graph: object  # snnc.ir.Graph
+    artifact: Path  # the tvm/ directory
     x: np.ndarray
     timesteps: int
-    torch_run: Callable[[np.ndarray, int], object]
+    build_s: float  # TVM build of every kernel + export (the tvm target's report)
+    kernels: int
+    subnormals: int = 0  # parameters zeroed
 
 
-def torch_simulator(graph: dict, params: dict[str, np.ndarray]) -> Callable[[np.ndarray, int], np.ndarray]:
-    """A dense torch simulation of a layer graph of linear/conv2d/flatten layers with IF
-    soft-reset neurons and a mean-current readout (DESIGN.md §3): what a dense SNN simulator
-    computes per step, for the comparison of part (b)."""
-    import torch.nn.functional as F
+def convert(name: str, model: Path, calib: Path, x: np.ndarray, timesteps: int, out: Path) -> NetworkCase:
+    """``snnc compile MODEL --calib CALIB -T T --target tvm`` (the default ann-to-snn conversion),
+    with subnormal parameters zeroed in both the IR and the TVM artifact."""
+    from safetensors.numpy import load_file, save_file
 
-    layers = graph["layers"]
-    weights = {
-        r["name"]: torch.from_numpy(np.ascontiguousarray(params[r["weight"]]))
-        for r in layers
-        if "weight" in r
-    }
-    biases = {r["name"]: torch.from_numpy(params[r["bias"]]) for r in layers if r.get("bias")}
+    from snnc.driver import CompileOptions, compile_model
 
-    def synaptic(rec: dict, x: torch.Tensor) -> torch.Tensor:
-        if rec["op"] == "flatten":
-            return x.flatten(1)
-        if rec["op"] == "linear":
-            return F.linear(x, weights[rec["name"]], biases.get(rec["name"]))
-        return F.conv2d(
-            x, weights[rec["name"]], biases.get(rec["name"]), rec.get("stride", 1), rec.get("padding", 0)
-        )
-
-    def run(x: np.ndarray, steps: int) -> np.ndarray:
-        with torch.no_grad():
-            xt = torch.from_numpy(x)
-            first = synaptic(layers[0], xt)  # direct coding: the same current every step
-            v: dict[str, torch.Tensor] = {}
-            total = None
-            for _ in range(steps):
-                h = first
-                for i, rec in enumerate(layers):
-                    if i > 0:
-                        h = synaptic(rec, h)
-                    if rec.get("neuron"):
-                        vth = rec["neuron"]["v_th"]
-                        u = v.get(rec["name"], torch.zeros_like(h)) + h
-                        s = (u >= vth).to(h.dtype)
-                        v[rec["name"]] = u - s * vth
-                        h = s
-                total = h if total is None else total + h
-            return (total / steps).numpy()
-
-    return run
+    res = compile_model(
+        CompileOptions(model=model, out=out / name, target="tvm", calib=calib, timesteps=timesteps)
+    )
+    tr = res.report["target_report"]
+    case = NetworkCase(name, res.graph, out / name / "tvm", x, timesteps, tr["build_seconds"], tr["kernels"])
+    params_file = str(case.artifact / "params.safetensors")
+    arrays = load_file(params_file)
+    zeroed = sum(_zero_subnormals(a) for a in arrays.values())
+    if zeroed:
+        save_file(arrays, params_file)
+    for a in res.graph.params.values():
+        _zero_subnormals(a)
+    case.subnormals = zeroed
+    return case
 
 
-def _calibrated_thresholds(
-    graph: dict, params: dict[str, np.ndarray], x: np.ndarray, percentile: float
-) -> None:
-    """Set each neuron's v_th to a high percentile of its layer's ReLU activation on x (the
-    usual ANN-to-SNN threshold balancing), so that spike rates are those of a converted net."""
-    import torch.nn.functional as F
-
-    h = torch.from_numpy(x)
-    with torch.no_grad():
-        for rec in graph["layers"]:
-            if rec["op"] == "flatten":
-                h = h.flatten(1)
-                continue
-            w = torch.from_numpy(params[rec["weight"]])
-            b = torch.from_numpy(params[rec["bias"]]) if rec.get("bias") else None
-            if rec["op"] == "linear":
-                h = F.linear(h, w, b)
-            else:
-                h = F.conv2d(h, w, b, rec.get("stride", 1), rec.get("padding", 0))
-            if rec.get("neuron"):
-                h = torch.relu(h)
-                th = float(np.percentile(h.numpy(), percentile))
-                rec["neuron"]["v_th"] = th
-                h = h / th  # the next layer sees rates in [0, 1]
+def _zero_subnormals(a: np.ndarray) -> int:
+    """Zero the subnormal floats of ``a`` in place; return how many there were."""
+    if a.dtype != np.float32:
+        return 0
+    tiny = (a != 0) & (np.abs(a) < np.finfo(np.float32).tiny)
+    a[tiny] = 0.0
+    return int(tiny.sum())
 
 
-def synthetic_mlp(rng, batch: int) -> NetworkCase:
-    """784-2048-2048-2048-10 MLP, IF soft reset, thresholds balanced at the 99.9th percentile."""
-    sizes = [784, 2048, 2048, 2048, 10]
-    params, layers = {}, []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        params[f"fc{i}.w"] = (rng.standard_normal((b, a)) * np.sqrt(2.0 / a)).astype(np.float32)
-        params[f"fc{i}.b"] = np.zeros(b, np.float32)
-        rec = {"name": f"fc{i}", "op": "linear", "weight": f"fc{i}.w", "bias": f"fc{i}.b"}
-        rec |= (
-            {"readout": "mean_current"} if i == len(sizes) - 2 else {"neuron": {"v_th": 1.0, "reset": "soft"}}
-        )
-        layers.append(rec)
-    graph = {
-        "name": "synthetic_mlp",
-        "timesteps": 16,
-        "input": {"name": "x", "shape": [784]},
-        "layers": layers,
-    }
-    x = rng.random((batch, 784), dtype=np.float32)
-    _calibrated_thresholds(graph, params, x, 99.9)
-    return NetworkCase("synthetic_mlp", graph, params, x, 16, torch_simulator(graph, params))
+def _export(module: torch.nn.Module, example: torch.Tensor, path: Path) -> Path:
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(module.eval(), (example,), dynamic_shapes=({0: batch},)), path)
+    return path
 
 
-def synthetic_cnn(rng, batch: int) -> NetworkCase:
-    """3x32x32 -> conv32 -> conv64/2 -> conv64/2 -> 10, IF soft reset, 3x3 kernels."""
-    specs = [("c0", 3, 32, 1), ("c1", 32, 64, 2), ("c2", 64, 64, 2)]
-    params, layers = {}, []
-    for name, ci, co, stride in specs:
-        params[f"{name}.w"] = (rng.standard_normal((co, ci, 3, 3)) * np.sqrt(2.0 / (9 * ci))).astype(
-            np.float32
-        )
-        params[f"{name}.b"] = np.zeros(co, np.float32)
-        layers.append({"name": name, "op": "conv2d", "weight": f"{name}.w", "bias": f"{name}.b", "stride": stride,
-                       "padding": 1, "neuron": {"v_th": 1.0, "reset": "soft"}})  # fmt: skip
-    params["fc.w"] = (rng.standard_normal((10, 64 * 8 * 8)) * np.sqrt(2.0 / 4096)).astype(np.float32)
-    layers += [
-        {"name": "flat", "op": "flatten"},
-        {"name": "fc", "op": "linear", "weight": "fc.w", "readout": "mean_current"},
+def synthetic_models() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+    """The wide synthetic networks (He-initialised, seeded): a 784-2048-2048-2048-10 MLP and a
+    3x32x32 CNN conv32 -> conv64/2 -> maxpool -> conv64 -> fc10 (3x3 kernels)."""
+    nn = torch.nn
+    torch.manual_seed(5)
+    mlp = nn.Sequential(
+        nn.Linear(784, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+        nn.Linear(2048, 10),
+    )  # fmt: skip
+    cnn = nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+        nn.MaxPool2d(2), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 8 * 8, 10),
+    )  # fmt: skip
+    for m in (*mlp, *cnn):
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.uniform_(m.bias, 0.0, 0.05)
+    return {"synthetic_mlp": (mlp, (784,)), "synthetic_cnn": (cnn, (3, 32, 32))}
+
+
+def network_cases(out: Path, batch: int = 32, synthetic_timesteps: int = 16) -> list[NetworkCase]:
+    """The networks of part (b), each converted by snnc's default pipeline and compiled with
+    ``--target tvm``: the digits CNN (gated max pooling) and MLP with their calibration data
+    (T = 8, the test inputs: their real spike densities), and the wide synthetic MLP and CNN
+    calibrated on uniform random inputs (T = 16)."""
+    digits = ROOT / "examples" / "digits"
+    test_x = np.load(digits / "test.npz")["x"][:batch]
+    cases = [
+        convert(f"digits_{m}", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out)
+        for m in ("cnn", "mlp")
     ]
-    graph = {
-        "name": "synthetic_cnn",
-        "timesteps": 16,
-        "input": {"name": "x", "shape": [3, 32, 32]},
-        "layers": layers,
-    }
-    x = rng.random((batch, 3, 32, 32), dtype=np.float32)
-    _calibrated_thresholds(graph, params, x, 99.9)
-    return NetworkCase("synthetic_cnn", graph, params, x, 16, torch_simulator(graph, params))
-
-
-def network_cases(batch: int = 32) -> list[NetworkCase]:
-    """The networks of part (b): wide synthetic MLP and CNN, thresholds balanced on their input.
-    The digits CNN/MLP come from the IR lowering (``snnc compile --target tvm``) with the torch
-    backend as the torch side; append them here as :class:`NetworkCase` entries."""
     rng = np.random.default_rng(5)
-    return [synthetic_mlp(rng, batch), synthetic_cnn(rng, batch)]
+    for name, (module, shape) in synthetic_models().items():
+        calib_x = rng.random((256, *shape), dtype=np.float32)
+        np.savez(out / f"{name}_calib.npz", x=calib_x)
+        model = _export(module, torch.from_numpy(calib_x[:2]), out / f"{name}.pt2")
+        x = rng.random((batch, *shape), dtype=np.float32)
+        cases.append(convert(name, model, out / f"{name}_calib.npz", x, synthetic_timesteps, out))
+    return cases
 
 
 def bench_networks(
     cases: list[NetworkCase], batches=(1, 32), rounds: int = 3, budget_s: float = 0.5, retries: int = RETRIES
 ) -> list[dict]:
-    """Time the TVM runtime against each case's torch simulation: seconds per sample and per
-    timestep (medians, p10/p90), at each batch size, with the measured spike density."""
-    import tempfile
+    """Time the TVM runtime (``EventRuntime.run``) against the torch backend
+    (``TorchSimulator.run_snn``) on each converted network: seconds per sample and per timestep
+    (medians, p10/p90) at each batch size, with the measured spike density per layer."""
+    from snnc.backends.torch.simulator import TorchSimulator
+    from snnc.backends.tvm.runtime import EventRuntime
 
-    from snnc.backends.tvm.runtime import EventRuntime, compile_artifact
-
+    sim = TorchSimulator("cpu")
     rows = []
     for case in cases:
-        with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
-            rt = EventRuntime(compile_artifact(case.layer_graph, case.params, d))
-            compile_s = time.perf_counter() - t0
-            ref = rt.run(case.x, case.timesteps, batch_size=len(case.x))
-            agree = float(
-                np.mean(ref["predictions"] == np.argmax(case.torch_run(case.x, case.timesteps), axis=1))
-            )
-            density = {}
-            for rec in case.layer_graph["layers"]:
-                if rec["name"] in ref["spikes_per_layer"]:
-                    neurons = math.prod(rt.plans[[p.name for p in rt.plans].index(rec["name"])].output.shape)
-                    density[rec["name"]] = float(
-                        ref["spikes_per_layer"][rec["name"]].mean() / (neurons * case.timesteps)
-                    )
-            for batch in batches:
-                x = case.x[:batch]
-                methods = {
-                    "tvm": lambda i, x=x, b=batch, rt=rt, T=case.timesteps: rt.run(x, T, batch_size=b),
-                    "torch": lambda i, x=x, f=case.torch_run, T=case.timesteps: f(x, T),
-                }
-                stats = run_rounds(methods, rounds, budget_s, retries)
-                scale = 1.0 / (len(x) * case.timesteps)
-                per = {
-                    m: {k: (v * scale if k.endswith("_s") else v) for k, v in st.items() if k != "calls"}
-                    for m, st in stats.items()
-                }
-                row = {"network": case.name, "batch": len(x), "compile_s": compile_s, "density": density,
-                       "predictions_agree": agree, "per_sample_step": per,
-                       "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"]}  # fmt: skip
-                rows.append(row)
-                print(
-                    f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} vs torch "
-                    f"{fmt_t(per['torch']['median_s'])} per sample-step ({row['speedup']:.1f}x), "
-                    f"density {', '.join(f'{k} {100 * v:.1f}%' for k, v in density.items())}, "
-                    f"compile {compile_s:.1f} s, predictions agree {100 * agree:.0f}%",
-                    flush=True,
+        rt = EventRuntime(case.artifact)
+        ref = rt.run(case.x, case.timesteps, batch_size=len(case.x))
+        agree = float(
+            np.mean(ref["predictions"] == sim.run_snn(case.graph, case.x, case.timesteps).predictions)
+        )
+        density = {}
+        for plan in rt.plans:
+            if plan.name in ref["spikes_per_layer"]:
+                neurons = math.prod(plan.output.shape)
+                density[plan.name] = float(
+                    ref["spikes_per_layer"][plan.name].mean() / (neurons * case.timesteps)
                 )
+        for batch in batches:
+            x = case.x[:batch]
+            methods = {
+                "tvm": lambda i, x=x, b=batch, rt=rt, T=case.timesteps: rt.run(x, T, batch_size=b),
+                "torch": lambda i, x=x, g=case.graph, T=case.timesteps: sim.run_snn(g, x, T),
+            }
+            stats = run_rounds(methods, rounds, budget_s, retries)
+            scale = 1.0 / (len(x) * case.timesteps)
+            per = {
+                m: {k: (v * scale if k.endswith("_s") else v) for k, v in st.items() if k != "calls"}
+                for m, st in stats.items()
+            }
+            per_sample = {m: {k: v * case.timesteps if k.endswith("_s") else v for k, v in st.items()}
+                          for m, st in per.items()}  # fmt: skip
+            row = {"network": case.name, "batch": len(x), "timesteps": case.timesteps, "build_s": case.build_s,
+                   "kernels": case.kernels, "subnormals_zeroed": case.subnormals, "density": density, "predictions_agree": agree,
+                   "per_sample_step": per, "per_sample": per_sample,
+                   "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"]}  # fmt: skip
+            rows.append(row)
+            print(
+                f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} vs torch "
+                f"{fmt_t(per['torch']['median_s'])} per sample-step ({row['speedup']:.1f}x), "
+                f"density {', '.join(f'{k} {100 * v:.1f}%' for k, v in density.items())}, "
+                f"build {case.build_s:.1f} s ({case.kernels} kernels), predictions agree {100 * agree:.0f}%",
+                flush=True,
+            )
     return rows
 
 
@@ -527,14 +483,33 @@ def print_table(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def print_network_table(rows: list[dict]) -> None:
+    head = ["network", "T", "B", "TVM / sample-step", "torch / sample-step", "TVM / sample", "torch / sample",
+            "torch/TVM", "spike density", "TVM build"]  # fmt: skip
+    print("\n| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        per, whole = r["per_sample_step"], r["per_sample"]
+
+        def cell(st: dict) -> str:
+            return f"{fmt_t(st['median_s'])} [{fmt_t(st['p10_s'])}-{fmt_t(st['p90_s'])}]"
+
+        dens = ", ".join(f"{100 * v:.1f}%" for v in r["density"].values())
+        cells = [r["network"], str(r["timesteps"]), str(r["batch"]), cell(per["tvm"]), cell(per["torch"]),
+                 fmt_t(whole["tvm"]["median_s"]), fmt_t(whole["torch"]["median_s"]), f"{r['speedup']:.2f}x", dens,
+                 f"{r['build_s']:.2f} s ({r['kernels']} kernels)"]  # fmt: skip
+        print("| " + " | ".join(cells) + " |")
+
+
+def plot(rows: list[dict], path: Path, networks: list[dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     keys = sorted({(r["n"], r["batch"]) for r in rows})
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.8), squeeze=False)
+    nrows = 2 if networks else 1
+    fig, axes = plt.subplots(nrows, len(keys), figsize=(4.2 * len(keys), 3.8 * nrows), squeeze=False)
     styles = {
         "tvm_csr_f32": ("TVM CSR fp32", "C0", "-o"),
         "tvm_csc_f32": ("TVM CSC fp32", "C0", "--s"),
@@ -563,9 +538,46 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("time per call (µs), median and p10-p90")
     axes[0][-1].legend(fontsize=7)
+    if networks:
+        _plot_networks(fig, axes[1], networks)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def _plot_networks(fig, axes, networks: list[dict]) -> None:
+    """Second row: per batch size, time per sample-step of TVM and the torch backend (median,
+    p10-p90 whiskers), log scale."""
+    for ax in axes:
+        ax.remove()
+    batches = sorted({r["batch"] for r in networks})
+    grid = axes[0].get_gridspec()
+    for i, batch in enumerate(batches):
+        ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2] if len(axes) >= 2 * len(batches) else grid[1, i])
+        sel = [r for r in networks if r["batch"] == batch]
+        pos = np.arange(len(sel))
+        for j, (method, color) in enumerate((("tvm", "C0"), ("torch", "C3"))):
+            st = [r["per_sample_step"][method] for r in sel]
+            med = np.array([s["median_s"] for s in st]) * 1e6
+            lo = med - np.array([s["p10_s"] for s in st]) * 1e6
+            hi = np.array([s["p90_s"] for s in st]) * 1e6 - med
+            err = np.clip(np.stack([lo, hi]), 0, None)
+            label = "TVM event runtime" if method == "tvm" else "torch backend"
+            ax.bar(
+                pos + (j - 0.5) * 0.38,
+                med,
+                0.38,
+                yerr=err,
+                color=color,
+                label=label,
+                capsize=2,
+            )
+        ax.set_xticks(pos, [f"{r['network']}\n{r['speedup']:.1f}x" for r in sel], fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("time per sample-step (µs)")
+        ax.set_title(f"whole converted networks, batch {batch}")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=7)
 
 
 def wait_idle(max_s: float) -> float:
@@ -585,6 +597,14 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=THREADS, help=f"threads for TVM and torch (default {THREADS})"
     )
     ap.add_argument("--no-networks", action="store_true", help="skip part (b), the whole networks")
+    ap.add_argument(
+        "--networks-only",
+        action="store_true",
+        help="run part (b) only; keep part (a) rows from the results file",
+    )
+    ap.add_argument(
+        "--retries", type=int, default=RETRIES, help="re-timings of a block disturbed by other load"
+    )
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
@@ -596,23 +616,38 @@ def main(argv: list[str] | None = None) -> None:
     random.seed(0)
     cfg = QUICK if args.quick else FULL
     t0 = time.perf_counter()
-    load = wait_idle(0 if args.quick else 60)
+    load = wait_idle(0 if args.quick else 10 if args.networks_only else 60)
     if load > FOREIGN_OK:
         print(f"warning: other processes use {load:.2f} CPUs; timings will be noisy (rows marked NOISY)")
-    bw = read_bandwidth(64, retries=1) if args.quick else read_bandwidth(256)
-    print(
-        f"read bandwidth (TVM streaming kernel, {tvm.runtime.num_threads()} threads): median "
-        f"{bw['median_Bps'] / 1e9:.1f} GB/s, best {bw['p90_Bps'] / 1e9:.1f} GB/s (used for the bound)"
-    )
-    # the roofline is what the machine can do: the fastest streaming pass, not a disturbed median
-    rows = bench_layers(cfg, bw["p90_Bps"], args.quick)
-    print_table(rows)
-    if args.no_networks:
-        networks = []
-    elif args.quick:
-        networks = bench_networks(network_cases(batch=8), batches=(1, 8), rounds=1, budget_s=0.05, retries=1)
+    layers_from = "this run"
+    if args.networks_only:
+        previous = json.loads(args.json.read_text())
+        rows, bw = previous["layers"], previous["bandwidth"]
+        layers_from = previous.get("layers_from", f"a run of {previous.get('wall_s', 0):.0f} s")
     else:
-        networks = bench_networks(network_cases(batch=32), batches=(1, 32), rounds=3)
+        bw = read_bandwidth(64, retries=1) if args.quick else read_bandwidth(256)
+        print(
+            f"read bandwidth (TVM streaming kernel, {tvm.runtime.num_threads()} threads): median "
+            f"{bw['median_Bps'] / 1e9:.1f} GB/s, best {bw['p90_Bps'] / 1e9:.1f} GB/s (used for the bound)"
+        )
+        # the roofline is what the machine can do: the fastest streaming pass, not a disturbed median
+        rows = bench_layers(cfg, bw["p90_Bps"], args.quick)
+    print_table(rows)
+    networks: list[dict] = []
+    if not args.no_networks:
+        import tempfile
+
+        torch.set_flush_denormal(True)
+        with tempfile.TemporaryDirectory(prefix="snnc-bench-") as d:
+            batch = 8 if args.quick else 32
+            cases = network_cases(Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16)
+            if args.quick:
+                networks = bench_networks(cases, batches=(1, batch), rounds=1, budget_s=0.05, retries=1)
+            else:
+                networks = bench_networks(
+                    cases, batches=(1, batch), rounds=3, budget_s=0.3, retries=args.retries
+                )
+        print_network_table(networks)
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -621,14 +656,16 @@ def main(argv: list[str] | None = None) -> None:
         "threads": {"tvm": tvm.runtime.num_threads(), "torch": torch.get_num_threads()},
         "versions": {"tvm": tvm.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "quick": args.quick,
+        "machine_load_at_start_cpus": round(load, 2),
         "bandwidth": bw,
         "layers": rows,
+        "layers_from": layers_from,
         "networks": networks,
         "wall_s": time.perf_counter() - t0,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    plot(rows, args.plot)
+    plot(rows, args.plot, networks)
     print(f"\nwrote {args.json} and {args.plot} in {result['wall_s']:.0f} s")
 
 

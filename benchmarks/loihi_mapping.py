@@ -1,7 +1,9 @@
-"""Loihi core mapping on synthetic networks: cores used vs the lower bound, chips, traffic, time.
+"""Loihi core mapping: cores used vs the lower bound, chips, traffic, time.
 
-Prints a table and writes benchmarks/results/loihi_mapping.json.  Spike rates are synthetic (a fixed
-rate per population, stated in the JSON); run with OMP_WAIT_POLICY=PASSIVE on a quiet machine.
+Networks: synthetic ones (spike rates fixed per population, stated in the JSON) and the digits CNN and
+MLP (examples/digits) compiled by the ann-to-loihi pipeline at T = 8, with the spike rates their
+quantised graphs have on 256 calibration images.  Prints a table and writes
+benchmarks/results/loihi_mapping.json; run with OMP_WAIT_POLICY=PASSIVE on a quiet machine.
 
     python benchmarks/loihi_mapping.py [--quick]
 """
@@ -19,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.loihi.hardware import load_chip  # noqa: E402
-from backends.loihi.mapping import (  # noqa: E402
+from snnc.backends.loihi.hardware import load_chip  # noqa: E402
+from snnc.backends.loihi.mapping import (  # noqa: E402
     ConvGeometry,
     Edge,
     EdgeKind,
@@ -28,6 +30,7 @@ from backends.loihi.mapping import (  # noqa: E402
     Population,
     estimate_cost,
     map_network,
+    network_from_layers,
 )
 
 RATE_IN, RATE = 0.1, 0.05  # spikes per neuron per timestep
@@ -85,12 +88,35 @@ def million() -> Network:
     return Network(tuple(pops), tuple(edges))
 
 
+def digits(arch: str) -> Network:
+    """The digits model compiled for Loihi (ann-to-loihi at T = 8), with its calibrated spike rates."""
+    import numpy as np
+
+    from snnc.backends.loihi.lower import calibrated_rates, lower
+    from snnc.backends.torch.simulator import TorchSimulator
+    from snnc.frontend.files import load_model
+    from snnc.pass_manager import CalibrationData, PassContext, PassManager
+
+    here = ROOT / "examples" / "digits"
+    with np.load(here / "train.npz") as f:
+        x, y = f["x"], f["y"]
+    ctx = PassContext(CalibrationData(x, y), TorchSimulator(), timesteps=8)
+    graph = PassManager.parse("ann-to-loihi").run(load_model(here / f"{arch}.pt2").graph, ctx)
+    net = lower(graph)
+    return network_from_layers(net.layers, calibrated_rates(ctx, graph, net, 256))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1 M-neuron network")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "loihi_mapping.json"))
     args = parser.parse_args()
-    cases = [("mlp-784-1000-1000-10", mlp), ("convnet-dvs64", convnet)]
+    cases = [
+        ("digits-cnn", lambda: digits("cnn")),
+        ("digits-mlp", lambda: digits("mlp")),
+        ("mlp-784-1000-1000-10", mlp),
+        ("convnet-dvs64", convnet),
+    ]
     if not args.quick:
         cases.append(("synthetic-1M-conv", million))
     rows = []
@@ -133,7 +159,8 @@ def main() -> None:
             )
     result = {
         "benchmark": "loihi_mapping",
-        "rates": {"input": RATE_IN, "other": RATE, "unit": "spikes per neuron per timestep"},
+        "rates": {"input": RATE_IN, "other": RATE, "unit": "spikes per neuron per timestep",
+                  "digits": "calibrated on 256 training images (ann-to-loihi, T = 8)"},
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

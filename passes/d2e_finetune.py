@@ -83,7 +83,7 @@ class D2EFinetune(Pass):
     lr: float = 2e-3
     rate_l1: float = 1.0
     kd_alpha: float = 0.4
-    temperature: float = 4.0
+    temperature: float = 2.0
     seed: int = 0
     batch_size: int = 64
 

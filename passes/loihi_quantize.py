@@ -87,7 +87,7 @@ class LoihiQuantize(Pass):
         # the graded input's levels: the first layer's input per step must fit lava's 24-bit current, and
         # its bias the 13-bit mantissa (a finer input makes the layer's unit, and so its bias, finer)
         while levels > 1.0 and not all(
-            _fits(_plan(fp, graph, n, levels, self.weight_bits, means.get(n.name)), x, levels) for n in weighted if n.name in graded
+            _fits(_plan(fp, graph, n, levels, self.weight_bits, means.get(n.name), x), x, levels) for n in weighted if n.name in graded
         ):
             levels /= 2
         if levels != start:
@@ -96,10 +96,10 @@ class LoihiQuantize(Pass):
         for node in weighted:
             q = levels if node.name in graded else 1.0
             bits = self.weight_bits
-            plan = _plan(fp, graph, node, q, bits, means.get(node.name))
+            plan = _plan(fp, graph, node, q, bits, means.get(node.name), x)
             while not _bias_fits(plan) and bits > 2:  # a coarser weight grid makes room for a large bias
                 bits -= 1
-                plan = _plan(fp, graph, node, q, bits, means.get(node.name))
+                plan = _plan(fp, graph, node, q, bits, means.get(node.name), x)
             if bits != self.weight_bits:
                 ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: {bits}-bit weights so that its bias fits "
                          "the 13-bit mantissa of netx's exponent 6")
@@ -118,7 +118,7 @@ class LoihiQuantize(Pass):
         elif enc is not None:
             result["input"] = {"scheme": enc.op.scheme.value, "message_bits": 0}  # type: ignore[attr-defined]
         graph.infer_types()
-        if before is not None:
+        if before is not None and x is not None:
             result["accuracy"] = {"split": "calibration", "samples": int(len(x)), "float_snn": before,
                                   "quantised_snn": _accuracy(ctx, graph, x, y)}
         graph.analyses[self.name] = result
@@ -162,16 +162,20 @@ class _Plan:
     report: dict[str, Any]
 
 
-def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None
-          ) -> _Plan:
+def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None,
+          x: np.ndarray | None = None) -> _Plan:
     w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
     wq = fp.quantize_weights(w, num_bits=weight_bits)
     unit = wq.scale / levels
     report: dict[str, Any] = {"unit": unit, "weight": wq.error.to_json(), "hw_weight_bits": wq.hw_weight_bits}
     b = node.param(graph, "bias")
     if mean_in is not None:
-        # bias correction: the rounded weights shift each output's mean current by ΔW · E[input]
-        shift = _mean_current(node, wq.w_int * wq.scale - w, mean_in)
+        # bias correction: the rounded weights (and a graded input's rounding) shift each output's mean
+        # current by W_q · E[rounded input] − W · E[input]
+        mean_q = mean_in
+        if levels != 1.0 and x is not None:
+            mean_q = (np.rint(levels * np.asarray(x, dtype=np.float64)) / levels).mean(axis=0).reshape(mean_in.shape)
+        shift = _mean_current(node, wq.w_int * wq.scale, mean_q) - _mean_current(node, w, mean_in)
         report["bias_correction_max"] = float(np.abs(shift).max(initial=0.0))
         b = (np.zeros(len(shift)) if b is None else np.asarray(b, dtype=np.float64)) - shift
     bias = None
@@ -293,7 +297,8 @@ def _worst_input(plan: _Plan, levels: float = 1.0) -> float:
 
 
 def _insert_input_scale(graph: Graph, enc: Node, levels: float, bits: int) -> None:
-    enc.op = dataclasses.replace(enc.op, bits=bits)
+    encode: O.Encode = enc.op  # type: ignore[assignment]
+    enc.op = dataclasses.replace(encode, bits=bits)
     s = Node(graph.fresh_name(f"{enc.name}_levels"), O.Scale(factor=float(levels)), (enc.name,))
     graph.replace_uses(enc.name, s.name)
     s.inputs = (enc.name,)

@@ -192,3 +192,16 @@ def test_a_sum_of_currents_is_refused() -> None:
     with pytest.raises(PipelineFailure, match=r"add %s: sums or joins the analog value %a; Loihi adds and "
                                               r"concatenates spikes only"):
         _legalize(text)
+
+
+def test_an_unconverted_network_is_refused_in_one_line() -> None:
+    text = """
+    graph @ann(%x: analog[4]) {
+      %l = linear(%x) params {weight = "l.weight"} : analog[4]
+      %a = relu(%l) : analog[4]
+      output %a
+    }
+    """
+    with pytest.raises(PipelineFailure, match=r"loihi-legalize: relu %a: ANN ops; convert the network first \(the "
+                                              r"ann-to-loihi pipeline, which needs --calib data\)$"):
+        _legalize(text)

@@ -28,6 +28,7 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     conv_out_size,
     linear_kernel,
     pool2d_kernel,
+    spike_maxpool2d_kernel,
 )
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
 
@@ -221,6 +222,74 @@ def test_add_events_and_current_int():
     np.testing.assert_array_equal(call(kernel, arrays)["acc"], a + g + cur)
 
 
+def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> np.ndarray:
+    """Gated max pooling, literally: per window, x at the input with the largest count (first in
+    row-major order on ties; padding never wins).  count and x are channels-last [B, H, W, C]."""
+    bsz, h, wd, c = count.shape
+    (kh, kw), (sh, sw), (ph, pw) = geometry.kernel, geometry.stride, geometry.padding
+    padded = np.full((bsz, h + 2 * ph, wd + 2 * pw, c), -np.inf)
+    padded[:, ph : ph + h, pw : pw + wd] = count
+    xp = np.zeros(padded.shape)
+    xp[:, ph : ph + h, pw : pw + wd] = x
+    out = np.zeros((bsz, *out_hw, c))
+    for y in range(out_hw[0]):
+        for z in range(out_hw[1]):
+            win = padded[:, y * sh : y * sh + kh, z * sw : z * sw + kw].reshape(bsz, kh * kw, c)
+            first = np.argmax(win, axis=1)  # np.argmax keeps the first maximum
+            vals = xp[:, y * sh : y * sh + kh, z * sw : z * sw + kw].reshape(bsz, kh * kw, c)
+            out[:, y, z] = np.take_along_axis(vals, first[:, None, :], axis=1)[:, 0]
+    return out
+
+
+@pytest.mark.parametrize(
+    "geometry,graded,batch,precision",
+    [
+        (Pool2dGeometry((2, 2), (2, 2)), False, None, Precision.FLOAT32),
+        (Pool2dGeometry((2, 2), (2, 2)), False, 1, Precision.FLOAT32),
+        (Pool2dGeometry((3, 3), (2, 2), (1, 1)), True, None, Precision.FLOAT32),
+        (Pool2dGeometry((3, 2), (1, 2), (1, 0)), True, None, Precision.INT8),
+    ],
+    ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8"],
+)
+def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, precision):
+    """Over several steps (small counts: many ties), the forwarded list and the counts equal the
+    literal definition; windows overlap in two cases."""
+    rng = np.random.default_rng(13)
+    in_shape, nb = (7, 9, 3), (1 if batch == 1 else 3)
+    oh = conv_out_size(7, geometry.kernel[0], geometry.stride[0], geometry.padding[0])
+    ow = conv_out_size(9, geometry.kernel[1], geometry.stride[1], geometry.padding[1])
+    adt = precision.acc_dtype
+    kernel = spike_maxpool2d_kernel(
+        in_shape, (oh, ow), geometry, batch=batch, precision=precision, graded=graded
+    )
+    assert kernel.out_graded == graded
+    n, n_out = 7 * 9 * 3, oh * ow * 3
+    state = np.zeros((nb, n), adt)
+    total = np.zeros((nb, *in_shape))
+    forwarded = 0
+    for density in (0.2, 0.0, 0.3, 1.0, 0.1, 0.25):
+        x = spikes(rng, (nb, *in_shape), density, 3 if graded else 1)
+        total += x
+        cnt, idx, val = to_rows(x, adt)
+        arrays = {"cnt0": cnt, "idx0": idx, "count": state, "acc": np.zeros((nb, n_out), adt)}
+        arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n_out), "int32")}
+        if graded:
+            arrays |= {"val0": val, "val_out": np.zeros((nb, n_out), adt)}
+        out = call(kernel, arrays)
+        state = out["count"]
+        np.testing.assert_array_equal(state, total.reshape(nb, n))
+        ref = maxpool_winners_hwc(total, x, geometry, (oh, ow)).reshape(nb, -1)
+        ref_cnt, ref_idx, ref_val = to_rows(ref)
+        np.testing.assert_array_equal(out["cnt_out"], ref_cnt)
+        for b in range(nb):
+            k = ref_cnt[b]
+            np.testing.assert_array_equal(out["idx_out"][b, :k], ref_idx[b, :k])
+            if graded:
+                np.testing.assert_array_equal(out["val_out"][b, :k], ref_val[b, :k])
+        forwarded += ref_cnt.sum()
+    assert 0 < forwarded  # the case is not vacuous
+
+
 def test_int8_rejects_fractional_scale():
     with pytest.raises(UnsupportedError, match="sumpool"):
         pool2d_kernel((4, 4, 2), (2, 2), Pool2dGeometry((2, 2), (2, 2)), scale=0.25, precision=Precision.INT8)
@@ -381,6 +450,8 @@ def _random_args(kernel, rng, nb):
         arrays["weight"] = weights(rng, shape, kernel.precision)
     if kernel.bias:
         arrays["bias"] = (rng.integers(-5, 5, c) if integer else rng.uniform(-0.1, 0.1, c)).astype(adt)
+    if "count" in kernel.arg_names():  # gated max pooling state: small counts, many ties
+        arrays["count"] = rng.integers(0, 3, (nb, kernel.events(0).cap)).astype(adt)
     arrays["acc"] = np.zeros((nb, n), adt)
     if kernel.neuron is not None:
         arrays["v"] = (rng.integers(-20, 40, (nb, n)) if integer else rng.uniform(-0.5, 1.0, (nb, n))).astype(
@@ -410,6 +481,7 @@ CUDA_CASES = [
     dict(op="conv", precision=Precision.FLOAT32, neuron=NeuronSpec(Reset.HARD)),
     dict(op="conv", precision=Precision.INT8, neuron=None),
     dict(op="pool", precision=Precision.FLOAT32, neuron=None),
+    dict(op="maxpool", precision=Precision.FLOAT32, neuron=None),
     dict(op="add", precision=Precision.INT8, neuron=NeuronSpec(Reset.SOFT, max_spikes=2)),
 ]
 
@@ -428,6 +500,10 @@ def _make(case, device):
         g = Conv2dGeometry((3, 3), (2, 1), (1, 1), (1, 2))
         return conv2d_kernel(
             (9, 7, 3), 20, g, precision=p, graded=True, bias=True, epilogue=epi, neuron=nrn, device=dev
+        )
+    if case["op"] == "maxpool":
+        return spike_maxpool2d_kernel(
+            (7, 8, 4), (4, 4), Pool2dGeometry((3, 3), (2, 2), (1, 1)), graded=True, device=dev
         )
     if case["op"] == "pool":
         return pool2d_kernel(

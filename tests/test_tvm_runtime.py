@@ -1,7 +1,7 @@
 """The TVM event runtime against a plain numpy simulator of DESIGN.md §3.
 
-Small networks (conv and linear; IF soft reset, LIF hard reset, burst; pooling, flatten,
-residual add; event and dense layers): the int8 path must agree spike for spike, the fp32
+Small networks (conv and linear; IF soft reset, LIF hard reset, burst; pooling, gated max
+pooling, flatten, residual add; event and dense layers): the int8 path must agree spike for spike, the fp32
 path in predictions and within 1e-4 in membrane.  One test runs an artifact in a fresh process
 in which torch cannot be imported.
 """
@@ -47,6 +47,26 @@ def _param(value, params):
     return np.asarray(params[value] if isinstance(value, str) else value, dtype=np.float64).reshape(-1)
 
 
+def _gated_maxpool(count: np.ndarray, values: list[np.ndarray], rec: dict) -> list[np.ndarray]:
+    """Each of ``values`` [B, C, H, W] at every window's winner: the input with the largest
+    ``count`` (first in row-major order on ties; padding never wins)."""
+    kh, kw = _pair(rec["kernel"])
+    (sh, sw), (ph, pw) = _pair(rec.get("stride", rec["kernel"])), _pair(rec.get("padding", 0))
+    bsz, c, h, w = count.shape
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    padded = np.pad(count.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+    outs = [np.zeros((bsz, c, oh, ow), v.dtype) for v in values]
+    for y in range(oh):
+        for z in range(ow):
+            win = padded[:, :, y * sh : y * sh + kh, z * sw : z * sw + kw].reshape(bsz, c, -1)
+            first = np.argmax(win, axis=2)  # the first maximum
+            wy, wz = y * sh - ph + first // kw, z * sw - pw + first % kw
+            bi, ci = np.indices((bsz, c))
+            for out, v in zip(outs, values, strict=True):
+                out[:, :, y, z] = v[bi, ci, wy, wz]
+    return outs
+
+
 def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: bool):
     """Simulate ``graph`` (format.md) on x; return (logits, spikes per layer, final membranes)."""
     inp = graph["input"]
@@ -54,6 +74,7 @@ def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: boo
         x = np.clip(np.rint(x.astype(np.float32) * np.float32(inp["quant_scale"])), -128, 127)
     x = x.astype(np.int64 if integer else np.float64)
     state, spikes, rsum, layers = {}, {}, None, graph["layers"]
+    counts: dict[str, np.ndarray] = {}  # gated max pooling: accumulated input spikes
     for rec in layers:
         if rec.get("neuron"):
             n = rec["neuron"]
@@ -62,6 +83,7 @@ def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: boo
             spikes[rec["name"]] = np.zeros(x.shape[0], np.int64)
     for _ in range(steps):
         values = {inp["name"]: x}
+        events = {}  # unscaled spike counts of this step, by layer
         prev = inp["name"]
         for rec in layers:
             ins = [values[s] for s in rec.get("inputs", [prev])]
@@ -79,6 +101,10 @@ def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: boo
                 y = sumpool_hwc(ins[0].transpose(0, 2, 3, 1), k, s, p, out_hw).transpose(0, 3, 1, 2)
                 if op == "avgpool2d":
                     y = y / (k[0] * k[1])
+            elif op == "spike_maxpool":
+                src = rec.get("inputs", [prev])[0]
+                counts[rec["name"]] = counts.get(rec["name"], 0) + events[src]
+                y, events[rec["name"]] = _gated_maxpool(counts[rec["name"]], [ins[0], events[src]], rec)
             elif op == "add":
                 y = sum(ins[1:], ins[0])
             else:
@@ -108,6 +134,7 @@ def reference(graph: dict, params: dict, x: np.ndarray, steps: int, integer: boo
                 state[rec["name"]] = v
                 spikes[rec["name"]] += s.reshape(len(x), -1).sum(axis=1)
                 s = np.moveaxis(s, -1, 1) if y.ndim == 4 else s
+                events[rec["name"]] = s
                 y = s * n.get("out_scale", 1.0) if not integer else s
                 y = y.astype(np.int64 if integer else np.float64)
             if rec.get("readout"):
@@ -249,6 +276,44 @@ def chain_net(rng, precision="float32"):
     return graph, params
 
 
+def maxpool_net(rng, precision="float32"):
+    """conv(dense, burst 2, out_scale 0.5 in fp32) -> gated maxpool 2x2 -> conv(event, IF) ->
+    gated maxpool 3x3/2 pad 1 (overlapping windows) -> flatten -> linear readout."""
+    integer = precision == "int8"
+    if integer:
+        params = {
+            "c1.w": rng.integers(-20, 30, (8, 2, 3, 3)).astype(np.int8),
+            "c1.b": rng.integers(-4, 8, 8).astype(np.int32),
+            "c2.w": rng.integers(-30, 40, (16, 8, 3, 3)).astype(np.int8),
+            "f.w": rng.integers(-50, 50, (10, 64)).astype(np.int8),
+        }
+        n1, n2 = {"v_th": 120, "max_spikes": 2, "v_init": 0.5}, {"v_th": 60}
+    else:
+        params = {
+            "c1.w": (0.4 * rng.standard_normal((8, 2, 3, 3))).astype(np.float32),
+            "c1.b": rng.uniform(0, 0.1, 8).astype(np.float32),
+            "c2.w": (0.6 * rng.standard_normal((16, 8, 3, 3))).astype(np.float32),
+            "f.w": rng.standard_normal((10, 64)).astype(np.float32),
+        }
+        n1 = {"v_th": 0.5, "max_spikes": 2, "v_init": 0.5, "out_scale": 0.5}
+        n2 = {"v_th": 0.6}
+    graph = {
+        "name": "maxpool_net",
+        "timesteps": 6,
+        "input": {"name": "x", "shape": [2, 8, 8], "quant_scale": 16.0 if integer else None},
+        "layers": [
+            {"name": "c1", "op": "conv2d", "weight": "c1.w", "bias": "c1.b", "padding": 1, "neuron": n1,
+             "precision": precision},
+            {"name": "m1", "op": "spike_maxpool", "kernel": 2, "precision": precision},
+            {"name": "c2", "op": "conv2d", "weight": "c2.w", "padding": 1, "neuron": n2, "precision": precision},
+            {"name": "m2", "op": "spike_maxpool", "kernel": 3, "stride": 2, "padding": 1, "precision": precision},
+            {"name": "fl", "op": "flatten"},
+            {"name": "f", "op": "linear", "weight": "f.w", "readout": "mean_current", "precision": precision},
+        ],
+    }  # fmt: skip
+    return graph, params
+
+
 def inputs(rng, graph, n=6, integer=False):
     shape = graph["input"]["shape"]
     x = rng.uniform(-0.2, 1.0, (n, *shape)).astype(np.float32)
@@ -275,7 +340,7 @@ def _compare(graph, params, x, out, integer):
         assert 0 < s.sum(), f"layer {name} never spikes: the test would be vacuous"
 
 
-@pytest.mark.parametrize("make", [conv_net, mlp_net, chain_net])
+@pytest.mark.parametrize("make", [conv_net, mlp_net, chain_net, maxpool_net])
 @pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_runtime_matches_reference(tmp_path, make, precision):
     rng = np.random.default_rng(11)

@@ -1,5 +1,6 @@
-"""The tvm target end to end: a converted digits MLP compiled to TVM kernels gives the torch
-backend's predictions, and the artifact runs in a process that cannot import torch."""
+"""The tvm target end to end: the converted digits MLP and CNN (gated max pooling) compiled to
+TVM kernels give the torch backend's predictions, the artifact runs in a process that cannot
+import torch, and what the target cannot run is refused with the reason."""
 
 from __future__ import annotations
 
@@ -87,22 +88,49 @@ def test_tvm_artifact_runs_without_torch(tvm_mlp, tmp_path):
     assert preds == expected.tolist()
 
 
-def test_cnn_with_gated_maxpool_is_refused_with_the_fix(tmp_path):
-    r = CliRunner().invoke(
-        main,
-        [
-            "compile",
-            str(DIGITS / "cnn.pt2"),
-            "--calib",
-            str(DIGITS / "train.npz"),
-            "-T",
-            "4",
-            "--target",
-            "tvm",
-            "-o",
-            str(tmp_path / "o"),
-        ],
-    )
-    assert r.exit_code == 2
-    assert "spike_maxpool" in r.output and "maxpool=avg" in r.output
-    assert not (tmp_path / "o").exists()
+@pytest.fixture(scope="module")
+def tvm_cnn(tmp_path_factory) -> Path:
+    """The digits CNN as the default conversion leaves it: max pooling gated by spike counts."""
+    out = tmp_path_factory.mktemp("tvm") / "cnn"
+    args = ["compile", str(DIGITS / "cnn.pt2"), "--calib", str(DIGITS / "train.npz"), "-T", "4"]
+    r = CliRunner().invoke(main, [*args, "--target", "tvm", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_cnn_with_gated_maxpool_compiles_and_runs_as_the_torch_backend(tvm_cnn, tmp_path):
+    """`snnc run OUT` (the TVM artifact) and `snnc run OUT --backend torch` agree sample for sample."""
+    layers = json.loads((tvm_cnn / "tvm" / "graph.json").read_text())["layers"]
+    assert [r["op"] for r in layers if r["op"] == "spike_maxpool"] == ["spike_maxpool"]
+    data = tmp_path / "x.npz"
+    np.savez(data, x=np.load(DIGITS / "test.npz")["x"][:120])
+    for backend in ("tvm", "torch"):
+        args = ["run", str(tvm_cnn), "--data", str(data), "-o", str(tmp_path / f"{backend}.npz")]
+        r = CliRunner().invoke(main, args + (["--backend", "torch"] if backend == "torch" else []))
+        assert r.exit_code == 0, r.output
+    ours, ref = np.load(tmp_path / "tvm.npz"), np.load(tmp_path / "torch.npz")
+    np.testing.assert_array_equal(ours["predictions"], ref["predictions"])
+    np.testing.assert_allclose(ours["logits"], ref["logits"], atol=1e-4)
+    assert len(set(ref["predictions"].tolist())) > 5  # a real classifier, not a constant
+
+
+def test_early_exit_readout_is_refused_with_the_reason(tvm_mlp, tmp_path):
+    """adaptive-timesteps' early-exit readout has no TVM form: compile stops and writes nothing."""
+    from dataclasses import replace
+
+    from snnc.ir import load_graph, save_graph
+    from snnc.ir import ops as O
+
+    graph = load_graph(tvm_mlp)
+    node = next(n for n in graph.nodes if isinstance(n.op, O.Readout))
+    node.op = replace(node.op, exit_rule=O.ExitRule.CONFIDENCE)
+    node.params["exit_thresholds"] = "readout.exit_thresholds"
+    graph.params["readout.exit_thresholds"] = np.full(graph.attrs.timesteps, 0.9, np.float32)
+    save_graph(graph, tmp_path / "ee")
+    out = tmp_path / "o"
+    source = tmp_path / "ee" / "graph.snnir"
+    args = ["compile", str(source), "-p", "count-ops", "--target", "tvm", "-o", str(out)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2, r.output
+    assert f"readout %{node.name}: early exit (adaptive-timesteps) runs on the torch target only" in r.output
+    assert not out.exists()

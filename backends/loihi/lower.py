@@ -40,7 +40,6 @@ from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254
 DU_NO_CURRENT = 4095  # lava du: the synaptic current forgets everything each step (u = input)
-INTEGRATOR = "integrator"  # QLayer.source tag of a readout integrator layer
 _INTEGRAL_TOL = 1e-6
 _WEIGHTED = (O.Conv2d, O.Linear)
 _QUANTISE_HINT = "run loihi-quantize (the ann-to-loihi pipeline does)"
@@ -186,6 +185,7 @@ class _Lowerer:
         self.node_layer: dict[str, str] = {}
         self.coding: InputCoding | None = None
         self.readout: Readout | None = None
+        self.integrators: set[int] = set()  # layers that integrate for the readout (no neuron in the IR)
 
     def fail(self, node: Node, message: str) -> TargetError:
         return TargetError(f"{node.op.name} %{node.name}: {message}")
@@ -208,9 +208,8 @@ class _Lowerer:
             raise TargetError(f"graph @{g.name}: the input %{in_name} needs an encode node (run encode-input)")
         if self.readout is None:
             raise TargetError(f"graph @{g.name}: no readout; a converted SNN ends in one")
-        if len(g.outputs) != 1 or g.producer(g.outputs[0]) is None or not isinstance(
-            g.producer(g.outputs[0]).op, O.Readout
-        ):
+        out = g.producer(g.outputs[0]) if len(g.outputs) == 1 else None
+        if out is None or not isinstance(out.op, O.Readout):
             raise TargetError(f"graph @{g.name}: the graph output must be its readout")
         return LoihiNet(self.layers, self.coding, self.readout, self.node_layer)
 
@@ -307,12 +306,9 @@ class _Lowerer:
         if user is None or not (isinstance(user.op, (O.Neuron, O.Readout)) or readout_via_scale):
             raise self.fail(node, "must feed exactly one neuron (or the readout); run loihi-legalize")
         src = self.source(node, 0)
-        if not g.value_type(node.inputs[0]).is_event:
-            if not self.input_chain(src):
-                raise self.fail(node, f"reads the analog value %{node.inputs[0]}; Loihi layers read spikes")
-            assert self.coding is not None
-            if self.coding.levels == 0.0:
-                raise self.fail(node, f"the direct-coded input has no quantiser scale; {_QUANTISE_HINT}")
+        assert self.coding is not None
+        if self.input_chain(src) and self.coding.scheme is O.Scheme.DIRECT and self.coding.levels == 0.0:
+            raise self.fail(node, f"the direct-coded input has no quantiser scale; {_QUANTISE_HINT}")
         w = node.param(g, "weight")
         b = node.param(g, "bias")
         assert w is not None and node.type is not None
@@ -331,16 +327,16 @@ class _Lowerer:
         else:
             lif = LifParams(DU_NO_CURRENT, 0, VTH_MANT_MAX, self.bias_array(bias, shape), NETX_BIAS_EXP)
             name = node.name
-        common = {"lif": lif, "source": node.loc or node.name}
+        source = node.loc or node.name
         if isinstance(node.op, O.Linear):
             if len(self.layers[src].shape) != 1:
                 raise self.fail(node, "reads a non-flat layer; insert a flatten")
-            layer = QLayer(name, LayerKind.DENSE, shape, weight=w_int, **common)
+            layer = QLayer(name, LayerKind.DENSE, shape, weight=w_int, lif=lif, source=source)
         else:
             op: O.Conv2d = node.op  # type: ignore[assignment]
             layer = QLayer(
                 name, LayerKind.CONV, shape, weight=w_int, stride=op.stride, padding=op.padding,
-                dilation=op.dilation, groups=op.groups, **common,
+                dilation=op.dilation, groups=op.groups, lif=lif, source=source,
             )
         i = self.add(layer, [src])
         self.node_layer[node.name] = name
@@ -349,7 +345,7 @@ class _Lowerer:
             self.index[user.name] = i
             self.node_layer[user.name] = name
         else:
-            layer.source = INTEGRATOR
+            self.integrators.add(i)
 
     def bias_array(self, bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | int:
         if bias.size == 0:
@@ -386,7 +382,7 @@ class _Lowerer:
             raise self.fail(node, f"reads %{v}, which is not a Loihi layer")
         i = self.index[v]
         layer = self.layers[i]
-        kind = ReadoutKind.VOLTAGE if layer.source == INTEGRATOR else ReadoutKind.SPIKE_COUNT
+        kind = ReadoutKind.VOLTAGE if i in self.integrators else ReadoutKind.SPIKE_COUNT
         if kind is ReadoutKind.SPIKE_COUNT and not layer.has_neurons:
             raise self.fail(node, f"reads %{v}, which holds no neurons")
         self.readout = Readout(kind, i, scale)
@@ -413,7 +409,6 @@ def net_from_layers(layers: list[QLayer], coding: InputCoding) -> LoihiNet:
     last = layers[-1]
     lif = last.lif_params
     if lif.vth_mant == VTH_MANT_MAX and lif.dv == 0:
-        last.source = INTEGRATOR
         return LoihiNet(layers, coding, Readout(ReadoutKind.VOLTAGE, len(layers) - 1))
     return LoihiNet(layers, coding, Readout(ReadoutKind.SPIKE_COUNT, len(layers) - 1))
 

@@ -35,6 +35,7 @@ are counted in ``measured``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -61,7 +62,7 @@ from .bitacc import (
     verify_layers,
 )
 from .hardware import ChipSpec, CostModel, Resource, load_chip
-from .lower import INTEGRATOR, InputCoding, LoihiNet, ReadoutKind, calibrated_rates, lower
+from .lower import InputCoding, LoihiNet, ReadoutKind, calibrated_rates, lower
 from .mapping import Mapping, estimate_cost, map_network, network_from_layers
 
 NETX_FILE = "network.net"
@@ -70,11 +71,7 @@ PLOT_FILE = "core_utilisation.png"
 ACCURACY_SAMPLES = 512  # labelled calibration samples the bit-accurate simulation runs on
 RATE_SAMPLES = 256
 _BATCH = 128
-# ann-to-loihi's conversion part (passes/loihi_pipelines.py); the lowering passes come from the suffix
-CONVERT = (
-    "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=hard,v-init=0.0},"
-    "loihi-thresholds,fold-thresholds,encode-input{scheme=direct}"
-)
+DEFAULT_PIPELINE = "ann-to-loihi"  # passes/loihi_pipelines.py
 
 
 class LoihiTarget:
@@ -91,19 +88,30 @@ class LoihiTarget:
         self.description = self.chip.description
 
     # -- the pipeline ---------------------------------------------------------------------------
-    def pipeline_suffix(self) -> str:
-        opts = [f"chip={self.chip_name}"]
+    def _map_options(self) -> dict[str, str]:
+        opts = {"chip": self.chip_name}
         config = self.options.target_config
         # a path the pipeline grammar cannot carry is applied by compile() instead
         if config is not None and not re.search(r"[,{}\s]", str(config)):
-            opts.append(f"config={config}")
-        return "loihi-legalize,loihi-quantize,loihi-map{" + ",".join(opts) + "}"
+            opts["config"] = str(config)
+        return opts
+
+    def pipeline_suffix(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self._map_options().items())
+        return "loihi-legalize,loihi-quantize,loihi-map{" + opts + "}"
 
     def default_pipeline(self, graph: Graph, has_calibration: bool) -> str | None:
-        """ann-to-loihi for an ANN with calibration data; None (the driver's default) otherwise."""
-        if has_calibration and not any(isinstance(n.op, O.Neuron) for n in graph.nodes):
-            return f"{CONVERT},{self.pipeline_suffix()},count-ops"
-        return None
+        """ann-to-loihi (with this target's chip in loihi-map) for an ANN with calibration data; None (the
+        driver's default) otherwise."""
+        if not has_calibration or any(isinstance(n.op, O.Neuron) for n in graph.nodes):
+            return None
+        from snnc.pass_manager import parse_pipeline, pipeline_string
+
+        passes = [
+            dataclasses.replace(p, **self._map_options()) if p.name == "loihi-map" else p  # type: ignore[type-var]
+            for p in parse_pipeline(DEFAULT_PIPELINE)
+        ]
+        return pipeline_string(passes)
 
     def legality(self, graph: Graph) -> list[str]:
         from .lower import legality
@@ -478,7 +486,8 @@ def _activity(net: LoihiNet, out: dict[str, np.ndarray]) -> tuple[dict[str, floa
     synops: dict[str, float] = {}
     batch = len(next(iter(out.values())))
     for i, layer in enumerate(net.layers):
-        if layer.has_neurons and layer.source != INTEGRATOR:
+        integrator = i == net.readout.layer and net.readout.kind is ReadoutKind.VOLTAGE
+        if layer.has_neurons and not integrator:
             spikes[layer.name] = float(out[layer.name].sum()) / batch
         if not layer.has_neurons:
             continue
@@ -490,18 +499,20 @@ def _activity(net: LoihiNet, out: dict[str, np.ndarray]) -> tuple[dict[str, floa
 
 def _fanout(layer: QLayer, in_shape: tuple[int, ...]) -> np.ndarray:
     """Synapses (non-zero weights) each input element of ``layer`` drives, shaped like the input."""
-    w = layer.weight_array
     if layer.kind is LayerKind.DENSE:
-        return np.count_nonzero(w, axis=0).reshape(in_shape)
+        return np.count_nonzero(layer.weight_array, axis=0).reshape(in_shape)
     import torch
     import torch.nn.functional as F
 
+    if layer.kind is LayerKind.POOL:
+        w, groups = pool_weight_tensor(in_shape[0], layer.kernel, int(layer.weight_array)), in_shape[0]
+    else:
+        w, groups = layer.weight_array, layer.groups
     ones = torch.ones((1, *layer.shape), dtype=torch.float64)
     fan = F.conv_transpose2d(ones, torch.as_tensor((w != 0).astype(np.float64)), stride=layer.stride,
-                             padding=layer.padding, dilation=layer.dilation, groups=layer.groups)[0]
-    c, h, wd = in_shape
-    fan = torch.nn.functional.pad(fan, (0, wd - fan.shape[2], 0, h - fan.shape[1]))
-    return fan.numpy()
+                             padding=layer.padding, dilation=layer.dilation, groups=groups)[0]
+    _, h, wd = in_shape
+    return F.pad(fan, (0, wd - fan.shape[2], 0, h - fan.shape[1])).numpy()
 
 
 def run_loihi_artifact(path: Path, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:

@@ -11,12 +11,17 @@ and then one epilogue:
   spike list (``cnt_out``/``idx_out``, plus ``val_out`` counts for burst neurons); it runs
   vectorised over channels and leaves the spike counts in ``acc``, then one scalar pass per
   sample compacts them into the list;
-* ``COMPACT``: the non-zero entries of ``acc`` become a graded event list (pooling, add).
+* ``COMPACT``: the non-zero entries of ``acc`` become a graded event list (pooling, add), or,
+  for gated max pooling, the forwarded events (graded only when its input is).
 
 The work of the accumulation is proportional to the input events: a linear layer adds the
 weight row of each active input (gather), a convolution adds each spike's kernel footprint
 into a channels-last output (scatter, tap ranges clipped to the output), pooling and add scatter
-the event values.
+the event values.  Gated max pooling (``spike_maxpool``) keeps each input's accumulated spike
+count as layer state (``count``): per step it adds the events to the counts, then, for each
+window an event falls in, forwards the event when its input is the window's winner (the most
+spikes so far, ties to the first in the window): a window's winner can only change to an input
+that just spiked, so the work stays proportional to the events.
 
 Event lists (see ``format.md``):
 
@@ -79,6 +84,7 @@ class Op(enum.Enum):
     LINEAR = "linear"
     CONV2D = "conv2d"
     POOL2D = "pool2d"
+    MAXPOOL2D = "spike_maxpool"  # gated by accumulated spike counts (state: ``count``)
     ADD = "add"
 
 
@@ -216,6 +222,8 @@ class LayerKernel:
     @property
     def out_graded(self) -> bool:
         """Whether the output event list carries values (burst counts, compacted sums)."""
+        if self.op is Op.MAXPOOL2D:  # forwards the winners' events as they are
+            return self.events(0).graded
         if self.epilogue is Epilogue.COMPACT:
             return True
         return self.epilogue is Epilogue.NEURON and self.neuron is not None and self.neuron.max_spikes > 1
@@ -264,6 +272,8 @@ class LayerKernel:
             names.append("weight")
         if self.bias:
             names.append("bias")
+        if self.op is Op.MAXPOOL2D:
+            names.append("count")
         names.append("acc")
         if self.epilogue is Epilogue.NEURON:
             names += ["v", "vth"]
@@ -385,6 +395,29 @@ def pool2d_kernel(
     )  # fmt: skip
 
 
+def spike_maxpool2d_kernel(
+    in_shape: tuple[int, int, int],
+    out_hw: tuple[int, int],
+    geometry: Pool2dGeometry,
+    *,
+    batch: int | None = None,
+    precision: Precision = Precision.FLOAT32,
+    graded: bool = False,
+    val_dtype: str | None = None,
+    device: Device = Device.CPU,
+) -> LayerKernel:
+    """Gated max pooling of events (DESIGN.md §3): ``count[b] += events``; each window forwards
+    this step's event of its winner, the input with the largest ``count`` (ties: first in the
+    window, row-major; padding never wins).  The output list carries the input's values (graded
+    only when the input is); the producer's output scale is the caller's to carry on."""
+    events = Events(math.prod(in_shape), Layout.ROWS, graded, val_dtype or precision.acc_dtype)
+    out_shape = (out_hw[0], out_hw[1], in_shape[2])
+    return LayerKernel(
+        Op.MAXPOOL2D, tuple(in_shape), out_shape, (events,), precision, batch, geometry, False, Epilogue.COMPACT,
+        None, False, device,
+    )  # fmt: skip
+
+
 def add_kernel(
     shape: tuple[int, ...],
     operands: tuple[Operand, ...],
@@ -432,7 +465,7 @@ PARALLEL_WORK = 1 << 20  # multiply-accumulates of a batch-1 layer worth a paral
 def _check(k: LayerKernel) -> None:
     if not k.operands:
         raise ValueError(f"{k.op.value} kernel needs at least one operand")
-    single = k.op in (Op.LINEAR, Op.CONV2D, Op.POOL2D)
+    single = k.op in (Op.LINEAR, Op.CONV2D, Op.POOL2D, Op.MAXPOOL2D)
     if single and (len(k.operands) != 1 or not isinstance(k.operands[0], Events)):
         raise ValueError(f"a {k.op.value} kernel takes exactly one event operand")
     for operand in k.operands:
@@ -440,7 +473,7 @@ def _check(k: LayerKernel) -> None:
             raise UnsupportedError("the weight-stationary CSC layout exists for linear layers only")
         if isinstance(operand, Events) and operand.layout is not Layout.ROWS and k.op is not Op.LINEAR:
             raise UnsupportedError(f"{k.op.value} kernels read ROWS event lists only")
-    if k.op in (Op.CONV2D, Op.POOL2D) and (len(k.in_shape) != 3 or len(k.out_shape) != 3):
+    if k.op in (Op.CONV2D, Op.POOL2D, Op.MAXPOOL2D) and (len(k.in_shape) != 3 or len(k.out_shape) != 3):
         raise ValueError(f"{k.op.value} shapes must be (H, W, C)")
     if k.op is Op.CONV2D:
         g = k.geometry
@@ -452,7 +485,12 @@ def _check(k: LayerKernel) -> None:
                     f"event conv2d: stride {g.stride} together with dilation {g.dilation} is not supported "
                     "(one of them must be 1 per axis)"
                 )
-    if k.op is Op.POOL2D:
+    if k.op is Op.MAXPOOL2D:
+        if k.epilogue is not Epilogue.COMPACT or k.readout or k.bias:
+            raise ValueError("spike_maxpool forwards events: a COMPACT epilogue, no bias, no readout")
+        if k.operands[0].scale != 1.0:
+            raise ValueError("spike_maxpool forwards events unscaled; the runtime carries the scale")
+    if k.op in (Op.POOL2D, Op.MAXPOOL2D):
         if not isinstance(k.geometry, Pool2dGeometry):
             raise ValueError("pool2d kernel needs a Pool2dGeometry")
         if k.bias:
@@ -550,6 +588,8 @@ class _Emitter:
             shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(k.channels)), self.wdt)
         if k.bias:
             shapes["bias"] = ((str(k.channels),), adt)
+        if k.op is Op.MAXPOOL2D:
+            shapes["count"] = ((B, str(k.events(0).cap)), adt)
         shapes["acc"] = ((B, n), adt)
         if k.epilogue is Epilogue.NEURON:
             shapes["v"] = ((B, n), adt)
@@ -707,6 +747,8 @@ class _Emitter:
             self.accumulate_conv(base, width)
         elif op is Op.POOL2D:
             self.accumulate_pool()
+        elif op is Op.MAXPOOL2D:
+            self.accumulate_maxpool()
         else:
             self.accumulate_add()
 
@@ -817,24 +859,65 @@ class _Emitter:
             v = f"{v} * {_lit(operand.scale, self.adt)}"
         return v
 
-    def accumulate_pool(self) -> None:
+    def windows(self) -> None:
+        """Let-bind the range [y_lo, y_hi] × [x_lo, x_hi] of the pooling windows that hold the
+        decoded input (iy, ix)."""
         k, w = self.k, self.w
         g = k.pool
-        oh, ow, c = k.out_shape
+        oh, ow, _ = k.out_shape
+        for axis, (coord, out, tag) in enumerate((("iy", oh, "y"), ("ix", ow, "x"))):
+            kk, s, p = g.kernel[axis], g.stride[axis], g.padding[axis]
+            # windows o with o·s − p <= coord <= o·s − p + k − 1
+            w(f"{tag}_lo = T.max(0, 0 - T.floordiv({kk - 1} - ({coord} + {p}), {s}))")
+            w(f"{tag}_hi = T.min({out - 1}, T.floordiv({coord} + {p}, {s}))")
+
+    def accumulate_pool(self) -> None:
+        k, w = self.k, self.w
+        _, ow, c = k.out_shape
         operand = k.events(0)
         count, at, val = self.event_range(0)
         with w.block(f"for k in range({count}):"):
             self.decode(at("k"))
             w(f"ev = {self.event_value(operand, val('k'))}")
-            for axis, (coord, out, tag) in enumerate((("iy", oh, "y"), ("ix", ow, "x"))):
-                kk, s, p = g.kernel[axis], g.stride[axis], g.padding[axis]
-                # windows o with o·s − p <= coord <= o·s − p + k − 1
-                w(f"{tag}_lo = T.max(0, 0 - T.floordiv({kk - 1} - ({coord} + {p}), {s}))")
-                w(f"{tag}_hi = T.min({out - 1}, T.floordiv({coord} + {p}, {s}))")
+            self.windows()
             with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
                 with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
                     dst = f"acc[b, (oy * {ow} + ox) * {c} + ci]"
                     w(f"{dst} = {dst} + ev")
+
+    def accumulate_maxpool(self) -> None:
+        """Gated max pooling of sample b: add the events to the counts, then write each event
+        into acc at every window whose winner it is (acc is zero elsewhere)."""
+        k, w = self.k, self.w
+        g = k.pool
+        h, wd, c = k.in_shape
+        _, ow, _ = k.out_shape
+        operand = k.events(0)
+        count, at, val = self.event_range(0)
+        ev = self.to_acc(val("k"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
+        with w.block(f"for k in range({count}):"):
+            w(f"count[b, {at('k')}] = count[b, {at('k')}] + {ev}")
+        with w.block(f"for k in range({count}):"):
+            w(f"e = {at('k')}")
+            self.decode("e")
+            w("ce = count[b, e]")
+            self.windows()
+            with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
+                with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
+                    w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
+                    w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
+                    # the inputs of the window that beat e: more spikes, or as many and earlier
+                    # (same channel: flat order is row-major order); padding never beats
+                    beaten = []
+                    for dy in range(g.kernel[0]):
+                        for dx in range(g.kernel[1]):
+                            y, x = f"(y0 + {dy})", f"(x0 + {dx})"
+                            j = f"T.min(T.max(({y} * {wd} + {x}) * {c} + ci, 0), {h * wd * c - 1})"
+                            inside = f"{y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}"
+                            beats = f"count[b, {j}] > ce or (count[b, {j}] == ce and {j} < e)"
+                            beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
+                    with w.block(f"if {' + '.join(beaten)} == 0:"):
+                        w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
 
     def accumulate_add(self) -> None:
         k, w = self.k, self.w
@@ -952,7 +1035,7 @@ class _CudaEmitter(_Emitter):
     Each phase is a separate thread-bound loop nest, i.e. a separate kernel launch, so a phase
     sees everything the previous one wrote: (1) acc = bias or 0; (2) accumulation: a thread owns
     its output columns (linear, conv: channels) and walks every event, so no two threads write
-    the same element; scatters of pooling and add run on one thread per sample; (3) neuron update
+    the same element; scatters of pooling (gated max pooling too) and add run on one thread per sample; (3) neuron update
     per element, the spike count kept in acc; (4) compaction of the non-zeros of acc into the
     ordered event list, one thread per sample.  Correctness first: the compaction and the
     scatters are serial per sample.
@@ -1011,6 +1094,9 @@ class _CudaEmitter(_Emitter):
             if k.op is Op.POOL2D:
                 with self.serial():
                     self.accumulate_pool()
+            elif k.op is Op.MAXPOOL2D:
+                with self.serial():
+                    self.accumulate_maxpool()
             elif any(isinstance(o, Events) for o in k.operands):
                 with self.serial():
                     for i, o in enumerate(k.operands):

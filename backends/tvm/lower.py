@@ -1,13 +1,16 @@
 """Lower a converted snnc graph to the TVM backend's layer graph (``format.md``).
 
 A synaptic op (linear, conv2d, pooling, add) and the neuron that is its only user become
-one layer whose neuron update is fused into the op's kernel epilogue.  Structure ops that
+one layer whose neuron update is fused into the op's kernel epilogue.  Gated max pooling
+(``spike_maxpool``) is a layer of its own: an event kernel that keeps each input's accumulated
+spike count and forwards the window winner's events.  Structure ops that
 only rename (identity, dropout, readout) disappear; flatten is a layer (free at run time).
 What the runtime cannot express is refused with the node and the pass that would fix it.
 
 The per-layer kernel choice (``mode``: event or dense) comes from the calibrated input
 density when count-ops simulated the graph: a layer whose input density is above the
-crossover (default 20 %, research note §5) runs dense.
+crossover (default 20 %, research note §5) runs dense.  The density is the producing neuron's
+spike rate, or, when the input comes through a gated max pooling, SOPs / (dense MACs · T).
 """
 
 from __future__ import annotations
@@ -59,11 +62,10 @@ def legality(graph: Graph) -> list[str]:
             )
         elif isinstance(op, O.Conv2d) and op.groups != 1:
             problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
-        elif isinstance(op, (O.AvgPool2d, O.SumPool2d)) and op.ceil_mode:
+        elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)) and op.ceil_mode:
             problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
-        elif isinstance(op, (O.Conv1d, O.Concat, O.Reshape, O.Scale, O.SpikeMaxPool2d)) or op.ann_only:
-            hint = " (lower-neurons{maxpool=avg} avoids it)" if isinstance(op, O.SpikeMaxPool2d) else ""
-            problems.append(f"{op.name} %{node.name}: not supported by the tvm target{hint}")
+        elif isinstance(op, (O.Conv1d, O.Concat, O.Reshape, O.Scale)) or op.ann_only:
+            problems.append(f"{op.name} %{node.name}: not supported by the tvm target")
     readouts = [n for n in graph.nodes if isinstance(n.op, O.Readout)]
     if len(readouts) != 1:
         problems.append(
@@ -138,7 +140,7 @@ def lower(
             density = (densities or {}).get(node.name)
             if density is not None:
                 layer["mode"] = "dense" if density > crossover else "event"
-        elif isinstance(op, (O.AvgPool2d, O.SumPool2d)):
+        elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)):
             layer.update(op=op.name, kernel=list(op.kernel), stride=list(op.stride), padding=list(op.padding))
         elif isinstance(op, O.Add):
             layer["op"] = "add"
@@ -159,10 +161,14 @@ def lower(
 
 
 def input_densities(graph: Graph, counts: dict[str, Any] | None, timesteps: int) -> dict[str, float]:
-    """Per synaptic layer: the mean fraction of its inputs active per step (from count-ops)."""
+    """Per synaptic layer: the mean fraction of its inputs active per step (from count-ops):
+    the producing neuron's spikes / (neurons · T); for an input that is not a neuron's spikes
+    (a gated max pooling's forwarded events), the layer's SOPs / (dense MACs · T), exact for a
+    linear layer and within the border effects for a convolution."""
     if not counts or not counts.get("simulated"):
         return {}
     spikes = {layer["name"]: layer["spikes_per_sample"] for layer in counts["layers"]}
+    by_name = {layer["name"]: layer for layer in counts["layers"]}
     out = {}
     for node in graph.nodes:
         if not isinstance(node.op, (O.Linear, O.Conv2d)):
@@ -177,7 +183,11 @@ def input_densities(graph: Graph, counts: dict[str, Any] | None, timesteps: int)
             ):
                 break
             src = prod.inputs[0]
-        if src in spikes and timesteps:
-            n = graph.value_type(src).numel
-            out[node.name] = spikes[src] / (n * timesteps)
+        if not timesteps:
+            continue
+        prod = graph.producer(src)
+        if prod is not None and isinstance(prod.op, O.Neuron) and src in spikes:
+            out[node.name] = spikes[src] / (graph.value_type(src).numel * timesteps)
+        elif node.name in by_name and by_name[node.name]["sops"] > 0 and by_name[node.name]["macs"] > 0:
+            out[node.name] = by_name[node.name]["sops"] / (by_name[node.name]["macs"] * timesteps)
     return out

@@ -7,6 +7,7 @@ runtime and numpy alone: ``EventRuntime(out / "tvm").run(x, T)``.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -50,17 +51,17 @@ class TVMTarget:
         layer_graph, params = lower(graph, densities)
         device = "cuda" if ctx.device.startswith("cuda") else "llvm"
         t0 = time.perf_counter()
-        runtime.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
+        artifact = runtime.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
         build_s = time.perf_counter() - t0
-        modes = {
-            layer["name"]: layer.get("mode", "event")
-            for layer in layer_graph["layers"]
-            if layer.get("op") in ("linear", "conv2d")
-        }
+        # the modes the runtime runs (normalisation makes a layer that reads analog values dense)
+        built = json.loads((artifact / runtime.GRAPH).read_text())["layers"]
+        modes = {rec["name"]: rec["mode"] for rec in built if rec["op"] in ("linear", "conv2d")}
+        kernels = {name for rec in built for names in rec.get("kernels", {}).values() for name in names}
         return {
             "artifact": f"{SUBDIR}/",
             "device": device,
             "build_seconds": round(build_s, 3),
+            "kernels": len(kernels),
             "layer_modes": modes,
             "input_densities": densities,
         }

@@ -1,4 +1,5 @@
-"""`make run`: compile the bundled digits CNN with snnc and show the IR, report and eval table.
+"""`make run`: compile the bundled digits CNN with snnc and show the IR, report and eval table,
+then compile it with --target tvm and check that its predictions equal the torch backend's.
 
 Runs the real CLI (the same commands a user types), so this is also a smoke test of it.
 """
@@ -34,6 +35,32 @@ def main() -> None:
     sh("run", str(OUT), "--data", str(test), "--mode", "ann")
     if converting:
         sh("eval", str(OUT), "--data", str(test), "--timesteps", "1,2,4,8,16")
+        tvm_step(model, train, test)
+
+
+def tvm_step(model: Path, train: Path, test: Path) -> None:
+    """The same CNN compiled with --target tvm (event kernels, torch-free runtime), run on the
+    test set, and checked against the torch backend running the same IR."""
+    import importlib.util
+
+    import numpy as np
+
+    if importlib.util.find_spec("tvm") is None:
+        print("\n# tvm is not installed: skipping the --target tvm step (pip install 'snnc[tvm]')")
+        return
+    out = OUT.with_name("digits_cnn_tvm")
+    sh("compile", str(model), "--calib", str(train), "--timesteps", "8", "--target", "tvm", "-o", str(out))
+    results = {}
+    for backend in ("tvm", "torch"):
+        path = out.with_name(f"digits_cnn_tvm_predictions_{backend}.npz")
+        extra = ["--backend", "torch"] if backend == "torch" else []
+        sh("run", str(out), "--data", str(test), "-o", str(path), *extra)
+        results[backend] = np.load(path)["predictions"]
+    same, n = int(np.sum(results["tvm"] == results["torch"])), len(results["torch"])
+    verdict = "equal" if same == n else "DIFFER"
+    print(f"\n# tvm artifact vs torch backend: predictions {verdict} ({same}/{n} samples)")
+    if verdict != "equal":
+        sys.exit(1)
 
 
 if __name__ == "__main__":

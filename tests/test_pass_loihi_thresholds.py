@@ -1,0 +1,72 @@
+"""loihi-thresholds: the hard-reset quantiser, and thresholds / output scales re-tuned for it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, run, uniform_inputs
+from snnc.passes._conversion import neuron_vector
+from snnc.passes.loihi_thresholds import hard_reset_counts
+
+from snnc.pass_manager import PipelineFailure
+
+CONVERT = "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=hard,v-init=0.0}"
+
+
+def test_hard_reset_counts_by_hand() -> None:
+    """Strict threshold 1, T = 10: a = 0.3 fires at steps 4 and 8 (v = 1.2 > 1), a = 1 every second
+    step (v = 1 does not fire, 2 does), a = 1.5 every step, a ≤ 0 never."""
+    a = np.array([0.3, 1.0, 1.5, 0.0, -1.0])
+    np.testing.assert_array_equal(hard_reset_counts(a, 1.0, 10), [0.2, 0.5, 1.0, 0.0, 0.0])
+
+
+def test_hard_reset_counts_match_the_simulator() -> None:
+    """A strict, hard-reset IF neuron under constant input spikes exactly as the formula says."""
+    text = """
+    graph @h(%x: analog[5]) {
+      %n = neuron(%x) {v_th = 0.7, reset = "hard", strict = true} : spike[5]
+      %r = readout(%n) : analog[5]
+      output %r
+    }
+    """
+    g = graph_from_text(text)
+    x = uniform_inputs((5,), 64, seed=3) * 1.5 - 0.2
+    for T in (3, 8, 13):
+        got = SIM.run_snn(g, x, T).logits
+        np.testing.assert_allclose(got, hard_reset_counts(x, 0.7, T), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def cnn_tuned():
+    x, y = digits_split("train")
+    ctx = context(x[:512], y[:512], timesteps=8, batch_size=256)
+    lowered = run(CONVERT, digits_model("cnn"), ctx)
+    return lowered, run("loihi-thresholds{samples=512}", lowered, ctx), ctx
+
+
+def test_tuning_fits_the_ann_better(cnn_tuned) -> None:
+    """The re-tuned hard-reset SNN approximates the ANN's activations better than the calibrated one."""
+    before, after, ctx = cnn_tuned
+    x = digits_split("train")[0][:256]
+    for g_name in ("relu", "relu_1"):
+        want = SIM.run_ann(before, x, record=[g_name])[g_name]
+        err = [np.mean((SIM.run_snn(g, x, 8, record=[g_name]).recorded[g_name] - want) ** 2) for g in (before, after)]
+        assert err[1] < 0.8 * err[0], (g_name, err)
+    acc = ctx.results["loihi-thresholds"]["accuracy"]
+    assert set(acc) == {"split", "soft_reset", "hard_reset_calibrated_thresholds", "hard_reset"}
+    assert acc["hard_reset"] >= acc["hard_reset_calibrated_thresholds"]
+
+
+def test_thresholds_have_a_floor(cnn_tuned) -> None:
+    _, after, _ = cnn_tuned
+    for name in ("relu", "relu_1"):
+        theta = neuron_vector(after, after.node(name), "v_th")
+        assert theta.min() >= 0.0625 * np.median(theta) * (1 - 1e-6)
+
+
+def test_requires_v_to_start_at_zero() -> None:
+    x, y = digits_split("train")
+    ctx = context(x[:64], y[:64], timesteps=4)
+    g = run("canonicalize,fold-bn,calibrate,lower-neurons{reset=hard,v-init=0.5}", digits_model("mlp"), ctx)
+    with pytest.raises(PipelineFailure, match=r"neuron %relu has v_init=0.5; the model assumes v starts at 0"):
+        run("loihi-thresholds", g, ctx)
