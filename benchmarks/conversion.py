@@ -169,7 +169,8 @@ def _fmt(r: dict[str, Any]) -> str:
 # SpikingJelly ann2snn baseline (benchmark-only dependency)
 
 
-def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float) -> list[dict[str, Any]]:
+def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
+                      skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     try:
         from spikingjelly.activation_based import ann2snn, functional, neuron
     except ImportError:
@@ -181,8 +182,15 @@ def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs
     rows = []
     for mode in ("max", "99.9%"):
         t0 = time.perf_counter()
-        snn = ann2snn.FXConverter(recipe=ann2snn.RateCodingRecipe(dataloader=loader, mode=mode)).convert(
-            copy.deepcopy(model))
+        try:
+            snn = ann2snn.FXConverter(recipe=ann2snn.RateCodingRecipe(dataloader=loader, mode=mode)).convert(
+                copy.deepcopy(model))
+        except Exception as e:  # its converter's own limits (e.g. functional torch.relu): report them
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+            print(f"{name:7s} spikingjelly {mode}: could not convert: {reason}", flush=True)
+            if skipped is not None:
+                skipped.append({"model": name, "method": f"spikingjelly {mode}", "reason": reason})
+            continue
         conv_time = time.perf_counter() - t0
         xt = torch.tensor(x_test)
         counters = _attach_counters(snn, neuron.IFNode, xt)
@@ -333,7 +341,7 @@ def main() -> None:
         macs = ann_macs_of(model, data[2].shape[1:])
         print(f"== {name}: ANN accuracy {ann_acc[name]:.4f}, {macs:,.0f} MACs", flush=True)
         rows += snnc_rows(name, model, data, ts, pipelines, macs, args.fast_max_t, skipped)
-        rows += spikingjelly_rows(name, model, data, ts, macs)
+        rows += spikingjelly_rows(name, model, data, ts, macs, skipped)
     write_json("conversion.json" if not args.quick else "conversion_quick.json",
                {"ann_accuracy": ann_acc, "rows": rows, "skipped": skipped, "timesteps": ts,
                 "wall_seconds": time.perf_counter() - started})

@@ -18,7 +18,7 @@ Schemes (``scheme=``):
 * ``rate``: Bernoulli spikes with p = x (``encode{scheme=rate}``, seeded with ``ctx.seed``).
   E[e_t] = x: the mean drive is kept, with sampling noise on top.  Inputs in [0, 1].
 * ``phase``: x written in ``bits`` binary digits, one per step, step k weighted by
-  bits·2^-(k+1) (graded events, a power-of-two shift at the synapse); a window of ``bits``
+  bits·2^-(k+1) (graded events: a per-step factor on the accumulated current); a window of ``bits``
   steps averages x quantised to ``bits`` bits, so the mean drive is kept, but front-loaded.
   ``bits=0`` picks the largest divisor of T that is at most 8.  Inputs in [0, 1].
 * ``ttfs``: one spike per positive input, earlier for larger values.  Over T steps the first

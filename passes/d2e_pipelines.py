@@ -16,8 +16,9 @@ event-based SNN at the same T (``--timesteps``):
 
 The choice of scheme and options, and what each step buys, is measured by
 ``benchmarks/direct_to_event.py`` (docs/direct_to_event.md): on the digits SNNs the IF
-encoder beats rate coding (sampling noise at T <= 8), phase coding (front-loaded drive that
-hard-reset neurons discard) and TTFS (the value survives only in the spike time).
+encoder beats Bernoulli rate coding (sampling noise at T <= 8) and TTFS (the value survives
+only in the spike time); in exploratory runs phase coding lost to it on hard-reset models
+(its front-loaded drive overshoots the threshold and the reset discards the excess).
 ``direct-to-event-unlabelled`` stops before the fine-tune, for calibration data without
 labels.
 """

@@ -73,12 +73,13 @@ def is_spiking(graph: Graph) -> bool:
     return any(isinstance(n.op, O.Neuron) for n in graph.nodes)
 
 
-def default_pipeline(graph: Graph, has_calibration: bool) -> str:
-    if is_spiking(graph):
-        if "direct-to-event" in available_pipelines():
-            return "direct-to-event"
-        return "canonicalize,count-ops"
-    return "ann-to-snn" if has_calibration and "ann-to-snn" in available_pipelines() else ANALYSIS_ONLY
+def default_pipeline(graph: Graph, calibration: CalibrationData | None) -> str:
+    """ann-to-snn for an ANN, direct-to-event for a direct-coded SNN; analysis only without data."""
+    if calibration is None:
+        return "canonicalize,count-ops" if is_spiking(graph) else ANALYSIS_ONLY
+    if is_spiking(graph):  # the fine-tune needs labels; without them, stop after calibration
+        return "direct-to-event" if calibration.y is not None else "direct-to-event-unlabelled"
+    return "ann-to-snn"
 
 
 def _target_default(target: Any, graph: Graph, has_calibration: bool) -> str | None:
@@ -111,7 +112,7 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
         raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
     target = get_target(opts.target, opts.target_options)
     spec = opts.pipeline or _target_default(target, source_graph, calibration is not None) or default_pipeline(
-        source_graph, calibration is not None)
+        source_graph, calibration)
     spec = available_pipelines().get(spec, spec)
     passes = parse_pipeline(spec)
     suffix = target.pipeline_suffix()

@@ -15,7 +15,7 @@ from snnc.cli import main
 from snnc.driver import default_pipeline
 from snnc.energy import energy_pj
 from snnc.ir import verify
-from snnc.pass_manager import available_pipelines, parse_pipeline, pipeline_string
+from snnc.pass_manager import CalibrationData, available_pipelines, parse_pipeline, pipeline_string
 
 REPO = Path(__file__).resolve().parent.parent
 DIRECT_SNN = REPO / "examples" / "direct_snn"
@@ -34,14 +34,17 @@ def test_registered_and_default_for_spiking_sources() -> None:
     assert parse_pipeline(pipeline_string(parse_pipeline("direct-to-event"))) == parse_pipeline(
         "direct-to-event"
     )
-    assert default_pipeline(trained_mlp(4), has_calibration=True) == "direct-to-event"
+    x = np.zeros((2, 64), np.float32)
+    assert default_pipeline(trained_mlp(4), CalibrationData(x, np.zeros(2, np.int64))) == "direct-to-event"
+    assert default_pipeline(trained_mlp(4), CalibrationData(x)) == "direct-to-event-unlabelled"
+    assert default_pipeline(trained_mlp(4), None) == "canonicalize,count-ops"
 
 
 def test_end_to_end_on_a_trained_direct_coded_mlp() -> None:
     """Event-based, no multiply left, >= 5x less energy (45 nm), accuracy near the direct-coded source."""
     T = 4
     source = trained_mlp(T)
-    ctx = digits_context(T)
+    ctx = digits_context(T, n=480)  # a third of the training split keeps the 30 epochs short
     out = run("direct-to-event", source, ctx)
     verify(out, require_event=True)
     x, _ = digits_split("test")

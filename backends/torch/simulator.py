@@ -480,7 +480,8 @@ class TorchSimulator:
         Returns ``(logits, rates)``: the readout's mean (N, C) and, per neuron node, its mean
         spike count per neuron and step as a scalar tensor with gradients (for rate penalties).
         """
-        xb = torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)
+        xb = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))
+        xb = xb.to(self.device, torch.float32)
         rates: dict[str, torch.Tensor] = {}
         fire = module._neuron
 
