@@ -253,3 +253,22 @@ def test_hoisting_gives_the_same_floats_and_counts_invariant_layers_once() -> No
     assert run.macs == {"c": 6 * conv, "p": 6 * pool, "l": 0.0, "l2": 6 * dense}
     assert run.hoisted_macs == {"c": conv, "p": pool, "l": 0.0, "l2": 6 * dense}
     assert run.sops["l"] == pytest.approx(4 * run.spikes["n"])  # each spike reaches 4 synapses
+
+
+def test_sumpool_sums_and_avgpool_averages() -> None:
+    """Pinned after a bug: sum pooling once divided by the window size."""
+    import numpy as np
+
+    from snnc.backends.torch.simulator import TorchSimulator
+    from snnc.ir import Graph, Node, analog, verify
+    from snnc.ir import ops as O
+
+    g = Graph("pool", [("x", analog(1, 2, 2))])
+    g.nodes = [Node("s", O.SumPool2d(), ("x",)), Node("a", O.AvgPool2d(), ("x",))]
+    g.outputs = ["s", "a"]
+    g.infer_types()
+    verify(g)
+    x = np.array([[[[1.0, 2.0], [3.0, 4.0]]]], np.float32)
+    out = TorchSimulator().run_ann(g, x)
+    assert out["s"].reshape(-1).tolist() == [10.0]
+    assert out["a"].reshape(-1).tolist() == [2.5]

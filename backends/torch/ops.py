@@ -41,8 +41,7 @@ def _avgpool(op: O.AvgPool2d, xs, p):
 
 
 def _sumpool(op: O.SumPool2d, xs, p):
-    k = op.kernel[0] * op.kernel[1]
-    return F.avg_pool2d(xs[0], op.kernel, op.stride, op.padding, op.ceil_mode, True, divisor_override=k)
+    return F.avg_pool2d(xs[0], op.kernel, op.stride, op.padding, op.ceil_mode, True, divisor_override=1)
 
 
 def _maxpool(op: O.MaxPool2d, xs, p):

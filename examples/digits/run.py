@@ -36,6 +36,7 @@ def main() -> None:
     if converting:
         sh("eval", str(OUT), "--data", str(test), "--timesteps", "1,2,4,8,16")
         tvm_step(model, train, test)
+        loihi_step(model, train, test)
 
 
 def tvm_step(model: Path, train: Path, test: Path) -> None:
@@ -61,6 +62,16 @@ def tvm_step(model: Path, train: Path, test: Path) -> None:
     print(f"\n# tvm artifact vs torch backend: predictions {verdict} ({same}/{n} samples)")
     if verdict != "equal":
         sys.exit(1)
+
+
+def loihi_step(model: Path, train: Path, test: Path) -> None:
+    """The CNN for Loihi 2: hard-reset conversion, quantisation, core mapping, lava-dl netx file;
+    then the bit-accurate simulation of the mapped network on the test set."""
+    out = OUT.with_name("digits_cnn_loihi")
+    sh("compile", str(model), "--calib", str(train), "--test-data", str(test), "--timesteps", "8",
+       "--target", "loihi", "-o", str(out))
+    print("\n# " + ", ".join(sorted(p.name for p in out.iterdir())))
+    sh("run", str(out), "--data", str(test))
 
 
 if __name__ == "__main__":

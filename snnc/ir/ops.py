@@ -446,8 +446,9 @@ class MaxPool2d(_Pool2d):
 class Encode(Op):
     """Input coding.  direct: y_t = x.  rate: y_t ~ Bernoulli(clamp(x,0,1)) (seeded).
     ttfs: one spike at t = round((1 − clamp(x,0,1))·(T−1)) for x > 0.  phase: x in [0,1)
-    written in ``bits`` binary digits, bit k (weight 2^-(k+1)) emitted at step t with
-    t mod bits = k; the first synaptic op after it weights step t by 2^-(t mod bits)·2."""
+    written in ``bits`` binary digits; bit k = t mod bits (MSB first) is emitted at step t with
+    the value bits·2^-(k+1), so that the mean over a whole window is x.  ``bits`` is also the
+    graded-spike width that loihi-quantize gives a direct-coded input (round(Q·x) per step)."""
 
     name: ClassVar[str] = "encode"
     scheme: Scheme = Scheme.DIRECT
