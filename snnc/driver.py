@@ -156,6 +156,7 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
             target_report=target_report,
             notes=ctx.notes,
             pass_results=ctx.results,
+            source_macs=_dense_macs(source_graph),
         )
         (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
         _apply_umask(tmp)
@@ -164,6 +165,12 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CompileResult(graph, report, out, timing, ctx.notes)
+
+
+def _dense_macs(graph: Graph) -> float:
+    from snnc.passes.count_ops import dense_macs
+
+    return float(sum(dense_macs(graph, n) for n in graph.nodes if n.op.synaptic))
 
 
 def _labelled(calibration: CalibrationData | None):

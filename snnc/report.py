@@ -21,6 +21,7 @@ def build_report(
     target_report: dict[str, Any],
     notes: list[str],
     pass_results: dict[str, Any],
+    source_macs: float | None = None,
 ) -> dict[str, Any]:
     from snnc import __version__
 
@@ -44,7 +45,8 @@ def build_report(
         "layers": counts["layers"],
         "totals": {k: totals[k] for k in _TOTALS},
         "energy_pj": energy,
-        "ann_energy_pj": ann_energy_pj(totals["macs"]),
+        # the reference is the source model's dense MACs (a target may add ops, e.g. input scaling)
+        "ann_energy_pj": ann_energy_pj(totals["macs"] if source_macs is None else source_macs),
         "target_report": target_report,
         "notes": notes,
         "passes": {k: v for k, v in pass_results.items() if k != "count-ops"},
