@@ -30,8 +30,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check snnc passes backends tests benchmarks examples
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/results/, tables and plots in docs/
 	$(VPY) benchmarks/conversion.py
+	$(VPY) benchmarks/direct_to_event.py
+	$(VPY) benchmarks/event_kernels.py
+	$(VPY) benchmarks/loihi_mapping.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
