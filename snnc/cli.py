@@ -224,7 +224,12 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     from snnc.data import check_shape, load_npz
     from snnc.runner import evaluate, open_artifact
 
+    from snnc.runner import is_spiking
+
     art = open_artifact(artifact)
+    if not is_spiking(art.graph):
+        raise UserError(f"{artifact}: holds an ANN graph (compiled without --calib), not a spiking one; "
+                        "compile with --calib DATA to convert it, or use `snnc run --mode ann`")
     x, y = load_npz(data)
     if y is None:
         raise UserError(f"{data}: has no labels 'y'; eval needs labelled data")

@@ -20,6 +20,8 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputFileError(f"{path}: directory holds no .npz shards")
     xs, ys = [], []
     for f in files:
+        if not zipfile.is_zipfile(f):  # np.load would try to unpickle anything else
+            raise InputFileError(f"{f}: not a .npz archive (expected arrays x and optionally y, saved with np.savez)")
         try:
             with np.load(f, allow_pickle=False) as data:
                 if "x" not in data:

@@ -594,3 +594,20 @@ def test_console_script_exit_codes_and_no_traceback(tmp_path):
     assert "Traceback" not in failed.stderr
     assert failed.stderr.count("\n") == 1 and failed.stderr.startswith("snnc: error: ")
     assert not out.exists()
+
+
+def test_eval_refuses_an_ann_artifact(cnn_artifact, tmp_path):
+    out = tmp_path / "never"
+    line = assert_user_error(_invoke(["eval", cnn_artifact, "--data", DIGITS / "test.npz", "-T", "4"]), out,
+                             "holds an ANN graph (compiled without --calib), not a spiking one")
+    assert line.endswith("compile with --calib DATA to convert it, or use `snnc run --mode ann`")
+
+
+def test_data_file_that_is_not_an_npz_is_never_unpickled(cnn_artifact, tmp_path):
+    import pickle
+
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(pickle.dumps({"x": 1}))
+    line = assert_user_error(_invoke(["run", cnn_artifact, "--data", bad]), tmp_path / "never",
+                             "not a .npz archive")
+    assert "allow_pickle" not in line
