@@ -410,6 +410,21 @@ def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = No
     Returns ``{layer name: output [B, T, *shape]}`` for every layer: bool spikes for neuron layers and
     binary inputs, int64 for graded values (graded input, ADD).  State starts at 0.
     """
+    return simulate_with_state(layers, spikes_in, T)[0]
+
+
+def simulate_with_state(
+    layers: Sequence[QLayer],
+    spikes_in: np.ndarray,
+    T: int | None = None,
+    resets: Sequence[int | None] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`simulate`, plus lava's ``LIFReset``: layer i's ``u`` and ``v`` are zeroed at the start of
+    step ``resets[i]`` (before that step's update, as ``PyLifResetModelBitAcc`` does).
+
+    Returns ``(outputs, voltages)``: the outputs as :func:`simulate` gives them, and every neuron
+    layer's voltage after the last step.
+    """
     verify_layers(layers)
     x_in = np.asarray(spikes_in)
     if x_in.ndim < 2 or tuple(x_in.shape[2:]) != tuple(layers[0].shape):
@@ -450,11 +465,13 @@ def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = No
             else:
                 u, v, buf = state[i]
                 state[i][2] = _synapse(layer, now[srcs[0]], dense_w.get(i))
+                if resets is not None and resets[i] == t:
+                    u = v = np.zeros_like(u)
                 u, v, y = lif_step(u, v, buf, layer.lif_params)
                 state[i][0], state[i][1] = u, v
             now.append(y)
             out[layer.name][:, t] = y
-    return out
+    return out, {layers[i].name: st[1] for i, st in state.items()}
 
 
 def _out_dtype(layer: QLayer, layers: Sequence[QLayer]) -> np.dtype:

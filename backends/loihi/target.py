@@ -54,12 +54,8 @@ from .bitacc import (
     ACT_SHIFT,
     LayerKind,
     QLayer,
-    conv_step,
-    dense_step,
-    lif_step,
     pool_weight_tensor,
-    prepare_dense_weights,
-    verify_layers,
+    simulate_with_state,
 )
 from .hardware import ChipSpec, CostModel, Resource, load_chip
 from .lower import InputCoding, LoihiNet, ReadoutKind, calibrated_rates, lower
@@ -365,60 +361,8 @@ def reset_steps(net: LoihiNet) -> list[int | None]:
 def simulate_chip(
     layers: list[QLayer], spikes_in: np.ndarray, steps: int, resets: list[int | None] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """``bitacc.simulate`` with lava's ``LIFReset``: layer i's ``u`` and ``v`` are zeroed at the start
-    of step ``resets[i]`` (before that step's update, as ``PyLifResetModelBitAcc`` does).  Without
-    resets it computes exactly what ``bitacc.simulate`` computes (tests/test_loihi_target.py checks it).
-
-    Returns ``(outputs, voltages)``: every layer's output [B, steps, *shape] and every neuron layer's
-    voltage after the last step.
-    """
-    verify_layers(layers)
-    x_in = np.asarray(spikes_in)
-    batch, t_in = x_in.shape[:2]
-    if layers[0].message_bits == 0:
-        x_in = x_in != 0
-    resets = resets or [None] * len(layers)
-    dense_w = {i: prepare_dense_weights(layer.weight_array, layer.num_weight_bits)
-               for i, layer in enumerate(layers) if layer.kind is LayerKind.DENSE}
-    zeros = {i: np.zeros((batch, *layer.shape), dtype=np.int64) for i, layer in enumerate(layers) if layer.has_neurons}
-    state = {i: [z, z, z] for i, z in zeros.items()}  # u, v, the synapse's buffer (sent next step)
-    out: dict[str, np.ndarray] = {}
-    for t in range(steps):
-        now: list[np.ndarray] = []
-        for i, layer in enumerate(layers):
-            srcs = layer.inputs if layer.inputs else ((i - 1,) if i > 0 else ())
-            if layer.kind is LayerKind.INPUT:
-                y = x_in[:, t] if t < t_in else np.zeros((batch, *layer.shape), dtype=x_in.dtype)
-            elif layer.kind is LayerKind.FLATTEN:
-                y = now[srcs[0]].reshape(batch, -1)
-            elif layer.kind is LayerKind.ADD:
-                y = np.sum([now[k].astype(np.int64) for k in srcs], axis=0)
-            elif layer.kind is LayerKind.CONCAT:
-                y = np.concatenate([now[k] for k in srcs], axis=1)
-            else:
-                u, v, a_in = state[i]
-                state[i][2] = _synapse(layer, now[srcs[0]], dense_w.get(i))
-                if resets[i] == t:
-                    u, v = zeros[i], zeros[i]
-                u, v, y = lif_step(u, v, a_in, layer.lif_params)
-                state[i][0], state[i][1] = u, v
-            now.append(y)
-            if t == 0:
-                out[layer.name] = np.zeros((batch, steps, *layer.shape), dtype=y.dtype)
-            out[layer.name][:, t] = y
-    return out, {layers[i].name: st[1] for i, st in state.items()}
-
-
-def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None = None) -> np.ndarray:
-    """The synaptic input a layer computes from one step of its input (bitacc's Dense / Conv / Pool)."""
-    x = np.asarray(x, dtype=np.int64)
-    if layer.kind is LayerKind.DENSE:
-        w = dense_w if dense_w is not None else prepare_dense_weights(layer.weight_array, layer.num_weight_bits)
-        return dense_step(x.reshape(len(x), -1), w, layer.weight_exp)
-    if layer.kind is LayerKind.CONV:
-        return conv_step(x, layer.weight_array, layer.stride, layer.padding, layer.dilation, layer.groups)
-    w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight_array))
-    return conv_step(x, w, layer.stride, layer.padding, layer.dilation, groups=x.shape[1])
+    """The mapped network on the chip: ``bitacc.simulate_with_state`` with each layer's reset step."""
+    return simulate_with_state(layers, spikes_in, steps, resets)
 
 
 def run_net(net: LoihiNet, x: np.ndarray | None, timesteps: int, keep: bool = False,
