@@ -4,9 +4,10 @@ Differential tests compare SNN-mode logits before and after the pass (within 1e-
 thresholds rounded to powers of two every rescaling is exact in floating point, so the folded graph
 must reproduce the spikes bit for bit on every test model (residual adds, concat, pooling, flatten,
 1-D convs, grouped convs).  With real thresholds the rescaled weights round differently, and a
-membrane that lands within float32 rounding of the threshold may fire one step apart: on small
-models this never happens and the logits agree to 1e-4; on the deep ones only ANN mode is compared
-exactly and the spike totals to 1 %.
+membrane that lands within float32 rounding of the threshold may fire one step apart, depending on
+the CPU's summation order: on the tiny models this does not happen and the logits agree to 1e-4; on
+the digits and deep models only ANN mode is compared exactly, and the spike totals and predictions
+within a tolerance.
 """
 
 from __future__ import annotations
@@ -119,14 +120,37 @@ def test_real_thresholds_small_models(cls) -> None:
     assert rel_diff(logits(before, x, 8), logits(after, x, 8)) < 1e-4
 
 
-@pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_digits(arch: str) -> None:
+def _digits_converted(arch: str, exact: bool):
     x, y = digits_split("test")
-    before = run("canonicalize,fold-bn,calibrate,lower-neurons", digits_model(arch), context(x, y, 8))
-    after = run("fold-thresholds", before, context(x, y, 8))
+    ctx = context(x, y, 8)
+    calibrated = run("canonicalize,fold-bn,calibrate", digits_model(arch), ctx)
+    if exact:
+        power_of_two_thresholds(calibrated)
+    before = run("lower-neurons", calibrated, ctx)
+    return x, before, run("fold-thresholds", before, ctx)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_digits_exact_with_power_of_two_thresholds(arch: str) -> None:
+    x, before, after = _digits_converted(arch, exact=True)
     a, b = SIM.run_snn(before, x, 8), SIM.run_snn(after, x, 8)
     assert rel_diff(a.logits, b.logits) < 1e-4
+    assert a.spikes == b.spikes
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_digits_real_thresholds(arch: str) -> None:
+    """With calibrated thresholds the rescaled weights round differently: a membrane within float32
+    rounding of its threshold may fire one step apart, depending on the CPU's summation order.
+    What the pass promises under rounding: the ANN is unchanged, the spike totals agree to 0.1 %
+    and the predictions to one sample in a hundred."""
+    x, before, after = _digits_converted(arch, exact=False)
     np.testing.assert_allclose(SIM.run_ann(before, x)["readout"], SIM.run_ann(after, x)["readout"], atol=1e-4)
+    a, b = SIM.run_snn(before, x, 8), SIM.run_snn(after, x, 8)
+    total_a, total_b = sum(a.spikes.values()), sum(b.spikes.values())
+    assert abs(total_a - total_b) <= 1e-3 * total_a
+    agree = float(np.mean(a.logits.argmax(1) == b.logits.argmax(1)))
+    assert agree >= 0.99
 
 
 @pytest.mark.parametrize("cls", [models.VGGish, models.ResNet18ish], ids=lambda c: c.__name__)
