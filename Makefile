@@ -27,7 +27,7 @@ test-all: $(STAMP)
 	$(VPY) -m pytest -n 2 -m ''
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check snnc passes backends tests benchmarks examples
+	$(VENV)/bin/ruff check snnc tests benchmarks examples
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/results/, tables and plots in docs/

@@ -1,6 +1,6 @@
 """An independent reference for the phase-coding ops (snnc/ir/ops_phase.py), to cross-check the simulator.
 
-The torch simulator (backends/torch/simulator.py) runs a graph step by step, each phase op a small
+The torch simulator (snnc/backends/torch/simulator.py) runs a graph step by step, each phase op a small
 state machine.  This module computes the same semantics another way, from the op docstrings: each
 value is a whole time sequence [T, N, ...], and each phase op maps its operand's sequence to its own
 in closed form:

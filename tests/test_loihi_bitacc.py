@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backends.loihi.bitacc import (
+from snnc.backends.loihi.bitacc import (
     LayerKind,
     LifParams,
     QLayer,
@@ -14,7 +14,7 @@ from backends.loihi.bitacc import (
     simulate,
     wrap_signed,
 )
-from backends.loihi.fixed_point import (
+from snnc.backends.loihi.fixed_point import (
     netx_weight_format,
     quantize_bias,
     quantize_decay,

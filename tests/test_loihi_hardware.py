@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backends.loihi.hardware import TARGETS_DIR, CostModel, Resource, load_chip
+from snnc.backends.loihi.hardware import TARGETS_DIR, CostModel, Resource, load_chip
 from snnc.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,8 @@ def test_full_spec_from_path_and_unknown_names(tmp_path):
 
 def test_import_is_light():
     code = (
-        "import sys; import backends.loihi, backends.loihi.hardware, backends.loihi.bitacc, "
-        "backends.loihi.fixed_point, backends.loihi.mapping, backends.loihi.netx, backends.loihi.plots; "
+        "import sys; import snnc.backends.loihi, snnc.backends.loihi.hardware, snnc.backends.loihi.bitacc, "
+        "snnc.backends.loihi.fixed_point, snnc.backends.loihi.mapping, snnc.backends.loihi.netx, snnc.backends.loihi.plots; "
         "bad = [m for m in ('h5py', 'matplotlib') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

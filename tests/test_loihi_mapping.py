@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backends.loihi import mapping as mapping_module
-from backends.loihi.bitacc import LayerKind, LifParams, QLayer
-from backends.loihi.hardware import CoreLimits, Resource, load_chip
-from backends.loihi.mapping import (
+from snnc.backends.loihi import mapping as mapping_module
+from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer
+from snnc.backends.loihi.hardware import CoreLimits, Resource, load_chip
+from snnc.backends.loihi.mapping import (
     RESOURCES,
     ConvGeometry,
     DoesNotFitError,
@@ -266,7 +266,7 @@ def test_network_from_layers_and_plot(tmp_path):
     assert net.edges[2].kind is EdgeKind.DENSE and net.edges[2].weight_bits == 1  # one distinct weight value
     m = map_network(net, LOIHI1)
     check_mapping(m, net)
-    from backends.loihi.plots import plot_utilisation
+    from snnc.backends.loihi.plots import plot_utilisation
 
     png = plot_utilisation(m, tmp_path / "util.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from backends.loihi.bitacc import LayerKind, LifParams, QLayer, simulate
-from backends.loihi.netx import read_netx, write_netx
+from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer, simulate
+from snnc.backends.loihi.netx import read_netx, write_netx
 from snnc.errors import UnsupportedError
 
 I64 = np.int64

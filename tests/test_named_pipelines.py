@@ -1,4 +1,4 @@
-"""Every named pipeline (passes/pipelines.py, passes/d2e_pipelines.py, passes/loihi_pipelines.py)
+"""Every named pipeline (snnc/passes/pipelines.py, snnc/passes/d2e_pipelines.py, snnc/passes/loihi_pipelines.py)
 names only registered passes with valid options, and prints back to itself."""
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Packaging: passes/ and backends/ install as snnc.passes and snnc.backends, every package folder is
-listed in pyproject.toml, a wheel holds every module and data file, and ``import snnc`` stays light."""
+"""Packaging: every module has one import name (everything lives under snnc/), setuptools finds every
+package folder, a wheel holds every module and data file, and ``import snnc`` stays light."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 REPO = Path(__file__).resolve().parent.parent
 # source folder -> installed package name
-ROOTS = {"snnc": "snnc", "passes": "snnc.passes", "backends": "snnc.backends"}
+ROOTS = {"snnc": "snnc"}
 HEAVY = ("tvm", "h5py", "matplotlib", "snntorch", "spikingjelly", "norse")
 
 
@@ -61,21 +62,26 @@ def _marks(installed: str):
     return []
 
 
-def test_every_package_folder_is_listed_under_its_installed_name():
-    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
-    missing = sorted(set(_package_folders()) - listed)
-    assert missing == [], f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
+def test_setuptools_finds_every_package_folder():
+    from setuptools import find_packages
+
+    find = _pyproject()["tool"]["setuptools"]["packages"]["find"]
+    found = set(find_packages(str(REPO), include=find["include"]))
+    assert found == set(_package_folders())
 
 
-def test_every_listed_package_is_a_folder_with_init():
-    listed = _pyproject()["tool"]["setuptools"]["packages"]
-    assert sorted(set(listed) - set(_package_folders())) == []
-    assert len(listed) == len(set(listed))
-
-
-def test_package_dir_maps_the_top_level_folders():
-    package_dir = _pyproject()["tool"]["setuptools"]["package-dir"]
-    assert package_dir == {installed: folder for folder, installed in ROOTS.items()}
+def test_one_import_name_per_module():
+    """passes and backends live only under snnc/: no second top-level name can reach them, and no
+    source file imports them by one (`backends.loihi.hardware.Resource` would be a different class
+    from `snnc.backends.loihi.hardware.Resource`, and isinstance across the two fails silently)."""
+    assert not (REPO / "passes").exists() and not (REPO / "backends").exists()
+    pattern = re.compile(r"^\s*(from|import)\s+(passes|backends)\b", re.M)
+    offenders = []
+    for folder in ("snnc", "tests", "benchmarks", "examples"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if pattern.search(path.read_text()):
+                offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []
 
 
 def test_console_script_is_declared():
@@ -84,9 +90,9 @@ def test_console_script_is_declared():
 
 def test_passes_and_the_torch_backend_import_from_their_folders():
     passes = importlib.import_module("snnc.passes")
-    assert Path(passes.__file__).resolve() == REPO / "passes" / "__init__.py"
+    assert Path(passes.__file__).resolve() == REPO / "snnc" / "passes" / "__init__.py"
     torch_backend = importlib.import_module("snnc.backends.torch")
-    assert Path(torch_backend.__file__).resolve() == REPO / "backends" / "torch" / "__init__.py"
+    assert Path(torch_backend.__file__).resolve() == REPO / "snnc" / "backends" / "torch" / "__init__.py"
     simulator = importlib.import_module("snnc.backends.torch.simulator")
     assert hasattr(simulator, "TorchSimulator")
     assert importlib.import_module("snnc.passes.canonicalize").Canonicalize.name == "canonicalize"

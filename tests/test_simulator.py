@@ -1,4 +1,4 @@
-"""The reference simulator (backends/torch/simulator.py) against hand-computed numbers.
+"""The reference simulator (snnc/backends/torch/simulator.py) against hand-computed numbers.
 
 Neuron dynamics as spike trains worked out by hand (dyadic currents, so the floats are exact), the
 phase-coding ops step by step, synaptic-op counts (SOPs at borders and for bursts), the counting of

@@ -156,7 +156,7 @@ def normalize_graph(layer_graph: dict, params: dict[str, tuple[int, ...]]) -> di
     """Check a layer graph against parameter shapes and fill every default; return the
     ``graph.json`` record (without kernel names and with source parameter names)."""
     if not isinstance(layer_graph, dict) or "layers" not in layer_graph or "input" not in layer_graph:
-        raise TargetError("a layer graph is a dict with 'input' and 'layers' (see backends/tvm/format.md)")
+        raise TargetError("a layer graph is a dict with 'input' and 'layers' (see snnc/backends/tvm/format.md)")
     inp = dict(layer_graph["input"])
     in_name = inp.get("name", "input")
     encoding = inp.get("encoding", "direct")
