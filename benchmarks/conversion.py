@@ -28,8 +28,8 @@ from _common import IMG, ROOT, hygiene, write_json, zero_subnormals  # noqa: E40
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import models as digits_models  # noqa: E402
-from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.energy import E_MAC_PJ, energy_pj  # noqa: E402
 from snnc.errors import SnncError  # noqa: E402
 from snnc.frontend.fx import import_module  # noqa: E402

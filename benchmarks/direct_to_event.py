@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import IMG, ROOT, hygiene, write_json  # noqa: E402
-from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.energy import energy_pj  # noqa: E402
 from snnc.frontend.files import load_model  # noqa: E402
 from snnc.ir import Graph  # noqa: E402

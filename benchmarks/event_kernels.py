@@ -43,6 +43,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import tvm  # noqa: E402
+
 from snnc.backends.tvm import kernel_cache  # noqa: E402
 from snnc.backends.tvm.kernels import Layout, Precision, linear_kernel  # noqa: E402
 

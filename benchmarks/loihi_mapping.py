@@ -91,9 +91,9 @@ def million() -> Network:
 def digits(arch: str) -> Network:
     """The digits model compiled for Loihi (ann-to-loihi at T = 8), with its calibrated spike rates."""
     import numpy as np
+
     from snnc.backends.loihi.lower import calibrated_rates, lower
     from snnc.backends.torch.simulator import TorchSimulator
-
     from snnc.frontend.files import load_model
     from snnc.pass_manager import CalibrationData, PassContext, PassManager
 

@@ -222,9 +222,7 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     from rich.table import Table
 
     from snnc.data import check_shape, load_npz
-    from snnc.runner import evaluate, open_artifact
-
-    from snnc.runner import is_spiking
+    from snnc.runner import evaluate, is_spiking, open_artifact
 
     art = open_artifact(artifact)
     if not is_spiking(art.graph):

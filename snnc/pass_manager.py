@@ -106,16 +106,29 @@ def register_pipeline(name: str, pipeline: str) -> None:
     PIPELINES[name] = pipeline
 
 
+def _pass_packages() -> list[str]:
+    """The built-in pass packages: ``snnc.passes`` and the ``passes`` folder of every backend (target
+    passes such as ``loihi-*`` live with the target whose chip they read).  Found by looking at the
+    folders, so that no second list of them exists."""
+    import snnc.backends as backends
+
+    found = ["snnc.passes"]
+    for info in pkgutil.iter_modules(backends.__path__):
+        if info.ispkg and (Path(backends.__path__[0]) / info.name / "passes" / "__init__.py").exists():
+            found.append(f"snnc.backends.{info.name}.passes")
+    return found
+
+
 def _discover() -> None:
-    """Import the built-in passes (every module of snnc.passes) and entry-point plugins."""
+    """Import the built-in passes (every module of every pass package) and entry-point plugins."""
     global _DISCOVERED
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    import snnc.passes as builtin
-
-    for info in pkgutil.iter_modules(builtin.__path__):
-        importlib.import_module(f"snnc.passes.{info.name}")
+    for package_name in _pass_packages():
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{info.name}")
     for ep in entry_points(group="snnc.passes"):
         try:
             obj = ep.load()

@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
-from snnc.backends.torch.simulator import TorchSimulator
 
+from snnc.backends.torch.simulator import TorchSimulator
 from snnc.frontend.files import load_model
 from snnc.ir import Graph, parse_graph
 from snnc.ir import ops as O

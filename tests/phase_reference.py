@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snnc.backends.torch.ops import ANN, channel_view
 
+from snnc.backends.torch.ops import ANN, channel_view
 from snnc.ir import Graph
 from snnc.ir import ops as O
 from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, run
+
 from snnc.passes._conversion import neuron_vector, quantise
 
 

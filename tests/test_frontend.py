@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from snnc.backends.torch.simulator import TorchSimulator
 from torch import nn
 from torch.export import Dim
 
 import snnc
+from snnc.backends.torch.simulator import TorchSimulator
 from snnc.errors import UnsupportedError
 from snnc.frontend import import_exported, import_module
 from snnc.ir import Graph, parse_graph, print_graph, verify

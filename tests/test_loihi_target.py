@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from conversion_util import DIGITS, SIM, context, digits_model, digits_split, graph_from_text, run
+
 from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer, simulate
 from snnc.backends.loihi.lower import InputCoding, legality, lower, net_from_layers
 from snnc.backends.loihi.netx import read_netx
@@ -22,7 +23,6 @@ from snnc.backends.loihi.target import (
     run_net,
     simulate_chip,
 )
-
 from snnc.cli import main
 from snnc.ir import load_graph
 from snnc.ir import ops as O

@@ -1,4 +1,4 @@
-"""Every named pipeline (snnc/passes/pipelines.py, snnc/passes/d2e_pipelines.py, snnc/passes/loihi_pipelines.py)
+"""Every named pipeline (snnc/passes/pipelines.py, snnc/passes/d2e_pipelines.py, snnc.backends.loihi.passes.loihi_pipelines.py)
 names only registered passes with valid options, and prints back to itself."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from snnc.pass_manager import PIPELINES, available_pipelines, parse_pipeline, pi
 MODULES = {
     "snnc.passes.pipelines": {"ann-to-snn", "ann-to-snn-fast", "ann-to-snn-phase"},
     "snnc.passes.d2e_pipelines": {"direct-to-event", "direct-to-event-unlabelled"},
-    "snnc.passes.loihi_pipelines": {"ann-to-loihi"},
+    "snnc.backends.loihi.passes.loihi_pipelines": {"ann-to-loihi"},
 }
 
 

@@ -11,8 +11,8 @@ from snnc.ir import ops as O
 
 nir = pytest.importorskip("nir")
 
-from snnc.backends.nir.convert import from_nir, legality, to_nir  # noqa: E402
 from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
+from snnc.formats.nir import from_nir, legality, to_nir  # noqa: E402
 
 
 def _neuron(beta: float, **kw) -> O.Neuron:

@@ -119,10 +119,12 @@ def test_import_snnc_is_light():
     assert _modules_after("import snnc") == []
 
 
-def test_builtin_passes_import_no_backend():
-    """Loading every built-in pass imports no backend and no heavy library (DESIGN §1: passes never
-    import a backend; the simulator reaches them through the pass context)."""
-    assert _modules_after("from snnc.pass_manager import available_passes\navailable_passes()") == []
+def test_builtin_passes_import_no_heavy_library():
+    """Loading every built-in pass (those of snnc/passes and the target passes that live with their
+    backend) imports no heavy library, and no backend beyond those that own passes."""
+    loaded = _modules_after("from snnc.pass_manager import available_passes\navailable_passes()")
+    assert [m for m in loaded if not m.startswith("snnc.")] == []
+    assert {m.split(".")[2] for m in loaded} <= {"loihi"}
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
-from snnc.passes._conversion import Choice, pareto_select, sym_kl
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
+from snnc.passes._conversion import Choice, pareto_select, sym_kl
 
 NET = """
 graph @a(%x: analog[2,4,4]) {

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
-from snnc.passes.adaptive_timesteps import exit_scores
 
 from snnc.errors import PassError
 from snnc.ir import ops as O
 from snnc.ir import print_graph
 from snnc.pass_manager import CalibrationData, PassContext
+from snnc.passes.adaptive_timesteps import exit_scores
 
 NET = """
 graph @t(%x: analog[6]) {

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
-from snnc.passes._conversion import channel_mean
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
+from snnc.passes._conversion import channel_mean
 
 NET = """
 graph @b(%x: analog[2,4,4]) {

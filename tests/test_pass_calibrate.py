@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, ir, run, uniform_inputs
-from snnc.passes._conversion import mse_thresholds, quantise
-from snnc.passes.calibrate import ActivationStats, CalibrationMethod
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext, PassManager
+from snnc.passes._conversion import mse_thresholds, quantise
+from snnc.passes.calibrate import ActivationStats, CalibrationMethod
 
 NET = """
 graph @net(%x: analog[2,4,4]) {

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_split, graph_from_text, ir, run, uniform_inputs
 from d2e_util import digits_context, trained_mlp
-from snnc.passes._conversion import channel_mean, neuron_vector
-from snnc.passes.d2e_encode import TEACHER
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext
+from snnc.passes._conversion import channel_mean, neuron_vector
+from snnc.passes.d2e_encode import TEACHER
 
 SOURCE = """
 graph @d(%x: analog[6]) {

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, ir, run, uniform_inputs
 from d2e_util import first_layer_counts, trained_mlp
-from snnc.passes.d2e_encode import TEACHER, is_input_encoder, phase_bits
 
 from snnc.errors import ParseError, PassError
 from snnc.ir import ops as O
 from snnc.ir import print_graph, verify
 from snnc.pass_manager import PassContext
+from snnc.passes.d2e_encode import TEACHER, is_input_encoder, phase_bits
 
 # as an SNN library's model imports: no encoder, the first linear reads the analog input at every step
 SOURCE = """

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, run, uniform_inputs
 from d2e_util import accuracy, digits_context, trained_mlp
-from snnc.passes.d2e_finetune import synapse_load, trainable_keys
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
+from snnc.passes.d2e_finetune import synapse_load, trainable_keys
 
 T = 4
 SHORT = "d2e-finetune{epochs=3,lr=3e-3}"

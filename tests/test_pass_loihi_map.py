@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from conversion_util import context, graph_from_text, run, uniform_inputs
-from snnc.backends.loihi.mapping import Mapping
 
+from snnc.backends.loihi.mapping import Mapping
 from snnc.pass_manager import PassContext
 
 NET = """

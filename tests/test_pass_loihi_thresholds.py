@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, run, uniform_inputs
-from snnc.passes._conversion import neuron_vector
-from snnc.passes.loihi_thresholds import hard_reset_counts
 
+from snnc.backends.loihi.passes.loihi_thresholds import hard_reset_counts
 from snnc.pass_manager import PipelineFailure
+from snnc.passes._conversion import neuron_vector
 
 CONVERT = "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=hard,v-init=0.0}"
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
-from snnc.passes.calibrate import ActivationStats, CalibrationMethod
-from snnc.passes.lower_neurons import LowerNeurons
 
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import ops as O
 from snnc.ir import print_graph
+from snnc.passes.calibrate import ActivationStats, CalibrationMethod
+from snnc.passes.lower_neurons import LowerNeurons
 
 NET = """
 graph @net(%x: analog[1,4,4]) {

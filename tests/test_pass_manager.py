@@ -13,8 +13,6 @@ from typing import ClassVar
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from snnc.passes.canonicalize import Canonicalize
-from snnc.passes.count_ops import CountOps
 
 import snnc
 import snnc.pass_manager as pm
@@ -36,6 +34,8 @@ from snnc.pass_manager import (
     register_pass,
     register_pipeline,
 )
+from snnc.passes.canonicalize import Canonicalize
+from snnc.passes.count_ops import CountOps
 
 IR = textwrap.dedent(
     """\

@@ -12,10 +12,10 @@ import numpy as np
 import phase_reference
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, ir, run, uniform_inputs
-from snnc.passes.phase_coding import PhaseCoding, phase_quantise
 
 from snnc.errors import PassError, UnsupportedError, UserError
 from snnc.ir import parse_graph, print_graph
+from snnc.passes.phase_coding import PhaseCoding, phase_quantise
 
 NET = """
 graph @p(%x: analog[1,4,4]) {

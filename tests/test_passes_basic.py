@@ -14,8 +14,8 @@ import models
 import numpy as np
 import pytest
 import torch
-from snnc.backends.torch.simulator import TorchSimulator
 
+from snnc.backends.torch.simulator import TorchSimulator
 from snnc.frontend import import_exported, import_module
 from snnc.ir import Graph, parse_graph, print_graph, verify
 from snnc.ir import ops as O

@@ -12,8 +12,8 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from snnc.backends.torch.simulator import GraphModule, TorchSimulator, loop_invariant_nodes
 
+from snnc.backends.torch.simulator import GraphModule, TorchSimulator, loop_invariant_nodes
 from snnc.ir import Graph, parse_graph
 
 SIM = TorchSimulator()
@@ -258,8 +258,8 @@ def test_hoisting_gives_the_same_floats_and_counts_invariant_layers_once() -> No
 def test_sumpool_sums_and_avgpool_averages() -> None:
     """Pinned after a bug: sum pooling once divided by the window size."""
     import numpy as np
-    from snnc.backends.torch.simulator import TorchSimulator
 
+    from snnc.backends.torch.simulator import TorchSimulator
     from snnc.ir import Graph, Node, analog, verify
     from snnc.ir import ops as O
 

@@ -17,12 +17,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from snnc.backends.torch.ops import neuron_param
-from snnc.backends.torch.simulator import GraphModule
 from torch import nn
 
+from snnc.backends.torch.ops import neuron_param
+from snnc.backends.torch.simulator import GraphModule
 from snnc.errors import UnsupportedError
-from snnc.frontend.spiking import import_snn, neuron_modules, register_neuron_mapping
+from snnc.frontend.snn import import_snn
+from snnc.frontend.spiking import neuron_modules, register_neuron_mapping
 from snnc.ir import Graph, parse_graph, print_graph
 from snnc.ir import ops as O
 
@@ -484,7 +485,7 @@ def test_import_snnc_without_the_libraries():
         "for lib in libs:\n"
         "    sys.modules[lib] = None  # import would fail\n"
         "from snnc.frontend import import_module\n"
-        "from snnc.frontend.spiking import import_snn\n"
+        "from snnc.frontend.snn import import_snn\n"
         "g = import_module(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), torch.zeros(1, 4))\n"
         "assert [n.op.name for n in g.nodes] == ['flatten', 'linear']\n"
         "g = import_snn(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)), torch.zeros(1, 4))\n"

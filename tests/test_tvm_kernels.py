@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("tvm")
 import tvm  # noqa: E402
+from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
+
 from snnc.backends.tvm import kernel_cache  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
     Conv2dGeometry,
@@ -30,8 +32,6 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     pool2d_kernel,
     spike_maxpool2d_kernel,
 )
-from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
-
 from snnc.errors import UnsupportedError  # noqa: E402
 
 pytestmark = pytest.mark.tvm

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("tvm")
-from snnc.backends.tvm.runtime import EventRuntime, compile_artifact  # noqa: E402
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc  # noqa: E402
 
+from snnc.backends.tvm.runtime import EventRuntime, compile_artifact  # noqa: E402
 from snnc.errors import TargetError, UnsupportedError  # noqa: E402
 
 pytestmark = pytest.mark.tvm

@@ -184,7 +184,7 @@ def _load_pt(path: Path, digest: str, stem: str, arch: str | None, input_shape: 
         if input_shape is None:
             raise UserError(f"{path}: the input shape is not stored in this file; pass --input-shape, e.g. 1,8,8")
     example = torch.zeros((1,) + tuple(input_shape))
-    from snnc.frontend.spiking import import_snn, is_snn  # a direct-coded SNN is imported as one timestep
+    from snnc.frontend.snn import import_snn, is_snn  # a direct-coded SNN is imported as one timestep
 
     graph = (import_snn if is_snn(module) else import_module)(module, example, stem)
     return LoadedModel(graph, kind, digest, module.eval())
@@ -195,7 +195,7 @@ def _load_nir(path: Path) -> Graph:
         import nir
     except ModuleNotFoundError:
         raise UserError(f"{path}: reading NIR files needs the 'nir' package (pip install 'snnc[nir]')") from None
-    from snnc.backends.nir.convert import from_nir  # the format's converter lives with its backend
+    from snnc.formats.nir import from_nir  # shared with the NIR backend, which writes the format
 
     try:
         nir_graph = nir.read(str(path))

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from snnc.errors import UnsupportedError, UserError
+from snnc.frontend.spiking import is_spiking_module, lower_spiking_module
 from snnc.ir import Graph, Node, TensorType, verify
 from snnc.ir import ops as O
 
@@ -268,8 +269,6 @@ def _call_module(b: _Builder, node: fx.Node, mod: nn.Module, path: str) -> None:
     elif isinstance(mod, nn.Identity):
         b.emit(node, O.Identity(), [x], loc=loc)
     else:
-        from snnc.frontend.spiking import lower_spiking_module
-
         if not lower_spiking_module(b, node, mod, path, x):
             raise _unsupported(f"module {type(mod).__module__}.{type(mod).__name__}", node, path)
 
@@ -323,16 +322,15 @@ def _call_function(b: _Builder, node: fx.Node) -> None:
         raise _unsupported(f"'{name.lstrip('.')}'", node)
 
 
-class _Tracer(fx.Tracer):
-    """Records a stack trace per node so that errors can point at the user's source."""
+class SourceTracer(fx.Tracer):
+    """Records a stack trace per node so that errors can point at the user's source; spiking
+    neuron modules stay leaves (they become ``neuron`` ops)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from snnc.frontend.spiking import is_spiking_module
-
         return super().is_leaf_module(m, qualname) or is_spiking_module(m)
 
 
@@ -342,7 +340,7 @@ def import_module(module: nn.Module, example_input: torch.Tensor, name: str | No
     ``example_input`` includes the batch dimension; it fixes the input shape.
     """
     module = module.eval()
-    tracer = _Tracer()
+    tracer = SourceTracer()
     try:
         fx_graph = tracer.trace(module)
     except Exception as e:  # fx raises many kinds: report the user's construct

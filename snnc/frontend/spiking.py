@@ -1,4 +1,5 @@
-"""Spiking modules in source models -> ``neuron`` ops, and the import of direct-coded SNNs.
+"""Spiking modules in source models -> ``neuron`` ops (the whole-model import of a direct-coded SNN
+is :mod:`snnc.frontend.snn`, which builds on this module and :mod:`snnc.frontend.fx`).
 
 How a direct-coded SNN maps onto snnc (examples/direct_snn/README.md says it for users):
 
@@ -27,7 +28,6 @@ that look like neurons get an UnsupportedError that says how to register a mappi
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import operator
 import re
@@ -41,8 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from snnc.errors import UnsupportedError, UserError
-from snnc.ir import Graph, Node
+from snnc.errors import UnsupportedError
 from snnc.ir import ops as O
 
 NeuronMapping = Callable[[nn.Module], tuple[O.Neuron, dict[str, np.ndarray]]]
@@ -209,6 +208,14 @@ def lower_spiking_module(builder: Any, node: Any, module: nn.Module, path: str, 
         params[role] = builder.param(f"{path}.{role}", torch.from_numpy(vector))
     builder.emit(node, op, [x], params)
     return True
+
+
+def check_neuron_calls(fx_graph: Any, modules: dict[str, nn.Module]) -> None:
+    """Refuse a traced forward whose neuron modules are not called once per step (a time loop,
+    explicit neuron state)."""
+    for node in fx_graph.nodes:
+        if node.op == "call_module" and _entry_for(modules[node.target]) is not None:
+            _check_per_step_call(node, str(node.target))
 
 
 def _check_per_step_call(node: Any, path: str) -> None:
@@ -444,7 +451,7 @@ def _register_spikingjelly() -> None:
     _register_builtin(neuron.ParametricLIFNode, _spikingjelly_plif)
 
 
-def _spikingjelly_single_step(root: nn.Module) -> nn.Module:
+def spikingjelly_single_step(root: nn.Module) -> nn.Module:
     """Put every SpikingJelly module in single-step mode; multi-step containers become Sequentials."""
     from spikingjelly.activation_based import layer
 
@@ -534,87 +541,3 @@ def _register_norse() -> None:
 
     _register_builtin(LIFCell, _norse_lif_cell)
     _register_builtin(LIFBoxCell, _norse_lif_box_cell)
-
-
-# ---------------------------------------------------------------------------------------
-# the import of a whole direct-coded SNN
-
-
-def per_step_module(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose ``forward(x)`` is one timestep with a single output.
-
-    The copy is what gets traced and shape-propagated (which runs it), so the user's model
-    and its neuron state are left untouched.  Parameter names stay those of ``module``.
-    """
-    step = copy.deepcopy(module)
-    if sys.modules.get("spikingjelly") is not None:  # its modules can only be in the model if it is imported
-        step = _spikingjelly_single_step(step)
-    base = type(step)
-    forward = base.forward
-
-    def step_forward(self: nn.Module, x: torch.Tensor) -> Any:
-        out = forward(self, x)  # extra arguments (a Norse state) keep their default, None
-        return out[0] if isinstance(out, (tuple, list)) else out
-
-    step.__class__ = type(base.__name__, (base,), {"forward": step_forward, "__module__": base.__module__})
-    return step
-
-
-def import_snn(module: nn.Module, example_input: torch.Tensor, name: str | None = None) -> Graph:
-    """Trace a direct-coded SNN (one timestep, see the module docstring) into a snnc Graph.
-
-    The graph is ``encode{direct}`` -> the traced step -> ``readout`` (spike count when the
-    step returns a neuron's spikes, mean current otherwise).  Graph attribute ``timesteps``
-    stays unset: T is a choice of the run (``--timesteps``), not of the model.
-    """
-    from snnc.frontend.fx import import_module
-
-    step = per_step_module(module)
-    _check_one_step(step)
-    try:
-        graph = import_module(step, example_input, name or type(module).__name__)
-    except UnsupportedError as e:
-        if PER_STEP_HINT in str(e) or "register_neuron_mapping" in str(e):  # says already what to do
-            raise
-        raise UnsupportedError(f"{e}; {PER_STEP_HINT}") from None
-    except UserError as e:
-        raise UserError(f"{e}; {PER_STEP_HINT}") from None
-    _add_encoding_and_readout(graph)
-    return graph
-
-
-def _check_one_step(step: nn.Module) -> None:
-    """Refuse a forward that is not one timestep (a time loop, explicit neuron state) before the
-    lowering trips over its first symptom; a model fx cannot trace is left to the lowering to report."""
-    import torch.fx as fx
-
-    class _Tracer(fx.Tracer):
-        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return super().is_leaf_module(m, qualname) or is_spiking_module(m)
-
-    try:
-        graph = _Tracer().trace(step)
-    except Exception:  # reported with the user's source line by the lowering
-        return
-    modules = dict(step.named_modules())
-    for node in graph.nodes:
-        if node.op == "call_module" and _entry_for(modules[node.target]) is not None:
-            _check_per_step_call(node, str(node.target))
-
-
-def _add_encoding_and_readout(graph: Graph) -> None:
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise UnsupportedError(f"a direct-coded SNN has one input and one output; @{graph.name} has "
-                               f"{len(graph.inputs)} and {len(graph.outputs)}")
-    name = graph.inputs[0][0]
-    enc = Node(graph.fresh_name(f"{name}_enc"), O.Encode(O.Scheme.DIRECT), (name,))
-    graph.replace_uses(name, enc.name)
-    graph.nodes.insert(0, enc)
-    out = graph.outputs[0]
-    producer = graph.producer(out)
-    spikes = producer is not None and isinstance(producer.op, O.Neuron) and producer.op.emit is O.Emit.SPIKES
-    mode = O.ReadoutMode.SPIKE_COUNT if spikes else O.ReadoutMode.MEAN_CURRENT
-    readout = Node(graph.fresh_name("readout"), O.Readout(mode), (out,))
-    graph.nodes.append(readout)
-    graph.outputs = [readout.name]
-    graph.infer_types()

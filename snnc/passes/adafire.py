@@ -28,6 +28,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     MAX_VALUES_PER_CHANNEL,
     Choice,
@@ -42,11 +47,6 @@ from snnc.passes._conversion import (
     sym_kl,
     with_attrs,
 )
-
-from snnc.errors import PassError
-from snnc.ir import Graph, Node
-from snnc.ir import ops as O
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 
 @register_pass

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import first_samples, softmax, with_attrs
 
 from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import first_samples, softmax, with_attrs
 
 FLOOR, SPAN = 0.6, 0.4  # τ_t ∈ (FLOOR, FLOOR + SPAN]
 

@@ -24,6 +24,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     add_to_bias,
     bias_owner,
@@ -32,10 +36,6 @@ from snnc.passes._conversion import (
     neuron_vector,
     require_neurons,
 )
-
-from snnc.errors import PassError
-from snnc.ir import Graph
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 
 @register_pass

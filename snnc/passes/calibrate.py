@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     ACTIVATIONS,
     MAX_VALUES_PER_CHANNEL,
@@ -37,10 +41,6 @@ from snnc.passes._conversion import (
     positive_or,
     subsample,
 )
-
-from snnc.errors import PassError
-from snnc.ir import Graph
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 
 class CalibrationMethod(enum.Enum):

@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.errors import PassError
+from snnc.ir import Graph
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     Choice,
     first_samples,
@@ -35,10 +39,6 @@ from snnc.passes._conversion import (
     sym_kl,
 )
 from snnc.passes.bias_correct import correct_biases
-
-from snnc.errors import PassError
-from snnc.ir import Graph
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 DEFAULT_RATIOS = tuple(1.0 + 0.5 * i for i in range(19))  # 1.0, 1.5, ..., 10.0
 

@@ -47,12 +47,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import WEIGHTED, store_param
 
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import WEIGHTED, store_param
 
 TEACHER = "d2e-teacher"  # graph.analyses key of the direct-coded source graph
 _STRUCTURE = (O.Flatten, O.Reshape, O.Identity, O.Dropout)

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from snnc.passes._conversion import require_neurons
-from snnc.passes.count_ops import dense_macs
-from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import require_neurons
+from snnc.passes.count_ops import dense_macs
+from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 TRAINED_ROLES = ("weight", "bias")
 _PASS_THROUGH = (O.Flatten, O.Reshape, O.Identity, O.Dropout, O.MaxPool2d, O.SpikeMaxPool2d, O.Concat)

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import WEIGHTED, neuron_vector, store_param, with_attrs
 
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import WEIGHTED, neuron_vector, store_param, with_attrs
 
 _PER_CHANNEL = (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d, O.MaxPool2d, O.Identity, O.Dropout)
 _RTOL = 1e-6

@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-from snnc.passes._conversion import only_user, set_neuron_vector
 
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import only_user, set_neuron_vector
 
 
 class MaxPoolRule(enum.Enum):

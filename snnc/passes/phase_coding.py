@@ -39,6 +39,12 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.errors import PassError, UnsupportedError
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     MAX_VALUES_PER_CHANNEL,
     WEIGHTED,
@@ -49,12 +55,6 @@ from snnc.passes._conversion import (
     require_neurons,
     subsample,
 )
-
-from snnc.errors import PassError, UnsupportedError
-from snnc.ir import Graph, Node
-from snnc.ir import ops as O
-from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 BASES = tuple(round(1.0 + 0.05 * i, 2) for i in range(1, 21))  # 1.05 … 2.0
 

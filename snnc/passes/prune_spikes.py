@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
+from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     WEIGHTED,
     channel_values,
@@ -34,10 +38,6 @@ from snnc.passes._conversion import (
     require_neurons,
     store_param,
 )
-
-from snnc.ir import Graph, Node
-from snnc.ir import ops as O
-from snnc.pass_manager import Pass, PassContext, register_pass
 
 _PASS_THROUGH = (O.SpikeMaxPool2d, O.AvgPool2d, O.SumPool2d)
 

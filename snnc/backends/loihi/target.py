@@ -67,7 +67,7 @@ PLOT_FILE = "core_utilisation.png"
 ACCURACY_SAMPLES = 512  # labelled calibration samples the bit-accurate simulation runs on
 RATE_SAMPLES = 256
 _BATCH = 128
-DEFAULT_PIPELINE = "ann-to-loihi"  # snnc/passes/loihi_pipelines.py
+DEFAULT_PIPELINE = "ann-to-loihi"  # snnc/backends/loihi/passes/loihi_pipelines.py
 
 
 class LoihiTarget:

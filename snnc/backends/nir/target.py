@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from snnc.backends.nir.convert import DT, legality, to_nir
-
 from snnc.errors import TargetError
+from snnc.formats.nir import DT, legality, to_nir
 from snnc.ir import Graph
 from snnc.pass_manager import PassContext
 from snnc.targets import TargetOptions

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snnc.backends.torch.ops import ANN, channel_view, neuron_param
 from torch import nn
 
+from snnc.backends.torch.ops import ANN, channel_view, neuron_param
 from snnc.errors import UnsupportedError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O

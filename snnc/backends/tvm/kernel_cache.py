@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 from snnc.backends.tvm.kernels import Device, LayerKernel
-
 from snnc.errors import TargetError
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import tvm
 from safetensors.numpy import load_file, save_file
+
 from snnc.backends.tvm import kernel_cache  # sets TVM_NUM_THREADS (read at TVM's first parallel call)
 from snnc.backends.tvm.kernels import (
     Conv2dGeometry,
@@ -47,7 +48,6 @@ from snnc.backends.tvm.kernels import (
     pool2d_kernel,
     spike_maxpool2d_kernel,
 )
-
 from snnc.errors import InputFileError, TargetError, UnsupportedError, did_you_mean
 
 FORMAT = "snnc-tvm-events"

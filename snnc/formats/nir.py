@@ -53,7 +53,7 @@ def neuron_problems(graph: Graph, node: Node) -> list[str]:
     if op.v_init != 0.0:
         out.append(f"{where}: NIR neurons start at v = 0, this one at v_init={op.v_init}")
     if op.model is O.NeuronModel.CUBA:
-        out.append(f"{where}: current-based (CUBA) neurons are not exported to NIR (see snnc/backends/nir/convert.py)")
+        out.append(f"{where}: current-based (CUBA) neurons are not exported to NIR (see snnc/formats/nir.py)")
     if op.emit is not O.Emit.SPIKES or op.presubtract:
         out.append(f"{where}: emit={op.emit.value}, presubtract={op.presubtract} have no NIR equivalent")
     if op.leak is not O.Leak.MULTIPLY or op.reset_delay:

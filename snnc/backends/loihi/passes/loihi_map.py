@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from snnc.backends.loihi.hardware import load_chip
+from snnc.backends.loihi.lower import calibrated_rates, lower
+from snnc.backends.loihi.mapping import map_network, network_from_layers
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
 
@@ -32,10 +35,6 @@ class LoihiMap(Pass):
     samples: int = 256  # calibration samples simulated for the spike rates (0: all)
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        # the target's mapper; imported here so that `import snnc` stays light
-        from snnc.backends.loihi.hardware import load_chip
-        from snnc.backends.loihi.lower import calibrated_rates, lower
-        from snnc.backends.loihi.mapping import map_network, network_from_layers
 
         chip = load_chip(self.chip, self.config or None)
         net = lower(graph)

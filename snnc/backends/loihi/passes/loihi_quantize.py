@@ -40,13 +40,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snnc.passes._conversion import first_samples
-from snnc.passes.loihi_legalize import structure_problems
 
+from snnc.backends.loihi import fixed_point as fp
+from snnc.backends.loihi.passes.loihi_legalize import structure_problems
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import first_samples
 
 INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
 DECAY_UNITY = 4096
@@ -63,8 +64,6 @@ class LoihiQuantize(Pass):
     bias_correction: bool = True
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        # the target's number formats; imported here so that `import snnc` stays light
-        from snnc.backends.loihi import fixed_point as fp
 
         if not 1 <= self.weight_bits <= 8:
             raise PassError(f"loihi-quantize: weight-bits={self.weight_bits} must be in 1..8")

@@ -48,12 +48,12 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from snnc.passes._conversion import neuron_vector, uses
 
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._conversion import neuron_vector, uses
 
 _POOLS = (O.AvgPool2d, O.SumPool2d)
 _WEIGHTED = (O.Conv2d, O.Linear)
