@@ -35,8 +35,15 @@ class Op:
     name: ClassVar[str]
     arity: ClassVar[int] = 1
     params_spec: ClassVar[tuple[ParamSpec, ...]] = ()
+    # Traits: groups of ops are declared here, on the op, never as a tuple in a pass or backend.
     synaptic: ClassVar[bool] = False  # linear in its input: costs MACs on analog, SOPs on events
     ann_only: ClassVar[bool] = False  # must be removed before a graph is event-based
+    shape_only: ClassVar[bool] = False  # y is x re-indexed (flatten, reshape, identity, dropout)
+    value_identity: ClassVar[bool] = False  # y = x, same shape (identity, dropout at inference)
+    weighted: ClassVar[bool] = False  # y = W·x (+ b) with a weight parameter (conv1d, conv2d, linear)
+    channelwise: ClassVar[bool] = False  # each output channel reads only its own input channel, and a
+    #   positive per-channel scale commutes with the op: f(s·x) = s·f(x) (pooling, identity, dropout)
+    stateful: ClassVar[bool] = False  # keeps state across timesteps (neuron, gated max pooling, readout)
 
     def infer_type(self, node: str, inputs: Sequence[TensorType], params: dict[str, tuple[int, ...]]) -> TensorType:
         """Result type from operand types and parameter shapes; raise VerifyError if inconsistent."""

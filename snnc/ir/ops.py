@@ -112,6 +112,9 @@ class Identity(Op):
     """y = x."""
 
     name: ClassVar[str] = "identity"
+    shape_only: ClassVar[bool] = True
+    value_identity: ClassVar[bool] = True
+    channelwise: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
         return inputs[0]
@@ -123,6 +126,9 @@ class Dropout(Op):
     """y = x (inference); p is kept only to trace the source model."""
 
     name: ClassVar[str] = "dropout"
+    shape_only: ClassVar[bool] = True
+    value_identity: ClassVar[bool] = True
+    channelwise: ClassVar[bool] = True
     ann_only: ClassVar[bool] = True
     p: float = 0.5
 
@@ -136,6 +142,7 @@ class Flatten(Op):
     """y = x reshaped to one dimension (C-order, i.e. PyTorch's CHW order)."""
 
     name: ClassVar[str] = "flatten"
+    shape_only: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
         return inputs[0].with_shape((inputs[0].numel,))
@@ -147,6 +154,7 @@ class Reshape(Op):
     """y = x reshaped to ``shape`` (C-order, without batch)."""
 
     name: ClassVar[str] = "reshape"
+    shape_only: ClassVar[bool] = True
     shape: tuple[int, ...] = ()
 
     def infer_type(self, node, inputs, params):
@@ -199,6 +207,7 @@ class Conv2d(Op):
     """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  (cross-correlation, PyTorch conventions)."""
 
     name: ClassVar[str] = "conv2d"
+    weighted: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
     synaptic: ClassVar[bool] = True
     stride: tuple[int, int] = (1, 1)
@@ -234,6 +243,7 @@ class Conv1d(Op):
     """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  on [C, L] inputs."""
 
     name: ClassVar[str] = "conv1d"
+    weighted: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
     synaptic: ClassVar[bool] = True
     stride: int = 1
@@ -266,6 +276,7 @@ class Linear(Op):
     """y = W·x + b  on a flat input [N_in]; W is [N_out, N_in]."""
 
     name: ClassVar[str] = "linear"
+    weighted: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("weight"), ParamSpec("bias", optional=True))
     synaptic: ClassVar[bool] = True
 
@@ -306,6 +317,7 @@ class AvgPool2d(_Pool2d):
     """y = mean of x over each window (count_include_pad as PyTorch's default)."""
 
     name: ClassVar[str] = "avgpool2d"
+    channelwise: ClassVar[bool] = True
     synaptic: ClassVar[bool] = True
     count_include_pad: bool = True
 
@@ -319,6 +331,7 @@ class SumPool2d(_Pool2d):
     """y = sum of x over each window."""
 
     name: ClassVar[str] = "sumpool2d"
+    channelwise: ClassVar[bool] = True
     synaptic: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
@@ -428,6 +441,7 @@ class MaxPool2d(_Pool2d):
     """y = max of x over each window (padding with −inf, as PyTorch)."""
 
     name: ClassVar[str] = "maxpool2d"
+    channelwise: ClassVar[bool] = True
     ann_only: ClassVar[bool] = True
     dilation: tuple[int, int] = (1, 1)
 
@@ -490,6 +504,7 @@ class Neuron(Op):
     """
 
     name: ClassVar[str] = "neuron"
+    stateful: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("v_th", optional=True),
         ParamSpec("beta", optional=True),
@@ -537,6 +552,8 @@ class SpikeMaxPool2d(_Pool2d):
     accumulated spike count so far (ties: first in the window)."""
 
     name: ClassVar[str] = "spike_maxpool"
+    channelwise: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
@@ -551,6 +568,7 @@ class Readout(Op):
     threshold ``exit_thresholds[t−1]`` (parameter) and keeps that prediction."""
 
     name: ClassVar[str] = "readout"
+    stateful: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("exit_thresholds", optional=True),)
     mode: ReadoutMode = ReadoutMode.MEAN_CURRENT
     exit_rule: ExitRule = ExitRule.NONE

@@ -60,6 +60,7 @@ class PhaseNeuron(Op):
     """
 
     name: ClassVar[str] = "phase_neuron"
+    stateful: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (
         ParamSpec("v_th", optional=True),
         ParamSpec("out_scale", optional=True),
@@ -93,6 +94,7 @@ class PhaseDecode(Op):
     """
 
     name: ClassVar[str] = "phase_decode"
+    stateful: ClassVar[bool] = True
     params_spec: ClassVar[tuple[ParamSpec, ...]] = (ParamSpec("bias", optional=True),)
     base: float = 2.0
     window: int = 8
@@ -120,6 +122,8 @@ class PhaseMaxPool2d(_Pool2d):
     """
 
     name: ClassVar[str] = "phase_maxpool"
+    channelwise: ClassVar[bool] = True
+    stateful: ClassVar[bool] = True
     window: int = 8
     start: int = 0
 
