@@ -30,11 +30,25 @@ from snnc.ir.printer import format_value
 # passes and the registry
 
 
+class PassOptionError(PassError, ValueError):
+    """A pass option out of its range (a ValueError too, as a dataclass field check is)."""
+
+
 class Pass:
     """Base of every pass.  Subclasses are frozen dataclasses; fields are options."""
 
     name: ClassVar[str]
     analysis: ClassVar[bool] = False  # only attaches results; changes nothing else
+
+    def __post_init__(self) -> None:
+        problems = self.option_problems()
+        if problems:
+            raise PassOptionError(f"pass '{self.name}': " + "; ".join(problems))
+
+    def option_problems(self) -> list[str]:
+        """Every option whose value is out of range ([] when all are valid).  Checked when the pass
+        is built, i.e. when the pipeline string is parsed, not after an hour of calibration."""
+        return []
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         raise NotImplementedError
@@ -67,16 +81,22 @@ PIPELINES: dict[str, str] = {}
 _DISCOVERED = False
 
 
-def register_pass(name_or_cls: Any = None) -> Any:
+def register_pass(name_or_cls: Any = None, *, replace: bool = False) -> Any:
     """Register a pass class, or turn a function ``(ctx, graph) -> None`` into a pass.
 
     ``@register_pass`` on a class uses its ``name``; ``@register_pass("my-pass")`` on a
-    function makes an option-less pass of it (users' passes).
+    function makes an option-less pass of it (users' passes).  A name already taken is refused
+    unless ``replace=True`` (``@register_pass("canonicalize", replace=True)``): silently
+    shadowing a built-in pass would change every pipeline that names it.
     """
 
     def register_class(cls: type[Pass]) -> type[Pass]:
         if not re.match(r"^[a-z][a-z0-9-]*$", cls.name):
             raise ValueError(f"pass name '{cls.name}' must be kebab-case")
+        old = PASSES.get(cls.name)
+        if old is not None and not replace and _qualified(old) != _qualified(cls):  # a reload is no clash
+            raise PassError(f"pass '{cls.name}' is already registered by {_qualified(old)}; "
+                            f"use register_pass(..., replace=True) to replace it")
         PASSES[cls.name] = cls
         return cls
 
@@ -93,13 +113,18 @@ def register_pass(name_or_cls: Any = None) -> Any:
             type(
                 f"FunctionPass_{fn.__name__}",
                 (Pass,),
-                {"name": name_or_cls, "__doc__": fn.__doc__, "apply": lambda self, ctx, g: fn(ctx, g)},
+                {"name": name_or_cls, "__doc__": fn.__doc__, "__module__": fn.__module__,
+                 "apply": lambda self, ctx, g: fn(ctx, g)},
             )
         )
         register_class(cls)
         return fn
 
     return decorate
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def register_pipeline(name: str, pipeline: str) -> None:
@@ -190,6 +215,8 @@ def make_pass(name: str, options: dict[str, Any]) -> Pass:
             raise ParseError(str(e)) from None
     try:
         return cls(**kwargs)
+    except PassOptionError:
+        raise  # already names the pass and every bad option
     except (TypeError, ValueError) as e:
         raise ParseError(f"pass '{name}': {e}") from None
 
@@ -207,6 +234,7 @@ def parse_pipeline(spec: str | Sequence[str | Pass]) -> list[Pass]:
         return out
     spec = spec.strip()
     passes: list[Pass] = []
+    bad_options: list[str] = []
     pos = 0
     while pos < len(spec):
         m = _ITEM_RE.match(spec, pos)
@@ -228,7 +256,12 @@ def parse_pipeline(spec: str | Sequence[str | Pass]) -> list[Pass]:
                 raise ParseError(f"pass '{name}': option '{item.strip()}' needs a value (name=value)")
             k, v = item.split("=", 1)
             options[k.strip()] = _parse_option_value(v)
-        passes.append(make_pass(name, options))
+        try:
+            passes.append(make_pass(name, options))
+        except PassOptionError as e:  # go on: report every bad option of the pipeline at once
+            bad_options.append(str(e))
+    if bad_options:
+        raise PassOptionError("; ".join(bad_options))
     return passes
 
 
@@ -363,8 +396,8 @@ class PassTiming(Instrument):
         return "\n".join(lines)
 
 
-class PipelineFailure(PassError):
-    """A pass failed; carries the pass, the passes before it and the input IR."""
+class _FailedPass:
+    """What a failed pipeline carries: the pass, the passes before it and the IR it was given."""
 
     def __init__(self, message: str, failing: Pass, before: Sequence[Pass], graph: Graph):
         super().__init__(message)
@@ -374,8 +407,18 @@ class PipelineFailure(PassError):
 
     def write_reproducer(self, path: Path) -> None:
         """MLIR-style reproducer: the pipeline that failed, then the IR it failed on."""
-        text = f"// snnc reproducer\n// configuration: -p '{self.failing}'\n// error: {self}\n"
+        error = str(self).replace("\n", " ")
+        text = f"// snnc reproducer\n// configuration: -p '{self.failing}'\n// error: {error}\n"
         path.write_text(text + print_graph(self.graph))
+
+
+class PipelineFailure(_FailedPass, PassError):
+    """A pass refused the graph or its inputs (a user error: the message says what to do)."""
+
+
+class PassCrash(_FailedPass, SnncError):
+    """A pass raised something other than an snnc error: a bug in that pass (built-in or a user's).
+    Not a UserError: the CLI reports it as an internal error, naming the pass and the reproducer."""
 
 
 @dataclass
@@ -405,12 +448,15 @@ class PassManager:
                     verify(work)
             except SnncError as e:
                 raise PipelineFailure(_context(p, self.passes[:i], e), p, self.passes[:i], graph) from None
+            except Exception as e:  # a bug in a pass is exactly when the reproducer is needed
+                message = _context(p, self.passes[:i], f"{type(e).__name__}: {e}", verb="crashed")
+                raise PassCrash(message, p, self.passes[:i], graph) from e
             for ins in self.instruments:
                 ins.after(p, work)
             graph = work
         return graph
 
 
-def _context(p: Pass, before: Sequence[Pass], e: Exception) -> str:
+def _context(p: Pass, before: Sequence[Pass], e: Exception | str, verb: str = "failed") -> str:
     after = f" (after {pipeline_string(before)})" if before else ""
-    return f"pass '{p}'{after} failed: {e}"
+    return f"pass '{p}'{after} {verb}: {e}"

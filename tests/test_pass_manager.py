@@ -365,3 +365,57 @@ def test_entry_point_plugin_pass(registry, tmp_path, monkeypatch):
     assert "canonicalize" in available_passes()  # the built-ins are still there
     out = PassManager.parse("canonicalize,plugin-rename{to=mine}").run(_graph())
     assert out.name == "mine"
+
+
+# ---------------------------------------------------------------------------------------
+# options checked at parse time; crashes inside a pass; duplicate registration
+
+
+def test_every_bad_option_is_reported_when_the_pipeline_is_parsed():
+    """Before any calibration runs: both passes' options are named, in one error."""
+    with pytest.raises(PassError) as err:
+        parse_pipeline("canonicalize,calibrate{percentile=200},loihi-quantize{weight-bits=9}")
+    assert str(err.value) == (
+        "pass 'calibrate': percentile=200.0 must be in (0, 100]; "
+        "pass 'loihi-quantize': weight-bits=9 must be in 1..8"
+    )
+
+
+def test_building_a_pass_in_python_checks_its_options_too():
+    from snnc.passes.calibrate import Calibrate
+
+    with pytest.raises(PassError, match=r"percentile=-1.0 must be in \(0, 100\]"):
+        Calibrate(percentile=-1.0)
+
+
+def test_a_crash_inside_a_pass_names_the_pass_and_keeps_a_reproducer(registry, tmp_path):
+    from snnc.pass_manager import PassCrash
+
+    @register_pass("buggy")
+    def buggy(ctx: PassContext, graph: Graph) -> None:
+        """A user pass with a bug: a KeyError."""
+        {}["weight"]
+
+    graph = _graph()
+    with pytest.raises(PassCrash) as err:
+        PassManager.parse("canonicalize,buggy").run(graph)
+    assert str(err.value) == "pass 'buggy' (after canonicalize) crashed: KeyError: 'weight'"
+    assert not isinstance(err.value, UserError)  # a bug, not the user's input: exit 1 in the CLI
+    assert isinstance(err.value.__cause__, KeyError)
+    path = tmp_path / "repro.snnir"
+    err.value.write_reproducer(path)
+    assert parse_graph(path.read_text()) == PassManager.parse("canonicalize").run(graph)
+
+
+def test_register_pass_refuses_a_taken_name_unless_asked_to_replace(registry):
+    with pytest.raises(PassError, match=r"pass 'canonicalize' is already registered by "
+                                        r"snnc.passes.canonicalize.Canonicalize; use register_pass"):
+        @register_pass("canonicalize")
+        def mine(ctx: PassContext, graph: Graph) -> None:
+            """Would shadow the built-in canonicalize."""
+
+    @register_pass("canonicalize", replace=True)
+    def replacement(ctx: PassContext, graph: Graph) -> None:
+        """Replaces the built-in canonicalize."""
+
+    assert available_passes()["canonicalize"].__doc__ == "Replaces the built-in canonicalize."

@@ -97,7 +97,7 @@ def to_nir(graph: Graph, dt: float = DT):
         t = graph.value_type(node.name)
         p = {role: graph.params[key] for role, key in node.params.items()}
         src = [rename[v] for v in node.inputs]
-        if isinstance(op, (O.Encode, O.Identity, O.Dropout, O.Readout)):
+        if op.value_identity or isinstance(op, (O.Encode, O.Readout)):
             rename[node.name] = src[0]
             if isinstance(op, O.Encode) and op.scheme is not O.Scheme.DIRECT:
                 nodes[src[0]].metadata["snnc_encoding"] = op.scheme.value  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,10 +62,10 @@ class Graph:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Graph):
             return NotImplemented
-        return (self.name, self.inputs, self.nodes, self.outputs, self.attrs) == (
+        return (self.name, self.inputs, _nodes_key(self.nodes), self.outputs, self.attrs) == (
             other.name,
             other.inputs,
-            other.nodes,
+            _nodes_key(other.nodes),
             other.outputs,
             other.attrs,
         )
@@ -99,6 +100,14 @@ class Graph:
             if n.name == value:
                 return n
         return None
+
+    def producer_through_shape_ops(self, value: str) -> Node | None:
+        """The node that computes ``value``'s numbers: its producer, looking through shape-only ops
+        (flatten, reshape, identity, dropout); None for a graph input."""
+        node = self.producer(value)
+        while node is not None and node.op.shape_only:
+            node = self.producer(node.inputs[0])
+        return node
 
     def users(self, value: str) -> list[Node]:
         return [n for n in self.nodes if value in n.inputs]
@@ -177,3 +186,36 @@ class Graph:
             for v in n.inputs:
                 g.add_edge(v, n.name)
         return g
+
+
+class _NaN:
+    """Stands for a nan attribute in graph equality: equal to itself, unlike float("nan")."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _NaN)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+def _nan_equal(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return _NaN()
+    if isinstance(value, tuple):
+        return tuple(_nan_equal(v) for v in value)
+    return value
+
+
+def _nodes_key(nodes: list[Node]) -> list[tuple[Any, ...]]:
+    """What graph equality compares for each node.
+
+    Graph equality is structural: a graph equals its copy and ``parse_graph(print_graph(g))``.
+    The printer writes a nan attribute as ``nan`` and the parser reads it back as nan, but
+    ``nan != nan`` in Python, so comparing the op dataclasses directly would make such a graph
+    unequal to itself.  Here each nan (also inside a tuple attribute) compares equal to any
+    other nan; every other value compares with ``==`` as before (so 0.0 == -0.0, as for ops).
+    """
+    return [
+        (n.name, type(n.op), _nan_equal(tuple(n.op.attributes().values())), n.inputs, n.params, n.type, n.loc)
+        for n in nodes
+    ]

@@ -43,6 +43,7 @@ class Op:
     weighted: ClassVar[bool] = False  # y = W·x (+ b) with a weight parameter (conv1d, conv2d, linear)
     channelwise: ClassVar[bool] = False  # each output channel reads only its own input channel, and a
     #   positive per-channel scale commutes with the op: f(s·x) = s·f(x) (pooling, identity, dropout)
+    pooling: ClassVar[bool] = False  # a 2-D pooling window (kernel, stride, padding): avg, sum, max, gated max
     stateful: ClassVar[bool] = False  # keeps state across timesteps (neuron, gated max pooling, readout)
 
     def infer_type(self, node: str, inputs: Sequence[TensorType], params: dict[str, tuple[int, ...]]) -> TensorType:
@@ -57,6 +58,11 @@ class Op:
     @classmethod
     def attribute_types(cls) -> dict[str, Any]:
         return typing.get_type_hints(cls)
+
+    @classmethod
+    def declares_param(cls, role: str) -> bool:
+        """True if the op reads a parameter called ``role`` (``bias``, ``weight``, ...)."""
+        return any(spec.role == role for spec in cls.params_spec)
 
     def attributes(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in self.attribute_fields()}

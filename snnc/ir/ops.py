@@ -296,6 +296,8 @@ class Linear(Op):
 
 @dataclass(frozen=True)
 class _Pool2d(Op):
+    pooling: ClassVar[bool] = True
+    channelwise: ClassVar[bool] = True
     kernel: tuple[int, int] = (2, 2)
     stride: tuple[int, int] = (2, 2)
     padding: tuple[int, int] = (0, 0)
@@ -317,7 +319,6 @@ class AvgPool2d(_Pool2d):
     """y = mean of x over each window (count_include_pad as PyTorch's default)."""
 
     name: ClassVar[str] = "avgpool2d"
-    channelwise: ClassVar[bool] = True
     synaptic: ClassVar[bool] = True
     count_include_pad: bool = True
 
@@ -331,7 +332,6 @@ class SumPool2d(_Pool2d):
     """y = sum of x over each window."""
 
     name: ClassVar[str] = "sumpool2d"
-    channelwise: ClassVar[bool] = True
     synaptic: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
@@ -441,7 +441,6 @@ class MaxPool2d(_Pool2d):
     """y = max of x over each window (padding with −inf, as PyTorch)."""
 
     name: ClassVar[str] = "maxpool2d"
-    channelwise: ClassVar[bool] = True
     ann_only: ClassVar[bool] = True
     dilation: tuple[int, int] = (1, 1)
 
@@ -552,7 +551,6 @@ class SpikeMaxPool2d(_Pool2d):
     accumulated spike count so far (ties: first in the window)."""
 
     name: ClassVar[str] = "spike_maxpool"
-    channelwise: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):

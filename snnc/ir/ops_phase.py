@@ -122,7 +122,6 @@ class PhaseMaxPool2d(_Pool2d):
     """
 
     name: ClassVar[str] = "phase_maxpool"
-    channelwise: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
     window: int = 8
     start: int = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from snnc.errors import VerifyError
 from snnc.ir.graph import NAME_RE, Graph
 from snnc.ir.op import VARIADIC, attribute_type_errors
-from snnc.ir.ops import Dropout, Encode, Flatten, Identity, Reshape, Scheme
+from snnc.ir.ops import Encode, Scheme
 from snnc.ir.types import Signal
 
 
@@ -80,9 +80,7 @@ def verify(graph: Graph, *, require_event: bool = False) -> None:
 
 def _direct_encoded(graph: Graph, value: str) -> bool:
     """True if ``value`` is a direct encoder's output, seen through shape-only ops."""
-    src = graph.producer(value)
-    while src is not None and isinstance(src.op, (Flatten, Reshape, Identity, Dropout)):
-        src = graph.producer(src.inputs[0])
+    src = graph.producer_through_shape_ops(value)
     return src is not None and isinstance(src.op, Encode) and src.op.scheme is Scheme.DIRECT
 
 

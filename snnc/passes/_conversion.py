@@ -24,7 +24,6 @@ from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 
-WEIGHTED = (O.Conv1d, O.Conv2d, O.Linear)
 OpT = TypeVar("OpT")
 ACTIVATIONS = (O.Relu, O.Clip)
 MAX_VALUES_PER_CHANNEL = 200_000  # subsample beyond this for percentile / grid searches
@@ -165,12 +164,12 @@ def bias_owner(graph: Graph, neuron: Node) -> Node | None:
     src = graph.producer(neuron.inputs[0])
     if src is None or only_user(graph, src.name) is not neuron:
         return None
-    if isinstance(src.op, (*WEIGHTED, O.Scale)):
+    if src.op.synaptic and src.op.declares_param("bias"):  # conv, linear, scale
         return src
     if isinstance(src.op, O.Add):
         for v in src.inputs:
             p = graph.producer(v)
-            if p is not None and isinstance(p.op, WEIGHTED) and only_user(graph, p.name) is src:
+            if p is not None and p.op.weighted and only_user(graph, p.name) is src:
                 return p
     return None
 

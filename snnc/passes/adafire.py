@@ -29,7 +29,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
@@ -59,14 +58,21 @@ class AdaFire(Pass):
     desired_spikes: int = 0  # the φ whose spike count sets the budget; 0: max-spikes
     batches: int = 4
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
+        problems = []
         if not 1 <= self.min_spikes <= self.max_spikes:
-            raise PassError(f"adafire: need 1 <= min-spikes ({self.min_spikes}) <= max-spikes ({self.max_spikes})")
+            problems.append(f"need 1 <= min-spikes ({self.min_spikes}) <= max-spikes ({self.max_spikes})")
         if self.budget <= 0:
-            raise PassError(f"adafire: budget={self.budget} must be > 0")
+            problems.append(f"budget={self.budget} must be > 0")
         desired = self.desired_spikes or self.max_spikes
         if not self.min_spikes <= desired <= self.max_spikes:
-            raise PassError(f"adafire: desired-spikes={desired} must be within [{self.min_spikes}, {self.max_spikes}]")
+            problems.append(f"desired-spikes={desired} must be within [{self.min_spikes}, {self.max_spikes}]")
+        if self.batches < 1:
+            problems.append(f"batches={self.batches} must be >= 1")
+        return problems
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
+        desired = self.desired_spikes or self.max_spikes
         sim = ctx.require_simulator(self.name)
         layers = require_neurons(graph, self.name)
         x, _ = first_samples(ctx, self.name, self.batches)

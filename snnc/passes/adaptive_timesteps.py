@@ -56,6 +56,9 @@ class AdaptiveTimesteps(Pass):
     metric: O.ExitRule = O.ExitRule.ENTROPY
     batches: int = 4
 
+    def option_problems(self) -> list[str]:
+        return [f"batches={self.batches} must be >= 1"] if self.batches < 1 else []
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         if self.metric is O.ExitRule.NONE:
             raise PassError("adaptive-timesteps: metric must be entropy or confidence")

@@ -45,6 +45,14 @@ class BiasCorrect(Pass):
     batches: int = 2
     z_score: float = 2.0
 
+    def option_problems(self) -> list[str]:
+        problems = []
+        if self.batches < 1:
+            problems.append(f"batches={self.batches} must be >= 1")
+        if not self.z_score > 0:
+            problems.append(f"z-score={self.z_score} must be > 0")
+        return problems
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         x, _ = first_samples(ctx, self.name, self.batches)
         shifts = correct_biases(ctx, graph, x, self.name, self.z_score)

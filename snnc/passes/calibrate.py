@@ -75,9 +75,17 @@ class Calibrate(Pass):
     batches: int = 0
     shift: float = 0.5
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
+        problems = []
         if not 0 < self.percentile <= 100:
-            raise PassError(f"calibrate: percentile={self.percentile} must be in (0, 100]")
+            problems.append(f"percentile={self.percentile} must be in (0, 100]")
+        if self.batches < 0:
+            problems.append(f"batches={self.batches} must be >= 0 (0: all)")
+        if not 0.0 <= self.shift <= 1.0:
+            problems.append(f"shift={self.shift} must be in [0, 1]")
+        return problems
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         data = ctx.require_calibration(self.name)
         sim = ctx.require_simulator(self.name)
         names = [n.name for n in graph.nodes if isinstance(n.op, ACTIVATIONS)]

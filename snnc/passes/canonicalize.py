@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from snnc.ir import Graph
-from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 
 
@@ -23,14 +22,14 @@ class Canonicalize(Pass):
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         for node in list(graph.nodes):
-            if isinstance(node.op, (O.Dropout, O.Identity)):
+            if node.op.value_identity:
                 graph.remove(node)
         for node in list(graph.nodes):
-            if not isinstance(node.op, (O.Flatten, O.Reshape)):
+            if not node.op.shape_only:
                 continue
             src = graph.producer(node.inputs[0])
             # reshape(reshape(x)) == reshape(x): read from the first one's input instead
-            if src is not None and isinstance(src.op, (O.Flatten, O.Reshape)):
+            if src is not None and src.op.shape_only:
                 node.inputs = (src.inputs[0],)
             if node.type is not None and graph.value_type(node.inputs[0]).shape == node.type.shape:
                 graph.remove(node)

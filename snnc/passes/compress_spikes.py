@@ -27,7 +27,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
@@ -51,11 +50,17 @@ class CompressSpikes(Pass):
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     batches: int = 2
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
+        problems = []
         if self.budget <= 0:
-            raise PassError(f"compress-spikes: budget={self.budget} must be > 0")
+            problems.append(f"budget={self.budget} must be > 0")
         if not self.ratios or min(self.ratios) < 1.0 or 1.0 not in self.ratios:
-            raise PassError(f"compress-spikes: ratios {list(self.ratios)} must include 1.0 and be >= 1")
+            problems.append(f"ratios {list(self.ratios)} must include 1.0 and be >= 1")
+        if self.batches < 1:
+            problems.append(f"batches={self.batches} must be >= 1")
+        return problems
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         sim = ctx.require_simulator(self.name)
         layers = require_neurons(graph, self.name)
         x, _ = first_samples(ctx, self.name, self.batches)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
-from snnc.ir.ops_phase import PhaseMaxPool2d, PhaseNeuron
+from snnc.ir.ops_phase import PhaseNeuron
 from snnc.pass_manager import Pass, PassContext, register_pass
 
 
@@ -36,7 +36,7 @@ def dense_macs(graph: Graph, node: Node) -> int:
         return out.numel * math.prod(w[1:])
     if isinstance(op, O.Linear):
         return math.prod(graph.params[node.params["weight"]].shape)
-    if isinstance(op, (O.AvgPool2d, O.SumPool2d, O.MaxPool2d, O.SpikeMaxPool2d, PhaseMaxPool2d)):
+    if op.pooling:
         return out.numel * op.kernel[0] * op.kernel[1]
     if isinstance(op, O.Add):
         return out.numel * (len(node.inputs) - 1)
@@ -45,11 +45,13 @@ def dense_macs(graph: Graph, node: Node) -> int:
     return 0
 
 
-_POOLS = (O.MaxPool2d, O.SpikeMaxPool2d, PhaseMaxPool2d)
-
 
 def _is_activation(node: Node) -> bool:
     return isinstance(node.op, (O.Relu, O.Clip, O.Neuron, PhaseNeuron))
+
+
+def _is_max_pooling(node) -> bool:
+    return node.op.pooling and not node.op.synaptic  # avg/sum pooling are synaptic
 
 
 @register_pass
@@ -61,10 +63,13 @@ class CountOps(Pass):
     analysis: ClassVar[bool] = True
     samples: int = 256  # calibration samples simulated for SOPs and spike counts
 
+    def option_problems(self) -> list[str]:
+        return [f"samples={self.samples} must be >= 0"] if self.samples < 0 else []
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         layers: list[dict[str, Any]] = []
         for node in graph.nodes:
-            if not (node.op.synaptic or _is_activation(node) or isinstance(node.op, _POOLS)):
+            if not (node.op.synaptic or _is_activation(node) or _is_max_pooling(node)):
                 continue
             layers.append(
                 {

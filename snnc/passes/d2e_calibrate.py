@@ -65,12 +65,13 @@ class D2ECalibrate(Pass):
     range_log2: float = 4.0
     per_channel: bool = True
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
         if self.samples < 1 or self.steps < 1 or not self.range_log2 > 0:
-            raise PassError(
-                f"d2e-calibrate: samples={self.samples} and steps={self.steps} must be >= 1, "
-                f"range-log2={self.range_log2} must be > 0"
-            )
+            return [f"samples={self.samples} and steps={self.steps} must be >= 1, "
+                    f"range-log2={self.range_log2} must be > 0"]
+        return []
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         teacher = teacher_of(graph, self.name)
         data = ctx.require_calibration(self.name)
         sim = ctx.require_simulator(self.name)

@@ -52,10 +52,9 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import WEIGHTED, store_param
+from snnc.passes._conversion import store_param
 
 TEACHER = "d2e-teacher"  # graph.analyses key of the direct-coded source graph
-_STRUCTURE = (O.Flatten, O.Reshape, O.Identity, O.Dropout)
 _MAX_PHASE_BITS = 8
 
 
@@ -121,11 +120,12 @@ class D2EEncode(Pass):
     input_max: float = 0.0  # if: the input value that fires every step; 0 = the calibration maximum
     bursts: int = 1  # if: up to this many spikes per step, each worth input-max/bursts
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
         if self.bits < 0 or self.input_max < 0 or self.bursts < 1:
-            raise PassError(
-                f"d2e-encode: bits={self.bits} and input-max={self.input_max} must be >= 0, bursts={self.bursts} >= 1"
-            )
+            return [f"bits={self.bits} and input-max={self.input_max} must be >= 0, bursts={self.bursts} >= 1"]
+        return []
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         timesteps = ctx.timesteps
         if timesteps < 1:
             raise PassError(f"d2e-encode: timesteps={timesteps} must be >= 1")
@@ -226,7 +226,7 @@ def first_layers(graph: Graph, encoder: Node) -> list[Node]:
     while frontier:
         node = frontier.pop()
         for user in graph.users(node.name):
-            if isinstance(user.op, _STRUCTURE):
+            if user.op.shape_only:
                 frontier.append(user)
             elif user.op.synaptic:
                 found.append(user)
@@ -245,7 +245,7 @@ def _ttfs_gain(x: np.ndarray, timesteps: int) -> float:
 
 
 def _scale_weights(graph: Graph, layer: Node, gain: float) -> None:
-    if isinstance(layer.op, WEIGHTED):
+    if layer.op.weighted:
         store_param(graph, layer, "weight", np.asarray(graph.params[layer.params["weight"]]) * gain)
     elif isinstance(layer.op, O.Scale):
         layer.op = dataclasses.replace(layer.op, factor=layer.op.factor * gain)

@@ -45,7 +45,6 @@ from snnc.passes.count_ops import dense_macs
 from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 TRAINED_ROLES = ("weight", "bias")
-_PASS_THROUGH = (O.Flatten, O.Reshape, O.Identity, O.Dropout, O.MaxPool2d, O.SpikeMaxPool2d, O.Concat)
 
 
 def trainable_keys(graph: Graph) -> list[str]:
@@ -70,7 +69,7 @@ def synapse_load(graph: Graph, neuron: Node) -> float:
             seen.add(user.name)
             if user.op.synaptic:
                 total += dense_macs(graph, user) / len(user.inputs)
-            elif isinstance(user.op, _PASS_THROUGH):
+            elif user.op.shape_only or user.op.channelwise or isinstance(user.op, O.Concat):  # spikes pass on
                 frontier.append(user.name)
     return total
 
@@ -88,7 +87,6 @@ class D2EFinetune(Pass):
     batch_size: int = 64
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        self._check_options()
         data = ctx.require_calibration(self.name, labelled=True)
         sim = ctx.require_simulator(self.name)
         require_neurons(graph, self.name)
@@ -108,7 +106,7 @@ class D2EFinetune(Pass):
         history = self._train(ctx, graph, sim, keys, loads, x, y, teacher, timesteps)
         ctx.results[self.name] = {"epochs": self.epochs, "trained_tensors": len(keys), "history": history}
 
-    def _check_options(self) -> None:
+    def option_problems(self) -> list[str]:
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs={self.epochs} must be >= 1")
@@ -122,8 +120,7 @@ class D2EFinetune(Pass):
             problems.append(f"rate-l1={self.rate_l1} must be >= 0")
         if self.batch_size < 1:
             problems.append(f"batch-size={self.batch_size} must be >= 1")
-        if problems:
-            raise PassError("d2e-finetune: " + "; ".join(problems))
+        return problems
 
     def _train(self, ctx, graph, sim, keys, loads, x, y, teacher, timesteps) -> list[dict[str, Any]]:
         """The training loop; writes the trained tensors back into ``graph``."""

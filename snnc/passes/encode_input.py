@@ -31,11 +31,12 @@ class EncodeInput(Pass):
     scheme: O.Scheme = O.Scheme.DIRECT
     bits: int = 8
 
+    def option_problems(self) -> list[str]:
+        return [f"bits={self.bits} must be >= 1"] if self.bits < 1 else []
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         if ctx.timesteps < 1:
             raise PassError(f"encode-input: timesteps={ctx.timesteps} must be >= 1")
-        if self.bits < 1:
-            raise PassError(f"encode-input: bits={self.bits} must be >= 1")
         op = O.Encode(scheme=self.scheme, seed=ctx.seed, bits=self.bits)
         for name, _ in graph.inputs:
             users = graph.users(name)

@@ -31,9 +31,8 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import WEIGHTED, neuron_vector, store_param, with_attrs
+from snnc.passes._conversion import neuron_vector, store_param, with_attrs
 
-_PER_CHANNEL = (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d, O.MaxPool2d, O.Identity, O.Dropout)
 _RTOL = 1e-6
 
 
@@ -77,11 +76,11 @@ class _Folder:
                 self._wish(node.inputs[0], np.ones(self.shape[node.inputs[0]]))
             elif node.name not in self.want:
                 continue
-            elif isinstance(op, _PER_CHANNEL):
+            elif op.channelwise:
                 per = _channelwise(self.want[node.name])
                 if per is not None:
                     self._wish(node.inputs[0], _expand(per, self.shape[node.inputs[0]]))
-            elif isinstance(op, (O.Flatten, O.Reshape)):
+            elif op.shape_only:
                 self._wish(node.inputs[0], self.want[node.name].reshape(self.shape[node.inputs[0]]))
             elif isinstance(op, O.Add):
                 for v in node.inputs:
@@ -104,7 +103,7 @@ class _Folder:
             self.scale[name] = np.ones(self.shape[name])
         for node in list(g.nodes):
             op = node.op
-            if isinstance(op, WEIGHTED):
+            if op.weighted:
                 self._weighted(node)
             elif isinstance(op, O.Scale):
                 self._scale_op(node)
@@ -112,10 +111,10 @@ class _Folder:
                 self._neuron(node)
             elif isinstance(op, O.Encode):
                 self.scale[node.name] = self.scale[node.inputs[0]]
-            elif isinstance(op, _PER_CHANNEL):
+            elif op.channelwise:
                 per = self._per_channel_input(node, 0)
                 self.scale[node.name] = _expand(per, self.shape[node.name])
-            elif isinstance(op, (O.Flatten, O.Reshape)):
+            elif op.shape_only:
                 self.scale[node.name] = self.scale[node.inputs[0]].reshape(self.shape[node.name])
             elif isinstance(op, O.Concat):
                 self.scale[node.name] = np.concatenate([self.scale[v] for v in node.inputs], axis=op.axis)

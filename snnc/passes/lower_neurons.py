@@ -52,11 +52,17 @@ class LowerNeurons(Pass):
     maxpool: MaxPoolRule = MaxPoolRule.GATE
     beta: float = 0.9  # leak of model=lif (IF has none)
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
+    def option_problems(self) -> list[str]:
+        problems = []
         if self.model is O.NeuronModel.CUBA:
-            raise UnsupportedError("lower-neurons: model=cuba is for imported SNNs; use model=if or lif")
+            problems.append("model=cuba is for imported SNNs; use model=if or lif")
         if self.max_spikes < 1:
-            raise PassError(f"lower-neurons: max-spikes={self.max_spikes} must be >= 1")
+            problems.append(f"max-spikes={self.max_spikes} must be >= 1")
+        if self.model is O.NeuronModel.LIF and not 0.0 < self.beta <= 1.0:
+            problems.append(f"beta={self.beta} must be in (0, 1] for model=lif")
+        return problems
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         _merge_activations(graph)
         if self.maxpool is MaxPoolRule.GATE:
             _swap_maxpool_relu(graph)

@@ -47,7 +47,6 @@ from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_le
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
     MAX_VALUES_PER_CHANNEL,
-    WEIGHTED,
     channel_values,
     first_samples,
     neuron_vector,
@@ -77,14 +76,20 @@ class PhaseCoding(Pass):
     window: int = 0  # 0: ctx.timesteps
     batches: int = 4
 
+    def option_problems(self) -> list[str]:
+        problems = []
+        if self.window < 0:
+            problems.append(f"window={self.window} must be >= 1, or 0 for the run's T")
+        if self.base != 0.0 and not 1.0 < self.base <= 2.0:
+            problems.append(f"base={self.base} must be in (1, 2], or 0 to search")
+        if self.batches < 1:
+            problems.append(f"batches={self.batches} must be >= 1")
+        return problems
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         if self.window == 0:  # the window is the context's T
             dataclasses.replace(self, window=ctx.timesteps).apply(ctx, graph)
             return
-        if self.window < 1:
-            raise PassError(f"phase-coding: window={self.window} must be >= 1")
-        if self.base != 0.0 and not 1.0 < self.base <= 2.0:
-            raise PassError(f"phase-coding: base={self.base} must be in (1, 2], or 0 to search")
         layers = require_neurons(graph, self.name)
         for n in layers:
             if n.op.max_spikes > 1:
@@ -169,7 +174,7 @@ class PhaseCoding(Pass):
         for node in graph.nodes:
             if arrive.get(node.inputs[0] if node.inputs else "") is None:
                 continue
-            if isinstance(node.op, (*WEIGHTED, O.Scale)) and "bias" in node.params:
+            if node.op.synaptic and node.op.declares_param("bias") and "bias" in node.params:
                 raise UnsupportedError(
                     f"phase-coding: the bias of {node.op.name} %{node.name} reaches a phase neuron through other "
                     "ops; only a layer that feeds a neuron (or the readout) directly can have a bias"
@@ -179,7 +184,7 @@ class PhaseCoding(Pass):
 def _take_bias(graph: Graph, node: Node) -> None:
     """Move the bias of the conv / linear / scale feeding ``node`` (and nothing else) into ``node``."""
     src = graph.producer(node.inputs[0])
-    if src is None or not isinstance(src.op, (*WEIGHTED, O.Scale)) or "bias" not in src.params:
+    if src is None or not (src.op.synaptic and src.op.declares_param("bias")) or "bias" not in src.params:
         return
     if only_user(graph, src.name) is not node:
         return

@@ -31,7 +31,6 @@ from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import (
-    WEIGHTED,
     channel_values,
     first_samples,
     only_user,
@@ -39,14 +38,15 @@ from snnc.passes._conversion import (
     store_param,
 )
 
-_PASS_THROUGH = (O.SpikeMaxPool2d, O.AvgPool2d, O.SumPool2d)
-
 
 @register_pass
 @dataclass(frozen=True)
 class PruneSpikes(Pass):
     name: ClassVar[str] = "prune-spikes"
     batches: int = 0
+
+    def option_problems(self) -> list[str]:
+        return [f"batches={self.batches} must be >= 0 (0: all)"] if self.batches < 0 else []
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         sim = ctx.require_simulator(self.name)
@@ -84,7 +84,7 @@ class PruneSpikes(Pass):
 
 
 def _prunable_producer(graph: Graph, producer: Node, neuron: Node) -> bool:
-    if not isinstance(producer.op, WEIGHTED) or only_user(graph, producer.name) is not neuron:
+    if not producer.op.weighted or only_user(graph, producer.name) is not neuron:
         return False
     return getattr(producer.op, "groups", 1) == 1
 
@@ -100,9 +100,9 @@ def _readers(graph: Graph, neuron: Node) -> list[tuple[Node, int]] | None:
         if value in graph.outputs:
             return None
         for user in graph.users(value):
-            if isinstance(user.op, WEIGHTED) and getattr(user.op, "groups", 1) == 1:
+            if user.op.weighted and getattr(user.op, "groups", 1) == 1:
                 found.append((user, block))
-            elif isinstance(user.op, _PASS_THROUGH) and block == 1:
+            elif user.op.channelwise and block == 1:  # a pruned channel stays silent through it
                 todo.append((user.name, 1))
             elif isinstance(user.op, O.Flatten) and block == 1:
                 t = graph.value_type(value)

@@ -69,10 +69,9 @@ def loop_invariant_nodes(graph: Graph) -> set[str]:
 def _stateless(op) -> bool:
     if isinstance(op, O.Encode):
         return op.scheme is O.Scheme.DIRECT
-    return not isinstance(op, _STATEFUL)
+    return not op.stateful
 
 
-_STATEFUL = (O.Neuron, O.SpikeMaxPool2d, O.Readout, PhaseNeuron, PhaseMaxPool2d, PhaseDecode)
 
 
 def phase_length(graph: Graph) -> int:

@@ -56,7 +56,9 @@ from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import neuron_vector, uses
 
 _POOLS = (O.AvgPool2d, O.SumPool2d)
-_WEIGHTED = (O.Conv2d, O.Linear)
+# the weighted ops Loihi has synapses for (dense and convolutional); conv1d is not among them: netx
+# describes 2-D convolutions only, and a 1-D one is first rewritten as a dense layer by nothing yet
+SYNAPSE_OPS = (O.Conv2d, O.Linear)
 OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
 _COMPOSE_RTOL = 1e-6
 
@@ -138,10 +140,10 @@ def structure_problems(graph: Graph) -> list[str]:
                 out.append(f"{where}: phase coding weights each step differently; Loihi synapses cannot")
         elif isinstance(op, O.Neuron):
             src = graph.producer(node.inputs[0])
-            if src is None or not isinstance(src.op, _WEIGHTED) or len(graph.users(src.name)) != 1:
+            if src is None or not isinstance(src.op, SYNAPSE_OPS) or len(graph.users(src.name)) != 1:
                 out.append(f"{where}: must read a conv2d / linear that feeds only it (one synaptic layer "
                            "between two Loihi populations)")
-        elif isinstance(op, _WEIGHTED):
+        elif isinstance(op, SYNAPSE_OPS):
             users = graph.users(node.name)
             ok = len(users) == 1 and (
                 isinstance(users[0].op, (O.Neuron, O.Readout)) or _is_readout_scale(graph, users[0])
@@ -442,7 +444,7 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
     p = node.param(graph, "scale")
     if p is not None:
         s = s * np.asarray(p, dtype=np.float64).reshape(-1)
-    if prod is not None and isinstance(prod.op, _WEIGHTED) and _only_user(graph, prod) is node:
+    if prod is not None and isinstance(prod.op, SYNAPSE_OPS) and _only_user(graph, prod) is node:
         w = np.asarray(prod.param(graph, "weight"), dtype=np.float64)
         _set(graph, prod, "weight", w * s.reshape((-1,) + (1,) * (w.ndim - 1)))
         b = prod.param(graph, "bias")
@@ -455,7 +457,7 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
     reader, via_flatten = user, False
     if user is not None and isinstance(user.op, O.Flatten):
         reader, via_flatten = _only_user(graph, user), True
-    if reader is None or not isinstance(reader.op, _WEIGHTED):
+    if reader is None or not isinstance(reader.op, SYNAPSE_OPS):
         return False
     w = np.asarray(reader.param(graph, "weight"), dtype=np.float64)
     if isinstance(reader.op, O.Linear):
@@ -504,7 +506,7 @@ def _split_channels(graph: Graph, log: list[str]) -> None:
         src = graph.producer(node.inputs[0])
         if (
             src is None
-            or not isinstance(src.op, _WEIGHTED)
+            or not isinstance(src.op, SYNAPSE_OPS)
             or _only_user(graph, src) is not node
             or (isinstance(src.op, O.Conv2d) and src.op.groups != 1)
         ):

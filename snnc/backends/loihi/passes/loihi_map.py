@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from snnc.backends.loihi.hardware import load_chip
 from snnc.backends.loihi.lower import calibrated_rates, lower
 from snnc.backends.loihi.mapping import map_network, network_from_layers
+from snnc.errors import UserError
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
 
@@ -33,6 +34,14 @@ class LoihiMap(Pass):
     chip: str = "loihi2"
     config: str = ""  # a TOML file overriding values of the chip description
     samples: int = 256  # calibration samples simulated for the spike rates (0: all)
+
+    def option_problems(self) -> list[str]:
+        problems = [f"samples={self.samples} must be >= 0 (0: all)"] if self.samples < 0 else []
+        try:  # a chip name or override file that does not load is known before any work
+            load_chip(self.chip, self.config or None)
+        except UserError as e:
+            problems.append(str(e))
+        return problems
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
 

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from snnc.backends.loihi import fixed_point as fp
-from snnc.backends.loihi.passes.loihi_legalize import structure_problems
+from snnc.backends.loihi.passes.loihi_legalize import SYNAPSE_OPS, structure_problems
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -51,7 +51,6 @@ from snnc.passes._conversion import first_samples
 
 INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
 DECAY_UNITY = 4096
-_WEIGHTED = (O.Conv2d, O.Linear)
 
 
 @register_pass
@@ -63,12 +62,17 @@ class LoihiQuantize(Pass):
     samples: int = 256  # calibration samples for the input range and the accuracy check (0: all)
     bias_correction: bool = True
 
-    def apply(self, ctx: PassContext, graph: Graph) -> None:
-
+    def option_problems(self) -> list[str]:
+        problems = []
         if not 1 <= self.weight_bits <= 8:
-            raise PassError(f"loihi-quantize: weight-bits={self.weight_bits} must be in 1..8")
+            problems.append(f"weight-bits={self.weight_bits} must be in 1..8")
         if not 2 <= self.input_bits <= 24:
-            raise PassError(f"loihi-quantize: input-bits={self.input_bits} must be in 2..24 (graded spikes)")
+            problems.append(f"input-bits={self.input_bits} must be in 2..24 (graded spikes)")
+        if self.samples < 0:
+            problems.append(f"samples={self.samples} must be >= 0 (0: all)")
+        return problems
+
+    def apply(self, ctx: PassContext, graph: Graph) -> None:
         problems = structure_problems(graph)
         if problems:
             raise PassError("loihi-quantize: run loihi-legalize first: " + "; ".join(problems))
@@ -79,7 +83,7 @@ class LoihiQuantize(Pass):
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
             levels = self._input_levels(ctx, graph, x)
         result: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}}
-        weighted = [n for n in graph.nodes if isinstance(n.op, _WEIGHTED)]
+        weighted = [n for n in graph.nodes if isinstance(n.op, SYNAPSE_OPS)]
         means = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else {}
         graded = {n.name for n in weighted if _reads_input(graph, n)}
         start = levels

@@ -66,6 +66,16 @@ class LoihiThresholds(Pass):
     samples: int = 512  # calibration samples simulated (0: all)
     min_ratio: float = 0.0625  # no channel's threshold below this fraction of the layer's median
 
+    def option_problems(self) -> list[str]:
+        problems = []
+        if self.candidates < 2:
+            problems.append(f"candidates={self.candidates} must be >= 2")
+        if self.samples < 0:
+            problems.append(f"samples={self.samples} must be >= 0 (0: all)")
+        if not 0.0 < self.min_ratio <= 1.0:
+            problems.append(f"min-ratio={self.min_ratio} must be in (0, 1]")
+        return problems
+
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         if self.candidates < 2:
             raise PassError(f"loihi-thresholds: candidates={self.candidates} must be >= 2")
