@@ -39,21 +39,29 @@ RATE_IN, RATE = 0.1, 0.05  # spikes per neuron per timestep
 def mlp() -> Network:
     """784-1000-1000-10, dense, 8-bit weights."""
     sizes = [784, 1000, 1000, 10]
-    pops = [Population("in", (784,), on_chip=False, rate=RATE_IN)]
-    pops += [Population(f"fc{i}", (n,), rate=RATE) for i, n in enumerate(sizes[1:], 1)]
-    edges = [Edge(pops[i].name, pops[i + 1].name, EdgeKind.DENSE) for i in range(len(pops) - 1)]
+    pops = [Population(name="in", shape=(784,), on_chip=False, rate=RATE_IN)]
+    pops += [Population(name=f"fc{i}", shape=(n,), rate=RATE) for i, n in enumerate(sizes[1:], 1)]
+    edges = [Edge(src=pops[i].name, dst=pops[i + 1].name, kind=EdgeKind.DENSE) for i in range(len(pops) - 1)]
     return Network(tuple(pops), tuple(edges))
 
 
 def conv(shape, c_out, k=3, s=1, p=1, groups=1):
     h, w = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
-    return ConvGeometry(shape, (c_out, h, w), (k, k), (s, s), (p, p), (1, 1), groups)
+    return ConvGeometry(
+        in_shape=shape,
+        out_shape=(c_out, h, w),
+        kernel=(k, k),
+        stride=(s, s),
+        padding=(p, p),
+        dilation=(1, 1),
+        groups=groups,
+    )
 
 
 def convnet() -> Network:
     """A DVS-gesture-sized conv net: 2x64x64 -> conv16 -> pool2 -> conv32 -> pool2 -> conv64 -> pool2 ->
     dense 256 -> dense 11 (sum pools are depthwise convs with one weight)."""
-    pops = [Population("in", (2, 64, 64), on_chip=False, rate=RATE_IN)]
+    pops = [Population(name="in", shape=(2, 64, 64), on_chip=False, rate=RATE_IN)]
     edges = []
     shape, prev = (2, 64, 64), "in"
     for name, geom in [
@@ -65,25 +73,25 @@ def convnet() -> Network:
         ("pool3", lambda s: conv(s, s[0], k=2, s=2, p=0, groups=s[0])),
     ]:
         g = geom(shape)
-        pops.append(Population(name, g.out_shape, rate=RATE))
-        edges.append(Edge(prev, name, EdgeKind.CONV, geometry=g))
+        pops.append(Population(name=name, shape=g.out_shape, rate=RATE))
+        edges.append(Edge(src=prev, dst=name, kind=EdgeKind.CONV, geometry=g))
         shape, prev = g.out_shape, name
     for name, n in [("fc1", 256), ("fc2", 11)]:
-        pops.append(Population(name, (n,), rate=RATE))
-        edges.append(Edge(prev, name, EdgeKind.DENSE))
+        pops.append(Population(name=name, shape=(n,), rate=RATE))
+        edges.append(Edge(src=prev, dst=name, kind=EdgeKind.DENSE))
         prev = name
     return Network(tuple(pops), tuple(edges))
 
 
 def million() -> Network:
     """1,048,576 neurons: four 3x3 conv layers of 16 x 128 x 128 on a 2 x 128 x 128 input."""
-    pops = [Population("in", (2, 128, 128), on_chip=False, rate=RATE_IN)]
+    pops = [Population(name="in", shape=(2, 128, 128), on_chip=False, rate=RATE_IN)]
     edges = []
     shape, prev = (2, 128, 128), "in"
     for i in range(4):
         g = conv(shape, 16)
-        pops.append(Population(f"conv{i}", g.out_shape, rate=RATE))
-        edges.append(Edge(prev, f"conv{i}", EdgeKind.CONV, geometry=g))
+        pops.append(Population(name=f"conv{i}", shape=g.out_shape, rate=RATE))
+        edges.append(Edge(src=prev, dst=f"conv{i}", kind=EdgeKind.CONV, geometry=g))
         shape, prev = g.out_shape, f"conv{i}"
     return Network(tuple(pops), tuple(edges))
 
@@ -159,8 +167,12 @@ def main() -> None:
             )
     result = {
         "benchmark": "loihi_mapping",
-        "rates": {"input": RATE_IN, "other": RATE, "unit": "spikes per neuron per timestep",
-                  "digits": "calibrated on 256 training images (ann-to-loihi, T = 8)"},
+        "rates": {
+            "input": RATE_IN,
+            "other": RATE,
+            "unit": "spikes per neuron per timestep",
+            "digits": "calibrated on 256 training images (ann-to-loihi, T = 8)",
+        },
         "machine": {
             "platform": platform.platform(),
             "python": platform.python_version(),

@@ -89,11 +89,11 @@ def test_bias_is_mantissa_shifted_by_exponent():
 
 def test_lif_params_are_checked():
     with pytest.raises(UserError, match="vth_mant"):
-        LifParams(4095, 0, 1 << 17).verify("layer x")
+        LifParams(du=4095, dv=0, vth_mant=1 << 17).verify("layer x")
     with pytest.raises(UserError, match="bias_mant"):
-        LifParams(4095, 0, 1, bias_mant=np.array([5000])).verify("layer x")
+        LifParams(du=4095, dv=0, vth_mant=1, bias_mant=np.array([5000])).verify("layer x")
     with pytest.raises(UserError, match="du"):
-        LifParams(4096, 0, 1).verify("layer x")
+        LifParams(du=4096, dv=0, vth_mant=1).verify("layer x")
 
 
 # ---------------------------------------------------------------- synapses
@@ -139,11 +139,22 @@ def test_conv_matches_torch_and_wraps_at_24_bits():
 
 
 def _relay(n, name, vth=0):
-    return QLayer(name, LayerKind.DENSE, (n,), weight=np.eye(n, dtype=I64) * 2, lif=LifParams(4095, 0, vth))
+    return QLayer(
+        name=name,
+        kind=LayerKind.DENSE,
+        shape=(n,),
+        weight=np.eye(n, dtype=I64) * 2,
+        lif=LifParams(du=4095, dv=0, vth_mant=vth),
+    )
 
 
 def test_one_timestep_of_latency_per_synaptic_layer():
-    layers = [QLayer("in", LayerKind.INPUT, (1,)), _relay(1, "a"), _relay(1, "b"), _relay(1, "c")]
+    layers = [
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(1,)),
+        _relay(1, "a"),
+        _relay(1, "b"),
+        _relay(1, "c"),
+    ]
     x = np.zeros((1, 6, 1), dtype=np.int64)
     x[0, 0, 0] = 1
     out = simulate(layers, x)
@@ -156,11 +167,17 @@ def test_one_timestep_of_latency_per_synaptic_layer():
 def test_flatten_add_concat_have_no_latency():
     c = QLayer
     layers = [
-        c("in", LayerKind.INPUT, (1, 2, 2)),
-        c("p", LayerKind.CONV, (1, 2, 2), weight=np.full((1, 1, 1, 1), 2), lif=LifParams(4095, 0, 0)),
-        c("cat", LayerKind.CONCAT, (2, 2, 2), inputs=(0, 1)),
-        c("sum", LayerKind.ADD, (1, 2, 2), inputs=(0, 1)),
-        c("flat", LayerKind.FLATTEN, (8,), inputs=(2,)),
+        c(name="in", kind=LayerKind.INPUT, shape=(1, 2, 2)),
+        c(
+            name="p",
+            kind=LayerKind.CONV,
+            shape=(1, 2, 2),
+            weight=np.full((1, 1, 1, 1), 2),
+            lif=LifParams(du=4095, dv=0, vth_mant=0),
+        ),
+        c(name="cat", kind=LayerKind.CONCAT, shape=(2, 2, 2), inputs=(0, 1)),
+        c(name="sum", kind=LayerKind.ADD, shape=(1, 2, 2), inputs=(0, 1)),
+        c(name="flat", kind=LayerKind.FLATTEN, shape=(8,), inputs=(2,)),
     ]
     x = np.zeros((1, 3, 1, 2, 2), dtype=np.int64)
     x[0, 0, 0, 0, 0] = 1
@@ -174,23 +191,31 @@ def test_flatten_add_concat_have_no_latency():
 
 def test_simulate_rejects_bad_layers():
     bad = [
-        QLayer("in", LayerKind.INPUT, (3,)),
-        QLayer("d", LayerKind.DENSE, (2,), weight=np.zeros((2, 4)), lif=LifParams(0, 0, 1)),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(3,)),
+        QLayer(
+            name="d",
+            kind=LayerKind.DENSE,
+            shape=(2,),
+            weight=np.zeros((2, 4)),
+            lif=LifParams(du=0, dv=0, vth_mant=1),
+        ),
     ]
     with pytest.raises(UserError, match="does not read 3 inputs"):
         simulate(bad, np.zeros((1, 2, 3)))
-    ok = [QLayer("in", LayerKind.INPUT, (3,))]
+    ok = [QLayer(name="in", kind=LayerKind.INPUT, shape=(3,))]
     with pytest.raises(UserError, match="expected"):
         simulate(ok, np.zeros((1, 2, 4)))
     per_channel = QLayer(
-        "c",
-        LayerKind.CONV,
-        (2, 3, 3),
+        name="c",
+        kind=LayerKind.CONV,
+        shape=(2, 3, 3),
         weight=np.ones((2, 1, 1, 1)),
-        lif=LifParams(0, 0, 1, bias_mant=np.ones(2, I64)),
+        lif=LifParams(du=0, dv=0, vth_mant=1, bias_mant=np.ones(2, I64)),
     )
     with pytest.raises(UserError, match="same rank"):
-        simulate([QLayer("in", LayerKind.INPUT, (1, 3, 3)), per_channel], np.zeros((1, 1, 1, 3, 3)))
+        simulate(
+            [QLayer(name="in", kind=LayerKind.INPUT, shape=(1, 3, 3)), per_channel], np.zeros((1, 1, 1, 3, 3))
+        )
 
 
 # ---------------------------------------------------------------- independent scalar reference
@@ -288,11 +313,11 @@ def test_random_network_matches_scalar_reference():
     rng = np.random.default_rng(7)
     c = QLayer
     layers = [
-        c("in", LayerKind.INPUT, (2, 6, 6)),
+        c(name="in", kind=LayerKind.INPUT, shape=(2, 6, 6)),
         c(
-            "conv",
-            LayerKind.CONV,
-            (4, 3, 3),
+            name="conv",
+            kind=LayerKind.CONV,
+            shape=(4, 3, 3),
             weight=rng.integers(-40, 60, (4, 1, 3, 3)) * 2,
             stride=(2, 2),
             padding=(1, 1),
@@ -302,31 +327,31 @@ def test_random_network_matches_scalar_reference():
             ),
         ),
         c(
-            "pool",
-            LayerKind.POOL,
-            (4, 2, 2),
+            name="pool",
+            kind=LayerKind.POOL,
+            shape=(4, 2, 2),
             weight=30,
             kernel=(2, 2),
             stride=(1, 1),
-            lif=LifParams(4095, 100, 40),
+            lif=LifParams(du=4095, dv=100, vth_mant=40),
         ),
-        c("flat", LayerKind.FLATTEN, (16,)),
+        c(name="flat", kind=LayerKind.FLATTEN, shape=(16,)),
         c(
-            "fc",
-            LayerKind.DENSE,
-            (5,),
+            name="fc",
+            kind=LayerKind.DENSE,
+            shape=(5,),
             weight=rng.integers(-128, 128, (5, 16)) * 2
             + rng.integers(0, 2, (5, 16)),  # odd values get truncated
             lif=LifParams(du=100, dv=0, vth_mant=50, bias_mant=rng.integers(-9, 9, 5), bias_exp=3),
         ),
         c(
-            "out",
-            LayerKind.DENSE,
-            (3,),
+            name="out",
+            kind=LayerKind.DENSE,
+            shape=(3,),
             weight=rng.integers(0, 90, (3, 5)),
             weight_exp=-1,
             num_weight_bits=6,
-            lif=LifParams(4095, 0, 30),
+            lif=LifParams(du=4095, dv=0, vth_mant=30),
         ),
     ]
     x = (rng.random((2, 12, 2, 6, 6)) < 0.4).astype(np.int64)
@@ -402,8 +427,14 @@ def test_quantised_if_layer_tracks_the_float_layer():
     vth, _ = quantize_threshold(theta, q.scale)
     bm, be, _ = quantize_bias(b, q.scale)
     layers = [
-        QLayer("in", LayerKind.INPUT, (n_in,)),
-        QLayer("fc", LayerKind.DENSE, (n_out,), weight=q.w_int, lif=LifParams(4095, 0, vth, bm, be)),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(n_in,)),
+        QLayer(
+            name="fc",
+            kind=LayerKind.DENSE,
+            shape=(n_out,),
+            weight=q.w_int,
+            lif=LifParams(du=4095, dv=0, vth_mant=vth, bias_mant=bm, bias_exp=be),
+        ),
     ]
     counts_q = simulate(layers, x)["fc"].sum(axis=1)
     assert np.abs(counts_q - counts_f).mean() < 0.5

@@ -3,24 +3,27 @@ board fit, JSON and plot."""
 
 import dataclasses
 import json
-from unittest import mock
+import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from snnc.backends.loihi import mapping as mapping_module
 from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer
 from snnc.backends.loihi.hardware import CoreLimits, Resource, load_chip
 from snnc.backends.loihi.mapping import (
+    DEFAULT_PARTITION,
+    DEFAULT_PLACEMENT,
     RESOURCES,
     ConvGeometry,
     DoesNotFitError,
     Edge,
     EdgeKind,
     Network,
+    OpenerFill,
     Population,
+    RcmSnake,
     estimate_cost,
     map_network,
     network_from_layers,
@@ -33,7 +36,15 @@ LOIHI1 = load_chip("loihi1")
 
 def small_chip(neurons=64, synapse_bits=1 << 14, in_axons=200, out_axons=400, cx=32, vth=8, fmts=8, cores=16):
     base = LOIHI1
-    core = CoreLimits(neurons, synapse_bits, in_axons, out_axons, cx, vth, fmts)
+    core = CoreLimits(
+        neurons=neurons,
+        synapse_bits=synapse_bits,
+        input_axons=in_axons,
+        output_axons=out_axons,
+        compartment_configs=cx,
+        threshold_configs=vth,
+        synapse_formats=fmts,
+    )
     topo = dataclasses.replace(
         base.topology, cores_per_chip=cores, mesh_tiles_x=2, mesh_tiles_y=cores // 8 or 1
     )
@@ -139,15 +150,15 @@ def test_packed_bits_follow_nengo_loihi_packing():
 
 def mlp():
     pops = (
-        Population("in", (784,), on_chip=False, rate=0.1),
-        Population("h1", (1000,), rate=0.05),
-        Population("h2", (1000,), rate=0.05),
-        Population("out", (10,), rate=0.05),
+        Population(name="in", shape=(784,), on_chip=False, rate=0.1),
+        Population(name="h1", shape=(1000,), rate=0.05),
+        Population(name="h2", shape=(1000,), rate=0.05),
+        Population(name="out", shape=(10,), rate=0.05),
     )
     edges = (
-        Edge("in", "h1", EdgeKind.DENSE),
-        Edge("h1", "h2", EdgeKind.DENSE),
-        Edge("h2", "out", EdgeKind.DENSE),
+        Edge(src="in", dst="h1", kind=EdgeKind.DENSE),
+        Edge(src="h1", dst="h2", kind=EdgeKind.DENSE),
+        Edge(src="h2", dst="out", kind=EdgeKind.DENSE),
     )
     return Network(pops, edges)
 
@@ -170,20 +181,26 @@ def test_mlp_within_ten_percent_of_lower_bound():
 
 
 def conv_net(c=4, h=10, w=9):
-    g1 = ConvGeometry((2, h, w), (c, h, w), (3, 3), (1, 1), (1, 1))
+    g1 = ConvGeometry(in_shape=(2, h, w), out_shape=(c, h, w), kernel=(3, 3), stride=(1, 1), padding=(1, 1))
     g2 = ConvGeometry(
-        (c, h, w), (c, (h - 1) // 2 + 1, (w - 1) // 2 + 1), (3, 3), (2, 2), (1, 1), (1, 1), groups=2
+        in_shape=(c, h, w),
+        out_shape=(c, (h - 1) // 2 + 1, (w - 1) // 2 + 1),
+        kernel=(3, 3),
+        stride=(2, 2),
+        padding=(1, 1),
+        dilation=(1, 1),
+        groups=2,
     )
     pops = (
-        Population("in", (2, h, w), on_chip=False, rate=0.2),
-        Population("c1", (c, h, w), rate=0.1),
-        Population("c2", g2.out_shape, rate=0.1),
-        Population("fc", (7,), rate=0.1),
+        Population(name="in", shape=(2, h, w), on_chip=False, rate=0.2),
+        Population(name="c1", shape=(c, h, w), rate=0.1),
+        Population(name="c2", shape=g2.out_shape, rate=0.1),
+        Population(name="fc", shape=(7,), rate=0.1),
     )
     edges = (
-        Edge("in", "c1", EdgeKind.CONV, geometry=g1),
-        Edge("c1", "c2", EdgeKind.CONV, geometry=g2),
-        Edge("c2", "fc", EdgeKind.DENSE),
+        Edge(src="in", dst="c1", kind=EdgeKind.CONV, geometry=g1),
+        Edge(src="c1", dst="c2", kind=EdgeKind.CONV, geometry=g2),
+        Edge(src="c2", dst="fc", kind=EdgeKind.DENSE),
     )
     return Network(pops, edges)
 
@@ -212,51 +229,59 @@ def test_board_fit_and_error():
 
 
 def test_fan_in_beyond_a_core_is_a_target_error():
-    pops = (Population("in", (5000,), on_chip=False), Population("h", (10,)))
+    pops = (Population(name="in", shape=(5000,), on_chip=False), Population(name="h", shape=(10,)))
     with pytest.raises(TargetError, match="population 'h'.*input_axons 5000 > 4096"):
-        map_network(Network(pops, (Edge("in", "h", EdgeKind.DENSE),)), LOIHI1)
+        map_network(Network(pops, (Edge(src="in", dst="h", kind=EdgeKind.DENSE),)), LOIHI1)
 
 
 def test_bad_networks_are_user_errors():
-    pops = (Population("a", (4,)), Population("a", (4,)))
+    pops = (Population(name="a", shape=(4,)), Population(name="a", shape=(4,)))
     with pytest.raises(UserError, match="repeat"):
         map_network(Network(pops, ()), LOIHI1)
-    pops = (Population("a", (1, 4, 4)), Population("b", (1, 4, 4)))
-    bad = Edge("a", "b", EdgeKind.CONV, geometry=ConvGeometry((1, 4, 4), (1, 4, 4), (3, 3)))
+    pops = (Population(name="a", shape=(1, 4, 4)), Population(name="b", shape=(1, 4, 4)))
+    geometry = ConvGeometry(in_shape=(1, 4, 4), out_shape=(1, 4, 4), kernel=(3, 3))
+    bad = Edge(src="a", dst="b", kind=EdgeKind.CONV, geometry=geometry)
     with pytest.raises(UserError, match="inconsistent conv geometry"):
         map_network(Network(pops, (bad,)), LOIHI1)
 
 
 def test_configuration_entries_limit_sharing():
-    pops = tuple(Population(f"p{i}", (3,), compartment_config=i) for i in range(4))
+    pops = tuple(Population(name=f"p{i}", shape=(3,), compartment_config=i) for i in range(4))
     chip = small_chip(cx=2)
     m = map_network(Network(pops, ()), chip)
     assert m.cores_used == 2 and all(c.usage[Resource.COMPARTMENT_CONFIGS] <= 2 for c in m.cores)
 
 
 def test_recurrent_edge_is_mapped_within_limits():
-    pops = (Population("in", (30,), on_chip=False), Population("r", (120,), rate=0.1))
-    net = Network(pops, (Edge("in", "r", EdgeKind.DENSE), Edge("r", "r", EdgeKind.DENSE)))
+    pops = (Population(name="in", shape=(30,), on_chip=False), Population(name="r", shape=(120,), rate=0.1))
+    edges = (Edge(src="in", dst="r", kind=EdgeKind.DENSE), Edge(src="r", dst="r", kind=EdgeKind.DENSE))
+    net = Network(pops, edges)
     m = map_network(net, small_chip(neurons=32, synapse_bits=1 << 14, in_axons=400, out_axons=400))
     check_mapping(m, net)
 
 
 def test_network_from_layers_and_plot(tmp_path):
-    lif = LifParams(4095, 0, 10)
+    lif = LifParams(du=4095, dv=0, vth_mant=10)
     layers = [
-        QLayer("in", LayerKind.INPUT, (2, 6, 6)),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(2, 6, 6)),
         QLayer(
-            "conv",
-            LayerKind.CONV,
-            (4, 6, 6),
+            name="conv",
+            kind=LayerKind.CONV,
+            shape=(4, 6, 6),
             weight=np.ones((4, 2, 3, 3), np.int64) * 2,
             padding=(1, 1),
             lif=lif,
         ),
-        QLayer("pool", LayerKind.POOL, (4, 3, 3), weight=8, kernel=(2, 2), stride=(2, 2), lif=lif),
-        QLayer("flat", LayerKind.FLATTEN, (36,)),
         QLayer(
-            "fc", LayerKind.DENSE, (10,), weight=np.full((10, 36), 64, np.int64), lif=LifParams(4095, 0, 3)
+            name="pool", kind=LayerKind.POOL, shape=(4, 3, 3), weight=8, kernel=(2, 2), stride=(2, 2), lif=lif
+        ),
+        QLayer(name="flat", kind=LayerKind.FLATTEN, shape=(36,)),
+        QLayer(
+            name="fc",
+            kind=LayerKind.DENSE,
+            shape=(10,),
+            weight=np.full((10, 36), 64, np.int64),
+            lif=LifParams(du=4095, dv=0, vth_mant=3),
         ),
     ]
     net = network_from_layers(layers, rates={"in": 0.3, "conv": 0.1})
@@ -282,14 +307,15 @@ def networks(draw):
     h = draw(st.integers(3, 7))
     w = draw(st.integers(3, 7))
     shape = (c, h, w)
-    pops = [Population("in", shape, on_chip=False, rate=draw(st.floats(0, 1)))]
+    pops = [Population(name="in", shape=shape, on_chip=False, rate=draw(st.floats(0, 1)))]
     edges = []
     for i in range(draw(st.integers(1, 3))):
         name = f"p{i}"
         kind = draw(st.sampled_from(["conv", "pool", "dense"])) if len(shape) == 3 else "dense"
         if kind == "dense":
             out = (draw(st.integers(1, 25)),)
-            edge = Edge(pops[-1].name, name, EdgeKind.DENSE, weight_bits=draw(st.sampled_from([1, 4, 8])))
+            bits = draw(st.sampled_from([1, 4, 8]))
+            edge = Edge(src=pops[-1].name, dst=name, kind=EdgeKind.DENSE, weight_bits=bits)
         else:
             k = draw(st.integers(1, 3))
             s = draw(st.integers(1, 2))
@@ -304,45 +330,130 @@ def networks(draw):
             if ho < 1 or wo < 1:
                 break
             out = (c_out, ho, wo)
-            edge = Edge(
-                pops[-1].name,
-                name,
-                EdgeKind.CONV,
-                geometry=ConvGeometry(shape, out, (k, k), (s, s), (p, p), (1, 1), groups),
+            geometry = ConvGeometry(
+                in_shape=shape,
+                out_shape=out,
+                kernel=(k, k),
+                stride=(s, s),
+                padding=(p, p),
+                dilation=(1, 1),
+                groups=groups,
             )
+            edge = Edge(src=pops[-1].name, dst=name, kind=EdgeKind.CONV, geometry=geometry)
         pops.append(
-            Population(name, out, rate=draw(st.floats(0, 1)), compartment_config=draw(st.integers(0, 2)))
+            Population(
+                name=name, shape=out, rate=draw(st.floats(0, 1)), compartment_config=draw(st.integers(0, 2))
+            )
         )
         edges.append(edge)
         shape = out
     return Network(tuple(pops), tuple(edges))
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    net=networks(),
-    neurons=st.integers(4, 64),
-    syn_words=st.integers(8, 200),
-    in_axons=st.integers(30, 300),
-    out_axons=st.integers(60, 600),
-    strategy=st.sampled_from(mapping_module._STRATEGIES),
-)
-def test_every_core_respects_every_limit(net, neurons, syn_words, in_axons, out_axons, strategy):
-    chip = small_chip(
-        neurons=neurons, synapse_bits=64 * syn_words, in_axons=in_axons, out_axons=out_axons, cx=2, cores=8
+def single_neuron_demand(net, enc):
+    """Per population, the most input axons, synapse bits and output axons any one of its neurons needs
+    alone on a core, counted from the explicit synapse lists (output axons: destination neurons fed, an
+    upper bound on the destination ranges)."""
+    pops = {p.name: p for p in net.populations}
+    axons = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
+    bits = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
+    fan_out = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
+    for e in net.edges:
+        wb = min(b for b in enc.allowed_weight_bits if b >= e.weight_bits)
+        per_syn = wb + enc.delay_bits + (enc.index_bits if e.kind is EdgeKind.CONV else 0)
+        lists = {}  # (source, destination) -> synapses
+        for i, j in connections(e, pops):
+            lists[(i, j)] = lists.get((i, j), 0) + 1
+        for (i, j), n in lists.items():
+            axons[e.dst][j] += 1
+            bits[e.dst][j] += int(packed_bits(np.array([n]), per_syn, enc)[0])
+            fan_out[e.src][i] += 1
+    return {
+        p.name: (int(axons[p.name].max()), int(bits[p.name].max()), int(fan_out[p.name].max()))
+        for p in net.populations
+        if p.on_chip
+    }
+
+
+@st.composite
+def mapping_cases(draw):
+    """(network, chip, populations that cannot be mapped).  The chip's limits are drawn around what one
+    neuron needs: mostly every neuron fits an empty core (the mapping must succeed), else the input axons
+    or synapse bits are too few for some neuron (the mapper must refuse, naming such a population)."""
+    net = draw(networks())
+    demand = single_neuron_demand(net, LOIHI1.synapse)
+    max_in = max(a for a, _, _ in demand.values())
+    max_bits = max(b for _, b, _ in demand.values())
+    max_out = max(o for _, _, o in demand.values())
+    fits = draw(st.integers(0, 3)) > 0
+    short = (
+        None
+        if fits
+        else draw(st.sampled_from(["synapse_bits", "input_axons"] if max_in > 1 else ["synapse_bits"]))
     )
-    with mock.patch.object(mapping_module, "_STRATEGIES", (strategy,)):
-        try:
-            m = map_network(net, chip)
-        except TargetError as e:
-            assert "a single neuron does not fit" in str(e)
-            return
-    check_mapping(m, net)
+    if short == "input_axons":
+        in_axons = draw(st.integers(max(1, max_in // 2), max_in - 1))
+    else:
+        in_axons = draw(st.integers(max_in, max_in + 270))
+    if short == "synapse_bits":
+        synapse_bits = draw(st.integers(max(1, max_bits // 2), max_bits - 1))
+    else:
+        synapse_bits = draw(st.integers(max_bits, max_bits + 64 * 200))
+    out_axons = draw(st.integers(max(1, max_out), max_out + 540))  # a chip has at least one of each
+    chip = small_chip(
+        neurons=draw(st.integers(4, 64)),
+        synapse_bits=synapse_bits,
+        in_axons=in_axons,
+        out_axons=out_axons,
+        cx=2,
+        cores=8,
+    )
+    too_big = {name for name, (a, b, _) in demand.items() if a > in_axons or b > synapse_bits}
+    assert fits == (not too_big)
+    return net, chip, too_big
 
 
-@pytest.mark.parametrize("strategy", mapping_module._STRATEGIES)
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=mapping_cases(), strategy=st.sampled_from(DEFAULT_PARTITION))
+def test_every_core_respects_every_limit(case, strategy):
+    net, chip, too_big = case
+    event("refused: a neuron exceeds a core" if too_big else "mapped")
+    if too_big:
+        with pytest.raises(TargetError, match="a single neuron does not fit") as info:
+            map_network(net, chip, partition=(strategy,))
+        named = re.match(r"population '([^']*)'", str(info.value))
+        assert named is not None and named.group(1) in too_big, (str(info.value), too_big)
+    else:
+        m = map_network(net, chip, partition=(strategy,))
+        assert m.partition_strategy == strategy.name
+        check_mapping(m, net)
+
+
+@pytest.mark.parametrize("strategy", DEFAULT_PARTITION, ids=lambda s: s.name)
 def test_each_strategy_counts_exactly(strategy):
     net = conv_net(c=6, h=12, w=11)
-    with mock.patch.object(mapping_module, "_STRATEGIES", (strategy,)):
-        m = map_network(net, small_chip(neurons=48, synapse_bits=1 << 15, in_axons=250, out_axons=400))
+    m = map_network(
+        net,
+        small_chip(neurons=48, synapse_bits=1 << 15, in_axons=250, out_axons=400),
+        partition=(strategy,),
+    )
+    assert m.partition_strategy == strategy.name
     check_mapping(m, net)
+
+
+def test_strategies_are_checked_and_tried_in_turn():
+    with pytest.raises(ValueError, match="at least one partition strategy"):
+        map_network(mlp(), LOIHI1, partition=())
+    with pytest.raises(ValueError, match="fraction=1.5"):
+        OpenerFill(name="bad", fraction=1.5)
+    net = conv_net(c=6, h=12, w=11)
+    chip = small_chip(neurons=48, synapse_bits=1 << 15, in_axons=250, out_axons=400)
+    alone = {s.name: map_network(net, chip, partition=(s,)).cores_used for s in DEFAULT_PARTITION}
+    m = map_network(net, chip)
+    assert m.cores_used <= alone[DEFAULT_PARTITION[0].name]  # the first is tried, a better one kept
+    assert alone[m.partition_strategy] == m.cores_used
+    assert m.placement_strategy == DEFAULT_PLACEMENT.name
+    no_swaps = map_network(net, chip, placement=RcmSnake(name="no-swaps", swap_passes=0))
+    assert no_swaps.placement_strategy == "no-swaps" and no_swaps.cores_used == m.cores_used
+    hops = m.traffic["spike_hops_per_step"]
+    assert hops <= no_swaps.traffic["spike_hops_per_step"] + 1e-9  # swaps only ever lower the hops

@@ -14,11 +14,11 @@ I64 = np.int64
 def network(rng):
     per_neuron_bias = rng.integers(-30, 30, (6, 4, 4))
     return [
-        QLayer("in", LayerKind.INPUT, (2, 8, 8)),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(2, 8, 8)),
         QLayer(
-            "conv1",
-            LayerKind.CONV,
-            (4, 8, 8),
+            name="conv1",
+            kind=LayerKind.CONV,
+            shape=(4, 8, 8),
             weight=rng.integers(-60, 90, (4, 2, 3, 3)) * 2,
             padding=(1, 1),
             lif=LifParams(
@@ -26,18 +26,18 @@ def network(rng):
             ),
         ),
         QLayer(
-            "pool",
-            LayerKind.POOL,
-            (4, 4, 4),
+            name="pool",
+            kind=LayerKind.POOL,
+            shape=(4, 4, 4),
             weight=40,
             kernel=(2, 2),
             stride=(2, 2),
-            lif=LifParams(4095, 0, 60),
+            lif=LifParams(du=4095, dv=0, vth_mant=60),
         ),
         QLayer(
-            "conv2",
-            LayerKind.CONV,
-            (6, 4, 4),
+            name="conv2",
+            kind=LayerKind.CONV,
+            shape=(6, 4, 4),
             weight=rng.integers(-50, 70, (6, 2, 3, 2)) * 2,
             stride=(1, 1),
             padding=(1, 1),
@@ -45,21 +45,21 @@ def network(rng):
             groups=2,
             lif=LifParams(du=2000, dv=0, vth_mant=120, bias_mant=per_neuron_bias, bias_exp=6),
         ),
-        QLayer("flat", LayerKind.FLATTEN, (96,)),
+        QLayer(name="flat", kind=LayerKind.FLATTEN, shape=(96,)),
         QLayer(
-            "fc1",
-            LayerKind.DENSE,
-            (20,),
+            name="fc1",
+            kind=LayerKind.DENSE,
+            shape=(20,),
             weight=rng.integers(-128, 128, (20, 96)) * 2,
-            lif=LifParams(4095, 100, 200, bias_mant=rng.integers(-2, 6, 20), bias_exp=7),
+            lif=LifParams(du=4095, dv=100, vth_mant=200, bias_mant=rng.integers(-2, 6, 20), bias_exp=7),
         ),
         # small weights: netx rewrites them (left shift, negative weight exponent); the spikes must not change
         QLayer(
-            "fc2",
-            LayerKind.DENSE,
-            (5,),
+            name="fc2",
+            kind=LayerKind.DENSE,
+            shape=(5,),
             weight=rng.integers(-16, 16, (5, 20)) * 2,
-            lif=LifParams(4095, 0, 10),
+            lif=LifParams(du=4095, dv=0, vth_mant=10),
         ),
     ]
 
@@ -146,28 +146,34 @@ def test_layout_is_lava_dl(tmp_path):
 
 
 def test_residual_add_and_concat_are_refused_with_a_clear_message(tmp_path):
-    lif = LifParams(4095, 0, 1)
+    lif = LifParams(du=4095, dv=0, vth_mant=1)
     base = [
-        QLayer("in", LayerKind.INPUT, (4,)),
-        QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 2, lif=lif),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(4,)),
+        QLayer(name="a", kind=LayerKind.DENSE, shape=(4,), weight=np.eye(4, dtype=I64) * 2, lif=lif),
     ]
-    add = base + [QLayer("res", LayerKind.ADD, (4,), inputs=(0, 1))]
+    add = base + [QLayer(name="res", kind=LayerKind.ADD, shape=(4,), inputs=(0, 1))]
     with pytest.raises(
         UnsupportedError, match=r"layer 'res' is a residual add.*mapping.*NIR export still work"
     ):
         write_netx(tmp_path / "a.net", add)
-    cat = base + [QLayer("cat", LayerKind.CONCAT, (8,), inputs=(0, 1))]
+    cat = base + [QLayer(name="cat", kind=LayerKind.CONCAT, shape=(8,), inputs=(0, 1))]
     with pytest.raises(UnsupportedError, match="layer 'cat' is a concatenation"):
         write_netx(tmp_path / "b.net", cat)
     odd = [
         base[0],
-        QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 3 - 1, lif=lif),
+        QLayer(name="a", kind=LayerKind.DENSE, shape=(4,), weight=np.eye(4, dtype=I64) * 3 - 1, lif=lif),
     ]  # mixed sign
     with pytest.raises(UnsupportedError, match="even integers"):
         write_netx(tmp_path / "c.net", odd)
     fine_bias = [
         base[0],
-        QLayer("a", LayerKind.DENSE, (4,), weight=np.eye(4, dtype=I64) * 2, lif=LifParams(4095, 0, 1, 5, 0)),
+        QLayer(
+            name="a",
+            kind=LayerKind.DENSE,
+            shape=(4,),
+            weight=np.eye(4, dtype=I64) * 2,
+            lif=LifParams(du=4095, dv=0, vth_mant=1, bias_mant=5, bias_exp=0),
+        ),
     ]
     with pytest.raises(UnsupportedError, match="bias_exp=6"):
         write_netx(tmp_path / "d.net", fine_bias)

@@ -51,13 +51,15 @@ def _ok(result: Result) -> Result:
 def test_chip_loop_without_resets_is_bitacc_simulate() -> None:
     rng = np.random.default_rng(0)
     layers = [
-        QLayer("in", LayerKind.INPUT, (2, 6, 6), message_bits=8),
-        QLayer("c", LayerKind.CONV, (4, 6, 6), weight=rng.integers(-60, 60, (4, 2, 3, 3)) * 2, padding=(1, 1),
-               lif=LifParams(4095, 0, 300, rng.integers(-20, 20, (4, 1, 1)), 6)),
-        QLayer("p", LayerKind.POOL, (4, 3, 3), weight=100, kernel=(2, 2), stride=(2, 2), lif=LifParams(4095, 500, 90)),
-        QLayer("f", LayerKind.FLATTEN, (36,)),
-        QLayer("d", LayerKind.DENSE, (7,), weight=rng.integers(-128, 127, (7, 36)) * 2,
-               lif=LifParams(3000, 200, 150, rng.integers(-5, 5, 7), 6)),
+        QLayer(name="in", kind=LayerKind.INPUT, shape=(2, 6, 6), message_bits=8),
+        QLayer(name="c", kind=LayerKind.CONV, shape=(4, 6, 6), weight=rng.integers(-60, 60, (4, 2, 3, 3)) * 2,
+               padding=(1, 1),
+               lif=LifParams(du=4095, dv=0, vth_mant=300, bias_mant=rng.integers(-20, 20, (4, 1, 1)), bias_exp=6)),
+        QLayer(name="p", kind=LayerKind.POOL, shape=(4, 3, 3), weight=100, kernel=(2, 2), stride=(2, 2),
+               lif=LifParams(du=4095, dv=500, vth_mant=90)),
+        QLayer(name="f", kind=LayerKind.FLATTEN, shape=(36,)),
+        QLayer(name="d", kind=LayerKind.DENSE, shape=(7,), weight=rng.integers(-128, 127, (7, 36)) * 2,
+               lif=LifParams(du=3000, dv=200, vth_mant=150, bias_mant=rng.integers(-5, 5, 7), bias_exp=6)),
     ]
     x = rng.integers(0, 60, (5, 4, 2, 6, 6))
     want = simulate(layers, x, 9)
@@ -105,9 +107,9 @@ def test_chip_runs_the_quantised_graph_spike_for_spike() -> None:
 
 def test_input_coding_on_the_host() -> None:
     x = np.array([[0.5, 1.0, -0.25, 3.0]])
-    spikes = encode_input(InputCoding(O.Scheme.DIRECT, 64.0, 8), x, 3)
+    spikes = encode_input(InputCoding(scheme=O.Scheme.DIRECT, levels=64.0, message_bits=8), x, 3)
     np.testing.assert_array_equal(spikes[0], [[32, 64, -16, 127]] * 3)  # saturated at the 8-bit payload
-    ttfs = encode_input(InputCoding(O.Scheme.TTFS), np.array([[1.0, 0.5, 0.0]]), 3)
+    ttfs = encode_input(InputCoding(scheme=O.Scheme.TTFS), np.array([[1.0, 0.5, 0.0]]), 3)
     np.testing.assert_array_equal(ttfs[0].T, [[1, 0, 0], [0, 1, 0], [0, 0, 0]])
 
 
@@ -176,8 +178,8 @@ def test_network_net_read_back_runs_spike_for_spike(cnn_out: Path) -> None:
     tx, ty = digits_split("test")
     tx = tx[:120]
     ours = lower(load_graph(cnn_out))
-    coding = InputCoding(O.Scheme.DIRECT, report["target_report"]["input"]["levels"],
-                         report["target_report"]["netx"]["input_message_bits"])
+    coding = InputCoding(scheme=O.Scheme.DIRECT, levels=report["target_report"]["input"]["levels"],
+                         message_bits=report["target_report"]["netx"]["input_message_bits"])
     layers = read_netx(cnn_out / "network.net")
     layers[0].message_bits = coding.message_bits  # graded input: a netx loading argument, not in the file
     theirs = net_from_layers(layers, coding)

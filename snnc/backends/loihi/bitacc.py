@@ -97,7 +97,7 @@ def prepare_dense_weights(weight: np.ndarray, num_weight_bits: int = 8) -> np.nd
     return -w if mode is SignMode.INHIBITORY else w
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class LifParams:
     """Integer parameters of one CUBA LIF population, in lava's ``LIF`` process convention.
 
@@ -255,7 +255,7 @@ class LayerKind(enum.Enum):
 SYNAPTIC_KINDS = (LayerKind.DENSE, LayerKind.CONV, LayerKind.POOL)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class QLayer:
     """One layer of a quantised network, independent of the snnc IR.
 

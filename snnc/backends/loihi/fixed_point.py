@@ -44,7 +44,7 @@ DECAY_UNITY = 4096
 NETX_BIAS_EXP = 6  # lava-dl netx loads every CUBA layer with bias_exp = 6
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class QuantError:
     """Error of one quantisation, in the float units of the quantised value."""
 
@@ -58,17 +58,20 @@ class QuantError:
         x = np.asarray(x, dtype=np.float64)
         d = np.abs(x - np.asarray(x_hat, dtype=np.float64))
         if d.size == 0:
-            return QuantError(0.0, 0.0, 0.0, clipped)
+            return QuantError(max_abs=0.0, rms=0.0, rel=0.0, clipped=clipped)
         peak = float(np.abs(x).max())
         return QuantError(
-            float(d.max()), float(np.sqrt(np.mean(d**2))), float(d.max() / peak) if peak else 0.0, clipped
+            max_abs=float(d.max()),
+            rms=float(np.sqrt(np.mean(d**2))),
+            rel=float(d.max() / peak) if peak else 0.0,
+            clipped=clipped,
         )
 
     def to_json(self) -> dict[str, float | int]:
         return {"max_abs": self.max_abs, "rms": self.rms, "rel": self.rel, "clipped": self.clipped}
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class WeightQuant:
     """Result of :func:`quantize_weights`.
 

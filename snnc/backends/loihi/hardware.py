@@ -34,7 +34,7 @@ class Resource(enum.Enum):
     SYNAPSE_FORMATS = "synapse_formats"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Topology:
     """How cores sit on a chip: ``cores_per_tile`` cores share a router; routers form an X-Y mesh."""
 
@@ -45,7 +45,7 @@ class Topology:
     chip_hop_weight: float  # one chip-to-chip link, counted in tile hops
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CoreLimits:
     """Capacity of one neuromorphic core, one field per :class:`Resource`."""
 
@@ -61,7 +61,7 @@ class CoreLimits:
         return int(getattr(self, resource.value))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SynapseEncoding:
     """Synaptic-memory packing (nengo-loihi ``SynapseConfig.bits_per_axon``).
 
@@ -78,7 +78,7 @@ class SynapseEncoding:
     allowed_weight_bits: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NumberFormats:
     """Widths of the neuron and synapse numbers (lava ``PyLifModelBitAcc`` and Dense)."""
 
@@ -107,7 +107,7 @@ class NumberFormats:
         return (1 << self.decay_bits) - 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OpCosts:
     """Cost of each operation, in pJ (energy tables) or ns (time tables)."""
 
@@ -129,7 +129,7 @@ class CostModel(enum.Enum):
     SANAFE = "sanafe"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ChipSpec:
     """Everything snnc knows about one chip generation."""
 

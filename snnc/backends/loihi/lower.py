@@ -24,6 +24,7 @@ at its depth (``snnc.backends.loihi.target``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,9 +42,14 @@ from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
 WEIGHT_MIN, WEIGHT_MAX = -256, 254
 DU_NO_CURRENT = 4095  # lava du: the synaptic current forgets everything each step (u = input)
 _INTEGRAL_TOL = 1e-6
-_WEIGHTED = (O.Conv2d, O.Linear)
 _QUANTISE_HINT = "run loihi-quantize (the ann-to-loihi pipeline does)"
-_STRUCTURE = (O.Flatten, O.Add, O.Concat, O.Identity, O.Dropout)
+# The weighted ops Loihi has synapses for.  Not the ``weighted`` trait: that includes conv1d, and lava-dl
+# netx describes dense and 2-D conv layers only (loihi-legalize refuses conv1d; its SYNAPSE_OPS is this
+# same set).
+LOIHI_SYNAPSE_OPS: tuple[type[O.Op], ...] = (O.Conv2d, O.Linear)
+# Ops whose operands' spikes are routed, with no neurons of their own, into the next synaptic layer:
+# an ADD sums its operands' synapses onto the same neurons, a CONCAT stacks their channels.
+_SPIKE_ROUTING: dict[type[O.Op], LayerKind] = {O.Add: LayerKind.ADD, O.Concat: LayerKind.CONCAT}
 
 
 class ReadoutKind(enum.Enum):
@@ -51,7 +57,7 @@ class ReadoutKind(enum.Enum):
     SPIKE_COUNT = "spike_count"  # spike counts of a neuron layer
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InputCoding:
     """How the host turns a sample into the input layer's spikes.
 
@@ -82,7 +88,7 @@ class Readout:
     scale: np.ndarray = field(default_factory=lambda: np.ones(1))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, kw_only=True)
 class LoihiNet:
     """A quantised network as the chip runs it: layers, input coding, readout, latency."""
 
@@ -162,15 +168,22 @@ def legality(graph: Graph) -> list[str]:
             problems += _neuron_problems(node)
         elif node.op.ann_only:
             problems.append(f"{node.op.name} %{node.name}: ANN op; convert first (the ann-to-loihi pipeline)")
-        elif isinstance(node.op, _WEIGHTED):
+        elif isinstance(node.op, LOIHI_SYNAPSE_OPS):
             for role in ("weight", "bias"):
                 p = node.param(graph, role)
                 if p is not None and not _integral(p):
                     problems.append(f"{node.op.name} %{node.name}: {role} is not integer-valued; {_QUANTISE_HINT}")
                     break
-        elif not isinstance(node.op, _STRUCTURE + _WEIGHTED + (O.Encode, O.Scale, O.Readout)):
+        elif not _has_lowering(node.op):
             problems.append(f"{node.op.name} %{node.name}: no Loihi layer for this op; run loihi-legalize")
     return problems or [first]
+
+
+def _has_lowering(op: O.Op) -> bool:
+    """Whether :meth:`_Lowerer.visit` has a case for ``op`` (neurons aside)."""
+    return op.value_identity or isinstance(
+        op, (O.Flatten, O.Encode, O.Scale, O.Readout, *_SPIKE_ROUTING, *LOIHI_SYNAPSE_OPS)
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -211,7 +224,9 @@ class _Lowerer:
         out = g.producer(g.outputs[0]) if len(g.outputs) == 1 else None
         if out is None or not isinstance(out.op, O.Readout):
             raise TargetError(f"graph @{g.name}: the graph output must be its readout")
-        return LoihiNet(self.layers, self.coding, self.readout, self.node_layer)
+        return LoihiNet(
+            layers=self.layers, coding=self.coding, readout=self.readout, node_layer=self.node_layer
+        )
 
     def visit(self, node: Node) -> None:
         op, g = node.op, self.g
@@ -219,7 +234,7 @@ class _Lowerer:
             self.encode(node)
         elif isinstance(op, O.Scale):
             self.scale(node)
-        elif isinstance(op, (O.Identity, O.Dropout)):
+        elif op.value_identity:  # y = x: the layer that carries x carries y
             self.index[node.name] = self.source(node, 0)
         elif isinstance(op, O.Flatten):
             src = self.source(node, 0)
@@ -227,18 +242,19 @@ class _Lowerer:
                 self.index[node.name] = src
             else:
                 shape = (int(np.prod(self.layers[src].shape)),)
-                self.index[node.name] = self.add(QLayer(node.name, LayerKind.FLATTEN, shape), [src])
-        elif isinstance(op, (O.Add, O.Concat)):
+                layer = QLayer(name=node.name, kind=LayerKind.FLATTEN, shape=shape)
+                self.index[node.name] = self.add(layer, [src])
+        elif type(op) in _SPIKE_ROUTING:
             if isinstance(op, O.Concat) and op.axis != 0:
                 raise self.fail(node, "Loihi concatenates along channels only (axis 0)")
             for v in node.inputs:
                 if not g.value_type(v).is_event:
                     raise self.fail(node, f"reads analog %{v}; Loihi adds and concatenates spikes only")
-            kind = LayerKind.ADD if isinstance(op, O.Add) else LayerKind.CONCAT
             srcs = [self.source(node, i) for i in range(len(node.inputs))]
             assert node.type is not None
-            self.index[node.name] = self.add(QLayer(node.name, kind, tuple(node.type.shape)), srcs)
-        elif isinstance(op, _WEIGHTED):
+            layer = QLayer(name=node.name, kind=_SPIKE_ROUTING[type(op)], shape=tuple(node.type.shape))
+            self.index[node.name] = self.add(layer, srcs)
+        elif isinstance(op, LOIHI_SYNAPSE_OPS):
             self.weighted(node)
         elif isinstance(op, O.Neuron):
             if node.name not in self.index:
@@ -263,8 +279,9 @@ class _Lowerer:
         graded = op.scheme is O.Scheme.DIRECT
         t = self.g.value_type(node.inputs[0])
         # direct input: graded spikes of op.bits bits; the levels come from the quantiser's scale op
-        self.coding = InputCoding(op.scheme, 0.0, op.bits if graded else 0, op.seed)
-        layer = QLayer(node.inputs[0], LayerKind.INPUT, tuple(t.shape), message_bits=op.bits if graded else 0)
+        bits = op.bits if graded else 0
+        self.coding = InputCoding(scheme=op.scheme, levels=0.0, message_bits=bits, seed=op.seed)
+        layer = QLayer(name=node.inputs[0], kind=LayerKind.INPUT, shape=tuple(t.shape), message_bits=bits)
         self.index[node.name] = self.add(layer, [])
         self.index[node.inputs[0]] = self.index[node.name]
 
@@ -276,7 +293,7 @@ class _Lowerer:
             if node.params or op.factor <= 0 or not _is_power_of_two(op.factor):
                 raise self.fail(node, f"the input scale must be a power-of-two factor; {_QUANTISE_HINT}")
             assert self.coding is not None
-            self.coding = InputCoding(O.Scheme.DIRECT, op.factor, self.coding.message_bits, self.coding.seed)
+            self.coding = dataclasses.replace(self.coding, scheme=O.Scheme.DIRECT, levels=op.factor)
             self.index[node.name] = self.index[node.inputs[0]]
             return
         users = self.g.users(node.name)
@@ -325,18 +342,24 @@ class _Lowerer:
             lif = self.lif(user, bias, shape)
             name = user.name
         else:
-            lif = LifParams(DU_NO_CURRENT, 0, VTH_MANT_MAX, self.bias_array(bias, shape), NETX_BIAS_EXP)
+            lif = LifParams(
+                du=DU_NO_CURRENT,
+                dv=0,
+                vth_mant=VTH_MANT_MAX,
+                bias_mant=self.bias_array(bias, shape),
+                bias_exp=NETX_BIAS_EXP,
+            )
             name = node.name
         source = node.loc or node.name
         if isinstance(node.op, O.Linear):
             if len(self.layers[src].shape) != 1:
                 raise self.fail(node, "reads a non-flat layer; insert a flatten")
-            layer = QLayer(name, LayerKind.DENSE, shape, weight=w_int, lif=lif, source=source)
+            layer = QLayer(name=name, kind=LayerKind.DENSE, shape=shape, weight=w_int, lif=lif, source=source)
         else:
             op: O.Conv2d = node.op  # type: ignore[assignment]
             layer = QLayer(
-                name, LayerKind.CONV, shape, weight=w_int, stride=op.stride, padding=op.padding,
-                dilation=op.dilation, groups=op.groups, lif=lif, source=source,
+                name=name, kind=LayerKind.CONV, shape=shape, weight=w_int, stride=op.stride,
+                padding=op.padding, dilation=op.dilation, groups=op.groups, lif=lif, source=source,
             )
         i = self.add(layer, [src])
         self.node_layer[node.name] = name
@@ -363,7 +386,8 @@ class _Lowerer:
             raise TargetError(f"{where}: threshold mantissa {vth} is outside [0, {VTH_MANT_MAX}]; {_QUANTISE_HINT}")
         dv = 0 if op.model is O.NeuronModel.IF else _decay(1.0 - op.beta, 0, "1 - beta", where)
         du = DU_NO_CURRENT if op.model is not O.NeuronModel.CUBA else _decay(1.0 - op.alpha, 1, "1 - alpha", where)
-        return LifParams(du, dv, vth, self.bias_array(bias, shape), NETX_BIAS_EXP)
+        bias_mant = self.bias_array(bias, shape)
+        return LifParams(du=du, dv=dv, vth_mant=vth, bias_mant=bias_mant, bias_exp=NETX_BIAS_EXP)
 
     def read(self, node: Node) -> None:
         op: O.Readout = node.op  # type: ignore[assignment]
@@ -409,8 +433,8 @@ def net_from_layers(layers: list[QLayer], coding: InputCoding) -> LoihiNet:
     last = layers[-1]
     lif = last.lif_params
     if lif.vth_mant == VTH_MANT_MAX and lif.dv == 0:
-        return LoihiNet(layers, coding, Readout(ReadoutKind.VOLTAGE, len(layers) - 1))
-    return LoihiNet(layers, coding, Readout(ReadoutKind.SPIKE_COUNT, len(layers) - 1))
+        return LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.VOLTAGE, len(layers) - 1))
+    return LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.SPIKE_COUNT, len(layers) - 1))
 
 
 # ----------------------------------------------------------------------------------------------------

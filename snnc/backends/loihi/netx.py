@@ -247,9 +247,11 @@ def read_netx(path: str | Path) -> list[QLayer]:
                     raise UnsupportedError(
                         f"{where}: input neurons are not supported; only a shape-only input layer"
                     )
-                layers.append(QLayer(name, LayerKind.INPUT, shape))
+                layers.append(QLayer(name=name, kind=LayerKind.INPUT, shape=shape))
             elif kind == "flatten":
-                layers.append(QLayer(name, LayerKind.FLATTEN, (int(np.prod(layers[-1].shape)),)))
+                layers.append(
+                    QLayer(name=name, kind=LayerKind.FLATTEN, shape=(int(np.prod(layers[-1].shape)),))
+                )
             elif kind == "dense":
                 w = _integers(g["weight"][()], where)
                 n_out = int(np.prod(shape))
@@ -260,9 +262,9 @@ def read_netx(path: str | Path) -> list[QLayer]:
                 lif = _read_lif(g, (n_out,), where)
                 layers.append(
                     QLayer(
-                        name,
-                        LayerKind.DENSE,
-                        (n_out,),
+                        name=name,
+                        kind=LayerKind.DENSE,
+                        shape=(n_out,),
                         weight=w,
                         weight_exp=exp,
                         num_weight_bits=max(bits, 1),
@@ -275,9 +277,9 @@ def read_netx(path: str | Path) -> list[QLayer]:
                 c, h, wd = shape
                 layers.append(
                     QLayer(
-                        name,
-                        LayerKind.CONV,
-                        (c, h, wd),
+                        name=name,
+                        kind=LayerKind.CONV,
+                        shape=(c, h, wd),
                         weight=w,
                         stride=_pair(g, "stride", 1),
                         padding=_pair(g, "padding", 0),

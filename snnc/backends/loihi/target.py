@@ -336,7 +336,7 @@ def encode_input(coding: InputCoding, x: np.ndarray, timesteps: int) -> np.ndarr
     return out
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoihiRun:
     """What the bit-accurate chip computes on a batch: every layer's output [B, steps, *shape] (only
     for :func:`run_net` ``keep=True``), the readout's voltage at the last step, logits, predictions,
