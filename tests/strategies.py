@@ -336,28 +336,33 @@ def _neuron(b: _Builder, x: str, emit: O.Emit = O.Emit.SPIKES) -> str:
     if b.kind is GraphKind.MIXED:
         emit = d(st.sampled_from(O.Emit))
     model = d(st.sampled_from(O.NeuronModel))
-    leak = d(st.sampled_from(O.Leak))
+    # only meaningful combinations: a field the model's equations do not read stays at its default
+    leak = O.Leak.MULTIPLY if model is O.NeuronModel.IF else d(st.sampled_from(O.Leak))
     leaky = not (model is O.NeuronModel.IF and leak is O.Leak.MULTIPLY)
+    uses_beta = leaky and leak is not O.Leak.TAU
+    reset = d(st.sampled_from(O.Reset))
+    reset_delay = reset is not O.Reset.NONE and d(st.booleans())
     op = O.Neuron(
         model=model,
         v_th=d(st.floats(0.05, 4.0)),
-        reset=d(st.sampled_from(O.Reset)),
-        v_reset=d(st.floats(-1.0, 0.5)),
+        reset=reset,
+        v_reset=d(st.floats(-1.0, 0.5)) if reset is O.Reset.HARD else 0.0,
         v_init=d(st.floats(0.0, 1.0)),
-        beta=d(st.floats(0.5, 1.0)) if leaky else 1.0,
+        beta=d(st.floats(0.5, 1.0)) if uses_beta else 1.0,
         alpha=d(st.floats(0.0, 0.99)) if model is O.NeuronModel.CUBA else 0.0,
         max_spikes=d(st.sampled_from([1, 1, 2, 4])),
         strict=d(st.booleans()),
-        reset_delay=d(st.booleans()),
+        reset_delay=reset_delay,
         leak=leak,
-        tau=d(st.floats(1.0, 10.0)),
-        decay_input=d(st.booleans()),
-        out_scale=d(st.floats(0.1, 4.0)),
+        tau=d(st.floats(1.0, 10.0)) if leak is O.Leak.TAU else 2.0,
+        decay_input=d(st.booleans()) if leak is not O.Leak.MULTIPLY else True,
+        out_scale=d(st.floats(0.1, 4.0)) if emit is O.Emit.SPIKES else 1.0,
         emit=emit,
+        presubtract=reset is O.Reset.SOFT and not reset_delay and d(st.booleans()),
     )
     channels = b.type(x).channels
     params = {}
-    roles = ["v_th", "out_scale"] + (["beta"] if leaky else [])
+    roles = ["v_th", "out_scale"] + (["beta"] if uses_beta else [])
     for role in roles:
         if d(st.booleans()):
             low, high = (0.5, 1.0) if role == "beta" else (0.1, 2.0)

@@ -71,11 +71,12 @@ def test_soft_reset_graph_is_refused_with_node_and_fix():
     g.outputs = ["n"]
     g.infer_types()
     problems = legality(g)
-    assert (
-        "neuron %n: NIR neurons reset to v_reset, this one has reset=soft (convert with lower-neurons{reset=hard})"
-        in problems
-    )
-    assert any("v >= v_th" in p for p in problems)
+    assert problems[:3] == [
+        "neuron %n: fires on v >= v_th (strict=false): not supported by the nir target",
+        "neuron %n: resets by subtracting v_th (reset=soft): not supported by the nir target; "
+        "convert with lower-neurons{reset=hard}",
+        "neuron %n: starts at v_init != 0: not supported by the nir target; convert with lower-neurons{v-init=0}",
+    ]
     with pytest.raises(TargetError, match="NIR export: neuron %n"):
         to_nir(g)
 

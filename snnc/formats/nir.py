@@ -23,9 +23,10 @@ from collections.abc import Sequence
 import networkx as nx
 import numpy as np
 
-from snnc.errors import TargetError, UnsupportedError
+from snnc.errors import InputFileError, TargetError, UnsupportedError
 from snnc.ir import Graph, Node, TensorType
 from snnc.ir import ops as O
+from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 
 DT = 1e-4
 
@@ -39,28 +40,22 @@ def _channelwise(graph: Graph, node: Node, role: str, shape: tuple[int, ...]) ->
     return value.astype(np.float32)
 
 
+# what NIR's IF/LIF nodes express with snnc's discretisation (module docstring)
+NEURON_SUPPORT = frozenset({
+    NeuronFeature.FIRES_ABOVE_THRESHOLD, NeuronFeature.HARD_RESET, NeuronFeature.NONZERO_RESET,
+    NeuronFeature.LEAK, NeuronFeature.PER_CHANNEL,
+})
+_NEURON_FIXES = {
+    NeuronFeature.SOFT_RESET: "convert with lower-neurons{reset=hard}",
+    NeuronFeature.NO_RESET: "convert with lower-neurons{reset=hard}",
+    NeuronFeature.NONZERO_START: "convert with lower-neurons{v-init=0}",
+    NeuronFeature.OUTPUT_SCALE: "run fold-thresholds",
+    NeuronFeature.CURRENT_BASED: "backends disagree on its discretisation (see snnc/formats/nir.py)",
+}
+
+
 def neuron_problems(graph: Graph, node: Node) -> list[str]:
-    op: O.Neuron = node.op  # type: ignore[assignment]
-    where = f"neuron %{node.name}"
-    out = []
-    if op.reset is not O.Reset.HARD:
-        out.append(f"{where}: NIR neurons reset to v_reset, this one has reset={op.reset.value} "
-                   "(convert with lower-neurons{reset=hard})")
-    if not op.strict:
-        out.append(f"{where}: NIR neurons fire on v > v_th, this one on v >= v_th (strict=false)")
-    if op.max_spikes != 1:
-        out.append(f"{where}: NIR has no burst neurons (max_spikes={op.max_spikes})")
-    if op.v_init != 0.0:
-        out.append(f"{where}: NIR neurons start at v = 0, this one at v_init={op.v_init}")
-    if op.model is O.NeuronModel.CUBA:
-        out.append(f"{where}: current-based (CUBA) neurons are not exported to NIR (see snnc/formats/nir.py)")
-    if op.emit is not O.Emit.SPIKES or op.presubtract:
-        out.append(f"{where}: emit={op.emit.value}, presubtract={op.presubtract} have no NIR equivalent")
-    if op.leak is not O.Leak.MULTIPLY or op.reset_delay:
-        out.append(f"{where}: leak={op.leak.value}, reset_delay={op.reset_delay} have no NIR equivalent")
-    if op.out_scale != 1.0 or "out_scale" in node.params:
-        out.append(f"{where}: output scale != 1 (run fold-thresholds)")
-    return out
+    return unsupported_features(graph, node, NEURON_SUPPORT, "nir", _NEURON_FIXES)
 
 
 def legality(graph: Graph) -> list[str]:
@@ -166,8 +161,36 @@ def _neuron_to_nir(graph: Graph, node: Node, t: TensorType, dt: float):
 # NIR -> snnc
 
 
+def _floats(value, what: str, key: str) -> np.ndarray:
+    """A numeric NIR field as a float32 array; a malformed file (strings, objects) is an InputFileError."""
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise InputFileError(f"NIR node '{key}': {what} must be numbers, got {arr.dtype} {_shown(value)}")
+    return arr.astype(np.float32)
+
+
+def _ints(value, what: str, key: str) -> list[int]:
+    """A NIR field of integers (a scalar or a vector): finite, integral, in the 64-bit range."""
+    arr = _floats(value, what, key).astype(np.float64).reshape(-1)
+    if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)) or np.any(np.abs(arr) >= 2**62):
+        raise InputFileError(f"NIR node '{key}': {what} must be integers, got {_shown(value)}")
+    return [int(v) for v in arr]
+
+
+def _int(value, what: str, key: str) -> int:
+    values = _ints(value, what, key)
+    if len(values) != 1:
+        raise InputFileError(f"NIR node '{key}': {what} must be one integer, got {_shown(value)}")
+    return values[0]
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _uniform(values: np.ndarray, what: str, name: str) -> float:
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    flat = _floats(values, what, name).astype(np.float64).reshape(-1)
     if flat.size and not np.allclose(flat, flat[0], rtol=1e-6):
         raise UnsupportedError(f"NIR node '{name}': per-neuron {what} that is not uniform is not supported")
     return float(flat[0]) if flat.size else 0.0
@@ -177,6 +200,8 @@ def _per_channel_or_scalar(values: np.ndarray) -> tuple[float, np.ndarray | None
     """A full-shape NIR array as (scalar, None) if uniform, else (1.0, per-channel vector)."""
     arr = np.asarray(values, dtype=np.float32)
     flat = arr.reshape(-1)
+    if flat.size == 0:
+        raise UnsupportedError("NIR neuron or scale parameters with no values")
     if np.allclose(flat, flat[0]):
         return float(flat[0]), None
     per_channel = arr.reshape(arr.shape[0], -1) if arr.ndim > 1 else arr.reshape(-1, 1)
@@ -189,7 +214,7 @@ def from_nir(nir_graph, name: str = "nir_model") -> Graph:
     """Build snnc IR from a NIR graph written with snnc's discretisation convention."""
     import nir
 
-    dt = float(nir_graph.metadata.get("snnc_dt", DT)) if nir_graph.metadata else DT
+    dt = _dt(nir_graph.metadata)
     g = nx.DiGraph()
     g.add_nodes_from(nir_graph.nodes)
     g.add_edges_from(nir_graph.edges)
@@ -197,16 +222,24 @@ def from_nir(nir_graph, name: str = "nir_model") -> Graph:
         raise UnsupportedError("NIR graph has recurrent edges; snnc imports feed-forward graphs only")
     graph = Graph(name, [])
     value: dict[str, str] = {}
+    unknown = sorted(str(k) for k in g.nodes if k not in nir_graph.nodes)
+    if unknown:
+        raise InputFileError(f"NIR graph: edges name nodes that do not exist: {', '.join(unknown)}")
     for key in nx.lexicographical_topological_sort(g):
         node = nir_graph.nodes[key]
         preds = sorted(g.predecessors(key))
         if isinstance(node, nir.Input):
-            shape = tuple(int(d) for d in np.asarray(node.input_type["input"]).reshape(-1))
+            shape = tuple(_ints(node.input_type.get("input", []), "the input shape", key))
+            if any(d < 1 for d in shape):
+                raise InputFileError(f"NIR node '{key}': input shape {list(shape)} has a dimension < 1")
             graph.inputs.append((key, TensorType(shape)))
             value[key] = key
             continue
         if not preds:
             raise UnsupportedError(f"NIR node '{key}' has no inputs")
+        readers_of_outputs = [p for p in preds if p not in value]
+        if readers_of_outputs:
+            raise InputFileError(f"NIR node '{key}' reads from output node '{readers_of_outputs[0]}'")
         ins = [value[p] for p in preds]
         if isinstance(node, nir.Output):
             graph.outputs += ins
@@ -220,23 +253,34 @@ def from_nir(nir_graph, name: str = "nir_model") -> Graph:
     return graph
 
 
+def _dt(metadata) -> float:
+    """The time step the file was written with (``snnc_dt``), finite and positive."""
+    if not metadata or "snnc_dt" not in metadata:
+        return DT
+    values = _floats(metadata["snnc_dt"], "snnc_dt", "metadata").astype(np.float64).reshape(-1)
+    if values.size != 1 or not np.isfinite(values[0]) or values[0] <= 0:
+        raise InputFileError(f"NIR metadata: snnc_dt must be one positive number, got {_shown(metadata['snnc_dt'])}")
+    return float(values[0])
+
+
 def _emit(graph: Graph, name: str, op: O.Op, ins: Sequence[str], params: dict[str, np.ndarray]) -> None:
     keys = {}
     for role, arr in params.items():
         key = graph.fresh_param(f"{name}.{role}")
-        graph.params[key] = np.asarray(arr, dtype=np.float32)
+        graph.params[key] = _floats(arr, role, name)
         keys[role] = key
     node = Node(name, op, tuple(ins), keys)
     graph.nodes.append(node)
     node.type = op.infer_type(name, [graph.value_type(v) for v in ins], graph.param_shapes(node))
 
 
-def _pair(value) -> tuple[int, int]:
+def _pair(value, what: str, key: str) -> tuple[int, int]:
     if isinstance(value, str):
         raise UnsupportedError(f"NIR padding '{value}' is not supported; use explicit integers")
-    flat = np.asarray(value).reshape(-1)
-    both = np.broadcast_to(flat, 2) if flat.size == 1 else flat
-    return (int(both[0]), int(both[1]))
+    flat = _ints(value, what, key)
+    if len(flat) not in (1, 2):
+        raise InputFileError(f"NIR node '{key}': {what} must be 1 or 2 integers, got {_shown(value)}")
+    return (flat[0], flat[-1])
 
 
 def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> None:
@@ -248,20 +292,24 @@ def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> N
             params["bias"] = node.bias
         _emit(graph, key, O.Linear(), ins, params)
     elif isinstance(node, nir.Conv2d):
-        _emit(graph, key, O.Conv2d(_pair(node.stride), _pair(node.padding), _pair(node.dilation), int(node.groups)),
-              ins, {"weight": node.weight, "bias": node.bias})
+        op = O.Conv2d(_pair(node.stride, "stride", key), _pair(node.padding, "padding", key),
+                      _pair(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        _emit(graph, key, op, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, nir.Conv1d):
-        _emit(graph, key, O.Conv1d(int(np.asarray(node.stride).reshape(-1)[0]),
-                                   int(np.asarray(node.padding).reshape(-1)[0]),
-                                   int(np.asarray(node.dilation).reshape(-1)[0]), int(node.groups)),
-              ins, {"weight": node.weight, "bias": node.bias})
+        if isinstance(node.padding, str):
+            raise UnsupportedError(f"NIR padding '{node.padding}' is not supported; use explicit integers")
+        op = O.Conv1d(_int(node.stride, "stride", key), _int(node.padding, "padding", key),
+                      _int(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        _emit(graph, key, op, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         cls = O.AvgPool2d if isinstance(node, nir.AvgPool2d) else O.SumPool2d
-        _emit(graph, key, cls(_pair(node.kernel_size), _pair(node.stride), _pair(node.padding)), ins, {})
+        op = cls(_pair(node.kernel_size, "kernel_size", key), _pair(node.stride, "stride", key),
+                 _pair(node.padding, "padding", key))
+        _emit(graph, key, op, ins, {})
     elif isinstance(node, nir.Flatten):
         _emit(graph, key, O.Flatten(), ins, {})
     elif isinstance(node, nir.Scale):
-        s = np.asarray(node.scale, dtype=np.float32)
+        s = _floats(node.scale, "scale", key)
         factor, per_channel = _per_channel_or_scalar(s)
         _emit(graph, key, O.Scale(factor=factor), ins, {} if per_channel is None else {"scale": per_channel})
     elif isinstance(node, (nir.IF, nir.LIF)):
@@ -273,15 +321,16 @@ def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> N
 def _emit_neuron(graph: Graph, key: str, node, ins: list[str], dt: float) -> None:
     import nir
 
-    vth, vth_c = _per_channel_or_scalar(node.v_threshold)
+    vth, vth_c = _per_channel_or_scalar(_floats(node.v_threshold, "v_threshold", key))
     v_reset = _uniform(node.v_reset, "v_reset", key)
     params: dict[str, np.ndarray] = {} if vth_c is None else {"v_th": vth_c}
     if isinstance(node, nir.IF):
-        _uniform(np.asarray(node.r) * dt, "r·dt (must be 1)", key)
+        _uniform(_floats(node.r, "r", key) * dt, "r·dt (must be 1)", key)
         op = O.Neuron(O.NeuronModel.IF, vth, O.Reset.HARD, v_reset, strict=True)
     else:
-        tau = np.asarray(node.tau, dtype=np.float64)
-        if not np.allclose(np.asarray(node.r) * dt, tau, rtol=1e-5) or np.any(np.asarray(node.v_leak) != 0):
+        tau = _floats(node.tau, "tau", key).astype(np.float64)
+        r, v_leak = _floats(node.r, "r", key), _floats(node.v_leak, "v_leak", key)
+        if not np.allclose(r * dt, tau, rtol=1e-5) or np.any(v_leak != 0):
             raise UnsupportedError(f"NIR node '{key}': LIF with r != tau/dt or v_leak != 0 is not supported")
         beta, beta_c = _per_channel_or_scalar((1.0 - dt / tau).astype(np.float32))
         if beta_c is not None:

@@ -6,9 +6,10 @@ timestep (DESIGN.md §3): synaptic ops apply their map every step, neurons carry
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -536,12 +537,53 @@ class Neuron(Op):
             raise fail(self, node, f"an IF neuron has no leak, got beta={self.beta}; use model=lif")
         if self.leak is Leak.RATE and not 0.0 < self.beta <= 1.0:
             raise fail(self, node, f"leak=rate needs a rate 0 < beta <= 1, got beta={self.beta}")
+        if self.leak is Leak.TAU and not self.tau > 0:
+            raise fail(self, node, f"leak=tau needs tau > 0, got tau={self.tau}")
+        unused = self.unused_fields(params)
+        if unused:
+            raise fail(self, node, "; ".join(unused))
         for role in ("v_th", "beta", "out_scale"):
             _channel_param(self, node, params, role, x.channels)
         if self.emit is Emit.MEMBRANE:
             return TensorType(x.shape)
         kind = Signal.BURST if self.max_spikes > 1 else Signal.SPIKE
         return TensorType(x.shape, kind, self.max_spikes)
+
+    def unused_fields(self, params: Collection[str] = ()) -> list[str]:
+        """Fields set away from their default where the equations above never read them (a
+        meaningless combination: ``model=if`` with ``alpha``, ``presubtract`` with a hard reset, ...).
+        Each message names the field, its value and why it does not apply."""
+        out = []
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+
+        def unused(field: str, why: str) -> None:
+            value = getattr(self, field)
+            if value != defaults[field]:
+                text = value.value if isinstance(value, enum.Enum) else str(value).lower()
+                out.append(f"{field}={text} has no effect: {why}")
+
+        if self.model is not NeuronModel.CUBA:
+            unused("alpha", f"only model=cuba has a synaptic current, this is model={self.model.value}")
+        if self.model is NeuronModel.IF:
+            unused("leak", "an IF neuron has no leak; use model=lif")
+        if self.leak is not Leak.TAU:
+            unused("tau", f"only leak=tau reads tau, this is leak={self.leak.value}")
+        if self.leak is Leak.MULTIPLY:
+            unused("decay_input", "only leak=tau and leak=rate read decay_input")
+        if self.leak is Leak.TAU:
+            unused("beta", "leak=tau reads tau, not beta")
+            if "beta" in params:
+                out.append("a beta parameter has no effect: leak=tau reads tau, not beta")
+        if self.reset is not Reset.HARD:
+            unused("v_reset", f"only reset=hard reads v_reset, this is reset={self.reset.value}")
+        if self.reset is Reset.NONE:
+            unused("reset_delay", "reset=none never resets")
+        if self.reset is not Reset.SOFT or self.reset_delay:
+            unused("presubtract", "presubtract is the subtraction of a soft reset applied at once "
+                                  "(reset=soft, reset_delay=false)")
+        if self.emit is Emit.MEMBRANE:
+            unused("out_scale", "emit=membrane sends v, not scaled spikes")
+        return out
 
 
 @register_op
