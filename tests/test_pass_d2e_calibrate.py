@@ -86,11 +86,18 @@ def test_counts_objective_never_worsens_the_first_layer() -> None:
 
 
 def test_per_layer_factor() -> None:
+    """per-channel=false: one scalar threshold for the layer, which brings the layer's mean rate
+    back to its direct-coded one."""
     T = 4
     ctx = digits_context(T, labelled=False, n=128)
-    out = run("d2e-encode{scheme=rate},d2e-calibrate{per-channel=false}", trained_mlp(T), ctx)
-    node = out.node("lif1")
-    assert "v_th" not in node.params and node.op.v_th != 1.0  # one scalar for the layer
+    x = ctx.calibration.x
+    encoded = run("d2e-encode{scheme=rate}", trained_mlp(T), ctx)
+    out = run("d2e-calibrate{per-channel=false}", encoded, ctx)
+    node, before = out.node("lif1"), encoded.node("lif1")
+    assert "v_th" not in node.params and "v_th" not in before.params
+    assert node.op.v_th != before.op.v_th
+    direct = _rates(encoded.analyses[TEACHER], x, T, ["lif1"])["lif1"].mean()
+    assert _rates(out, x, T, ["lif1"])["lif1"].mean() == pytest.approx(direct, rel=0.05)
 
 
 def test_calibration_helps_the_event_graph() -> None:
