@@ -24,7 +24,6 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     NeuronSpec,
     Pool2dGeometry,
     Precision,
-    Reset,
     add_kernel,
     conv2d_kernel,
     conv_out_size,
@@ -33,6 +32,7 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     spike_maxpool2d_kernel,
 )
 from snnc.errors import UnsupportedError  # noqa: E402
+from snnc.ir.ops import Reset  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
@@ -103,10 +103,12 @@ def test_linear_events(precision, layout, batch, graded):
 # conv2d
 
 CONV_CASES = [
-    Conv2dGeometry((3, 3), (1, 1), (1, 1)),
-    Conv2dGeometry((3, 3), (2, 2), (1, 1)),
-    Conv2dGeometry((5, 3), (1, 1), (2, 0), (2, 1)),  # dilation with stride 1
-    Conv2dGeometry((2, 3), (2, 1), (0, 2), (1, 2)),  # stride on one axis, dilation on the other
+    Conv2dGeometry(kernel=(3, 3), stride=(1, 1), padding=(1, 1)),
+    Conv2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+    Conv2dGeometry(kernel=(5, 3), stride=(1, 1), padding=(2, 0), dilation=(2, 1)),  # dilation with stride 1
+    Conv2dGeometry(
+        kernel=(2, 3), stride=(2, 1), padding=(0, 2), dilation=(1, 2)
+    ),  # stride on one axis, dilation on the other
 ]
 
 
@@ -143,7 +145,7 @@ def test_conv2d_events(geometry, batch, precision):
 def test_conv2d_bias_and_odd_channels():
     """A channel count that is not a multiple of the vector width, with bias and an input scale."""
     rng = np.random.default_rng(4)
-    g = Conv2dGeometry((3, 3), (1, 1), (1, 1))
+    g = Conv2dGeometry(kernel=(3, 3), stride=(1, 1), padding=(1, 1))
     kernel = conv2d_kernel((6, 6, 2), 10, g, batch=None, bias=True, scale=0.5)
     w, bias = weights(rng, (2, 3, 3, 10), Precision.FLOAT32), rng.standard_normal(10).astype(np.float32)
     x = spikes(rng, (2, 6, 6, 2), 0.2)
@@ -157,7 +159,9 @@ def test_conv2d_bias_and_odd_channels():
 
 def test_conv2d_rejects_stride_with_dilation():
     with pytest.raises(UnsupportedError, match="dilation"):
-        conv2d_kernel((8, 8, 2), 16, Conv2dGeometry((3, 3), (2, 2), (1, 1), (2, 2)))
+        conv2d_kernel(
+            (8, 8, 2), 16, Conv2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(2, 2))
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +170,10 @@ def test_conv2d_rejects_stride_with_dilation():
 
 @pytest.mark.parametrize(
     "geometry",
-    [Pool2dGeometry((2, 2), (2, 2)), Pool2dGeometry((3, 3), (2, 2), (1, 1))],
+    [
+        Pool2dGeometry(kernel=(2, 2), stride=(2, 2)),
+        Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+    ],
     ids=["k2s2", "k3s2p1"],
 )
 @pytest.mark.parametrize("avg", [False, True])
@@ -204,7 +211,7 @@ def test_add_events_and_current_int():
     rng = np.random.default_rng(6)
     shape, nb = (5, 5, 16), 4
     n = 5 * 5 * 16
-    ops = (Events(n), Events(n, graded=True, val_dtype="int32"), Current())
+    ops = (Events(cap=n), Events(cap=n, graded=True, val_dtype="int32"), Current())
     kernel = add_kernel(shape, ops, precision=Precision.INT8, epilogue=Epilogue.CURRENT)
     a, g = spikes(rng, (nb, n), 0.2), spikes(rng, (nb, n), 0.3, 3)
     cur = rng.integers(-50, 50, (nb, n)).astype(np.int32)
@@ -244,10 +251,10 @@ def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> n
 @pytest.mark.parametrize(
     "geometry,graded,batch,precision",
     [
-        (Pool2dGeometry((2, 2), (2, 2)), False, None, Precision.FLOAT32),
-        (Pool2dGeometry((2, 2), (2, 2)), False, 1, Precision.FLOAT32),
-        (Pool2dGeometry((3, 3), (2, 2), (1, 1)), True, None, Precision.FLOAT32),
-        (Pool2dGeometry((3, 2), (1, 2), (1, 0)), True, None, Precision.INT8),
+        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, None, Precision.FLOAT32),
+        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, 1, Precision.FLOAT32),
+        (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), True, None, Precision.FLOAT32),
+        (Pool2dGeometry(kernel=(3, 2), stride=(1, 2), padding=(1, 0)), True, None, Precision.INT8),
     ],
     ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8"],
 )
@@ -292,18 +299,24 @@ def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, prec
 
 def test_int8_rejects_fractional_scale():
     with pytest.raises(UnsupportedError, match="sumpool"):
-        pool2d_kernel((4, 4, 2), (2, 2), Pool2dGeometry((2, 2), (2, 2)), scale=0.25, precision=Precision.INT8)
+        pool2d_kernel(
+            (4, 4, 2),
+            (2, 2),
+            Pool2dGeometry(kernel=(2, 2), stride=(2, 2)),
+            scale=0.25,
+            precision=Precision.INT8,
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # fused neuron epilogue
 
 NEURONS = [
-    ("if-soft", NeuronSpec(Reset.SOFT), None),
-    ("lif-hard", NeuronSpec(Reset.HARD, leak=True), 0.8),
-    ("strict-none", NeuronSpec(Reset.NONE, strict=True, leak=True), 0.9),
-    ("burst4-soft", NeuronSpec(Reset.SOFT, max_spikes=4), None),
-    ("burst3-strict-hard", NeuronSpec(Reset.HARD, strict=True, max_spikes=3, leak=True), 0.75),
+    ("if-soft", NeuronSpec(reset=Reset.SOFT), None),
+    ("lif-hard", NeuronSpec(reset=Reset.HARD, leak=True), 0.8),
+    ("strict-none", NeuronSpec(reset=Reset.NONE, strict=True, leak=True), 0.9),
+    ("burst4-soft", NeuronSpec(reset=Reset.SOFT, max_spikes=4), None),
+    ("burst3-strict-hard", NeuronSpec(reset=Reset.HARD, strict=True, max_spikes=3, leak=True), 0.75),
 ]
 
 
@@ -375,7 +388,7 @@ def test_linear_with_fused_neuron_and_readout(batch):
     channel-slice accumulation with a separate epilogue loop."""
     rng = np.random.default_rng(9)
     nb, n_in, n_out = (1 if batch == 1 else 3), 50, 128
-    spec = NeuronSpec(Reset.SOFT, leak=True)
+    spec = NeuronSpec(reset=Reset.SOFT, leak=True)
     kernel = linear_kernel(
         n_in, n_out, batch=batch, bias=True, epilogue=Epilogue.NEURON, neuron=spec, readout=True,
         slices=2 if batch == 1 else None,
@@ -475,14 +488,19 @@ CUDA_CASES = [
         op="linear",
         precision=Precision.FLOAT32,
         layout=Layout.ROWS,
-        neuron=NeuronSpec(Reset.SOFT, leak=True, max_spikes=3),
+        neuron=NeuronSpec(reset=Reset.SOFT, leak=True, max_spikes=3),
     ),
-    dict(op="linear", precision=Precision.INT8, layout=Layout.CSR, neuron=NeuronSpec(Reset.HARD, leak=True)),
-    dict(op="conv", precision=Precision.FLOAT32, neuron=NeuronSpec(Reset.HARD)),
+    dict(
+        op="linear",
+        precision=Precision.INT8,
+        layout=Layout.CSR,
+        neuron=NeuronSpec(reset=Reset.HARD, leak=True),
+    ),
+    dict(op="conv", precision=Precision.FLOAT32, neuron=NeuronSpec(reset=Reset.HARD)),
     dict(op="conv", precision=Precision.INT8, neuron=None),
     dict(op="pool", precision=Precision.FLOAT32, neuron=None),
     dict(op="maxpool", precision=Precision.FLOAT32, neuron=None),
-    dict(op="add", precision=Precision.INT8, neuron=NeuronSpec(Reset.SOFT, max_spikes=2)),
+    dict(op="add", precision=Precision.INT8, neuron=NeuronSpec(reset=Reset.SOFT, max_spikes=2)),
 ]
 
 
@@ -497,19 +515,28 @@ def _make(case, device):
         return linear_kernel(70, 83, precision=p, layout=case["layout"], graded=True, bias=True, epilogue=epi,
                              neuron=nrn, readout=True, device=dev)  # fmt: skip
     if case["op"] == "conv":
-        g = Conv2dGeometry((3, 3), (2, 1), (1, 1), (1, 2))
+        g = Conv2dGeometry(kernel=(3, 3), stride=(2, 1), padding=(1, 1), dilation=(1, 2))
         return conv2d_kernel(
             (9, 7, 3), 20, g, precision=p, graded=True, bias=True, epilogue=epi, neuron=nrn, device=dev
         )
     if case["op"] == "maxpool":
         return spike_maxpool2d_kernel(
-            (7, 8, 4), (4, 4), Pool2dGeometry((3, 3), (2, 2), (1, 1)), graded=True, device=dev
+            (7, 8, 4),
+            (4, 4),
+            Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)),
+            graded=True,
+            device=dev,
         )
     if case["op"] == "pool":
         return pool2d_kernel(
-            (7, 8, 4), (3, 4), Pool2dGeometry((3, 2), (2, 2), (1, 0)), scale=0.5, graded=True, device=dev
+            (7, 8, 4),
+            (3, 4),
+            Pool2dGeometry(kernel=(3, 2), stride=(2, 2), padding=(1, 0)),
+            scale=0.5,
+            graded=True,
+            device=dev,
         )
-    ops = (Events(100), Events(100, graded=True, val_dtype="int32"), Current())
+    ops = (Events(cap=100), Events(cap=100, graded=True, val_dtype="int32"), Current())
     return add_kernel((5, 5, 4), ops, precision=p, bias=True, epilogue=epi, neuron=nrn, device=dev)
 
 

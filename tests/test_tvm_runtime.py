@@ -20,8 +20,10 @@ import pytest
 pytest.importorskip("tvm")
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc  # noqa: E402
 
-from snnc.backends.tvm.runtime import EventRuntime, compile_artifact  # noqa: E402
-from snnc.errors import TargetError, UnsupportedError  # noqa: E402
+from snnc.backends.tvm.build import compile_artifact  # noqa: E402
+from snnc.backends.tvm.layers import LayerGraph, parse_layer_graph  # noqa: E402
+from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
+from snnc.errors import InputFileError, TargetError, UnsupportedError  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
@@ -392,6 +394,59 @@ def test_errors_name_the_layer(tmp_path):
     graph8["input"]["quant_scale"] = None
     with pytest.raises(TargetError, match="input.quant_scale"):
         compile_artifact(graph8, params8, tmp_path / "d")
+
+
+def test_layer_graph_is_typed_and_round_trips(tmp_path):
+    """The dict form parses into frozen specs (defaults filled, shapes inferred); graph.json
+    holds the same graph, with the modes as they run."""
+    from snnc.backends.tvm.layers import Artifact, LayerOp, Mode
+    from snnc.ir.ops import ReadoutMode, Reset
+
+    rng = np.random.default_rng(5)
+    graph, params = conv_net(rng)
+    typed = parse_layer_graph(graph, {k: v.shape for k, v in params.items()})
+    c1, p1, fl, f1 = (next(x for x in typed.layers if x.name == n) for n in ("c1", "p1", "fl", "f1"))
+    assert c1.op is LayerOp.CONV2D and c1.shape == (16, 8, 8) and c1.geometry.kernel == (3, 3)
+    assert c1.neuron is not None and c1.neuron.reset is Reset.SOFT and c1.neuron.v_th == "c1.vth"
+    assert p1.geometry.stride == (2, 2) and fl.shape == (512,) and f1.inputs == ("fl",)
+    assert typed.output == "f2" and typed.layers[-1].readout is ReadoutMode.MEAN_CURRENT
+    with pytest.raises(AttributeError):
+        c1.name = "other"  # type: ignore[misc]
+    d = compile_artifact(typed, params, tmp_path / "art")
+    art = Artifact.read(d / "graph.json")
+    assert isinstance(art.graph, LayerGraph)
+    assert [x.name for x in art.graph.layers] == [x.name for x in typed.layers]
+    assert next(x for x in art.graph.layers if x.name == "c1").mode is Mode.DENSE  # reads the input
+    assert art.to_json() == json.loads((d / "graph.json").read_text())
+
+
+def test_corrupted_graph_json_is_an_input_file_error(tmp_path):
+    rng = np.random.default_rng(6)
+    graph, params = mlp_net(rng)
+    d = compile_artifact(graph, params, tmp_path / "art")
+    good = json.loads((d / "graph.json").read_text())
+
+    def broken(edit) -> str:
+        g = json.loads(json.dumps(good))
+        edit(g)
+        (d / "graph.json").write_text(json.dumps(g))
+        with pytest.raises(InputFileError) as e:
+            EventRuntime(d)
+        return str(e.value)
+
+    assert "format 'snnc-tvm-events' v2" in broken(lambda g: g.update(version=2))
+    assert "layer 'h1': unknown op 'lienar'" in broken(lambda g: g["layers"][0].update(op="lienar"))
+    assert "layer 'h1': shape must be a list of integers" in broken(lambda g: g["layers"][0].pop("shape"))
+    assert "input 'h9' is not defined" in broken(lambda g: g["layers"][2].update(inputs=["h1", "h9"]))
+    assert "layer 'h2': unknown reset" in broken(lambda g: g["layers"][1]["neuron"].update(reset=3))
+    assert "kernels.any_batch must be a list" in broken(
+        lambda g: g["layers"][0]["kernels"].update(any_batch=1)
+    )
+    assert "graph: 'layers' must be a list" in broken(lambda g: g.update(layers={}))
+    assert "no parameter for ['v_th']" in broken(lambda g: g["layers"][1]["params"].pop("v_th"))
+    (d / "graph.json").write_text("{not json")
+    with pytest.raises(InputFileError, match="cannot read the layer graph"):
+        EventRuntime(d)
 
 
 def test_runs_without_torch(tmp_path):

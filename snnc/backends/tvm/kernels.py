@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import cast
 
 from snnc.errors import UnsupportedError
+from snnc.ir.ops import Reset  # the IR's enum (torch-free): soft, hard, none
 
 LANES = 16  # fp32 lanes of one AVX-512 register; int8 rows widen to int32 lanes
 
@@ -94,18 +95,12 @@ class Epilogue(enum.Enum):
     COMPACT = "compact"
 
 
-class Reset(enum.Enum):
-    SOFT = "soft"  # v -= s·v_th
-    HARD = "hard"  # v = v_reset where s > 0
-    NONE = "none"
-
-
 class Device(enum.Enum):
     CPU = "llvm"
     CUDA = "cuda"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Events:
     """An event-list operand.  ``cap`` is the number of neurons of the producer (row capacity);
     ``scale`` multiplies its contribution (avg-pool divisor, a producer's output scale)."""
@@ -127,7 +122,7 @@ class Current:
 Operand = Events | Current
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Conv2dGeometry:
     kernel: tuple[int, int]
     stride: tuple[int, int] = (1, 1)
@@ -135,14 +130,14 @@ class Conv2dGeometry:
     dilation: tuple[int, int] = (1, 1)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Pool2dGeometry:
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class NeuronSpec:
     """The structural part of a neuron update; numbers (v_th, beta, v_reset) are kernel arguments.
 
@@ -158,7 +153,7 @@ class NeuronSpec:
     leak: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LayerKernel:
     """One layer kernel: accumulation of ``operands`` by ``op`` into ``acc``, then ``epilogue``.
 
@@ -326,11 +321,23 @@ def linear_kernel(
     slices: int | None = None,
 ) -> LayerKernel:
     """Event linear layer: ``acc[b] = bias + scale · Σ_k val_k · W[idx_k, :]`` with W stored [n_in, n_out]."""
-    events = Events(n_in, layout, graded, val_dtype or precision.acc_dtype, scale)
+    events = Events(
+        cap=n_in, layout=layout, graded=graded, val_dtype=val_dtype or precision.acc_dtype, scale=scale
+    )
     return LayerKernel(
-        Op.LINEAR, (n_in,), (n_out,), (events,), precision, batch, None, bias, epilogue, neuron, readout, device,
-        slices,
-    )  # fmt: skip
+        op=Op.LINEAR,
+        in_shape=(n_in,),
+        out_shape=(n_out,),
+        operands=(events,),
+        precision=precision,
+        batch=batch,
+        bias=bias,
+        epilogue=epilogue,
+        neuron=neuron,
+        readout=readout,
+        device=device,
+        slices=slices,
+    )
 
 
 def conv2d_kernel(
@@ -354,21 +361,23 @@ def conv2d_kernel(
     h, w, _ = in_shape
     oh = conv_out_size(h, geometry.kernel[0], geometry.stride[0], geometry.padding[0], geometry.dilation[0])
     ow = conv_out_size(w, geometry.kernel[1], geometry.stride[1], geometry.padding[1], geometry.dilation[1])
-    events = Events(math.prod(in_shape), Layout.ROWS, graded, val_dtype or precision.acc_dtype, scale)
+    events = Events(
+        cap=math.prod(in_shape), graded=graded, val_dtype=val_dtype or precision.acc_dtype, scale=scale
+    )
     return LayerKernel(
-        Op.CONV2D,
-        tuple(in_shape),
-        (oh, ow, out_channels),
-        (events,),
-        precision,
-        batch,
-        geometry,
-        bias,
-        epilogue,
-        neuron,
-        readout,
-        device,
-        slices,
+        op=Op.CONV2D,
+        in_shape=tuple(in_shape),
+        out_shape=(oh, ow, out_channels),
+        operands=(events,),
+        precision=precision,
+        batch=batch,
+        geometry=geometry,
+        bias=bias,
+        epilogue=epilogue,
+        neuron=neuron,
+        readout=readout,
+        device=device,
+        slices=slices,
     )
 
 
@@ -387,12 +396,21 @@ def pool2d_kernel(
     device: Device = Device.CPU,
 ) -> LayerKernel:
     """Sum pooling of events (``scale = 1/(KH·KW)`` makes it average pooling, padding counted)."""
-    events = Events(math.prod(in_shape), Layout.ROWS, graded, val_dtype or precision.acc_dtype, scale)
-    out_shape = (out_hw[0], out_hw[1], in_shape[2])
+    events = Events(
+        cap=math.prod(in_shape), graded=graded, val_dtype=val_dtype or precision.acc_dtype, scale=scale
+    )
     return LayerKernel(
-        Op.POOL2D, tuple(in_shape), out_shape, (events,), precision, batch, geometry, False, epilogue, neuron,
-        False, device,
-    )  # fmt: skip
+        op=Op.POOL2D,
+        in_shape=tuple(in_shape),
+        out_shape=(out_hw[0], out_hw[1], in_shape[2]),
+        operands=(events,),
+        precision=precision,
+        batch=batch,
+        geometry=geometry,
+        epilogue=epilogue,
+        neuron=neuron,
+        device=device,
+    )
 
 
 def spike_maxpool2d_kernel(
@@ -410,12 +428,18 @@ def spike_maxpool2d_kernel(
     this step's event of its winner, the input with the largest ``count`` (ties: first in the
     window, row-major; padding never wins).  The output list carries the input's values (graded
     only when the input is); the producer's output scale is the caller's to carry on."""
-    events = Events(math.prod(in_shape), Layout.ROWS, graded, val_dtype or precision.acc_dtype)
-    out_shape = (out_hw[0], out_hw[1], in_shape[2])
+    events = Events(cap=math.prod(in_shape), graded=graded, val_dtype=val_dtype or precision.acc_dtype)
     return LayerKernel(
-        Op.MAXPOOL2D, tuple(in_shape), out_shape, (events,), precision, batch, geometry, False, Epilogue.COMPACT,
-        None, False, device,
-    )  # fmt: skip
+        op=Op.MAXPOOL2D,
+        in_shape=tuple(in_shape),
+        out_shape=(out_hw[0], out_hw[1], in_shape[2]),
+        operands=(events,),
+        precision=precision,
+        batch=batch,
+        geometry=geometry,
+        epilogue=Epilogue.COMPACT,
+        device=device,
+    )
 
 
 def add_kernel(
@@ -432,9 +456,18 @@ def add_kernel(
 ) -> LayerKernel:
     """Elementwise sum of event lists and currents (residual add; also densify and neuron-only)."""
     return LayerKernel(
-        Op.ADD, tuple(shape), tuple(shape), tuple(operands), precision, batch, None, bias, epilogue, neuron,
-        readout, device,
-    )  # fmt: skip
+        op=Op.ADD,
+        in_shape=tuple(shape),
+        out_shape=tuple(shape),
+        operands=tuple(operands),
+        precision=precision,
+        batch=batch,
+        bias=bias,
+        epilogue=epilogue,
+        neuron=neuron,
+        readout=readout,
+        device=device,
+    )
 
 
 def conv_out_size(size: int, k: int, s: int, p: int, d: int = 1) -> int:

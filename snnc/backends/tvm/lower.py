@@ -1,4 +1,5 @@
-"""Lower a converted snnc graph to the TVM backend's layer graph (``format.md``).
+"""Lower a converted snnc graph to the TVM backend's layer graph: typed layer specs
+(:mod:`snnc.backends.tvm.layers`; ``format.md``).
 
 A synaptic op (linear, conv2d, pooling, add) and the neuron that is its only user become
 one layer whose neuron update is fused into the op's kernel epilogue.  Gated max pooling
@@ -15,17 +16,34 @@ spike rate, or, when the input comes through a gated max pooling, SOPs / (dense 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from snnc.backends.tvm.layers import InputSpec, LayerGraph, LayerOp, LayerSpec, Mode, NeuronParams, Window
 from snnc.errors import TargetError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 
-FUSABLE = (O.Linear, O.Conv2d, O.AvgPool2d, O.SumPool2d, O.Add)
-PASS_THROUGH = (O.Identity, O.Dropout)
+# The IR ops this backend has layers (kernels) for; everything else is refused by legality(),
+# except what lowering removes: encode (direct), value-identity ops, and the neuron and readout
+# that fuse into the layer before them.
+LAYER_OPS: dict[type[O.Op], LayerOp] = {
+    O.Linear: LayerOp.LINEAR,
+    O.Conv2d: LayerOp.CONV2D,
+    O.SumPool2d: LayerOp.SUMPOOL2D,
+    O.AvgPool2d: LayerOp.AVGPOOL2D,
+    O.SpikeMaxPool2d: LayerOp.SPIKE_MAXPOOL,
+    O.Add: LayerOp.ADD,
+    O.Flatten: LayerOp.FLATTEN,
+}
 DENSE_CROSSOVER = 0.20
+
+
+def _fuses_neuron(op: O.Op) -> bool:
+    """A layer whose kernel can end in a neuron update: a synaptic op this backend lowers."""
+    return op.synaptic and type(op) in LAYER_OPS
 
 
 def _neuron_problems(node: Node) -> list[str]:
@@ -54,7 +72,7 @@ def legality(graph: Graph) -> list[str]:
         elif isinstance(op, O.Neuron):
             problems += _neuron_problems(node)
             src = graph.producer(node.inputs[0])
-            if src is None or not isinstance(src.op, FUSABLE) or len(graph.users(src.name)) != 1:
+            if src is None or not _fuses_neuron(src.op) or len(graph.users(src.name)) != 1:
                 problems.append(f"neuron %{node.name}: must follow a linear/conv/pool/add that feeds only it")
         elif isinstance(op, O.Readout) and op.exit_rule is not O.ExitRule.NONE:
             problems.append(
@@ -64,7 +82,9 @@ def legality(graph: Graph) -> list[str]:
             problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
         elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)) and op.ceil_mode:
             problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
-        elif isinstance(op, (O.Conv1d, O.Concat, O.Reshape, O.Scale)) or op.ann_only:
+        elif op.ann_only or not (
+            type(op) in LAYER_OPS or op.value_identity or isinstance(op, (O.Encode, O.Neuron, O.Readout))
+        ):
             problems.append(f"{op.name} %{node.name}: not supported by the tvm target")
     readouts = [n for n in graph.nodes if isinstance(n.op, O.Readout)]
     if len(readouts) != 1:
@@ -74,89 +94,108 @@ def legality(graph: Graph) -> list[str]:
     return problems
 
 
-def _neuron_fields(graph: Graph, node: Node, params: dict[str, np.ndarray]) -> dict[str, Any]:
+def _neuron_params(graph: Graph, node: Node, params: dict[str, np.ndarray]) -> NeuronParams:
     op: O.Neuron = node.op  # type: ignore[assignment]
-    fields: dict[str, Any] = {
-        "reset": op.reset.value,
-        "v_reset": op.v_reset,
-        "v_init": op.v_init,
-        "strict": op.strict,
-        "max_spikes": op.max_spikes,
-    }
+    per_channel: dict[str, float | str] = {}
     for role in ("v_th", "beta"):
         scalar = float(getattr(op, role))
         if role in node.params:  # per-channel: attribute × parameter, stored under a new name
             key = f"{node.name}.{role}"
             params[key] = (scalar * graph.params[node.params[role]].reshape(-1)).astype(np.float32)
-            fields[role] = key
+            per_channel[role] = key
         else:
-            fields[role] = scalar
+            per_channel[role] = scalar
     if "out_scale" in node.params:
         raise TargetError(
             f"neuron %{node.name}: a per-channel output scale is not supported (run fold-thresholds)"
         )
-    fields["out_scale"] = float(op.out_scale)
-    return fields
+    return NeuronParams(
+        v_th=per_channel["v_th"],
+        beta=per_channel["beta"],
+        reset=op.reset,
+        v_reset=float(op.v_reset),
+        v_init=float(op.v_init),
+        strict=bool(op.strict),
+        max_spikes=int(op.max_spikes),
+        out_scale=float(op.out_scale),
+    )
+
+
+def _pair(value: tuple[int, int]) -> tuple[int, int]:
+    return (int(value[0]), int(value[1]))
+
+
+def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> LayerSpec:
+    """The layer of a node of LAYER_OPS, without neuron and readout (they fuse in later)."""
+    op = node.op
+    kind = LAYER_OPS[type(op)]
+    shape = tuple(graph.value_type(node.name).shape)
+    window = None
+    if isinstance(op, O.Conv2d):
+        kh, kw = graph.params[node.params["weight"]].shape[2:]
+        window = Window(
+            kernel=(int(kh), int(kw)),
+            stride=_pair(op.stride),
+            padding=_pair(op.padding),
+            dilation=_pair(op.dilation),
+        )
+    elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)):
+        window = Window(kernel=_pair(op.kernel), stride=_pair(op.stride), padding=_pair(op.padding))
+    return LayerSpec(
+        name=node.name,
+        op=kind,
+        inputs=inputs,
+        shape=shape,
+        mode=mode if op.weighted else Mode.EVENT,
+        weight=node.params["weight"] if op.weighted else None,
+        bias=node.params.get("bias") if op.weighted else None,
+        window=window,
+    )
 
 
 def lower(
     graph: Graph, densities: dict[str, float] | None = None, crossover: float = DENSE_CROSSOVER
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The layer graph and its parameters (PyTorch layouts) for ``runtime.compile_artifact``."""
+) -> tuple[LayerGraph, dict[str, np.ndarray]]:
+    """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``."""
     problems = legality(graph)
     if problems:
         raise TargetError("tvm target: " + "; ".join(problems))
     params: dict[str, np.ndarray] = {}
-    layers: list[dict[str, Any]] = []
+    layers: dict[str, LayerSpec] = {}  # in graph order; neuron and readout replace their layer
     name_of: dict[str, str] = {}  # IR value -> layer (or input) name
-    layer_of: dict[str, dict[str, Any]] = {}
     input_name, input_type = graph.inputs[0]
     name_of[input_name] = "x"
     for node in graph.nodes:
         op = node.op
-        if isinstance(op, (O.Encode, *PASS_THROUGH)):
+        if isinstance(op, O.Encode) or op.value_identity:
             name_of[node.name] = name_of[node.inputs[0]]
             continue
         if isinstance(op, O.Readout):
-            src = layer_of[name_of[node.inputs[0]]]
-            src["readout"] = "spike_count" if "neuron" in src else "mean_current"
-            name_of[node.name] = src["name"]
+            src = layers[name_of[node.inputs[0]]]
+            readout = O.ReadoutMode.SPIKE_COUNT if src.neuron is not None else O.ReadoutMode.MEAN_CURRENT
+            layers[src.name] = replace(src, readout=readout)
+            name_of[node.name] = src.name
             continue
         if isinstance(op, O.Neuron):
-            layer = layer_of[name_of[node.inputs[0]]]
-            layer["neuron"] = _neuron_fields(graph, node, params)
-            name_of[node.name] = layer["name"]
+            src = layers[name_of[node.inputs[0]]]
+            layers[src.name] = replace(src, neuron=_neuron_params(graph, node, params))
+            name_of[node.name] = src.name
             continue
-        layer: dict[str, Any] = {"name": node.name, "inputs": [name_of[v] for v in node.inputs]}  # type: ignore[no-redef]
-        if isinstance(op, (O.Linear, O.Conv2d)):
-            layer["op"] = op.name
-            layer["weight"] = node.params["weight"]
-            params[node.params["weight"]] = graph.params[node.params["weight"]]
-            if "bias" in node.params:
-                layer["bias"] = node.params["bias"]
-                params[node.params["bias"]] = graph.params[node.params["bias"]]
-            if isinstance(op, O.Conv2d):
-                layer.update(stride=list(op.stride), padding=list(op.padding), dilation=list(op.dilation))
-            density = (densities or {}).get(node.name)
-            if density is not None:
-                layer["mode"] = "dense" if density > crossover else "event"
-        elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)):
-            layer.update(op=op.name, kernel=list(op.kernel), stride=list(op.stride), padding=list(op.padding))
-        elif isinstance(op, O.Add):
-            layer["op"] = "add"
-        elif isinstance(op, O.Flatten):
-            layer["op"] = "flatten"
-        else:  # legality() has refused everything else
+        if type(op) not in LAYER_OPS:  # legality() has refused everything else
             raise TargetError(f"{op.name} %{node.name}: not supported by the tvm target")
-        layers.append(layer)
-        layer_of[node.name] = layer
+        density = (densities or {}).get(node.name)
+        run_as = Mode.DENSE if density is not None and density > crossover else Mode.EVENT
+        layers[node.name] = _layer(graph, node, tuple(name_of[v] for v in node.inputs), run_as)
+        for role in ("weight", "bias"):
+            if op.weighted and role in node.params:
+                params[node.params[role]] = graph.params[node.params[role]]
         name_of[node.name] = node.name
-    layer_graph = {
-        "name": graph.name,
-        "timesteps": graph.attrs.timesteps or 1,
-        "input": {"name": "x", "shape": list(input_type.shape), "encoding": "direct"},
-        "layers": layers,
-    }
+    layer_graph = LayerGraph(
+        name=graph.name,
+        timesteps=graph.attrs.timesteps or 1,
+        input=InputSpec(name="x", shape=tuple(input_type.shape)),
+        layers=tuple(layers.values()),
+    )
     return layer_graph, params
 
 
@@ -171,16 +210,12 @@ def input_densities(graph: Graph, counts: dict[str, Any] | None, timesteps: int)
     by_name = {layer["name"]: layer for layer in counts["layers"]}
     out = {}
     for node in graph.nodes:
-        if not isinstance(node.op, (O.Linear, O.Conv2d)):
+        if not node.op.weighted:
             continue
         src = node.inputs[0]
         while True:  # through flatten / pooling-free structure to the neuron that spikes
             prod = graph.producer(src)
-            if (
-                prod is None
-                or isinstance(prod.op, O.Neuron)
-                or not isinstance(prod.op, (O.Flatten, *PASS_THROUGH))
-            ):
+            if prod is None or not prod.op.shape_only:
                 break
             src = prod.inputs[0]
         if not timesteps:

@@ -7,7 +7,6 @@ runtime and numpy alone: ``EventRuntime(out / "tvm").run(x, T)``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -39,11 +38,12 @@ class TVMTarget:
 
     def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
         try:
-            from snnc.backends.tvm import runtime
+            from snnc.backends.tvm import build
         except ModuleNotFoundError as e:
             raise TargetError(
                 f"the tvm target needs apache-tvm ({e.name} is missing): pip install 'snnc[tvm]'"
             ) from None
+        from snnc.backends.tvm.layers import Artifact
         from snnc.backends.tvm.lower import input_densities, lower
 
         counts = graph.analyses.get("count-ops")
@@ -51,12 +51,12 @@ class TVMTarget:
         layer_graph, params = lower(graph, densities)
         device = "cuda" if ctx.device.startswith("cuda") else "llvm"
         t0 = time.perf_counter()
-        artifact = runtime.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
+        directory = build.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
         build_s = time.perf_counter() - t0
-        # the modes the runtime runs (normalisation makes a layer that reads analog values dense)
-        built = json.loads((artifact / runtime.GRAPH).read_text())["layers"]
-        modes = {rec["name"]: rec["mode"] for rec in built if rec["op"] in ("linear", "conv2d")}
-        kernels = {name for rec in built for names in rec.get("kernels", {}).values() for name in names}
+        # the modes the runtime runs (planning makes a layer that reads analog values dense)
+        built = Artifact.read(directory / build.GRAPH)
+        modes = {layer.name: layer.mode.value for layer in built.graph.layers if layer.op.weighted}
+        kernels = {name for files in built.files.values() for name in files.any_batch + files.batch1}
         return {
             "artifact": f"{SUBDIR}/",
             "device": device,

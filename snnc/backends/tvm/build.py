@@ -1,0 +1,140 @@
+"""Compile a layer graph into a TVM event artifact (``format.md``): ``lib.so`` (every kernel
+of the plan, through :mod:`kernel_cache`), ``graph.json`` (the checked layer graph, the modes
+as they run, parameter and kernel names) and ``params.safetensors`` (kernel layouts and dtypes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from snnc.backends.tvm import kernel_cache
+from snnc.backends.tvm.kernels import Device, Precision
+from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, parse_layer_graph
+from snnc.backends.tvm.plan import LayerPlan, plan_graph
+from snnc.errors import TargetError, UnsupportedError
+
+LIB, GRAPH, PARAMS = "lib.so", "graph.json", "params.safetensors"
+DECAY_BITS = 12  # int8 path: beta as a 12-bit fixed-point decay (Loihi's convention)
+
+
+def compile_artifact(
+    layer_graph: LayerGraph | Mapping[str, Any],
+    params: Mapping[str, np.ndarray],
+    out_dir: str | Path,
+    target: str = "llvm",
+) -> Path:
+    """Compile a layer graph (a :class:`LayerGraph`, or the dict form of ``format.md``, checked
+    here against the parameters; parameters in PyTorch layouts) into an artifact directory
+    ``out_dir`` (created if needed): ``lib.so``, ``graph.json``, ``params.safetensors``.
+    ``target`` is ``"llvm"`` (this CPU) or ``"cuda"``.  Returns ``out_dir``."""
+    try:
+        device = Device(target)
+    except ValueError:
+        raise TargetError(f"unknown TVM target '{target}'; expected 'llvm' or 'cuda'") from None
+    if not isinstance(layer_graph, LayerGraph):
+        layer_graph = parse_layer_graph(layer_graph, {k: tuple(np.shape(v)) for k, v in params.items()})
+    plans = plan_graph(layer_graph, device)
+    arrays, names = kernel_params(plans, params)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    kernel_cache.export_library([k for p in plans for k in p.kernels()], out / LIB)
+    files = {}
+    for plan in plans:
+        if plan.main:
+            param_names, source = names[plan.name]
+            files[plan.name] = LayerFiles(
+                params=param_names,
+                source=source,
+                any_batch=tuple(k.name for k in (plan.densify.get(None), plan.main[None]) if k is not None),
+                batch1=tuple(k.name for k in (plan.densify.get(1), plan.main.get(1)) if k is not None),
+            )
+    ran = LayerGraph(
+        name=layer_graph.name,
+        timesteps=layer_graph.timesteps,
+        input=layer_graph.input,
+        layers=tuple(p.layer for p in plans),  # the modes as the runtime runs them
+    )
+    save_file(arrays, str(out / PARAMS))
+    Artifact(graph=ran, target=device, files=files).write(out / GRAPH)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# parameters: source (PyTorch) layouts -> kernel layouts
+
+
+def _exact_int(a: np.ndarray, lo: int, hi: int, what: str) -> np.ndarray:
+    a = np.asarray(a)
+    r = np.rint(a)
+    if not np.array_equal(r, a) or (r.size and (r.min() < lo or r.max() > hi)):
+        raise UnsupportedError(f"{what} must hold integers in [{lo}, {hi}] for the int8 path")
+    return r
+
+
+def _per_channel(value: float | str, params: Mapping[str, np.ndarray], channels: int) -> np.ndarray:
+    arr = np.asarray(params[value] if isinstance(value, str) else value, dtype=np.float64).reshape(-1)
+    return np.broadcast_to(arr, (channels,)).copy()
+
+
+def kernel_params(
+    plans: list[LayerPlan], params: Mapping[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[dict[str, str], dict[str, str]]]]:
+    """Weights and neuron parameters of every layer in kernel layout and dtype, and per layer
+    (role -> artifact name, role -> source name)."""
+    out: dict[str, np.ndarray] = {}
+    names_of: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for plan in plans:
+        layer, name = plan.layer, plan.name
+        if layer.op is LayerOp.FLATTEN:
+            continue
+        integer = layer.precision is Precision.INT8
+        adt = np.int32 if integer else np.float32
+        names: dict[str, str] = {}
+        source: dict[str, str] = {}
+        channels = layer.channels
+        if layer.weight is not None:
+            w = np.asarray(params[layer.weight], dtype=np.float64)
+            x = plan.inputs[0]
+            if layer.op is LayerOp.LINEAR:
+                w = w.T  # [n_in, n_out]
+                if x.hwc is not None:  # rows follow the producer's channels-last neuron order
+                    h, wd, c = x.hwc
+                    w = w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(h * wd * c, -1)
+            else:
+                w = w.transpose(1, 2, 3, 0)  # [Cin, KH, KW, Cout]
+            if integer:
+                w = _exact_int(w, -128, 127, f"layer '{name}': weight")
+            out[f"{name}.weight"] = np.ascontiguousarray(w.astype(np.int8 if integer else np.float32))
+            names["weight"], source["weight"] = f"{name}.weight", layer.weight
+            if layer.bias is not None:
+                b = np.asarray(params[layer.bias], dtype=np.float64).reshape(-1)
+                if integer:
+                    b = _exact_int(b, -(2**31), 2**31 - 1, f"layer '{name}': bias")
+                out[f"{name}.bias"] = b.astype(adt)
+                names["bias"], source["bias"] = f"{name}.bias", layer.bias
+        nrn = layer.neuron
+        if nrn is not None:
+            vth = _per_channel(nrn.v_th, params, channels)
+            if np.any(vth <= 0):
+                raise TargetError(f"layer '{name}': v_th must be > 0")
+            beta = _per_channel(nrn.beta, params, channels)
+            v0 = nrn.v_init * vth
+            if integer:
+                vth = _exact_int(vth, 1, 2**31 - 1, f"layer '{name}': v_th")
+                decay = beta * (1 << DECAY_BITS)
+                beta = _exact_int(decay, 0, 1 << DECAY_BITS, f"layer '{name}': beta·4096")
+                v0 = _exact_int(v0, -(2**31), 2**31 - 1, f"layer '{name}': v_init·v_th")
+                _exact_int(np.array([nrn.v_reset]), -(2**31), 2**31 - 1, f"layer '{name}': v_reset")
+            out[f"{name}.v_th"] = vth.astype(adt)
+            out[f"{name}.beta"] = beta.astype(adt)
+            out[f"{name}.v_init"] = v0.astype(adt)
+            names |= {"v_th": f"{name}.v_th", "beta": f"{name}.beta", "v_init": f"{name}.v_init"}
+            for role, value in (("v_th", nrn.v_th), ("beta", nrn.beta)):
+                if isinstance(value, str):
+                    source[role] = value
+        names_of[name] = (names, source)
+    return out, names_of

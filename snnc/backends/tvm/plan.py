@@ -1,0 +1,299 @@
+"""The kernel plan of a layer graph: what each value is at run time (event list, current, the
+analog input), the mode each layer runs in, and the kernels it calls per batch variant.
+
+Deterministic: the compiler and the runtime derive the same plan, hence the same kernel names,
+from the same :class:`~snnc.backends.tvm.layers.LayerGraph`.  No TVM here.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field, replace
+
+from snnc.backends.tvm.kernels import (
+    Conv2dGeometry,
+    Current,
+    Device,
+    Epilogue,
+    Events,
+    LayerKernel,
+    NeuronSpec,
+    Pool2dGeometry,
+    Precision,
+    add_kernel,
+    conv2d_kernel,
+    linear_kernel,
+    pool2d_kernel,
+    spike_maxpool2d_kernel,
+)
+from snnc.backends.tvm.layers import LayerGraph, LayerOp, LayerSpec, Mode
+from snnc.errors import TargetError, UnsupportedError
+
+
+class ValueKind(enum.Enum):
+    """How a value travels between layers (not the IR's :class:`~snnc.ir.types.Signal`: a spike
+    or burst value is an event list here, and so is a pooled sum; an analog IR value is either
+    the input, constant over the steps, or a per-step current)."""
+
+    ANALOG = "analog"  # the direct-coded network input, the same every step
+    EVENTS = "events"
+    CURRENT = "current"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Value:
+    """A value inside the runtime.  ``hwc`` is (H, W, C) when the flat order of the value is
+    channels-last of a [C, H, W] map (conv outputs and everything derived from them)."""
+
+    kind: ValueKind
+    shape: tuple[int, ...]
+    hwc: tuple[int, int, int] | None = None
+    graded: bool = False
+    val_dtype: str = "float32"
+    scale: float = 1.0
+    dtype: str = "float32"  # currents: the accumulation dtype
+
+    @property
+    def n(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(kw_only=True)
+class LayerPlan:
+    """One layer (``layer.mode`` as it runs), its values and the kernels it calls per batch
+    variant (1 or None = any)."""
+
+    layer: LayerSpec
+    inputs: list[Value]
+    output: Value
+    main: dict[int | None, LayerKernel] = field(default_factory=dict)
+    densify: dict[int | None, LayerKernel] = field(default_factory=dict)
+
+    def kernel_for(self, batch: int) -> LayerKernel:
+        """The main kernel for a batch size: the batch-1 specialisation where one exists."""
+        return self.main.get(1, self.main[None]) if batch == 1 else self.main[None]
+
+    def densify_for(self, batch: int) -> LayerKernel:
+        return self.densify.get(1, self.densify[None]) if batch == 1 else self.densify[None]
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    @property
+    def op(self) -> LayerOp:
+        return self.layer.op
+
+    @property
+    def mode(self) -> Mode:
+        return self.layer.mode
+
+    def kernels(self) -> list[LayerKernel]:
+        return list(self.main.values()) + list(self.densify.values())
+
+
+def channels_last(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else None
+
+
+def plan_graph(graph: LayerGraph, device: Device = Device.CPU) -> list[LayerPlan]:
+    """The plan of every layer, in order."""
+    inp = graph.input
+    values: dict[str, Value] = {
+        inp.name: Value(kind=ValueKind.ANALOG, shape=inp.shape, hwc=channels_last(inp.shape))
+    }
+    plans = []
+    for layer in graph.layers:
+        ins = [values[s] for s in layer.inputs]
+        if layer.precision is Precision.INT8 and ins[0].kind is ValueKind.ANALOG and inp.quant_scale is None:
+            raise TargetError(
+                f"layer '{layer.name}': an int8 layer reads the analog input; give input.quant_scale "
+                "(x_q = clip(rint(x·quant_scale), -128, 127))"
+            )
+        if layer.op is LayerOp.FLATTEN:
+            out = replace(ins[0], shape=layer.shape)
+            plan = LayerPlan(layer=layer, inputs=ins, output=out)
+        else:
+            plan = _plan_layer(layer, ins, device)
+        plans.append(plan)
+        values[layer.name] = plan.output
+    return plans
+
+
+def _hwc(v: Value) -> tuple[int, int, int]:
+    """The (H, W, C) of a feature map (conv and pooling inputs are, by the layer graph's checks)."""
+    if v.hwc is None:
+        raise TargetError(f"a [C, H, W] value was expected, got shape {list(v.shape)}")
+    return v.hwc
+
+
+def _run_mode(layer: LayerSpec, x: Value) -> Mode:
+    """The mode a layer runs in: analog values have no events to exploit (dense); pooling and
+    add are event kernels either way."""
+    if layer.op.weighted and x.kind is not ValueKind.EVENTS:
+        return Mode.DENSE
+    if not layer.op.weighted:
+        return Mode.EVENT
+    return layer.mode
+
+
+def _neuron_spec(layer: LayerSpec) -> NeuronSpec | None:
+    nrn = layer.neuron
+    if nrn is None:
+        return None
+    return NeuronSpec(reset=nrn.reset, strict=nrn.strict, max_spikes=nrn.max_spikes, leak=nrn.leak)
+
+
+def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan:
+    name, op = layer.name, layer.op
+    precision = layer.precision
+    adt = precision.acc_dtype
+    neuron = _neuron_spec(layer)
+    readout = layer.readout is not None
+    shape = layer.shape
+    hwc = channels_last(shape)
+    kshape = hwc or shape  # the kernel's (channels-last) output shape
+    x = ins[0]
+    if x.kind is ValueKind.ANALOG and not op.weighted:
+        raise UnsupportedError(
+            f"layer '{name}': the analog input can feed linear/conv layers only, not {op.value}"
+        )
+    if x.kind is ValueKind.CURRENT and op.pooling:
+        raise UnsupportedError(f"layer '{name}': pooling of an analog current; put a neuron before it")
+    mode = _run_mode(layer, x)
+    layer = replace(layer, mode=mode)
+    if neuron is not None:
+        epilogue = Epilogue.NEURON
+    elif op.weighted or any(s.kind is not ValueKind.EVENTS for s in ins):
+        epilogue = Epilogue.CURRENT
+    else:
+        epilogue = Epilogue.COMPACT
+    if epilogue is Epilogue.CURRENT:
+        out = Value(kind=ValueKind.CURRENT, shape=shape, hwc=hwc, dtype=adt)
+    elif op is LayerOp.SPIKE_MAXPOOL:  # forwards its input's events: values and scale carry on
+        out = Value(
+            kind=ValueKind.EVENTS, shape=shape, hwc=hwc, graded=x.graded, val_dtype=adt, scale=x.scale
+        )
+    else:
+        graded = epilogue is Epilogue.COMPACT or (neuron is not None and neuron.max_spikes > 1)
+        scale = layer.neuron.out_scale if layer.neuron is not None else 1.0
+        out = Value(kind=ValueKind.EVENTS, shape=shape, hwc=hwc, graded=graded, val_dtype=adt, scale=scale)
+    plan = LayerPlan(layer=layer, inputs=ins, output=out)
+    if op.pooling and readout:
+        raise UnsupportedError(f"layer '{name}': a pooling layer cannot be the readout")
+    if op is LayerOp.ADD:
+        if len({s.hwc for s in ins}) != 1:
+            raise UnsupportedError(f"layer '{name}': add of values in different layouts (flattened and not)")
+        if any(s.kind is ValueKind.CURRENT and s.dtype != adt for s in ins):
+            raise UnsupportedError(f"layer '{name}': add of currents of another precision")
+    has_bias = layer.bias is not None
+
+    def events(v: Value) -> Events:
+        return Events(cap=v.n, graded=v.graded, val_dtype=v.val_dtype, scale=v.scale)
+
+    def kernels(batch: int | None) -> tuple[LayerKernel, LayerKernel | None]:
+        """(main kernel, densify kernel or None) of the layer for a batch variant."""
+        if op.weighted and mode is Mode.DENSE:
+            # BLAS computes the synaptic current; this kernel adds the bias and runs the epilogue
+            main = add_kernel(
+                kshape,
+                (Current(),),
+                batch=batch,
+                precision=precision,
+                bias=has_bias,
+                epilogue=epilogue,
+                neuron=neuron,
+                readout=readout,
+                device=device,
+            )
+            densify = None
+            if x.kind is ValueKind.EVENTS:
+                densify = add_kernel(
+                    x.hwc or x.shape,
+                    (events(x),),
+                    batch=batch,
+                    precision=precision,
+                    epilogue=Epilogue.CURRENT,
+                    device=device,
+                )
+            return main, densify
+        if op is LayerOp.SPIKE_MAXPOOL:
+            w = layer.geometry
+            return spike_maxpool2d_kernel(
+                _hwc(x),
+                (kshape[0], kshape[1]),
+                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding),
+                batch=batch,
+                precision=precision,
+                graded=x.graded,
+                val_dtype=x.val_dtype,
+                device=device,
+            ), None
+        if op.pooling:
+            w = layer.geometry
+            scale = x.scale / (w.kernel[0] * w.kernel[1]) if op is LayerOp.AVGPOOL2D else x.scale
+            return pool2d_kernel(
+                _hwc(x),
+                (kshape[0], kshape[1]),
+                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding),
+                scale=scale,
+                batch=batch,
+                precision=precision,
+                graded=x.graded,
+                val_dtype=x.val_dtype,
+                epilogue=epilogue,
+                neuron=neuron,
+                device=device,
+            ), None
+        if op is LayerOp.ADD:
+            operands = tuple(Current(scale=1.0) if s.kind is ValueKind.CURRENT else events(s) for s in ins)
+            return add_kernel(
+                x.hwc or shape,
+                operands,
+                batch=batch,
+                precision=precision,
+                epilogue=epilogue,
+                neuron=neuron,
+                readout=readout,
+                device=device,
+            ), None
+        if op is LayerOp.LINEAR:
+            return linear_kernel(
+                x.n,
+                shape[0],
+                batch=batch,
+                precision=precision,
+                graded=x.graded,
+                val_dtype=x.val_dtype,
+                scale=x.scale,
+                bias=has_bias,
+                epilogue=epilogue,
+                neuron=neuron,
+                readout=readout,
+                device=device,
+            ), None
+        w = layer.geometry
+        return conv2d_kernel(
+            _hwc(x),
+            shape[0],
+            Conv2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding, dilation=w.dilation),
+            batch=batch,
+            precision=precision,
+            graded=x.graded,
+            val_dtype=x.val_dtype,
+            scale=x.scale,
+            bias=has_bias,
+            epilogue=epilogue,
+            neuron=neuron,
+            readout=readout,
+            device=device,
+        ), None
+
+    # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
+    for batch in (None, 1) if device is Device.CPU else (None,):
+        main, densify = kernels(batch)
+        plan.main[batch] = main
+        if densify is not None:
+            plan.densify[batch] = densify
+    return plan
