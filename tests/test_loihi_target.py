@@ -268,8 +268,9 @@ def test_residual_graph_maps_but_skips_network_net(tmp_path: Path) -> None:
 def test_legality_names_the_pass_that_fixes_it() -> None:
     g = graph_from_text(SMALL, seed=8)
     problems = legality(g)
-    assert "neuron %n: Loihi's CUBA neuron resets to 0 (hard); run loihi-legalize" not in problems
-    assert "neuron %n: Loihi fires on v > vth (strict); run loihi-legalize" in problems
+    assert not any("resets by subtracting v_th" in p for p in problems)
+    assert "neuron %n: fires on v >= v_th (strict=false): not supported by the loihi target; run loihi-legalize" \
+        in problems
     assert "spike_maxpool %m: no Loihi layer for this op; run loihi-legalize" in problems
     legal = run("loihi-legalize", g, context(np.zeros((2, 1, 6, 6), np.float32)))
     assert "conv2d %c: weight is not integer-valued; run loihi-quantize (the ann-to-loihi pipeline does)" in \

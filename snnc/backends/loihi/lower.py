@@ -34,6 +34,7 @@ import numpy as np
 from snnc.errors import TargetError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 from snnc.pass_manager import PassContext
 
 from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, VTH_MANT_MAX, LayerKind, LifParams, QLayer
@@ -131,26 +132,28 @@ def _decay(fraction: float, offset: int, what: str, where: str) -> int:
     return value
 
 
-def _neuron_problems(node: Node) -> list[str]:
+# Loihi's neuron: current-based LIF, v > vth, hard reset to 0, one spike per step (DESIGN §5)
+NEURON_SUPPORT = frozenset({
+    NeuronFeature.FIRES_ABOVE_THRESHOLD, NeuronFeature.HARD_RESET, NeuronFeature.LEAK,
+    NeuronFeature.CURRENT_BASED,
+})
+_LEGALIZE = "run loihi-legalize"
+NEURON_FIXES = {
+    NeuronFeature.FIRES_AT_THRESHOLD: _LEGALIZE,
+    NeuronFeature.SOFT_RESET: _LEGALIZE,
+    NeuronFeature.NO_RESET: _LEGALIZE,
+    NeuronFeature.NONZERO_RESET: _LEGALIZE,
+    NeuronFeature.PER_CHANNEL: _LEGALIZE,
+    NeuronFeature.NONZERO_START: "convert with lower-neurons{v-init=0}",
+    NeuronFeature.OUTPUT_SCALE: "run fold-thresholds",
+}
+
+
+def _neuron_problems(graph: Graph, node: Node) -> list[str]:
     op: O.Neuron = node.op  # type: ignore[assignment]
-    where = f"neuron %{node.name}"
-    out = []
-    if op.reset is not O.Reset.HARD or op.v_reset != 0.0:
-        out.append(f"{where}: Loihi's CUBA neuron resets to 0 (hard); run loihi-legalize")
-    if not op.strict:
-        out.append(f"{where}: Loihi fires on v > vth (strict); run loihi-legalize")
-    if op.v_init != 0.0:
-        out.append(f"{where}: Loihi starts v at 0, got v_init={op.v_init}")
-    if op.max_spikes != 1 or op.leak is not O.Leak.MULTIPLY or op.reset_delay or op.presubtract:
-        out.append(f"{where}: not a Loihi CUBA LIF (bursts, leak form, reset delay); run loihi-legalize")
-    if op.emit is not O.Emit.SPIKES:
-        out.append(f"{where}: emit={op.emit.value} is not supported on Loihi")
-    if node.params:
-        out.append(f"{where}: per-channel {', '.join(sorted(node.params))}; run loihi-legalize")
-    if op.out_scale != 1.0:
-        out.append(f"{where}: out_scale={op.out_scale}; Loihi spikes carry no value (run fold-thresholds)")
+    out = unsupported_features(graph, node, NEURON_SUPPORT, "loihi", NEURON_FIXES)
     if not _integral(np.array([op.v_th])):
-        out.append(f"{where}: threshold {op.v_th} is not an integer mantissa; {_QUANTISE_HINT}")
+        out.append(f"neuron %{node.name}: threshold {op.v_th} is not an integer mantissa; {_QUANTISE_HINT}")
     return out
 
 
@@ -165,7 +168,7 @@ def legality(graph: Graph) -> list[str]:
     problems = []
     for node in graph.nodes:
         if isinstance(node.op, O.Neuron):
-            problems += _neuron_problems(node)
+            problems += _neuron_problems(graph, node)
         elif node.op.ann_only:
             problems.append(f"{node.op.name} %{node.name}: ANN op; convert first (the ann-to-loihi pipeline)")
         elif isinstance(node.op, LOIHI_SYNAPSE_OPS):
@@ -376,7 +379,7 @@ class _Lowerer:
         return bias.reshape(-1) if len(shape) == 1 else bias.reshape(-1, 1, 1)
 
     def lif(self, neuron: Node, bias: np.ndarray, shape: tuple[int, ...]) -> LifParams:
-        problems = _neuron_problems(neuron)
+        problems = _neuron_problems(self.g, neuron)
         if problems:
             raise TargetError(problems[0])
         op: O.Neuron = neuron.op  # type: ignore[assignment]

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from snnc.backends.loihi.lower import LOIHI_SYNAPSE_OPS
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -56,9 +57,7 @@ from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import neuron_vector, uses
 
 _POOLS = (O.AvgPool2d, O.SumPool2d)
-# the weighted ops Loihi has synapses for (dense and convolutional); conv1d is not among them: netx
-# describes 2-D convolutions only, and a 1-D one is first rewritten as a dense layer by nothing yet
-SYNAPSE_OPS = (O.Conv2d, O.Linear)
+SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)
 OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
 _COMPOSE_RTOL = 1e-6
 
