@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from snnc.backends.torch.simulator import TorchSimulator
 from snnc.energy import ann_energy_pj, energy_pj
 from snnc.errors import InputFileError, UserError
 from snnc.ir import Graph, load_graph
 from snnc.ir import ops as O
 from snnc.ir.parser import parse_graph
 from snnc.ir.serialize import load_params
+from snnc.targets import get_target
 
 
 @dataclass
@@ -51,43 +53,24 @@ def is_spiking(graph: Graph) -> bool:
 
 def run_artifact(art: Artifact, x: np.ndarray, timesteps: int | None, mode: str, backend: str | None,
                  device: str = "cpu") -> dict[str, np.ndarray]:
-    """Logits and predictions of the artifact on ``x`` with the chosen backend."""
+    """Logits and predictions of the artifact on ``x`` with the chosen backend (default: the artifact's
+    own target), through that target's ``run``."""
     backend = backend or art.target
-    if backend.startswith("loihi"):
-        backend_impl = "loihi"
-    else:
-        backend_impl = backend
+    target = get_target(backend)
     if mode == "ann" or not is_spiking(art.graph):
-        if backend_impl != "torch":
+        if target.name != "torch":
             raise UserError(f"--mode ann runs on the torch backend only (not '{backend}')")
-        from snnc.backends.torch.simulator import TorchSimulator
-
         logits = TorchSimulator(device).run_ann(art.graph, x)[art.graph.outputs[0]]
         return {"logits": logits, "predictions": logits.argmax(1)}
     t = timesteps or art.graph.attrs.timesteps or int(art.report.get("timesteps") or 0)
     if not t:
         raise UserError("this graph has no timesteps attribute; pass --timesteps T")
-    if backend_impl == "torch":
-        from snnc.backends.torch.simulator import TorchSimulator
-
-        res = TorchSimulator(device).run_snn(art.graph, x, t)
-        return {"logits": res.logits, "predictions": res.predictions, "steps_used": res.steps_used}
-    if backend_impl == "tvm":
-        from snnc.backends.tvm.target import run_tvm_artifact
-
-        return run_tvm_artifact(art.path, x, t)
-    if backend_impl == "loihi":
-        from snnc.backends.loihi.target import run_loihi_artifact
-
-        return run_loihi_artifact(art.path, x, t)
-    raise UserError(f"unknown backend '{backend}'; use torch, tvm or loihi")
+    return target.run(art.path, art.graph, x, t, device)
 
 
 def evaluate(art: Artifact, x: np.ndarray, y: np.ndarray, timesteps: list[int], device: str = "cpu"
              ) -> dict[str, Any]:
     """The ``snnc eval`` table: accuracy, spikes, SOPs, MACs and energy per T (DESIGN §6)."""
-    from snnc.backends.torch.simulator import TorchSimulator
-
     sim = TorchSimulator(device)
     src = art.source_graph()
     source_acc = None

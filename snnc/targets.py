@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from snnc.errors import UserError, did_you_mean
 from snnc.ir import Graph
 from snnc.pass_manager import PassContext
@@ -28,7 +30,6 @@ class Target(Protocol):
     ``pipeline_suffix()``, leaving out the suffix passes the pipeline already runs."""
 
     name: str
-    description: str
 
     def pipeline_suffix(self) -> str:
         """Target-specific passes appended to the conversion pipeline ('' for none)."""
@@ -42,15 +43,41 @@ class Target(Protocol):
         """Write target files into ``out_dir``; return the report's ``target_report``."""
         ...
 
+    def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
+        """Run the SNN of an artifact directory (whose IR is ``graph``) on ``x`` for ``timesteps`` steps:
+        ``logits`` (N, classes), ``predictions`` (N,) and, where the target has early exit,
+        ``steps_used`` (N,).  ``snnc run --backend NAME`` and differential tests call this."""
+        ...
 
-# name -> (module, class, one-line description): the one list of targets
-TARGETS: dict[str, tuple[str, str, str]] = {
-    "torch": ("snnc.backends.torch.target", "TorchTarget", "reference simulator (PyTorch), CPU or GPU"),
-    "tvm": ("snnc.backends.tvm.target", "TVMTarget", "event-driven kernels generated with TVM (LLVM/CUDA)"),
-    "loihi": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 2: quantise, map cores, lava-dl netx"),
-    "loihi1": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 1"),
-    "nir": ("snnc.backends.nir.target", "NIRTarget", "NIR graph file for snnTorch, Norse, Lava-dl, SpiNNaker2, ..."),
-    "loihi2": ("snnc.backends.loihi.target", "LoihiTarget", "Intel Loihi 2"),
+
+@dataclass(frozen=True, kw_only=True)
+class TargetEntry:
+    """One target, described once: where its class lives (imported only when the target is used, so
+    that ``import snnc`` never imports TVM or h5py) and what it is."""
+
+    name: str
+    module: str
+    cls: str
+    description: str
+    extra: str  # the pip extra that installs what it needs (snnc[extra])
+
+
+TARGETS: dict[str, TargetEntry] = {
+    entry.name: entry
+    for entry in (
+        TargetEntry(name="torch", module="snnc.backends.torch.target", cls="TorchTarget", extra="torch",
+                    description="reference simulator (PyTorch), CPU or GPU"),
+        TargetEntry(name="tvm", module="snnc.backends.tvm.target", cls="TVMTarget", extra="tvm",
+                    description="event-driven kernels generated with TVM (LLVM for the CPU; CUDA where a GPU exists)"),
+        TargetEntry(name="loihi", module="snnc.backends.loihi.target", cls="LoihiTarget", extra="loihi",
+                    description="Intel Loihi 2: quantise, map cores and chips, lava-dl netx, bit-accurate simulation"),
+        TargetEntry(name="loihi2", module="snnc.backends.loihi.target", cls="LoihiTarget", extra="loihi",
+                    description="Intel Loihi 2 (the same as loihi)"),
+        TargetEntry(name="loihi1", module="snnc.backends.loihi.target", cls="LoihiTarget", extra="loihi",
+                    description="Intel Loihi 1: its core limits and costs, the same flow"),
+        TargetEntry(name="nir", module="snnc.backends.nir.target", cls="NIRTarget", extra="nir",
+                    description="NIR graph file (model.nir) for snnTorch, Norse, Lava-dl, Rockpool, Sinabs, SpiNNaker2"),
+    )
 }
 
 
@@ -58,10 +85,10 @@ def get_target(name: str, options: TargetOptions | None = None) -> Target:
     if name not in TARGETS:
         hint = did_you_mean(name, TARGETS)
         raise UserError(f"unknown target '{name}'" + (hint if hint else "; see `snnc targets`"))
-    module, cls, _ = TARGETS[name]
+    entry = TARGETS[name]
     try:
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(entry.module)
     except ModuleNotFoundError as e:
         raise UserError(f"target '{name}' is not available: {e.name} is not installed "
-                        f"(pip install 'snnc[{name.rstrip('12')}]')") from None
-    return getattr(mod, cls)(name, options or TargetOptions())
+                        f"(pip install 'snnc[{entry.extra}]')") from None
+    return getattr(mod, entry.cls)(name, options or TargetOptions())

@@ -81,7 +81,6 @@ class LoihiTarget:
         self.board = self.options.board
         if self.board is not None:
             self.chip.board_chips(self.board)  # an unknown board fails now, not after the pipeline
-        self.description = self.chip.description
 
     # -- the pipeline ---------------------------------------------------------------------------
     def _map_options(self) -> dict[str, str]:
@@ -153,6 +152,9 @@ class LoihiTarget:
         if "loihi-quantize" in ctx.results:
             report["quantisation"] = ctx.results["loihi-quantize"]
         return report
+
+    def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
+        return run_loihi_artifact(artifact, x, timesteps)
 
     def _mapping(self, graph: Graph, net: LoihiNet, ctx: PassContext) -> Mapping:
         mapping = graph.analyses.get("loihi-map")

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from snnc.errors import TargetError
+import numpy as np
+
+from snnc.errors import TargetError, UserError
 from snnc.formats.nir import DT, legality, to_nir
 from snnc.ir import Graph
 from snnc.pass_manager import PassContext
@@ -14,8 +16,6 @@ from snnc.targets import TargetOptions
 
 
 class NIRTarget:
-    description = "NIR graph file (model.nir) for other neuromorphic platforms"
-
     def __init__(self, name: str = "nir", options: TargetOptions | None = None):
         self.name = name
         self.options = options or TargetOptions()
@@ -35,3 +35,7 @@ class NIRTarget:
         nir.write(str(out_dir / "model.nir"), nir_graph)
         return {"file": "model.nir", "nodes": len(nir_graph.nodes), "edges": len(nir_graph.edges), "dt": DT,
                 "nir_version": nir.__version__}
+
+    def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
+        raise UserError("the nir target writes model.nir for other tools (snnTorch, Norse, ...) and runs nothing "
+                        "itself; run the artifact's IR with --backend torch")

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from snnc.backends.torch.simulator import TorchSimulator
 from snnc.ir import Graph
 from snnc.pass_manager import PassContext
 from snnc.targets import TargetOptions
 
 
 class TorchTarget:
-    description = "reference simulator (PyTorch), CPU or GPU"
-
     def __init__(self, name: str = "torch", options: TargetOptions | None = None):
         self.name = name
         self.options = options or TargetOptions()
@@ -25,3 +26,7 @@ class TorchTarget:
 
     def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
         return {"simulator": "snnc.backends.torch", "device": ctx.device}
+
+    def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
+        res = TorchSimulator(device).run_snn(graph, x, timesteps)
+        return {"logits": res.logits, "predictions": res.predictions, "steps_used": res.steps_used}

@@ -25,6 +25,7 @@ from snnc.backends.tvm.layers import InputSpec, LayerGraph, LayerOp, LayerSpec, 
 from snnc.errors import TargetError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 
 # The IR ops this backend has layers (kernels) for; everything else is refused by legality(),
 # except what lowering removes: encode (direct), value-identity ops, and the neuron and readout
@@ -46,21 +47,16 @@ def _fuses_neuron(op: O.Op) -> bool:
     return op.synaptic and type(op) in LAYER_OPS
 
 
-def _neuron_problems(node: Node) -> list[str]:
-    op: O.Neuron = node.op  # type: ignore[assignment]
-    where = f"neuron %{node.name}"
-    out = []
-    if op.model is O.NeuronModel.CUBA:
-        out.append(f"{where}: current-based neurons are not supported by the tvm target")
-    if op.leak is not O.Leak.MULTIPLY:
-        out.append(f"{where}: leak={op.leak.value} is not supported by the tvm target (leak=multiply only)")
-    if op.reset_delay:
-        out.append(f"{where}: reset_delay is not supported by the tvm target")
-    if op.emit is not O.Emit.SPIKES:
-        out.append(f"{where}: emit={op.emit.value} is not supported by the tvm target")
-    if op.presubtract:
-        out.append(f"{where}: presubtract (snnTorch reset_delay=False) is not supported by the tvm target")
-    return out
+# the neuron update the fused kernels implement: IF / LIF with multiplicative leak, either threshold
+# test, soft / hard / no reset, bursts, per-channel parameters (kernels.py, the neuron epilogue)
+NEURON_SUPPORT = frozenset(NeuronFeature) - {
+    NeuronFeature.CURRENT_BASED, NeuronFeature.TAU_LEAK, NeuronFeature.RATE_LEAK, NeuronFeature.DELAYED_RESET,
+    NeuronFeature.PRESUBTRACT, NeuronFeature.EMITS_MEMBRANE,
+}
+
+
+def _neuron_problems(graph: Graph, node: Node) -> list[str]:
+    return unsupported_features(graph, node, NEURON_SUPPORT, "tvm")
 
 
 def legality(graph: Graph) -> list[str]:
@@ -70,7 +66,7 @@ def legality(graph: Graph) -> list[str]:
         if isinstance(op, O.Encode) and op.scheme is not O.Scheme.DIRECT:
             problems.append(f"encode %{node.name}: the tvm target takes direct (analog) input only")
         elif isinstance(op, O.Neuron):
-            problems += _neuron_problems(node)
+            problems += _neuron_problems(graph, node)
             src = graph.producer(node.inputs[0])
             if src is None or not _fuses_neuron(src.op) or len(graph.users(src.name)) != 1:
                 problems.append(f"neuron %{node.name}: must follow a linear/conv/pool/add that feeds only it")
@@ -80,7 +76,7 @@ def legality(graph: Graph) -> list[str]:
             )
         elif isinstance(op, O.Conv2d) and op.groups != 1:
             problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
-        elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)) and op.ceil_mode:
+        elif op.pooling and op.ceil_mode:
             problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
         elif op.ann_only or not (
             type(op) in LAYER_OPS or op.value_identity or isinstance(op, (O.Encode, O.Neuron, O.Readout))
@@ -139,7 +135,7 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> Lay
             padding=_pair(op.padding),
             dilation=_pair(op.dilation),
         )
-    elif isinstance(op, (O.AvgPool2d, O.SumPool2d, O.SpikeMaxPool2d)):
+    elif op.pooling:
         window = Window(kernel=_pair(op.kernel), stride=_pair(op.stride), padding=_pair(op.padding))
     return LayerSpec(
         name=node.name,

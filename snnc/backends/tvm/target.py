@@ -22,8 +22,6 @@ SUBDIR = "tvm"
 
 
 class TVMTarget:
-    description = "event-driven kernels generated with TVM (LLVM for this CPU; CUDA where a GPU exists)"
-
     def __init__(self, name: str = "tvm", options: TargetOptions | None = None):
         self.name = name
         self.options = options or TargetOptions()
@@ -65,6 +63,9 @@ class TVMTarget:
             "layer_modes": modes,
             "input_densities": densities,
         }
+
+    def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
+        return run_tvm_artifact(artifact, x, timesteps)
 
 
 def run_tvm_artifact(path: Path, x: np.ndarray, timesteps: int) -> dict[str, np.ndarray]:

@@ -1,0 +1,57 @@
+"""The target registry describes each target once, and every target implements the whole protocol,
+``run`` included (``snnc run --backend`` goes through it; nothing dispatches on target names)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+
+import numpy as np
+import pytest
+from conversion_util import graph_from_text
+
+from snnc.errors import UserError
+from snnc.ir import save_graph
+from snnc.runner import open_artifact, run_artifact
+from snnc.targets import TARGETS, Target, get_target
+
+PROTOCOL = [name for name, _ in inspect.getmembers(Target, inspect.isfunction) if not name.startswith("_")]
+
+
+def test_the_protocol_has_run():
+    assert {"pipeline_suffix", "legality", "compile", "run"} <= set(PROTOCOL)
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_every_target_implements_the_protocol_and_carries_no_second_description(name):
+    entry = TARGETS[name]
+    assert entry.name == name and entry.description
+    cls = getattr(importlib.import_module(entry.module), entry.cls)
+    missing = [m for m in PROTOCOL if not callable(getattr(cls, m, None))]
+    assert missing == []
+    assert not hasattr(cls, "description")  # the registry is the one description
+
+
+def test_an_unknown_backend_is_named_with_a_suggestion():
+    with pytest.raises(UserError, match=r"unknown target 'tvn'; did you mean 'tvm'\?"):
+        get_target("tvn")
+
+
+def test_nir_artifacts_say_how_to_run_them(tmp_path):
+    graph = graph_from_text("""
+    graph @g(%x: analog[4]) attributes {timesteps = 4} {
+      %l = linear(%x) params {weight = "w"} : analog[3]
+      %n = neuron(%l) {strict = true, reset = "hard"} : spike[3]
+      %readout = readout(%n) : analog[3]
+      output %readout
+    }
+    """)
+    save_graph(graph, tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"target": "nir"}))
+    art = open_artifact(tmp_path)
+    x = np.zeros((2, 4), np.float32)
+    with pytest.raises(UserError, match="runs nothing itself; run the artifact's IR with --backend torch"):
+        run_artifact(art, x, None, "snn", None)
+    torch_run = run_artifact(art, x, None, "snn", "torch")
+    assert torch_run["logits"].shape == (2, 3)
