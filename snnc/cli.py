@@ -7,6 +7,8 @@ error (a bug in snnc: the traceback is printed so that it can be reported).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import traceback
 from contextlib import contextmanager
@@ -15,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from snnc.errors import SnncError, UserError
+from snnc.errors import InputFileError, SnncError, Terminated, UserError
 
 EPILOG = "Docs: README.md and docs/ in the snnc repository."
 
@@ -52,19 +54,73 @@ def _progress_factory():
         yield track
 
 
+def _click_fail(e: click.ClickException) -> None:
+    """click's usage errors in snnc's one-line form (click prints usage, a hint and the error on four)."""
+    ctx = getattr(e, "ctx", None)
+    if isinstance(e, click.exceptions.NoArgsIsHelpError) and ctx is not None:  # plain `snnc`: help
+        click.echo(ctx.get_help())
+        sys.exit(0)
+    message = e.format_message()
+    if isinstance(e, click.UsageError) and ctx is not None:
+        message = f"{message.rstrip('.')}; see '{ctx.command_path} --help'"
+    click.echo(f"snnc: error: {message}", err=True)
+    sys.exit(e.exit_code if isinstance(e, click.UsageError) else 2)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_broken_pipe() -> None:
+    """The reader of stdout went away (``snnc ops | head -1``): stop without a word, as a C tool would."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush cannot fail again
+    except (OSError, ValueError, AttributeError):  # no real stdout (an in-process test runner)
+        pass
+    sys.exit(141)  # 128 + SIGPIPE
+
+
 class SnncGroup(click.Group):
-    """Turns snnc's user errors into one line and exit 2; bugs into exit 1."""
+    """Turns snnc's user errors into one line and exit 2; bugs into exit 1; SIGINT into exit 130 and
+    SIGTERM into exit 143 (after the ``finally`` blocks removed what was half written)."""
+
+    def main(self, *args, **kwargs):
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread: leave signals alone
+            previous = None
+        try:
+            return super().main(*args, **kwargs)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as e:  # the group's own options (``snnc --bogus``)
+            _click_fail(e)
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return result
         except SnncError as e:
             _fail(str(e))
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+        except click.ClickException as e:  # a bad option or argument of a command: one line, like ours
+            _click_fail(e)
+        except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
+        except Terminated:
+            click.echo("snnc: terminated (SIGTERM)", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("snnc: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
         except Exception:
             click.echo("snnc: internal error (a bug in snnc; please report it with this trace):", err=True)
             traceback.print_exc()
@@ -130,9 +186,12 @@ def main() -> None:
 def compile(model, out, target, pipeline, calib, test_data, timesteps, input_shape, arch, trust_pickle,
             print_ir_after, time_passes, no_verify, reproducer, target_config, board, device, seed) -> None:
     """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir) into an artifact directory."""
-    from snnc.driver import CompileOptions, compile_model
+    from snnc.driver import CompileOptions, check_output_file, compile_model
     from snnc.pass_manager import PipelineFailure
     from snnc.targets import TargetOptions
+
+    if reproducer is not None:
+        check_output_file(reproducer, "--reproducer")
 
     opts = CompileOptions(
         model=model, out=out, target=target, pipeline=pipeline, calib=calib, test_data=test_data,
@@ -195,14 +254,20 @@ def _print_summary(report: dict, out: Path) -> None:
 def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     """Run an ARTIFACT directory on inputs; writes logits (N, C) and predictions (N,)."""
     from snnc.data import check_shape, load_npz
-    from snnc.runner import open_artifact, run_artifact
+    from snnc.driver import check_output_file, write_atomically
+    from snnc.runner import run_artifact
 
-    art = open_artifact(artifact)
+    if out is not None and not str(out).endswith(".npz"):
+        out = Path(f"{out}.npz")  # what np.savez would write
+    if out is not None:
+        check_output_file(out, "-o")
+    art = _open_artifact(artifact)
     x, y = load_npz(data)
     check_shape(x, art.graph.inputs[0][1].shape, data)
     result = run_artifact(art, x, timesteps, mode, backend, device)
     if out is not None:
-        np.savez(out, **{k: np.asarray(v) for k, v in result.items()})  # type: ignore[arg-type]
+        arrays = {k: np.asarray(v) for k, v in result.items()}
+        write_atomically(out, "-o", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     msg = f"{len(x)} samples"
     if y is not None:
         msg += f", accuracy {(result['predictions'] == y).mean():.4f}"
@@ -222,9 +287,12 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     from rich.table import Table
 
     from snnc.data import check_shape, load_npz
-    from snnc.runner import evaluate, is_spiking, open_artifact
+    from snnc.driver import check_output_file, write_atomically
+    from snnc.runner import evaluate, is_spiking
 
-    art = open_artifact(artifact)
+    if json_out is not None:
+        check_output_file(Path(json_out), "--json")
+    art = _open_artifact(artifact)
     if not is_spiking(art.graph):
         raise UserError(f"{artifact}: holds an ANN graph (compiled without --calib), not a spiking one; "
                         "compile with --calib DATA to convert it, or use `snnc run --mode ann`")
@@ -262,7 +330,28 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
         click.echo("src: the direct-coded source as its library runs it (analog first layer at every step); "
                    "src hoisted: the same with that loop-invariant layer computed once")
     if json_out:
-        Path(json_out).write_text(json.dumps(result, indent=2) + "\n")
+        text = json.dumps(result, indent=2) + "\n"
+        write_atomically(Path(json_out), "--json", lambda f: f.write(text.encode()))
+
+
+def _open_artifact(path: Path):
+    """An artifact directory, checked whole (graph parses, parameters present and of the right shapes):
+    a damaged one is a one-line error before any work, not a traceback in the middle of it."""
+    from snnc.ir import verify
+    from snnc.runner import open_artifact
+
+    try:
+        art = open_artifact(path)
+        verify(art.graph)
+    except InputFileError:
+        raise
+    except SnncError as e:
+        raise InputFileError(f"{path}: damaged artifact directory: {e}; compile it again with `snnc compile`") from None
+    except Exception as e:
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise InputFileError(f"{path}: damaged artifact directory ({type(e).__name__}: {first}); "
+                             "compile it again with `snnc compile`") from None
+    return art
 
 
 @main.command()
@@ -278,7 +367,7 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
 @click.option("--print-pipeline", is_flag=True, help="Print the canonical pipeline string and exit.")
 def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_verify, print_pipeline) -> None:
     """Run a pass PIPELINE on textual IR FILE (.snnir) and print the result."""
-    from snnc.driver import make_simulator
+    from snnc.driver import check_output_file, make_simulator, write_atomically
     from snnc.ir import load_graph, print_graph, save_params
     from snnc.pass_manager import (
         CalibrationData,
@@ -295,6 +384,9 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
     if print_pipeline:
         click.echo(pipeline_string(passes))
         return
+    if out is not None:
+        check_output_file(Path(out), "-o")
+        check_output_file(Path(out).with_suffix(".safetensors"), "-o")
     graph = load_graph(file)
     instruments: list[Instrument] = []
     if print_ir_after:
@@ -313,8 +405,9 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
     if out is None:
         click.echo(text, nl=False)
     else:
-        Path(out).write_text(text)
-        save_params(result.params, Path(out).with_suffix(".safetensors"))
+        sidecar = Path(out).with_suffix(".safetensors")
+        write_atomically(sidecar, "-o", lambda f: save_params(result.params, Path(f.name)))
+        write_atomically(Path(out), "-o", lambda f: f.write(text.encode()))
     if timing:
         click.echo(timing.render(), err=True)
 
@@ -369,8 +462,8 @@ def targets() -> None:
     """List the compilation targets."""
     from snnc.targets import TARGETS
 
-    for name, (_, _, desc) in TARGETS.items():
-        click.echo(f"{name:10s} {desc}")
+    for entry in TARGETS.values():
+        click.echo(f"{entry.name:10s} {entry.description}")
 
 
 @main.command()

@@ -1,20 +1,24 @@
 """The compile driver: model file -> IR -> pipeline -> target -> artifact directory.
 
 The artifact appears whole or not at all: everything is written to a temporary sibling
-directory that is renamed into place at the end.
+directory that is renamed into place at the end.  That directory is created first, before
+any expensive work, so that an output path that cannot be written is reported at once; it
+is removed on every failure, Ctrl-C and SIGTERM included.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
 import sys
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -94,7 +98,112 @@ def make_simulator(device: str) -> Any:
     return TorchSimulator(device)
 
 
+SYSTEM_DIRS = (Path("/proc"), Path("/dev"), Path("/sys"))  # kernel file systems: never an output
+SHARED_MEMORY = Path("/dev/shm")  # a tmpfs: an output may go there
+
+
+def _system_dir(path: Path) -> Path | None:
+    resolved = path.resolve()
+    if resolved == SHARED_MEMORY or SHARED_MEMORY in resolved.parents:
+        return None
+    return next((d for d in SYSTEM_DIRS if resolved == d or d in resolved.parents), None)
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written (its directory is missing or
+    not writable, it is a directory, it lies in /proc, /dev or /sys)."""
+    system = _system_dir(path)
+    if system is not None:
+        raise UserError(f"{flag} {path}: lies in {system}, a system directory; write to a file elsewhere")
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory; expected a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is not a directory" if parent.exists() else "does not exist"
+        raise UserError(f"{flag} {path}: {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+
+
+def write_atomically(path: Path, flag: str, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write`` into a temporary sibling of ``path``, then rename it into place: never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write ({e.strerror or e})") from None
+    finally:
+        with _signals_held():
+            tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while cleaning up, so that a second Ctrl-C cannot leave half a mess;
+    they are delivered when the cleanup is done."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _missing_parents(directory: Path) -> list[Path]:
+    """The ancestors of ``directory`` (itself included) that do not exist yet, outermost first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    if not directory.is_dir():
+        raise UserError(f"{directory} is not a directory")
+    return missing[::-1]
+
+
 def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | None = None) -> CompileResult:
+    """Compile into a temporary sibling of ``opts.out``, created before any work and renamed into place
+    at the end; on any failure (a signal included) it is removed, with the parents made for it."""
+    out = Path(opts.out)
+    system = _system_dir(out)
+    if system is not None:
+        raise UserError(f"-o {out}: lies in {system}, a system directory; choose an output directory elsewhere")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a directory")
+    try:
+        made = _missing_parents(out.parent)
+    except UserError as e:
+        raise UserError(f"-o {out}: {e}") from None
+    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(6)}"
+    done = False
+    try:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir(mode=0o700)
+        except OSError as e:
+            raise UserError(f"-o {out}: cannot create a directory in {out.parent} ({e.strerror or e})") from None
+        result = _compile_into(opts, tmp, progress)
+        _apply_umask(tmp)
+        _replace_dir(tmp, out)
+        done = True
+        return result
+    finally:
+        with _signals_held():
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not done:
+                for directory in reversed(made):
+                    try:
+                        directory.rmdir()
+                    except OSError:
+                        break
+
+
+def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int], Any] | None) -> CompileResult:
     loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape, trust_pickle=opts.trust_pickle)
     source_graph = loaded.graph
     in_shape = source_graph.inputs[0][1].shape
@@ -139,32 +248,23 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
                          "test" if test else "calibration")
     source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
     timesteps = graph.attrs.timesteps
-    out = Path(opts.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        save_graph(graph, tmp)
-        _save_source(source_graph, tmp)
-        target_report = target.compile(graph, tmp, ctx)
-        report = build_report(
-            source=source,
-            target=opts.target,
-            pipeline=pipeline_string(passes),
-            timesteps=timesteps,
-            counts=counts,
-            accuracy=accuracy,
-            target_report=target_report,
-            notes=ctx.notes,
-            pass_results=ctx.results,
-            source_macs=_dense_macs(source_graph),
-        )
-        (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-        _apply_umask(tmp)
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return CompileResult(graph, report, out, timing, ctx.notes)
+    save_graph(graph, tmp)
+    _save_source(source_graph, tmp)
+    target_report = target.compile(graph, tmp, ctx)
+    report = build_report(
+        source=source,
+        target=opts.target,
+        pipeline=pipeline_string(passes),
+        timesteps=timesteps,
+        counts=counts,
+        accuracy=accuracy,
+        target_report=target_report,
+        notes=ctx.notes,
+        pass_results=ctx.results,
+        source_macs=_dense_macs(source_graph),
+    )
+    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    return CompileResult(graph, report, Path(opts.out), timing, ctx.notes)
 
 
 def _dense_macs(graph: Graph) -> float:
@@ -193,7 +293,9 @@ def _counts(graph: Graph, ctx: PassContext) -> dict[str, Any]:
 
     work = graph.copy()
     CountOps().apply(ctx, work)
-    return work.analyses["count-ops"]
+    counts = work.analyses.get(CountOps.result)
+    assert counts is not None  # count-ops always leaves its result
+    return counts.as_dict()
 
 
 def _json_default(value: Any) -> Any:
@@ -218,15 +320,16 @@ def _apply_umask(directory: Path) -> None:
 
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` is replaced only once ``tmp`` is complete."""
-    if out.exists():
-        if not out.is_dir():
-            raise UserError(f"-o {out}: exists and is not a directory")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"-o {out}: exists and is not a directory")
+    with _signals_held():  # a signal between the two renames would leave no ``out`` at all
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
 
 
 def _accuracy(source: Graph, graph: Graph, simulator: Any, data, timesteps: int, split: str):

@@ -43,6 +43,11 @@ class TargetError(UserError):
     """A backend refuses a graph or a model does not fit the target."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised by the CLI's handler so that every ``finally`` (temporary directories) runs
+    exactly as for Ctrl-C; the CLI exits 143 instead of 130."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -1,6 +1,9 @@
 """Model files -> snnc IR.
 
-* ``.pt2``: a torch.export archive (ATen graph; the safe, preferred format);
+* ``.pt2``: a torch.export archive (ATen graph; the safe, preferred format).  Before torch reads it,
+  every member's CRC is checked, and every member torch could unpickle (sample inputs, pickled
+  weights) must pass torch's own ``weights_only`` loader, unless ``trust_pickle``: torch.export.load
+  would otherwise fall back to a full unpickle, which runs code from the file;
 * ``.pt`` / ``.pth`` state dict + ``--arch path/to/file.py:factory``;
 * ``.pt`` pickled whole module: only with ``trust_pickle`` (unpickling runs code);
 * ``.snnir``: textual IR (+ sidecar ``params.safetensors``);
@@ -12,9 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
+import json
 import logging
 import sys
+import warnings
 import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +86,127 @@ def load_factory(spec: str) -> Any:
     return getattr(module, func)
 
 
-def _zip_names(path: Path) -> list[str] | None:
+def _zip_names(data: bytes) -> list[str] | None:
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
             return z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
         return None
+
+
+@contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Silence torch's export/serde loggers and warnings while a file loads: their records carry
+    tracebacks (and one of them is malformed: "--- Logging error ---"); snnc reports in one line."""
+    prefixes = ("torch.export", "torch._export", "torch.serialization")
+    names = {n for n in logging.root.manager.loggerDict if n.startswith(prefixes)} | set(prefixes)
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, was in zip(loggers, saved, strict=True):
+            lg.disabled = was
+
+
+_RAW_TENSOR_DIRS = ("data/weights/", "data/constants/")
+_UNPICKLED_DIRS = (*_RAW_TENSOR_DIRS, "data/sample_inputs/")  # torch.export.load may unpickle what lies here
+
+
+def _raw_tensor_members(z: zipfile.ZipFile) -> set[str]:
+    """Members that the archive's weight/constant configs name as raw tensor bytes (``use_pickle``
+    false): torch reads them with ``frombuffer``, never with an unpickler."""
+    raw: set[str] = set()
+    pickled: set[str] = set()
+    for name in z.namelist():
+        directory = next((d for d in _RAW_TENSOR_DIRS if d in name), None)
+        if directory is None or not name.endswith("_config.json"):
+            continue
+        base = name[: name.index(directory) + len(directory)]
+        try:
+            config = json.loads(z.read(name))["config"]
+            entries = [(str(e["path_name"]), bool(e.get("use_pickle"))) for e in config.values()]
+        except Exception:  # a malformed config: no member is trusted to be raw bytes
+            continue
+        for path_name, use_pickle in entries:
+            tensor = path_name.startswith(("weight_", "tensor_")) and not use_pickle
+            (raw if tensor else pickled).add(base + path_name)
+    return raw - pickled
+
+
+def _looks_pickled(data: bytes) -> bool:
+    """A zip (torch.save's format) or a pickle stream (PROTO opcode)."""
+    return data[:4] == b"PK\x03\x04" or (len(data) > 1 and data[0] == 0x80 and 2 <= data[1] <= 5)
+
+
+def _weights_only_refusal(data: bytes) -> str | None:
+    """None when torch's own ``weights_only`` unpickler accepts ``data`` (a torch.save zip, whose every
+    member's CRC is read too); otherwise why not, in a few words."""
+    if data[:4] != b"PK\x03\x04":
+        return "a raw pickle, not a torch.save archive"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as inner:
+            for info in inner.infolist():
+                inner.read(info)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
+        return f"damaged: {e}"
+    try:
+        with _quiet_torch():
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = str(e)
+        for line in text.splitlines():  # torch's message is long; its reason is on one line
+            if "Unsupported" in line or "WeightsUnpickler error" in line:
+                return line.split("error:", 1)[-1].strip().split(". ")[0]
+        return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".strip()
+    return None
+
+
+def _check_archive(path: Path, data: bytes, *, kind: str, pickles: bool) -> None:
+    """Before torch sees the file: every member's CRC (a damaged file never loads silently), no member
+    name twice (torch's reader and Python's could pick different copies), and, with ``pickles``, every
+    member torch could unpickle accepted by torch's ``weights_only`` loader, so that no code from the
+    file can run (torch.export.load falls back to ``weights_only=False`` on its own)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+            if infos and min(i.header_offset for i in infos) != 0:  # torch writes nothing before its zip
+                raise InputFileError(f"{path}: cannot read the {kind} archive (corrupt or truncated?): the zip "
+                                     "directory found is not the file's own (a damaged end, or a nested archive)")
+            seen: set[str] = set()
+            for info in infos:
+                if info.filename in seen:
+                    raise InputFileError(f"{path}: member {info.filename} appears twice; the archive is corrupt "
+                                         "or was tampered with")
+                seen.add(info.filename)
+            raw = _raw_tensor_members(z) if pickles else set()
+            for info in infos:
+                try:
+                    member = z.read(info)
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+                    reason = "fails its CRC check" if "CRC" in str(e) else f"is unreadable ({e})"
+                    raise InputFileError(f"{path}: cannot read the {kind} archive (corrupt or truncated?): member "
+                                         f"{info.filename} {reason}; copy or export the file again") from None
+                if not pickles or info.filename in raw or info.is_dir():
+                    continue
+                name = info.filename
+                by_name = name.endswith((".pt", ".pkl")) or (
+                    any(d in name for d in _UNPICKLED_DIRS) and not name.endswith(".json"))
+                if not (by_name or _looks_pickled(member)):
+                    continue
+                refusal = _weights_only_refusal(member)
+                if refusal is not None:
+                    raise InputFileError(
+                        f"{path}: member {name} holds pickled Python objects that torch's safe loader refuses "
+                        f"({refusal}); unpickling them would run code from the file: pass --trust-pickle "
+                        "only if you trust this file"
+                    )
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise InputFileError(f"{path}: truncated or corrupt archive ({e})") from None
 
 
 def load_model(
@@ -97,16 +221,18 @@ def load_model(
         raise InputFileError(f"{path}: no such file")
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory; expected a model file (.pt2, .pt, .snnir)")
-    digest = sha256_of(path)
     if path.suffix == ".snnir":
-        return LoadedModel(load_graph(path), "snnir", digest)
+        return LoadedModel(load_graph(path), "snnir", sha256_of(path))
     if path.suffix == ".nir":
-        return LoadedModel(_load_nir(path), "nir", digest)
-    names = _zip_names(path)
+        return LoadedModel(_load_nir(path), "nir", sha256_of(path))
+    try:
+        data = path.read_bytes()  # checked and loaded from the same bytes: the file cannot change in between
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    names = _zip_names(data)
     if names is None:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic == b"PK\x03\x04" or path.stat().st_size == 0:
+        if data[:4] == b"PK\x03\x04" or not data:
             raise InputFileError(f"{path}: truncated or corrupt archive")
         raise InputFileError(
             f"{path}: not a PyTorch model file (expected a torch.export .pt2 archive or a torch.save .pt zip)"
@@ -121,22 +247,22 @@ def load_model(
         )
     if path.suffix == ".pt2" or any("serialized_exported_program" in n or n.endswith(".json") and "models/" in n
                                     for n in names):
-        return _load_pt2(path, digest, stem, input_shape)
-    return _load_pt(path, digest, stem, arch, input_shape, trust_pickle)
+        _check_archive(path, data, kind="torch.export", pickles=not trust_pickle)
+        return _load_pt2(path, data, digest, stem, input_shape)
+    # a .pt: CRCs only; its pickle guard is torch.load(weights_only=True) in _load_pt, with no silent fallback
+    _check_archive(path, data, kind="torch.save", pickles=False)
+    return _load_pt(path, data, digest, stem, arch, input_shape, trust_pickle)
 
 
-def _load_pt2(path: Path, digest: str, stem: str, input_shape: tuple[int, ...] | None) -> LoadedModel:
-    logger = logging.getLogger("torch.export")
-    was_disabled, logger.disabled = logger.disabled, True  # its own warning carries a traceback
+def _load_pt2(path: Path, data: bytes, digest: str, stem: str, input_shape: tuple[int, ...] | None) -> LoadedModel:
     try:
-        ep = torch.export.load(str(path))
+        with _quiet_torch():
+            ep = torch.export.load(io.BytesIO(data))
     except Exception as e:
         first = str(e).splitlines()[0] if str(e) else ""
         first = first.replace("; check the warnings above", "").replace(", check the warnings above", "")
         raise InputFileError(f"{path}: cannot read the torch.export archive (corrupt or truncated?): "
                              f"{type(e).__name__}: {first}") from None
-    finally:
-        logger.disabled = was_disabled
     graph = import_exported(ep, stem)
     if input_shape is not None:
         declared = graph.inputs[0][1].shape
@@ -146,10 +272,11 @@ def _load_pt2(path: Path, digest: str, stem: str, input_shape: tuple[int, ...] |
     return LoadedModel(graph, "pt2", digest, ep.module())
 
 
-def _load_pt(path: Path, digest: str, stem: str, arch: str | None, input_shape: tuple[int, ...] | None,
-             trust_pickle: bool) -> LoadedModel:
+def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
+             input_shape: tuple[int, ...] | None, trust_pickle: bool) -> LoadedModel:
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with _quiet_torch():
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         kind = "state_dict"
     except Exception as e:
         if "weights_only" not in str(e) and "Unsupported global" not in str(e) and "GLOBAL" not in str(e):
@@ -161,7 +288,8 @@ def _load_pt(path: Path, digest: str, stem: str, arch: str | None, input_shape: 
                 "or export with torch.export to .pt2"
             ) from None
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+            with _quiet_torch():
+                obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
         except Exception as e2:
             raise InputFileError(f"{path}: cannot unpickle ({type(e2).__name__}: {e2})") from None
         kind = "pickle"
