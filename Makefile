@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-all lint bench clean fuzz
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/result
 	$(VPY) benchmarks/direct_to_event.py
 	$(VPY) benchmarks/event_kernels.py
 	$(VPY) benchmarks/loihi_mapping.py
+
+fuzz: $(STAMP)  ## mutation fuzzing of the file readers: every malformed input must be a clean snnc error
+	$(VPY) tools/fuzz.py --target snnir --count 100000 --seed 0 --crash-dir fuzz-crashes
+	$(VPY) tools/fuzz.py --target sidecar --count 20000 --seed 0 --crash-dir fuzz-crashes
+	$(VPY) tools/fuzz.py --target nir --count 3000 --seed 0 --crash-dir fuzz-crashes
+	$(VPY) tools/fuzz.py --target model --count 2000 --seed 0 --crash-dir fuzz-crashes
 
 clean:
 	rm -rf $(VENV) build *.egg-info

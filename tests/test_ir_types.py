@@ -88,26 +88,26 @@ def test_parse_type_rejects_malformed(text: str) -> None:
 
 
 GRAPH_TYPE_ERRORS = [
-    ("analog", "line 1: expected '[', got ')'"),
-    ("tensor[1]", "line 1: expected a type (analog|spike|burst<B>), got 'tensor'"),
-    ("burst[4]", "line 1: expected '<', got '['"),
-    ("burst<>[4]", "line 1: burst size must be a positive integer, got '>'"),
-    ("analog[1,8", "line 1: expected ']', got ')'"),
-    ("analog[a]", "line 1: dimension must be a positive integer, got 'a'"),
-    ("analog[1 8]", "line 1: expected ']', got '8'"),
-    ("analog[1,,8]", "line 1: dimension must be a positive integer, got ','"),
+    ("analog", "line 1:20: expected '[', got ')'"),
+    ("tensor[1]", "line 1:14: expected a type (analog|spike|burst<B>), got 'tensor'"),
+    ("burst[4]", "line 1:19: expected '<', got '['"),
+    ("burst<>[4]", "line 1:20: burst size must be a positive integer, got '>'"),
+    ("analog[1,8", "line 1:24: expected ']', got ')'"),
+    ("analog[a]", "line 1:21: dimension must be a positive integer, got 'a'"),
+    ("analog[1 8]", "line 1:23: expected ']', got '8'"),
+    ("analog[1,,8]", "line 1:23: dimension must be a positive integer, got ','"),
 ]
 
 
 @pytest.mark.parametrize(("text", "message"), GRAPH_TYPE_ERRORS)
-def test_graph_parser_rejects_malformed_types_with_a_line(text: str, message: str) -> None:
+def test_graph_parser_rejects_malformed_types_with_a_line_and_column(text: str, message: str) -> None:
     with pytest.raises(ParseError, match="^" + re.escape(message) + "$"):
         parse_graph(f"graph @g(%x: {text}) {{\n  output %x\n}}\n")
 
 
 def test_graph_parser_reports_the_line_of_a_bad_node_type() -> None:
     text = "graph @g(%x: analog[3]) {\n  %y = relu(%x) : analog[3\n  output %y\n}\n"
-    with pytest.raises(ParseError, match="^" + re.escape("line 3: expected ']', got 'output'") + "$"):
+    with pytest.raises(ParseError, match="^" + re.escape("line 3:3: expected ']', got 'output'") + "$"):
         parse_graph(text)
 
 
@@ -133,5 +133,5 @@ def test_burst_needs_at_least_two_levels(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["analog[1.5]", "burst<2.5>[3]", "analog[1e3]"])
 def test_graph_parser_rejects_non_integer_dims_with_parse_error(text: str) -> None:
-    with pytest.raises(ParseError, match=r"^line 1: "):
+    with pytest.raises(ParseError, match=r"^line 1:\d+: "):
         parse_graph(f"graph @g(%x: {text}) {{\n  output %x\n}}\n")

@@ -292,20 +292,20 @@ def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> N
             params["bias"] = node.bias
         _emit(graph, key, O.Linear(), ins, params)
     elif isinstance(node, nir.Conv2d):
-        op = O.Conv2d(_pair(node.stride, "stride", key), _pair(node.padding, "padding", key),
-                      _pair(node.dilation, "dilation", key), _int(node.groups, "groups", key))
-        _emit(graph, key, op, ins, {"weight": node.weight, "bias": node.bias})
+        conv2 = O.Conv2d(_pair(node.stride, "stride", key), _pair(node.padding, "padding", key),
+                         _pair(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        _emit(graph, key, conv2, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, nir.Conv1d):
         if isinstance(node.padding, str):
             raise UnsupportedError(f"NIR padding '{node.padding}' is not supported; use explicit integers")
-        op = O.Conv1d(_int(node.stride, "stride", key), _int(node.padding, "padding", key),
-                      _int(node.dilation, "dilation", key), _int(node.groups, "groups", key))
-        _emit(graph, key, op, ins, {"weight": node.weight, "bias": node.bias})
+        conv1 = O.Conv1d(_int(node.stride, "stride", key), _int(node.padding, "padding", key),
+                         _int(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        _emit(graph, key, conv1, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         cls = O.AvgPool2d if isinstance(node, nir.AvgPool2d) else O.SumPool2d
-        op = cls(_pair(node.kernel_size, "kernel_size", key), _pair(node.stride, "stride", key),
-                 _pair(node.padding, "padding", key))
-        _emit(graph, key, op, ins, {})
+        pool = cls(_pair(node.kernel_size, "kernel_size", key), _pair(node.stride, "stride", key),
+                   _pair(node.padding, "padding", key))
+        _emit(graph, key, pool, ins, {})
     elif isinstance(node, nir.Flatten):
         _emit(graph, key, O.Flatten(), ins, {})
     elif isinstance(node, nir.Scale):

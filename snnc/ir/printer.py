@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
 from typing import Any
 
 from snnc.ir.graph import Graph, GraphAttributes, Node
+from snnc.ir.op import Op
 
 
 def format_value(value: Any) -> str:
@@ -34,9 +36,22 @@ def _dict(entries: dict[str, Any]) -> str:
     return "{" + ", ".join(f"{k} = {format_value(v)}" for k, v in entries.items()) + "}"
 
 
+def _attributes(op: Op) -> dict[str, Any]:
+    """The attributes to print: those that differ from their default, where -0.0 differs from 0.0
+    (they compare equal, but the parser must give back the same bits)."""
+    out = op.non_default_attributes()
+    for f in dataclasses.fields(op):  # type: ignore[arg-type]
+        value = getattr(op, f.name)
+        default = f.default
+        if f.name not in out and isinstance(value, float) and isinstance(default, (int, float)) \
+                and math.copysign(1.0, value) != math.copysign(1.0, default):
+            out[f.name] = value
+    return {f.name: out[f.name] for f in dataclasses.fields(op) if f.name in out}  # type: ignore[arg-type]
+
+
 def format_node(node: Node) -> str:
     text = f"%{node.name} = {node.op.name}(" + ", ".join(f"%{v}" for v in node.inputs) + ")"
-    attrs = node.op.non_default_attributes()
+    attrs = _attributes(node.op)
     if attrs:
         text += " " + _dict(attrs)
     if node.params:

@@ -8,7 +8,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from snnc.errors import InputFileError
+from snnc.errors import InputFileError, ParseError
 from snnc.ir.graph import Graph
 from snnc.ir.parser import parse_graph
 from snnc.ir.printer import print_graph
@@ -25,6 +25,19 @@ def load_params(path: Path) -> dict[str, np.ndarray]:
         raise InputFileError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+def decode_text(data: bytes, filename: str) -> str:
+    """UTF-8 bytes -> text (a leading byte-order mark is dropped); ParseError at the first bad byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ParseError(
+            f"{filename}:{line}:{col}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}: {e.reason})"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
 def save_graph(graph: Graph, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "graph.snnir").write_text(print_graph(graph))
@@ -37,7 +50,11 @@ def load_graph(path: Path) -> Graph:
     text_path = path / "graph.snnir" if path.is_dir() else path
     if not text_path.exists():
         raise InputFileError(f"{text_path}: no such file")
-    graph = parse_graph(text_path.read_text())
+    try:
+        data = text_path.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"{text_path}: cannot read ({e.strerror or e})") from None
+    graph = parse_graph(decode_text(data, str(text_path)), str(text_path))
     sidecar = text_path.with_name("params.safetensors")
     if not sidecar.exists():
         sidecar = text_path.with_suffix(".safetensors")
