@@ -187,7 +187,7 @@ def compile(model, out, target, pipeline, calib, test_data, timesteps, input_sha
             print_ir_after, time_passes, no_verify, reproducer, target_config, board, device, seed) -> None:
     """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir) into an artifact directory."""
     from snnc.driver import CompileOptions, check_output_file, compile_model
-    from snnc.pass_manager import PipelineFailure
+    from snnc.pass_manager import PassCrash, PipelineFailure
     from snnc.targets import TargetOptions
 
     if reproducer is not None:
@@ -208,6 +208,15 @@ def compile(model, out, target, pipeline, calib, test_data, timesteps, input_sha
                 e.write_reproducer(reproducer)
                 raise UserError(f"{e} (reproducer written to {reproducer})") from None
             raise UserError(f"{e} (re-run with --reproducer FILE to save the failing IR)") from None
+        except PassCrash as e:  # a bug in a pass (snnc's or the user's own): exit 1 with its trace
+            saved = ""
+            if reproducer is not None:
+                e.write_reproducer(reproducer)
+                saved = f"; reproducer written to {reproducer}"
+            click.echo(f"snnc: internal error: {e}{saved or '; re-run with --reproducer FILE to save the failing IR'}",
+                       err=True)
+            traceback.print_exception(e.__cause__ or e)
+            sys.exit(1)
     if result.timing:
         click.echo(result.timing.render(), err=True)
     for note in result.notes:

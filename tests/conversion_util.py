@@ -17,6 +17,7 @@ from snnc.frontend.files import load_model
 from snnc.ir import Graph, parse_graph
 from snnc.ir import ops as O
 from snnc.pass_manager import CalibrationData, PassContext, PassManager
+from snnc.passes.calibrate import Calibration
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
 SIM = TorchSimulator(batch_size=512)
@@ -82,7 +83,7 @@ def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 def power_of_two_thresholds(graph: Graph) -> None:
     """Round every calibrated threshold to a power of two: then rescaling by thresholds is exact
     in floating point, and a scale-folding pass must reproduce the SNN bit for bit."""
-    stats = graph.analyses["calibrate"]
+    stats = graph.analyses.get(Calibration).stats
     for name, s in stats.items():
         rounded = 2.0 ** np.round(np.log2(s.threshold))
         stats[name] = dataclasses.replace(s, threshold=rounded)

@@ -15,6 +15,7 @@ from conversion_util import DIGITS, SIM, context, digits_model, digits_split, gr
 
 from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer, simulate
 from snnc.backends.loihi.lower import InputCoding, legality, lower, net_from_layers
+from snnc.backends.loihi.mapping import Mapping
 from snnc.backends.loihi.netx import read_netx
 from snnc.backends.loihi.target import (
     LoihiTarget,
@@ -130,7 +131,7 @@ def test_digits_within_0_3_points_of_the_float_snn(arch: str) -> None:
     print(f"{arch}: float SNN {float_acc:.4f}, Loihi bit-accurate {chip_acc:.4f} (T = {T}, {len(ty)} test images)")
     assert abs(chip_acc - float_acc) <= 0.003 + 1e-9
     assert float_acc >= 0.96
-    assert not quantised.analyses["loihi-map"].violations()
+    assert not quantised.analyses.get(Mapping).violations()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext, PassManager
 from snnc.passes._conversion import mse_thresholds, quantise
-from snnc.passes.calibrate import ActivationStats, CalibrationMethod
+from snnc.passes.calibrate import ActivationStats, Calibration, CalibrationMethod
 
 NET = """
 graph @net(%x: analog[2,4,4]) {
@@ -38,33 +38,33 @@ def _setup(method: str = "max", per_channel: bool = True, **opts):
 def test_golden_nothing_but_the_analysis_changes() -> None:
     g, out, _, _ = _setup()
     assert print_graph(out) == ir(NET)
-    assert set(out.analyses["calibrate"]) == {"r", "q"}
-    assert all(isinstance(s, ActivationStats) for s in out.analyses["calibrate"].values())
+    assert set(out.analyses.get(Calibration).stats) == {"r", "q"}
+    assert all(isinstance(s, ActivationStats) for s in out.analyses.get(Calibration).stats.values())
 
 
 def test_max_per_channel_and_per_layer() -> None:
     _, out, ctx, acts = _setup()
     per_channel = np.moveaxis(acts["r"], 1, 0).reshape(3, -1).max(axis=1)
-    stats = out.analyses["calibrate"]["r"]
+    stats = out.analyses.get(Calibration).stats["r"]
     np.testing.assert_allclose(stats.threshold, per_channel, rtol=1e-6)
     np.testing.assert_allclose(stats.maximum, per_channel, rtol=1e-6)
     assert stats.samples == 96 and stats.method is CalibrationMethod.MAX
     assert ctx.results["calibrate"]["thresholds"]["r"] == pytest.approx(list(per_channel), rel=1e-6)
     _, layer, _, _ = _setup(per_channel=False)
-    np.testing.assert_allclose(layer.analyses["calibrate"]["r"].threshold, [per_channel.max()], rtol=1e-6)
+    np.testing.assert_allclose(layer.analyses.get(Calibration).stats["r"].threshold, [per_channel.max()], rtol=1e-6)
 
 
 def test_percentile_of_positive_activations() -> None:
     _, out, _, acts = _setup("percentile", percentile=90.0)
     rows = np.moveaxis(acts["r"], 1, 0).reshape(3, -1)
     expected = [np.percentile(r[r > 0], 90.0) for r in rows]
-    np.testing.assert_allclose(out.analyses["calibrate"]["r"].threshold, expected, rtol=1e-6)
+    np.testing.assert_allclose(out.analyses.get(Calibration).stats["r"].threshold, expected, rtol=1e-6)
 
 
 def test_mse_is_the_grid_argmin() -> None:
     _, out, _, acts = _setup("mse")
     rows = np.moveaxis(acts["r"], 1, 0).reshape(3, -1).astype(np.float64)
-    got = out.analyses["calibrate"]["r"].threshold
+    got = out.analyses.get(Calibration).stats["r"].threshold
     for row, theta in zip(rows, got, strict=True):
         grid = row.max() * (1 - 0.01 * np.arange(95))
         errors = [np.sum((row - quantise(row[None], np.array([t]), 4, 0.5)[0]) ** 2) for t in grid]
@@ -82,7 +82,7 @@ def test_mse_search_with_bursts_and_silent_rows() -> None:
 def test_silent_channel_gets_the_layer_threshold() -> None:
     g = graph_from_text(NET, params={"c.bias": np.array([0.0, -1e6, 0.0])})
     out = run("calibrate", g, context(uniform_inputs((2, 4, 4), 32)))
-    theta = out.analyses["calibrate"]["r"].threshold
+    theta = out.analyses.get(Calibration).stats["r"].threshold
     assert theta[1] == max(theta[0], theta[2]) > 0
 
 

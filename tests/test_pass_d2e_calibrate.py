@@ -11,7 +11,7 @@ from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext
 from snnc.passes._conversion import channel_mean, neuron_vector
-from snnc.passes.d2e_encode import TEACHER
+from snnc.passes.d2e_encode import DirectCodedTeacher
 
 SOURCE = """
 graph @d(%x: analog[6]) {
@@ -59,7 +59,7 @@ def test_rates_come_back_to_the_direct_coded_ones() -> None:
     x = ctx.calibration.x
     encoded = run("d2e-encode{scheme=rate}", trained_mlp(T), ctx)
     calibrated = run("d2e-calibrate", encoded, ctx)
-    direct = _rates(encoded.analyses[TEACHER], x, T, ["lif1"])["lif1"]
+    direct = _rates(encoded.analyses.get(DirectCodedTeacher).graph, x, T, ["lif1"])["lif1"]
     before = _rates(encoded, x, T, ["lif1"])["lif1"]
     after = _rates(calibrated, x, T, ["lif1"])["lif1"]
     err_before, err_after = np.abs(before - direct).mean(), np.abs(after - direct).mean()
@@ -76,7 +76,7 @@ def test_counts_objective_never_worsens_the_first_layer() -> None:
     x = ctx.calibration.x
     encoded = run("d2e-encode{scheme=phase}", trained_mlp(T), ctx)
     calibrated = run("d2e-calibrate{objective=counts,range-log2=1,steps=8}", encoded, ctx)
-    teacher = SIM.run_snn(encoded.analyses[TEACHER], x, T, record=["lif1"]).recorded["lif1"]
+    teacher = SIM.run_snn(encoded.analyses.get(DirectCodedTeacher).graph, x, T, record=["lif1"]).recorded["lif1"]
 
     def err(g):
         return channel_mean((SIM.run_snn(g, x, T, record=["lif1"]).recorded["lif1"] - teacher) ** 2)
@@ -96,7 +96,7 @@ def test_per_layer_factor() -> None:
     node, before = out.node("lif1"), encoded.node("lif1")
     assert "v_th" not in node.params and "v_th" not in before.params
     assert node.op.v_th != before.op.v_th
-    direct = _rates(encoded.analyses[TEACHER], x, T, ["lif1"])["lif1"].mean()
+    direct = _rates(encoded.analyses.get(DirectCodedTeacher).graph, x, T, ["lif1"])["lif1"].mean()
     assert _rates(out, x, T, ["lif1"])["lif1"].mean() == pytest.approx(direct, rel=0.05)
 
 

@@ -11,7 +11,7 @@ from snnc.errors import ParseError, PassError
 from snnc.ir import ops as O
 from snnc.ir import print_graph, verify
 from snnc.pass_manager import PassContext
-from snnc.passes.d2e_encode import TEACHER, is_input_encoder, phase_bits
+from snnc.passes.d2e_encode import DirectCodedTeacher, is_input_encoder, phase_bits
 
 # as an SNN library's model imports: no encoder, the first linear reads the analog input at every step
 SOURCE = """
@@ -69,7 +69,7 @@ def test_golden_rate() -> None:
 def test_teacher_is_the_source_at_the_same_t() -> None:
     g = graph_from_text(SOURCE)
     out = run("d2e-encode", g, _ctx(timesteps=4))
-    teacher = out.analyses[TEACHER]
+    teacher = out.analyses.get(DirectCodedTeacher).graph
     assert teacher.nodes == g.nodes and teacher.attrs.timesteps == 4
     x = uniform_inputs((6,), 16)
     assert np.array_equal(SIM.run_snn(teacher, x, 4).logits, SIM.run_snn(g, x, 4).logits)

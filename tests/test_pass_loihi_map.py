@@ -30,7 +30,7 @@ def _mapped(pipeline: str, ctx: PassContext):
 def test_mapping_is_attached_and_within_limits() -> None:
     ctx = context(uniform_inputs((2, 8, 8), 32), timesteps=4)
     out = _mapped("loihi-map", ctx)
-    m = out.analyses["loihi-map"]
+    m = out.analyses.get(Mapping)
     assert isinstance(m, Mapping) and m.chip.name == "loihi2" and not m.violations()
     assert m.cores_used >= m.lower_bound >= 1
     # every neuron of every population is placed once; the readout integrator is a population too
@@ -48,7 +48,7 @@ def test_chip_and_override(tmp_path) -> None:
     cfg.write_text("[core]\nneurons = 256\n")
     ctx = context(uniform_inputs((2, 8, 8), 8), timesteps=4)
     out = _mapped(f"loihi-map{{chip=loihi1,config={cfg}}}", ctx)
-    m = out.analyses["loihi-map"]
+    m = out.analyses.get(Mapping)
     assert m.chip.name == "loihi1" and m.chip.core.neurons == 256
     assert m.cores_used >= 5 and max(c.usage[next(iter(c.usage))] for c in m.cores) <= 256
 
@@ -58,6 +58,6 @@ def test_without_calibration_rates_are_zero() -> None:
     quantised = run("loihi-legalize,loihi-quantize", graph_from_text(NET, seed=7), ctx)
     bare = PassContext(timesteps=4)
     out = run("loihi-map", quantised, bare)
-    assert out.analyses["loihi-map"].traffic["spikes_per_step"] == 0.0
+    assert out.analyses.get(Mapping).traffic["spikes_per_step"] == 0.0
     assert any("no calibration data" in n for n in bare.notes)
     np.testing.assert_array_equal(out.params["c.weight"], quantised.params["c.weight"])

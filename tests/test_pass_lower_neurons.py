@@ -9,7 +9,7 @@ from conversion_util import SIM, context, digits_model, digits_split, graph_from
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import ops as O
 from snnc.ir import print_graph
-from snnc.passes.calibrate import ActivationStats, CalibrationMethod
+from snnc.passes.calibrate import ActivationStats, Calibration, CalibrationMethod
 from snnc.passes.lower_neurons import LowerNeurons
 
 NET = """
@@ -48,7 +48,7 @@ def _stats(*theta: float) -> ActivationStats:
 
 def _lowered(pipeline: str = "lower-neurons"):
     g = graph_from_text(NET)
-    g.analyses["calibrate"] = {"r": _stats(1.5, 3.0), "r2": _stats(0.75)}
+    g.analyses.put(Calibration(stats={"r": _stats(1.5, 3.0), "r2": _stats(0.75)}))
     ctx = context(uniform_inputs((1, 4, 4), 4))
     return run(pipeline, g, ctx), ctx
 

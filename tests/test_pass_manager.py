@@ -419,3 +419,25 @@ def test_register_pass_refuses_a_taken_name_unless_asked_to_replace(registry):
         """Replaces the built-in canonicalize."""
 
     assert available_passes()["canonicalize"].__doc__ == "Replaces the built-in canonicalize."
+
+
+def test_the_cli_reports_a_crashing_pass_as_an_internal_error_with_its_reproducer(registry, tmp_path):
+    from click.testing import CliRunner
+
+    from snnc.cli import main
+
+    @register_pass("buggy")
+    def buggy(ctx: PassContext, graph: Graph) -> None:
+        """A user pass with a bug."""
+        {}["weight"]
+
+    out, repro = tmp_path / "out", tmp_path / "repro.snnir"
+    result = CliRunner().invoke(main, ["compile", "examples/digits/mlp.pt2", "-p", "canonicalize,buggy",
+                                       "-o", str(out), "--reproducer", str(repro)])
+    assert result.exit_code == 1
+    first = result.stderr.splitlines()[0]
+    assert first == (f"snnc: internal error: pass 'buggy' (after canonicalize) crashed: KeyError: 'weight'; "
+                     f"reproducer written to {repro}")
+    assert "Traceback" in result.stderr and "KeyError" in result.stderr.splitlines()[-1]
+    assert not out.exists()
+    assert repro.read_text().startswith("// snnc reproducer\n// configuration: -p 'buggy'\n")

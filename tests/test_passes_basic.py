@@ -20,6 +20,7 @@ from snnc.frontend import import_exported, import_module
 from snnc.ir import Graph, parse_graph, print_graph, verify
 from snnc.ir import ops as O
 from snnc.pass_manager import PassContext, PassManager
+from snnc.passes.count_ops import OpCounts
 
 try:  # the hypothesis strategies live in tests/strategies.py (written alongside)
     from hypothesis import HealthCheck, given, settings
@@ -381,7 +382,7 @@ def _digits_cnn() -> Graph:
 def test_count_ops_on_the_digits_cnn_by_hand():
     graph, ctx = _run(_digits_cnn(), "canonicalize,fold-bn,count-ops")
     layers = [
-        (la["name"], la["op"], la["neurons"], la["macs"]) for la in graph.analyses["count-ops"]["layers"]
+        (la["name"], la["op"], la["neurons"], la["macs"]) for la in graph.analyses.get(OpCounts).layers
     ]
     assert layers == [
         ("conv2d", "conv2d", 0, 16 * 8 * 8 * 1 * 3 * 3),  # 9216
@@ -392,11 +393,11 @@ def test_count_ops_on_the_digits_cnn_by_hand():
         ("avg_pool2d", "avgpool2d", 0, 32 * 2 * 2 * 2 * 2),  # 512 adds
         ("linear", "linear", 0, 128 * 10),
     ]
-    totals = graph.analyses["count-ops"]["totals"]
+    totals = graph.analyses.get(OpCounts).totals
     assert totals["macs"] == 9216 + 73728 + 512 + 1280
     assert totals["neurons"] == 1024 + 512
     assert totals["sops"] == 0 and totals["spikes_per_sample"] == 0
-    assert ctx.results["count-ops"] == graph.analyses["count-ops"]
+    assert ctx.results["count-ops"] == graph.analyses.get(OpCounts).as_dict()
 
 
 def test_count_ops_grouped_conv1d_add_and_scale_by_hand():
@@ -411,7 +412,7 @@ def test_count_ops_grouped_conv1d_add_and_scale_by_hand():
         }
         """
     graph, _ = _run(_graph(text), "count-ops")
-    macs = {la["name"]: la["macs"] for la in graph.analyses["count-ops"]["layers"]}
+    macs = {la["name"]: la["macs"] for la in graph.analyses.get(OpCounts).layers}
     assert macs == {
         "c": 6 * 8 * (4 // 2) * 3,  # out elements x (in channels per group x kernel)
         "s": 6 * 8,
@@ -428,7 +429,7 @@ def test_count_ops_changes_nothing_in_the_graph():
     assert print_graph(out) == printed
     assert out == graph
     assert set(out.params) == set(params) and all(out.params[k] is params[k] for k in params)
-    assert "count-ops" in out.analyses
+    assert OpCounts in out.analyses
 
 
 # ---------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@ like the node (``%conv1``); graph inputs are values too.  Parameters are numpy a
 ``graph.params`` under stable names taken from the source model.  Arrays are never
 mutated in place by passes: a pass that changes a tensor stores a new array.
 
-``graph.analyses`` holds results of analysis passes (calibration statistics, op counts);
-it is not part of the textual IR or of graph equality.
+``graph.analyses`` holds typed results that passes leave for later ones (calibration statistics,
+op counts; see :mod:`snnc.ir.analyses`); it is not part of the textual IR or of graph equality.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import networkx as nx
 import numpy as np
 
 from snnc.errors import VerifyError
+from snnc.ir.analyses import Analyses
 from snnc.ir.op import Op
 from snnc.ir.types import TensorType
 
@@ -56,7 +57,7 @@ class Graph:
     outputs: list[str] = field(default_factory=list)
     attrs: GraphAttributes = field(default_factory=GraphAttributes)
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    analyses: dict[str, Any] = field(default_factory=dict)
+    analyses: Analyses = field(default_factory=Analyses)
 
     # -- equality: structure only (params live in the sidecar, analyses are transient) --
     def __eq__(self, other: object) -> bool:

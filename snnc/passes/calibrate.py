@@ -2,7 +2,7 @@
 
 Runs the graph in ANN mode on the calibration data of the pass context (the first
 ``batches`` batches; 0 = all) with a progress bar, and attaches
-``graph.analyses["calibrate"]``: ``{activation node name: ActivationStats}``, where the
+``graph.analyses`` gets a :class:`Calibration`: ``{activation node name: ActivationStats}``, where the
 threshold θ is one value per channel (``per-channel=true``) or one per layer.
 
 Methods (activations a of one channel, or of the whole layer):
@@ -18,7 +18,7 @@ Methods (activations a of one channel, or of the whole layer):
 A channel (or layer) that is never positive gets the layer's largest threshold (1.0 if the
 whole layer is silent): it never fires on the calibration data.
 
-Changes: nothing but ``graph.analyses["calibrate"]``.  Requires: calibration data and a
+Changes: nothing but ``graph.analyses`` (a ``Calibration``).  Requires: calibration data and a
 simulator in the context.
 """
 
@@ -64,6 +64,14 @@ class ActivationStats:
     samples: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """What calibrate leaves in ``graph.analyses`` for lower-neurons: the statistics of every
+    activation (relu / clip node name -> ActivationStats)."""
+
+    stats: dict[str, ActivationStats]
+
+
 @register_pass
 @dataclass(frozen=True)
 class Calibrate(Pass):
@@ -94,7 +102,7 @@ class Calibrate(Pass):
             rows, maxima, count = self._collect(ctx, graph, data, sim, names)
             for name in names:
                 stats[name] = self._stats(rows.get(name), maxima[name], count, ctx)
-        graph.analyses[self.name] = stats
+        graph.analyses.put(Calibration(stats=stats))
         ctx.results[self.name] = {
             "method": self.method.value,
             "per_channel": self.per_channel,

@@ -1,6 +1,6 @@
 """count-ops: per-layer cost analysis (an analysis: changes nothing in the graph).
 
-Attaches ``graph.analyses["count-ops"]`` and ``ctx.results["count-ops"]``:
+Attaches an ``OpCounts`` to ``graph.analyses`` and its dict form to ``ctx.results["count-ops"]``:
 ``layers: [{name, op, neurons, macs, sops, spikes_per_sample, analog_macs, hoisted_macs}]`` and totals.
 
 * ``macs``: multiply-accumulates of one dense (ANN) evaluation of the layer;
@@ -50,6 +50,21 @@ def _is_activation(node: Node) -> bool:
     return isinstance(node.op, (O.Relu, O.Clip, O.Neuron, PhaseNeuron))
 
 
+@dataclass(frozen=True, kw_only=True)
+class OpCounts:
+    """What count-ops leaves in ``graph.analyses``: one row per layer (name, op, neurons, macs, sops,
+    analog_macs, hoisted_macs, spikes_per_sample), their totals, and whether SOPs and spikes were
+    simulated (only with calibration data and a spiking graph)."""
+
+    layers: list[dict[str, Any]]
+    totals: dict[str, float]
+    simulated: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report's form (``report.json`` layers / totals)."""
+        return {"layers": self.layers, "totals": self.totals, "simulated": self.simulated}
+
+
 def _is_max_pooling(node) -> bool:
     return node.op.pooling and not node.op.synaptic  # avg/sum pooling are synaptic
 
@@ -61,6 +76,7 @@ class CountOps(Pass):
 
     name: ClassVar[str] = "count-ops"
     analysis: ClassVar[bool] = True
+    result: ClassVar[type[OpCounts]] = OpCounts
     samples: int = 256  # calibration samples simulated for SOPs and spike counts
 
     def option_problems(self) -> list[str]:
@@ -99,6 +115,6 @@ class CountOps(Pass):
             key: sum(layer[key] for layer in layers)
             for key in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs", "hoisted_macs")
         }
-        summary = {"layers": layers, "totals": totals, "simulated": simulated}
-        graph.analyses["count-ops"] = summary
-        ctx.results["count-ops"] = summary
+        counts = OpCounts(layers=layers, totals=totals, simulated=simulated)
+        graph.analyses.put(counts)
+        ctx.results[self.name] = counts.as_dict()

@@ -31,7 +31,7 @@ Changes: the input encoders (an ``encode`` is inserted after a graph input that 
 ``if`` inserts the encoder neurons ``<encoder>_if``; ``ttfs`` scales the weights of the
 first synaptic layers (reached from the encoder through flatten / reshape / identity /
 dropout); the graph attribute ``timesteps`` becomes ``ctx.timesteps``.  Keeps the graph as
-it found it (the direct-coded teacher, at the same T) in ``graph.analyses["d2e-teacher"]``
+it found it (the direct-coded teacher, at the same T) in ``graph.analyses`` (a ``DirectCodedTeacher``)
 for d2e-calibrate and d2e-finetune.
 Preserves: every other node and parameter.  Lossy: ``if`` quantises x to T/m levels,
 ``rate`` adds sampling noise, ``phase`` quantises to ``bits`` bits, ``ttfs`` keeps only the
@@ -54,7 +54,13 @@ from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import store_param
 
-TEACHER = "d2e-teacher"  # graph.analyses key of the direct-coded source graph
+
+@dataclass(frozen=True, kw_only=True)
+class DirectCodedTeacher:
+    """What d2e-encode leaves in ``graph.analyses``: the direct-coded graph it started from (at the
+    same T), the teacher of d2e-calibrate and d2e-finetune."""
+
+    graph: Graph
 _MAX_PHASE_BITS = 8
 
 
@@ -74,12 +80,12 @@ _ENCODE_SCHEME = {
 
 def teacher_of(graph: Graph, pass_name: str) -> Graph:
     """The direct-coded graph d2e-encode started from (the teacher of calibrate and finetune)."""
-    teacher = graph.analyses.get(TEACHER)
+    teacher = graph.analyses.get(DirectCodedTeacher)
     if teacher is None:
         raise PassError(
             f"pass '{pass_name}' needs the direct-coded source graph; run d2e-encode earlier in the same pipeline"
         )
-    return teacher
+    return teacher.graph
 
 
 def timesteps_of(ctx: PassContext, graph: Graph) -> int:
@@ -130,10 +136,10 @@ class D2EEncode(Pass):
         if timesteps < 1:
             raise PassError(f"d2e-encode: timesteps={timesteps} must be >= 1")
         x = self._check_range(ctx)
-        if TEACHER not in graph.analyses:
+        if DirectCodedTeacher not in graph.analyses:
             teacher = graph.copy()
             teacher.attrs = dataclasses.replace(teacher.attrs, timesteps=timesteps)
-            graph.analyses[TEACHER] = teacher
+            graph.analyses.put(DirectCodedTeacher(graph=teacher))
         result: dict[str, object] = {"scheme": self.scheme.value, "timesteps": timesteps}
         encoders = [_direct_encoder(graph, name) for name, _ in graph.inputs]
         if self.scheme is EventCode.IF:

@@ -1,7 +1,7 @@
 """lower-neurons: turn every ReLU / clipped activation into a spiking neuron.
 
 Changes:
-* ``relu`` → ``neuron`` with v_th = θ and out_scale = θ, θ from ``graph.analyses["calibrate"]``
+* ``relu`` → ``neuron`` with v_th = θ and out_scale = θ, θ from the ``Calibration`` that calibrate leaves in ``graph.analyses``
   (a scalar attribute for a per-layer θ, a per-channel parameter ``<node>.v_th`` /
   ``<node>.out_scale`` otherwise).  The node keeps its name, so later passes and reports can
   trace it.
@@ -34,6 +34,7 @@ from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._conversion import only_user, set_neuron_vector
+from snnc.passes.calibrate import Calibration
 
 
 class MaxPoolRule(enum.Enum):
@@ -66,7 +67,8 @@ class LowerNeurons(Pass):
         _merge_activations(graph)
         if self.maxpool is MaxPoolRule.GATE:
             _swap_maxpool_relu(graph)
-        stats = graph.analyses.get("calibrate", {})
+        calibration = graph.analyses.get(Calibration)
+        stats = calibration.stats if calibration is not None else {}
         for node in list(graph.nodes):
             if isinstance(node.op, O.Relu):
                 if node.name not in stats:

@@ -157,7 +157,7 @@ class LoihiTarget:
         return run_loihi_artifact(artifact, x, timesteps)
 
     def _mapping(self, graph: Graph, net: LoihiNet, ctx: PassContext) -> Mapping:
-        mapping = graph.analyses.get("loihi-map")
+        mapping = graph.analyses.get(Mapping)
         if isinstance(mapping, Mapping) and mapping.chip == self.chip:
             return mapping
         if isinstance(mapping, Mapping):

@@ -16,6 +16,7 @@ import numpy as np
 from snnc.errors import TargetError
 from snnc.ir import Graph
 from snnc.pass_manager import PassContext
+from snnc.passes.count_ops import OpCounts
 from snnc.targets import TargetOptions
 
 SUBDIR = "tvm"
@@ -44,8 +45,8 @@ class TVMTarget:
         from snnc.backends.tvm.layers import Artifact
         from snnc.backends.tvm.lower import input_densities, lower
 
-        counts = graph.analyses.get("count-ops")
-        densities = input_densities(graph, counts, graph.attrs.timesteps)
+        counts = graph.analyses.get(OpCounts)
+        densities = input_densities(graph, counts.as_dict() if counts else None, graph.attrs.timesteps)
         layer_graph, params = lower(graph, densities)
         device = "cuda" if ctx.device.startswith("cuda") else "llvm"
         t0 = time.perf_counter()

@@ -8,7 +8,7 @@ on ``samples`` calibration samples, and maps the network onto the chip described
 the spike traffic between cores weighted by hops.  Without calibration data the rates are 0 (a
 note says so): the cores are right, the traffic and energy are not.
 
-Attaches ``graph.analyses["loihi-map"]`` (the ``Mapping``; the Loihi target writes it to
+Attaches the ``Mapping`` to ``graph.analyses`` ( the Loihi target writes it to
 ``mapping.json``) and a summary in ``ctx.results["loihi-map"]``; changes nothing else.
 Requires: ``loihi-quantize``.
 """
@@ -52,7 +52,7 @@ class LoihiMap(Pass):
             ctx.note("loihi-map: no calibration data; spike traffic and energy assume zero spike rates")
             rates = {}
         mapping = map_network(network_from_layers(net.layers, rates), chip)
-        graph.analyses[self.name] = mapping
+        graph.analyses.put(mapping)
         ctx.results[self.name] = summary(mapping)
 
 

@@ -24,7 +24,7 @@ network; it differs from the chip only where lava truncates (the leak's ``>> 12`
 and in the chip's one step of latency per layer (see ``snnc.backends.loihi.target``).
 
 Reports, per layer, the quantisation error of weights, threshold and bias (max, RMS, relative,
-saturated count) in ``ctx.results["loihi-quantize"]`` (also ``graph.analyses``), and with labelled
+saturated count) in ``ctx.results["loihi-quantize"]``, and with labelled
 calibration data the float SNN's accuracy before and after on ``samples`` calibration samples.
 Lossy: a weight moves by at most half a grid step (``unit``, ≤ 1/254 of the largest |w| at 8 bits);
 θ and b by at most ``unit / 2``; the input by ``1 / (2Q)``.
@@ -124,7 +124,6 @@ class LoihiQuantize(Pass):
         if before is not None and x is not None:
             result["accuracy"] = {"split": "calibration", "samples": int(len(x)), "float_snn": before,
                                   "quantised_snn": _accuracy(ctx, graph, x, y)}
-        graph.analyses[self.name] = result
         ctx.results[self.name] = result
 
     def _samples(self, ctx: PassContext) -> tuple[np.ndarray | None, np.ndarray | None]:
