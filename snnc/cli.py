@@ -18,6 +18,7 @@ import click
 import numpy as np
 
 from snnc.errors import InputFileError, SnncError, Terminated, UserError
+from snnc.targets import TARGETS
 
 EPILOG = "Docs: README.md and docs/ in the snnc repository."
 
@@ -160,7 +161,8 @@ def main() -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Artifact directory (replaced only once the new one is complete).")
-@click.option("--target", default="torch", show_default=True, help="torch | tvm | loihi (loihi2) | loihi1.")
+@click.option("--target", default="torch", show_default=True,
+              help=" | ".join(TARGETS) + " (what each writes: `snnc targets`).")
 @click.option("-p", "--pipeline", default=None,
               help="Named pipeline (ann-to-snn, ann-to-snn-fast, ...) or a pass string "
                    "'canonicalize,fold-bn,calibrate{method=percentile}'. Default: ann-to-snn with --calib, "
@@ -469,8 +471,6 @@ def _summary(cls: type) -> str:
 @main.command()
 def targets() -> None:
     """List the compilation targets."""
-    from snnc.targets import TARGETS
-
     for entry in TARGETS.values():
         click.echo(f"{entry.name:10s} {entry.description}")
 
