@@ -8,6 +8,7 @@ from the same :class:`~snnc.backends.tvm.layers.LayerGraph`.  No TVM here.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -258,37 +259,17 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
                 readout=readout,
                 device=device,
             ), None
+        # a weighted layer: the same event operand and epilogue for linear and conv2d
+        weighted = functools.partial(
+            linear_kernel if op is LayerOp.LINEAR else conv2d_kernel, batch=batch, precision=precision,
+            graded=x.graded, val_dtype=x.val_dtype, scale=x.scale, bias=has_bias, epilogue=epilogue, neuron=neuron,
+            readout=readout, device=device,
+        )
         if op is LayerOp.LINEAR:
-            return linear_kernel(
-                x.n,
-                shape[0],
-                batch=batch,
-                precision=precision,
-                graded=x.graded,
-                val_dtype=x.val_dtype,
-                scale=x.scale,
-                bias=has_bias,
-                epilogue=epilogue,
-                neuron=neuron,
-                readout=readout,
-                device=device,
-            ), None
+            return weighted(x.n, shape[0]), None
         w = layer.geometry
-        return conv2d_kernel(
-            _hwc(x),
-            shape[0],
-            Conv2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding, dilation=w.dilation),
-            batch=batch,
-            precision=precision,
-            graded=x.graded,
-            val_dtype=x.val_dtype,
-            scale=x.scale,
-            bias=has_bias,
-            epilogue=epilogue,
-            neuron=neuron,
-            readout=readout,
-            device=device,
-        ), None
+        return weighted(_hwc(x), shape[0], Conv2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding,
+                                                           dilation=w.dilation)), None
 
     # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
     for batch in (None, 1) if device is Device.CPU else (None,):
