@@ -158,10 +158,16 @@ def _insert(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
 
 
 def _replace_token(rng: random.Random, data: bytes, corpus: list[bytes]) -> bytes:
+    """A token replaced by a special token, or by a token of the corpus (an op, attribute or type name...)."""
     tokens = [m.span() for m in _TOKEN_RE.finditer(data)]
     if not tokens:
         return _insert(rng, data, corpus)
     start, end = rng.choice(tokens)
+    if rng.random() < 0.5:
+        donor = rng.choice(corpus)
+        spans = [m.span() for m in _TOKEN_RE.finditer(donor)]
+        a, b = rng.choice(spans) if spans else (0, 0)
+        return data[:start] + donor[a:b] + data[end:]
     return data[:start] + rng.choice(SPECIAL_TOKENS) + data[end:]
 
 
@@ -419,7 +425,7 @@ def nir_graphs() -> list:
 
     def neuron(beta: float, **kw) -> O.Neuron:
         model = O.NeuronModel.IF if beta == 1.0 else O.NeuronModel.LIF
-        return O.Neuron(model, reset=O.Reset.HARD, strict=True, beta=beta, **kw)
+        return O.Neuron(model=model, reset=O.Reset.HARD, strict=True, beta=beta, **kw)
 
     conv = Graph("conv", [("x", analog(2, 8, 8))])
     conv.params = {
