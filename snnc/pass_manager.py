@@ -145,7 +145,8 @@ def _pass_packages() -> list[str]:
 
 
 def _discover() -> None:
-    """Import the built-in passes (every module of every pass package) and entry-point plugins."""
+    """Import the built-in passes (every module of every pass package, except the ``_``-prefixed
+    helper modules that the passes import themselves) and entry-point plugins."""
     global _DISCOVERED
     if _DISCOVERED:
         return
@@ -153,6 +154,8 @@ def _discover() -> None:
     for package_name in _pass_packages():
         package = importlib.import_module(package_name)
         for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_"):  # a pass helper (_neurons, _params, ...), not a pass
+                continue
             importlib.import_module(f"{package_name}.{info.name}")
     for ep in entry_points(group="snnc.passes"):
         try:

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from conversion_util import SIM, context, digits_model, digits_split, graph_from_text, run
 
-from snnc.passes._conversion import neuron_vector, quantise
+from snnc.passes._neurons import neuron_vector
+from snnc.passes._thresholds import quantise
 
 
 def _neuron_graph(theta: float, bursts: int = 1, v_init: float = 0.5):

@@ -10,7 +10,7 @@ from conversion_util import SIM, context, digits_model, digits_split, graph_from
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
-from snnc.passes._conversion import Choice, pareto_select, sym_kl
+from snnc.passes._sensitivity import Choice, pareto_select, sym_kl
 
 NET = """
 graph @a(%x: analog[2,4,4]) {

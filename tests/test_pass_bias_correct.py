@@ -8,7 +8,7 @@ from conversion_util import SIM, context, digits_model, digits_split, graph_from
 
 from snnc.errors import PassError
 from snnc.ir import print_graph
-from snnc.passes._conversion import channel_mean
+from snnc.passes._samples import channel_mean
 
 NET = """
 graph @b(%x: analog[2,4,4]) {

@@ -9,7 +9,7 @@ from conversion_util import SIM, context, graph_from_text, ir, run, uniform_inpu
 from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext, PassManager
-from snnc.passes._conversion import mse_thresholds, quantise
+from snnc.passes._thresholds import mse_thresholds, quantise
 from snnc.passes.calibrate import ActivationStats, Calibration, CalibrationMethod
 
 NET = """

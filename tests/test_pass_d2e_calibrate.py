@@ -10,7 +10,8 @@ from d2e_util import digits_context, trained_mlp
 from snnc.errors import PassError
 from snnc.ir import print_graph
 from snnc.pass_manager import PassContext
-from snnc.passes._conversion import channel_mean, neuron_vector
+from snnc.passes._neurons import neuron_vector
+from snnc.passes._samples import channel_mean
 from snnc.passes.d2e_encode import DirectCodedTeacher
 
 SOURCE = """

@@ -8,7 +8,7 @@ from conversion_util import SIM, context, digits_model, digits_split, graph_from
 
 from snnc.backends.loihi.passes.loihi_thresholds import hard_reset_counts
 from snnc.pass_manager import PipelineFailure
-from snnc.passes._conversion import neuron_vector
+from snnc.passes._neurons import neuron_vector
 
 CONVERT = "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=hard,v-init=0.0}"
 

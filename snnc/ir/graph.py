@@ -113,6 +113,11 @@ class Graph:
     def users(self, value: str) -> list[Node]:
         return [n for n in self.nodes if value in n.inputs]
 
+    def only_user(self, value: str) -> Node | None:
+        """The one node that reads ``value``; None when several or none do, or ``value`` is a graph output."""
+        users = self.users(value)
+        return users[0] if len(users) == 1 and value not in self.outputs else None
+
     def value_type(self, value: str) -> TensorType:
         for name, t in self.inputs:
             if name == value:

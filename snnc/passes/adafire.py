@@ -32,20 +32,11 @@ import numpy as np
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    MAX_VALUES_PER_CHANNEL,
-    Choice,
-    channel_values,
-    first_samples,
-    mse_thresholds,
-    neuron_vector,
-    pareto_select,
-    require_neurons,
-    scale_threshold,
-    subsample,
-    sym_kl,
-    with_attrs,
-)
+from snnc.passes._neurons import neuron_vector, require_neurons, scale_threshold
+from snnc.passes._params import with_attrs
+from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, channel_values, first_samples, subsample
+from snnc.passes._sensitivity import Choice, pareto_select, sym_kl
+from snnc.passes._thresholds import mse_thresholds
 
 
 @register_pass

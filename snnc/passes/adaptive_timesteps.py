@@ -35,7 +35,9 @@ from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import first_samples, softmax, with_attrs
+from snnc.passes._params import with_attrs
+from snnc.passes._samples import first_samples
+from snnc.passes._sensitivity import softmax
 
 FLOOR, SPAN = 0.6, 0.4  # τ_t ∈ (FLOOR, FLOOR + SPAN]
 

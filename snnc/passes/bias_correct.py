@@ -28,14 +28,9 @@ import numpy as np
 from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    add_to_bias,
-    bias_owner,
-    channel_values,
-    first_samples,
-    neuron_vector,
-    require_neurons,
-)
+from snnc.passes._neurons import neuron_vector, require_neurons
+from snnc.passes._params import add_to_bias, bias_owner
+from snnc.passes._samples import channel_values, first_samples
 
 
 @register_pass

@@ -32,15 +32,10 @@ import numpy as np
 
 from snnc.errors import PassError
 from snnc.ir import Graph
+from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    ACTIVATIONS,
-    MAX_VALUES_PER_CHANNEL,
-    channel_values,
-    mse_thresholds,
-    positive_or,
-    subsample,
-)
+from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, channel_values, subsample
+from snnc.passes._thresholds import mse_thresholds, positive_or
 
 
 class CalibrationMethod(enum.Enum):
@@ -96,7 +91,7 @@ class Calibrate(Pass):
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         data = ctx.require_calibration(self.name)
         sim = ctx.require_simulator(self.name)
-        names = [n.name for n in graph.nodes if isinstance(n.op, ACTIVATIONS)]
+        names = [n.name for n in graph.nodes if isinstance(n.op, (O.Relu, O.Clip))]
         stats: dict[str, ActivationStats] = {}
         if names:
             rows, maxima, count = self._collect(ctx, graph, data, sim, names)

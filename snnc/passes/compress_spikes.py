@@ -29,14 +29,9 @@ import numpy as np
 
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    Choice,
-    first_samples,
-    pareto_select,
-    require_neurons,
-    scale_threshold,
-    sym_kl,
-)
+from snnc.passes._neurons import require_neurons, scale_threshold
+from snnc.passes._samples import first_samples
+from snnc.passes._sensitivity import Choice, pareto_select, sym_kl
 from snnc.passes.bias_correct import correct_biases
 
 DEFAULT_RATIOS = tuple(1.0 + 0.5 * i for i in range(19))  # 1.0, 1.5, ..., 10.0

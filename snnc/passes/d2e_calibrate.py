@@ -46,7 +46,8 @@ import numpy as np
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import channel_mean, neuron_vector, require_neurons, set_neuron_vector
+from snnc.passes._neurons import neuron_vector, require_neurons, set_neuron_vector
+from snnc.passes._samples import channel_mean
 from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 

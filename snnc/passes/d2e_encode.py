@@ -52,7 +52,7 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import store_param
+from snnc.passes._params import store_param
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,7 +40,7 @@ from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import require_neurons
+from snnc.passes._neurons import require_neurons
 from snnc.passes.count_ops import dense_macs
 from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 

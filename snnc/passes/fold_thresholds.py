@@ -31,7 +31,8 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import neuron_vector, store_param, with_attrs
+from snnc.passes._neurons import neuron_vector
+from snnc.passes._params import store_param, with_attrs
 
 _RTOL = 1e-6
 

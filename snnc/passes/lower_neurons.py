@@ -33,7 +33,7 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import only_user, set_neuron_vector
+from snnc.passes._neurons import set_neuron_vector
 from snnc.passes.calibrate import Calibration
 
 
@@ -125,7 +125,7 @@ def _merge_activations(graph: Graph) -> None:
         if not isinstance(outer.op, (O.Relu, O.Clip)):
             continue
         inner = graph.producer(outer.inputs[0])
-        if inner is None or only_user(graph, inner.name) is not outer:
+        if inner is None or graph.only_user(inner.name) is not outer:
             continue
         if isinstance(outer.op, O.Clip) and outer.op.lo == 0.0 and isinstance(inner.op, O.Relu):
             outer.inputs = inner.inputs
@@ -142,7 +142,7 @@ def _swap_maxpool_relu(graph: Graph) -> None:
     for pool in list(graph.nodes):
         if not isinstance(pool.op, O.MaxPool2d):
             continue
-        relu = only_user(graph, pool.name)
+        relu = graph.only_user(pool.name)
         if relu is None or not isinstance(relu.op, O.Relu):
             continue
         src = graph.producer(pool.inputs[0])

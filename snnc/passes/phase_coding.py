@@ -45,15 +45,8 @@ from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    MAX_VALUES_PER_CHANNEL,
-    channel_values,
-    first_samples,
-    neuron_vector,
-    only_user,
-    require_neurons,
-    subsample,
-)
+from snnc.passes._neurons import neuron_vector, require_neurons
+from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, channel_values, first_samples, subsample
 
 BASES = tuple(round(1.0 + 0.05 * i, 2) for i in range(1, 21))  # 1.05 … 2.0
 
@@ -186,6 +179,6 @@ def _take_bias(graph: Graph, node: Node) -> None:
     src = graph.producer(node.inputs[0])
     if src is None or not (src.op.synaptic and src.op.declares_param("bias")) or "bias" not in src.params:
         return
-    if only_user(graph, src.name) is not node:
+    if graph.only_user(src.name) is not node:
         return
     node.params["bias"] = src.params.pop("bias")

@@ -30,13 +30,9 @@ import numpy as np
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import (
-    channel_values,
-    first_samples,
-    only_user,
-    require_neurons,
-    store_param,
-)
+from snnc.passes._neurons import require_neurons
+from snnc.passes._params import store_param
+from snnc.passes._samples import channel_values, first_samples
 
 
 @register_pass
@@ -84,7 +80,7 @@ class PruneSpikes(Pass):
 
 
 def _prunable_producer(graph: Graph, producer: Node, neuron: Node) -> bool:
-    if not producer.op.weighted or only_user(graph, producer.name) is not neuron:
+    if not producer.op.weighted or graph.only_user(producer.name) is not neuron:
         return False
     return getattr(producer.op, "groups", 1) == 1
 

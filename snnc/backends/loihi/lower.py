@@ -315,8 +315,7 @@ class _Lowerer:
 
     def weighted(self, node: Node) -> None:
         g = self.g
-        users = g.users(node.name)
-        user = users[0] if len(users) == 1 and node.name not in g.outputs else None
+        user = g.only_user(node.name)
         readout_via_scale = (
             user is not None
             and isinstance(user.op, O.Scale)

@@ -54,7 +54,8 @@ from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import neuron_vector, uses
+from snnc.passes._neurons import neuron_vector
+from snnc.passes._params import uses
 
 _POOLS = (O.AvgPool2d, O.SumPool2d)
 SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)
@@ -347,13 +348,6 @@ def compose_into_linear(a: _Conv, in_shape: tuple[int, ...], w: np.ndarray, b: n
     return w_eff, bias
 
 
-def _only_user(graph: Graph, node: Node) -> Node | None:
-    users = graph.users(node.name)
-    if len(users) == 1 and node.name not in graph.outputs:
-        return users[0]
-    return None
-
-
 def _set(graph: Graph, node: Node, role: str, value: np.ndarray | None) -> None:
     """Store ``value`` as ``node``'s parameter ``role`` (a fresh key when the old one is shared)."""
     if value is None:
@@ -390,7 +384,7 @@ def _compose(graph: Graph, log: list[str]) -> None:
 def _compose_forward(graph: Graph, first: Node, log: list[str]) -> bool:
     """``first`` (a pool or conv) composed into its only user: a conv2d, a pool, or flatten → linear.
     Only where a pool is involved: two convs stay two layers (each has its neurons)."""
-    user = _only_user(graph, first)
+    user = graph.only_user(first.name)
     if user is None:
         return False
     in_shape = graph.value_type(first.inputs[0]).shape
@@ -414,7 +408,7 @@ def _compose_forward(graph: Graph, first: Node, log: list[str]) -> bool:
         log.append(f"{first.op.name} %{first.name} and {user.op.name} %{user.name}: composed into conv2d %{target.name}")
         return True
     if pool_first and isinstance(user.op, O.Flatten):
-        lin = _only_user(graph, user)
+        lin = graph.only_user(user.name)
         if lin is None or not isinstance(lin.op, O.Linear):
             return False
         w, bias = lin.param(graph, "weight"), lin.param(graph, "bias")
@@ -443,7 +437,7 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
     p = node.param(graph, "scale")
     if p is not None:
         s = s * np.asarray(p, dtype=np.float64).reshape(-1)
-    if prod is not None and isinstance(prod.op, SYNAPSE_OPS) and _only_user(graph, prod) is node:
+    if prod is not None and isinstance(prod.op, SYNAPSE_OPS) and graph.only_user(prod.name) is node:
         w = np.asarray(prod.param(graph, "weight"), dtype=np.float64)
         _set(graph, prod, "weight", w * s.reshape((-1,) + (1,) * (w.ndim - 1)))
         b = prod.param(graph, "bias")
@@ -452,10 +446,10 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
         graph.remove(node)
         log.append(f"scale %{node.name}: folded into {prod.op.name} %{prod.name}")
         return True
-    user = _only_user(graph, node)
+    user = graph.only_user(node.name)
     reader, via_flatten = user, False
     if user is not None and isinstance(user.op, O.Flatten):
-        reader, via_flatten = _only_user(graph, user), True
+        reader, via_flatten = graph.only_user(user.name), True
     if reader is None or not isinstance(reader.op, SYNAPSE_OPS):
         return False
     w = np.asarray(reader.param(graph, "weight"), dtype=np.float64)
@@ -506,7 +500,7 @@ def _split_channels(graph: Graph, log: list[str]) -> None:
         if (
             src is None
             or not isinstance(src.op, SYNAPSE_OPS)
-            or _only_user(graph, src) is not node
+            or graph.only_user(src.name) is not node
             or (isinstance(src.op, O.Conv2d) and src.op.groups != 1)
         ):
             raise UnsupportedError(

@@ -47,7 +47,8 @@ from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import first_samples
+from snnc.passes._params import store_param
+from snnc.passes._samples import first_samples
 
 INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
 DECAY_UNITY = 4096
@@ -222,12 +223,12 @@ def _mean_current(node: Node, dw: np.ndarray, mean_in: np.ndarray) -> np.ndarray
 
 
 def _apply(graph: Graph, node: Node, plan: _Plan) -> None:
-    _store(graph, node, "weight", plan.weight)
+    store_param(graph, node, "weight", plan.weight)
     if plan.bias is not None:
         if "bias" not in node.params:
             node.params["bias"] = graph.fresh_param(f"{node.name}.bias")
             graph.params[node.params["bias"]] = plan.bias.astype(np.float32)
-        _store(graph, node, "bias", plan.bias)
+        store_param(graph, node, "bias", plan.bias)
     if plan.neuron is not None and plan.neuron_op is not None:
         plan.neuron.op = plan.neuron_op
         return
@@ -240,14 +241,6 @@ def _apply(graph: Graph, node: Node, plan: _Plan) -> None:
     graph.replace_uses(node.name, s.name)
     s.inputs = (node.name,)
     graph.insert_after(node, s)
-
-
-def _store(graph: Graph, node: Node, role: str, value: np.ndarray) -> None:
-    key = node.params[role]
-    if sum(list(n.params.values()).count(key) for n in graph.nodes) > 1:
-        key = graph.fresh_param(key)
-        node.params[role] = key
-    graph.params[key] = np.asarray(value, dtype=np.float32)
 
 
 def _encoder(graph: Graph) -> Node | None:

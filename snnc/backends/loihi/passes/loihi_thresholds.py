@@ -40,7 +40,8 @@ from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._conversion import channel_values, first_samples, neuron_vector, set_neuron_vector
+from snnc.passes._neurons import neuron_vector, set_neuron_vector
+from snnc.passes._samples import channel_values, first_samples
 
 
 def hard_reset_counts(a: np.ndarray, theta: np.ndarray, timesteps: int) -> np.ndarray:
