@@ -127,7 +127,8 @@ def snnc_rows(name: str, model: nn.Module, data, ts: list[int], pipelines: list[
         for t in ts:
             if pipe == "ann-to-snn-fast" and t > fast_max_t:
                 continue  # its searches grow with T; beyond small T plain ann-to-snn is already lossless
-            ctx = PassContext(CalibrationData(x_train, y_train), sim, timesteps=t, seed=0)
+            calibration = CalibrationData(x_train, y_train)
+            ctx = PassContext(calibration=calibration, simulator=sim, timesteps=t, seed=0)
             t0 = time.perf_counter()
             try:
                 snn = PassManager.parse(pipe).run(graph, ctx)

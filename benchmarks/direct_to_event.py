@@ -144,7 +144,8 @@ def measure(
 
 
 def run_pipeline(spec: str, graph: Graph, data, timesteps: int) -> tuple[Graph, PassContext, float]:
-    ctx = PassContext(CalibrationData(data[0], data[1]), SIM, timesteps, seed=0)
+    ctx = PassContext(calibration=CalibrationData(data[0], data[1]), simulator=SIM, timesteps=timesteps,
+                      seed=0)
     start = time.perf_counter()
     out = PassManager.parse(spec).run(graph, ctx)
     return out, ctx, time.perf_counter() - start

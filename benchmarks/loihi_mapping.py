@@ -108,7 +108,7 @@ def digits(arch: str) -> Network:
     here = ROOT / "examples" / "digits"
     with np.load(here / "train.npz") as f:
         x, y = f["x"], f["y"]
-    ctx = PassContext(CalibrationData(x, y), TorchSimulator(), timesteps=8)
+    ctx = PassContext(calibration=CalibrationData(x, y), simulator=TorchSimulator(), timesteps=8)
     graph = PassManager.parse("ann-to-loihi").run(load_model(here / f"{arch}.pt2").graph, ctx)
     net = lower(graph)
     return network_from_layers(net.layers, calibrated_rates(ctx, graph, net, 256))

@@ -410,7 +410,7 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
         from snnc.data import load_npz
 
         calibration = CalibrationData(*load_npz(calib))
-    ctx = PassContext(calibration, make_simulator("cpu"), timesteps)
+    ctx = PassContext(calibration=calibration, simulator=make_simulator("cpu"), timesteps=timesteps)
     result = PassManager(passes, verify_each=not no_verify, instruments=instruments).run(graph, ctx)
     text = print_graph(result)
     if out is None:

@@ -44,7 +44,7 @@ from snnc.targets import TargetOptions, get_target
 ANALYSIS_ONLY = "canonicalize,fold-bn,count-ops"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CompileOptions:
     model: Path
     out: Path
@@ -64,7 +64,7 @@ class CompileOptions:
     target_options: TargetOptions = field(default_factory=TargetOptions)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CompileResult:
     graph: Graph
     report: dict[str, Any]
@@ -235,7 +235,8 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
     if timing:
         instruments.append(timing)
     simulator = make_simulator(opts.device)
-    ctx = PassContext(calibration, simulator, opts.timesteps, opts.seed, opts.device, progress)
+    ctx = PassContext(calibration=calibration, simulator=simulator, timesteps=opts.timesteps, seed=opts.seed,
+                      device=opts.device, progress=progress)
     pm = PassManager(passes, verify_each=opts.verify_each, instruments=instruments)
     graph = pm.run(source_graph, ctx)
 
@@ -264,7 +265,7 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
         source_macs=_dense_macs(source_graph),
     )
     (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    return CompileResult(graph, report, Path(opts.out), timing, ctx.notes)
+    return CompileResult(graph=graph, report=report, out=Path(opts.out), timing=timing, notes=ctx.notes)
 
 
 def _dense_macs(graph: Graph) -> float:

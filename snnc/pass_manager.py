@@ -313,7 +313,7 @@ class Simulator(typing.Protocol):
     def read_params(self, module: Any, keys: Collection[str]) -> dict[str, Any]: ...
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PassContext:
     """What passes receive besides the graph: data, simulator, seed, progress, results."""
 

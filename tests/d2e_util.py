@@ -34,18 +34,18 @@ def direct_mlp(seed: int = 0, hidden: int = HIDDEN) -> Graph:
     nodes = [
         Node("enc", O.Encode(), ("x",)),
         Node("flat", O.Flatten(), ("enc",)),
-        Node("fc1", O.Linear(), ("flat",), {"weight": "fc1.weight", "bias": "fc1.bias"}),
+        Node("fc1", O.Linear(), ("flat",), params={"weight": "fc1.weight", "bias": "fc1.bias"}),
         Node("lif1", LIF, ("fc1",)),
-        Node("fc2", O.Linear(), ("lif1",), {"weight": "fc2.weight", "bias": "fc2.bias"}),
+        Node("fc2", O.Linear(), ("lif1",), params={"weight": "fc2.weight", "bias": "fc2.bias"}),
         Node("out", O.Readout(), ("fc2",)),
     ]
     g = Graph(
         "direct_mlp",
         [("x", analog(1, 8, 8))],
-        nodes,
-        ["out"],
-        GraphAttributes(0),
-        {k: np.asarray(v, dtype=np.float32) for k, v in params.items()},
+        nodes=nodes,
+        outputs=["out"],
+        attrs=GraphAttributes(0),
+        params={k: np.asarray(v, dtype=np.float32) for k, v in params.items()},
     )
     g.infer_types()
     return g
@@ -86,7 +86,8 @@ def digits_context(timesteps: int, labelled: bool = True, n: int | None = None) 
     x, y = digits_split("train")
     if n is not None:
         x, y = x[:n], y[:n]
-    return PassContext(CalibrationData(x, y if labelled else None), SIM, timesteps)
+    calibration = CalibrationData(x, y if labelled else None)
+    return PassContext(calibration=calibration, simulator=SIM, timesteps=timesteps)
 
 
 def accuracy(graph: Graph, split: str = "test", timesteps: int | None = None) -> float:

@@ -87,10 +87,12 @@ def tensor_types(max_rank: int = 4) -> st.SearchStrategy[TensorType]:
         TensorType,
         shapes,
         st.sampled_from([Signal.ANALOG, Signal.SPIKE]),
-        st.just(1),
-        st.sampled_from(DType),
+        burst=st.just(1),
+        dtype=st.sampled_from(DType),
     )
-    bursts = st.builds(TensorType, shapes, st.just(Signal.BURST), st.integers(2, 255), st.sampled_from(DType))
+    bursts = st.builds(
+        TensorType, shapes, st.just(Signal.BURST), burst=st.integers(2, 255), dtype=st.sampled_from(DType)
+    )
     return st.one_of(plain, bursts)
 
 
@@ -148,7 +150,7 @@ class _Builder:
         # A VerifyError here is a bug in this module: it must only draw attributes that fit.
         ty = op.infer_type(name, in_types, {r: tuple(a.shape) for r, a in params.items()})
         loc = self.draw(st.one_of(st.just(""), loc_strings()))
-        self.graph.nodes.append(Node(name, op, tuple(inputs), keys, ty, loc))
+        self.graph.nodes.append(Node(name, op, tuple(inputs), params=keys, type=ty, loc=loc))
         return name
 
     def array(self, *shape: int, low: float | None = None, high: float | None = None) -> np.ndarray:

@@ -329,7 +329,8 @@ def test_every_enum_member_and_bool_round_trips(name: str, attr: str, value: obj
     """Printing and parsing do not depend on the graph being valid, so each op stands alone here."""
     op = OPS[name](**{attr: value})
     operands = ("x",) if OPS[name].arity == 1 else ("x", "x")
-    graph = Graph("g", [("x", analog(1, 4, 4))], [Node("y", op, operands, type=analog(1, 4, 4))], ["y"])
+    node = Node("y", op, operands, type=analog(1, 4, 4))
+    graph = Graph("g", [("x", analog(1, 4, 4))], nodes=[node], outputs=["y"])
     assert getattr(round_trip(graph).nodes[0].op, attr) == value
 
 
@@ -413,7 +414,7 @@ def test_loc_strings_round_trip(loc: str) -> None:
 @given(loc_strings(), st.text(min_size=1, max_size=16))
 def test_any_loc_and_parameter_key_round_trips(loc: str, key: str) -> None:
     graph = Graph("g", [("x", analog(3))])
-    graph.nodes.append(Node("y", O.Linear(), ("x",), {"weight": key}, analog(4), loc))
+    graph.nodes.append(Node("y", O.Linear(), ("x",), params={"weight": key}, type=analog(4), loc=loc))
     graph.outputs = ["y"]
     round_trip(graph)
 

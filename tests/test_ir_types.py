@@ -15,10 +15,10 @@ from snnc.ir import DType, Signal, TensorType, analog, burst, parse_graph, parse
 WELL_FORMED = [
     ("analog[1,8,8]", TensorType((1, 8, 8))),
     ("spike[16]", TensorType((16,), Signal.SPIKE)),
-    ("burst<4>[16,8,8]", TensorType((16, 8, 8), Signal.BURST, 4)),
+    ("burst<4>[16,8,8]", TensorType((16, 8, 8), Signal.BURST, burst=4)),
     ("analog[10]xi32", TensorType((10,), dtype=DType.I32)),
     ("spike[3,4]xi8", TensorType((3, 4), Signal.SPIKE, dtype=DType.I8)),
-    ("burst<255>[2]xi8", TensorType((2,), Signal.BURST, 255, DType.I8)),
+    ("burst<255>[2]xi8", TensorType((2,), Signal.BURST, burst=255, dtype=DType.I8)),
     ("analog[]", TensorType(())),
 ]
 
@@ -41,15 +41,15 @@ def test_parse_type_ignores_surrounding_and_inner_spaces() -> None:
 
 
 def test_constructors_and_properties() -> None:
-    assert analog(1, 8, 8) == TensorType((1, 8, 8), Signal.ANALOG, 1, DType.F32)
+    assert analog(1, 8, 8) == TensorType((1, 8, 8), Signal.ANALOG, burst=1, dtype=DType.F32)
     assert spike(16) == TensorType((16,), Signal.SPIKE)
-    assert burst(4, 16, 8) == TensorType((16, 8), Signal.BURST, 4)
+    assert burst(4, 16, 8) == TensorType((16, 8), Signal.BURST, burst=4)
     assert burst(1, 16) == spike(16)  # burst<1> is a spike: one kind, one spelling
     assert not analog(3).is_event and spike(3).is_event and burst(2, 3).is_event
     assert burst(3, 2, 4, 5).numel == 40 and analog().numel == 1
     assert analog(6, 2).channels == 6 and analog().channels == 1
-    widened = TensorType((4,), Signal.BURST, 3, DType.I8).with_shape((2, 2))
-    assert widened == TensorType((2, 2), Signal.BURST, 3, DType.I8)
+    widened = TensorType((4,), Signal.BURST, burst=3, dtype=DType.I8).with_shape((2, 2))
+    assert widened == TensorType((2, 2), Signal.BURST, burst=3, dtype=DType.I8)
 
 
 @settings(max_examples=100, deadline=None)

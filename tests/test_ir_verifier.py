@@ -482,9 +482,9 @@ def test_a_wrong_declared_type_is_rejected(graph: Graph, data: st.DataObject) ->
     wrong = data.draw(
         st.sampled_from(
             [
-                TensorType(right.shape + (1,), right.signal, right.burst),
+                TensorType(right.shape + (1,), right.signal, burst=right.burst),
                 TensorType(right.shape, Signal.ANALOG if right.is_event else Signal.SPIKE),
-                TensorType(right.shape, Signal.BURST, right.burst + 2),
+                TensorType(right.shape, Signal.BURST, burst=right.burst + 2),
             ]
         )
     )
@@ -544,13 +544,13 @@ def test_zero_stride_is_a_verify_error(body: str, params: dict[str, tuple[int, .
     ("ty", "message"),
     [
         (TensorType((-3,)), "graph input %x: malformed type analog[-3]"),
-        (TensorType((3,), Signal.BURST, 0), "graph input %x: malformed type burst<0>[3]"),
+        (TensorType((3,), Signal.BURST, burst=0), "graph input %x: malformed type burst<0>[3]"),
     ],
 )
 def test_malformed_input_type_is_a_verify_error(ty: TensorType, message: str) -> None:
     # the parser already refuses these texts; a graph built in Python must be caught too
     with pytest.raises(VerifyError, match="^" + re.escape(message) + "$"):
-        verify(Graph("g", [("x", ty)], [], ["x"]))
+        verify(Graph("g", [("x", ty)], nodes=[], outputs=["x"]))
 
 
 def test_per_channel_parameter_must_be_one_dimensional() -> None:
@@ -564,6 +564,7 @@ def test_per_channel_parameter_must_be_one_dimensional() -> None:
 
 
 def test_nan_threshold_is_a_verify_error() -> None:
-    g = Graph("g", [("x", analog(4))], [Node("n", O.Neuron(v_th=float("nan")), ("x",), type=spike(4))], ["n"])
+    node = Node("n", O.Neuron(v_th=float("nan")), ("x",), type=spike(4))
+    g = Graph("g", [("x", analog(4))], nodes=[node], outputs=["n"])
     with pytest.raises(VerifyError):
         verify(g)

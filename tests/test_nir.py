@@ -17,7 +17,7 @@ from snnc.formats.nir import from_nir, legality, to_nir  # noqa: E402
 
 def _neuron(beta: float, **kw) -> O.Neuron:
     model = O.NeuronModel.IF if beta == 1.0 else O.NeuronModel.LIF
-    return O.Neuron(model, reset=O.Reset.HARD, strict=True, beta=beta, **kw)
+    return O.Neuron(model=model, reset=O.Reset.HARD, strict=True, beta=beta, **kw)
 
 
 def _conv_graph(rng: np.random.Generator) -> Graph:
@@ -32,12 +32,12 @@ def _conv_graph(rng: np.random.Generator) -> Graph:
     }
     g.nodes = [
         Node("enc", O.Encode(), ("x",)),
-        Node("c", O.Conv2d(padding=(1, 1)), ("enc",), {"weight": "c.w", "bias": "c.b"}),
-        Node("n1", _neuron(1.0), ("c",), {"v_th": "n1.v_th"}),
+        Node("c", O.Conv2d(padding=(1, 1)), ("enc",), params={"weight": "c.w", "bias": "c.b"}),
+        Node("n1", _neuron(1.0), ("c",), params={"v_th": "n1.v_th"}),
         Node("p", O.SumPool2d(), ("n1",)),
         Node("f", O.Flatten(), ("p",)),
-        Node("l", O.Linear(), ("f",), {"weight": "l.w", "bias": "l.b"}),
-        Node("skip", O.Linear(), ("f",), {"weight": "r.w"}),
+        Node("l", O.Linear(), ("f",), params={"weight": "l.w", "bias": "l.b"}),
+        Node("skip", O.Linear(), ("f",), params={"weight": "r.w"}),
         Node("sum", O.Add(), ("l", "skip")),
         Node("n2", _neuron(0.8, v_th=0.7), ("sum",)),
         Node("ro", O.Readout(), ("n2",)),

@@ -43,7 +43,8 @@ graph @net(%x: analog[1,4,4]) {
 
 def _stats(*theta: float) -> ActivationStats:
     t = np.array(theta)
-    return ActivationStats(t, t, CalibrationMethod.MAX, len(t) > 1, 10)
+    return ActivationStats(threshold=t, maximum=t, method=CalibrationMethod.MAX, per_channel=len(t) > 1,
+                           samples=10)
 
 
 def _lowered(pipeline: str = "lower-neurons"):

@@ -288,7 +288,7 @@ def test_pass_context_names_missing_prerequisites():
     with pytest.raises(PassError) as err:
         ctx.require_calibration("calibrate")
     assert str(err.value) == "pass 'calibrate' needs calibration data; pass --calib data.npz"
-    ctx = PassContext(CalibrationData(np.zeros((3, 2), np.float32)))
+    ctx = PassContext(calibration=CalibrationData(np.zeros((3, 2), np.float32)))
     with pytest.raises(PassError) as err:
         ctx.require_calibration("finetune", labelled=True)
     assert str(err.value) == "pass 'finetune' needs labelled calibration data (a 'y' array in --calib)"

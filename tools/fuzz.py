@@ -438,12 +438,12 @@ def nir_graphs() -> list:
     }
     conv.nodes = [
         Node("enc", O.Encode(), ("x",)),
-        Node("c", O.Conv2d(padding=(1, 1)), ("enc",), {"weight": "c.w", "bias": "c.b"}),
-        Node("n1", neuron(1.0), ("c",), {"v_th": "n1.v_th"}),
+        Node("c", O.Conv2d(padding=(1, 1)), ("enc",), params={"weight": "c.w", "bias": "c.b"}),
+        Node("n1", neuron(1.0), ("c",), params={"v_th": "n1.v_th"}),
         Node("p", O.SumPool2d(), ("n1",)),
         Node("f", O.Flatten(), ("p",)),
-        Node("l", O.Linear(), ("f",), {"weight": "l.w", "bias": "l.b"}),
-        Node("skip", O.Linear(), ("f",), {"weight": "r.w"}),
+        Node("l", O.Linear(), ("f",), params={"weight": "l.w", "bias": "l.b"}),
+        Node("skip", O.Linear(), ("f",), params={"weight": "r.w"}),
         Node("sum", O.Add(), ("l", "skip")),
         Node("n2", neuron(0.8, v_th=0.7), ("sum",)),
         Node("ro", O.Readout(), ("n2",)),
@@ -457,17 +457,17 @@ def nir_graphs() -> list:
         "b.w": rng.normal(0, 0.5, (3, 8)).astype(np.float32),
     }
     mlp.nodes = [
-        Node("a", O.Linear(), ("x",), {"weight": "a.w", "bias": "a.b"}),
-        Node("s", O.Scale(factor=2.0), ("a",), {"scale": "s.scale"}),
+        Node("a", O.Linear(), ("x",), params={"weight": "a.w", "bias": "a.b"}),
+        Node("s", O.Scale(factor=2.0), ("a",), params={"scale": "s.scale"}),
         Node("n", neuron(0.9, v_th=0.5), ("s",)),
-        Node("b", O.Linear(), ("n",), {"weight": "b.w"}),
+        Node("b", O.Linear(), ("n",), params={"weight": "b.w"}),
         Node("m", neuron(1.0), ("b",)),
     ]
     mlp.outputs = ["m"]
     conv1 = Graph("conv1", [("x", analog(2, 10))])
     conv1.params = {"k.w": rng.normal(0, 0.5, (3, 2, 3)).astype(np.float32), "k.b": np.zeros(3, np.float32)}
     conv1.nodes = [
-        Node("k", O.Conv1d(), ("x",), {"weight": "k.w", "bias": "k.b"}),
+        Node("k", O.Conv1d(), ("x",), params={"weight": "k.w", "bias": "k.b"}),
         Node("n", neuron(1.0), ("k",)),
         Node("f", O.Flatten(), ("n",)),
     ]

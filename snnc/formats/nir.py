@@ -269,7 +269,7 @@ def _emit(graph: Graph, name: str, op: O.Op, ins: Sequence[str], params: dict[st
         key = graph.fresh_param(f"{name}.{role}")
         graph.params[key] = _floats(arr, role, name)
         keys[role] = key
-    node = Node(name, op, tuple(ins), keys)
+    node = Node(name, op, tuple(ins), params=keys)
     graph.nodes.append(node)
     node.type = op.infer_type(name, [graph.value_type(v) for v in ins], graph.param_shapes(node))
 
@@ -292,19 +292,30 @@ def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> N
             params["bias"] = node.bias
         _emit(graph, key, O.Linear(), ins, params)
     elif isinstance(node, nir.Conv2d):
-        conv2 = O.Conv2d(_pair(node.stride, "stride", key), _pair(node.padding, "padding", key),
-                         _pair(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        conv2 = O.Conv2d(
+            stride=_pair(node.stride, "stride", key),
+            padding=_pair(node.padding, "padding", key),
+            dilation=_pair(node.dilation, "dilation", key),
+            groups=_int(node.groups, "groups", key),
+        )
         _emit(graph, key, conv2, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, nir.Conv1d):
         if isinstance(node.padding, str):
             raise UnsupportedError(f"NIR padding '{node.padding}' is not supported; use explicit integers")
-        conv1 = O.Conv1d(_int(node.stride, "stride", key), _int(node.padding, "padding", key),
-                         _int(node.dilation, "dilation", key), _int(node.groups, "groups", key))
+        conv1 = O.Conv1d(
+            stride=_int(node.stride, "stride", key),
+            padding=_int(node.padding, "padding", key),
+            dilation=_int(node.dilation, "dilation", key),
+            groups=_int(node.groups, "groups", key),
+        )
         _emit(graph, key, conv1, ins, {"weight": node.weight, "bias": node.bias})
     elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
         cls = O.AvgPool2d if isinstance(node, nir.AvgPool2d) else O.SumPool2d
-        pool = cls(_pair(node.kernel_size, "kernel_size", key), _pair(node.stride, "stride", key),
-                   _pair(node.padding, "padding", key))
+        pool = cls(
+            kernel=_pair(node.kernel_size, "kernel_size", key),
+            stride=_pair(node.stride, "stride", key),
+            padding=_pair(node.padding, "padding", key),
+        )
         _emit(graph, key, pool, ins, {})
     elif isinstance(node, nir.Flatten):
         _emit(graph, key, O.Flatten(), ins, {})
@@ -326,7 +337,7 @@ def _emit_neuron(graph: Graph, key: str, node, ins: list[str], dt: float) -> Non
     params: dict[str, np.ndarray] = {} if vth_c is None else {"v_th": vth_c}
     if isinstance(node, nir.IF):
         _uniform(_floats(node.r, "r", key) * dt, "r·dt (must be 1)", key)
-        op = O.Neuron(O.NeuronModel.IF, vth, O.Reset.HARD, v_reset, strict=True)
+        op = O.Neuron(model=O.NeuronModel.IF, v_th=vth, reset=O.Reset.HARD, v_reset=v_reset, strict=True)
     else:
         tau = _floats(node.tau, "tau", key).astype(np.float64)
         r, v_leak = _floats(node.r, "r", key), _floats(node.v_leak, "v_leak", key)
@@ -335,5 +346,6 @@ def _emit_neuron(graph: Graph, key: str, node, ins: list[str], dt: float) -> Non
         beta, beta_c = _per_channel_or_scalar((1.0 - dt / tau).astype(np.float32))
         if beta_c is not None:
             params["beta"] = beta_c
-        op = O.Neuron(O.NeuronModel.LIF, vth, O.Reset.HARD, v_reset, beta=beta, strict=True)
+        op = O.Neuron(model=O.NeuronModel.LIF, v_th=vth, reset=O.Reset.HARD, v_reset=v_reset, beta=beta,
+                      strict=True)
     _emit(graph, key, op, ins, params)

@@ -35,7 +35,7 @@ from snnc.frontend.fx import import_exported, import_module
 from snnc.ir import Graph, TensorType, load_graph
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadedModel:
     graph: Graph
     kind: str  # "pt2" | "state_dict" | "pickle" | "snnir"
@@ -222,9 +222,9 @@ def load_model(
     if path.is_dir():
         raise InputFileError(f"{path}: is a directory; expected a model file (.pt2, .pt, .snnir)")
     if path.suffix == ".snnir":
-        return LoadedModel(load_graph(path), "snnir", sha256_of(path))
+        return LoadedModel(graph=load_graph(path), kind="snnir", sha256=sha256_of(path))
     if path.suffix == ".nir":
-        return LoadedModel(_load_nir(path), "nir", sha256_of(path))
+        return LoadedModel(graph=_load_nir(path), kind="nir", sha256=sha256_of(path))
     try:
         data = path.read_bytes()  # checked and loaded from the same bytes: the file cannot change in between
     except OSError as e:
@@ -269,7 +269,7 @@ def _load_pt2(path: Path, data: bytes, digest: str, stem: str, input_shape: tupl
         if tuple(input_shape) != declared:
             raise UserError(f"--input-shape {','.join(map(str, input_shape))} does not match the model's input "
                             f"shape {','.join(map(str, declared))} stored in {path.name}")
-    return LoadedModel(graph, "pt2", digest, ep.module())
+    return LoadedModel(graph=graph, kind="pt2", sha256=digest, module=ep.module())
 
 
 def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
@@ -315,7 +315,7 @@ def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
     from snnc.frontend.snn import import_snn, is_snn  # a direct-coded SNN is imported as one timestep
 
     graph = (import_snn if is_snn(module) else import_module)(module, example, stem)
-    return LoadedModel(graph, kind, digest, module.eval())
+    return LoadedModel(graph=graph, kind=kind, sha256=digest, module=module.eval())
 
 
 def _load_nir(path: Path) -> Graph:

@@ -96,7 +96,7 @@ class _Builder:
     def emit(self, fxnode: fx.Node, op: O.Op, inputs: list[str], params: dict[str, str] | None = None,
              loc: str = "") -> str:
         name = self.graph.fresh_name(fxnode.name)
-        node = Node(name, op, tuple(inputs), params or {}, None, loc or _location(fxnode))
+        node = Node(name, op, tuple(inputs), params=params or {}, type=None, loc=loc or _location(fxnode))
         self.graph.nodes.append(node)
         in_types = [self.graph.value_type(v) for v in inputs]
         node.type = op.infer_type(name, in_types, self.graph.param_shapes(node))
@@ -143,9 +143,11 @@ def _conv(b: _Builder, node: fx.Node, x: str, w: torch.Tensor, bias, stride, pad
     if bias is not None:
         params["bias"] = b.param(f"{prefix}bias", bias)
     if w.dim() == 4:
-        op: O.Op = O.Conv2d(_pair(stride), _pair(padding), _pair(dilation), int(groups))
+        op: O.Op = O.Conv2d(stride=_pair(stride), padding=_pair(padding), dilation=_pair(dilation),
+                            groups=int(groups))
     elif w.dim() == 3:
-        op = O.Conv1d(_single(stride), _single(padding), _single(dilation), int(groups))
+        op = O.Conv1d(stride=_single(stride), padding=_single(padding), dilation=_single(dilation),
+                      groups=int(groups))
     else:
         raise _unsupported(f"{w.dim() - 2}-d convolution", node)
     return b.emit(node, op, [x], params)
@@ -157,7 +159,7 @@ def _batchnorm(b: _Builder, node: fx.Node, x: str, weight, bias, mean, var, eps,
         params["weight"] = b.param(f"{prefix}weight", weight)
     if bias is not None:
         params["bias"] = b.param(f"{prefix}bias", bias)
-    return b.emit(node, O.BatchNorm(float(eps)), [x], params)
+    return b.emit(node, O.BatchNorm(eps=float(eps)), [x], params)
 
 
 def _clamp(b: _Builder, node: fx.Node, x: str, lo, hi) -> str:
@@ -165,7 +167,7 @@ def _clamp(b: _Builder, node: fx.Node, x: str, lo, hi) -> str:
         return b.emit(node, O.Relu(), [x])
     if lo is None or hi is None:
         raise _unsupported("clamp with only one bound other than min=0", node)
-    return b.emit(node, O.Clip(float(lo), float(hi)), [x])
+    return b.emit(node, O.Clip(lo=float(lo), hi=float(hi)), [x])
 
 
 def _adaptive_avg(b: _Builder, node: fx.Node, x: str, output_size) -> str:
@@ -176,7 +178,7 @@ def _adaptive_avg(b: _Builder, node: fx.Node, x: str, output_size) -> str:
     if h % oh or w % ow:
         raise _unsupported(f"adaptive average pooling {h}x{w} -> {oh}x{ow} (not a whole window)", node)
     k = (h // oh, w // ow)
-    return b.emit(node, O.AvgPool2d(k, k, (0, 0), False, True), [x])
+    return b.emit(node, O.AvgPool2d(kernel=k, stride=k), [x])
 
 
 def _reshape_to(b: _Builder, node: fx.Node, x: str) -> str:
@@ -189,7 +191,7 @@ def _reshape_to(b: _Builder, node: fx.Node, x: str) -> str:
         return b.values[node]
     if len(shape) == 1:
         return b.emit(node, O.Flatten(), [x])
-    return b.emit(node, O.Reshape(shape), [x])
+    return b.emit(node, O.Reshape(shape=shape), [x])
 
 
 def _flatten(b: _Builder, node: fx.Node, x: str, start: int, end: int = -1) -> str:
@@ -219,7 +221,7 @@ def _cat(b: _Builder, node: fx.Node, tensors: Any, dim: int) -> str:
     dim = dim + rank if dim < 0 else dim
     if dim == 0:
         raise _unsupported("concatenation along the batch dimension", node)
-    return b.emit(node, O.Concat(dim - 1), vals)
+    return b.emit(node, O.Concat(axis=dim - 1), vals)
 
 
 # ---------------------------------------------------------------------------------------
@@ -246,26 +248,29 @@ def _call_module(b: _Builder, node: fx.Node, mod: nn.Module, path: str) -> None:
     elif isinstance(mod, nn.ReLU):
         b.emit(node, O.Relu(), [x], loc=loc)
     elif isinstance(mod, nn.ReLU6):
-        b.emit(node, O.Clip(0.0, 6.0), [x], loc=loc)
+        b.emit(node, O.Clip(lo=0.0, hi=6.0), [x], loc=loc)
     elif isinstance(mod, nn.Hardtanh):
-        b.emit(node, O.Clip(float(mod.min_val), float(mod.max_val)), [x], loc=loc)
+        b.emit(node, O.Clip(lo=float(mod.min_val), hi=float(mod.max_val)), [x], loc=loc)
     elif isinstance(mod, nn.MaxPool2d):
         k = _pair(mod.kernel_size)
         s = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
-        b.emit(node, O.MaxPool2d(k, s, _pair(mod.padding), bool(mod.ceil_mode), _pair(mod.dilation)), [x], loc=loc)
+        op: O.Op = O.MaxPool2d(kernel=k, stride=s, padding=_pair(mod.padding), ceil_mode=bool(mod.ceil_mode),
+                               dilation=_pair(mod.dilation))
+        b.emit(node, op, [x], loc=loc)
     elif isinstance(mod, nn.AvgPool2d):
         if mod.divisor_override:
             raise _unsupported("AvgPool2d with divisor_override", node, path)
         k = _pair(mod.kernel_size)
         s = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
-        b.emit(node, O.AvgPool2d(k, s, _pair(mod.padding), bool(mod.ceil_mode), bool(mod.count_include_pad)), [x],
-               loc=loc)
+        op = O.AvgPool2d(kernel=k, stride=s, padding=_pair(mod.padding), ceil_mode=bool(mod.ceil_mode),
+                         count_include_pad=bool(mod.count_include_pad))
+        b.emit(node, op, [x], loc=loc)
     elif isinstance(mod, nn.AdaptiveAvgPool2d):
         _adaptive_avg(b, node, x, mod.output_size)
     elif isinstance(mod, nn.Flatten):
         _flatten(b, node, x, mod.start_dim, mod.end_dim)
     elif isinstance(mod, nn.Dropout):
-        b.emit(node, O.Dropout(float(mod.p)), [x], loc=loc)
+        b.emit(node, O.Dropout(p=float(mod.p)), [x], loc=loc)
     elif isinstance(mod, nn.Identity):
         b.emit(node, O.Identity(), [x], loc=loc)
     else:
@@ -285,10 +290,10 @@ def _call_function(b: _Builder, node: fx.Node) -> None:
     if t in (F.relu, torch.relu) or (node.op == "call_method" and t in ("relu", "relu_")):
         b.emit(node, O.Relu(), [b.value(x, node)])
     elif t is F.relu6:
-        b.emit(node, O.Clip(0.0, 6.0), [b.value(x, node)])
+        b.emit(node, O.Clip(lo=0.0, hi=6.0), [b.value(x, node)])
     elif t is F.hardtanh:
-        b.emit(node, O.Clip(float(_kw(node, 1, "min_val", -1.0)), float(_kw(node, 2, "max_val", 1.0))),
-               [b.value(x, node)])
+        op: O.Op = O.Clip(lo=float(_kw(node, 1, "min_val", -1.0)), hi=float(_kw(node, 2, "max_val", 1.0)))
+        b.emit(node, op, [b.value(x, node)])
     elif t in (torch.clamp, torch.clip) or (node.op == "call_method" and t in ("clamp", "clip")):
         _clamp(b, node, b.value(x, node), _kw(node, 1, "min"), _kw(node, 2, "max"))
     elif t in (operator.add, operator.iadd, torch.add) or (node.op == "call_method" and t in ("add", "add_")):
@@ -304,13 +309,17 @@ def _call_function(b: _Builder, node: fx.Node) -> None:
     elif t is F.max_pool2d:
         k = _pair(_kw(node, 1, "kernel_size"))
         s = _kw(node, 2, "stride") or k
-        b.emit(node, O.MaxPool2d(k, _pair(s), _pair(_kw(node, 3, "padding", 0)), bool(_kw(node, 5, "ceil_mode", False)),
-                                 _pair(_kw(node, 4, "dilation", 1))), [b.value(x, node)])
+        op = O.MaxPool2d(kernel=k, stride=_pair(s), padding=_pair(_kw(node, 3, "padding", 0)),
+                         ceil_mode=bool(_kw(node, 5, "ceil_mode", False)),
+                         dilation=_pair(_kw(node, 4, "dilation", 1)))
+        b.emit(node, op, [b.value(x, node)])
     elif t is F.avg_pool2d:
         k = _pair(_kw(node, 1, "kernel_size"))
         s = _kw(node, 2, "stride") or k
-        b.emit(node, O.AvgPool2d(k, _pair(s), _pair(_kw(node, 3, "padding", 0)), bool(_kw(node, 4, "ceil_mode", False)),
-                                 bool(_kw(node, 5, "count_include_pad", True))), [b.value(x, node)])
+        op = O.AvgPool2d(kernel=k, stride=_pair(s), padding=_pair(_kw(node, 3, "padding", 0)),
+                         ceil_mode=bool(_kw(node, 4, "ceil_mode", False)),
+                         count_include_pad=bool(_kw(node, 5, "count_include_pad", True)))
+        b.emit(node, op, [b.value(x, node)])
     elif t is F.adaptive_avg_pool2d:
         _adaptive_avg(b, node, b.value(x, node), _kw(node, 1, "output_size"))
     elif (node.op == "call_method" and t in ("size", "dim")) or (t is getattr and node.args[1] == "shape") or (
@@ -465,10 +474,10 @@ def import_exported(ep: Any, name: str = "model") -> Graph:
         elif t in (aten.relu.default, aten.relu_.default):
             b.emit(node, O.Relu(), [b.value(x, node)])
         elif t in (aten.hardtanh.default, aten.hardtanh_.default):
-            b.emit(node, O.Clip(float(_kw(node, 1, "min_val", -1.0)), float(_kw(node, 2, "max_val", 1.0))),
-                   [b.value(x, node)])
+            op: O.Op = O.Clip(lo=float(_kw(node, 1, "min_val", -1.0)), hi=float(_kw(node, 2, "max_val", 1.0)))
+            b.emit(node, op, [b.value(x, node)])
         elif t in (aten.relu6.default,):
-            b.emit(node, O.Clip(0.0, 6.0), [b.value(x, node)])
+            b.emit(node, O.Clip(lo=0.0, hi=6.0), [b.value(x, node)])
         elif t in (aten.clamp.default, aten.clamp_.default, aten.clip.default):
             _clamp(b, node, b.value(x, node), _kw(node, 1, "min"), _kw(node, 2, "max"))
         elif t in (aten.clamp_min.default,):
@@ -476,17 +485,19 @@ def import_exported(ep: Any, name: str = "model") -> Graph:
         elif t in (aten.max_pool2d.default, aten.max_pool2d_with_indices.default):
             k = _pair(a[1])
             s = _kw(node, 2, "stride") or k
-            b.emit(node, O.MaxPool2d(k, _pair(s), _pair(_kw(node, 3, "padding", 0)),
-                                     bool(_kw(node, 5, "ceil_mode", False)), _pair(_kw(node, 4, "dilation", 1))),
-                   [b.value(x, node)])
+            op = O.MaxPool2d(kernel=k, stride=_pair(s), padding=_pair(_kw(node, 3, "padding", 0)),
+                             ceil_mode=bool(_kw(node, 5, "ceil_mode", False)),
+                             dilation=_pair(_kw(node, 4, "dilation", 1)))
+            b.emit(node, op, [b.value(x, node)])
         elif t is aten.avg_pool2d.default:
             if _kw(node, 6, "divisor_override") is not None:
                 raise _unsupported("avg_pool2d with divisor_override", node)
             k = _pair(a[1])
             s = _kw(node, 2, "stride") or k
-            b.emit(node, O.AvgPool2d(k, _pair(s), _pair(_kw(node, 3, "padding", 0)),
-                                     bool(_kw(node, 4, "ceil_mode", False)),
-                                     bool(_kw(node, 5, "count_include_pad", True))), [b.value(x, node)])
+            op = O.AvgPool2d(kernel=k, stride=_pair(s), padding=_pair(_kw(node, 3, "padding", 0)),
+                             ceil_mode=bool(_kw(node, 4, "ceil_mode", False)),
+                             count_include_pad=bool(_kw(node, 5, "count_include_pad", True)))
+            b.emit(node, op, [b.value(x, node)])
         elif t in (aten.adaptive_avg_pool2d.default, aten._adaptive_avg_pool2d.default):
             _adaptive_avg(b, node, b.value(x, node), a[1])
         elif t is aten.mean.dim and sorted(int(d) % 4 for d in a[1]) == [2, 3]:

@@ -79,14 +79,14 @@ def _add_encoding_and_readout(graph: Graph) -> None:
         raise UnsupportedError(f"a direct-coded SNN has one input and one output; @{graph.name} has "
                                f"{len(graph.inputs)} and {len(graph.outputs)}")
     name = graph.inputs[0][0]
-    enc = Node(graph.fresh_name(f"{name}_enc"), O.Encode(O.Scheme.DIRECT), (name,))
+    enc = Node(graph.fresh_name(f"{name}_enc"), O.Encode(scheme=O.Scheme.DIRECT), (name,))
     graph.replace_uses(name, enc.name)
     graph.nodes.insert(0, enc)
     out = graph.outputs[0]
     producer = graph.producer(out)
     spikes = producer is not None and isinstance(producer.op, O.Neuron) and producer.op.emit is O.Emit.SPIKES
     mode = O.ReadoutMode.SPIKE_COUNT if spikes else O.ReadoutMode.MEAN_CURRENT
-    readout = Node(graph.fresh_name("readout"), O.Readout(mode), (out,))
+    readout = Node(graph.fresh_name("readout"), O.Readout(mode=mode), (out,))
     graph.nodes.append(readout)
     graph.outputs = [readout.name]
     graph.infer_types()

@@ -327,7 +327,7 @@ def _stateless_op(module: nn.Module) -> O.Op | None:
 
     if type(module) in (layer.Dropout, layer.Dropout2d):  # identity at inference
         p: Any = module.p
-        return O.Dropout(float(p))
+        return O.Dropout(p=float(p))
     return None
 
 

@@ -16,7 +16,7 @@ import itertools
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import networkx as nx
@@ -35,6 +35,7 @@ class Node:
     name: str
     op: Op
     inputs: tuple[str, ...]
+    _: KW_ONLY
     params: dict[str, str] = field(default_factory=dict)  # role -> key in the store
     type: TensorType | None = None
     loc: str = ""  # where it came from in the user's model ("model.py:12 in forward (features.0)")
@@ -53,6 +54,7 @@ class GraphAttributes:
 class Graph:
     name: str
     inputs: list[tuple[str, TensorType]]
+    _: KW_ONLY
     nodes: list[Node] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     attrs: GraphAttributes = field(default_factory=GraphAttributes)
@@ -78,11 +80,11 @@ class Graph:
         g = Graph(
             self.name,
             list(self.inputs),
-            [copy.copy(n) for n in self.nodes],
-            list(self.outputs),
-            self.attrs,
-            dict(self.params),
-            copy.deepcopy(self.analyses),
+            nodes=[copy.copy(n) for n in self.nodes],
+            outputs=list(self.outputs),
+            attrs=self.attrs,
+            params=dict(self.params),
+            analyses=copy.deepcopy(self.analyses),
         )
         for n in g.nodes:
             n.params = dict(n.params)

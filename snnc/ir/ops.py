@@ -108,7 +108,7 @@ def _spatial(op: Op, node: str, x: TensorType, rank: int) -> tuple[int, ...]:
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Identity(Op):
     """y = x."""
 
@@ -122,7 +122,7 @@ class Identity(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Dropout(Op):
     """y = x (inference); p is kept only to trace the source model."""
 
@@ -138,7 +138,7 @@ class Dropout(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Flatten(Op):
     """y = x reshaped to one dimension (C-order, i.e. PyTorch's CHW order)."""
 
@@ -150,7 +150,7 @@ class Flatten(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Reshape(Op):
     """y = x reshaped to ``shape`` (C-order, without batch)."""
 
@@ -166,7 +166,7 @@ class Reshape(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Concat(Op):
     """y = concatenation of the operands along ``axis`` (0 = channels)."""
 
@@ -194,8 +194,9 @@ def _merge_signal(inputs: Sequence[TensorType]) -> TensorType:
     """Concat of events stays events; anything analog makes the result analog."""
     if all(t.is_event for t in inputs):
         b = max(t.burst for t in inputs)
-        return TensorType(inputs[0].shape, Signal.BURST if b > 1 else Signal.SPIKE, b, inputs[0].dtype)
-    return TensorType(inputs[0].shape, Signal.ANALOG, 1, inputs[0].dtype)
+        signal = Signal.BURST if b > 1 else Signal.SPIKE
+        return TensorType(inputs[0].shape, signal, burst=b, dtype=inputs[0].dtype)
+    return TensorType(inputs[0].shape, Signal.ANALOG, burst=1, dtype=inputs[0].dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,7 +204,7 @@ def _merge_signal(inputs: Sequence[TensorType]) -> TensorType:
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Conv2d(Op):
     """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  (cross-correlation, PyTorch conventions)."""
 
@@ -239,7 +240,7 @@ class Conv2d(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Conv1d(Op):
     """y[co] = b[co] + Σ_ci W[co, ci] ⋆ x[ci]  on [C, L] inputs."""
 
@@ -272,7 +273,7 @@ class Conv1d(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Linear(Op):
     """y = W·x + b  on a flat input [N_in]; W is [N_out, N_in]."""
 
@@ -295,7 +296,7 @@ class Linear(Op):
         return TensorType((ws[0],))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Pool2d(Op):
     pooling: ClassVar[bool] = True
     channelwise: ClassVar[bool] = True
@@ -315,7 +316,7 @@ class _Pool2d(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AvgPool2d(_Pool2d):
     """y = mean of x over each window (count_include_pad as PyTorch's default)."""
 
@@ -328,7 +329,7 @@ class AvgPool2d(_Pool2d):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SumPool2d(_Pool2d):
     """y = sum of x over each window."""
 
@@ -340,7 +341,7 @@ class SumPool2d(_Pool2d):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Add(Op):
     """y = Σ_i x_i  (residual add; operands of equal shape)."""
 
@@ -358,7 +359,7 @@ class Add(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Scale(Op):
     """y = factor · s[c] · x + b[c]  (s, b optional per-channel parameters ``scale``, ``bias``)."""
 
@@ -382,7 +383,7 @@ class Scale(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BatchNorm(Op):
     """y[c] = (x[c] − mean[c]) / sqrt(var[c] + eps) · weight[c] + bias[c]."""
 
@@ -405,7 +406,7 @@ class BatchNorm(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Relu(Op):
     """y = max(x, 0)."""
 
@@ -417,7 +418,7 @@ class Relu(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Clip(Op):
     """y = clamp(x, lo, hi); with levels L > 0 (QCFS): y = hi·clamp(floor(x·L/hi + shift)/L, 0, 1)."""
 
@@ -437,7 +438,7 @@ class Clip(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MaxPool2d(_Pool2d):
     """y = max of x over each window (padding with −inf, as PyTorch)."""
 
@@ -456,7 +457,7 @@ class MaxPool2d(_Pool2d):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Encode(Op):
     """Input coding.  direct: y_t = x.  rate: y_t ~ Bernoulli(clamp(x,0,1)) (seeded).
     ttfs: one spike at t = round((1 − clamp(x,0,1))·(T−1)) for x > 0.  phase: x in [0,1)
@@ -477,7 +478,7 @@ class Encode(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Neuron(Op):
     r"""Spiking neuron, one state per element (DESIGN §3).
 
@@ -547,7 +548,7 @@ class Neuron(Op):
         if self.emit is Emit.MEMBRANE:
             return TensorType(x.shape)
         kind = Signal.BURST if self.max_spikes > 1 else Signal.SPIKE
-        return TensorType(x.shape, kind, self.max_spikes)
+        return TensorType(x.shape, kind, burst=self.max_spikes)
 
     def unused_fields(self, params: Collection[str] = ()) -> list[str]:
         """Fields set away from their default where the equations above never read them (a
@@ -587,7 +588,7 @@ class Neuron(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SpikeMaxPool2d(_Pool2d):
     """Gated max pooling: per window, pass the spikes of the input with the largest
     accumulated spike count so far (ties: first in the window)."""
@@ -597,11 +598,11 @@ class SpikeMaxPool2d(_Pool2d):
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
-        return TensorType(self._out_shape(node, x), x.signal, x.burst, x.dtype)
+        return TensorType(self._out_shape(node, x), x.signal, burst=x.burst, dtype=x.dtype)
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Readout(Op):
     """Accumulates its input over time; prediction at t = argmax of the running mean.
     With an exit rule, a sample stops at the first t whose score exceeds the per-step

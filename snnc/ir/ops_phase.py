@@ -41,7 +41,7 @@ def phase_levels_midpoint(base: float) -> float:
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhaseNeuron(Op):
     r"""Single-spike phase-coded neuron; θ = v_th (× parameter ``v_th`` per channel), K = window.
 
@@ -83,7 +83,7 @@ class PhaseNeuron(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhaseDecode(Op):
     r"""Decodes the phase-coded currents of the output layer (which has no neuron) for the readout.
 
@@ -111,7 +111,7 @@ class PhaseDecode(Op):
 
 
 @register_op
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PhaseMaxPool2d(_Pool2d):
     r"""Max pooling of single-spike phase codes: the earliest spike of a window is the largest value.
 
@@ -130,4 +130,4 @@ class PhaseMaxPool2d(_Pool2d):
         x = inputs[0]
         if self.window < 1 or self.start < 0:
             raise fail(self, node, f"window={self.window} must be >= 1 and start={self.start} >= 0")
-        return TensorType(self._out_shape(node, x), x.signal, x.burst, x.dtype)
+        return TensorType(self._out_shape(node, x), x.signal, burst=x.burst, dtype=x.dtype)

@@ -267,7 +267,7 @@ def _type(t: _Tokens) -> TensorType:
         t.next()
         dtype = DType(suffix.text[1:])
     signal = Signal.BURST if tok.text == "burst" else Signal(tok.text)
-    return TensorType(tuple(dims), signal, burst, dtype)
+    return TensorType(tuple(dims), signal, burst=burst, dtype=dtype)
 
 
 def _node(t: _Tokens, name: str, start: _Token) -> Node:
@@ -313,7 +313,7 @@ def _node(t: _Tokens, name: str, start: _Token) -> Node:
         op = cls(**attrs)
     except (TypeError, ValueError) as e:
         t.error_at(start, f"{opname}: {e}")
-    return Node(name, op, tuple(inputs), params, ty, loc)
+    return Node(name, op, tuple(inputs), params=params, type=ty, loc=loc)
 
 
 def _graph_attributes(t: _Tokens) -> GraphAttributes:
@@ -366,4 +366,4 @@ def parse_graph(text: str, filename: str | None = None) -> Graph:
     tok = t.peek()
     if tok.kind != "eof":
         t.error_at(tok, f"unexpected '{tok.text}' after the graph")
-    return Graph(name, inputs, nodes, outputs, attrs)
+    return Graph(name, inputs, nodes=nodes, outputs=outputs, attrs=attrs)

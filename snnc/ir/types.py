@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 from snnc.errors import ParseError
 
@@ -31,6 +31,7 @@ class Signal(enum.Enum):
 class TensorType:
     shape: tuple[int, ...]
     signal: Signal = Signal.ANALOG
+    _: KW_ONLY
     burst: int = 1  # B for burst<B>; 1 otherwise
     dtype: DType = DType.F32
 
@@ -50,7 +51,7 @@ class TensorType:
         return self.shape[0] if self.shape else 1
 
     def with_shape(self, shape: tuple[int, ...]) -> TensorType:
-        return TensorType(tuple(shape), self.signal, self.burst, self.dtype)
+        return TensorType(tuple(shape), self.signal, burst=self.burst, dtype=self.dtype)
 
     def __str__(self) -> str:
         kind = f"burst<{self.burst}>" if self.signal is Signal.BURST else self.signal.value
@@ -68,7 +69,7 @@ def spike(*shape: int) -> TensorType:
 
 
 def burst(b: int, *shape: int) -> TensorType:
-    return TensorType(tuple(shape), Signal.BURST, b) if b > 1 else spike(*shape)
+    return TensorType(tuple(shape), Signal.BURST, burst=b) if b > 1 else spike(*shape)
 
 
 _TYPE_RE = re.compile(r"^(analog|spike|burst<(\d+)>)\[(\s*\d+(?:\s*,\s*\d+)*\s*)?\](?:x(f32|i8|i32))?$")
@@ -86,5 +87,5 @@ def parse_type(text: str) -> TensorType:
     if kind.startswith("burst"):
         if int(b) < 2:
             raise ParseError(f"malformed type '{text}': burst<B> needs B >= 2 (burst<1> is spike)")
-        return TensorType(shape, Signal.BURST, int(b), dtype)
-    return TensorType(shape, Signal(kind), 1, dtype)
+        return TensorType(shape, Signal.BURST, burst=int(b), dtype=dtype)
+    return TensorType(shape, Signal(kind), burst=1, dtype=dtype)

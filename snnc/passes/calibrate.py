@@ -44,7 +44,7 @@ class CalibrationMethod(enum.Enum):
     MSE = "mse"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ActivationStats:
     """Calibration result of one activation.
 
@@ -143,7 +143,8 @@ class Calibrate(Pass):
                 theta = mse_thresholds(rows, ctx.timesteps, self.shift)
                 theta = np.where(rows.max(axis=1) > 0, theta, 0.0)
         fallback = float(theta.max()) if np.any(theta > 0) else 1.0
-        return ActivationStats(positive_or(theta, fallback), maximum, self.method, self.per_channel, count)
+        return ActivationStats(threshold=positive_or(theta, fallback), maximum=maximum, method=self.method,
+                               per_channel=self.per_channel, samples=count)
 
 
 def _positive_percentile(row: np.ndarray, q: float) -> float:

@@ -231,7 +231,7 @@ class _Folder:
         name = g.fresh_name(f"{value}_rescale")
         key = g.fresh_param(f"{name}.scale")
         g.params[key] = per.astype(np.float32)
-        node = Node(name, O.Scale(), (value,), {"scale": key})
+        node = Node(name, O.Scale(), (value,), params={"scale": key})
         where = g.nodes.index(before) if before is not None else len(g.nodes)
         g.nodes.insert(where, node)
         self.shape[name] = self.shape[value]

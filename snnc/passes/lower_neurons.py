@@ -105,7 +105,8 @@ class LowerNeurons(Pass):
     def _lower_maxpool(self, ctx: PassContext, graph: Graph, node: Node) -> None:
         op: O.MaxPool2d = node.op  # type: ignore[assignment]
         if self.maxpool is MaxPoolRule.AVG:
-            node.op = O.AvgPool2d(op.kernel, op.stride, op.padding, op.ceil_mode, count_include_pad=False)
+            node.op = O.AvgPool2d(kernel=op.kernel, stride=op.stride, padding=op.padding,
+                                  ceil_mode=op.ceil_mode, count_include_pad=False)
             ctx.note(f"lower-neurons: maxpool2d %{node.name} replaced by average pooling (a different function; "
                      "use maxpool=gate to keep max pooling)")
             return
@@ -115,7 +116,8 @@ class LowerNeurons(Pass):
                 f"lower-neurons: maxpool2d %{node.name} reads %{node.inputs[0]}, not the output of an activation; "
                 "gated spike max pooling needs spikes (use lower-neurons{maxpool=avg})"
             )
-        node.op = O.SpikeMaxPool2d(op.kernel, op.stride, op.padding, op.ceil_mode)
+        node.op = O.SpikeMaxPool2d(kernel=op.kernel, stride=op.stride, padding=op.padding,
+                                   ceil_mode=op.ceil_mode)
 
 
 def _merge_activations(graph: Graph) -> None:

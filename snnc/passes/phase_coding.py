@@ -138,7 +138,8 @@ class PhaseCoding(Pass):
                 continue
             if isinstance(node.op, O.SpikeMaxPool2d):
                 op = node.op
-                node.op = PhaseMaxPool2d(op.kernel, op.stride, op.padding, op.ceil_mode, window=self.window,
+                node.op = PhaseMaxPool2d(kernel=op.kernel, stride=op.stride, padding=op.padding,
+                                         ceil_mode=op.ceil_mode, window=self.window,
                                          start=(window or 0) * self.window)
             arrive[node.name] = window
         return arrive

@@ -30,7 +30,7 @@ def _safe(name: str) -> str:
     return name.replace(".", "__")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SimResult:
     """What an SNN run returns (numpy arrays, batch first).
 

@@ -217,7 +217,7 @@ def _or_pooling(ctx: PassContext, graph: Graph, log: list[str]) -> None:
         channels = t.shape[0]
         key = graph.fresh_param(f"{node.name}.weight")
         graph.params[key] = np.ones((channels, 1, *op.kernel), dtype=np.float32)
-        node.op = O.Conv2d(op.stride, op.padding, (1, 1), channels)
+        node.op = O.Conv2d(stride=op.stride, padding=op.padding, groups=channels)
         node.params = {"weight": key}
         gate = Node(
             graph.fresh_name(f"{node.name}_or"),
@@ -361,7 +361,7 @@ def _set(graph: Graph, node: Node, role: str, value: np.ndarray | None) -> None:
 
 
 def _write_conv(graph: Graph, node: Node, c: _Conv) -> None:
-    node.op = O.Conv2d(c.stride, c.padding, c.dilation, c.groups)
+    node.op = O.Conv2d(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
     _set(graph, node, "weight", c.weight)
     _set(graph, node, "bias", c.bias)
 
@@ -532,7 +532,7 @@ def _split(graph: Graph, src: Node, node: Node, runs: list[tuple[int, int]], vth
     graph.nodes.remove(node)
     parts: list[str] = []
     for j, (lo, hi) in enumerate(runs):
-        p = Node(graph.fresh_name(f"{src.name}_part{j}"), src.op, src.inputs, {}, loc=src.loc)
+        p = Node(graph.fresh_name(f"{src.name}_part{j}"), src.op, src.inputs, params={}, loc=src.loc)
         graph.nodes.insert(pos, p)
         _set(graph, p, "weight", w[lo:hi])
         if b is not None:
@@ -543,4 +543,4 @@ def _split(graph: Graph, src: Node, node: Node, runs: list[tuple[int, int]], vth
         graph.nodes.insert(pos + 1, n)
         pos += 2
         parts.append(n.name)
-    graph.nodes.insert(pos, Node(node.name, O.Concat(0), tuple(parts), loc=node.loc))
+    graph.nodes.insert(pos, Node(node.name, O.Concat(axis=0), tuple(parts), loc=node.loc))
