@@ -92,6 +92,13 @@ def _target_default(target: Any, graph: Graph, has_calibration: bool) -> str | N
     return hook(graph, has_calibration) if hook is not None else None
 
 
+def _import_legality(target: Any, graph: Graph) -> list[str]:
+    """What the target refuses in the imported graph that no pass can change
+    (Target.import_legality, optional): reported before calibration, not after it."""
+    hook = getattr(target, "import_legality", None)
+    return hook(graph) if hook is not None else []
+
+
 def make_simulator(device: str) -> Any:
     from snnc.backends.torch.simulator import TorchSimulator  # the driver may use a backend; passes may not
 
@@ -207,6 +214,11 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
     loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape, trust_pickle=opts.trust_pickle)
     source_graph = loaded.graph
     in_shape = source_graph.inputs[0][1].shape
+    target = get_target(opts.target, opts.target_options)
+    early = _import_legality(target, source_graph)
+    if early:
+        raise TargetError(f"target '{opts.target}' cannot compile this model (found before any pass ran): "
+                          + "; ".join(early))
     calibration = None
     if opts.calib is not None:
         x, y = load_npz(opts.calib)
@@ -219,7 +231,6 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
         test = (tx, ty)
     if opts.timesteps < 1:
         raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
-    target = get_target(opts.target, opts.target_options)
     spec = opts.pipeline or _target_default(target, source_graph, calibration is not None) or default_pipeline(
         source_graph, calibration)
     spec = available_pipelines().get(spec, spec)

@@ -399,7 +399,7 @@ class PassTiming(Instrument):
         return "\n".join(lines)
 
 
-class _FailedPass:
+class _FailedPass(Exception):
     """What a failed pipeline carries: the pass, the passes before it and the IR it was given."""
 
     def __init__(self, message: str, failing: Pass, before: Sequence[Pass], graph: Graph):

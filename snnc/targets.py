@@ -27,7 +27,10 @@ class TargetOptions:
 class Target(Protocol):
     """A compilation target.  It may also define ``default_pipeline(graph, has_calibration) -> str | None``:
     the pipeline to run when the user names none (None: the driver's default); the driver then appends
-    ``pipeline_suffix()``, leaving out the suffix passes the pipeline already runs."""
+    ``pipeline_suffix()``, leaving out the suffix passes the pipeline already runs.  And it may define
+    ``import_legality(graph) -> list[str]``: what it refuses in the *imported* graph that no pass
+    changes (an op it has no lowering for, an attribute no pass rewrites), which the driver reports
+    right after import, before calibration."""
 
     name: str
 

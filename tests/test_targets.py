@@ -55,3 +55,38 @@ def test_nir_artifacts_say_how_to_run_them(tmp_path):
         run_artifact(art, x, None, "snn", None)
     torch_run = run_artifact(art, x, None, "snn", "torch")
     assert torch_run["logits"].shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("target", "body", "message"),
+    [
+        ("tvm", 'conv2d(%x) {groups = 2} params {weight = "w"} : analog[4,4,4]',
+         "conv2d %c: grouped convolution is not supported by the tvm target"),
+        ("loihi", 'conv1d(%x) params {weight = "w1"} : analog[4,4]',
+         "conv1d %c: Loihi has dense and 2-D convolutional synapses only"),
+    ],
+)
+def test_what_no_pass_can_change_is_refused_before_the_data_is_read(tmp_path, target, body, message):
+    """The calibration file is garbage: a refusal that names the op proves the target looked at the
+    imported graph before reading any data (and so before calibration)."""
+    from click.testing import CliRunner
+
+    from snnc.cli import main
+
+    shape = "2,4,4" if "conv2d" in body else "2,4"
+    graph = graph_from_text(f"""
+    graph @g(%x: analog[{shape}]) {{
+      %c = {body}
+      %r = relu(%c) : {body.rsplit(": ", 1)[1]}
+      output %r
+    }}
+    """, params={"w": np.ones((4, 1, 3, 3)) * 0.1, "w1": np.ones((4, 2, 1)) * 0.1})
+    save_graph(graph, tmp_path / "model")
+    garbage = tmp_path / "calib.npz"
+    garbage.write_bytes(b"not a zip file")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["compile", str(tmp_path / "model" / "graph.snnir"), "--target", target,
+                                       "--calib", str(garbage), "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert f"target '{target}' cannot compile this model (found before any pass ran): {message}" in result.stderr
+    assert not out.exists()

@@ -43,7 +43,6 @@ class Op:
     weighted: ClassVar[bool] = False  # y = W·x (+ b) with a weight parameter (conv1d, conv2d, linear)
     channelwise: ClassVar[bool] = False  # each output channel reads only its own input channel, and a
     #   positive per-channel scale commutes with the op: f(s·x) = s·f(x) (pooling, identity, dropout)
-    pooling: ClassVar[bool] = False  # a 2-D pooling window (kernel, stride, padding): avg, sum, max, gated max
     stateful: ClassVar[bool] = False  # keeps state across timesteps (neuron, gated max pooling, readout)
 
     def infer_type(self, node: str, inputs: Sequence[TensorType], params: dict[str, tuple[int, ...]]) -> TensorType:

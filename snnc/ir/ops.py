@@ -297,8 +297,9 @@ class Linear(Op):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Pool2d(Op):
-    pooling: ClassVar[bool] = True
+class Pool2d(Op):
+    """Base of the 2-D pooling ops (avg, sum, max, gated max): one window geometry, declared once."""
+
     channelwise: ClassVar[bool] = True
     kernel: tuple[int, int] = (2, 2)
     stride: tuple[int, int] = (2, 2)
@@ -317,7 +318,7 @@ class _Pool2d(Op):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
-class AvgPool2d(_Pool2d):
+class AvgPool2d(Pool2d):
     """y = mean of x over each window (count_include_pad as PyTorch's default)."""
 
     name: ClassVar[str] = "avgpool2d"
@@ -330,7 +331,7 @@ class AvgPool2d(_Pool2d):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
-class SumPool2d(_Pool2d):
+class SumPool2d(Pool2d):
     """y = sum of x over each window."""
 
     name: ClassVar[str] = "sumpool2d"
@@ -439,7 +440,7 @@ class Clip(Op):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
-class MaxPool2d(_Pool2d):
+class MaxPool2d(Pool2d):
     """y = max of x over each window (padding with −inf, as PyTorch)."""
 
     name: ClassVar[str] = "maxpool2d"
@@ -589,7 +590,7 @@ class Neuron(Op):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
-class SpikeMaxPool2d(_Pool2d):
+class SpikeMaxPool2d(Pool2d):
     """Gated max pooling: per window, pass the spikes of the input with the largest
     accumulated spike count so far (ties: first in the window)."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from snnc.ir.op import Op, ParamSpec, fail, register_op
-from snnc.ir.ops import _Pool2d
+from snnc.ir.ops import Pool2d
 from snnc.ir.types import Signal, TensorType
 
 
@@ -112,7 +112,7 @@ class PhaseDecode(Op):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
-class PhaseMaxPool2d(_Pool2d):
+class PhaseMaxPool2d(Pool2d):
     r"""Max pooling of single-spike phase codes: the earliest spike of a window is the largest value.
 
     Per pooling window and per phase window of K steps starting at ``start`` + j·K (j = 0, 1, …):

@@ -36,7 +36,7 @@ def dense_macs(graph: Graph, node: Node) -> int:
         return out.numel * math.prod(w[1:])
     if isinstance(op, O.Linear):
         return math.prod(graph.params[node.params["weight"]].shape)
-    if op.pooling:
+    if isinstance(op, O.Pool2d):
         return out.numel * op.kernel[0] * op.kernel[1]
     if isinstance(op, O.Add):
         return out.numel * (len(node.inputs) - 1)
@@ -66,7 +66,7 @@ class OpCounts:
 
 
 def _is_max_pooling(node) -> bool:
-    return node.op.pooling and not node.op.synaptic  # avg/sum pooling are synaptic
+    return isinstance(node.op, O.Pool2d) and not node.op.synaptic  # avg/sum pooling are synaptic
 
 
 @register_pass

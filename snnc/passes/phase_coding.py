@@ -85,7 +85,7 @@ class PhaseCoding(Pass):
             return
         layers = require_neurons(graph, self.name)
         for n in layers:
-            if n.op.max_spikes > 1:
+            if isinstance(n.op, O.Neuron) and n.op.max_spikes > 1:
                 raise UnsupportedError(f"phase-coding: neuron %{n.name} sends bursts; phase neurons send one spike")
         base = self.base or self._search_base(ctx, graph, layers)
         arrive = self._rewrite(graph, base)

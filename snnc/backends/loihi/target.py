@@ -108,6 +108,11 @@ class LoihiTarget:
         ]
         return pipeline_string(passes)
 
+    def import_legality(self, graph: Graph) -> list[str]:
+        # no pass turns a 1-D convolution into something Loihi has synapses for
+        return [f"conv1d %{n.name}: Loihi has dense and 2-D convolutional synapses only; not supported by the "
+                f"loihi target" for n in graph.ops(O.Conv1d)]
+
     def legality(self, graph: Graph) -> list[str]:
         from .lower import legality
 

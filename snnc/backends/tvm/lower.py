@@ -59,6 +59,22 @@ def _neuron_problems(graph: Graph, node: Node) -> list[str]:
     return unsupported_features(graph, node, NEURON_SUPPORT, "tvm")
 
 
+def import_legality(graph: Graph) -> list[str]:
+    """What no pass changes and this target refuses: ops with no layer here that no pass removes or
+    rewrites (ann-only ops become neurons and pooling; value-identity and reshape ops are dropped by
+    canonicalize), grouped convolutions and ceil_mode pooling (kept as they are by every pass)."""
+    problems: list[str] = []
+    for node in graph.nodes:
+        op = node.op
+        if isinstance(op, O.Conv2d) and op.groups != 1:
+            problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
+        elif isinstance(op, O.Pool2d) and op.ceil_mode:
+            problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
+        elif isinstance(op, (O.Conv1d, O.Concat)):
+            problems.append(f"{op.name} %{node.name}: not supported by the tvm target")
+    return problems
+
+
 def legality(graph: Graph) -> list[str]:
     problems: list[str] = []
     for node in graph.nodes:
@@ -76,7 +92,7 @@ def legality(graph: Graph) -> list[str]:
             )
         elif isinstance(op, O.Conv2d) and op.groups != 1:
             problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
-        elif op.pooling and op.ceil_mode:
+        elif isinstance(op, O.Pool2d) and op.ceil_mode:
             problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
         elif op.ann_only or not (
             type(op) in LAYER_OPS or op.value_identity or isinstance(op, (O.Encode, O.Neuron, O.Readout))
@@ -135,7 +151,7 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> Lay
             padding=_pair(op.padding),
             dilation=_pair(op.dilation),
         )
-    elif op.pooling:
+    elif isinstance(op, O.Pool2d):
         window = Window(kernel=_pair(op.kernel), stride=_pair(op.stride), padding=_pair(op.padding))
     return LayerSpec(
         name=node.name,

@@ -30,6 +30,11 @@ class TVMTarget:
     def pipeline_suffix(self) -> str:
         return ""
 
+    def import_legality(self, graph: Graph) -> list[str]:
+        from snnc.backends.tvm.lower import import_legality
+
+        return import_legality(graph)
+
     def legality(self, graph: Graph) -> list[str]:
         from snnc.backends.tvm.lower import legality
 
