@@ -8,7 +8,7 @@ on ``samples`` calibration samples, and maps the network onto the chip described
 the spike traffic between cores weighted by hops.  Without calibration data the rates are 0 (a
 note says so): the cores are right, the traffic and energy are not.
 
-Attaches the ``Mapping`` to ``graph.analyses`` ( the Loihi target writes it to
+Attaches the ``Mapping`` to ``graph.analyses`` (the Loihi target writes it to
 ``mapping.json``) and a summary in ``ctx.results["loihi-map"]``; changes nothing else.
 Requires: ``loihi-quantize``.
 """
