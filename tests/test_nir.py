@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from nir_graphs import nir_graphs
 
 from snnc.errors import TargetError
 from snnc.ir import Graph, Node, analog, verify
@@ -15,35 +16,8 @@ from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.formats.nir import from_nir, legality, to_nir  # noqa: E402
 
 
-def _neuron(beta: float, **kw) -> O.Neuron:
-    model = O.NeuronModel.IF if beta == 1.0 else O.NeuronModel.LIF
-    return O.Neuron(model=model, reset=O.Reset.HARD, strict=True, beta=beta, **kw)
-
-
 def _conv_graph(rng: np.random.Generator) -> Graph:
-    g = Graph("net", [("x", analog(2, 8, 8))])
-    g.params = {
-        "c.w": rng.normal(0, 0.6, (4, 2, 3, 3)).astype(np.float32),
-        "c.b": rng.normal(0, 0.1, 4).astype(np.float32),
-        "n1.v_th": rng.uniform(0.5, 1.5, 4).astype(np.float32),
-        "l.w": rng.normal(0, 0.4, (5, 64)).astype(np.float32),
-        "l.b": rng.normal(0, 0.1, 5).astype(np.float32),
-        "r.w": rng.normal(0, 0.4, (5, 64)).astype(np.float32),
-    }
-    g.nodes = [
-        Node("enc", O.Encode(), ("x",)),
-        Node("c", O.Conv2d(padding=(1, 1)), ("enc",), params={"weight": "c.w", "bias": "c.b"}),
-        Node("n1", _neuron(1.0), ("c",), params={"v_th": "n1.v_th"}),
-        Node("p", O.SumPool2d(), ("n1",)),
-        Node("f", O.Flatten(), ("p",)),
-        Node("l", O.Linear(), ("f",), params={"weight": "l.w", "bias": "l.b"}),
-        Node("skip", O.Linear(), ("f",), params={"weight": "r.w"}),
-        Node("sum", O.Add(), ("l", "skip")),
-        Node("n2", _neuron(0.8, v_th=0.7), ("sum",)),
-        Node("ro", O.Readout(), ("n2",)),
-    ]
-    g.outputs = ["ro"]
-    g.infer_types()
+    g = nir_graphs(rng)[0]
     verify(g)
     return g
 
