@@ -591,6 +591,20 @@ def wait_idle(max_s: float) -> float:
         time.sleep(1.0)
 
 
+def previous_results(json_path: Path, *defaults: Path) -> dict:
+    """The part (a) rows that --networks-only keeps: from ``json_path`` when it exists, else from the
+    first default results file that does (``--json NEW.json`` names where the new results go, and
+    need not exist yet)."""
+    candidates = list(dict.fromkeys((json_path, *defaults)))
+    for path in candidates:
+        if path.exists():
+            return json.loads(path.read_text())
+    raise SystemExit(
+        f"--networks-only keeps the layer rows of an earlier run, but none of {', '.join(map(str, candidates))} "
+        "exists; run without --networks-only first"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small smoke run (under a minute)")
@@ -601,7 +615,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--networks-only",
         action="store_true",
-        help="run part (b) only; keep part (a) rows from the results file",
+        help="run part (b) only; keep part (a) rows from --json if it exists, else the default results file",
     )
     ap.add_argument(
         "--retries", type=int, default=RETRIES, help="re-timings of a block disturbed by other load"
@@ -622,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: other processes use {load:.2f} CPUs; timings will be noisy (rows marked NOISY)")
     layers_from = "this run"
     if args.networks_only:
-        previous = json.loads(args.json.read_text())
+        previous = previous_results(args.json, *((QUICK_RESULTS, RESULTS) if args.quick else (RESULTS,)))
         rows, bw = previous["layers"], previous["bandwidth"]
         layers_from = previous.get("layers_from", f"a run of {previous.get('wall_s', 0):.0f} s")
     else:

@@ -1,7 +1,9 @@
 """The ``snnc`` command line.
 
 Exit status: 0 success, 2 a user error (one line on stderr, no traceback), 1 an internal
-error (a bug in snnc: the traceback is printed so that it can be reported).
+error (a bug in snnc: the traceback is printed so that it can be reported), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM), 141 stdout closed early.  docs/build.md has the flags for
+build systems and scripts (--depfile, --quiet, --json-report, --pass-option).
 """
 
 from __future__ import annotations
@@ -20,7 +22,19 @@ import numpy as np
 from snnc.errors import InputFileError, SnncError, Terminated, UserError
 from snnc.targets import TARGETS
 
-EPILOG = "Docs: README.md and docs/ in the snnc repository."
+EPILOG = ("Exit status: 0 ok, 2 user error, 1 internal error, 130/143 interrupted, 141 closed pipe.  "
+          "Docs: README.md, docs/ (docs/build.md: Make, CMake, Ninja, CI) in the snnc repository.")
+
+
+def _console(stderr: bool = False):
+    """A rich console for tables: the terminal's width on a terminal; on a file, a pipe or a CI log
+    as wide as each line needs (nothing cut to 80 columns, nothing wrapped)."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    if stream.isatty():
+        return Console(file=stream)
+    return Console(file=stream, width=100_000, soft_wrap=True, highlight=False)
 
 
 def _fail(message: str) -> None:
@@ -157,16 +171,22 @@ def main() -> None:
     """
 
 
-@main.command()
+@main.command(epilog="Build systems and scripts: docs/build.md (depfile, --quiet, --json-report, --pass-option).")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Artifact directory (replaced only once the new one is complete).")
 @click.option("--target", default="torch", show_default=True,
               help=" | ".join(TARGETS) + " (what each writes: `snnc targets`).")
 @click.option("-p", "--pipeline", default=None,
-              help="Named pipeline (ann-to-snn, ann-to-snn-fast, ...) or a pass string "
-                   "'canonicalize,fold-bn,calibrate{method=percentile}'. Default: ann-to-snn with --calib, "
-                   "otherwise analysis only.")
+              help="Named pipeline (ann-to-snn, ann-to-snn-fast, ...; `snnc passes`) or a pass string "
+                   "'canonicalize,fold-bn,calibrate{method=percentile}'. Default: ann-to-snn with --calib "
+                   "(direct-to-event for a spiking model), otherwise analysis only.")
+@click.option("--pass-option", "pass_options", multiple=True, metavar="PASS.OPTION=VALUE",
+              help="Change one option of a pass of the pipeline (named or default), e.g. "
+                   "lower-neurons.maxpool=avg; repeatable; checked like any pipeline option.")
+@click.option("--print-pipeline", is_flag=True,
+              help="Print the pipeline that would run, every option of every pass written out, and exit "
+                   "(reads the model and data; runs no pass, writes nothing).")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Calibration data: .npz with x (and y), or a directory of .npz shards.")
 @click.option("--test-data", type=click.Path(path_type=Path), default=None,
@@ -176,24 +196,45 @@ def main() -> None:
 @click.option("--arch", default=None, help="path/to/file.py:factory that builds the module of a state dict.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole-module .pt (runs code from the file).")
 @click.option("--print-ir-after", default=None, help="Print the IR after the named passes (comma list) or 'all'.")
-@click.option("--time-passes", is_flag=True, help="Print the wall time of every pass.")
+@click.option("--time-passes", is_flag=True, help="Print the wall time of every pass (on stderr).")
 @click.option("--no-verify", is_flag=True, help="Do not run the verifier after every pass.")
 @click.option("--reproducer", type=click.Path(path_type=Path), default=None,
               help="If a pass fails, write its input IR and pipeline to this file.")
 @click.option("--target-config", type=click.Path(path_type=Path), default=None,
               help="TOML overriding the target description (e.g. Loihi limits).")
-@click.option("--board", default=None, help="Loihi board the model must fit (e.g. kapoho-point).")
+@click.option("--board", default=None,
+              help="Loihi board the model must fit (kapoho-point, hala-point, ...; '_' works for '-').")
 @click.option("--device", default="cpu", show_default=True, help="torch device for simulation (cpu, cuda).")
-@click.option("--seed", type=int, default=0, show_default=True)
-def compile(model, out, target, pipeline, calib, test_data, timesteps, input_shape, arch, trust_pickle,
-            print_ir_after, time_passes, no_verify, reproducer, target_config, board, device, seed) -> None:
-    """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir) into an artifact directory."""
-    from snnc.driver import CompileOptions, check_output_file, compile_model
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Random seed of the passes that sample (calibration subsets, fine-tuning).")
+@click.option("--depfile", type=click.Path(path_type=Path), default=None,
+              help="Write a Make/Ninja depfile (gcc format): OUT/report.json depends on every file read "
+                   "(model, --arch file, data files and shards, --target-config). Written once the "
+                   "artifact is in place; not on failure.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary and no notes: errors only (exit status says it all).")
+@click.option("--json-report", type=click.Path(path_type=Path, allow_dash=True), default=None,
+              metavar="FILE|-", help="Also write report.json to FILE; '-': to stdout, alone (the summary "
+                                     "then goes to stderr).")
+def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, test_data, timesteps,
+            input_shape, arch, trust_pickle, print_ir_after, time_passes, no_verify, reproducer, target_config,
+            board, device, seed, depfile, quiet, json_report) -> None:
+    """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir, .nir) into an artifact directory OUT
+    (graph.snnir, params.safetensors, report.json and the target's files).
+
+    A table of layers, the pipeline, energy and accuracy are printed on stdout (full width when
+    stdout is a file or a pipe); notes and timings on stderr.
+    """
+    from snnc.driver import CompileOptions, check_output_file, compile_model, resolve_pipeline
     from snnc.pass_manager import PassCrash, PipelineFailure
     from snnc.targets import TargetOptions
 
+    json_stdout = json_report is not None and str(json_report) == "-"
+    if json_stdout and print_ir_after:
+        raise UserError("--json-report - and --print-ir-after both write to stdout; send the report to a file")
     if reproducer is not None:
         check_output_file(reproducer, "--reproducer")
+    if json_report is not None and not json_stdout:
+        check_output_file(Path(json_report), "--json-report")
 
     opts = CompileOptions(
         model=model, out=out, target=target, pipeline=pipeline, calib=calib, test_data=test_data,
@@ -201,7 +242,11 @@ def compile(model, out, target, pipeline, calib, test_data, timesteps, input_sha
         print_ir_after=[s.strip() for s in print_ir_after.split(",")] if print_ir_after else [],
         time_passes=time_passes, verify_each=not no_verify, seed=seed, device=device,
         target_options=TargetOptions(target_config=target_config, board=board),
+        pass_options=list(pass_options), depfile=depfile,
     )
+    if print_pipeline:
+        click.echo(resolve_pipeline(opts))
+        return
     with _progress_factory() as progress:
         try:
             result = compile_model(opts, progress)
@@ -221,17 +266,32 @@ def compile(model, out, target, pipeline, calib, test_data, timesteps, input_sha
             sys.exit(1)
     if result.timing:
         click.echo(result.timing.render(), err=True)
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
-    _print_summary(result.report, result.out)
+    if not quiet:
+        for note in result.notes:
+            click.echo(f"note: {note}", err=True)
+    if json_report is not None:
+        from snnc.driver import report_json, write_atomically
+
+        text = report_json(result.report)
+        if json_stdout:
+            click.echo(text, nl=False)
+        else:
+            write_atomically(Path(json_report), "--json-report", lambda f: f.write(text.encode()))
+    if not quiet:
+        _print_summary(result.report, result.out, stderr=json_stdout)
 
 
-def _print_summary(report: dict, out: Path) -> None:
-    from rich.console import Console
+def _print_summary(report: dict, out: Path, stderr: bool = False) -> None:
+    """The layer table, then one line each for the pipeline (every option), energy and accuracy."""
     from rich.table import Table
 
-    console = Console()
-    table = Table(title=f"snnc: {report['source']['path']} -> {out} (target {report['target']})")
+    console = _console(stderr)
+
+    def echo(text: str) -> None:  # plain lines: never wrapped, no rich markup ('[1;2]' stays)
+        click.echo(text, err=stderr)
+
+    echo(f"snnc: {report['source']['path']} -> {out} (target {report['target']})")
+    table = Table()
     for col in ("layer", "op", "neurons", "MACs", "SOPs/sample", "spikes/sample"):
         table.add_column(col, justify="right" if col not in ("layer", "op") else "left")
     for layer in report["layers"]:
@@ -241,15 +301,15 @@ def _print_summary(report: dict, out: Path) -> None:
     table.add_row("total", "", f"{t['neurons']:,}", f"{t['macs']:,}", f"{t['sops']:,.0f}",
                   f"{t['spikes_per_sample']:,.1f}")
     console.print(table)
-    console.print(f"pipeline: {report['pipeline']}")
+    echo(f"pipeline: {report.get('pipeline_full', report['pipeline'])}")
     energy = ", ".join(f"{k}: {v / 1e3:,.2f} nJ" for k, v in report["energy_pj"].items())
-    console.print(f"energy per inference: {energy} (ANN reference {report['ann_energy_pj'] / 1e3:,.2f} nJ)")
+    echo(f"energy per inference: {energy} (ANN reference {report['ann_energy_pj'] / 1e3:,.2f} nJ)")
     if "accuracy" in report:
         acc = report["accuracy"]
         line = f"accuracy ({acc['split']} data): source {acc['source']:.4f}, converted {acc['converted']:.4f}"
         if "mean_timesteps_used" in acc:
             line += f", mean timesteps used {acc['mean_timesteps_used']:.2f}"
-        console.print(line)
+        echo(line)
 
 
 @main.command()
@@ -259,9 +319,10 @@ def _print_summary(report: dict, out: Path) -> None:
               help="Write logits and predictions to this .npz.")
 @click.option("-T", "--timesteps", type=int, default=None, help="Timesteps (default: the artifact's).")
 @click.option("--mode", type=click.Choice(["snn", "ann"]), default="snn", show_default=True,
-              help="ann: evaluate the graph once, as the ANN it came from.")
+              help="snn: simulate T timesteps; ann: the clipped ANN, i.e. the converted graph evaluated "
+                   "once, as an ANN (not the source model).")
 @click.option("--backend", default=None, help="Run the IR on another backend (torch, tvm, loihi).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda).")
 def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     """Run an ARTIFACT directory on inputs; writes logits (N, C) and predictions (N,)."""
     from snnc.data import check_shape, load_npz
@@ -291,10 +352,9 @@ def run(artifact, data, out, timesteps, mode, backend, device) -> None:
 @click.option("-T", "--timesteps", default=None,
               help="Comma list of T (default: 1,2,4,8,16,32; a phase-coded graph: its own pipelined length).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None, help="Write results as JSON.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda).")
 def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     """Accuracy, spikes, SOPs and energy of an ARTIFACT for several T."""
-    from rich.console import Console
     from rich.table import Table
 
     from snnc.data import check_shape, load_npz
@@ -336,7 +396,7 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
                       f"{r['sops']:,.0f}", f"{r['macs']:,.0f}", f"{r['energy_pj']['45nm'] / 1e3:.2f}",
                       f"{r['energy_pj'].get('45nm_hoisted', float('nan')) / 1e3:.2f}",
                       f"{r['energy_pj']['1pj_per_spike'] / 1e3:.2f}", f"{r['mean_timesteps_used']:.2f}")
-    Console().print(table)
+    _console().print(table)
     if result.get("source_results"):
         click.echo("src: the direct-coded source as its library runs it (analog first layer at every step); "
                    "src hoisted: the same with that loop-invariant layer computed once")
@@ -371,10 +431,10 @@ def _open_artifact(path: Path):
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
               help="Write the result (and its params sidecar) here instead of printing it.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None, help="Calibration .npz for passes that need it.")
-@click.option("-T", "--timesteps", type=int, default=8, show_default=True)
+@click.option("-T", "--timesteps", type=int, default=8, show_default=True, help="Simulation timesteps T.")
 @click.option("--print-ir-after", default=None, help="Pass names (comma list) or 'all'.")
-@click.option("--time-passes", is_flag=True)
-@click.option("--no-verify", is_flag=True)
+@click.option("--time-passes", is_flag=True, help="Print the wall time of every pass (on stderr).")
+@click.option("--no-verify", is_flag=True, help="Do not run the verifier after every pass.")
 @click.option("--print-pipeline", is_flag=True, help="Print the canonical pipeline string and exit.")
 def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_verify, print_pipeline) -> None:
     """Run a pass PIPELINE on textual IR FILE (.snnir) and print the result."""

@@ -30,11 +30,13 @@ from snnc.ir import ops as O
 from snnc.pass_manager import (
     CalibrationData,
     Instrument,
+    Pass,
     PassContext,
     PassManager,
     PassTiming,
     PrintIRAfter,
     available_pipelines,
+    override_options,
     parse_pipeline,
     pipeline_string,
 )
@@ -62,6 +64,8 @@ class CompileOptions:
     seed: int = 0
     device: str = "cpu"
     target_options: TargetOptions = field(default_factory=TargetOptions)
+    pass_options: list[str] = field(default_factory=list)  # PASS.OPTION=VALUE overrides (--pass-option)
+    depfile: Path | None = None  # a Make/Ninja depfile written once the artifact is in place
 
 
 @dataclass(kw_only=True)
@@ -180,6 +184,8 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
     system = _system_dir(out)
     if system is not None:
         raise UserError(f"-o {out}: lies in {system}, a system directory; choose an output directory elsewhere")
+    if opts.depfile is not None:
+        check_output_file(Path(opts.depfile), "--depfile")
     if out.exists() and not out.is_dir():
         raise UserError(f"-o {out}: exists and is not a directory")
     try:
@@ -198,7 +204,6 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
         _apply_umask(tmp)
         _replace_dir(tmp, out)
         done = True
-        return result
     finally:
         with _signals_held():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -208,9 +213,70 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
                         directory.rmdir()
                     except OSError:
                         break
+    if opts.depfile is not None:
+        write_depfile(opts.depfile, [out / "report.json"], input_files(opts))
+    return result
 
 
-def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int], Any] | None) -> CompileResult:
+def input_files(opts: CompileOptions) -> list[Path]:
+    """Every file a compile reads, as the user named it (for the depfile): the model (and the params
+    sidecar of a .snnir), the --arch file, the calibration and test data (a shard directory, and each of
+    its shards: a new shard changes the directory), the --target-config."""
+    files = [Path(opts.model)]
+    model = Path(opts.model)
+    if model.suffix == ".snnir":
+        for sidecar in (model.with_name("params.safetensors"), model.with_suffix(".safetensors")):
+            if sidecar.exists():
+                files.append(sidecar)
+                break
+    if opts.arch and ":" in opts.arch:
+        files.append(Path(opts.arch.rsplit(":", 1)[0]))
+    for data in (opts.calib, opts.test_data):
+        if data is not None:
+            data = Path(data)
+            files += [data, *sorted(data.glob("*.npz"))] if data.is_dir() else [data]
+    if opts.target_options.target_config is not None:
+        files.append(Path(opts.target_options.target_config))
+    return list(dict.fromkeys(files))
+
+
+def _make_escape(path: Path) -> str:
+    """A path as a gcc-style depfile writes it: spaces and '#' behind a backslash, '$' doubled."""
+    return str(path).replace("\\", "\\\\").replace(" ", "\\ ").replace("#", "\\#").replace("$", "$$")
+
+
+def depfile_text(targets: list[Path], prerequisites: list[Path]) -> str:
+    """``target: prereq \\`` lines, one prerequisite a line (what ``gcc -MD`` writes; Make, Ninja's
+    ``deps = gcc`` and CMake's ``DEPFILE`` read it)."""
+    head = " ".join(_make_escape(t) for t in targets) + ":"
+    lines = [f"{head} {_make_escape(prerequisites[0])}" if prerequisites else head,
+             *(_make_escape(p) for p in prerequisites[1:])]
+    return " \\\n  ".join(lines) + "\n"
+
+
+def write_depfile(path: Path, targets: list[Path], prerequisites: list[Path]) -> None:
+    text = depfile_text(targets, prerequisites)
+    write_atomically(Path(path), "--depfile", lambda f: f.write(text.encode()))
+
+
+@dataclass(kw_only=True)
+class _Plan:
+    """What a compile reads before any pass runs: the model, the target, the data, the passes."""
+
+    loaded: Any
+    target: Any
+    calibration: CalibrationData | None
+    test: tuple[Any, Any] | None
+    passes: list[Pass]
+
+
+def resolve_pipeline(opts: CompileOptions) -> str:
+    """The pipeline a compile with ``opts`` would run, every option of every pass written out
+    (``snnc compile --print-pipeline``): it reads the model and the data, and runs no pass."""
+    return pipeline_string(_plan(opts).passes, full=True)
+
+
+def _plan(opts: CompileOptions) -> _Plan:
     loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape, trust_pickle=opts.trust_pickle)
     source_graph = loaded.graph
     in_shape = source_graph.inputs[0][1].shape
@@ -239,6 +305,15 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
     if suffix:  # a target pass the pipeline already runs is not run twice
         names = {p.name for p in passes}
         passes += [p for p in parse_pipeline(suffix) if p.name not in names]
+    if opts.pass_options:
+        passes = override_options(passes, opts.pass_options)
+    return _Plan(loaded=loaded, target=target, calibration=calibration, test=test, passes=passes)
+
+
+def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int], Any] | None) -> CompileResult:
+    plan = _plan(opts)
+    loaded, target, calibration, test, passes = plan.loaded, plan.target, plan.calibration, plan.test, plan.passes
+    source_graph = loaded.graph
     instruments: list[Instrument] = []
     if opts.print_ir_after:
         instruments.append(PrintIRAfter(opts.print_ir_after, sys.stdout))
@@ -267,6 +342,7 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
         source=source,
         target=opts.target,
         pipeline=pipeline_string(passes),
+        pipeline_full=pipeline_string(passes, full=True),
         timesteps=timesteps,
         counts=counts,
         accuracy=accuracy,
@@ -275,8 +351,13 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
         pass_results=ctx.results,
         source_macs=_dense_macs(source_graph),
     )
-    (tmp / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    (tmp / "report.json").write_text(report_json(report))
     return CompileResult(graph=graph, report=report, out=Path(opts.out), timing=timing, notes=ctx.notes)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """report.json's text (numpy scalars and paths made plain)."""
+    return json.dumps(report, indent=2, default=_json_default) + "\n"
 
 
 def _dense_macs(graph: Graph) -> float:

@@ -57,10 +57,18 @@ class Pass:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def __str__(self) -> str:
+        return self.spec()
+
+    def spec(self, full: bool = False) -> str:
+        """The pass as the pipeline grammar writes it: its options that differ from their defaults, or
+        with ``full=True`` every option (what ``--print-pipeline`` and ``report.json`` show, so that a
+        changed default cannot silently change what a recorded pipeline means)."""
         opts = []
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if not f.init:
+                continue
             value = getattr(self, f.name)
-            if value != f.default:
+            if full or value != f.default:
                 opts.append(f"{f.name.replace('_', '-')}={_option_text(value)}")
         return self.name + ("{" + ",".join(opts) + "}" if opts else "")
 
@@ -201,6 +209,17 @@ def make_pass(name: str, options: dict[str, Any]) -> Pass:
     if name not in passes:
         raise ParseError(f"unknown pass '{name}'{did_you_mean(name, list(passes) + list(PIPELINES))}")
     cls = passes[name]
+    kwargs = _coerce_options(name, cls, options)
+    try:
+        return cls(**kwargs)
+    except PassOptionError:
+        raise  # already names the pass and every bad option
+    except (TypeError, ValueError) as e:
+        raise ParseError(f"pass '{name}': {e}") from None
+
+
+def _coerce_options(name: str, cls: type[Pass], options: dict[str, Any]) -> dict[str, Any]:
+    """Options as read from a pipeline string -> keyword arguments of ``cls``, each of its field's type."""
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs = {}
@@ -216,12 +235,7 @@ def make_pass(name: str, options: dict[str, Any]) -> Pass:
             kwargs[attr] = coerce_value(hint, value, f"{name}{{{key}}}")
         except ParseError as e:
             raise ParseError(str(e)) from None
-    try:
-        return cls(**kwargs)
-    except PassOptionError:
-        raise  # already names the pass and every bad option
-    except (TypeError, ValueError) as e:
-        raise ParseError(f"pass '{name}': {e}") from None
+    return kwargs
 
 
 def parse_pipeline(spec: str | Sequence[str | Pass]) -> list[Pass]:
@@ -268,9 +282,56 @@ def parse_pipeline(spec: str | Sequence[str | Pass]) -> list[Pass]:
     return passes
 
 
-def pipeline_string(passes: Sequence[Pass]) -> str:
-    """The canonical string of a pipeline (parses back to the same passes)."""
-    return ",".join(str(p) for p in passes)
+def pipeline_string(passes: Sequence[Pass], full: bool = False) -> str:
+    """The canonical string of a pipeline (parses back to the same passes); ``full=True`` writes every
+    option of every pass, defaults included."""
+    return ",".join(p.spec(full) for p in passes)
+
+
+_OVERRIDE_RE = re.compile(r"^\s*([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\s*=(.*)$", re.DOTALL)
+
+
+def override_options(passes: Sequence[Pass], overrides: Sequence[str]) -> list[Pass]:
+    """Apply ``--pass-option PASS.OPTION=VALUE`` overrides to a parsed pipeline.
+
+    Each one sets one option of every occurrence of ``PASS`` in ``passes``; the value is read and
+    checked as in a pipeline string (``lower-neurons.maxpool=avg``, ``adafire.max-spikes=4``,
+    ``phase-coding.periods=[1;2;4]``).  An unknown pass, a pass that the pipeline does not run, an
+    unknown option or a bad value is a ParseError / PassOptionError naming the override.
+    """
+    result = list(passes)
+    for text in overrides:
+        m = _OVERRIDE_RE.match(text)
+        if m is None or not m.group(3).strip():
+            raise ParseError(f"--pass-option '{text}': expected PASS.OPTION=VALUE, e.g. lower-neurons.maxpool=avg")
+        name, key, raw = m.group(1), m.group(2), m.group(3)
+        known = available_passes()
+        in_pipeline = list(dict.fromkeys(p.name for p in result))
+        if name not in known:
+            raise ParseError(f"--pass-option '{text}': unknown pass '{name}'"
+                             f"{did_you_mean(name, in_pipeline or list(known))}")
+        if name not in in_pipeline:
+            raise ParseError(f"--pass-option '{text}': pass '{name}' is not in the pipeline "
+                             f"{pipeline_string(result)!r}{did_you_mean(name, in_pipeline)}")
+        cls = known[name]
+        kebab = [f.name.replace("_", "-") for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+        if key.replace("_", "-") not in kebab:
+            hint = did_you_mean(key, kebab) or (f"; its options: {', '.join(kebab)}" if kebab else
+                                                 "; it has no options")
+            raise ParseError(f"--pass-option '{text}': pass '{name}' has no option '{key}'{hint}")
+        try:  # read and coerce the value exactly as the pipeline grammar does
+            changes = _coerce_options(name, cls, {key: _parse_option_value(raw)})
+        except SnncError as e:
+            raise ParseError(f"--pass-option '{text}': {e}") from None
+        for i, p in enumerate(result):
+            if p.name == name:
+                try:
+                    result[i] = dataclasses.replace(p, **changes)  # type: ignore[type-var]
+                except PassOptionError as e:
+                    raise PassOptionError(f"--pass-option '{text}': {e}") from None
+                except (TypeError, ValueError) as e:
+                    raise ParseError(f"--pass-option '{text}': pass '{name}': {e}") from None
+    return result
 
 
 # ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from typing import Any
 
 from snnc.energy import ann_energy_pj, energy_pj
 
-SCHEMA_VERSION = 2  # 2: totals.hoisted_macs, layers[].hoisted_macs, energy_pj["45nm_hoisted"]
+SCHEMA_VERSION = 3  # 2: totals.hoisted_macs, layers[].hoisted_macs, energy_pj["45nm_hoisted"]; 3: pipeline_full
 _TOTALS = ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs", "hoisted_macs")
 
 
@@ -15,6 +15,7 @@ def build_report(
     source: dict[str, Any],
     target: str,
     pipeline: str,
+    pipeline_full: str | None = None,
     timesteps: int,
     counts: dict[str, Any],
     accuracy: dict[str, Any] | None,
@@ -40,7 +41,8 @@ def build_report(
         "snnc_version": __version__,
         "source": source,
         "target": target,
-        "pipeline": pipeline,
+        "pipeline": pipeline,  # canonical: the options that differ from their defaults
+        "pipeline_full": pipeline if pipeline_full is None else pipeline_full,  # every option of every pass
         "timesteps": timesteps,
         "layers": counts["layers"],
         "totals": {k: totals[k] for k in _TOTALS},
