@@ -293,13 +293,16 @@ def _layer(b: _Builder, x: str) -> str:
     steps: list[Callable[[_Builder, str], str]] = [_scale, _identity, _reshape]
     # weighted layers and pools twice: they are what most graphs are made of
     if rank == 3:
-        steps += [_conv2d, _conv2d, _avgpool2d, _sumpool2d]
+        steps += [_conv2d, _conv2d, _avgpool2d, _sumpool2d, _adaptive_avgpool2d]
+        if small:
+            steps += [_upsample]
     if rank == 2:
         steps += [_conv1d, _conv1d]
     if rank == 1:
         steps += [_linear, _linear]
     if rank >= 2:
-        steps += [_flatten]
+        steps += [_flatten, _permute]
+    steps += [_slice]
     if small:
         steps += [_residual, _concat]
     if b.kind is not GraphKind.SNN:
@@ -589,3 +592,27 @@ def _concat(b: _Builder, x: str) -> str:
     branch = _same_shape_branch(b, x, channels)
     operands = [x, branch] if b.draw(st.booleans()) else [branch, x]
     return b.emit(O.Concat(axis=axis), operands)
+
+
+def _permute(b: _Builder, x: str) -> str:
+    rank = len(b.type(x).shape)
+    dims = b.draw(st.permutations(range(rank)))
+    return b.emit(O.Permute(dims=tuple(dims)), [x])
+
+
+def _slice(b: _Builder, x: str) -> str:
+    shape = b.type(x).shape
+    axis = b.draw(st.integers(0, len(shape) - 1))
+    start = b.draw(st.integers(0, shape[axis] - 1))
+    stop = b.draw(st.integers(start + 1, shape[axis]))
+    return b.emit(O.Slice(axis=axis, start=start, stop=stop, step=b.draw(st.integers(1, 3))), [x])
+
+
+def _upsample(b: _Builder, x: str) -> str:
+    return b.emit(O.Upsample(scale=(b.draw(st.integers(1, 3)), b.draw(st.integers(1, 3)))), [x])
+
+
+def _adaptive_avgpool2d(b: _Builder, x: str) -> str:
+    _, h, w = b.type(x).shape
+    size = (b.draw(st.integers(1, h + 2)), b.draw(st.integers(1, w + 2)))
+    return b.emit(O.AdaptiveAvgPool2d(output_size=size), [x])

@@ -144,6 +144,30 @@ graph @concat(%a: spike[2,3,4], %b: burst<2>[2,5,4]) {
   output %y
 }
 """,
+    "permute": """\
+graph @permute(%x: burst<2>[2,3,4]) {
+  %y = permute(%x) {dims = [1, 2, 0]} : burst<2>[3,4,2]
+  output %y
+}
+""",
+    "slice": """\
+graph @slice(%x: spike[2,7,4]) {
+  %y = slice(%x) {axis = 1, start = 2, stop = 7, step = 2} : spike[2,3,4]
+  output %y
+}
+""",
+    "upsample": """\
+graph @upsample(%x: spike[2,1,3]) {
+  %y = upsample(%x) {scale = [7, 1]} : spike[2,7,3]
+  output %y
+}
+""",
+    "adaptive_avgpool2d": """\
+graph @adaptive_avgpool2d(%x: spike[2,5,5]) {
+  %y = adaptive_avgpool2d(%x) {output_size = [3, 7]} : analog[2,3,7]
+  output %y
+}
+""",
     "conv2d": """\
 graph @conv2d(%x: analog[4,9,9]) {
   %y = conv2d(%x) {stride = [2, 1], padding = [1, 0], dilation = [2, 3], groups = 2} \

@@ -44,6 +44,9 @@ class Op:
     channelwise: ClassVar[bool] = False  # each output channel reads only its own input channel, and a
     #   positive per-channel scale commutes with the op: f(s·x) = s·f(x) (pooling, identity, dropout)
     stateful: ClassVar[bool] = False  # keeps state across timesteps (neuron, gated max pooling, readout)
+    reindexing: ClassVar[bool] = False  # y[i] = x[g(i)] for a fixed index map g: every output element is a
+    #   copy of one input element, no arithmetic (shape_only ops, concat, permute, slice, upsample); commutes
+    #   with every elementwise map (relu, clip, a neuron's rate) and carries spikes and bursts unchanged
 
     def infer_type(self, node: str, inputs: Sequence[TensorType], params: dict[str, tuple[int, ...]]) -> TensorType:
         """Result type from operand types and parameter shapes; raise VerifyError if inconsistent."""

@@ -114,6 +114,7 @@ class Identity(Op):
 
     name: ClassVar[str] = "identity"
     shape_only: ClassVar[bool] = True
+    reindexing: ClassVar[bool] = True
     value_identity: ClassVar[bool] = True
     channelwise: ClassVar[bool] = True
 
@@ -128,6 +129,7 @@ class Dropout(Op):
 
     name: ClassVar[str] = "dropout"
     shape_only: ClassVar[bool] = True
+    reindexing: ClassVar[bool] = True
     value_identity: ClassVar[bool] = True
     channelwise: ClassVar[bool] = True
     ann_only: ClassVar[bool] = True
@@ -144,6 +146,7 @@ class Flatten(Op):
 
     name: ClassVar[str] = "flatten"
     shape_only: ClassVar[bool] = True
+    reindexing: ClassVar[bool] = True
 
     def infer_type(self, node, inputs, params):
         return inputs[0].with_shape((inputs[0].numel,))
@@ -156,6 +159,7 @@ class Reshape(Op):
 
     name: ClassVar[str] = "reshape"
     shape_only: ClassVar[bool] = True
+    reindexing: ClassVar[bool] = True
     shape: tuple[int, ...] = ()
 
     def infer_type(self, node, inputs, params):
@@ -172,6 +176,7 @@ class Concat(Op):
 
     name: ClassVar[str] = "concat"
     arity: ClassVar[int] = VARIADIC
+    reindexing: ClassVar[bool] = True
     axis: int = 0
 
     def infer_type(self, node, inputs, params):
@@ -188,6 +193,76 @@ class Concat(Op):
             total += t.shape[self.axis]
         shape = first.shape[: self.axis] + (total,) + first.shape[self.axis + 1 :]
         return _merge_signal(inputs).with_shape(shape)
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
+class Permute(Op):
+    """y[i_0, …, i_{r−1}] = x[j] with j[dims[k]] = i_k: the axes of x reordered, y.shape[k] =
+    x.shape[dims[k]] (``torch.permute`` without the batch axis; transpose and ShuffleNet's channel
+    shuffle import as one).  A re-indexing: linear, no arithmetic, spikes pass unchanged; not
+    ``shape_only`` (the flat order changes) and not ``channelwise`` (it can move the channel axis)."""
+
+    name: ClassVar[str] = "permute"
+    reindexing: ClassVar[bool] = True
+    dims: tuple[int, ...] = ()
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if sorted(self.dims) != list(range(len(x.shape))):
+            raise fail(self, node, f"dims {list(self.dims)} is not a permutation of the {len(x.shape)} axes of {x}")
+        return x.with_shape(tuple(x.shape[d] for d in self.dims))
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
+class Slice(Op):
+    """y = x[…, start:stop:step, …] along ``axis`` (0 = channels): chunk, split, narrow, unbind and
+    ``x[:, a:b]`` import as slices.  A re-indexing that drops elements: linear, spikes pass
+    unchanged; not ``shape_only`` and not ``channelwise`` (a channel slice renumbers the channels)."""
+
+    name: ClassVar[str] = "slice"
+    reindexing: ClassVar[bool] = True
+    axis: int = 0
+    start: int = 0
+    stop: int = 1
+    step: int = 1
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        if not 0 <= self.axis < len(x.shape):
+            raise fail(self, node, f"axis {self.axis} out of range for {x}")
+        size = x.shape[self.axis]
+        if self.step < 1 or not 0 <= self.start < self.stop <= size:
+            raise fail(self, node, f"{self.start}:{self.stop}:{self.step} is not a non-empty slice of an axis "
+                                   f"of size {size} (0 <= start < stop <= size, step >= 1)")
+        n = len(range(self.start, self.stop, self.step))
+        return x.with_shape(x.shape[: self.axis] + (n,) + x.shape[self.axis + 1 :])
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
+class Upsample(Op):
+    """Nearest-neighbour upsampling by whole factors: y[c, i, j] = x[c, i // scale[0], j // scale[1]]
+    on [C, H, W] (``nn.Upsample(mode='nearest')``, and adaptive average pooling to a multiple of the
+    input size, e.g. VGG's 1×1 -> 7×7).  A re-indexing that repeats elements: linear, spikes pass
+    unchanged (each input event reaches scale[0]·scale[1] outputs), channelwise; not ``shape_only``."""
+
+    name: ClassVar[str] = "upsample"
+    reindexing: ClassVar[bool] = True
+    channelwise: ClassVar[bool] = True
+    scale: tuple[int, int] = (2, 2)
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        h, w = _spatial(self, node, x, 2)
+        _check_geometry(self, node, scale=self.scale)
+        return x.with_shape((x.shape[0], h * self.scale[0], w * self.scale[1]))
+
+
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """PyTorch's adaptive pooling windows along one axis: [floor(i·size/out), ceil((i+1)·size/out))."""
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
 
 
 def _merge_signal(inputs: Sequence[TensorType]) -> TensorType:
@@ -339,6 +414,27 @@ class SumPool2d(Pool2d):
 
     def infer_type(self, node, inputs, params):
         return TensorType(self._out_shape(node, inputs[0]))
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
+class AdaptiveAvgPool2d(Op):
+    """y[c, i, j] = mean of x[c, h0(i):h1(i), w0(j):w1(j)] with PyTorch's adaptive windows
+    h0(i) = floor(i·H/oh), h1(i) = ceil((i+1)·H/oh) (likewise w): ``nn.AdaptiveAvgPool2d`` where the
+    windows neither tile the input (that is ``avgpool2d``) nor repeat it (that is ``upsample``), e.g.
+    5×5 -> 3×3 with overlapping windows of sizes 2, 3, 2.  Linear with fixed weights 1/|window|,
+    separable (y = A_h · x[c] · A_wᵀ); channelwise."""
+
+    name: ClassVar[str] = "adaptive_avgpool2d"
+    synaptic: ClassVar[bool] = True
+    channelwise: ClassVar[bool] = True
+    output_size: tuple[int, int] = (1, 1)
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        _spatial(self, node, x, 2)
+        _check_geometry(self, node, output_size=self.output_size)
+        return TensorType((x.shape[0],) + self.output_size)
 
 
 @register_op

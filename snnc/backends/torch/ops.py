@@ -115,6 +115,38 @@ def _phase_decode(op: PhaseDecode, xs, p):
     return xs[0] + channel_view(p["bias"], xs[0].dim()) if "bias" in p else xs[0]
 
 
+# -- re-indexing ops and adaptive pooling (the equations are in the op docstrings) ----------------
+
+
+def _permute(op: O.Permute, xs, p):
+    return xs[0].permute((0,) + tuple(d + 1 for d in op.dims))
+
+
+def _slice(op: O.Slice, xs, p):
+    return xs[0].narrow(op.axis + 1, op.start, op.stop - op.start)[
+        (slice(None),) * (op.axis + 1) + (slice(None, None, op.step),)
+    ]
+
+
+def _upsample(op: O.Upsample, xs, p):
+    return xs[0].repeat_interleave(op.scale[0], dim=2).repeat_interleave(op.scale[1], dim=3)
+
+
+def _adaptive_avgpool(op: O.AdaptiveAvgPool2d, xs, p):
+    return F.adaptive_avg_pool2d(xs[0], op.output_size)
+
+
+def adaptive_fanout(op: O.AdaptiveAvgPool2d, h: int, w: int) -> torch.Tensor:
+    """How many windows of ``op`` read each input element, [H, W] (its synapses per input)."""
+    rows = torch.zeros(h)
+    cols = torch.zeros(w)
+    for a, b in O.adaptive_windows(h, op.output_size[0]):
+        rows[a:b] += 1
+    for a, b in O.adaptive_windows(w, op.output_size[1]):
+        cols[a:b] += 1
+    return rows[:, None] * cols[None, :]
+
+
 ANN: dict[type, Callable] = {
     O.Identity: lambda op, xs, p: xs[0],
     O.Dropout: lambda op, xs, p: xs[0],
@@ -139,4 +171,8 @@ ANN: dict[type, Callable] = {
     PhaseNeuron: _phase_neuron,
     PhaseMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),
     PhaseDecode: _phase_decode,
+    O.Permute: _permute,
+    O.Slice: _slice,
+    O.Upsample: _upsample,
+    O.AdaptiveAvgPool2d: _adaptive_avgpool,
 }

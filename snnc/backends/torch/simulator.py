@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnc.backends.torch.ops import ANN, channel_view, neuron_param
+from snnc.backends.torch.ops import ANN, adaptive_fanout, channel_view, neuron_param
 from snnc.errors import UnsupportedError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -337,6 +337,8 @@ class GraphModule(nn.Module):
             return torch.ones_like(probe).detach()[0]
         ones = {k: torch.ones_like(v) for k, v in self.params_of(node).items() if k == "weight"}
         y = ANN[type(op)](op, [probe], ones)
+        if isinstance(op, O.AdaptiveAvgPool2d):  # count windows, not the 1/|window| weights
+            return adaptive_fanout(op, x.shape[2], x.shape[3]).expand(probe.shape[1:]).to(x.device)
         if isinstance(op, O.AvgPool2d):  # count windows, not the 1/k weights
             y = y * (op.kernel[0] * op.kernel[1])
         (fan,) = torch.autograd.grad(y.sum(), probe)
