@@ -8,8 +8,10 @@ build systems and scripts (--depfile, --quiet, --json-report, --pass-option).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
+import re
 import signal
 import sys
 import traceback
@@ -37,8 +39,90 @@ def _console(stderr: bool = False):
     return Console(file=stream, width=100_000, soft_wrap=True, highlight=False)
 
 
-def _fail(message: str) -> None:
-    click.echo(f"snnc: error: {message}", err=True)
+# --diagnostics-format: "text" (one line `snnc: error: ...`) or "json" (one object a line on stderr).
+# Read from the command line before click parses it, so that a usage error is reported in the same form.
+_DIAGNOSTICS: contextvars.ContextVar[str] = contextvars.ContextVar("snnc_diagnostics", default="text")
+DIAGNOSTICS_HELP = ("How errors and notes are written on stderr: text (one line 'snnc: error: ...') or json "
+                    "(one object a line: severity, code, message, location, hint; codes in docs/build.md).")
+
+
+def _diagnostics_from_args(args: list[str]) -> str:
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg == "--diagnostics-format" and i + 1 < len(args):
+            return "json" if args[i + 1] == "json" else "text"
+        if arg.startswith("--diagnostics-format="):
+            return "json" if arg.split("=", 1)[1] == "json" else "text"
+    return "text"
+
+
+_HINT_START = ("did you mean", "pass ", "use ", "re-run", "compile ", "run ", "replace ", "send ", "write ",
+               "choose ", "see ", "expected ", "save ", "spell out ")
+
+
+def _location(message: str) -> dict[str, object] | None:
+    """Where an error points, read off its message: ``at file.py:11`` (a line of the user's model code),
+    a leading ``path:`` that exists, or a leading ``--flag``."""
+    m = re.search(r"\bat ([^\s:;]+\.py):(\d+)", message)
+    if m:
+        return {"file": m.group(1), "line": int(m.group(2))}
+    m = re.match(r"^(--[a-z][a-z-]*)?\s*'?([^\s:;']+)'?:", message)
+    if m and m.group(2) and (Path(m.group(2)).exists() or _looks_like_path(m.group(2))):
+        return {"file": m.group(2), **({"option": m.group(1)} if m.group(1) else {})}
+    m = re.match(r"^(--[a-z][a-z-]*)\b", message)
+    if m:
+        return {"option": m.group(1)}
+    return None
+
+
+def _looks_like_path(token: str) -> bool:
+    """``dir/x`` or ``name.ext`` (a missing input file), not ``pass.option=value``."""
+    return "=" not in token and re.search(r"/|\.[A-Za-z0-9]+$", token) is not None
+
+
+def _hint(message: str) -> str | None:
+    """The what-to-do part of a message (snnc's messages end with it after '; ')."""
+    for part in reversed(message.split("; ")[1:]):
+        text = part.strip().rstrip(".")
+        if text.lower().startswith(_HINT_START):
+            return text
+    m = re.search(r"(did you mean '[^']+'\?)", message)
+    return m.group(1) if m else None
+
+
+def _diagnostic(severity: str, code: str, message: str, **extra: object) -> None:
+    """One error or note on stderr, in the form --diagnostics-format asked for."""
+    if _DIAGNOSTICS.get() == "json":
+        record = {"severity": severity, "code": code, "message": message, "location": _location(message),
+                  "hint": _hint(message), **extra}
+        click.echo(json.dumps(record), err=True)
+    elif severity == "error":
+        click.echo(f"snnc: error: {message}", err=True)
+    else:
+        click.echo(f"{severity}: {message}", err=True)
+
+
+def _error_code(e: Exception) -> str:
+    """The stable code of a user error (docs/build.md lists them)."""
+    from snnc.errors import InputFileError, ParseError, PassError, TargetError, UnsupportedError, VerifyError
+    from snnc.pass_manager import PassOptionError, PipelineFailure
+
+    for cls, code in ((PassOptionError, "pass-option"), (PipelineFailure, "pass-failed"),
+                      (InputFileError, "input-file"), (ParseError, "parse"), (VerifyError, "verify"),
+                      (UnsupportedError, "unsupported"), (TargetError, "target"), (PassError, "pass")):
+        if isinstance(e, cls):
+            return code
+    return "user"
+
+
+def _fail(message: str, code: str = "user") -> None:
+    """One line on stderr: a message of several lines (every unsupported op of a model) joins with '; '."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()] or [""]
+    message = lines[0]
+    for line in lines[1:]:
+        message += (" " if message.endswith(":") else "; ") + line
+    _diagnostic("error", code, message)
     sys.exit(2)
 
 
@@ -78,8 +162,48 @@ def _click_fail(e: click.ClickException) -> None:
     message = e.format_message()
     if isinstance(e, click.UsageError) and ctx is not None:
         message = f"{message.rstrip('.')}; see '{ctx.command_path} --help'"
-    click.echo(f"snnc: error: {message}", err=True)
+    _diagnostic("error", "usage", message)
     sys.exit(e.exit_code if isinstance(e, click.UsageError) else 2)
+
+
+def _option_flags(command: click.Command) -> dict[str, click.Option]:
+    """A command's options by their long flag without '--' (what a configuration file calls them)."""
+    flags = {}
+    for param in command.params:
+        if isinstance(param, click.Option) and param.name not in ("help", "diagnostics_format"):
+            for opt in param.opts:
+                if opt.startswith("--"):
+                    flags[opt[2:]] = param
+    return flags
+
+
+def _config_defaults(config, group: click.Group) -> dict[str, dict[str, object]]:
+    """A project configuration -> click's default_map, every key and value checked as its option
+    would check it (an unknown option or a bad value is a ConfigError naming the file)."""
+    from snnc.config import ConfigError
+    from snnc.errors import did_you_mean
+
+    result: dict[str, dict[str, object]] = {}
+    for name, options in config.commands.items():
+        command = group.commands[name]
+        flags = _option_flags(command)
+        values: dict[str, object] = {}
+        for key, value in options.items():
+            param = flags.get(key)
+            if param is None:
+                raise ConfigError(f"{config.where(name)}: snnc {name} has no option '--{key}'"
+                                  f"{did_you_mean(key, flags)}")
+            if param.multiple and not isinstance(value, list):
+                value = [value]
+            if isinstance(param.type, click.Path) and isinstance(value, str) and value != "-":
+                value = os.path.normpath(config.path.parent / value)  # relative to the file, not the cwd
+            try:
+                param.type_cast_value(click.Context(command), value)
+            except click.BadParameter as e:
+                raise ConfigError(f"{config.where(name)}: {key} = {value!r}: {e.message}") from None
+            values[param.name or key] = value
+        result[name] = values
+    return result
 
 
 def _raise_terminated(signum, frame) -> None:
@@ -100,22 +224,35 @@ class SnncGroup(click.Group):
     """Turns snnc's user errors into one line and exit 2; bugs into exit 1; SIGINT into exit 130 and
     SIGTERM into exit 143 (after the ``finally`` blocks removed what was half written)."""
 
-    def main(self, *args, **kwargs):
+    def main(self, args=None, *rest, **kwargs):
+        argv = list(sys.argv[1:] if args is None else args)
+        token = _DIAGNOSTICS.set(_diagnostics_from_args(argv))
         try:
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
         except ValueError:  # not the main thread: leave signals alone
             previous = None
         try:
-            return super().main(*args, **kwargs)
+            return super().main(argv, *rest, **kwargs)
         finally:
+            _DIAGNOSTICS.reset(token)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
     def make_context(self, info_name, args, parent=None, **extra):
         try:
-            return super().make_context(info_name, args, parent, **extra)
+            ctx = super().make_context(info_name, args, parent, **extra)
         except click.ClickException as e:  # the group's own options (``snnc --bogus``)
             _click_fail(e)
+        try:  # project defaults ([tool.snnc] / snnc.toml): the commands' contexts read ctx.default_map
+            from snnc.config import find_config
+
+            config = find_config()
+            if config is not None:
+                ctx.meta["snnc.config"] = config
+                ctx.default_map = {**_config_defaults(config, self), **(ctx.default_map or {})}
+        except SnncError as e:
+            _fail(str(e), "config")
+        return ctx
 
     def invoke(self, ctx: click.Context):
         try:
@@ -123,22 +260,32 @@ class SnncGroup(click.Group):
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
             return result
         except SnncError as e:
-            _fail(str(e))
+            _fail(str(e), _error_code(e))
         except click.ClickException as e:  # a bad option or argument of a command: one line, like ours
             _click_fail(e)
         except (click.exceptions.Exit, click.exceptions.Abort, SystemExit):
             raise
         except Terminated:
-            click.echo("snnc: terminated (SIGTERM)", err=True)
+            if _DIAGNOSTICS.get() == "json":
+                _diagnostic("error", "terminated", "terminated (SIGTERM)")
+            else:
+                click.echo("snnc: terminated (SIGTERM)", err=True)
             sys.exit(143)
         except KeyboardInterrupt:
-            click.echo("snnc: interrupted", err=True)
+            if _DIAGNOSTICS.get() == "json":
+                _diagnostic("error", "interrupted", "interrupted (SIGINT)")
+            else:
+                click.echo("snnc: interrupted", err=True)
             sys.exit(130)
         except BrokenPipeError:
             _quiet_broken_pipe()
-        except Exception:
-            click.echo("snnc: internal error (a bug in snnc; please report it with this trace):", err=True)
-            traceback.print_exc()
+        except Exception as e:
+            if _DIAGNOSTICS.get() == "json":
+                _diagnostic("error", "internal", f"internal error (a bug in snnc; please report it): "
+                            f"{type(e).__name__}: {e}", traceback=traceback.format_exc())
+            else:
+                click.echo("snnc: internal error (a bug in snnc; please report it with this trace):", err=True)
+                traceback.print_exc()
             sys.exit(1)
 
 
@@ -242,7 +389,7 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
         print_ir_after=[s.strip() for s in print_ir_after.split(",")] if print_ir_after else [],
         time_passes=time_passes, verify_each=not no_verify, seed=seed, device=device,
         target_options=TargetOptions(target_config=target_config, board=board),
-        pass_options=list(pass_options), depfile=depfile,
+        pass_options=list(pass_options), depfile=depfile, extra_inputs=_config_inputs("compile"),
     )
     if print_pipeline:
         click.echo(resolve_pipeline(opts))
@@ -253,22 +400,26 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
         except PipelineFailure as e:
             if reproducer is not None:
                 e.write_reproducer(reproducer)
-                raise UserError(f"{e} (reproducer written to {reproducer})") from None
-            raise UserError(f"{e} (re-run with --reproducer FILE to save the failing IR)") from None
+                _fail(f"{e} (reproducer written to {reproducer})", "pass-failed")
+            _fail(f"{e} (re-run with --reproducer FILE to save the failing IR)", "pass-failed")
         except PassCrash as e:  # a bug in a pass (snnc's or the user's own): exit 1 with its trace
             saved = ""
             if reproducer is not None:
                 e.write_reproducer(reproducer)
                 saved = f"; reproducer written to {reproducer}"
-            click.echo(f"snnc: internal error: {e}{saved or '; re-run with --reproducer FILE to save the failing IR'}",
-                       err=True)
-            traceback.print_exception(e.__cause__ or e)
+            message = f"{e}{saved or '; re-run with --reproducer FILE to save the failing IR'}"
+            trace = "".join(traceback.format_exception(e.__cause__ or e))
+            if _DIAGNOSTICS.get() == "json":
+                _diagnostic("error", "pass-crash", f"internal error: {message}", traceback=trace)
+            else:
+                click.echo(f"snnc: internal error: {message}", err=True)
+                click.echo(trace, err=True, nl=False)
             sys.exit(1)
     if result.timing:
         click.echo(result.timing.render(), err=True)
     if not quiet:
         for note in result.notes:
-            click.echo(f"note: {note}", err=True)
+            _diagnostic("note", "note", note)
     if json_report is not None:
         from snnc.driver import report_json, write_atomically
 
@@ -279,6 +430,12 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
             write_atomically(Path(json_report), "--json-report", lambda f: f.write(text.encode()))
     if not quiet:
         _print_summary(result.report, result.out, stderr=json_stdout)
+
+
+def _config_inputs(command: str) -> list[Path]:
+    """The project configuration file, when it sets options of ``command`` (the depfile lists it)."""
+    config = click.get_current_context().find_root().meta.get("snnc.config")
+    return [config.path] if config is not None and config.commands.get(command) else []
 
 
 def _print_summary(report: dict, out: Path, stderr: bool = False) -> None:
@@ -528,6 +685,42 @@ def _summary(cls: type) -> str:
     return lines[0] if lines else ""
 
 
+@main.command(name="config")
+@click.argument("command_name", metavar="[COMMAND]", default="compile",
+                type=click.Choice(["compile", "run", "eval", "opt"]))
+def config_cmd(command_name: str) -> None:
+    """Print the effective defaults of COMMAND (compile) and where each comes from: the nearest
+    snnc.toml or pyproject.toml [tool.snnc] (docs/build.md), or snnc's own default."""
+    root = click.get_current_context().find_root()
+    config = root.meta.get("snnc.config")
+    command = main.commands[command_name]
+    from_file = (root.default_map or {}).get(command_name, {})
+    if config is None:
+        click.echo(f"# snnc {command_name}: no snnc.toml or pyproject.toml [tool.snnc] in {Path.cwd()} "
+                   "or above; snnc's defaults")
+    else:
+        click.echo(f"# snnc {command_name}: defaults from {config.where(command_name)}")
+    for flag, param in _option_flags(command).items():
+        if config is not None and param.name in from_file:
+            value, source = from_file[param.name], config.where(command_name)
+        else:
+            value, source = param.get_default(click.Context(command)), "default"
+        if value is None:
+            click.echo(f"# {flag} = (not set)  # {source}")
+        else:
+            click.echo(f"{flag} = {_toml_value(value)}  # {source}")
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
 @main.command()
 def targets() -> None:
     """List the compilation targets."""
@@ -546,6 +739,18 @@ def ops() -> None:
         params = ", ".join(p.role + ("?" if p.optional else "") for p in cls.params_spec)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         click.echo(f"{name}: {doc}\n    attributes: {attrs or '-'}\n    params: {params or '-'}")
+
+
+def _add_diagnostics_option(command: click.Command) -> None:
+    """--diagnostics-format on the group and on every command (read before parsing: see SnncGroup.main)."""
+    command.params.append(click.Option(["--diagnostics-format"], type=click.Choice(["text", "json"]),
+                                       default="text", show_default=True, expose_value=False,
+                                       help=DIAGNOSTICS_HELP))
+
+
+_add_diagnostics_option(main)
+for _command in main.commands.values():
+    _add_diagnostics_option(_command)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ class CompileOptions:
     target_options: TargetOptions = field(default_factory=TargetOptions)
     pass_options: list[str] = field(default_factory=list)  # PASS.OPTION=VALUE overrides (--pass-option)
     depfile: Path | None = None  # a Make/Ninja depfile written once the artifact is in place
+    extra_inputs: list[Path] = field(default_factory=list)  # files read besides those named (a config file)
 
 
 @dataclass(kw_only=True)
@@ -221,7 +222,7 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
 def input_files(opts: CompileOptions) -> list[Path]:
     """Every file a compile reads, as the user named it (for the depfile): the model (and the params
     sidecar of a .snnir), the --arch file, the calibration and test data (a shard directory, and each of
-    its shards: a new shard changes the directory), the --target-config."""
+    its shards: a new shard changes the directory), the --target-config, the project configuration."""
     files = [Path(opts.model)]
     model = Path(opts.model)
     if model.suffix == ".snnir":
@@ -237,6 +238,7 @@ def input_files(opts: CompileOptions) -> list[Path]:
             files += [data, *sorted(data.glob("*.npz"))] if data.is_dir() else [data]
     if opts.target_options.target_config is not None:
         files.append(Path(opts.target_options.target_config))
+    files += [Path(f) for f in opts.extra_inputs]
     return list(dict.fromkeys(files))
 
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DIGITS = ROOT / "examples" / "digits"
 MLP = DIGITS / "mlp.pt2"
 FAST = "canonicalize,fold-bn,calibrate{batches=1},lower-neurons,count-ops{samples=16}"
+FAST_T = "canonicalize,fold-bn,calibrate{batches=1},lower-neurons,encode-input,count-ops{samples=16}"  # sets T
 
 
 def _invoke(args: list[str | Path]) -> Result:
@@ -256,3 +257,99 @@ def test_event_kernels_networks_only_reads_a_new_json_from_the_default(tmp_path)
     assert module.previous_results(new, old)["layers"] == []  # an existing --json file wins
     with pytest.raises(SystemExit, match="run without --networks-only first"):
         module.previous_results(tmp_path / "NEW.json", tmp_path / "none.json")
+
+
+# --------------------------------------------------------------------------------------------------
+# --diagnostics-format json
+
+
+def _json_error(result: Result, code: str) -> dict:
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    record = json.loads(lines[0])
+    assert set(record) == {"severity", "code", "message", "location", "hint"}
+    assert record["severity"] == "error" and record["code"] == code
+    return record
+
+
+def test_diagnostics_json_for_a_bad_pass_option(tmp_path, calib):
+    record = _json_error(_compile(calib, tmp_path / "out", "--pass-option", "lower-neurons.maxpol=avg",
+                                  "--diagnostics-format", "json"), "parse")
+    assert record["hint"] == "did you mean 'maxpool'?"
+    assert record["location"] == {"option": "--pass-option"}
+    assert not (tmp_path / "out").exists()
+
+
+def test_diagnostics_json_for_a_missing_file_and_a_usage_error(tmp_path):
+    missing = tmp_path / "missing.pt2"
+    record = _json_error(_invoke(["--diagnostics-format", "json", "compile", missing]), "input-file")
+    assert record["location"] == {"file": str(missing)} and record["message"] == f"{missing}: no such file"
+    record = _json_error(_invoke(["compile", MLP, "--bogus", "--diagnostics-format=json"]), "usage")
+    assert "--bogus" in record["message"]
+    record = _json_error(_invoke(["eval", tmp_path, "--data", missing, "--diagnostics-format", "json"]), "input-file")
+    assert record["hint"] == "run `snnc compile` first"
+
+
+def test_diagnostics_text_is_the_default(tmp_path):
+    result = _invoke(["compile", tmp_path / "missing.pt2"])
+    assert result.exit_code == 2 and result.stderr == f"snnc: error: {tmp_path / 'missing.pt2'}: no such file\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# project configuration: [tool.snnc] / snnc.toml, `snnc config`
+
+
+def test_tool_snnc_gives_compile_defaults_and_the_command_line_wins(tmp_path, calib, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.npz").write_bytes(calib.read_bytes())
+    (tmp_path / "pyproject.toml").write_text(
+        '[project]\nname = "demo"\n\n[tool.snnc]\ntimesteps = 3\ncalib = "data/c.npz"\n'
+        f'pipeline = "{FAST_T}"\nquiet = true\n\n[tool.snnc.eval]\ntimesteps = "1,2"\n'
+    )
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")  # found in a parent directory; paths relative to the file
+    result = _ok(_invoke(["compile", MLP, "-o", "out", "--depfile", "out.d"]))
+    assert result.stdout == ""  # quiet = true
+    report = json.loads(Path("out/report.json").read_text())
+    assert report["timesteps"] == 3 and report["pipeline"] == FAST_T
+    dep = Path("out.d").read_text()
+    assert str(tmp_path / "data" / "c.npz") in dep and str(tmp_path / "pyproject.toml") in dep
+    _ok(_invoke(["compile", MLP, "-o", "out2", "-T", "2"]))
+    assert json.loads(Path("out2/report.json").read_text())["timesteps"] == 2
+
+    shown = _ok(_invoke(["config"])).stdout.splitlines()
+    where = f"{tmp_path / 'pyproject.toml'} [tool.snnc]"
+    assert shown[0] == f"# snnc compile: defaults from {where}"
+    assert f"timesteps = 3  # {where}" in shown
+    assert f'calib = "{tmp_path / "data" / "c.npz"}"  # {where}' in shown
+    assert 'target = "torch"  # default' in shown and "# arch = (not set)  # default" in shown
+    assert f'timesteps = "1,2"  # {tmp_path / "pyproject.toml"} [tool.snnc.eval]' in _invoke(["config", "eval"]).stdout
+
+
+def test_snnc_toml_nearer_than_pyproject_wins(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("[tool.snnc]\ntimesteps = 3\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "snnc.toml").write_text("seed = 7\n")
+    monkeypatch.chdir(tmp_path / "sub")
+    shown = _ok(_invoke(["config"])).stdout.splitlines()
+    assert f"seed = 7  # {tmp_path / 'sub' / 'snnc.toml'}" in shown
+    assert "timesteps = 8  # default" in shown
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("timestep = 4\n", "snnc compile has no option '--timestep'; did you mean 'timesteps'?"),
+        ('timesteps = "x"\n', "timesteps = 'x': 'x' is not a valid integer"),
+        ("timesteps = \n", "not valid TOML"),
+        ("[evl]\ntimesteps = '1'\n", "no command 'evl'; did you mean 'eval'?"),
+    ],
+)
+def test_a_bad_configuration_is_one_line_exit_2(tmp_path, monkeypatch, text, fragment):
+    (tmp_path / "snnc.toml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    line = _user_error(_invoke(["config"]), fragment)
+    assert str(tmp_path / "snnc.toml") in line
+    record = _json_error(_invoke(["config", "--diagnostics-format", "json"]), "config")
+    assert record["location"] == {"file": str(tmp_path / "snnc.toml")}
