@@ -467,7 +467,8 @@ def test_unsupported_op_in_state_dict_model(tmp_path):
     line = assert_user_error(result, out, "")
     assert line == (
         "snnc: error: unsupported op 'torch.sigmoid' at sigmoid_arch.py:11 in forward: "
-        "`return torch.sigmoid(self.fc(torch.flatten(x, 1)))`; see `snnc ops` for what the frontend maps"
+        "`return torch.sigmoid(self.fc(torch.flatten(x, 1)))`; Sigmoid has no ReLU form: replace it with nn.ReLU "
+        "(or nn.ReLU6 / nn.Hardtanh) and retrain, or use a ReLU-family model"
     )
 
 

@@ -282,7 +282,8 @@ def test_unsupported_function_names_op_module_path_and_line():
         import_module(WithSigmoid(), torch.rand(2, 8))
     assert str(err.value) == (
         f"unsupported op 'torch.sigmoid' at {THIS_FILE}:{line} in forward (body.1): "
-        "`return torch.sigmoid(self.fc(x))  # the unsupported op`; see `snnc ops` for what the frontend maps"
+        "`return torch.sigmoid(self.fc(x))  # the unsupported op`; Sigmoid has no ReLU form: replace it with "
+        "nn.ReLU (or nn.ReLU6 / nn.Hardtanh) and retrain, or use a ReLU-family model"
     )
 
 
