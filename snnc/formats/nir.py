@@ -18,7 +18,11 @@ incoming edges sums them (that is how ``add`` is written).
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
+import multiprocessing
 from collections.abc import Sequence
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -208,6 +212,36 @@ def _per_channel_or_scalar(values: np.ndarray) -> tuple[float, np.ndarray | None
     if not np.allclose(per_channel, per_channel[:, :1]):
         raise UnsupportedError("NIR neuron parameters that vary within a channel are not supported")
     return 1.0, per_channel[:, 0].copy()
+
+
+# -- reading a file --------------------------------------------------------------------------
+# A corrupt HDF5 file can crash libhdf5 itself (a segfault no Python exception catches; found by
+# tools/fuzz.py), so the file is read in a child process: a crash there is a clean InputFileError
+# here.  The child comes from a fork server that has imported nir and h5py once, so each read costs
+# a fork, not an interpreter start.
+_READER: concurrent.futures.ProcessPoolExecutor | None = None
+
+
+def _read_file(path: str):
+    import nir
+
+    return nir.read(path)
+
+
+def read_nir_file(path: Path):
+    """``nir.read(path)``, isolated from crashes of the HDF5 library; InputFileError on any failure."""
+    global _READER
+    if _READER is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["snnc.formats.nir", "nir", "h5py"])
+        _READER = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+    try:
+        return _READER.submit(_read_file, str(path)).result()
+    except concurrent.futures.process.BrokenProcessPool:
+        _READER = None  # the worker died: the next read starts a new one
+        raise InputFileError(f"{path}: the HDF5 library crashed reading this file; it is corrupt") from None
+    except Exception as e:
+        raise InputFileError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
 
 
 def from_nir(nir_graph, name: str = "nir_model") -> Graph:

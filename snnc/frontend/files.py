@@ -319,17 +319,11 @@ def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
 
 
 def _load_nir(path: Path) -> Graph:
-    try:
-        import nir
-    except ModuleNotFoundError:
-        raise UserError(f"{path}: reading NIR files needs the 'nir' package (pip install 'snnc[nir]')") from None
-    from snnc.formats.nir import from_nir  # shared with the NIR backend, which writes the format
+    if importlib.util.find_spec("nir") is None:
+        raise UserError(f"{path}: reading NIR files needs the 'nir' package (pip install 'snnc[nir]')")
+    from snnc.formats.nir import from_nir, read_nir_file  # shared with the NIR backend
 
-    try:
-        nir_graph = nir.read(str(path))
-    except Exception as e:
-        raise InputFileError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
-    return from_nir(nir_graph, path.stem.replace("-", "_"))
+    return from_nir(read_nir_file(path), path.stem.replace("-", "_"))
 
 
 def input_type(graph: Graph) -> TensorType:
