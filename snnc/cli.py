@@ -318,7 +318,8 @@ def main() -> None:
     """
 
 
-@main.command(epilog="Build systems and scripts: docs/build.md (depfile, --quiet, --json-report, --pass-option).")
+@main.command(epilog="Defaults for every option may come from snnc.toml or pyproject.toml [tool.snnc] "
+                     "(`snnc config` shows them). Build systems and scripts: docs/build.md.")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--out", type=click.Path(path_type=Path), default=Path("out"), show_default=True,
               help="Artifact directory (replaced only once the new one is complete).")
@@ -356,7 +357,8 @@ def main() -> None:
               help="Random seed of the passes that sample (calibration subsets, fine-tuning).")
 @click.option("--depfile", type=click.Path(path_type=Path), default=None,
               help="Write a Make/Ninja depfile (gcc format): OUT/report.json depends on every file read "
-                   "(model, --arch file, data files and shards, --target-config). Written once the "
+                   "(model, --arch file, data files and shards, --target-config, the project's snnc.toml "
+                   "or pyproject.toml when it sets compile options). Written once the "
                    "artifact is in place; not on failure.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary and no notes: errors only (exit status says it all).")
 @click.option("--json-report", type=click.Path(path_type=Path, allow_dash=True), default=None,

@@ -442,7 +442,7 @@ def test_a_missing_parent_made_for_compile_is_removed_on_failure(tmp_path):
 # ---------------------------------------------------------------------------------------
 # command lines: every command of `snnc --help`
 
-COMMANDS = ["compile", "run", "eval", "opt", "passes", "targets", "ops"]
+COMMANDS = ["compile", "run", "eval", "opt", "passes", "targets", "ops", "config"]
 
 
 def test_the_table_covers_every_command():
@@ -490,7 +490,7 @@ def _snnc() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "snnc.cli"]
 
 
-@pytest.mark.parametrize("args", [["ops"], ["passes"], ["passes", "--markdown"], ["targets"]])
+@pytest.mark.parametrize("args", [["ops"], ["passes"], ["passes", "--markdown"], ["targets"], ["config"]])
 def test_a_closed_stdout_pipe_ends_quietly(args):
     """`snnc ops | head -1`: the reader is gone before snnc writes; no traceback, no "internal error"."""
     proc = subprocess.Popen([*_snnc(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
