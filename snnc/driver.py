@@ -248,12 +248,15 @@ def _make_escape(path: Path) -> str:
 
 
 def depfile_text(targets: list[Path], prerequisites: list[Path]) -> str:
-    """``target: prereq \\`` lines, one prerequisite a line (what ``gcc -MD`` writes; Make, Ninja's
-    ``deps = gcc`` and CMake's ``DEPFILE`` read it)."""
+    """``target: prereq \\`` lines, one prerequisite a line, then an empty rule for each prerequisite
+    (what ``gcc -MD -MP`` writes: a deleted input, e.g. a calibration shard, then makes Make rebuild
+    instead of stopping with "No rule to make target").  Make, Ninja's ``deps = gcc`` and CMake's
+    ``DEPFILE`` read it."""
     head = " ".join(_make_escape(t) for t in targets) + ":"
     lines = [f"{head} {_make_escape(prerequisites[0])}" if prerequisites else head,
              *(_make_escape(p) for p in prerequisites[1:])]
-    return " \\\n  ".join(lines) + "\n"
+    phony = "".join(f"\n{_make_escape(p)}:\n" for p in prerequisites)
+    return " \\\n  ".join(lines) + "\n" + phony
 
 
 def write_depfile(path: Path, targets: list[Path], prerequisites: list[Path]) -> None:

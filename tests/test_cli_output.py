@@ -200,6 +200,7 @@ def test_depfile_lists_every_input(tmp_path, calib):
     esc = str(shards).replace(" ", "\\ ")
     assert dep.read_text() == (
         f"{out}/report.json: {MLP} \\\n  {esc} \\\n  {esc}/a.npz \\\n  {esc}/b.npz \\\n  {calib}\n"
+        + "".join(f"\n{p}:\n" for p in (MLP, esc, f"{esc}/a.npz", f"{esc}/b.npz", calib))  # as gcc -MP
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.d")] == []  # written atomically
 
