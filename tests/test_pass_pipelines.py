@@ -29,9 +29,9 @@ def test_named_pipelines_are_registered() -> None:
     pipelines = available_pipelines()
     names = {p: [q.name for q in parse_pipeline(p)] for p in ("ann-to-snn", "ann-to-snn-fast", "ann-to-snn-phase")}
     assert set(names) <= set(pipelines)
-    assert names["ann-to-snn"] == ["canonicalize", "fold-bn", "calibrate", "lower-neurons", "fold-thresholds",
-                                   "encode-input", "count-ops"]
-    assert names["ann-to-snn-fast"][4:9] == ["adafire", "compress-spikes", "fold-thresholds", "encode-input",
+    assert names["ann-to-snn"] == ["canonicalize", "fold-bn", "compose-linear", "calibrate", "lower-neurons",
+                                   "signed-neurons", "fold-thresholds", "encode-input", "count-ops"]
+    assert names["ann-to-snn-fast"][5:10] == ["adafire", "compress-spikes", "fold-thresholds", "encode-input",
                                             "adaptive-timesteps"]
     assert "phase-coding" in names["ann-to-snn-phase"]
 

@@ -37,6 +37,7 @@ class NeuronFeature(enum.Enum):
     EMITS_MEMBRANE = "sends its membrane potential (emit=membrane)"
     OUTPUT_SCALE = "sends spikes worth out_scale != 1"
     PER_CHANNEL = "has per-channel parameters"
+    NEGATIVE_SPIKES = "sends negative spikes too (negative=signed or rectified)"
 
 
 def neuron_features(graph: Graph, node: Node) -> frozenset[NeuronFeature]:
@@ -71,6 +72,8 @@ def neuron_features(graph: Graph, node: Node) -> frozenset[NeuronFeature]:
         found.add(F.OUTPUT_SCALE)
     if node.params:
         found.add(F.PER_CHANNEL)
+    if op.negative is not O.Negative.NONE:
+        found.add(F.NEGATIVE_SPIKES)
     return frozenset(found)
 
 

@@ -50,6 +50,12 @@ class Emit(enum.Enum):
     MEMBRANE = "membrane"  # the membrane potential v (analog): an output layer read by its membrane
 
 
+class Negative(enum.Enum):
+    NONE = "none"  # spikes 0/1 only
+    SIGNED = "signed"  # also −1 where v < 0: a signed value
+    RECTIFIED = "rectified"  # also −1 where v < 0 while the net count is > 0: a ReLU that takes spikes back
+
+
 class ReadoutMode(enum.Enum):
     MEAN_CURRENT = "mean_current"
     SPIKE_COUNT = "spike_count"
@@ -599,6 +605,15 @@ class Neuron(Op):
       after it is v −= (s[t] − r)·v_th; a neuron still above v_th after its reset must pass 2·v_th to fire
     * v[0] = v_init·v_th;  output: emit=spikes: s[t]·out_scale;  emit=membrane: v[t] (analog; the
       state carried to the next step, so with reset_delay the value compared with v_th)
+    * negative spikes (reset=soft and max_spikes=1 only): negative=signed also fires s[t] = −1 where
+      v < 0 (v after integration); the soft reset v −= s[t]·v_th then raises v by v_th, so v stays in
+      [0, v_th) while |I| ≤ v_th and the net count after t steps is floor((v_init·v_th + Σ I)/v_th):
+      a rate code for signed values (v_init = 0.5 rounds; MobileNetV2's linear bottlenecks).
+      negative=rectified fires −1 only while the net count so far n[t−1] = Σ s is > 0 (SNM's memory,
+      Fast-SNN's inhibitory spike): the count stays ≥ 0 and ends at max(0, floor((v_init·v_th + Σ I)/v_th))
+      up to the last step's spike: a ReLU neuron that takes back the spikes an early positive current
+      sent.  The spikes are ±1 (the value type stays ``spike``; an event is |s|); ANN mode:
+      out_scale·clamp(I/v_th, −1, 1) for signed, out_scale·clamp(I/v_th, 0, 1) for rectified
     """
 
     name: ClassVar[str] = "neuron"
@@ -624,9 +639,14 @@ class Neuron(Op):
     out_scale: float = 1.0
     emit: Emit = Emit.SPIKES
     presubtract: bool = False
+    negative: Negative = Negative.NONE
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
+        if self.negative is not Negative.NONE and (self.reset is not Reset.SOFT or self.max_spikes != 1 or self.reset_delay
+                            or self.presubtract or self.emit is not Emit.SPIKES):
+            raise fail(self, node, f"negative={self.negative.value} needs reset=soft, max_spikes=1, emit=spikes and neither "
+                                   "reset_delay nor presubtract")
         if self.max_spikes < 1:
             raise fail(self, node, f"max_spikes={self.max_spikes} must be >= 1")
         if not self.v_th > 0:

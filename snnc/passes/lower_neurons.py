@@ -8,6 +8,15 @@ Changes:
 * ``clip`` with lo = 0 (ReLU6, Hardtanh(0, n), QCFS) → ``neuron`` with θ = hi; no calibration
   needed.  A QCFS clip (levels L > 0) keeps its own shift as v_init, so that at T = L the
   neuron computes exactly the clip's quantiser (DESIGN §3; tests/test_conversion_theory.py).
+  With ``clip=calibrated`` a clip without levels (ReLU6, Hardtanh) gets θ = min(hi, the calibrated
+  threshold) per channel, as a ReLU does: ReLU6 layers whose activations stay far below 6
+  (MobileNetV2's) would otherwise spend most of their T levels on values that never occur
+  (the clipped ANN then clips at that θ as it does for ReLUs).
+* ``negative=rectified``: the neurons also send −1 spikes while their net count is positive and
+  their membrane is below 0 (``snnc.ir.ops.Neuron``): a neuron that an early positive current made
+  fire takes those spikes back when the current turns negative, so its count is the quantised
+  ReLU of its total input instead of an overestimate; the error no longer accumulates one-sided
+  with depth (docs/conversion.md, "Analog paths and residual networks").
 * redundant activation pairs merge first (clip∘relu = clip for a clip from 0, relu∘relu = relu).
 * ``maxpool2d``: ``maxpool=gate`` → ``spike_maxpool`` (gated by accumulated spike counts) on
   the neuron's spikes; a maxpool read by a ReLU is first swapped behind it
@@ -37,6 +46,11 @@ from snnc.passes._neurons import set_neuron_vector
 from snnc.passes.calibrate import Calibration
 
 
+class ClipThreshold(enum.Enum):
+    HI = "hi"  # θ = the clip's upper bound
+    CALIBRATED = "calibrated"  # θ = min(hi, calibrated θ) for clips without levels (ReLU6)
+
+
 class MaxPoolRule(enum.Enum):
     GATE = "gate"  # spike_maxpool: pass the spikes of the most active input of each window
     AVG = "avg"  # average pooling instead (a different function: warns)
@@ -52,6 +66,8 @@ class LowerNeurons(Pass):
     max_spikes: int = 1
     maxpool: MaxPoolRule = MaxPoolRule.GATE
     beta: float = 0.9  # leak of model=lif (IF has none)
+    clip: ClipThreshold = ClipThreshold.HI
+    negative: O.Negative = O.Negative.NONE
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -59,6 +75,10 @@ class LowerNeurons(Pass):
             problems.append("model=cuba is for imported SNNs; use model=if or lif")
         if self.max_spikes < 1:
             problems.append(f"max-spikes={self.max_spikes} must be >= 1")
+        if self.negative is O.Negative.SIGNED:
+            problems.append("negative=signed would let a ReLU go negative; use negative=rectified (or none)")
+        if self.negative is O.Negative.RECTIFIED and (self.reset is not O.Reset.SOFT or self.max_spikes != 1):
+            problems.append("negative=rectified needs reset=soft and max-spikes=1")
         if self.model is O.NeuronModel.LIF and not 0.0 < self.beta <= 1.0:
             problems.append(f"beta={self.beta} must be in (0, 1] for model=lif")
         return problems
@@ -81,7 +101,10 @@ class LowerNeurons(Pass):
                         f"lower-neurons: clip %{node.name} has lo={op.lo}; only clips from 0 (ReLU-n, QCFS) "
                         "map to spiking neurons"
                     )
-                self._lower(graph, node, np.array([op.hi]), op.shift if op.levels > 0 else self.v_init)
+                theta = np.array([op.hi])
+                if self.clip is ClipThreshold.CALIBRATED and op.levels == 0 and node.name in stats:
+                    theta = np.minimum(op.hi, np.asarray(stats[node.name].threshold, dtype=np.float64))
+                self._lower(graph, node, theta, op.shift if op.levels > 0 else self.v_init)
         graph.infer_types()
         for node in list(graph.nodes):
             if isinstance(node.op, O.MaxPool2d):
@@ -97,6 +120,7 @@ class LowerNeurons(Pass):
             v_init=v_init,
             beta=self.beta if lif else 1.0,
             max_spikes=self.max_spikes,
+            negative=self.negative,
         )
         node.params = {}
         set_neuron_vector(graph, node, "v_th", theta)

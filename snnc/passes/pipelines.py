@@ -4,13 +4,21 @@
   soft reset and the half-threshold initial membrane (Deng & Gu's shift; QCFS's quantiser),
   per-channel thresholds at the 99.99th percentile of the positive calibration activations
   (robust normalisation: on the digits CNN and MLP it matches or beats max at T = 4-16),
-  folded into the weights, direct input coding.
+  folded into the weights, direct input coding.  Analog paths (docs/conversion.md, "Analog
+  paths and residual networks"): a conv / linear read by a pointwise one merges into it
+  (compose-linear), ReLU6 clips get calibrated thresholds below 6 (clip=calibrated), neurons
+  take back the spikes an early positive current made them send (negative=rectified), and an
+  analog value that a conv / linear still reads is spike-coded by a signed neuron
+  (signed-neurons); a value that only enters a neuron's input current (ResNet's residual add)
+  stays analog.
 * ``ann-to-snn-fast``: for small T, the Adaptive Calibration recipe (Wang et al. 2025) in the
   research note's order: MSE thresholds at the target T, AdaFire burst limits, SSC threshold
   compression with bias correction, threshold folding, then input-aware early exit.  Burst
   limits up to 8 (burst-ann2snn's ImageNet setting; its CIFAR setting is 4): at T = 4 a layer
   then resolves up to 32 levels; with 4 the digits MLP at T = 4 disagreed with its ANN on 2 of
-  1797 images (both in the test split), with 8 on none.
+  1797 images (both in the test split), with 8 on none.  No negative spikes here (no
+  negative=rectified, no signed-neurons): AdaFire's burst neurons have no signed form yet, so
+  analog paths stay analog currents.
 * ``ann-to-snn-phase``: single-spike phase coding with threshold shift and base manipulation
   (Hwang & Kung 2024) with a window of T steps; the graph attribute ``timesteps`` becomes the
   pipelined length (layers + 1)·T, which is what the simulator runs.
@@ -21,11 +29,12 @@ from __future__ import annotations
 from snnc.pass_manager import register_pipeline
 
 ANN_TO_SNN = (
-    "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=soft,v-init=0.5},"
+    "canonicalize,fold-bn,compose-linear,calibrate{method=percentile},"
+    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,negative=rectified},signed-neurons,"
     "fold-thresholds,encode-input{scheme=direct},count-ops"
 )
 ANN_TO_SNN_FAST = (
-    "canonicalize,fold-bn,calibrate{method=mse},lower-neurons{reset=soft,v-init=0.5},"
+    "canonicalize,fold-bn,compose-linear,calibrate{method=mse},lower-neurons{reset=soft,v-init=0.5,clip=calibrated},"
     "adafire{max-spikes=8},compress-spikes,fold-thresholds,encode-input{scheme=direct},adaptive-timesteps,count-ops"
 )
 ANN_TO_SNN_PHASE = (

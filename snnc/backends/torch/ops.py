@@ -79,11 +79,11 @@ def _clip(op: O.Clip, xs, p):
 
 
 def _neuron_rate(op: O.Neuron, xs, p):
-    """ANN mode of a neuron: the rate it approximates, out_scale · clamp(I / v_th, 0, B)."""
+    """ANN mode of a neuron: the rate it approximates, out_scale · clamp(I / v_th, 0, B) (from −1 for negative=signed)."""
     x = xs[0]
     vth = neuron_param(op, p, "v_th", x.dim())
     scale = neuron_param(op, p, "out_scale", x.dim())
-    return scale * torch.clamp(x / vth, 0, op.max_spikes)
+    return scale * torch.clamp(x / vth, -1 if op.negative is O.Negative.SIGNED else 0, op.max_spikes)
 
 
 def neuron_param(op: Op, p: dict[str, torch.Tensor], role: str, ndim: int) -> torch.Tensor | float:

@@ -207,7 +207,7 @@ class GraphModule(nn.Module):
         if isinstance(op, O.Neuron):
             out, s = self._neuron(node, ins[0], p, state, surrogate)
             if op.emit is O.Emit.SPIKES:  # a membrane readout is analog: its readers do MACs
-                events[node.name] = s.detach()
+                events[node.name] = s.detach().abs()  # a signed neuron's −1 is one event too
             return out
         if isinstance(op, O.Encode):
             out = self._encode(op, ins[0], t, T)
@@ -274,6 +274,14 @@ class GraphModule(nn.Module):
             r = (st["v"] > vth).to(v.dtype)
             v = v - r * vth
         s = _fire(op, v, vth, surrogate)
+        if op.negative is not O.Negative.NONE:  # a −1 spike where v < 0; the soft reset raises v by v_th
+            below = v < 0
+            if op.negative is O.Negative.RECTIFIED:  # only while the net count is positive
+                count = st.setdefault("n", torch.zeros_like(v))
+                below = below & (count > 0)
+            s = s - below.to(v.dtype)
+            if op.negative is O.Negative.RECTIFIED:
+                st["n"] = st["n"] + s.detach()
         if presubtract:
             v = v - (s - r) * vth
         elif not op.reset_delay:

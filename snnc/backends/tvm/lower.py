@@ -51,7 +51,7 @@ def _fuses_neuron(op: O.Op) -> bool:
 # test, soft / hard / no reset, bursts, per-channel parameters (kernels.py, the neuron epilogue)
 NEURON_SUPPORT = frozenset(NeuronFeature) - {
     NeuronFeature.CURRENT_BASED, NeuronFeature.TAU_LEAK, NeuronFeature.RATE_LEAK, NeuronFeature.DELAYED_RESET,
-    NeuronFeature.PRESUBTRACT, NeuronFeature.EMITS_MEMBRANE,
+    NeuronFeature.PRESUBTRACT, NeuronFeature.EMITS_MEMBRANE, NeuronFeature.NEGATIVE_SPIKES,
 }
 
 
