@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from snnc.errors import InputFileError, SnncError, Terminated, UserError
+from snnc.errors import InputFileError, SnncError, Terminated, UserError, first_line
 from snnc.targets import TARGETS
 
 EPILOG = ("Exit status: 0 ok, 2 user error, 1 internal error, 130/143 interrupted, 141 closed pipe.  "
@@ -578,7 +578,7 @@ def _open_artifact(path: Path):
     except SnncError as e:
         raise InputFileError(f"{path}: damaged artifact directory: {e}; compile it again with `snnc compile`") from None
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else ""
+        first = first_line(e)
         raise InputFileError(f"{path}: damaged artifact directory ({type(e).__name__}: {first}); "
                              "compile it again with `snnc compile`") from None
     return art

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.errors import InputFileError, SnncError
+from snnc.errors import InputFileError, SnncError, first_line
 
 NUMERIC = "biuf"  # bool, signed and unsigned integers, floats
 
@@ -54,7 +54,7 @@ def _load_one(f: Path) -> tuple[np.ndarray, np.ndarray | None]:
     except SnncError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, KeyError) as e:
-        raise InputFileError(f"{f}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise InputFileError(f"{f}: not a readable .npz file ({first_line(e) or type(e).__name__})") from None
     if x.dtype.kind not in NUMERIC:
         raise InputFileError(f"{f}: x has dtype {x.dtype}; expected numbers (float32)")
     if x.ndim < 2 or len(x) == 0:

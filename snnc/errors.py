@@ -48,6 +48,13 @@ class Terminated(KeyboardInterrupt):
     exactly as for Ctrl-C; the CLI exits 143 instead of 130."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message ('' for an empty one): foreign libraries write long,
+    multi-line messages, and snnc reports in one line."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest choice, or "" when none is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -203,3 +203,33 @@ def test_a_member_stored_twice_is_refused(tmp_path):
 def test_the_digits_archives_load_unchanged(name):
     loaded = load_model(DIGITS / name)
     assert loaded.kind == "pt2" and loaded.graph.nodes
+
+
+# ---------------------------------------------------------------------------------------
+# crash classes the model-file fuzzer found (tools/fuzz.py --target model, 100,000 inputs)
+
+
+def test_a_dict_with_non_string_keys_is_not_a_state_dict(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({("0", "weight"): torch.zeros(2)}, path)
+    with pytest.raises(InputFileError, match="holds a dict that is not a state dict"):
+        load_model(path, arch=f"{DIGITS / 'models.py'}:mlp")
+
+
+def test_a_zip_of_an_unknown_version_is_not_a_model_file(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        z.writestr("archive/data.pkl", b"x")
+    data = bytearray(buffer.getvalue())
+    central = data.rfind(b"PK\x01\x02")
+    data[central + 6 : central + 8] = (102).to_bytes(2, "little")  # "version needed to extract": 10.2
+    path = tmp_path / "model.pt"
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputFileError):
+        load_model(path, arch=f"{DIGITS / 'models.py'}:mlp")
+
+
+def test_an_error_without_a_message_still_gives_one_line():
+    from snnc.errors import first_line
+
+    assert first_line(IndexError()) == "" and first_line(ValueError("a\nb")) == "a"

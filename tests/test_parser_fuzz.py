@@ -217,3 +217,19 @@ def test_any_float_prints_and_parses_back_exactly(factor: float, lo: float, v_in
 def test_corpus_seeds_round_trip(path: Path) -> None:
     text = path.read_text()
     assert print_graph(parse_graph(text)) == text
+
+
+def test_a_nir_file_that_crashes_libhdf5_is_a_clean_error():
+    """tools/fuzz.py --target nir found a file on which libhdf5 itself segfaults (input 8,110 of seed 0);
+    the reader runs in a child process, so snnc reports it instead of dying."""
+    pytest.importorskip("nir")
+    from snnc.frontend.files import load_model
+
+    crasher = Path(__file__).parent / "corpus" / "nir" / "libhdf5_segfault.nir"
+    # on this machine libhdf5 segfaults on it; elsewhere it may raise instead: either way, one clean error
+    either = "the HDF5 library crashed reading this file; it is corrupt|not a readable NIR file"
+    with pytest.raises(InputFileError, match=either):
+        load_model(crasher)
+    # and the reader works again afterwards (a new child replaces the dead one)
+    with pytest.raises(InputFileError, match=either):
+        load_model(crasher)

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from snnc.errors import InputFileError, UserError
+from snnc.errors import InputFileError, UserError, first_line
 from snnc.frontend.fx import import_exported, import_module
 from snnc.ir import Graph, TensorType, load_graph
 
@@ -90,7 +90,7 @@ def _zip_names(data: bytes) -> list[str] | None:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             return z.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):  # NotImplemented: zip version
         return None
 
 
@@ -162,7 +162,7 @@ def _weights_only_refusal(data: bytes) -> str | None:
         for line in text.splitlines():  # torch's message is long; its reason is on one line
             if "Unsupported" in line or "WeightsUnpickler error" in line:
                 return line.split("error:", 1)[-1].strip().split(". ")[0]
-        return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".strip()
+        return f"{type(e).__name__}: {first_line(e)}".strip()
     return None
 
 
@@ -205,8 +205,8 @@ def _check_archive(path: Path, data: bytes, *, kind: str, pickles: bool) -> None
                         f"({refusal}); unpickling them would run code from the file: pass --trust-pickle "
                         "only if you trust this file"
                     )
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise InputFileError(f"{path}: truncated or corrupt archive ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as e:
+        raise InputFileError(f"{path}: truncated or corrupt archive ({first_line(e) or type(e).__name__})") from None
 
 
 def load_model(
@@ -259,7 +259,7 @@ def _load_pt2(path: Path, data: bytes, digest: str, stem: str, input_shape: tupl
         with _quiet_torch():
             ep = torch.export.load(io.BytesIO(data))
     except Exception as e:
-        first = str(e).splitlines()[0] if str(e) else ""
+        first = first_line(e)
         first = first.replace("; check the warnings above", "").replace(", check the warnings above", "")
         raise InputFileError(f"{path}: cannot read the torch.export archive (corrupt or truncated?): "
                              f"{type(e).__name__}: {first}") from None
@@ -280,7 +280,7 @@ def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
         kind = "state_dict"
     except Exception as e:
         if "weights_only" not in str(e) and "Unsupported global" not in str(e) and "GLOBAL" not in str(e):
-            raise InputFileError(f"{path}: cannot read ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            raise InputFileError(f"{path}: cannot read ({type(e).__name__}: {first_line(e)})") from None
         if not trust_pickle:
             raise UserError(
                 f"{path}: holds a pickled Python object (a whole module), and unpickling runs arbitrary code; "
@@ -299,12 +299,13 @@ def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
         if arch is None:
             raise UserError(f"{path}: is a state dict (weights only); say which architecture builds it with "
                             "--arch path/to/file.py:factory")
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            raise InputFileError(f"{path}: holds a dict that is not a state dict (names -> tensors)")
         module = load_factory(arch)()
         try:
             module.load_state_dict(obj)
         except RuntimeError as e:
-            first = str(e).splitlines()[0]
-            raise UserError(f"{path}: does not fit the architecture from --arch {arch}: {first}") from None
+            raise UserError(f"{path}: does not fit the architecture from --arch {arch}: {first_line(e)}") from None
     else:
         raise InputFileError(f"{path}: holds a {type(obj).__name__}, not a module or a state dict")
     if input_shape is None:
