@@ -21,6 +21,7 @@ Parameter arrays come from a numpy generator seeded by hypothesis, so examples r
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -365,6 +366,8 @@ def _neuron(b: _Builder, x: str, emit: O.Emit = O.Emit.SPIKES) -> str:
         emit=emit,
         presubtract=reset is O.Reset.SOFT and not reset_delay and d(st.booleans()),
     )
+    if reset is O.Reset.SOFT and op.max_spikes == 1 and not reset_delay and not op.presubtract and emit is O.Emit.SPIKES:
+        op = dataclasses.replace(op, negative=d(st.sampled_from(O.Negative)))
     channels = b.type(x).channels
     params = {}
     roles = ["v_th", "out_scale"] + (["beta"] if uses_beta else [])

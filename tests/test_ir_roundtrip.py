@@ -251,7 +251,7 @@ graph @neuron(%x: analog[4,2]) attributes {timesteps = 2} {
   %r = neuron(%x) {model = "lif", beta = 0.5, leak = "rate", decay_input = false} : spike[4,2]
   %y = neuron(%r) {model = "cuba", v_th = 0.1, reset = "hard", v_reset = -1e-05, v_init = 0.5, beta = 0.95, \
 alpha = 0.8, max_spikes = 3, strict = true, reset_delay = true, leak = "tau", tau = 100.0, decay_input = false, \
-out_scale = 2.5, emit = "membrane", presubtract = true} params {v_th = "n.v_th", beta = "n.beta", out_scale = "n.out_scale"} : \
+out_scale = 2.5, emit = "membrane", presubtract = true, negative = "rectified"} params {v_th = "n.v_th", beta = "n.beta", out_scale = "n.out_scale"} : \
 analog[4,2] loc("a \\"quoted\\" \\u00fcn\\u00efc\\u00f8d\\u00e9 loc")
   output %y
 }
