@@ -11,6 +11,9 @@
   analog value that a conv / linear still reads is spike-coded by a signed neuron
   (signed-neurons); a value that only enters a neuron's input current (ResNet's residual add)
   stays analog.
+* ``ann-to-snn-unsigned``: ``ann-to-snn`` without negative spikes (no negative=rectified, no
+  signed-neurons: analog paths stay analog currents), for targets whose neurons send 0/1 spikes
+  only (the tvm target's default).
 * ``ann-to-snn-fast``: for small T, the Adaptive Calibration recipe (Wang et al. 2025) in the
   research note's order: MSE thresholds at the target T, AdaFire burst limits, SSC threshold
   compression with bias correction, threshold folding, then input-aware early exit.  Burst
@@ -33,6 +36,10 @@ ANN_TO_SNN = (
     "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,negative=rectified},signed-neurons,"
     "fold-thresholds,encode-input{scheme=direct},count-ops"
 )
+ANN_TO_SNN_UNSIGNED = (
+    "canonicalize,fold-bn,compose-linear,calibrate{method=percentile},"
+    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated},fold-thresholds,encode-input{scheme=direct},count-ops"
+)
 ANN_TO_SNN_FAST = (
     "canonicalize,fold-bn,compose-linear,calibrate{method=mse},lower-neurons{reset=soft,v-init=0.5,clip=calibrated},"
     "adafire{max-spikes=8},compress-spikes,fold-thresholds,encode-input{scheme=direct},adaptive-timesteps,count-ops"
@@ -43,5 +50,6 @@ ANN_TO_SNN_PHASE = (
 )
 
 register_pipeline("ann-to-snn", ANN_TO_SNN)
+register_pipeline("ann-to-snn-unsigned", ANN_TO_SNN_UNSIGNED)
 register_pipeline("ann-to-snn-fast", ANN_TO_SNN_FAST)
 register_pipeline("ann-to-snn-phase", ANN_TO_SNN_PHASE)

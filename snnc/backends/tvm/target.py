@@ -15,6 +15,7 @@ import numpy as np
 
 from snnc.errors import TargetError
 from snnc.ir import Graph
+from snnc.ir import ops as O
 from snnc.pass_manager import PassContext
 from snnc.passes.count_ops import OpCounts
 from snnc.targets import TargetOptions
@@ -29,6 +30,13 @@ class TVMTarget:
 
     def pipeline_suffix(self) -> str:
         return ""
+
+    def default_pipeline(self, graph: Graph, has_calibration: bool) -> str | None:
+        """ann-to-snn-unsigned for an ANN with calibration data (the kernels send 0/1 spikes: no
+        negative=signed|rectified neurons yet); None (the driver's default) otherwise."""
+        if not has_calibration or any(isinstance(n.op, O.Neuron) for n in graph.nodes):
+            return None
+        return "ann-to-snn-unsigned"
 
     def import_legality(self, graph: Graph) -> list[str]:
         from snnc.backends.tvm.lower import import_legality
