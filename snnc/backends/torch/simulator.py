@@ -343,10 +343,10 @@ class GraphModule(nn.Module):
         probe = torch.ones((1,) + tuple(x.shape[1:]), device=x.device, requires_grad=True)
         if isinstance(op, (O.Add, O.Scale)):
             return torch.ones_like(probe).detach()[0]
-        ones = {k: torch.ones_like(v) for k, v in self.params_of(node).items() if k == "weight"}
-        y = ANN[type(op)](op, [probe], ones)
         if isinstance(op, O.AdaptiveAvgPool2d):  # count windows, not the 1/|window| weights
             return adaptive_fanout(op, x.shape[2], x.shape[3]).expand(probe.shape[1:]).to(x.device)
+        ones = {k: torch.ones_like(v) for k, v in self.params_of(node).items() if k == "weight"}
+        y = ANN[type(op)](op, [probe], ones)
         if isinstance(op, O.AvgPool2d):  # count windows, not the 1/k weights
             y = y * (op.kernel[0] * op.kernel[1])
         (fan,) = torch.autograd.grad(y.sum(), probe)
