@@ -1,5 +1,4 @@
-"""The converted SNN converges to its clipped ANN on real architectures (docs/conversion.md,
-"Analog paths and residual networks").
+"""The converted SNN converges to its clipped ANN on real architectures (docs/analog_paths.md).
 
 For each model: the cosine similarity of the SNN's logits (``ann-to-snn``, torch simulator) to the
 clipped ANN's (the converted graph in ANN mode: every neuron at its rate clamp(I/θ, 0, 1)·θ,

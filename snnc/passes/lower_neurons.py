@@ -16,7 +16,7 @@ Changes:
   their membrane is below 0 (``snnc.ir.ops.Neuron``): a neuron that an early positive current made
   fire takes those spikes back when the current turns negative, so its count is the quantised
   ReLU of its total input instead of an overestimate; the error no longer accumulates one-sided
-  with depth (docs/conversion.md, "Analog paths and residual networks").
+  with depth (docs/analog_paths.md).
 * redundant activation pairs merge first (clip∘relu = clip for a clip from 0, relu∘relu = relu).
 * ``maxpool2d``: ``maxpool=gate`` → ``spike_maxpool`` (gated by accumulated spike counts) on
   the neuron's spikes; a maxpool read by a ReLU is first swapped behind it

@@ -4,9 +4,8 @@
   soft reset and the half-threshold initial membrane (Deng & Gu's shift; QCFS's quantiser),
   per-channel thresholds at the 99.99th percentile of the positive calibration activations
   (robust normalisation: on the digits CNN and MLP it matches or beats max at T = 4-16),
-  folded into the weights, direct input coding.  Analog paths (docs/conversion.md, "Analog
-  paths and residual networks"): a conv / linear read by a pointwise one merges into it
-  (compose-linear), ReLU6 clips get calibrated thresholds below 6 (clip=calibrated), neurons
+  folded into the weights, direct input coding.  Analog paths (docs/analog_paths.md): a conv /
+  linear read by a pointwise one merges into it (compose-linear), ReLU6 clips get calibrated thresholds below 6 (clip=calibrated), neurons
   take back the spikes an early positive current made them send (negative=rectified), and an
   analog value that a conv / linear still reads is spike-coded by a signed neuron
   (signed-neurons); a value that only enters a neuron's input current (ResNet's residual add)

@@ -12,7 +12,7 @@ threshold θ = the ``percentile``-th percentile of |a| on the calibration data (
 graph in ANN mode, i.e. with the earlier neurons already clipped).  The neuron's count after T
 steps is round(Σ I / θ): the same θ/(2T) error bound as the unsigned neurons, negative values kept.
 
-Per case (docs/conversion.md, "Analog paths and residual networks"):
+Per case (docs/analog_paths.md):
 * an analog value that reaches a neuron only through ``add`` / ``scale`` / pooling / shape ops
   (ResNet's residual branch: conv2 + shortcut → ReLU) is left alone: it is part of that neuron's
   input current, exact and signed;
