@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first, the versions that lie on this machine's disk (torchvision imports beside them)
 	$(VPY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VPY) -m pip install -q -e '.[dev,snn,tvm,loihi,nir,examples]'
+	$(VPY) -m pip install -q -e '.[dev,snn,tvm,loihi,nir,onnx,examples]'
 	touch $(STAMP)
 
 install: $(STAMP)
