@@ -192,3 +192,72 @@ def test_needs_lowered_graph() -> None:
     """)
     with pytest.raises(PassError, match="relu %r is still an ANN op; run fold-bn and lower-neurons first"):
         run("fold-thresholds", g, context(uniform_inputs((4,), 4)))
+
+
+SHUFFLE = """
+graph @shuffle(%x: analog[2,4,4]) {
+  %c1 = conv2d(%x) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[4,4,4]
+  %n1 = neuron(%c1) {v_init = 0.5} params {v_th = "n1.v_th", out_scale = "n1.out_scale"} : spike[4,4,4]
+  %a = slice(%n1) {axis = 0, start = 0, stop = 2} : spike[2,4,4]
+  %b = slice(%n1) {axis = 0, start = 2, stop = 4} : spike[2,4,4]
+  %c2 = conv2d(%b) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[2,4,4]
+  %n2 = neuron(%c2) {v_init = 0.5} params {v_th = "n2.v_th", out_scale = "n2.out_scale"} : spike[2,4,4]
+  %cat = concat(%a, %n2) : spike[4,4,4]
+  %r = reshape(%cat) {shape = [2, 2, 4, 4]} : spike[2,2,4,4]
+  %t = permute(%r) {dims = [1, 0, 2, 3]} : spike[2,2,4,4]
+  %s = reshape(%t) {shape = [4, 4, 4]} : spike[4,4,4]
+  %c3 = conv2d(%s) {padding = [1, 1]} params {weight = "c3.weight", bias = "c3.bias"} : analog[3,4,4]
+  %n3 = neuron(%c3) {v_init = 0.5} params {v_th = "n3.v_th", out_scale = "n3.out_scale"} : spike[3,4,4]
+  %p = avgpool2d(%n3) : analog[3,2,2]
+  %f = flatten(%p) : analog[12]
+  %l = linear(%f) params {weight = "l.weight", bias = "l.bias"} : analog[3]
+  %readout = readout(%l) : analog[3]
+  output %readout
+}
+"""
+
+
+def test_channel_split_and_shuffle_carry_their_scales() -> None:
+    """ShuffleNetV2's unit: a channel split (slices), a branch, a concat and a channel shuffle
+    (reshape, permute, reshape).  Each channel's scale travels with it, so the conv after the
+    shuffle absorbs the permuted scales and no scale op is needed; with power-of-two thresholds
+    the folded SNN fires the same spikes."""
+    theta = {"n1": [2.0, 0.25, 4.0, 0.5], "n2": [1.0, 8.0], "n3": [0.5, 2.0, 1.0]}
+    params = {f"{n}.{role}": np.array(v) for n, v in theta.items() for role in ("v_th", "out_scale")}
+    g = graph_from_text(SHUFFLE, seed=3, params=params)
+    out = run("fold-thresholds", g, context(uniform_inputs((2, 4, 4), 4)))
+    assert not list(out.ops(O.Scale))
+    # c3 reads the shuffled channels [a0, n2_0, a1, n2_1] = units [2, 1, 0.25, 8] and writes units of θ3
+    s_in = np.array([2.0, 1.0, 0.25, 8.0]).reshape(1, 4, 1, 1)
+    s_out = np.array(theta["n3"]).reshape(3, 1, 1, 1)
+    np.testing.assert_allclose(out.params["c3.weight"], g.params["c3.weight"] * s_in / s_out, rtol=1e-6)
+    # c2 reads the second half of n1's channels (units [4, 0.5])
+    s_in2 = np.array([4.0, 0.5]).reshape(1, 2, 1, 1)
+    s_out2 = np.array(theta["n2"]).reshape(2, 1, 1, 1)
+    np.testing.assert_allclose(out.params["c2.weight"], g.params["c2.weight"] * s_in2 / s_out2, rtol=1e-6)
+    x = uniform_inputs((2, 4, 4), 64, seed=1)
+    a, b = SIM.run_snn(g, x, 8), SIM.run_snn(out, x, 8)
+    assert rel_diff(a.logits, b.logits) < 1e-5
+    assert a.spikes == b.spikes
+
+
+def test_slice_read_by_a_neuron_gets_its_own_scale() -> None:
+    """A slice of a conv's output read by a neuron wishes θ for its channels only; the other channels
+    (read by the readout) keep unit scale: the conv writes both without a scale op."""
+    text = """
+    graph @split(%x: analog[4]) {
+      %l = linear(%x) params {weight = "l.weight", bias = "l.bias"} : analog[4]
+      %a = slice(%l) {axis = 0, start = 0, stop = 2} : analog[2]
+      %b = slice(%l) {axis = 0, start = 2, stop = 4} : analog[2]
+      %n = neuron(%b) {v_init = 0.5} params {v_th = "n.v_th", out_scale = "n.out_scale"} : spike[2]
+      %cat = concat(%a, %n) : analog[4]
+      %readout = readout(%cat) : analog[4]
+      output %readout
+    }
+    """
+    g = graph_from_text(text, params={"n.v_th": np.array([0.5, 4.0]), "n.out_scale": np.array([0.5, 4.0])})
+    out = run("fold-thresholds", g, context(uniform_inputs((4,), 4)))
+    np.testing.assert_allclose(out.params["l.weight"],
+                               g.params["l.weight"] / np.array([1.0, 1.0, 0.5, 4.0]).reshape(4, 1), rtol=1e-6)
+    x = uniform_inputs((4,), 32, seed=2)
+    assert rel_diff(logits(g, x, 8), logits(out, x, 8)) < 1e-5

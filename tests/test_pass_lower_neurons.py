@@ -129,3 +129,32 @@ def test_errors() -> None:
     """)
     with pytest.raises(UnsupportedError, match="gated spike max pooling needs spikes"):
         LowerNeurons().apply(context(uniform_inputs((1, 4, 4), 4)), pool)
+
+
+FIRE = """
+graph @fire(%x: analog[1,4,4]) {
+  %c1 = conv2d(%x) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[2,4,4]
+  %r1 = relu(%c1) : analog[2,4,4]
+  %c2 = conv2d(%x) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[2,4,4]
+  %r2 = relu(%c2) : analog[2,4,4]
+  %cat = concat(%r1, %r2) : analog[4,4,4]
+  %p = maxpool2d(%cat) {ceil_mode = true, kernel = [3, 3]} : analog[4,2,2]
+  %f = flatten(%p) : analog[16]
+  %l = linear(%f) params {weight = "l.weight", bias = "l.bias"} : analog[3]
+  output %l
+}
+"""
+
+
+def test_max_pooling_of_a_concat_of_activations_is_gated() -> None:
+    """SqueezeNet's Fire module ends in a concat of two ReLUs that a ceil-mode max pooling reads:
+    the pooling sees spikes through the concat and is gated; ANN mode keeps the max of the clipped
+    activations, and a max pooling of anything else is still refused, naming the culprit."""
+    g = graph_from_text(FIRE)
+    x = uniform_inputs((1, 4, 4), 16)
+    out = run("calibrate{method=max},lower-neurons", g, context(x))
+    assert isinstance(out.node("p").op, O.SpikeMaxPool2d) and str(out.node("p").type) == "spike[4,2,2]"
+    np.testing.assert_allclose(SIM.run_ann(out, x)["readout"], SIM.run_ann(g, x)["l"], atol=1e-5)
+    mixed = graph_from_text(FIRE.replace("concat(%r1, %r2)", "concat(%r1, %c2)"))
+    with pytest.raises(PassError, match="maxpool2d %p reads %c2, not the output of an activation"):
+        run("calibrate{method=max},lower-neurons", mixed, context(x))

@@ -6,9 +6,12 @@ How: every value carries a positive scale s (real value = stored value × s, one
 element, constant over the spatial positions of a channel where a conv reads it).  A neuron
 with threshold θ and output scale σ must read a current stored in units of θ and then
 stores its output in units of σ (spikes).  Walking backwards, each value learns the scale
-its readers want (a neuron: θ; a readout or graph output: 1; pooling, flatten, reshape,
-concat and add pass the wish through); walking forwards, every conv / linear / scale op
-absorbs its input scale and produces the wanted output scale:
+its readers want (a neuron: θ; a readout or graph output: 1; pooling and add pass the wish
+through; a ``reindexing`` op — reshape, concat, permute, slice, upsample — passes it element by
+element to the operand elements it copies, so a channel shuffle or a channel split carries each
+channel's scale with the channel); walking forwards, the scales travel with the copied elements
+in the same way, and every conv / linear / scale op absorbs its input scale and produces the
+wanted output scale:
 W'[o, i] = W[o, i]·s_in[i] / s_out[o], b' = b / s_out.  Where the scales still disagree (a
 residual add whose shortcut comes straight from a neuron, a neuron fed by an unweighted
 op) a per-channel ``scale`` op is inserted; before the readout the last scale is undone
@@ -33,6 +36,7 @@ from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import neuron_vector
 from snnc.passes._params import store_param, with_attrs
+from snnc.passes._reindex import reindex, scatter_back
 
 _RTOL = 1e-6
 
@@ -81,20 +85,36 @@ class _Folder:
                 per = _channelwise(self.want[node.name])
                 if per is not None:
                     self._wish(node.inputs[0], _expand(per, self.shape[node.inputs[0]]))
-            elif op.shape_only:
-                self._wish(node.inputs[0], self.want[node.name].reshape(self.shape[node.inputs[0]]))
+            elif op.reindexing:
+                # a copy of elements: each operand element wants what the outputs copied from it want
+                # (nothing, NaN, where a slice drops it); concat, permute (channel shuffle), slices
+                shapes = [self.shape[v] for v in node.inputs]
+                parts = scatter_back(node, shapes, self.shape[node.name], self.want[node.name])
+                for v, part in zip(node.inputs, parts, strict=True):
+                    self._wish(v, part)
             elif isinstance(op, O.Add):
                 for v in node.inputs:
                     self._wish(v, self.want[node.name])
-            elif isinstance(op, O.Concat):
-                edges = np.cumsum([self.shape[v][op.axis] for v in node.inputs])[:-1]
-                for v, part in zip(node.inputs, np.split(self.want[node.name], edges, axis=op.axis), strict=True):
-                    self._wish(v, part)
 
     def _wish(self, value: str, scale: np.ndarray) -> None:
-        # several readers: the one met first walking backwards (the last in graph order) decides;
-        # the forward walk inserts scale ops for the others
-        self.want.setdefault(value, scale)
+        # several readers: the one met first walking backwards (the last in graph order) decides
+        # each element; NaN (no wish, e.g. a channel a slice drops) is filled by a later wish;
+        # the forward walk inserts scale ops for the readers that did not decide
+        scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), self.shape[value])
+        old = self.want.get(value)
+        if old is None:
+            self.want[value] = scale.copy()
+            return
+        unknown = np.isnan(old)
+        old[unknown] = scale[unknown]
+
+    def _wanted(self, node: Node, fallback: np.ndarray) -> np.ndarray | None:
+        """The per-channel output scale the readers of ``node`` want (``fallback`` where they want
+        nothing), or None if the wish varies within a channel."""
+        want = self.want.get(node.name)
+        if want is None:
+            return _channelwise(fallback)
+        return _channelwise(np.where(np.isnan(want), fallback, want))
 
     # -- forward: rewrite -------------------------------------------------------------------
     def run(self) -> None:
@@ -115,10 +135,9 @@ class _Folder:
             elif op.channelwise:
                 per = self._per_channel_input(node, 0)
                 self.scale[node.name] = _expand(per, self.shape[node.name])
-            elif op.shape_only:
-                self.scale[node.name] = self.scale[node.inputs[0]].reshape(self.shape[node.name])
-            elif isinstance(op, O.Concat):
-                self.scale[node.name] = np.concatenate([self.scale[v] for v in node.inputs], axis=op.axis)
+            elif op.reindexing:
+                # the scales travel with the elements they belong to
+                self.scale[node.name] = reindex(node, [self.scale[v] for v in node.inputs], self.shape[node.name])
             elif isinstance(op, O.Add):
                 self._add(node)
             elif isinstance(op, O.Readout):
@@ -135,8 +154,7 @@ class _Folder:
         g = self.graph
         w = np.asarray(node.param(g, "weight"), dtype=np.float64)
         s_in = self.scale[node.inputs[0]]
-        want = self.want.get(node.name)
-        s_out = _channelwise(want) if want is not None else None
+        s_out = self._wanted(node, np.ones(self.shape[node.name]))
         if s_out is None:
             s_out = np.ones(self.shape[node.name][0])
         if isinstance(node.op, O.Linear):
@@ -160,8 +178,7 @@ class _Folder:
         g = self.graph
         c = self.shape[node.name][0] if self.shape[node.name] else 1
         s_in = self._per_channel_input(node, 0)
-        want = self.want.get(node.name)
-        s_out = _channelwise(want) if want is not None else None
+        s_out = self._wanted(node, np.ones(self.shape[node.name]))
         if s_out is None:
             s_out = np.ones(c)
         sc = node.param(g, "scale")
@@ -195,8 +212,9 @@ class _Folder:
         self.scale[node.name] = _expand(sigma, self.shape[node.name])
 
     def _add(self, node: Node) -> None:
-        want = self.want.get(node.name)
-        target = want if want is not None and _channelwise(want) is not None else self.scale[node.inputs[0]]
+        first = self.scale[node.inputs[0]]
+        per = self._wanted(node, first)
+        target = _expand(per, self.shape[node.name]) if per is not None else first
         for i in range(len(node.inputs)):
             self._to_units(node, i, target)
         self.scale[node.name] = target
@@ -251,13 +269,18 @@ def _expand(per_channel: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _channelwise(s: np.ndarray) -> np.ndarray | None:
-    """The per-channel vector of a scale array, or None if it varies within a channel."""
+    """The per-channel vector of a scale array, or None if it varies within a channel.  NaN
+    (no wish) is ignored; a channel that is all NaN stays NaN."""
     s = np.asarray(s, dtype=np.float64)
     if s.ndim == 0:
         return s.reshape(1)
     rows = s.reshape(s.shape[0], -1)
-    if np.allclose(rows, rows[:, :1], rtol=_RTOL, atol=0.0):
-        return rows[:, 0].copy()
+    known = ~np.isnan(rows)
+    first = rows[np.arange(rows.shape[0]), known.argmax(axis=1)]
+    with np.errstate(invalid="ignore"):
+        agree = ~known | np.isclose(rows, first[:, None], rtol=_RTOL, atol=0.0)
+    if np.all(agree):
+        return first.copy()
     return None
 
 

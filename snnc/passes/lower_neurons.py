@@ -19,7 +19,8 @@ Changes:
   with depth (docs/analog_paths.md).
 * redundant activation pairs merge first (clip∘relu = clip for a clip from 0, relu∘relu = relu).
 * ``maxpool2d``: ``maxpool=gate`` → ``spike_maxpool`` (gated by accumulated spike counts) on
-  the neuron's spikes; a maxpool read by a ReLU is first swapped behind it
+  the neuron's spikes, also through ``reindexing`` ops (SqueezeNet's max pooling of a concat of
+  two ReLUs: spikes pass a copy unchanged); a maxpool read by a ReLU is first swapped behind it
   (relu∘max = max∘relu).  ``maxpool=avg`` → ``avgpool2d`` (changes the function: a note says so).
 * a ``readout`` (mean current) is appended before the graph output, unless there is one.
 
@@ -134,14 +135,28 @@ class LowerNeurons(Pass):
             ctx.note(f"lower-neurons: maxpool2d %{node.name} replaced by average pooling (a different function; "
                      "use maxpool=gate to keep max pooling)")
             return
-        src = graph.producer(node.inputs[0])
-        if src is None or not isinstance(src.op, O.Neuron):
+        bad = _non_spiking_sources(graph, node.inputs[0])
+        if bad:
             raise UnsupportedError(
-                f"lower-neurons: maxpool2d %{node.name} reads %{node.inputs[0]}, not the output of an activation; "
+                f"lower-neurons: maxpool2d %{node.name} reads %{bad[0]}, not the output of an activation; "
                 "gated spike max pooling needs spikes (use lower-neurons{maxpool=avg})"
             )
         node.op = O.SpikeMaxPool2d(kernel=op.kernel, stride=op.stride, padding=op.padding,
                                    ceil_mode=op.ceil_mode)
+
+
+def _non_spiking_sources(graph: Graph, value: str) -> list[str]:
+    """The values that ``value`` copies its elements from, looking through ``reindexing`` ops
+    (SqueezeNet's concat of two ReLUs, a channel shuffle, a reshape), that are not neuron
+    outputs.  Spikes pass a reindexing op unchanged, so gated max pooling may read its result."""
+    node = graph.producer(value)
+    if node is None:
+        return [value]
+    if isinstance(node.op, O.Neuron):
+        return []
+    if not node.op.reindexing:
+        return [value]
+    return [bad for v in node.inputs for bad in _non_spiking_sources(graph, v)]
 
 
 def _merge_activations(graph: Graph) -> None:
