@@ -17,6 +17,7 @@ import sys
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -339,6 +340,8 @@ def main() -> None:
               help="Calibration data: .npz with x (and y), or a directory of .npz shards.")
 @click.option("--test-data", type=click.Path(path_type=Path), default=None,
               help="Labelled .npz for the report's accuracy (default: the calibration data, if labelled).")
+@click.option("--calib-samples", type=int, default=None, metavar="N",
+              help="Calibrate on N samples of --calib drawn with --seed (default: all of them).")
 @click.option("-T", "--timesteps", type=int, default=8, show_default=True, help="Simulation timesteps T.")
 @click.option("--input-shape", default=None, help="Input shape without batch, e.g. 1,8,8 (for state dicts).")
 @click.option("--arch", default=None, help="path/to/file.py:factory that builds the module of a state dict.")
@@ -364,7 +367,7 @@ def main() -> None:
 @click.option("--json-report", type=click.Path(path_type=Path, allow_dash=True), default=None,
               metavar="FILE|-", help="Also write report.json to FILE; '-': to stdout, alone (the summary "
                                      "then goes to stderr).")
-def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, test_data, timesteps,
+def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, test_data, calib_samples, timesteps,
             input_shape, arch, trust_pickle, print_ir_after, time_passes, no_verify, reproducer, target_config,
             board, device, seed, depfile, quiet, json_report) -> None:
     """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir, .nir) into an artifact directory OUT
@@ -387,6 +390,7 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
 
     opts = CompileOptions(
         model=model, out=out, target=target, pipeline=pipeline, calib=calib, test_data=test_data,
+        calib_samples=calib_samples,
         timesteps=timesteps, input_shape=_shape_option(input_shape), arch=arch, trust_pickle=trust_pickle,
         print_ir_after=[s.strip() for s in print_ir_after.split(",")] if print_ir_after else [],
         time_passes=time_passes, verify_each=not no_verify, seed=seed, device=device,
@@ -484,7 +488,7 @@ def _print_summary(report: dict, out: Path, stderr: bool = False) -> None:
 @click.option("--device", default="cpu", show_default=True, help="torch device (cpu, cuda).")
 def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     """Run an ARTIFACT directory on inputs; writes logits (N, C) and predictions (N,)."""
-    from snnc.data import check_shape, load_npz
+    from snnc.data import check_shape, open_data
     from snnc.driver import check_output_file, write_atomically
     from snnc.runner import run_artifact
 
@@ -493,7 +497,9 @@ def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     if out is not None:
         check_output_file(out, "-o")
     art = _open_artifact(artifact)
-    x, y = load_npz(data)
+    dataset = open_data(data)
+    x: Any = dataset.x  # read in batches by the simulator's slicing
+    y = dataset.y
     check_shape(x, art.graph.inputs[0][1].shape, data)
     result = run_artifact(art, x, timesteps, mode, backend, device)
     if out is not None:
@@ -516,7 +522,7 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     """Accuracy, spikes, SOPs and energy of an ARTIFACT for several T."""
     from rich.table import Table
 
-    from snnc.data import check_shape, load_npz
+    from snnc.data import check_shape, open_data
     from snnc.driver import check_output_file, write_atomically
     from snnc.runner import evaluate, is_spiking
 
@@ -526,7 +532,9 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     if not is_spiking(art.graph):
         raise UserError(f"{artifact}: holds an ANN graph (compiled without --calib), not a spiking one; "
                         "compile with --calib DATA to convert it, or use `snnc run --mode ann`")
-    x, y = load_npz(data)
+    dataset = open_data(data)
+    x: Any = dataset.x
+    y = dataset.y
     if y is None:
         raise UserError(f"{data}: has no labels 'y'; eval needs labelled data")
     check_shape(x, art.graph.inputs[0][1].shape, data)
@@ -626,9 +634,10 @@ def opt(file, pipeline, out, calib, timesteps, print_ir_after, time_passes, no_v
         instruments.append(timing)
     calibration = None
     if calib is not None:
-        from snnc.data import load_npz
+        from snnc.data import open_data
 
-        calibration = CalibrationData(*load_npz(calib))
+        dataset = open_data(calib)
+        calibration = CalibrationData(dataset.x, dataset.y)
     ctx = PassContext(calibration=calibration, simulator=make_simulator("cpu"), timesteps=timesteps)
     result = PassManager(passes, verify_each=not no_verify, instruments=instruments).run(graph, ctx)
     text = print_graph(result)

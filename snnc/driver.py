@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from snnc.data import check_shape, load_npz
+from snnc.data import Data, check_shape, open_data
 from snnc.errors import TargetError, UserError
 from snnc.frontend.files import load_model
 from snnc.ir import Graph, save_graph
@@ -52,8 +52,9 @@ class CompileOptions:
     out: Path
     target: str = "torch"
     pipeline: str | None = None
-    calib: Path | None = None
-    test_data: Path | None = None
+    calib: Any = None  # a .npz, a directory of .npz shards, or (from Python) a torch Dataset / DataLoader
+    test_data: Any = None  # the same kinds
+    calib_samples: int | None = None  # a seeded subset of the calibration data (--calib-samples)
     timesteps: int = 8
     input_shape: tuple[int, ...] | None = None
     arch: str | None = None
@@ -233,7 +234,7 @@ def input_files(opts: CompileOptions) -> list[Path]:
     if opts.arch and ":" in opts.arch:
         files.append(Path(opts.arch.rsplit(":", 1)[0]))
     for data in (opts.calib, opts.test_data):
-        if data is not None:
+        if isinstance(data, (str, Path)):
             data = Path(data)
             files += [data, *sorted(data.glob("*.npz"))] if data.is_dir() else [data]
     if opts.target_options.target_config is not None:
@@ -271,7 +272,7 @@ class _Plan:
     loaded: Any
     target: Any
     calibration: CalibrationData | None
-    test: tuple[Any, Any] | None
+    test: Data | None
     passes: list[Pass]
 
 
@@ -292,14 +293,15 @@ def _plan(opts: CompileOptions) -> _Plan:
                           + "; ".join(early))
     calibration = None
     if opts.calib is not None:
-        x, y = load_npz(opts.calib)
-        check_shape(x, in_shape, opts.calib)
-        calibration = CalibrationData(x, y)
-    test = None
+        if opts.calib_samples is not None and opts.calib_samples < 1:
+            raise UserError(f"--calib-samples {opts.calib_samples}: must be >= 1")
+        calib = open_data(opts.calib).subset(opts.calib_samples, opts.seed)
+        check_shape(calib.x, in_shape, calib.name)
+        calibration = CalibrationData(calib.x, calib.y)
+    test: Data | None = None
     if opts.test_data is not None:
-        tx, ty = load_npz(opts.test_data)
-        check_shape(tx, in_shape, opts.test_data)
-        test = (tx, ty)
+        test = open_data(opts.test_data)
+        check_shape(test.x, in_shape, test.name)
     if opts.timesteps < 1:
         raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
     spec = opts.pipeline or _target_default(target, source_graph, calibration is not None) or default_pipeline(
@@ -336,7 +338,8 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
         raise TargetError(f"target '{opts.target}' cannot compile this graph: " + "; ".join(problems))
 
     counts = _counts(graph, ctx)
-    accuracy = _accuracy(source_graph, graph, simulator, test or _labelled(calibration), ctx.timesteps,
+    accuracy = _accuracy(source_graph, graph, simulator, (test.x, test.y) if test else _labelled(calibration),
+                         ctx.timesteps,
                          "test" if test else "calibration")
     source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
     timesteps = graph.attrs.timesteps
