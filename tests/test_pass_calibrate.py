@@ -58,7 +58,8 @@ def test_percentile_of_positive_activations() -> None:
     _, out, _, acts = _setup("percentile", percentile=90.0)
     rows = np.moveaxis(acts["r"], 1, 0).reshape(3, -1)
     expected = [np.percentile(r[r > 0], 90.0) for r in rows]
-    np.testing.assert_allclose(out.analyses.get(Calibration).stats["r"].threshold, expected, rtol=1e-6)
+    # a histogram estimate (constant memory): within 2**-7 of the exact percentile (tests/test_calibrate_stream.py)
+    np.testing.assert_allclose(out.analyses.get(Calibration).stats["r"].threshold, expected, rtol=2**-7)
 
 
 def test_mse_is_the_grid_argmin() -> None:

@@ -15,6 +15,17 @@ Methods (activations a of one channel, or of the whole layer):
   an IF neuron with soft reset and initial membrane ``shift``·θ computes (``shift`` = the
   ``v-init`` lower-neurons will use).  The original code uses floor without the shift.
 
+Constant memory, one pass: each batch's activations are folded into a per-channel
+:class:`~snnc.passes._samples.ChannelHistogram` (the exact running maximum, and counts in fixed
+log-spaced bins 2⁻⁷ of their value wide over [2⁻¹⁶, 2¹⁶)) and dropped, so memory is channels × 4,099
+counts whatever the number of samples.  ``max`` is exact.  ``percentile`` is read off the histogram:
+within a relative 2⁻⁷ (0.78 %) of numpy's exact percentile of all positive activations (below 2⁻¹⁶:
+within 2⁻¹⁶; 100: the exact maximum).  ``mse`` runs its grid search on the histogram, each value at
+its bin's midpoint (within a relative 2⁻⁸ of the value), the grid from the exact maximum.  The
+sketches are mergeable exactly (integer counts, maxima), which is how several processes
+(torch.distributed, :mod:`snnc.distributed`) calibrate on their share of the batches and produce the
+thresholds one process would.
+
 A channel (or layer) that is never positive gets the layer's largest threshold (1.0 if the
 whole layer is silent): it never fires on the calibration data.
 
@@ -30,12 +41,13 @@ from typing import ClassVar
 
 import numpy as np
 
+from snnc import distributed
 from snnc.errors import PassError
 from snnc.ir import Graph
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
-from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, channel_values, subsample
-from snnc.passes._thresholds import mse_thresholds, positive_or
+from snnc.passes._samples import ChannelHistogram
+from snnc.passes._thresholds import positive_or, quantise
 
 
 class CalibrationMethod(enum.Enum):
@@ -94,9 +106,9 @@ class Calibrate(Pass):
         names = [n.name for n in graph.nodes if isinstance(n.op, (O.Relu, O.Clip))]
         stats: dict[str, ActivationStats] = {}
         if names:
-            rows, maxima, count = self._collect(ctx, graph, data, sim, names)
+            sketches = self._collect(ctx, graph, data, sim, names)
             for name in names:
-                stats[name] = self._stats(rows.get(name), maxima[name], count, ctx)
+                stats[name] = self._stats(sketches[name], ctx)
         graph.analyses.put(Calibration(stats=stats))
         ctx.results[self.name] = {
             "method": self.method.value,
@@ -105,48 +117,67 @@ class Calibrate(Pass):
             "thresholds": {k: [float(v) for v in s.threshold] for k, s in stats.items()},
         }
 
-    def _collect(self, ctx, graph, data, sim, names):
-        """Running maxima (all methods) and the activation values (percentile / mse)."""
-        keep = self.method is not CalibrationMethod.MAX
-        total = len(data.x) if self.batches <= 0 else min(len(data.x), self.batches * data.batch_size)
-        nbatches = -(-total // data.batch_size)
-        maxima: dict[str, np.ndarray] = {}
-        parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-        count = 0
-        with ctx.track("calibrate", nbatches) as bar:
-            for xb, _ in data.batches(nbatches):
+    def _collect(self, ctx, graph, data, sim, names) -> dict[str, ChannelHistogram]:
+        """One ANN pass over this process's share of the batches, each activation folded into its
+        sketch as it comes (nothing kept per sample); then the sketches of all processes merged."""
+        counts = self.method is not CalibrationMethod.MAX
+        total = -(-len(data.x) // data.batch_size)
+        if self.batches > 0:
+            total = min(total, self.batches)
+        sketches: dict[str, ChannelHistogram] = {}
+        mine = distributed.batch_indices(total)
+        with ctx.track("calibrate", len(mine)) as bar:
+            for _, xb, _ in distributed.my_batches(data.x, None, data.batch_size, total):
                 out = sim.run_ann(graph, np.asarray(xb, dtype=np.float32), record=names)
-                count += len(xb)
                 for name in names:
-                    rows = channel_values(out[name])
-                    m = rows.max(axis=1)
-                    maxima[name] = m if name not in maxima else np.maximum(maxima[name], m)
-                    if keep:
-                        parts[name].append(rows)
+                    a = out[name]
+                    if name not in sketches:
+                        sketches[name] = ChannelHistogram(a.shape[1] if a.ndim > 1 else 1, counts)
+                    sketches[name].add(a)
                 bar.advance()
-        if count == 0:
+        if distributed.active():
+            sketches = self._merge(graph, names, sketches, counts)
+        if not sketches or sketches[names[0]].samples == 0:
             raise PassError("calibrate: the calibration data is empty")
-        rows = {n: np.concatenate(p, axis=1) for n, p in parts.items()} if keep else {}
-        return rows, maxima, count
+        return sketches
 
-    def _stats(self, rows, maximum, count, ctx) -> ActivationStats:
-        maximum = np.asarray(maximum, dtype=np.float64)
+    @staticmethod
+    def _merge(graph, names, sketches, counts) -> dict[str, ChannelHistogram]:
+        """Exact all-reduce: maxima by max, counts and sample numbers by integer sums."""
+        merged = {}
+        for name in names:
+            node_type = graph.node(name).type
+            channels = node_type.shape[0] if node_type is not None and len(node_type.shape) else 1
+            mine = sketches.get(name) or ChannelHistogram(channels, counts)
+            m = ChannelHistogram(channels, counts)
+            m.maximum = distributed.all_max(mine.maximum)
+            m.samples = int(distributed.all_sum(np.array([mine.samples]))[0])
+            if counts and mine.counts is not None:
+                m.counts = distributed.all_sum(mine.counts)
+            merged[name] = m
+        return merged
+
+    def _stats(self, sketch: ChannelHistogram, ctx) -> ActivationStats:
+        maximum = np.maximum(sketch.maximum, 0.0) if sketch.samples else sketch.maximum
+        layer = sketch if self.per_channel else sketch.layer()
         if self.method is CalibrationMethod.MAX:
             theta = maximum if self.per_channel else np.array([maximum.max()])
+        elif self.method is CalibrationMethod.PERCENTILE:
+            theta = layer.percentile(self.percentile)
         else:
-            if not self.per_channel:
-                rows = rows.reshape(1, -1)
-            rows = subsample(rows, MAX_VALUES_PER_CHANNEL, ctx.seed)
-            if self.method is CalibrationMethod.PERCENTILE:
-                theta = np.array([_positive_percentile(r, self.percentile) for r in rows])
-            else:
-                theta = mse_thresholds(rows, ctx.timesteps, self.shift)
-                theta = np.where(rows.max(axis=1) > 0, theta, 0.0)
+            theta = np.array([self._mse(layer, c, ctx.timesteps) for c in range(len(layer.maximum))])
         fallback = float(theta.max()) if np.any(theta > 0) else 1.0
-        return ActivationStats(threshold=positive_or(theta, fallback), maximum=maximum, method=self.method,
-                               per_channel=self.per_channel, samples=count)
+        return ActivationStats(threshold=positive_or(theta, fallback), maximum=sketch.maximum.astype(np.float64),
+                               method=self.method, per_channel=self.per_channel, samples=sketch.samples)
 
-
-def _positive_percentile(row: np.ndarray, q: float) -> float:
-    pos = row[row > 0]
-    return float(np.percentile(pos, q)) if pos.size else 0.0
+    def _mse(self, sketch: ChannelHistogram, c: int, timesteps: int) -> float:
+        """The grid search of ``mse`` on the histogram: every value stands at its bin's midpoint,
+        weighted by the bin's count (0.0 for a channel that is never positive)."""
+        top = float(sketch.maximum[c])
+        if not top > 0:
+            return 0.0
+        values, weights = sketch.weighted_values(c)
+        grid = top * (1.0 - 0.01 * np.arange(95))
+        q = quantise(np.broadcast_to(values, (len(grid), len(values))), grid, timesteps, self.shift)
+        errors = ((values - q) ** 2) @ weights.astype(np.float64)
+        return float(grid[int(np.argmin(errors))])

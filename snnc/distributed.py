@@ -1,0 +1,139 @@
+"""Data-parallel execution on torch.distributed (DESIGN §1, "Beyond one process"; docs/cluster.md).
+
+``torchrun --nproc-per-node N --no-python snnc compile ...`` starts N copies of snnc; each calls
+:func:`init` (a no-op outside torchrun), which joins the process group torchrun describes in the
+environment (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``...): gloo on CPU, NCCL when the device is a GPU.
+
+The data is split by *batch*: global batch i (of the batch size one process would use) goes to rank
+i mod N, so that every batch holds the same samples, in the same order, as in a one-process run, and
+its activations are the same numbers.  Statistics then merge exactly:
+
+* :func:`all_max` and :func:`all_sum` of integers (running maxima, histogram counts, correct
+  predictions) are exact whatever the order;
+* float sums are never all-reduced: :func:`gather_rows` collects each batch's partial sums under its
+  global batch index, and every rank adds them up in batch order, as one process does.
+
+So N processes compute bit for bit what one computes (given the same per-batch numerics: the same
+device and thread count), and only rank 0 writes (:func:`is_writer`).  The process group is
+torch.distributed's own (a process-wide state, as in every torch program); nothing here keeps more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist
+
+
+def launched() -> bool:
+    """Started by torchrun (or another launcher that sets the torch.distributed environment)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init(device: str = "cpu") -> None:
+    """Join the process group of a torchrun launch (gloo on CPU, NCCL on CUDA); no-op otherwise."""
+    if not launched():
+        return
+    dist = _dist()
+    if dist.is_initialized():
+        return
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def shutdown() -> None:
+    if active():
+        _dist().destroy_process_group()
+
+
+def active() -> bool:
+    dist = _dist()
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return _dist().get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return _dist().get_world_size() if active() else 1
+
+
+def is_writer() -> bool:
+    """Only rank 0 writes artifacts, reports and files."""
+    return rank() == 0
+
+
+def batch_indices(total_batches: int) -> range:
+    """The global batch indices this rank computes (i mod world size == rank)."""
+    return range(rank(), total_batches, world_size())
+
+
+def my_batches(x: Any, y: Any, batch_size: int, limit: int | None = None) -> Iterator[tuple[int, Any, Any]]:
+    """(global batch index, x batch, y batch or None) for this rank's share of ``x``: the first
+    ``limit`` batches (all: None) dealt round-robin over the ranks."""
+    total = -(-len(x) // batch_size)
+    if limit is not None:
+        total = min(total, limit)
+    for i in batch_indices(total):
+        s = slice(i * batch_size, (i + 1) * batch_size)
+        yield i, x[s], (None if y is None else y[s])
+
+
+def _tensor(a: np.ndarray):
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    backend = _dist().get_backend()
+    return t.cuda() if backend == "nccl" else t
+
+
+def all_max(a: np.ndarray) -> np.ndarray:
+    """Element-wise maximum over ranks (exact)."""
+    if not active():
+        return a
+    t = _tensor(np.asarray(a))
+    _dist().all_reduce(t, op=_dist().ReduceOp.MAX)
+    return t.cpu().numpy()
+
+
+def all_sum(a: np.ndarray) -> np.ndarray:
+    """Element-wise sum over ranks of an integer array (exact: integers only)."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "iub":
+        raise TypeError(f"all_sum merges integers only (exact in any order), not {a.dtype}")
+    if not active():
+        return a
+    t = _tensor(a.astype(np.int64))
+    _dist().all_reduce(t, op=_dist().ReduceOp.SUM)
+    return t.cpu().numpy()
+
+
+def gather_rows(rows: dict[int, Any]) -> list[Any]:
+    """Every rank's ``{global batch index: partial result}``, merged and in batch order (the same
+    list on every rank), so that float sums run in the order of one process."""
+    if active():
+        parts: list[Any] = [None] * world_size()
+        _dist().all_gather_object(parts, rows)
+        merged: dict[int, Any] = {}
+        for part in parts:
+            merged.update(part)
+        rows = merged
+    return [rows[i] for i in sorted(rows)]
+
+
+def barrier() -> None:
+    if active():
+        _dist().barrier()
