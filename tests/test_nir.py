@@ -46,10 +46,12 @@ def test_soft_reset_graph_is_refused_with_node_and_fix():
     g.infer_types()
     problems = legality(g)
     assert problems[:3] == [
-        "neuron %n: fires on v >= v_th (strict=false): not supported by the nir target",
-        "neuron %n: resets by subtracting v_th (reset=soft): not supported by the nir target; "
-        "convert with lower-neurons{reset=hard}",
-        "neuron %n: starts at v_init != 0: not supported by the nir target; convert with lower-neurons{v-init=0}",
+        "neuron %n: fires on v >= v_th (strict=false): not supported by the nir target; run nir-legalize "
+        "(hard reset) or convert with the ann-to-nir pipeline",
+        "neuron %n: resets by subtracting v_th (reset=soft): not supported by the nir target; NIR's neurons "
+        "reset to v_reset; convert with the ann-to-nir pipeline",
+        "neuron %n: starts at v_init != 0: not supported by the nir target; NIR's neurons start at rest; "
+        "convert with the ann-to-nir pipeline",
     ]
     with pytest.raises(TargetError, match="NIR export: neuron %n"):
         to_nir(g)

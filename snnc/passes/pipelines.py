@@ -24,6 +24,14 @@
 * ``ann-to-snn-phase``: single-spike phase coding with threshold shift and base manipulation
   (Hwang & Kung 2024) with a window of T steps; the graph attribute ``timesteps`` becomes the
   pipelined length (layers + 1)·T, which is what the simulator runs.
+* ``ann-to-nir``: conversion for NIR's neurons (the nir target's default for an ANN): NIR's IF / LIF
+  reset to ``v_reset`` and start at rest, so hard reset to 0 with ``v`` starting at 0
+  (``lower-neurons{reset=hard, v-init=0}``), thresholds and output scales re-tuned for hard reset at
+  the chosen T (``loihi-thresholds``: it reads no chip, only the hard-reset dynamics), folded into the
+  weights, direct (analog) input; then ``nir-legalize`` (strict threshold, max pooling as OR
+  pooling).  docs/nir.md has what snnTorch and Norse make of the file.
+* ``snn-to-nir``: the nir target's default for a direct-coded SNN (snnTorch, SpikingJelly, Norse):
+  its neurons as they are, through ``nir-legalize``; the target refuses what NIR cannot express.
 """
 
 from __future__ import annotations
@@ -48,7 +56,15 @@ ANN_TO_SNN_PHASE = (
     "encode-input{scheme=direct},phase-coding,count-ops"
 )
 
+ANN_TO_NIR = (
+    "canonicalize,fold-bn,calibrate{method=percentile},lower-neurons{reset=hard,v-init=0.0},loihi-thresholds,"
+    "fold-thresholds,encode-input{scheme=direct},nir-legalize,count-ops"
+)
+SNN_TO_NIR = "canonicalize,fold-bn,nir-legalize,count-ops"
+
 register_pipeline("ann-to-snn", ANN_TO_SNN)
 register_pipeline("ann-to-snn-unsigned", ANN_TO_SNN_UNSIGNED)
 register_pipeline("ann-to-snn-fast", ANN_TO_SNN_FAST)
 register_pipeline("ann-to-snn-phase", ANN_TO_SNN_PHASE)
+register_pipeline("ann-to-nir", ANN_TO_NIR)
+register_pipeline("snn-to-nir", SNN_TO_NIR)

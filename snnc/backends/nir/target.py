@@ -11,6 +11,7 @@ import numpy as np
 from snnc.errors import TargetError, UserError
 from snnc.formats.nir import DT, legality, to_nir
 from snnc.ir import Graph
+from snnc.ir import ops as O
 from snnc.pass_manager import PassContext
 from snnc.targets import TargetOptions
 
@@ -22,6 +23,13 @@ class NIRTarget:
 
     def pipeline_suffix(self) -> str:
         return ""
+
+    def default_pipeline(self, graph: Graph, has_calibration: bool) -> str | None:
+        """snn-to-nir for a spiking source (its neurons as they are, with or without data); ann-to-nir for
+        an ANN with calibration data; None (the driver's analysis-only default) otherwise."""
+        if any(isinstance(n.op, O.Neuron) for n in graph.nodes):
+            return "snn-to-nir"
+        return "ann-to-nir" if has_calibration else None
 
     def legality(self, graph: Graph) -> list[str]:
         return legality(graph)
