@@ -342,12 +342,17 @@ def main() -> None:
               help="Labelled .npz for the report's accuracy (default: the calibration data, if labelled).")
 @click.option("--calib-samples", type=int, default=None, metavar="N",
               help="Calibrate on N samples of --calib drawn with --seed (default: all of them).")
+@click.option("--report-samples", type=int, default=256, show_default=True, metavar="N",
+              help="Simulate the converted SNN on N samples (drawn with --seed from --test-data, else --calib) "
+                   "for the report's counts and accuracy.")
 @click.option("-T", "--timesteps", type=int, default=8, show_default=True, help="Simulation timesteps T.")
 @click.option("--input-shape", default=None, help="Input shape without batch, e.g. 1,8,8 (for state dicts).")
 @click.option("--arch", default=None, help="path/to/file.py:factory that builds the module of a state dict.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling a whole-module .pt (runs code from the file).")
 @click.option("--print-ir-after", default=None, help="Print the IR after the named passes (comma list) or 'all'.")
-@click.option("--time-passes", is_flag=True, help="Print the wall time of every pass (on stderr).")
+@click.option("--time-passes", is_flag=True,
+              help="Print the wall time of every step on stderr: load, every pass, the report's simulation, "
+                   "the target, writing, and the whole compile.")
 @click.option("--no-verify", is_flag=True, help="Do not run the verifier after every pass.")
 @click.option("--reproducer", type=click.Path(path_type=Path), default=None,
               help="If a pass fails, write its input IR and pipeline to this file.")
@@ -367,10 +372,11 @@ def main() -> None:
 @click.option("--json-report", type=click.Path(path_type=Path, allow_dash=True), default=None,
               metavar="FILE|-", help="Also write report.json to FILE; '-': to stdout, alone (the summary "
                                      "then goes to stderr).")
-def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, test_data, calib_samples, timesteps,
+def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, test_data, calib_samples,
+            report_samples, timesteps,
             input_shape, arch, trust_pickle, print_ir_after, time_passes, no_verify, reproducer, target_config,
             board, device, seed, depfile, quiet, json_report) -> None:
-    """Compile MODEL (.pt2, state-dict .pt with --arch, .snnir, .nir) into an artifact directory OUT
+    """Compile MODEL (.pt2, state-dict .pt with --arch, .onnx, .snnir, .nir) into an artifact directory OUT
     (graph.snnir, params.safetensors, report.json and the target's files).
 
     A table of layers, the pipeline, energy and accuracy are printed on stdout (full width when
@@ -390,7 +396,7 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
 
     opts = CompileOptions(
         model=model, out=out, target=target, pipeline=pipeline, calib=calib, test_data=test_data,
-        calib_samples=calib_samples,
+        calib_samples=calib_samples, report_samples=report_samples,
         timesteps=timesteps, input_shape=_shape_option(input_shape), arch=arch, trust_pickle=trust_pickle,
         print_ir_after=[s.strip() for s in print_ir_after.split(",")] if print_ir_after else [],
         time_passes=time_passes, verify_each=not no_verify, seed=seed, device=device,

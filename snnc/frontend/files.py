@@ -7,7 +7,9 @@
 * ``.pt`` / ``.pth`` state dict + ``--arch path/to/file.py:factory``;
 * ``.pt`` pickled whole module: only with ``trust_pickle`` (unpickling runs code);
 * ``.snnir``: textual IR (+ sidecar ``params.safetensors``);
-* ``.nir``: a NIR graph (HDF5) with snnc's discretisation convention.
+* ``.nir``: a NIR graph (HDF5) with snnc's discretisation convention;
+* ``.onnx``: an ONNX model (opsets 13-21; external data only from the model's directory), read by
+  ``snnc.frontend.onnx`` into the same IR as the torch.export path.
 TorchScript archives, garbage and truncated files get a one-line explanation.
 """
 
@@ -38,7 +40,7 @@ from snnc.ir import Graph, TensorType, load_graph
 @dataclass(kw_only=True)
 class LoadedModel:
     graph: Graph
-    kind: str  # "pt2" | "state_dict" | "pickle" | "snnir"
+    kind: str  # "pt2" | "state_dict" | "pickle" | "snnir" | "nir" | "onnx"
     sha256: str
     module: Any = None  # the torch module, when there is one (to evaluate the source model)
 
@@ -220,11 +222,13 @@ def load_model(
     if not path.exists():
         raise InputFileError(f"{path}: no such file")
     if path.is_dir():
-        raise InputFileError(f"{path}: is a directory; expected a model file (.pt2, .pt, .snnir)")
+        raise InputFileError(f"{path}: is a directory; expected a model file (.pt2, .pt, .onnx, .snnir)")
     if path.suffix == ".snnir":
         return LoadedModel(graph=load_graph(path), kind="snnir", sha256=sha256_of(path))
     if path.suffix == ".nir":
         return LoadedModel(graph=_load_nir(path), kind="nir", sha256=sha256_of(path))
+    if path.suffix == ".onnx":
+        return LoadedModel(graph=_load_onnx(path), kind="onnx", sha256=sha256_of(path))
     try:
         data = path.read_bytes()  # checked and loaded from the same bytes: the file cannot change in between
     except OSError as e:
@@ -325,6 +329,14 @@ def _load_nir(path: Path) -> Graph:
     from snnc.formats.nir import from_nir, read_nir_file  # shared with the NIR backend
 
     return from_nir(read_nir_file(path), path.stem.replace("-", "_"))
+
+
+def _load_onnx(path: Path) -> Graph:
+    if importlib.util.find_spec("onnx") is None:
+        raise UserError(f"{path}: reading ONNX files needs the 'onnx' package (pip install 'snnc[onnx]')")
+    from snnc.frontend.onnx import load_onnx
+
+    return load_onnx(path)
 
 
 def input_type(graph: Graph) -> TensorType:
