@@ -128,8 +128,8 @@ def test_a_border_that_differs_is_not_composed() -> None:
       output %r
     }
     """
-    with pytest.raises(PipelineFailure, match=r"conv2d %p: feeds %c2; a Loihi synaptic layer feeds exactly one "
-                                              r"population \(or the readout\)"):
+    with pytest.raises(PipelineFailure, match=r"a Loihi synaptic layer feeds exactly one population \(or the "
+                                              r"readout\); .* \(1 node\):\n    conv2d %p \(feeds %c2\)"):
         _legalize(text)
 
 
@@ -171,30 +171,37 @@ def test_refusals_name_every_node_and_the_fix() -> None:
     with pytest.raises(PipelineFailure) as e:
         _legalize(text)
     msg = str(e.value)
-    assert "neuron %n: soft reset; Loihi's CUBA neuron resets to 0 (convert with lower-neurons{reset=hard}" in msg
-    assert "neuron %n: v_init=0.5; Loihi starts at v = 0 (lower-neurons{v-init=0})" in msg
-    assert "neuron %n2: max_spikes=3; Loihi's CUBA LIF sends one spike per step" in msg
-    assert "neuron %n2: out_scale ≠ 1; Loihi spikes carry no value (run fold-thresholds first)" in msg
+    assert "loihi-legalize: 4 problems in 2 nodes, 4 reasons:\n" in msg
+    assert ("\n  soft reset; Loihi's CUBA neuron resets to 0: convert with lower-neurons{reset=hard} (the "
+            "ann-to-loihi pipeline does) (1 node):\n    neuron %n\n") in msg
+    assert "\n  v starts above 0; Loihi starts at v = 0: convert with lower-neurons{v-init=0} (1 node):\n" \
+        "    neuron %n (v_init=0.5)\n" in msg
+    assert "bursts; Loihi's CUBA LIF sends one spike per step: convert without burst neurons (1 node):\n" \
+        "    neuron %n2 (max_spikes=3)" in msg
+    assert msg.endswith("\n  out_scale ≠ 1; Loihi spikes carry no value: run fold-thresholds first (1 node):\n"
+                        "    neuron %n2")
 
 
-def test_a_sum_of_currents_is_refused() -> None:
+def test_a_sum_of_analog_values_that_are_not_currents_is_refused() -> None:
+    """A sum of currents into one neuron is a join (tests/test_loihi_branching.py); a sum of the analog
+    input is not."""
     text = """
     graph @add(%x: analog[4]) attributes {timesteps = 2} {
       %e = encode(%x) : analog[4]
       %a = linear(%e) params {weight = "a.weight"} : analog[4]
-      %b = linear(%e) params {weight = "b.weight"} : analog[4]
-      %s = add(%a, %b) : analog[4]
+      %s = add(%a, %e) : analog[4]
       %n = neuron(%s) {reset = "hard"} : spike[4]
       %r = readout(%n) : analog[4]
       output %r
     }
     """
-    with pytest.raises(PipelineFailure, match=r"add %s: sums or joins the analog value %a; Loihi adds and "
-                                              r"concatenates spikes only"):
+    with pytest.raises(PipelineFailure, match=r"a sum of analog values that are not conv2d / linear currents feeding "
+                                              r"one neuron; Loihi adds synaptic currents into a population, or "
+                                              r"spikes \(1 node\):\n    add %s \(reads %e\)"):
         _legalize(text)
 
 
-def test_an_unconverted_network_is_refused_in_one_line() -> None:
+def test_an_unconverted_network_is_refused_once() -> None:
     text = """
     graph @ann(%x: analog[4]) {
       %l = linear(%x) params {weight = "l.weight"} : analog[4]
@@ -202,6 +209,7 @@ def test_an_unconverted_network_is_refused_in_one_line() -> None:
       output %a
     }
     """
-    with pytest.raises(PipelineFailure, match=r"loihi-legalize: relu %a: ANN ops; convert the network first \(the "
-                                              r"ann-to-loihi pipeline, which needs --calib data\)$"):
+    with pytest.raises(PipelineFailure, match=r"loihi-legalize: 1 problem in 1 node, 1 reason:\n  an ANN op; convert "
+                                              r"the network first \(the ann-to-loihi pipeline, which needs --calib "
+                                              r"data\) \(1 node\):\n    relu %a$"):
         _legalize(text)

@@ -136,8 +136,8 @@ def test_refuses_a_graph_loihi_legalize_has_not_seen() -> None:
     }
     """
     g = graph_from_text(text)
-    with pytest.raises(PipelineFailure, match=r"loihi-quantize: run loihi-legalize first: spike_maxpool %m: no "
-                                              r"Loihi equivalent"):
+    with pytest.raises(PipelineFailure, match=r"loihi-quantize: run loihi-legalize first: 1 problem in 1 node, "
+                                              r"1 reason:\n  no Loihi equivalent \(1 node\):\n    spike_maxpool %m"):
         run("loihi-quantize", g, context(uniform_inputs((1, 2, 2), 4)))
 
 

@@ -48,6 +48,8 @@ DV_MAX = 4095
 VTH_MANT_MAX = (1 << 17) - 1
 BIAS_MANT_MIN, BIAS_MANT_MAX = -(1 << 12), (1 << 12) - 1
 BIAS_EXP_MAX = 7
+DELAY_BITS = 6  # Loihi 2 synaptic delays (lava-dl netx clamps delays to 62)
+MAX_DELAY = 62
 # float64 holds every integer below 2^53 exactly; the matmul paths below use BLAS while sums stay there.
 _EXACT_FLOAT_BOUND = 1 << 52
 
@@ -260,7 +262,13 @@ class QLayer:
     """One layer of a quantised network, independent of the snnc IR.
 
     ``shape`` is the output shape without batch: (C, H, W) or (N,).  ``inputs`` lists the indices of the
-    layers it reads; empty means the previous layer (only ADD and CONCAT take several).
+    layers it reads; empty means the previous layer (ADD and CONCAT take several, and so does a neuron layer
+    with ``extra`` synapse groups).
+    ``extra``: further synapse groups into the same neurons (a residual join: the population's dendritic
+    accumulator sums every group's input each step); each is a DENSE or CONV ``QLayer`` without neurons,
+    of this layer's name and shape, reading ``inputs[1 + k]`` (``inputs`` is then explicit).
+    ``delay``: steps a synapse (group) holds its input beyond the usual one, so that branches of different
+    synaptic depth reach a population in the same step (at most :data:`MAX_DELAY`).
     Dense: ``weight`` [N_out, N_in] integers (netx form: even, in [-256, 254]), ``weight_exp``,
     ``num_weight_bits``.  Conv: ``weight`` [C_out, C_in / groups, kH, kW].  Pool: ``weight`` one integer,
     ``kernel``.  Conv and pool use ``stride``, ``padding``, ``dilation`` (pairs, H first) and ``groups``.
@@ -283,6 +291,8 @@ class QLayer:
     inputs: tuple[int, ...] = ()
     message_bits: int = 0
     source: str = field(default="")  # where it came from in the user's model (for messages)
+    extra: tuple[QLayer, ...] = ()
+    delay: int = 0  # synaptic delay in steps beyond the one every synapse adds (lava DelayDense / Loihi 2)
 
     @property
     def neurons(self) -> int:
@@ -326,8 +336,20 @@ def verify_layers(layers: Sequence[QLayer]) -> None:
         if any(s < 0 or s >= i for s in srcs):
             raise UserError(f"{where}: inputs {srcs} must name earlier layers")
         in_shapes = [layers[s].shape for s in srcs]
-        if layer.kind not in (LayerKind.ADD, LayerKind.CONCAT) and len(srcs) != 1:
-            raise UserError(f"{where}: takes exactly one input, got {len(srcs)}")
+        wanted = 1 + len(layer.extra)
+        if layer.kind not in (LayerKind.ADD, LayerKind.CONCAT) and len(srcs) != wanted:
+            raise UserError(f"{where}: takes exactly {wanted} input(s), got {len(srcs)}")
+        if layer.extra and not layer.has_neurons:
+            raise UserError(f"{where}: only a neuron layer takes extra synapse groups")
+        for group in (layer, *layer.extra):
+            if not 0 <= group.delay <= MAX_DELAY or (group.delay and not layer.has_neurons):
+                raise UserError(f"{where}: delay {group.delay} must be in [0, {MAX_DELAY}] on a synapse")
+        for k, group in enumerate(layer.extra):
+            if group.kind not in (LayerKind.DENSE, LayerKind.CONV) or group.lif is not None or group.extra:
+                raise UserError(f"{where}: synapse group {k + 1} must be a dense or conv synapse without neurons")
+            got = _expected_shape(group, [in_shapes[1 + k]], f"{where} synapse group {k + 1}")
+            if tuple(got) != tuple(layer.shape):
+                raise UserError(f"{where}: synapse group {k + 1} makes {got}, not the layer's {tuple(layer.shape)}")
         expect = _expected_shape(layer, in_shapes, where)
         if tuple(expect) != tuple(layer.shape):
             raise UserError(
@@ -436,16 +458,20 @@ def simulate_with_state(
     if layers[0].message_bits == 0:
         x_in = x_in != 0
     dense_w = {
-        i: prepare_dense_weights(np.asarray(layer.weight), layer.num_weight_bits)
-        for i, layer in enumerate(layers)
-        if layer.kind is LayerKind.DENSE
+        id(group): prepare_dense_weights(np.asarray(group.weight), group.num_weight_bits)
+        for layer in layers
+        for group in (layer, *layer.extra)
+        if group.kind is LayerKind.DENSE
     }
     state = {}
+    # per synapse group, what it sends in the coming 1 + delay steps (oldest first)
+    pending: dict[int, list[np.ndarray]] = {}
     for i, layer in enumerate(layers):
         if layer.has_neurons:
             zeros = np.zeros((batch, *layer.shape), dtype=np.int64)
-            # (u, v, synaptic buffer): the buffer holds what the synapse sends next step
-            state[i] = [zeros, zeros, zeros]
+            state[i] = [zeros, zeros]  # (u, v)
+            for group in (layer, *layer.extra):
+                pending[id(group)] = [zeros] * (1 + group.delay)
     out = {
         layer.name: np.zeros((batch, steps, *layer.shape), dtype=_out_dtype(layer, layers))
         for layer in layers
@@ -463,8 +489,13 @@ def simulate_with_state(
             elif layer.kind is LayerKind.CONCAT:
                 y = np.concatenate([now[s] for s in srcs], axis=1)
             else:
-                u, v, buf = state[i]
-                state[i][2] = _synapse(layer, now[srcs[0]], dense_w.get(i))
+                u, v = state[i]
+                # lava's LIF a_in port sums what every synapse group connected to it sends this step
+                buf = np.zeros((batch, *layer.shape), dtype=np.int64)
+                for k, group in enumerate((layer, *layer.extra)):
+                    queue = pending[id(group)]
+                    buf = buf + queue.pop(0)
+                    queue.append(_synapse(group, now[srcs[k]], dense_w.get(id(group))))
                 if resets is not None and resets[i] == t:
                     u = v = np.zeros_like(u)
                 u, v, y = lif_step(u, v, buf, layer.lif_params)

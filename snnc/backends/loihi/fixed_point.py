@@ -91,12 +91,15 @@ class WeightQuant:
     error: QuantError
 
 
-def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0) -> WeightQuant:
+def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
+                     span: tuple[float, float] | None = None) -> WeightQuant:
     """Quantise a float weight tensor to Loihi's signed ``num_bits`` mantissa in netx form.
 
     The mantissa ``m`` lies in [-2^(num_bits-1), 2^(num_bits-1) - 1] and ``w_int = m * 2^(9 - num_bits)``;
     the per-layer scale is chosen so that the largest positive or negative weight reaches the end of the
     range.  ``weight_exp`` > 0 makes the threshold grid 2^weight_exp times finer (not expressible in netx).
+    ``span``: the (min, max) the scale is set for instead of ``w``'s own (it must contain them): synapse
+    groups into one population share one scale, that of all their weights.
     Keeps ``w``; returns a :class:`WeightQuant`.
     """
     if not 1 <= num_bits <= 8:
@@ -106,6 +109,8 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0) -> W
     m_pos, m_neg = (1 << (num_bits - 1)) - 1, 1 << (num_bits - 1)
     w_max = float(w.max(initial=0.0))
     w_min = float(w.min(initial=0.0))
+    if span is not None:
+        w_min, w_max = min(w_min, span[0], 0.0), max(w_max, span[1], 0.0)
     # one mantissa step in float units; m_pos may be 0 for num_bits = 1 (sign only)
     candidates = [-w_min / m_neg] + ([w_max / m_pos] if m_pos else [])
     m_step = max(candidates)

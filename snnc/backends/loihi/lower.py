@@ -37,7 +37,7 @@ from snnc.ir import ops as O
 from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 from snnc.pass_manager import PassContext
 
-from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, VTH_MANT_MAX, LayerKind, LifParams, QLayer
+from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, MAX_DELAY, VTH_MANT_MAX, LayerKind, LifParams, QLayer
 from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254
@@ -182,6 +182,21 @@ def legality(graph: Graph) -> list[str]:
     return problems or [first]
 
 
+def is_join(graph: Graph, node: Node) -> bool:
+    """``node`` is an ``add`` of conv2d / linear currents (each feeding only it) read by one neuron: one
+    population with several synapse groups, whose dendritic accumulator sums them."""
+    if not isinstance(node.op, O.Add):
+        return False
+    user = graph.only_user(node.name)
+    if user is None or not isinstance(user.op, O.Neuron):
+        return False
+    for v in node.inputs:
+        src = graph.producer(v)
+        if src is None or not isinstance(src.op, LOIHI_SYNAPSE_OPS) or graph.only_user(v) is not node:
+            return False
+    return True
+
+
 def _has_lowering(op: O.Op) -> bool:
     """Whether :meth:`_Lowerer.visit` has a case for ``op`` (neurons aside)."""
     return op.value_identity or isinstance(
@@ -202,6 +217,7 @@ class _Lowerer:
         self.coding: InputCoding | None = None
         self.readout: Readout | None = None
         self.integrators: set[int] = set()  # layers that integrate for the readout (no neuron in the IR)
+        self.groups: dict[str, tuple[int, QLayer, np.ndarray]] = {}  # join operand -> (source, synapse, bias)
 
     def fail(self, node: Node, message: str) -> TargetError:
         return TargetError(f"{node.op.name} %{node.name}: {message}")
@@ -220,6 +236,7 @@ class _Lowerer:
         in_name, in_type = g.inputs[0]
         for node in g.nodes:
             self.visit(node)
+        self.align_branches()
         if self.coding is None or in_name not in self.index:
             raise TargetError(f"graph @{g.name}: the input %{in_name} needs an encode node (run encode-input)")
         if self.readout is None:
@@ -247,6 +264,8 @@ class _Lowerer:
                 shape = (int(np.prod(self.layers[src].shape)),)
                 layer = QLayer(name=node.name, kind=LayerKind.FLATTEN, shape=shape)
                 self.index[node.name] = self.add(layer, [src])
+        elif is_join(g, node):
+            self.join(node)
         elif type(op) in _SPIKE_ROUTING:
             if isinstance(op, O.Concat) and op.axis != 0:
                 raise self.fail(node, "Loihi concatenates along channels only (axis 0)")
@@ -322,7 +341,8 @@ class _Lowerer:
             and len(g.users(user.name)) == 1
             and isinstance(g.users(user.name)[0].op, O.Readout)
         )
-        if user is None or not (isinstance(user.op, (O.Neuron, O.Readout)) or readout_via_scale):
+        joined = user is not None and is_join(g, user)
+        if user is None or not (isinstance(user.op, (O.Neuron, O.Readout)) or readout_via_scale or joined):
             raise self.fail(node, "must feed exactly one neuron (or the readout); run loihi-legalize")
         src = self.source(node, 0)
         assert self.coding is not None
@@ -340,6 +360,11 @@ class _Lowerer:
         bias = np.zeros(0, dtype=np.int64) if b is None else np.rint(np.asarray(b, dtype=np.float64)).astype(np.int64)
         if bias.size and (bias.min() < BIAS_MANT_MIN or bias.max() > BIAS_MANT_MAX):
             raise self.fail(node, f"bias mantissas must be 13-bit signed integers; {_QUANTISE_HINT}")
+        if joined:  # one synapse group of the population behind the add (join() builds it)
+            population = g.users(user.name)[0].name  # the neuron behind the add
+            self.groups[node.name] = (src, self.synapse(node, population, shape, w_int, None), bias)
+            self.node_layer[node.name] = population
+            return
         if isinstance(user.op, O.Neuron):
             lif = self.lif(user, bias, shape)
             name = user.name
@@ -352,17 +377,9 @@ class _Lowerer:
                 bias_exp=NETX_BIAS_EXP,
             )
             name = node.name
-        source = node.loc or node.name
-        if isinstance(node.op, O.Linear):
-            if len(self.layers[src].shape) != 1:
-                raise self.fail(node, "reads a non-flat layer; insert a flatten")
-            layer = QLayer(name=name, kind=LayerKind.DENSE, shape=shape, weight=w_int, lif=lif, source=source)
-        else:
-            op: O.Conv2d = node.op  # type: ignore[assignment]
-            layer = QLayer(
-                name=name, kind=LayerKind.CONV, shape=shape, weight=w_int, stride=op.stride,
-                padding=op.padding, dilation=op.dilation, groups=op.groups, lif=lif, source=source,
-            )
+        if isinstance(node.op, O.Linear) and len(self.layers[src].shape) != 1:
+            raise self.fail(node, "reads a non-flat layer; insert a flatten")
+        layer = self.synapse(node, name, shape, w_int, lif)
         i = self.add(layer, [src])
         self.node_layer[node.name] = name
         self.index[node.name] = i
@@ -371,6 +388,56 @@ class _Lowerer:
             self.node_layer[user.name] = name
         else:
             self.integrators.add(i)
+
+    def synapse(self, node: Node, name: str, shape: tuple[int, ...], w_int: np.ndarray, lif: LifParams | None
+                ) -> QLayer:
+        """The dense or conv synapse of ``node`` into the neurons ``name`` (with ``lif``, a whole layer)."""
+        source = node.loc or node.name
+        if isinstance(node.op, O.Linear):
+            return QLayer(name=name, kind=LayerKind.DENSE, shape=shape, weight=w_int, lif=lif, source=source)
+        op: O.Conv2d = node.op  # type: ignore[assignment]
+        return QLayer(
+            name=name, kind=LayerKind.CONV, shape=shape, weight=w_int, stride=op.stride,
+            padding=op.padding, dilation=op.dilation, groups=op.groups, lif=lif, source=source,
+        )
+
+    def join(self, node: Node) -> None:
+        """The add of a join and the neuron after it: one population fed by every operand's synapses; its
+        bias is the sum of theirs (each is added every step, so they add up)."""
+        neuron = self.g.only_user(node.name)
+        assert neuron is not None and node.type is not None
+        parts = [self.groups.pop(v) for v in node.inputs]
+        shape = tuple(node.type.shape)
+        channels = shape[0]
+        total = np.zeros(channels, dtype=np.int64)
+        for _, _, b in parts:
+            if b.size:
+                total = total + b.reshape(-1)
+        if total.min(initial=0) < BIAS_MANT_MIN or total.max(initial=0) > BIAS_MANT_MAX:
+            raise self.fail(node, f"the summed bias mantissas exceed 13 bits; {_QUANTISE_HINT}")
+        bias = total if any(b.size for _, _, b in parts) else np.zeros(0, dtype=np.int64)
+        lif = self.lif(neuron, bias, shape)
+        main = dataclasses.replace(parts[0][1], lif=lif, extra=tuple(p[1] for p in parts[1:]))
+        i = len(self.layers)
+        self.layers.append(main)
+        main.inputs = tuple(p[0] for p in parts)
+        self.index[node.name] = self.index[neuron.name] = i
+        self.node_layer[node.name] = self.node_layer[neuron.name] = neuron.name
+
+    def align_branches(self) -> None:
+        """Delay the synapse groups of a population whose sources are shallower than its deepest one, so
+        that every branch delivers input step t in the same step, as the graph adds them (Loihi 2 synaptic
+        delays; lava ``DelayDense``)."""
+        depths = LoihiNet(layers=self.layers, coding=InputCoding(scheme=O.Scheme.DIRECT),
+                          readout=Readout(ReadoutKind.VOLTAGE, 0)).depths
+        for i, layer in enumerate(self.layers):
+            if not layer.extra:
+                continue
+            for group, src in zip((layer, *layer.extra), layer.inputs, strict=True):
+                group.delay = depths[i] - 1 - depths[src]
+                if group.delay > MAX_DELAY:
+                    raise TargetError(f"population '{layer.name}': a branch needs a delay of {group.delay} steps; "
+                                      f"Loihi 2 synapses delay at most {MAX_DELAY}")
 
     def bias_array(self, bias: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | int:
         if bias.size == 0:

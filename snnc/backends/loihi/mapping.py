@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from snnc.errors import TargetError, UnsupportedError
 
-from .bitacc import LayerKind, QLayer
+from .bitacc import DELAY_BITS, LayerKind, QLayer
 from .cost import estimate_cost
 from .fixed_point import netx_weight_format
 from .hardware import ChipSpec, Resource
@@ -269,9 +269,14 @@ def network_from_layers(layers: Sequence[QLayer], rates: dict[str, float] | None
                 rate=rates.get(layer.name, 0.0),
             )
         )
-        in_shape = tuple(layers[srcs[0]].shape)
-        for name in forwards[srcs[0]]:
-            edges.append(_edge_for(layer, name, shapes[name], part=shapes[name] != in_shape))
+        # one edge per synapse group and per population behind it (a residual join has several groups)
+        for group, k in zip((layer, *layer.extra), srcs, strict=True):
+            in_shape = tuple(layers[k].shape)
+            for name in forwards[k]:
+                edge = _edge_for(group, name, shapes[name], part=shapes[name] != in_shape)
+                if group.delay:
+                    edge = replace(edge, delay_bits=DELAY_BITS)
+                edges.append(edge)
     return Network(tuple(pops), tuple(edges))
 
 

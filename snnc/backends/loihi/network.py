@@ -57,13 +57,15 @@ class Population:
 @dataclass(frozen=True, kw_only=True)
 class Edge:
     """Synapses from population ``src`` to ``dst``; ``weight_bits`` per synapse (before rounding up to a
-    width the chip allows)."""
+    width the chip allows); ``delay_bits`` per synapse when the edge delays its spikes (a residual branch
+    aligned with the longer path), at least the chip's own ``delay_bits``."""
 
     src: str
     dst: str
     kind: EdgeKind
     weight_bits: int = 8
     geometry: ConvGeometry | None = None
+    delay_bits: int = 0
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,12 @@ def _check_netx_expressible(layers: Sequence[QLayer]) -> None:
                 f"layer '{layer.name}' is {what}, which the lava-dl netx format cannot express (netx networks are "
                 "a chain of layers); the core mapping, the bit-accurate simulation and the NIR export still work"
             )
+        if layer.extra:
+            reads = ", ".join(f"'{layers[k].name}'" for k in layer.inputs)
+            raise UnsupportedError(
+                f"layer '{layer.name}' sums {len(layer.inputs)} synapse groups (from {reads}): a residual join, "
+                "which the lava-dl netx format cannot express (netx connects each layer to the one before it only)"
+            )
         if layer.inputs and tuple(layer.inputs) != (i - 1,):
             raise UnsupportedError(
                 f"layer '{layer.name}' reads layer(s) {layer.inputs}, not the one before it; netx networks are a chain"

@@ -255,7 +255,7 @@ class _Link:
         self.src = src
         self.dense = edge.kind is EdgeKind.DENSE
         wb = round_weight_bits(edge.weight_bits, enc, f"edge {edge.src} -> {edge.dst}")
-        self.bits = wb + enc.delay_bits + (0 if self.dense else enc.index_bits)
+        self.bits = wb + max(enc.delay_bits, edge.delay_bits) + (0 if self.dense else enc.index_bits)
         self.fmt = ("dense" if self.dense else "sparse", wb)
         self.conv = None if edge.geometry is None else ConvEdge(edge.geometry, self.bits, enc)
         self.dense_bits: dict[int, int] = {}  # range length -> packed bits of one dense synapse list

@@ -442,9 +442,12 @@ def _activity(net: LoihiNet, out: dict[str, np.ndarray]) -> tuple[dict[str, floa
             spikes[layer.name] = float(out[layer.name].sum()) / batch
         if not layer.has_neurons:
             continue
-        src = net.layers[_sources(net, i)[0]]
-        events = (out[src.name] != 0).sum(axis=1)  # [B, *in_shape]: events per input element
-        synops[layer.name] = float((events * _fanout(layer, src.shape)).sum()) / batch
+        total = 0.0
+        for group, k in zip((layer, *layer.extra), _sources(net, i), strict=False):
+            src = net.layers[k]
+            events = (out[src.name] != 0).sum(axis=1)  # [B, *in_shape]: events per input element
+            total += float((events * _fanout(group, src.shape)).sum()) / batch
+        synops[layer.name] = total
     return spikes, synops
 
 

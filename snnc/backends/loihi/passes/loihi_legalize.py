@@ -49,7 +49,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnc.backends.loihi.lower import LOIHI_SYNAPSE_OPS
+from snnc.backends.loihi.lower import LOIHI_SYNAPSE_OPS, is_join
+from snnc.backends.loihi.refusals import format_refusals
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -69,13 +70,13 @@ class LoihiLegalize(Pass):
     name: ClassVar[str] = "loihi-legalize"
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
-        ann = [f"{n.op.name} %{n.name}" for n in graph.nodes if n.op.ann_only]
+        ann = [f"{n.op.name} %{n.name}: an ANN op; convert the network first (the ann-to-loihi pipeline, which "
+               "needs --calib data)" for n in graph.nodes if n.op.ann_only]
         if ann:  # an unconverted network: the other problems would only repeat this one
-            raise UnsupportedError(f"loihi-legalize: {', '.join(ann)}: ANN ops; convert the network first "
-                                   "(the ann-to-loihi pipeline, which needs --calib data)")
+            raise UnsupportedError(format_refusals("loihi-legalize", ann, graph))
         problems = _neuron_problems(graph)
         if problems:
-            raise UnsupportedError("loihi-legalize: " + "; ".join(problems))
+            raise UnsupportedError(format_refusals("loihi-legalize", problems, graph))
         log: list[str] = []
         for node in list(graph.nodes):
             if isinstance(node.op, (O.Identity, O.Dropout)):
@@ -86,11 +87,12 @@ class LoihiLegalize(Pass):
         _compose(graph, log)
         _pools_to_convs(graph, log)
         _split_channels(graph, log)
+        _joins(graph, log)
         graph.drop_unused_params()
         graph.infer_types()
         problems = structure_problems(graph)
         if problems:
-            raise UnsupportedError("loihi-legalize: " + "; ".join(problems))
+            raise UnsupportedError(format_refusals("loihi-legalize", problems, graph))
         ctx.results[self.name] = {"rewrites": log}
 
 
@@ -99,6 +101,7 @@ class LoihiLegalize(Pass):
 
 
 def _neuron_problems(graph: Graph) -> list[str]:
+    """Neuron features no rewrite gives Loihi, as ``"neuron %n (detail): reason; fix"``."""
     out = []
     for node in graph.nodes:
         if not isinstance(node.op, O.Neuron):
@@ -106,24 +109,30 @@ def _neuron_problems(graph: Graph) -> list[str]:
         op: O.Neuron = node.op
         where = f"neuron %{node.name}"
         if op.reset is O.Reset.SOFT:
-            out.append(f"{where}: soft reset; Loihi's CUBA neuron resets to 0 (convert with lower-neurons{{reset=hard}}, "
-                       "as the ann-to-loihi pipeline does)")
+            out.append(f"{where}: soft reset; Loihi's CUBA neuron resets to 0: convert with "
+                       "lower-neurons{reset=hard} (the ann-to-loihi pipeline does)")
         elif op.reset is O.Reset.NONE:
-            out.append(f"{where}: reset=none; Loihi's CUBA neuron always resets to 0 when it fires")
+            out.append(f"{where}: reset=none; Loihi's CUBA neuron always resets to 0 when it fires: convert with "
+                       "lower-neurons{reset=hard}")
         elif op.v_reset != 0.0:
-            out.append(f"{where}: v_reset={op.v_reset}; Loihi resets to 0")
+            out.append(f"{where} (v_reset={op.v_reset}): a reset to a value other than 0; Loihi resets to 0: "
+                       "convert with lower-neurons{reset=hard}")
         if op.v_init != 0.0:
-            out.append(f"{where}: v_init={op.v_init}; Loihi starts at v = 0 (lower-neurons{{v-init=0}})")
+            out.append(f"{where} (v_init={op.v_init}): v starts above 0; Loihi starts at v = 0: convert with "
+                       "lower-neurons{v-init=0}")
         if op.max_spikes > 1:
-            out.append(f"{where}: max_spikes={op.max_spikes}; Loihi's CUBA LIF sends one spike per step")
+            out.append(f"{where} (max_spikes={op.max_spikes}): bursts; Loihi's CUBA LIF sends one spike per step: "
+                       "convert without burst neurons")
         if op.leak is not O.Leak.MULTIPLY:
-            out.append(f"{where}: leak={op.leak.value}; Loihi leaks as v = (1 - dv/4096) v + u")
+            out.append(f"{where} (leak={op.leak.value}): a leak form Loihi lacks; Loihi leaks as "
+                       "v = (1 - dv/4096) v + u: import or convert with leak=multiply")
         if op.reset_delay or op.presubtract:
-            out.append(f"{where}: a delayed reset is not Loihi's neuron")
+            out.append(f"{where}: a delayed reset is not Loihi's neuron; import without reset_delay")
         if op.emit is not O.Emit.SPIKES:
-            out.append(f"{where}: emit={op.emit.value}; a Loihi neuron sends spikes")
+            out.append(f"{where} (emit={op.emit.value}): a membrane output; a Loihi neuron sends spikes only: "
+                       "read spikes")
         if "out_scale" in node.params or op.out_scale != 1.0:
-            out.append(f"{where}: out_scale ≠ 1; Loihi spikes carry no value (run fold-thresholds first)")
+            out.append(f"{where}: out_scale ≠ 1; Loihi spikes carry no value: run fold-thresholds first")
     return out
 
 
@@ -140,24 +149,41 @@ def structure_problems(graph: Graph) -> list[str]:
                 out.append(f"{where}: phase coding weights each step differently; Loihi synapses cannot")
         elif isinstance(op, O.Neuron):
             src = graph.producer(node.inputs[0])
-            if src is None or not isinstance(src.op, SYNAPSE_OPS) or len(graph.users(src.name)) != 1:
-                out.append(f"{where}: must read a conv2d / linear that feeds only it (one synaptic layer "
-                           "between two Loihi populations)")
+            joined = src is not None and isinstance(src.op, O.Add)  # a join, or an add refused below
+            if not joined and (
+                src is None or not isinstance(src.op, SYNAPSE_OPS) or len(graph.users(src.name)) != 1
+            ):
+                out.append(f"{where}: must read a conv2d / linear (or a sum of them) that feeds only it; one "
+                           "synaptic layer between two Loihi populations")
         elif isinstance(op, SYNAPSE_OPS):
             users = graph.users(node.name)
             ok = len(users) == 1 and (
-                isinstance(users[0].op, (O.Neuron, O.Readout)) or _is_readout_scale(graph, users[0])
+                isinstance(users[0].op, (O.Neuron, O.Readout, O.Add))  # an add that is no join is refused
+                or _is_readout_scale(graph, users[0])
             )
             if not ok:
-                out.append(f"{where}: feeds {', '.join('%' + u.name for u in users) or 'the output'}; a Loihi "
-                           "synaptic layer feeds exactly one population (or the readout)")
+                fed = ", ".join("%" + u.name for u in users) or "the output"
+                out.append(f"{where} (feeds {fed}): a Loihi synaptic layer feeds exactly one population (or "
+                           "the readout); an analog value read twice needs a neuron of its own (convert with "
+                           "signed-neurons, or keep a ReLU there)")
+        elif isinstance(op, O.Add) and is_join(graph, node):
+            pass
         elif isinstance(op, (O.Add, O.Concat)):
             for v in node.inputs:
-                if not graph.value_type(v).is_event:
-                    out.append(f"{where}: sums or joins the analog value %{v}; Loihi adds and concatenates spikes only")
+                src = graph.producer(v)
+                current = src is not None and isinstance(src.op, SYNAPSE_OPS) and graph.only_user(v) is node
+                if not graph.value_type(v).is_event and not current:
+                    out.append(f"{where} (reads %{v}): a sum of analog values that are not conv2d / linear "
+                               "currents feeding one neuron; Loihi adds synaptic currents into a population, "
+                               "or spikes")
                     break
+            else:
+                if not all(graph.value_type(v).is_event for v in node.inputs):
+                    out.append(f"{where}: a sum of currents that no single neuron reads; Loihi sums synaptic "
+                               "currents only in the population they feed")
             if isinstance(op, O.Concat) and op.axis != 0:
-                out.append(f"{where}: concatenation along axis {op.axis}; Loihi concatenates channels only")
+                out.append(f"{where} (axis {op.axis}): concatenation along another axis than channels; Loihi "
+                           "concatenates channels only")
         elif isinstance(op, O.Scale):
             prod = graph.producer(node.inputs[0])
             input_scale = prod is not None and isinstance(prod.op, O.Encode)
@@ -479,6 +505,76 @@ def _pools_to_convs(graph: Graph, log: list[str]) -> None:
         _write_conv(graph, node, c)
         log.append(f"{node.op.name} %{node.name}: depthwise conv2d")
     graph.infer_types()
+
+
+# ----------------------------------------------------------------------------------------------------
+# residual joins: several synapse groups into one population
+
+
+def _joins(graph: Graph, log: list[str]) -> None:
+    """An ``add`` read by one neuron becomes a join (``is_join``): a nested add feeding only it is merged
+    into it, and an operand that is not a conv2d / linear current feeding only it becomes one: spikes
+    (``x``) or a per-channel ``scale`` of spikes (``s·x``) pass through a one-to-one synapse (a depthwise
+    1x1 conv2d, or a diagonal linear for flat values) of weight 1 or ``s``.  Exact: the same sum."""
+    for node in list(graph.nodes):
+        user = graph.only_user(node.name)
+        if not isinstance(node.op, O.Add) or user is None or not isinstance(user.op, O.Neuron):
+            continue
+        changed = True
+        while changed:  # add(add(a, b), c) -> add(a, b, c)
+            changed = False
+            for v in node.inputs:
+                src = graph.producer(v)
+                if src is not None and isinstance(src.op, O.Add) and graph.only_user(v) is node:
+                    node.inputs = tuple(w for u in node.inputs for w in (src.inputs if u == v else (u,)))
+                    graph.nodes.remove(src)
+                    changed = True
+                    break
+        inputs = list(node.inputs)
+        for k, v in enumerate(inputs):
+            src = graph.producer(v)
+            if src is not None and isinstance(src.op, SYNAPSE_OPS) and graph.only_user(v) is node:
+                continue
+            t = graph.value_type(v)
+            factor = np.ones(t.channels)
+            if (
+                src is not None
+                and isinstance(src.op, O.Scale)
+                and "bias" not in src.params
+                and graph.only_user(v) is node
+                and graph.value_type(src.inputs[0]).is_event
+            ):
+                p = src.param(graph, "scale")
+                factor = src.op.factor * (factor if p is None else np.asarray(p, dtype=np.float64).reshape(-1))
+                spikes = src.inputs[0]
+                graph.nodes.remove(src)
+            elif t.is_event:
+                spikes = v
+            else:
+                continue  # refused by structure_problems: an analog value that is no synapse's current
+            inputs[k] = _one_to_one(graph, node, spikes, factor)
+            log.append(f"add %{node.name}: %{v} enters through a one-to-one synapse %{inputs[k]}")
+        node.inputs = tuple(inputs)
+    graph.infer_types()
+
+
+def _one_to_one(graph: Graph, before: Node, value: str, factor: np.ndarray) -> str:
+    """A new synapse ``factor[c] · value[c]`` inserted before ``before``; returns its name."""
+    t = graph.value_type(value)
+    name = graph.fresh_name(f"{value}_syn")
+    key = graph.fresh_param(f"{name}.weight")
+    if len(t.shape) == 3:
+        c = t.shape[0]
+        graph.params[key] = factor.reshape(c, 1, 1, 1).astype(np.float32)
+        op: O.Op = O.Conv2d(groups=c)
+    elif len(t.shape) == 1:
+        graph.params[key] = np.diag(np.broadcast_to(factor, (t.shape[0],))).astype(np.float32)
+        op = O.Linear()
+    else:
+        raise UnsupportedError(f"loihi-legalize: add %{before.name}: a {len(t.shape)}-D residual operand %{value} "
+                               "has no Loihi synapse")
+    graph.nodes.insert(graph.nodes.index(before), Node(name, op, (value,), params={"weight": key}, loc=before.loc))
+    return name
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -42,7 +42,9 @@ import torch
 import torch.nn.functional as F
 
 from snnc.backends.loihi import fixed_point as fp
+from snnc.backends.loihi.lower import is_join
 from snnc.backends.loihi.passes.loihi_legalize import SYNAPSE_OPS, structure_problems
+from snnc.backends.loihi.refusals import format_refusals
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -76,7 +78,7 @@ class LoihiQuantize(Pass):
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         problems = structure_problems(graph)
         if problems:
-            raise PassError("loihi-quantize: run loihi-legalize first: " + "; ".join(problems))
+            raise PassError(format_refusals("loihi-quantize: run loihi-legalize first", problems, graph))
         x, y = self._samples(ctx)
         before = _accuracy(ctx, graph, x, y)
         enc = _encoder(graph)
@@ -97,24 +99,35 @@ class LoihiQuantize(Pass):
         if levels != start:
             ctx.note(f"loihi-quantize: input levels lowered from {start:g} to {levels:g} so that the first layer's "
                      "input per step stays below 2^17 and its bias fits the 13-bit mantissa")
-        for node in weighted:
-            q = levels if node.name in graded else 1.0
+        for members in _populations(graph, weighted):
+            # the synapse groups of one population share its unit: one weight scale for all of them
+            kinds = {m.name in graded for m in members}
+            if len(kinds) > 1:
+                raise UnsupportedError(f"loihi-quantize: {', '.join('%' + m.name for m in members)}: a join of the "
+                                       "graded input and spikes has no common weight unit on Loihi")
+            q = levels if members[0].name in graded else 1.0
+            span = _span(graph, members) if len(members) > 1 else None
             bits = self.weight_bits
-            plan = _plan(fp, graph, node, q, bits, means.get(node.name), x)
-            while not _bias_fits(plan) and bits > 2:  # a coarser weight grid makes room for a large bias
+
+            def plans(bits: int, q: float = q, span: tuple[float, float] | None = span, members=members) -> list:
+                return [_plan(fp, graph, m, q, bits, means.get(m.name), x, span) for m in members]
+
+            group = plans(bits)
+            while not all(_bias_fits(p) for p in group) and bits > 2:  # a coarser grid makes room for a bias
                 bits -= 1
-                plan = _plan(fp, graph, node, q, bits, means.get(node.name), x)
-            if bits != self.weight_bits:
-                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: {bits}-bit weights so that its bias fits "
-                         "the 13-bit mantissa of netx's exponent 6")
-            if not _bias_fits(plan):
-                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: bias saturated at the 13-bit mantissa")
-            peak = _peak_input(node, plan, x, q) if node.name in graded else _worst_input(plan)
-            if peak > INPUT_LIMIT:
-                ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: its input per step can reach {peak:.0f} "
-                         "> 2^17 - 1; lava's 24-bit current wraps if that many inputs arrive at once")
-            _apply(graph, node, plan)
-            result["layers"][node.name] = {**plan.report, "max_abs_input": peak, "input_limit": INPUT_LIMIT}
+                group = plans(bits)
+            for node, plan in zip(members, group, strict=True):
+                if bits != self.weight_bits:
+                    ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: {bits}-bit weights so that its bias "
+                             "fits the 13-bit mantissa of netx's exponent 6")
+                if not _bias_fits(plan):
+                    ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: bias saturated at the 13-bit mantissa")
+                peak = _peak_input(node, plan, x, q) if node.name in graded else _worst_input(plan)
+                if peak > INPUT_LIMIT:
+                    ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: its input per step can reach {peak:.0f} "
+                             "> 2^17 - 1; lava's 24-bit current wraps if that many inputs arrive at once")
+                _apply(graph, node, plan)
+                result["layers"][node.name] = {**plan.report, "max_abs_input": peak, "input_limit": INPUT_LIMIT}
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
             _insert_input_scale(graph, enc, levels, self.input_bits)
             result["input"] = {"scheme": "direct", "levels": levels, "message_bits": self.input_bits,
@@ -165,10 +178,34 @@ class _Plan:
     report: dict[str, Any]
 
 
+def _populations(graph: Graph, weighted: list[Node]) -> list[list[Node]]:
+    """The conv2d / linear nodes grouped by the population they feed: a join's operands together (in
+    the add's order), every other node alone; in graph order of the first member."""
+    out: list[list[Node]] = []
+    seen: set[str] = set()
+    for node in weighted:
+        if node.name in seen:
+            continue
+        user = graph.only_user(node.name)
+        if user is not None and is_join(graph, user):
+            members = [graph.node(v) for v in user.inputs]
+        else:
+            members = [node]
+        seen.update(m.name for m in members)
+        out.append(members)
+    return out
+
+
+def _span(graph: Graph, members: list[Node]) -> tuple[float, float]:
+    """The smallest and largest weight of all ``members``."""
+    ws = [np.asarray(m.param(graph, "weight"), dtype=np.float64) for m in members]
+    return min(float(w.min(initial=0.0)) for w in ws), max(float(w.max(initial=0.0)) for w in ws)
+
+
 def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None,
-          x: np.ndarray | None = None) -> _Plan:
+          x: np.ndarray | None = None, span: tuple[float, float] | None = None) -> _Plan:
     w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
-    wq = fp.quantize_weights(w, num_bits=weight_bits)
+    wq = fp.quantize_weights(w, num_bits=weight_bits, span=span)
     unit = wq.scale / levels
     report: dict[str, Any] = {"unit": unit, "weight": wq.error.to_json(), "hw_weight_bits": wq.hw_weight_bits}
     b = node.param(graph, "bias")
@@ -187,6 +224,8 @@ def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in
         bias = mant.astype(np.float64)
         report["bias"] = err.to_json()
     user = graph.users(node.name)[0]
+    if is_join(graph, user):  # one synapse group of a population: its neuron is behind the add
+        user = graph.users(user.name)[0]
     if isinstance(user.op, O.Neuron):
         op: O.Neuron = user.op
         vth, err = fp.quantize_threshold(op.v_th, unit)

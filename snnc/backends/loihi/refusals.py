@@ -1,0 +1,77 @@
+"""Refusals of the Loihi target as a reader wants them: grouped by reason, one line per offending node.
+
+A problem is written ``"<op> %<node>[ (<detail>)]: <reason>; <fix>"`` (what ``structure_problems``,
+``lower.legality`` and ``neuron_features.unsupported_features`` produce).  :func:`format_refusals`
+groups the problems whose reason and fix are the same, states each reason and its fix once, then lists
+the nodes under it, one a line, with the node's place in the user's model when the graph knows it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from snnc.ir import Graph
+
+_MAX_NODES = 12  # nodes listed per reason; the rest are counted
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refusal:
+    """One problem split into its parts: ``where`` (``neuron %n``, with any node-specific detail),
+    ``reason`` and ``fix`` (empty when the problem names none)."""
+
+    where: str
+    reason: str
+    fix: str
+
+    @classmethod
+    def parse(cls, problem: str) -> Refusal:
+        where, sep, rest = problem.partition(": ")
+        if not sep or "%" not in where:  # a graph-level problem: no node to group by
+            where, rest = "", problem
+        reason, sep, fix = rest.rpartition("; ")
+        if not sep:
+            reason, fix = rest, ""
+        return cls(where=where, reason=reason, fix=fix)
+
+
+def format_refusals(head: str, problems: Sequence[str], graph: Graph | None = None) -> str:
+    """``head: N problems in M nodes, K reasons:`` then, per reason, ``  <reason>; <fix> (n nodes):``
+    and its nodes, one a line (at most ``_MAX_NODES``, then ``... and n more``)."""
+    refusals = [Refusal.parse(p) for p in problems]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for r in refusals:
+        groups.setdefault((r.reason, r.fix), []).append(r.where)
+    nodes = {_node(r.where) for r in refusals if r.where}
+    lines = [f"{head}: {len(problems)} problem{_s(len(problems))} in {len(nodes)} node{_s(len(nodes))}, "
+             f"{len(groups)} reason{_s(len(groups))}:"]
+    for (reason, fix), wheres in groups.items():
+        named = [w for w in wheres if w]
+        count = f" ({len(named)} node{_s(len(named))})" if named else ""
+        lines.append(f"  {reason}{'; ' + fix if fix else ''}{count}" + (":" if named else ""))
+        for w in named[:_MAX_NODES]:
+            lines.append(f"    {w}{_place(graph, w)}")
+        if len(named) > _MAX_NODES:
+            lines.append(f"    ... and {len(named) - _MAX_NODES} more")
+    return "\n".join(lines)
+
+
+def _node(where: str) -> str:
+    """The node name in ``where`` (``neuron %n2 (max_spikes=3)`` -> ``n2``)."""
+    m = re.search(r"%([^\s(),:;]+)", where)
+    return m.group(1) if m else where
+
+
+def _place(graph: Graph | None, where: str) -> str:
+    """`` at <source line>`` for the node ``where`` names, when the graph records one."""
+    if graph is None or "%" not in where:
+        return ""
+    name = _node(where)
+    node = next((n for n in graph.nodes if n.name == name), None)
+    return f" at {node.loc}" if node is not None and node.loc else ""
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
