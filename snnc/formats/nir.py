@@ -192,7 +192,7 @@ def _to_nir(nir, graph: Graph, dt: float):
 
 
 def _groups_meta(groups: int) -> dict:
-    return {} if groups == 1 else {"snnc_groups": np.array(groups)}
+    return {} if groups == 1 else {"snnc_groups": np.array([groups])}
 
 
 def _dense(weight: np.ndarray, groups: int) -> np.ndarray:
