@@ -8,12 +8,14 @@ is removed on every failure, Ctrl-C and SIGTERM included.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from snnc import distributed
 from snnc.data import Data, check_shape, open_data
 from snnc.errors import TargetError, UserError
 from snnc.frontend.files import load_model
@@ -44,6 +47,7 @@ from snnc.report import build_report
 from snnc.targets import TargetOptions, get_target
 
 ANALYSIS_ONLY = "canonicalize,fold-bn,count-ops"
+REPORT_SAMPLES = 256  # = count-ops' default samples: the report then reuses count-ops' simulation
 
 
 @dataclass(kw_only=True)
@@ -55,6 +59,7 @@ class CompileOptions:
     calib: Any = None  # a .npz, a directory of .npz shards, or (from Python) a torch Dataset / DataLoader
     test_data: Any = None  # the same kinds
     calib_samples: int | None = None  # a seeded subset of the calibration data (--calib-samples)
+    report_samples: int = REPORT_SAMPLES  # the seeded sample the report simulates (--report-samples)
     timesteps: int = 8
     input_shape: tuple[int, ...] | None = None
     arch: str | None = None
@@ -70,12 +75,49 @@ class CompileOptions:
     extra_inputs: list[Path] = field(default_factory=list)  # files read besides those named (a config file)
 
 
+class CompileTiming:
+    """``--time-passes``: the whole wall time of a compile, step by step: ``load`` (model and data,
+    validated), every pass, ``report-simulation``, ``target`` (its compile) and ``write``; the total
+    is the wall time from the start of the compile to the end of the report."""
+
+    def __init__(self) -> None:
+        self.passes = PassTiming()
+        self.phases: dict[str, float] = {}
+        self._start = time.perf_counter()
+        self._end: float | None = None
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+            self._end = time.perf_counter()
+
+    def rows(self) -> list[tuple[str, float]]:
+        rows = [("load", self.phases.get("load", 0.0)), *self.passes.times]
+        rows += [(k, self.phases[k]) for k in ("report-simulation", "target", "write") if k in self.phases]
+        return rows
+
+    def total(self) -> float:
+        return (self._end or time.perf_counter()) - self._start
+
+    def render(self) -> str:
+        total = self.total() or 1e-12
+        lines = ["===== pass execution timing =====", f"{'wall (s)':>10} {'%':>6}  step"]
+        for name, t in self.rows():
+            lines.append(f"{t:10.4f} {100 * t / total:6.1f}  {name}")
+        lines.append(f"{total:10.4f} {100.0:6.1f}  total")
+        return "\n".join(lines)
+
+
 @dataclass(kw_only=True)
 class CompileResult:
     graph: Graph
     report: dict[str, Any]
     out: Path
-    timing: PassTiming | None
+    timing: CompileTiming | None
     notes: list[str]
 
 
@@ -181,7 +223,15 @@ def _missing_parents(directory: Path) -> list[Path]:
 
 def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | None = None) -> CompileResult:
     """Compile into a temporary sibling of ``opts.out``, created before any work and renamed into place
-    at the end; on any failure (a signal included) it is removed, with the parents made for it."""
+    at the end; on any failure (a signal included) it is removed, with the parents made for it.
+
+    Under torchrun every process runs the pipeline on its share of the calibration batches (the
+    statistics merge exactly: snnc.distributed); only rank 0 simulates the report and writes."""
+    distributed.init(opts.device)
+    if opts.report_samples < 1:
+        raise UserError(f"--report-samples {opts.report_samples}: must be >= 1")
+    if not distributed.is_writer():
+        return _compile_into(opts, None, None)
     out = Path(opts.out)
     system = _system_dir(out)
     if system is not None:
@@ -276,14 +326,39 @@ class _Plan:
     passes: list[Pass]
 
 
+def _name(data: Any) -> str:
+    return str(data) if isinstance(data, (str, Path)) else type(data).__name__
+
+
 def resolve_pipeline(opts: CompileOptions) -> str:
     """The pipeline a compile with ``opts`` would run, every option of every pass written out
     (``snnc compile --print-pipeline``): it reads the model and the data, and runs no pass."""
     return pipeline_string(_plan(opts).passes, full=True)
 
 
-def _plan(opts: CompileOptions) -> _Plan:
-    loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape, trust_pickle=opts.trust_pickle)
+def _step(progress: Callable[[str, int], Any] | None, description: str):
+    """One progress step (a bar of one) for the steps of a compile that are not batched."""
+    if progress is None:
+        return _Quiet()
+    return progress(description, 1)
+
+
+class _Quiet:
+    def __enter__(self) -> _Quiet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _plan(opts: CompileOptions, progress: Callable[[str, int], Any] | None = None) -> _Plan:
+    with _step(progress, f"load {opts.model}") as bar:
+        loaded = load_model(opts.model, arch=opts.arch, input_shape=opts.input_shape,
+                            trust_pickle=opts.trust_pickle)
+        bar.advance()
     source_graph = loaded.graph
     in_shape = source_graph.inputs[0][1].shape
     target = get_target(opts.target, opts.target_options)
@@ -295,12 +370,16 @@ def _plan(opts: CompileOptions) -> _Plan:
     if opts.calib is not None:
         if opts.calib_samples is not None and opts.calib_samples < 1:
             raise UserError(f"--calib-samples {opts.calib_samples}: must be >= 1")
-        calib = open_data(opts.calib).subset(opts.calib_samples, opts.seed)
+        with _step(progress, f"read and check {_name(opts.calib)}") as bar:
+            calib = open_data(opts.calib).subset(opts.calib_samples, opts.seed)
+            bar.advance()
         check_shape(calib.x, in_shape, calib.name)
         calibration = CalibrationData(calib.x, calib.y)
     test: Data | None = None
     if opts.test_data is not None:
-        test = open_data(opts.test_data)
+        with _step(progress, f"read and check {_name(opts.test_data)}") as bar:
+            test = open_data(opts.test_data)
+            bar.advance()
         check_shape(test.x, in_shape, test.name)
     if opts.timesteps < 1:
         raise UserError(f"--timesteps {opts.timesteps}: must be >= 1")
@@ -317,16 +396,20 @@ def _plan(opts: CompileOptions) -> _Plan:
     return _Plan(loaded=loaded, target=target, calibration=calibration, test=test, passes=passes)
 
 
-def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int], Any] | None) -> CompileResult:
-    plan = _plan(opts)
+def _compile_into(opts: CompileOptions, tmp: Path | None,
+                  progress: Callable[[str, int], Any] | None) -> CompileResult:
+    """The compile; ``tmp`` None: a torchrun rank other than 0, which runs the passes (its share of
+    the calibration) and writes nothing."""
+    timing = CompileTiming() if opts.time_passes else None
+    clock = timing or CompileTiming()
+    with clock.phase("load"):
+        plan = _plan(opts, progress)
     loaded, target, calibration, test, passes = plan.loaded, plan.target, plan.calibration, plan.test, plan.passes
     source_graph = loaded.graph
     instruments: list[Instrument] = []
-    if opts.print_ir_after:
+    if opts.print_ir_after and tmp is not None:
         instruments.append(PrintIRAfter(opts.print_ir_after, sys.stdout))
-    timing = PassTiming() if opts.time_passes else None
-    if timing:
-        instruments.append(timing)
+    instruments.append(clock.passes)
     simulator = make_simulator(opts.device)
     ctx = PassContext(calibration=calibration, simulator=simulator, timesteps=opts.timesteps, seed=opts.seed,
                       device=opts.device, progress=progress)
@@ -336,31 +419,70 @@ def _compile_into(opts: CompileOptions, tmp: Path, progress: Callable[[str, int]
     problems = target.legality(graph)
     if problems:
         raise TargetError(f"target '{opts.target}' cannot compile this graph: " + "; ".join(problems))
+    if tmp is None:
+        return CompileResult(graph=graph, report={}, out=Path(opts.out), timing=timing, notes=ctx.notes)
 
-    counts = _counts(graph, ctx)
-    accuracy = _accuracy(source_graph, graph, simulator, (test.x, test.y) if test else _labelled(calibration),
-                         ctx.timesteps,
-                         "test" if test else "calibration")
+    with clock.phase("report-simulation"):
+        counts, accuracy = _report_run(opts, source_graph, graph, passes, ctx, test)
     source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
     timesteps = graph.attrs.timesteps
-    save_graph(graph, tmp)
-    _save_source(source_graph, tmp)
-    target_report = target.compile(graph, tmp, ctx)
-    report = build_report(
-        source=source,
-        target=opts.target,
-        pipeline=pipeline_string(passes),
-        pipeline_full=pipeline_string(passes, full=True),
-        timesteps=timesteps,
-        counts=counts,
-        accuracy=accuracy,
-        target_report=target_report,
-        notes=ctx.notes,
-        pass_results=ctx.results,
-        source_macs=_dense_macs(source_graph),
-    )
-    (tmp / "report.json").write_text(report_json(report))
+    with clock.phase("write"):
+        save_graph(graph, tmp)
+        _save_source(source_graph, tmp)
+    with clock.phase("target"):
+        target_report = target.compile(graph, tmp, ctx)
+    with clock.phase("write"):
+        report = build_report(
+            source=source,
+            target=opts.target,
+            pipeline=pipeline_string(passes),
+            pipeline_full=pipeline_string(passes, full=True),
+            timesteps=timesteps,
+            counts=counts,
+            accuracy=accuracy,
+            target_report=target_report,
+            notes=ctx.notes,
+            pass_results=ctx.results,
+            source_macs=_dense_macs(source_graph),
+        )
+        (tmp / "report.json").write_text(report_json(report))
     return CompileResult(graph=graph, report=report, out=Path(opts.out), timing=timing, notes=ctx.notes)
+
+
+def _report_run(opts: CompileOptions, source: Graph, graph: Graph, passes: list[Pass], ctx: PassContext,
+                test: Data | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report's counts and accuracy from one simulation of the final graph on a seeded sample of
+    ``--report-samples`` of the test data (else of the calibration data).  Without test data, when
+    the pipeline ends with count-ops (nothing but analyses after it) on the same number of samples,
+    its simulation is the report's: the graph is not simulated again."""
+    from snnc.passes._samples import sample_rows
+    from snnc.passes.count_ops import CountOps, OpCounts
+
+    calibration = ctx.calibration
+    data = (test.x, test.y) if test is not None else (
+        (calibration.x, calibration.y) if calibration is not None else None)
+    rows = sample_rows(len(data[0]), opts.report_samples, opts.seed) if data is not None else None
+    fresh = graph.analyses.get(OpCounts)
+    last = max((i for i, p in enumerate(passes) if p.name == CountOps.name), default=-1)
+    reusable = (fresh is not None and test is None and last >= 0 and all(p.analysis for p in passes[last + 1:])
+                and getattr(passes[last], "samples", None) == opts.report_samples
+                and (fresh.rows is not None or calibration is None or not is_spiking(graph)))
+    if reusable and fresh is not None:
+        counts, predictions, steps = fresh, fresh.predictions, fresh.steps_used
+    else:
+        work = graph.copy()
+        sample_ctx = dataclasses.replace(ctx, results={}, notes=[], calibration=None if data is None else
+                                         CalibrationData(data[0], data[1]))
+        CountOps(samples=opts.report_samples).apply(sample_ctx, work)
+        made = work.analyses.get(OpCounts)
+        assert made is not None  # count-ops always leaves its result
+        counts, predictions, steps = made, made.predictions, made.steps_used
+    accuracy = None
+    if data is not None and data[1] is not None and rows is not None:
+        x, y = data[0][rows], data[1][rows]
+        accuracy = _accuracy(source, graph, ctx.simulator, x, y, (predictions, steps), ctx.timesteps,
+                             "test" if test is not None else "calibration")
+    return counts.as_dict(), accuracy
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -374,29 +496,12 @@ def _dense_macs(graph: Graph) -> float:
     return float(sum(dense_macs(graph, n) for n in graph.nodes if n.op.synaptic))
 
 
-def _labelled(calibration: CalibrationData | None):
-    if calibration is None or calibration.y is None:
-        return None
-    return (calibration.x, calibration.y)
-
-
 def _save_source(graph: Graph, directory: Path) -> None:
     """The imported source graph, so that ``snnc eval`` can show the source's accuracy."""
     from snnc.ir import print_graph, save_params
 
     (directory / "source.snnir").write_text(print_graph(graph))
     save_params(graph.params, directory / "source.safetensors")
-
-
-def _counts(graph: Graph, ctx: PassContext) -> dict[str, Any]:
-    """count-ops on the final graph (SOPs simulated when calibration data exists)."""
-    from snnc.passes.count_ops import CountOps
-
-    work = graph.copy()
-    CountOps().apply(ctx, work)
-    counts = work.analyses.get(CountOps.result)
-    assert counts is not None  # count-ops always leaves its result
-    return counts.as_dict()
 
 
 def _json_default(value: Any) -> Any:
@@ -433,22 +538,24 @@ def _replace_dir(tmp: Path, out: Path) -> None:
             os.replace(tmp, out)
 
 
-def _accuracy(source: Graph, graph: Graph, simulator: Any, data, timesteps: int, split: str):
-    if data is None or data[1] is None:
-        return None
-    x, y = data
+def _accuracy(source: Graph, graph: Graph, simulator: Any, x: Any, y: np.ndarray, run: tuple[Any, Any],
+              timesteps: int, split: str) -> dict[str, Any]:
+    """Source and converted accuracy on the report sample (``run``: the converted graph's predictions
+    and steps used, when the counts' simulation already made them, else None, None)."""
     if is_spiking(source):  # a direct-coded SNN: its accuracy is its own T-step simulation
         src_pred = simulator.run_snn(source, x, source.attrs.timesteps or timesteps).predictions
     else:
         src_pred = simulator.run_ann(source, x)[source.outputs[0]].argmax(1)
-    result: dict[str, Any] = {"source": float((src_pred == y).mean()), "split": split}
+    result: dict[str, Any] = {"source": float((src_pred == y).mean()), "split": split, "samples": len(y)}
     if is_spiking(graph):
         t = graph.attrs.timesteps or timesteps
-        run = simulator.run_snn(graph, x, t)
-        result["converted"] = float((run.predictions == y).mean())
-        result["mean_timesteps_used"] = float(np.mean(run.steps_used))
+        predictions, steps = run
+        if predictions is None:
+            sim = simulator.run_snn(graph, x, t)
+            predictions, steps = sim.predictions, sim.steps_used
+        result["converted"] = float((predictions == y).mean())
+        result["mean_timesteps_used"] = float(np.mean(steps))
     else:
         logits = simulator.run_ann(graph, x)[graph.outputs[0]]
         result["converted"] = float((logits.argmax(1) == y).mean())
     return result
-

@@ -269,7 +269,8 @@ def test_print_ir_after_all_and_time_passes(runner, tmp_path):
     assert "batchnorm" not in after_fold and "conv2d" in after_fold
     timing = result.stderr.splitlines()
     assert timing[0] == "===== pass execution timing ====="
-    assert [line.split()[-1] for line in timing[2:]] == ["canonicalize", "fold-bn", "count-ops", "total"]
+    assert [line.split()[-1] for line in timing[2:]] == ["load", "canonicalize", "fold-bn", "count-ops",
+                                                          "report-simulation", "target", "write", "total"]
 
 
 def test_print_ir_after_one_pass(runner, tmp_path):

@@ -34,6 +34,14 @@ def first_samples(ctx, pass_name: str, batches: int, labelled: bool = False):
     return np.concatenate(xs), (np.concatenate(ys) if ys else None)
 
 
+def sample_rows(total: int, n: int, seed: int) -> np.ndarray:
+    """``n`` of ``total`` row indices drawn without replacement with ``seed``, sorted (all rows when
+    ``n`` >= ``total``): the seeded sample that count-ops and the compile report simulate."""
+    if n >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
+
+
 def channel_values(a: np.ndarray) -> np.ndarray:
     """(N, C, ...) activations -> (C, N·...) one row per channel."""
     a = np.asarray(a)

@@ -6,7 +6,9 @@ Attaches an ``OpCounts`` to ``graph.analyses`` and its dict form to ``ctx.result
 * ``macs``: multiply-accumulates of one dense (ANN) evaluation of the layer;
 * ``neurons``: elements of each activation (relu/clip/neuron output);
 * with spikes in the graph (neurons or phase neurons) and calibration data in the context, the
-  graph is simulated for its ``timesteps`` attribute (the pipelined length of a phase-coded
+  graph is simulated on ``samples`` calibration samples drawn with the context's seed
+  (:func:`~snnc.passes._samples.sample_rows`: the same ones the compile driver's report uses, which
+  then reuses this simulation instead of running its own) for its ``timesteps`` attribute (the pipelined length of a phase-coded
   graph), else ``ctx.timesteps``, steps and each synaptic layer gets ``sops`` (accumulates per
   sample: input events × fan-out, a burst of n counting n), ``analog_macs`` (per sample, over
   all steps: a synaptic layer reading analog values, e.g. a direct-coded first layer, multiplies
@@ -21,10 +23,13 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.ir.ops_phase import PhaseNeuron
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._samples import sample_rows
 
 
 def dense_macs(graph: Graph, node: Node) -> int:
@@ -59,6 +64,11 @@ class OpCounts:
     layers: list[dict[str, Any]]
     totals: dict[str, float]
     simulated: bool
+    # the simulation behind the counts: the calibration rows it ran on and its predictions there
+    # (the driver's report reads the accuracy off them instead of simulating again); not reported
+    rows: np.ndarray | None = None
+    predictions: np.ndarray | None = None
+    steps_used: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The report's form (``report.json`` layers / totals)."""
@@ -101,10 +111,13 @@ class CountOps(Pass):
             )
         spiking = any(isinstance(n.op, (O.Neuron, PhaseNeuron)) for n in graph.nodes)
         simulated = False
+        rows, result = None, None
         if spiking and ctx.calibration is not None and ctx.simulator is not None:
             timesteps = graph.attrs.timesteps or ctx.timesteps
-            x = ctx.calibration.x[: self.samples]
-            result = ctx.simulator.run_snn(graph, x, timesteps)
+            rows = sample_rows(len(ctx.calibration.x), self.samples, ctx.seed)
+            with ctx.track(f"count-ops: simulate {len(rows)} samples", 1) as bar:
+                result = ctx.simulator.run_snn(graph, ctx.calibration.x[rows], timesteps)
+                bar.advance()
             for layer in layers:
                 layer["sops"] = float(result.sops.get(layer["name"], 0.0))
                 layer["analog_macs"] = float(result.macs.get(layer["name"], 0.0))
@@ -115,6 +128,8 @@ class CountOps(Pass):
             key: sum(layer[key] for layer in layers)
             for key in ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs", "hoisted_macs")
         }
-        counts = OpCounts(layers=layers, totals=totals, simulated=simulated)
+        counts = OpCounts(layers=layers, totals=totals, simulated=simulated, rows=rows,
+                          predictions=None if result is None else result.predictions,
+                          steps_used=None if result is None else result.steps_used)
         graph.analyses.put(counts)
         ctx.results[self.name] = counts.as_dict()
