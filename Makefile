@@ -5,7 +5,7 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install run test test-all lint bench clean fuzz
+.PHONY: install run test test-all lint bench clean fuzz interop-lava
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,20 @@ fuzz: $(STAMP)  ## 100,000 mutated inputs per file reader (about 2.5 h on 2 core
 	$(VPY) tools/fuzz.py --target sidecar --count 100000 --seed 0 --crash-dir fuzz-crashes
 	$(VPY) tools/fuzz.py --target nir --count 100000 --seed 0 --crash-dir fuzz-crashes
 	$(VPY) tools/fuzz.py --target model --count 100000 --seed 0 --crash-dir fuzz-crashes
+
+# Lava (lava-nc 0.10 / lava-dl 0.6) needs Python 3.10: its own venv, from pyenv's 3.10 (pulls torch 2.3.1 from PyPI)
+PY310      ?= $(lastword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python))
+LAVA_VENV  := .venv-lava
+LAVA_STAMP := $(LAVA_VENV)/.installed
+
+$(LAVA_STAMP):
+	@test -n "$(PY310)" || { echo "interop-lava: no Python 3.10 (pyenv install 3.10, or make PY310=/path/to/python3.10)"; exit 2; }
+	$(PY310) -m venv $(LAVA_VENV)
+	$(LAVA_VENV)/bin/python -m pip install -q 'lava-nc==0.10.*' 'lava-dl==0.6.*'
+	touch $(LAVA_STAMP)
+
+interop-lava: $(STAMP) $(LAVA_STAMP)  ## digits CNN and MLP artifacts run in Lava: predictions, voltages, spikes equal to snnc's (not in make test)
+	$(VPY) tools/interop_lava.py --lava-python $(LAVA_VENV)/bin/python --out out-lava
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -115,8 +115,10 @@ class LoihiTarget:
 
     def legality(self, graph: Graph) -> list[str]:
         from .lower import legality
+        from .refusals import format_refusals
 
-        return legality(graph)
+        problems = legality(graph)
+        return [format_refusals(self.name, problems, graph)] if problems else []
 
     # -- compile --------------------------------------------------------------------------------
     def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
@@ -130,6 +132,7 @@ class LoihiTarget:
         T = graph.attrs.timesteps or ctx.timesteps
         steps = T + net.latency
         netx = self._write_netx(net, out_dir / NETX_FILE, steps, ctx)
+        lava_script = _write_lava_script(out_dir, net, T, ctx) if netx["written"] else None
         (out_dir / MAPPING_FILE).write_text(json.dumps(_mapping_json(mapping, net, T), indent=1) + "\n")
         from .plots import plot_utilisation
 
@@ -138,7 +141,10 @@ class LoihiTarget:
             "chip": self.chip.name,
             "board": self.board,
             "board_chips": self.chip.board_chips(self.board) if self.board else None,
-            "files": {"mapping": MAPPING_FILE, "plot": PLOT_FILE, "netx": NETX_FILE if netx["written"] else None},
+            "fits_board": mapping.fits(self.board) if self.board else None,
+            "fits_boards": {b: mapping.fits(b) for b in sorted(self.chip.boards)},
+            "files": {"mapping": MAPPING_FILE, "plot": PLOT_FILE, "netx": NETX_FILE if netx["written"] else None,
+                      "lava_script": lava_script},
             "netx": netx,
             **_resources(mapping),
             "timesteps": T,
@@ -219,6 +225,17 @@ class LoihiTarget:
                 out["quantised_snn_accuracy"] = float((float_run.predictions == y).mean())
                 out["agreement_with_quantised_snn"] = float((float_run.predictions == run.predictions).mean())
         return out
+
+
+def _write_lava_script(out_dir: Path, net: LoihiNet, T: int, ctx: PassContext) -> str | None:
+    """run_lava.py (:mod:`.lava_script`): network.net loaded in Lava as snnc simulated it."""
+    from .lava_script import write_run_lava
+
+    try:
+        return write_run_lava(out_dir, net, T)
+    except UnsupportedError as e:
+        ctx.note(f"loihi: run_lava.py not written: {e}")
+        return None
 
 
 def _readout_text(net: LoihiNet) -> str:
