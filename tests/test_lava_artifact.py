@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from snnc.backends.loihi.lava_script import SCRIPT_FILE, render_script
-from snnc.backends.loihi.lower import InputCoding
+from snnc.backends.loihi.bitacc import LayerKind, LifParams, QLayer
+from snnc.backends.loihi.lava_script import SCRIPT_FILE, lava_config, render_script
+from snnc.backends.loihi.lower import InputCoding, LoihiNet, Readout, ReadoutKind
 from snnc.backends.loihi.target import encode_input
 from snnc.cli import main
+from snnc.errors import UnsupportedError
 from snnc.ir import ops as O
 
 DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
@@ -127,3 +129,17 @@ def test_script_sends_what_snnc_encodes_in_netx_layout(artifacts: dict[str, Path
 def test_render_refuses_a_configuration_that_does_not_match_the_template() -> None:
     with pytest.raises(ValueError, match="do not match"):
         render_script({"NETX_FILE": "network.net"})
+
+
+def test_no_script_when_the_readout_is_not_the_last_block() -> None:
+    lif = LifParams(du=4095, dv=0, vth_mant=100)
+    layers = [QLayer(name="in", kind=LayerKind.INPUT, shape=(4,)),
+              QLayer(name="a", kind=LayerKind.DENSE, shape=(3,), weight=np.full((3, 4), 2), lif=lif),
+              QLayer(name="b", kind=LayerKind.DENSE, shape=(2,), weight=np.full((2, 3), 2), lif=lif)]
+    coding = InputCoding(scheme=O.Scheme.DIRECT, levels=4.0, message_bits=8)
+    net = LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.VOLTAGE, 1))
+    with pytest.raises(UnsupportedError, match="readout 'a' is not the last netx block"):
+        lava_config(net, 4)
+    cfg = lava_config(LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.VOLTAGE, 2)), 4)
+    assert cfg["STEPS_PER_SAMPLE"] == 6 and cfg["BLOCKS"] == [("a", "dense", (3,)), ("b", "dense", (2,))]
+    assert cfg["INPUT_LAYOUT"] == "flat-chw"

@@ -32,10 +32,17 @@ def lava_config(net: LoihiNet, timesteps: int) -> dict[str, Any]:
 
     Raises UnsupportedError when netx's chain cannot carry the readout (it is not the last block).
     """
-    blocks = [(layer.name, "dense" if layer.kind is LayerKind.DENSE else "conv", tuple(int(s) for s in layer.shape))
-              for layer in net.layers if layer.kind not in (LayerKind.INPUT, LayerKind.FLATTEN)]
+    blocks, depths = [], []
+    for layer, depth in zip(net.layers, net.depths, strict=True):
+        if layer.kind not in (LayerKind.INPUT, LayerKind.FLATTEN):
+            kind = "dense" if layer.kind is LayerKind.DENSE else "conv"
+            blocks.append((layer.name, kind, tuple(int(s) for s in layer.shape)))
+            depths.append(depth)
     if net.readout.layer != len(net.layers) - 1:
         raise UnsupportedError(f"the readout '{net.layers[net.readout.layer].name}' is not the last netx block")
+    if depths != list(range(1, len(blocks) + 1)):  # netx's per-block reset offsets assume one step per block
+        raise UnsupportedError(f"the netx blocks are at depths {depths}, not one step apart; netx's resets would "
+                               "not match snnc's")
     first = net.layers[1].kind if len(net.layers) > 1 else LayerKind.FLATTEN
     input_shape = tuple(int(s) for s in net.layers[0].shape)
     # a first conv reads netx's (W, H, C) port; a first dense reads the flattening its weights were made for
