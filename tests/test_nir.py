@@ -252,3 +252,28 @@ def test_cli_compiles_digits_mlp_for_nir_with_no_pipeline_and_refuses_an_ann_wit
     lines = r.stderr.splitlines()
     assert len(lines) == 1 and "relu %relu: NIR has no relu primitive; convert the network first" in lines[0]
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_exports_a_direct_coded_snn_with_snn_to_nir_and_refuses_soft_reset(tmp_path):
+    from click.testing import CliRunner
+    from d2e_util import direct_mlp
+
+    from snnc.cli import main
+    from snnc.ir import print_graph, save_params
+
+    g = direct_mlp()  # LIF, hard reset, v >= v_th: nir-legalize makes the threshold strict
+    for name, graph in (("lif", g), ("soft", g.copy())):
+        if name == "soft":
+            graph.node("lif1").op = O.Neuron(model=O.NeuronModel.LIF, beta=0.9)
+        (tmp_path / f"{name}.snnir").write_text(print_graph(graph))
+        save_params(graph.params, tmp_path / f"{name}.safetensors")
+    out = tmp_path / "lif_out"
+    r = CliRunner().invoke(main, ["compile", str(tmp_path / "lif.snnir"), "--target", "nir", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    written = nir.read(str(out / "model.nir"))
+    assert type(written.nodes["lif1"]).__name__ == "LIF"
+    assert "nir-legalize" in (out / "report.json").read_text()
+    r = CliRunner().invoke(main, ["compile", str(tmp_path / "soft.snnir"), "--target", "nir", "-o", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert len(r.stderr.splitlines()) == 1
+    assert "neuron %lif1: resets by subtracting v_th (reset=soft): not supported by the nir target" in r.stderr
