@@ -46,7 +46,8 @@ class TVMTarget:
     def legality(self, graph: Graph) -> list[str]:
         from snnc.backends.tvm.lower import legality
 
-        return legality(graph)
+        problems = legality(graph)
+        return [_grouped(problems)] if problems else []
 
     def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
         try:
@@ -90,3 +91,26 @@ def run_tvm_artifact(path: Path, x: np.ndarray, timesteps: int) -> dict[str, np.
         raise TargetError(f"{path}: has no tvm/ artifact; compile with --target tvm")
     result = EventRuntime(directory).run(x, timesteps)
     return {"logits": result["logits"], "predictions": result["predictions"]}
+
+
+_LISTED = 12  # nodes listed per reason; the rest are counted
+
+
+def _grouped(problems: list[str]) -> str:
+    """The problems grouped by reason, the reason once, then one line per node (``op %n: reason``
+    problems; a graph-level one stands alone): a real model's refusal reads as a short list."""
+    groups: dict[str, list[str]] = {}
+    for p in problems:
+        where, sep, reason = p.partition(": ")
+        if not sep or "%" not in where:
+            where, reason = "", p
+        groups.setdefault(reason, []).append(where)
+    lines = [f"{len(problems)} problem{'s' if len(problems) != 1 else ''}, {len(groups)} "
+             f"reason{'s' if len(groups) != 1 else ''}:"]
+    for reason, wheres in groups.items():
+        named = [w for w in wheres if w]
+        lines.append(f"  {reason}" + (f" ({len(named)} node{'s' if len(named) != 1 else ''}):" if named else ""))
+        lines += [f"    {w}" for w in named[:_LISTED]]
+        if len(named) > _LISTED:
+            lines.append(f"    ... and {len(named) - _LISTED} more")
+    return "\n".join(lines)
