@@ -382,10 +382,12 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
     A table of layers, the pipeline, energy and accuracy are printed on stdout (full width when
     stdout is a file or a pipe); notes and timings on stderr.
     """
+    from snnc import distributed
     from snnc.driver import CompileOptions, check_output_file, compile_model, resolve_pipeline
     from snnc.pass_manager import PassCrash, PipelineFailure
     from snnc.targets import TargetOptions
 
+    distributed.init(device)  # under torchrun: join the process group (docs/cluster.md)
     json_stdout = json_report is not None and str(json_report) == "-"
     if json_stdout and print_ir_after:
         raise UserError("--json-report - and --print-ir-after both write to stdout; send the report to a file")
@@ -408,7 +410,7 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
         return
     with _progress_factory() as progress:
         try:
-            result = compile_model(opts, progress)
+            result = compile_model(opts, progress if distributed.is_writer() else None)
         except PipelineFailure as e:
             if reproducer is not None:
                 e.write_reproducer(reproducer)
@@ -427,6 +429,8 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
                 click.echo(f"snnc: internal error: {message}", err=True)
                 click.echo(trace, err=True, nl=False)
             sys.exit(1)
+    if not distributed.is_writer():  # torchrun: rank 0 reports
+        return
     if result.timing:
         click.echo(result.timing.render(), err=True)
     if not quiet:
@@ -528,9 +532,12 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
     """Accuracy, spikes, SOPs and energy of an ARTIFACT for several T."""
     from rich.table import Table
 
+    from snnc import distributed
     from snnc.data import check_shape, open_data
     from snnc.driver import check_output_file, write_atomically
-    from snnc.runner import evaluate, is_spiking
+    from snnc.runner import is_spiking
+
+    distributed.init(device)
 
     if json_out is not None:
         check_output_file(Path(json_out), "--json")
@@ -549,7 +556,10 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
 
         own = phase_length(art.graph)
         timesteps = str(art.graph.attrs.timesteps) if own > 1 else "1,2,4,8,16,32"
-    result = evaluate(art, x, y, _timesteps_list(timesteps), device)
+    with _progress_factory() as progress:
+        result = distributed.evaluate(art, dataset, _timesteps_list(timesteps), device, progress=progress)
+    if not distributed.is_writer():
+        return
     table = Table(title=f"snnc eval {artifact} on {data} ({len(x)} samples)")
     for col in ("T", "accuracy", "spikes/sample", "SOPs/sample", "MACs/sample", "E 45nm (nJ)",
                 "E 45nm hoisted (nJ)", "E 1pJ/spike (nJ)", "mean T used"):

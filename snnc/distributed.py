@@ -137,3 +137,97 @@ def gather_rows(rows: dict[int, Any]) -> list[Any]:
 def barrier() -> None:
     if active():
         _dist().barrier()
+
+
+# ---------------------------------------------------------------------------------------
+# snnc eval, data-parallel
+
+
+def evaluate(art: Any, data: Any, timesteps: list[int], device: str = "cpu", batch_size: int = 256,
+             progress: Any = None) -> dict[str, Any]:
+    """``snnc eval``'s table (runner.evaluate's keys), streamed batch by batch from ``data`` (a
+    :class:`snnc.data.Data`) and shared over the ranks: each batch's correct predictions (integers)
+    and per-batch sums of spikes, SOPs, MACs and timesteps used are gathered under the batch's index
+    and added up in batch order, so any number of processes gives the same figures."""
+    from snnc.backends.torch.simulator import TorchSimulator
+    from snnc.energy import ann_energy_pj, energy_pj
+    from snnc.runner import is_spiking
+
+    sim = TorchSimulator(device, batch_size=batch_size)
+    src = art.source_graph()
+    direct_source = src is not None and is_spiking(src)
+    total = -(-len(data.x) // batch_size)
+    mine = batch_indices(total)
+    rows: dict[int, dict[Any, Any]] = {}
+    bar_ctx = progress("eval", len(mine)) if progress is not None else None
+    bar = bar_ctx.__enter__() if bar_ctx is not None else None
+    try:
+        for i, xb, yb in my_batches(data.x, data.y, batch_size, total):
+            row: dict[Any, Any] = {"n": len(yb)}
+            if direct_source:
+                for t in timesteps:
+                    row[("src", t)] = _run_sums(sim.run_snn(src, xb, t), yb)
+            elif src is not None:
+                row["ann"] = int((sim.run_ann(src, xb)[src.outputs[0]].argmax(1) == yb).sum())
+            for t in timesteps:
+                row[t] = _run_sums(sim.run_snn(art.graph, xb, t), yb)
+            rows[i] = row
+            if bar is not None:
+                bar.advance()
+    finally:
+        if bar_ctx is not None:
+            bar_ctx.__exit__(None, None, None)
+    ordered = gather_rows(rows)
+    n = sum(r["n"] for r in ordered)
+
+    def mean(key: Any, field: str) -> float:
+        acc = 0.0
+        for r in ordered:  # batch order: the same float sum on every rank and world size
+            acc += r[key][field]
+        return acc / n
+
+    source_acc = None
+    source_rows: list[dict[str, Any]] = []
+    if direct_source:
+        for t in timesteps:
+            key = ("src", t)
+            macs, sops, hoisted = mean(key, "macs"), mean(key, "sops"), mean(key, "hoisted")
+            acc = sum(r[key]["correct"] for r in ordered) / n
+            for variant, m in (("direct", macs), ("direct, first layer hoisted", hoisted)):
+                source_rows.append({"variant": variant, "timesteps": t, "accuracy": acc, "macs": m, "sops": sops,
+                                    "spikes_per_sample": mean(key, "spikes"), "energy_pj": energy_pj(m, sops)})
+    elif src is not None:
+        source_acc = sum(r["ann"] for r in ordered) / n
+    results = []
+    for t in timesteps:
+        macs, sops, hoisted = mean(t, "macs"), mean(t, "sops"), mean(t, "hoisted")
+        results.append({
+            "timesteps": t,
+            "accuracy": sum(r[t]["correct"] for r in ordered) / n,
+            "spikes_per_sample": mean(t, "spikes"),
+            "sops": sops,
+            "macs": macs,
+            "hoisted_macs": hoisted,
+            "energy_pj": {**energy_pj(macs, sops), "45nm_hoisted": energy_pj(hoisted, sops)["45nm"]},
+            "mean_timesteps_used": mean(t, "steps"),
+        })
+    out: dict[str, Any] = {"source_accuracy": source_acc, "results": results, "samples": n}
+    if source_rows:
+        out["source_results"] = source_rows
+    source_macs = art.report.get("totals", {}).get("macs")
+    if source_macs is not None:
+        out["source_energy_pj"] = {"45nm": ann_energy_pj(float(source_macs))}
+    return out
+
+
+def _run_sums(run: Any, y: np.ndarray) -> dict[str, Any]:
+    """One batch's integers and sums (per-sample means × batch size) of an SNN run."""
+    k = len(y)
+    return {
+        "correct": int((run.predictions == y).sum()),
+        "spikes": float(sum(run.spikes.values())) * k,
+        "sops": float(sum(run.sops.values())) * k,
+        "macs": float(sum(run.macs.values())) * k,
+        "hoisted": float(sum(run.hoisted_macs.values())) * k,
+        "steps": float(np.sum(run.steps_used)),
+    }
