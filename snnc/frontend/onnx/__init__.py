@@ -51,6 +51,9 @@ def import_onnx(model: Any, name: str = "model", *, checked: bool = False) -> Gr
     c.uses = Counter(i for n in g.node for i in n.input if i)
     for o in g.output:
         c.uses[o.name] += 1
+    for n in g.node:
+        for i in n.input:
+            c.consumers.setdefault(i, []).append(n)
     _initializers(c, g)
     _inputs(c, g)
     shapes = _inferred_shapes(g)
@@ -107,6 +110,8 @@ def _inferred_shapes(g: Any) -> dict[str, tuple[int, ...] | None]:
     for values of refused nodes, so that the nodes after them are checked too."""
     shapes: dict[str, tuple[int, ...] | None] = {}
     for vi in list(g.value_info) + list(g.output):
+        if vi.type.tensor_type.elem_type not in _FLOAT_TYPES:  # shape arithmetic, not an activation
+            continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
         fixed = [d for d in dims[1:] if d is not None]
         shapes[vi.name] = tuple(fixed) if dims and len(fixed) == len(dims) - 1 else None
@@ -117,6 +122,8 @@ def _one_node(c: Context, node: Any, shapes: dict[str, tuple[int, ...] | None]) 
     """Fold the node, map it, or record why not (and stand a fresh input in for its results)."""
     if not node.name:  # names are optional in ONNX; a refusal names the node by its first result
         node.name = node.output[0] if node.output else node.op_type
+    if id(node) in c.absorbed:
+        return
     try:
         if node.op_type in ("Shape", "Size") and node.input[0] in c.values:
             _fold_shape(c, node)

@@ -63,6 +63,8 @@ class Context:
     origin: dict[str, str] = field(default_factory=dict)  # constant -> the one initialiser it derives from
     values: dict[str, str] = field(default_factory=dict)  # ONNX tensor -> IR value
     uses: dict[str, int] = field(default_factory=dict)  # ONNX tensor -> consumers (+1 for a graph output)
+    consumers: dict[str, list[Any]] = field(default_factory=dict)  # ONNX tensor -> the nodes that read it
+    absorbed: set[int] = field(default_factory=set)  # id() of nodes a pattern already mapped
     refusals: list[Refusal] = field(default_factory=list)
     poisoned: set[str] = field(default_factory=set)
 
@@ -101,6 +103,13 @@ class Context:
     def single_use(self, tensor: str) -> bool:
         return self.uses.get(tensor, 0) == 1
 
+    def only_consumer(self, tensor: str, op_type: str) -> Any | None:
+        """The one node that reads ``tensor`` when it is an ``op_type`` and nothing else reads it."""
+        readers = self.consumers.get(tensor, [])
+        if self.single_use(tensor) and len(readers) == 1 and readers[0].op_type == op_type:
+            return readers[0]
+        return None
+
     # -- building --------------------------------------------------------------------------
     def param(self, source: str, array: np.ndarray) -> str:
         """Store ``array`` under the name of the initialiser it comes from (``features.0.weight``)."""
@@ -113,8 +122,10 @@ class Context:
         """Append an IR node for ``op`` and bind it to ``output`` (the node's first output by default;
         "" binds nothing: an intermediate value)."""
         out = node.output[0] if output is None else output
-        base = re.sub(r"_output_\d+$", "", (out or node.name or node.op_type.lower()).lstrip("/"))
-        name = self.graph.fresh_name(base)
+        # the dynamo exporter names results as torch.export does (relu, max_pool2d); the legacy one by
+        # module path ("/features/0/Conv_output_0") or number: then the op type, the path stays in loc
+        readable = out and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", out) and "output" not in out
+        name = self.graph.fresh_name(out if readable else node.op_type.lower())
         ir = Node(name, op, tuple(inputs), params=params or {}, type=None, loc=node.name)
         try:
             ir.type = op.infer_type(name, [self.graph.value_type(v) for v in inputs], self.graph.param_shapes(ir))

@@ -36,11 +36,18 @@ def map_node(c: Context, node: Any) -> None:
     MAPPINGS[node.op_type](c, node, attributes(node))
 
 
+def _f32(v: Any) -> float:
+    """A float32 attribute as the number it was written as (1e-05, not 9.999999747378752e-06): the
+    shortest decimal that rounds to the same float32, so the IR equals the torch frontends'."""
+    return float(str(np.float32(np.asarray(v).reshape(()))))
+
+
 def _refuse_extra_outputs(node: Any, c: Context, what: str) -> None:
     """Outputs after the first (max pooling's indices, dropout's mask) that something reads."""
     for out in node.output[1:]:
         if out and c.uses.get(out, 0):
-            raise Refusal(f"{node.op_type} whose {what} output '{out}' is used", node.name)
+            raise Refusal(f"{node.op_type} whose {what} output '{out}' is used", node.name,
+                          f"snnc's {node.op_type} has one result: use only the first")
 
 
 def _axis(c: Context, node: Any, value: str, axis: int, what: str) -> int:
@@ -240,13 +247,13 @@ def _batchnorm(c: Context, node: Any, a: dict[str, Any]) -> None:
     if a.get("training_mode", 0) or len([o for o in node.output if o]) > 1:
         raise Refusal("BatchNormalization in training mode", node.name, "export the model in eval() mode")
     x = c.value(node)
-    roles = {"weight": 1, "bias": 2, "mean": 3, "var": 4}
+    roles = {"mean": 3, "var": 4, "weight": 1, "bias": 2}  # the torch frontends' order
     params = {}
     for role, i in roles.items():
         t = c.const(node, i, role)
         assert t is not None
         params[role] = c.param(node.input[i], t)
-    c.emit(node, O.BatchNorm(eps=float(a.get("epsilon", 1e-5))), [x], params)
+    c.emit(node, O.BatchNorm(eps=_f32(a.get("epsilon", 1e-5))), [x], params)
 
 
 # ---------------------------------------------------------------------------------------
@@ -267,7 +274,7 @@ def _clip(c: Context, node: Any, a: dict[str, Any]) -> None:
     elif lo is None or hi is None:
         raise Refusal("Clip with only one bound other than min=0", node.name)
     else:
-        c.emit(node, O.Clip(lo=float(lo), hi=float(hi)), [x])
+        c.emit(node, O.Clip(lo=_f32(lo), hi=_f32(hi)), [x])
 
 
 # ---------------------------------------------------------------------------------------
@@ -456,6 +463,8 @@ def _transpose(c: Context, node: Any, a: dict[str, Any]) -> None:
     x = c.value(node)
     rank = len(c.graph.value_type(x).shape) + 1
     perm = [int(p) for p in a.get("perm", list(range(rank))[::-1])]
+    if perm == [2, 3, 0, 1] and rank == 4 and _gathered_pooling(c, node, x):
+        return
     if perm[0] != 0:
         raise Refusal(f"Transpose with perm={perm} (it moves the batch axis)", node.name)
     if perm == list(range(rank)):
@@ -562,3 +571,63 @@ def _resize(c: Context, node: Any, a: dict[str, Any]) -> None:
         raise Refusal(f"{node.op_type} {list(full)} -> {out} with mode={mode}, {transform}, {rounding} (only "
                       "nearest upsampling of [C,H,W] by whole factors, asymmetric/floor, maps)", node.name)
     c.emit(node, O.Upsample(scale=(out[2] // shape[1], out[3] // shape[2])), [x])
+
+
+# ---------------------------------------------------------------------------------------
+# adaptive average pooling as the dynamo exporter writes it
+
+
+def _gathered_pooling(c: Context, node: Any, x: str) -> bool:
+    """``Transpose(2,3,0,1) -> GatherND(windows) -> Transpose(4,5,0,1,2,3) -> ReduceMean(-3,-1)``: the
+    dynamo exporter's adaptive average pooling (AlexNet's and VGG's 1x1 -> 6x6 / 7x7), gathering each
+    output's window of rows x columns and averaging it.  When the windows are PyTorch's adaptive ones
+    the four nodes map to what the torch frontends emit for ``adaptive_avg_pool2d``; False otherwise
+    (the transpose is then refused as one that moves the batch axis)."""
+    gather = c.only_consumer(node.output[0], "GatherND")
+    if gather is None or attributes(gather).get("batch_dims", 0) != 0 or gather.input[1] not in c.consts:
+        return False
+    back = c.only_consumer(gather.output[0], "Transpose")
+    if back is None or list(attributes(back).get("perm", [])) != [4, 5, 0, 1, 2, 3]:
+        return False
+    mean = c.only_consumer(back.output[0], "ReduceMean")
+    if mean is None:
+        return False
+    ma = attributes(mean)
+    axes = ma.get("axes") if len(mean.input) < 2 else c.consts.get(mean.input[1])
+    if axes is None or sorted(int(v) % 6 for v in np.asarray(axes).reshape(-1)) != [3, 5] or ma.get("keepdims", 1):
+        return False
+    idx = c.consts[gather.input[1]]
+    _, h, w = c.graph.value_type(x).shape
+    if idx.ndim != 5 or idx.shape[-1] != 2:
+        return False
+    oh, _, ow, _, _ = idx.shape
+    rows, cols = idx[..., 0] % h, idx[..., 1] % w  # GatherND accepts negative indices
+    if not all((rows[i] == rows[i, :, :1, :1]).all() and sorted(rows[i, :, 0, 0]) == _window_of(i, h, oh)
+               for i in range(oh)):
+        return False
+    if not all((cols[:, :, j] == cols[:1, :1, j]).all() and sorted(cols[0, 0, j]) == _window_of(j, w, ow)
+               for j in range(ow)):
+        return False
+    _adaptive_avg(c, mean, x, oh, ow)
+    c.absorbed.update({id(gather), id(back), id(mean)})
+    return True
+
+
+def _window_of(i: int, size: int, out: int) -> list[int]:
+    """PyTorch's adaptive pooling window of output ``i``: floor(i·size/out) .. ceil((i+1)·size/out)."""
+    return list(range(i * size // out, -(-(i + 1) * size // out)))
+
+
+def _adaptive_avg(c: Context, node: Any, x: str, oh: int, ow: int) -> None:
+    """What the torch frontends emit for adaptive_avg_pool2d: whole windows -> avgpool2d, a repeat of the
+    input -> upsample, anything else -> adaptive_avgpool2d."""
+    _, h, w = c.graph.value_type(x).shape
+    if (oh, ow) == (h, w):
+        c.alias(node, x)
+    elif h % oh == 0 and w % ow == 0:
+        k = (h // oh, w // ow)
+        c.emit(node, O.AvgPool2d(kernel=k, stride=k), [x])
+    elif oh % h == 0 and ow % w == 0:
+        c.emit(node, O.Upsample(scale=(oh // h, ow // w)), [x])
+    else:
+        c.emit(node, O.AdaptiveAvgPool2d(output_size=(oh, ow)), [x])
