@@ -51,10 +51,25 @@ def test_nir_artifacts_say_how_to_run_them(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"target": "nir"}))
     art = open_artifact(tmp_path)
     x = np.zeros((2, 4), np.float32)
-    with pytest.raises(UserError, match="runs nothing itself; run the artifact's IR with --backend torch"):
+    with pytest.raises(UserError, match="no model.nir to run; compile with --target nir, or run the artifact's IR "
+                                        "with --backend torch"):
         run_artifact(art, x, None, "snn", None)
     torch_run = run_artifact(art, x, None, "snn", "torch")
     assert torch_run["logits"].shape == (2, 3)
+    # with its file, a nir artifact runs model.nir in Norse (tests/test_nir_interop.py compares them)
+    pytest.importorskip("norse")
+    import nir
+
+    from snnc.formats.nir import to_nir
+
+    art.graph.params = {"w": np.eye(3, 4, dtype=np.float32) * 2}
+    save_graph(art.graph, tmp_path)
+    nir.write(str(tmp_path / "model.nir"), to_nir(art.graph))
+    x = np.random.default_rng(0).uniform(0, 1, (5, 4)).astype(np.float32)
+    ours = run_artifact(open_artifact(tmp_path), x, None, "snn", "torch")
+    theirs = run_artifact(open_artifact(tmp_path), x, None, "snn", None)
+    np.testing.assert_array_equal(theirs["logits"], ours["logits"])
+    assert ours["logits"].sum() > 0
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,10 @@
 """The nir target: writes ``model.nir`` (NIR HDF5) for snnTorch, Norse, Lava-dl, Rockpool,
-Sinabs, SpiNNaker2 and others."""
+Sinabs, SpiNNaker2 and others; ``snnc run --backend nir`` runs that file in Norse (docs/nir.md)."""
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,5 +47,35 @@ class NIRTarget:
                 "nir_version": nir.__version__}
 
     def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
-        raise UserError("the nir target writes model.nir for other tools (snnTorch, Norse, ...) and runs nothing "
-                        "itself; run the artifact's IR with --backend torch")
+        """Run ``model.nir`` as a NIR consumer does: loaded with Norse's importer (``norse.torch.from_nir``,
+        after ``for_norse``), stepped ``timesteps`` times on ``x``; the logits are the mean output over the
+        steps (snnc's mean-current readout).  A differential check of the file, not of the IR."""
+        from snnc.formats.nir import for_norse, read_nir_file
+
+        if not (artifact / "model.nir").is_file():
+            raise UserError(f"{artifact}: no model.nir to run; compile with --target nir, or run the artifact's IR "
+                            "with --backend torch")
+        try:
+            with warnings.catch_warnings():  # Norse's import warns about torch.jit.script's deprecation
+                warnings.simplefilter("ignore", FutureWarning)
+                import norse.torch as norse_torch
+            import torch
+        except ModuleNotFoundError as e:
+            raise UserError(f"running a nir artifact loads model.nir in Norse, which is not installed ({e.name}); "
+                            "pip install 'snnc[snn]', or run its IR with --backend torch") from None
+        nir_graph = read_nir_file(artifact / "model.nir")
+        dt = float(nir_graph.metadata.get("snnc_dt", DT)) if isinstance(nir_graph.metadata, dict) else DT
+        logging.disable(logging.WARNING)  # Norse warns that an IF node's r is not 1; it ignores r, as it may
+        try:
+            module = norse_torch.from_nir(for_norse(nir_graph), dt=dt).to(device)
+        finally:
+            logging.disable(logging.NOTSET)
+        total: Any = 0.0
+        state = None
+        with torch.no_grad():
+            xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+            for _ in range(timesteps):
+                out, state = module(xt, state)
+                total = total + out
+        logits = (total / timesteps).reshape(len(x), -1).cpu().numpy()
+        return {"logits": logits, "predictions": logits.argmax(axis=1)}
