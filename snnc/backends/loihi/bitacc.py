@@ -52,6 +52,7 @@ DELAY_BITS = 6  # Loihi 2 synaptic delays (lava-dl netx clamps delays to 62)
 MAX_DELAY = 62
 # float64 holds every integer below 2^53 exactly; the matmul paths below use BLAS while sums stay there.
 _EXACT_FLOAT_BOUND = 1 << 52
+_EXACT_FLOAT32_BOUND = 1 << 24
 
 
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
@@ -167,6 +168,8 @@ def lif_step(
 def _matmul_exact(x: np.ndarray, w_t: np.ndarray) -> np.ndarray:
     """``x @ w_t`` for int64 operands, exactly: BLAS in float64 when every sum fits 2^52, else int64."""
     bound = float(np.abs(x).max(initial=0)) * float(np.abs(w_t).max(initial=0)) * max(w_t.shape[0], 1)
+    if bound < _EXACT_FLOAT32_BOUND:  # every partial sum exact in float32, whatever the summation order
+        return (x.astype(np.float32) @ w_t.astype(np.float32)).astype(np.int64)
     if bound < _EXACT_FLOAT_BOUND:
         return (x.astype(np.float64) @ w_t.astype(np.float64)).astype(np.int64)
     return x @ w_t
@@ -219,6 +222,17 @@ def conv_step(
     b, c_in, h, wd = x.shape
     c_out, c_g, kh, kw = w.shape
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0)) * c_g * kh * kw
+    if bound < _EXACT_FLOAT_BOUND:
+        # every partial sum is an integer below the float type's exact range: any summation order gives the
+        # exact integer result, so torch's convolution (float32 below 2^24, float64 below 2^52) is exact
+        import torch
+        import torch.nn.functional as F
+
+        dtype = torch.float32 if bound < _EXACT_FLOAT32_BOUND else torch.float64
+        out = F.conv2d(torch.as_tensor(x, dtype=dtype), torch.as_tensor(w, dtype=dtype), None, (sh, sw), (ph, pw),
+                       (dh, dw), groups).numpy().astype(np.int64)
+        return wrap_signed(out, CONV_ACC_BITS)
     ho, wo = conv_output_hw((h, wd), (kh, kw), (sh, sw), (ph, pw), (dh, dw))
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     win = sliding_window_view(xp, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), axis=(2, 3))
@@ -227,11 +241,7 @@ def conv_step(
     cols = win.reshape(b, groups, c_g, ho, wo, kh, kw).transpose(0, 1, 3, 4, 2, 5, 6)
     cols = cols.reshape(b, groups, ho * wo, c_g * kh * kw)
     wg = w.reshape(groups, o_g, c_g * kh * kw)
-    bound = float(np.abs(x).max(initial=0)) * float(np.abs(w).max(initial=0)) * c_g * kh * kw
-    if bound < _EXACT_FLOAT_BOUND:
-        out = np.matmul(cols.astype(np.float64), wg.transpose(0, 2, 1).astype(np.float64)).astype(np.int64)
-    else:
-        out = np.matmul(cols, wg.transpose(0, 2, 1))
+    out = np.matmul(cols, wg.transpose(0, 2, 1))  # int64: the sums exceed float64's exact range
     out = out.transpose(0, 1, 3, 2).reshape(b, c_out, ho, wo)  # [B, G, HoWo, Og] -> [B, C_out, Ho, Wo]
     return wrap_signed(out, CONV_ACC_BITS)
 
