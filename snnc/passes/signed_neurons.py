@@ -38,7 +38,7 @@ from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import set_neuron_vector
-from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, calibration_batches, channel_values, subsample
+from snnc.passes._samples import ChannelHistogram, calibration_batches
 from snnc.passes._thresholds import positive_or
 
 
@@ -67,14 +67,16 @@ class SignedNeurons(Pass):
             return
         sim = ctx.require_simulator(self.name)
         values = list(readers)
-        parts: dict[str, list[np.ndarray]] = {v: [] for v in values}
+        # |a| folded batch by batch into constant-memory histograms (calibrate's; within 2**-7 of
+        # the exact percentile): memory does not grow with the calibration set (issue 13)
+        sketches: dict[str, ChannelHistogram] = {}
         for xb, _ in calibration_batches(ctx, self.name, self.batches):
             out = sim.run_ann(graph, np.asarray(xb, dtype=np.float32), record=values)
             for v in values:
-                parts[v].append(np.abs(channel_values(out[v])))
+                a = np.abs(out[v])
+                sketches.setdefault(v, ChannelHistogram(a.shape[1] if a.ndim > 1 else 1)).add(a)
         for v in values:
-            rows = subsample(np.concatenate(parts[v], axis=1), MAX_VALUES_PER_CHANNEL, ctx.seed)
-            theta = np.array([_percentile(r, self.percentile) for r in rows])
+            theta = sketches[v].percentile(self.percentile)
             theta = positive_or(theta, float(theta.max()) if np.any(theta > 0) else 1.0)
             self._insert(graph, v, readers[v], theta)
         graph.infer_types()
@@ -125,8 +127,3 @@ def _from_inputs_only(graph: Graph, node: Node) -> bool:
             return False
         todo.extend(p for p in (graph.producer(v) for v in n.inputs) if p is not None)
     return True
-
-
-def _percentile(row: np.ndarray, q: float) -> float:
-    pos = row[row > 0]
-    return float(np.percentile(pos, q)) if pos.size else 0.0
