@@ -46,7 +46,7 @@ class _Member:
         self.shape, self.dtype, self.fortran = shape, dtype, fortran
         self.header_len = header_len
         self.row_items = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-        self._map: np.ndarray | None = None
+        self._offset: int | None = None  # where x's data starts in the file (stored members)
         self._stream: Any = None  # (zipfile, member stream, next row) of a deflated member
         self._whole: np.ndarray | None = None  # a Fortran-ordered deflated member (rare): read once
 
@@ -58,7 +58,16 @@ class _Member:
         if len(local) == 0:
             return np.empty((0, *self.shape[1:]), self.dtype)
         if self.info.compress_type == zipfile.ZIP_STORED:
-            return np.asarray(self._memmap()[local])
+            # a fresh map per read, dropped after it: the pages read do not stay mapped, so a pass
+            # over the whole file does not grow the resident set by the file's size
+            mapped = self._memmap()
+            try:
+                return np.array(mapped[local])
+            finally:
+                mm = getattr(mapped, "_mmap", None)
+                del mapped
+                if mm is not None:
+                    mm.close()
         if self.fortran:
             if self._whole is None:
                 self._whole = _read_member(self.path, self.key)
@@ -66,14 +75,13 @@ class _Member:
         return self._streamed(local)
 
     def _memmap(self) -> np.ndarray:
-        if self._map is None:
+        if self._offset is None:
             with open(self.path, "rb") as f:  # the local header's name and extra lengths locate the data
                 f.seek(self.info.header_offset + 26)
                 name_len, extra_len = np.frombuffer(f.read(4), "<u2")
-            offset = self.info.header_offset + 30 + int(name_len) + int(extra_len) + self.header_len
-            self._map = np.memmap(self.path, dtype=self.dtype, mode="r", offset=offset, shape=self.shape,
-                                  order="F" if self.fortran else "C")
-        return self._map
+            self._offset = self.info.header_offset + 30 + int(name_len) + int(extra_len) + self.header_len
+        return np.memmap(self.path, dtype=self.dtype, mode="r", offset=self._offset, shape=self.shape,
+                         order="F" if self.fortran else "C")
 
     def _streamed(self, local: np.ndarray) -> np.ndarray:
         first, last = int(local[0]), int(local[-1]) + 1
@@ -109,7 +117,7 @@ class _Member:
             self._stream = None
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers, multiprocessing: reopen there
-        return {**self.__dict__, "_map": None, "_stream": None}
+        return {**self.__dict__, "_stream": None}
 
 
 def _read_member(path: Path, key: str) -> np.ndarray:
