@@ -179,13 +179,46 @@ def _hand_1d():
     return _model(nodes, [x], [y], inits)
 
 
-@pytest.mark.parametrize("make, shape", [(_hand_2d, (3, 4, 9, 9)), (_hand_1d, (3, 3, 20))], ids=["2d", "1d"])
+def _hand_pool(count_include_pad: int):
+    """A bias-less Conv + Add (the bias), scalar Mul/Add, an AveragePool whose last ceil_mode window
+    reaches past the padding (PyTorch's divisor rule), nearest Resize by 2."""
+    rng = np.random.default_rng(4)
+    f = TensorProto.FLOAT
+    N = helper.make_node
+    inits = [_init("w", _rand(rng, 4, 2, 3, 3)), _init("b", _rand(rng, 1, 4, 1, 1)), _init("half", np.float32(0.5)),
+             _init("one", np.float32(1.0)), _init("scales", np.array([1, 1, 2, 2], np.float32))]
+    nodes = [
+        N("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        N("Add", ["c", "b"], ["cb"], name="bias"),
+        N("Mul", ["cb", "half"], ["m"], name="half"),
+        N("Add", ["m", "one"], ["a"], name="one"),
+        N("AveragePool", ["a"], ["ap"], name="ap", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+          ceil_mode=1, count_include_pad=count_include_pad),
+        N("Resize", ["ap", "", "scales"], ["y"], name="up", mode="nearest",
+          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", f, ["N", 2, 8, 8])],
+                  [helper.make_tensor_value_info("y", f, ["N", 4, 10, 10])], inits)
+
+
+@pytest.mark.parametrize("make, shape", [
+    (_hand_2d, (3, 4, 9, 9)), (_hand_1d, (3, 3, 20)), (functools.partial(_hand_pool, 0), (3, 2, 8, 8)),
+    (functools.partial(_hand_pool, 1), (3, 2, 8, 8))], ids=["2d", "1d", "pool-excl-pad", "pool-incl-pad"])
 def test_hand_written_graph_equals_onnxruntime(make, shape, tmp_path) -> None:
     model = make()
     graph = _import(model, tmp_path)
     x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
     _assert_close(_ann(graph, x), _ort(model, x))
     _assert_close(_ann(graph, x[:1]), _ort(model, x[:1]))  # the batch is dynamic
+
+
+def test_hand_written_pool_graph_ops() -> None:
+    from snnc.frontend.onnx import import_onnx
+
+    graph = import_onnx(_hand_pool(0), "pool")
+    assert [n.op.name for n in graph.nodes] == ["conv2d", "scale", "scale", "avgpool2d", "upsample"]
+    assert graph.node("c").params == {"weight": "w", "bias": "b"}  # the Add became the conv's bias
+    assert graph.node("m").op.factor == 0.5 and graph.node("y").op.scale == (2, 2)
 
 
 def test_hand_written_2d_maps_each_op_to_the_ir_op() -> None:
