@@ -192,7 +192,8 @@ class LoihiTarget:
             "readout": _readout_text(net),
             "reset": (f"every layer's u and v are zeroed at the step its first input arrives, its depth d in "
                       f"mapping.json (lava LIFReset, reset_interval = {steps}, reset_offset = d + 1 in lava's "
-                      "time steps counted from 1); UNVERIFIED against netx's own per-layer offsets"),
+                      "time steps counted from 1): lava-dl netx's Network(..., reset_interval="
+                      f"{steps}, reset_offset=1), as run_lava.py loads it (make interop-lava: spike for spike)"),
         }
         if net.coding.message_bits:
             out["input_message_bits"] = net.coding.message_bits
