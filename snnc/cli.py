@@ -15,7 +15,6 @@ import re
 import signal
 import sys
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,31 +126,12 @@ def _fail(message: str, code: str = "user") -> None:
     sys.exit(2)
 
 
-@contextmanager
-def _progress_factory():
-    """A rich progress bar on a terminal; nothing when output is piped (CI, tests)."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress_factory(quiet: bool = False):
+    """Progress of long steps on stderr (snnc/progress.py): a rich bar on a terminal, a status line
+    every 30 s otherwise (JSON with --diagnostics-format json), nothing with --quiet."""
+    from snnc.progress import progress_factory
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), transient=True) as progress:
-
-        @contextmanager
-        def track(description: str, total: int):
-            task = progress.add_task(description, total=total)
-
-            class _Tracker:
-                def advance(self, n: int = 1) -> None:
-                    progress.advance(task, n)
-
-            try:
-                yield _Tracker()
-            finally:
-                progress.remove_task(task)
-
-        yield track
+    return progress_factory(quiet=quiet, json_lines=_DIAGNOSTICS.get() == "json")
 
 
 def _click_fail(e: click.ClickException) -> None:
@@ -408,7 +388,7 @@ def compile(model, out, target, pipeline, pass_options, print_pipeline, calib, t
     if print_pipeline:
         click.echo(resolve_pipeline(opts))
         return
-    with _progress_factory() as progress:
+    with _progress_factory(quiet) as progress:
         try:
             result = compile_model(opts, progress if distributed.is_writer() else None)
         except PipelineFailure as e:
