@@ -42,7 +42,12 @@ class NIRTarget:
         except ModuleNotFoundError:
             raise TargetError("the nir target needs the 'nir' package (pip install 'snnc[nir]')") from None
         nir_graph = to_nir(graph)
-        nir.write(str(out_dir / "model.nir"), nir_graph)
+        try:
+            nir.write(str(out_dir / "model.nir"), nir_graph)
+        except OSError as e:
+            raise UserError(f"cannot write {out_dir / 'model.nir'}: {e.strerror or e}") from None
+        except (TypeError, ValueError) as e:  # h5py refusing a field of the graph: say which package refused
+            raise TargetError(f"NIR export: the nir package could not write the graph: {e}") from None
         return {"file": "model.nir", "nodes": len(nir_graph.nodes), "edges": len(nir_graph.edges), "dt": DT,
                 "nir_version": nir.__version__}
 
