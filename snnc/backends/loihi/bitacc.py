@@ -423,14 +423,25 @@ def _expected_shape(layer: QLayer, in_shapes: list[tuple[int, ...]], where: str)
     return (c_in, ho, wo)
 
 
-def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None) -> np.ndarray:
-    """Synaptic input computed from this step's input ``x`` ([B, *in_shape]); [B, *layer.shape]."""
+def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None, conv_w: tuple | None = None) -> np.ndarray:
+    """Synaptic input computed from this step's input ``x`` ([B, *in_shape]); [B, *layer.shape].
+    ``conv_w``: a conv's weight as a float32 torch tensor and its largest |w|, made once per run."""
     b = x.shape[0]
     if layer.kind is LayerKind.DENSE:
         return dense_step(
             x.reshape(b, -1), dense_w if dense_w is not None else layer.weight_array, layer.weight_exp
         )
     if layer.kind is LayerKind.CONV:
+        if conv_w is not None:
+            w32, w_max = conv_w
+            k = w32.shape[1] * w32.shape[2] * w32.shape[3]
+            if float(np.abs(x).max(initial=0)) * w_max * k < _EXACT_FLOAT32_BOUND:  # exact: see conv_step
+                import torch
+                import torch.nn.functional as F
+
+                out = F.conv2d(torch.as_tensor(x, dtype=torch.float32), w32, None, layer.stride, layer.padding,
+                               layer.dilation, layer.groups)
+                return wrap_signed(out.numpy().astype(np.int64), CONV_ACC_BITS)
         return conv_step(x, layer.weight_array, layer.stride, layer.padding, layer.dilation, layer.groups)
     w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight_array))
     return conv_step(x, w, layer.stride, layer.padding, layer.dilation, groups=x.shape[1])
@@ -473,6 +484,15 @@ def simulate_with_state(
         for group in (layer, *layer.extra)
         if group.kind is LayerKind.DENSE
     }
+    import torch
+
+    conv_w = {
+        id(group): (torch.as_tensor(group.weight_array, dtype=torch.float32),
+                    float(np.abs(group.weight_array).max(initial=0)))
+        for layer in layers
+        for group in (layer, *layer.extra)
+        if group.kind is LayerKind.CONV
+    }
     state = {}
     # per synapse group, what it sends in the coming 1 + delay steps (oldest first)
     pending: dict[int, list[np.ndarray]] = {}
@@ -505,7 +525,7 @@ def simulate_with_state(
                 for k, group in enumerate((layer, *layer.extra)):
                     queue = pending[id(group)]
                     buf = buf + queue.pop(0)
-                    queue.append(_synapse(group, now[srcs[k]], dense_w.get(id(group))))
+                    queue.append(_synapse(group, now[srcs[k]], dense_w.get(id(group)), conv_w.get(id(group))))
                 if resets is not None and resets[i] == t:
                     u = v = np.zeros_like(u)
                 u, v, y = lif_step(u, v, buf, layer.lif_params)
