@@ -14,7 +14,7 @@ from safetensors.numpy import save_file
 from snnc.backends.tvm import kernel_cache
 from snnc.backends.tvm.kernels import Device, Precision
 from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, parse_layer_graph
-from snnc.backends.tvm.plan import LayerPlan, plan_graph
+from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
 from snnc.errors import TargetError, UnsupportedError
 
 LIB, GRAPH, PARAMS = "lib.so", "graph.json", "params.safetensors"
@@ -104,8 +104,11 @@ def kernel_params(
                 if x.hwc is not None:  # rows follow the producer's channels-last neuron order
                     h, wd, c = x.hwc
                     w = w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(h * wd * c, -1)
-            else:
-                w = w.transpose(1, 2, 3, 0)  # [Cin, KH, KW, Cout]
+            else:  # [Cin, KH, KW, Cout/groups]: input channel ci's row of its group's outputs
+                groups = layer.geometry.groups
+                co, ci_g, kh, kw = w.shape
+                w = w.reshape(groups, co // groups, ci_g, kh, kw).transpose(0, 2, 3, 4, 1)
+                w = w.reshape(groups * ci_g, kh, kw, co // groups)
             if integer:
                 w = _exact_int(w, -128, 127, f"layer '{name}': weight")
             out[f"{name}.weight"] = np.ascontiguousarray(w.astype(np.int8 if integer else np.float32))
@@ -116,6 +119,8 @@ def kernel_params(
                     b = _exact_int(b, -(2**31), 2**31 - 1, f"layer '{name}': bias")
                 out[f"{name}.bias"] = b.astype(adt)
                 names["bias"], source["bias"] = f"{name}.bias", layer.bias
+        if layer.op is LayerOp.REMAP:
+            _remap_params(plan, params, out, names, source)
         nrn = layer.neuron
         if nrn is not None:
             vth = _per_channel(nrn.v_th, params, channels)
@@ -138,3 +143,50 @@ def kernel_params(
                     source[role] = value
         names_of[name] = (names, source)
     return out, names_of
+
+
+def runtime_order(v: Value) -> np.ndarray:
+    """For each element of ``v`` in PyTorch's C order, its index in the runtime's order
+    (channels-last for feature maps, format.md "Runtime layouts")."""
+    if v.hwc is None:
+        return np.arange(v.n)
+    h, w, c = v.hwc
+    return np.arange(v.n).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+
+
+def _remap_params(
+    plan: LayerPlan, params: Mapping[str, np.ndarray], out: dict[str, np.ndarray], names: dict, source: dict
+) -> None:
+    """A remap layer's maps in runtime order (``map{i}``), its multipliers with the inputs'
+    output scales folded in (``mul{i}``, when its kernel multiplies) and its bias."""
+    layer, name = plan.layer, plan.name
+    multiply = plan.main[None].multiplier
+    out_order = runtime_order(plan.output)
+    adt = np.int32 if layer.precision is Precision.INT8 else np.float32
+    for i, (value, map_name) in enumerate(zip(plan.inputs, layer.maps, strict=True)):
+        m = np.asarray(params[map_name]).reshape(-1).astype(np.int64)
+        if m.size != value.n or m.min(initial=0) < -1 or m.max(initial=-1) >= plan.output.n:
+            raise TargetError(f"layer '{name}': map '{map_name}' is not a map of {value.n} inputs into {plan.output.n}")
+        rt = np.full(value.n, -1, np.int32)
+        rt[runtime_order(value)] = np.where(m >= 0, out_order[np.maximum(m, 0)], -1)
+        out[f"{name}.map{i}"] = rt
+        names[f"map{i}"], source[f"map{i}"] = f"{name}.map{i}", map_name
+        if multiply:
+            mul = np.ones(value.n)
+            if layer.multipliers:
+                mul = np.asarray(params[layer.multipliers[i]], dtype=np.float64).reshape(-1)
+                source[f"mul{i}"] = layer.multipliers[i]
+            if value.kind is ValueKind.EVENTS:
+                mul = mul * value.scale
+            if layer.precision is Precision.INT8:
+                mul = _exact_int(mul, -(2**31), 2**31 - 1, f"layer '{name}': multiplier")
+            rt_mul = np.zeros(value.n)
+            rt_mul[runtime_order(value)] = mul
+            out[f"{name}.mul{i}"] = rt_mul.astype(adt)
+            names[f"mul{i}"] = f"{name}.mul{i}"
+    if layer.bias is not None:
+        b = np.asarray(params[layer.bias], dtype=np.float64).reshape(-1)
+        if layer.precision is Precision.INT8:
+            b = _exact_int(b, -(2**31), 2**31 - 1, f"layer '{name}': bias")
+        out[f"{name}.bias"] = b.astype(adt)
+        names["bias"], source["bias"] = f"{name}.bias", layer.bias

@@ -87,6 +87,7 @@ class Op(enum.Enum):
     POOL2D = "pool2d"
     MAXPOOL2D = "spike_maxpool"  # gated by accumulated spike counts (state: ``count``)
     ADD = "add"
+    REMAP = "remap"  # re-indexing (permute, slice, concat, reshape) and per-element scale
 
 
 class Epilogue(enum.Enum):
@@ -114,9 +115,11 @@ class Events:
 
 @dataclass(frozen=True)
 class Current:
-    """A dense operand ``cur[B, N]`` in the layer's accumulation dtype (an analog current)."""
+    """A dense operand ``cur[B, N]`` in the layer's accumulation dtype (an analog current);
+    ``cap`` is N when it differs from the layer's output size (remap operands), else 0."""
 
     scale: float = 1.0
+    cap: int = 0
 
 
 Operand = Events | Current
@@ -124,17 +127,28 @@ Operand = Events | Current
 
 @dataclass(frozen=True, kw_only=True)
 class Conv2dGeometry:
+    """``groups`` > 1: input channel ci belongs to group ci // (Cin/groups) and reaches only that
+    group's Cout/groups output channels (depthwise: groups = Cin)."""
+
     kernel: tuple[int, int]
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
 class Pool2dGeometry:
+    """``average``: each window's sum is divided by PyTorch's divisor of that window (needed when
+    the divisor varies: ceil_mode windows that overhang the padded input, count_include_pad=False);
+    without it a constant 1/(KH·KW) travels as the operand scale."""
+
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
+    ceil_mode: bool = False
+    average: bool = False
+    count_include_pad: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +191,7 @@ class LayerKernel:
     readout: bool = False
     device: Device = Device.CPU
     slices: int | None = None
+    multiplier: bool = False  # remap: every operand i has a per-element multiplier ``mul{i}``
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -219,6 +234,8 @@ class LayerKernel:
         """Whether the output event list carries values (burst counts, compacted sums)."""
         if self.op is Op.MAXPOOL2D:  # forwards the winners' events as they are
             return self.events(0).graded
+        if self.op is Op.REMAP and self.epilogue is Epilogue.COMPACT:  # moved spikes stay spikes
+            return self.multiplier or any(isinstance(o, Events) and o.graded for o in self.operands)
         if self.epilogue is Epilogue.COMPACT:
             return True
         return self.epilogue is Epilogue.NEURON and self.neuron is not None and self.neuron.max_spikes > 1
@@ -230,7 +247,7 @@ class LayerKernel:
             return self.in_shape[0] * self.n_out
         if self.op is Op.CONV2D:
             kh, kw = self.conv.kernel
-            return self.n_out * self.in_shape[2] * kh * kw
+            return self.n_out * self.in_shape[2] // self.conv.groups * kh * kw
         return self.n_out
 
     def slice_plan(self) -> tuple[int, int]:
@@ -239,8 +256,9 @@ class LayerKernel:
         when the layer has at least PARALLEL_WORK multiply-accumulates (below that, a parallel
         launch, ~5 µs, costs more than it saves)."""
         csc = isinstance(self.operands[0], Events) and self.operands[0].layout is Layout.CSC
+        grouped = self.op is Op.CONV2D and self.conv.groups > 1  # a group's channels are one slice
         sliceable = self.device is Device.CPU and (
-            csc or (self.batch == 1 and self.op in (Op.LINEAR, Op.CONV2D))
+            csc or (self.batch == 1 and self.op in (Op.LINEAR, Op.CONV2D) and not grouped)
         )
         if not sliceable:
             return 1, self.channels
@@ -263,6 +281,10 @@ class LayerKernel:
                 names += [f"ptr{i}", f"idx{i}"]
             if operand.graded:
                 names.append(f"val{i}")
+        if self.op is Op.REMAP:
+            names += [f"map{i}" for i in range(len(self.operands))]
+            if self.multiplier:
+                names += [f"mul{i}" for i in range(len(self.operands))]
         if self.op in (Op.LINEAR, Op.CONV2D):
             names.append("weight")
         if self.bias:
@@ -470,9 +492,47 @@ def add_kernel(
     )
 
 
-def conv_out_size(size: int, k: int, s: int, p: int, d: int = 1) -> int:
-    """PyTorch's output size of a convolution or (floor-mode) pooling window."""
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+def remap_kernel(
+    shape: tuple[int, ...],
+    operands: tuple[Operand, ...],
+    *,
+    multiplier: bool = False,
+    batch: int | None = None,
+    precision: Precision = Precision.FLOAT32,
+    bias: bool = False,
+    epilogue: Epilogue = Epilogue.COMPACT,
+    neuron: NeuronSpec | None = None,
+    readout: bool = False,
+    device: Device = Device.CPU,
+) -> LayerKernel:
+    """Re-indexing of event lists or currents into one output (permute, slice, concat, reshape,
+    and with ``multiplier`` a per-element scale): operand i's element e lands at ``map{i}[e]``
+    (-1: dropped) times ``mul{i}[e]``.  An event costs one lookup and one add; the output list is
+    compacted from the accumulator as for pooling."""
+    return LayerKernel(
+        op=Op.REMAP,
+        in_shape=tuple(shape),
+        out_shape=tuple(shape),
+        operands=tuple(operands),
+        precision=precision,
+        batch=batch,
+        bias=bias,
+        epilogue=epilogue,
+        neuron=neuron,
+        readout=readout,
+        device=device,
+        multiplier=multiplier,
+    )
+
+
+def conv_out_size(size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
+    """PyTorch's output size of a convolution or pooling window (ceil_mode: pooling only; the
+    last window must start inside the input or its left padding)."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (span + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
 def channel_slices(channels: int, min_width: int) -> tuple[int, int]:
@@ -512,6 +572,10 @@ def _check(k: LayerKernel) -> None:
         g = k.geometry
         if not isinstance(g, Conv2dGeometry):
             raise ValueError("conv2d kernel needs a Conv2dGeometry")
+        if g.groups < 1 or k.in_shape[2] % g.groups or k.out_shape[2] % g.groups:
+            raise ValueError(f"groups={g.groups} must divide {k.in_shape[2]} input and {k.out_shape[2]} output channels")
+        if g.groups > 1 and k.device is Device.CUDA:
+            raise UnsupportedError("grouped convolution kernels are CPU-only")
         for axis in (0, 1):
             if g.stride[axis] > 1 and g.dilation[axis] > 1:
                 raise UnsupportedError(
@@ -530,8 +594,18 @@ def _check(k: LayerKernel) -> None:
             raise ValueError("pooling has no bias")
         if k.in_shape[2] != k.out_shape[2]:
             raise ValueError("pooling keeps the channel count")
-    if k.op is Op.ADD and k.in_shape != k.out_shape:
-        raise ValueError("add keeps the shape")
+        if k.pool.average and (k.op is not Op.POOL2D or k.precision is Precision.INT8):
+            raise ValueError("a per-window divisor belongs to fp32 average pooling")
+    if k.op in (Op.ADD, Op.REMAP) and k.in_shape != k.out_shape:
+        raise ValueError(f"{k.op.value} keeps the shape")
+    if k.multiplier and k.op is not Op.REMAP:
+        raise ValueError("only a remap kernel takes per-element multipliers")
+    if k.op is Op.REMAP and any(isinstance(o, Current) and not o.cap for o in k.operands):
+        raise ValueError("a remap kernel's current operands need their size (Current.cap)")
+    if k.op is Op.REMAP and (k.device is Device.CUDA or any(o.scale != 1.0 for o in k.operands)):
+        if k.device is Device.CUDA:
+            raise UnsupportedError("remap kernels (permute, slice, concat, scale) are CPU-only")
+        raise ValueError("a remap kernel carries scales in its multipliers, not in operand scales")
     if k.slices is not None and (
         k.slices < 1 or k.channels % k.slices or (k.slices > 1 and (k.channels // k.slices) % LANES)
     ):
@@ -601,8 +675,14 @@ class _Emitter:
         shapes: dict[str, tuple[tuple[str, ...], str]] = {}
         for i, operand in enumerate(k.operands):
             if isinstance(operand, Current):
-                shapes[f"cur{i}"] = ((B, n), adt)
+                shapes[f"cur{i}"] = ((B, str(operand.cap or n)), adt)
+                if k.op is Op.REMAP:
+                    shapes[f"map{i}"] = ((str(operand.cap),), "int32")
+                    shapes[f"mul{i}"] = ((str(operand.cap),), adt)
                 continue
+            if k.op is Op.REMAP:
+                shapes[f"map{i}"] = ((str(operand.cap),), "int32")
+                shapes[f"mul{i}"] = ((str(operand.cap),), adt)
             if operand.layout is Layout.ROWS:
                 shapes[f"cnt{i}"] = ((B,), "int32")
                 shapes[f"idx{i}"] = ((B, str(operand.cap)), "int32")
@@ -618,7 +698,8 @@ class _Emitter:
             shapes["weight"] = ((str(k.in_shape[0]), n), self.wdt)
         if k.op is Op.CONV2D:
             kh, kw = k.conv.kernel
-            shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(k.channels)), self.wdt)
+            cols = k.channels // k.conv.groups
+            shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(cols)), self.wdt)
         if k.bias:
             shapes["bias"] = ((str(k.channels),), adt)
         if k.op is Op.MAXPOOL2D:
@@ -782,6 +863,8 @@ class _Emitter:
             self.accumulate_pool()
         elif op is Op.MAXPOOL2D:
             self.accumulate_maxpool()
+        elif op is Op.REMAP:
+            self.accumulate_remap()
         else:
             self.accumulate_add()
 
@@ -861,8 +944,11 @@ class _Emitter:
         oh, ow, co = k.out_shape
         operand = k.events(0)
         count, at, val = self.event_range(0)
+        cols = co // g.groups
         with w.block(f"for k in range({count}):"):
             self.decode(at("k"))
+            if g.groups > 1:  # the event's group: its Cout/groups output channels (a scalar let)
+                w(f"g0 = T.floordiv(ci, {k.in_shape[2] // g.groups}) * {cols}")
             value = None
             if operand.graded:
                 w(f"ev = {self.to_acc(val('k'), operand.val_dtype)}")
@@ -883,7 +969,14 @@ class _Emitter:
                         dst = f"acc[b, (oy * {ow} + ox) * {co} + {col}]"
                         w(f"{dst} = {dst} + {term.replace('{col}', col)}")
 
-                    self.vector(width, base, stmt)
+                    def grouped(col: str, term: str = term) -> None:
+                        dst = f"acc[b, (oy * {ow} + ox) * {co} + g0 + {col}]"
+                        w(f"{dst} = {dst} + {term.replace('{col}', col)}")
+
+                    if g.groups > 1:
+                        self.vector(cols, "0", grouped)
+                    else:
+                        self.vector(width, base, stmt)
 
     def event_value(self, operand: Events, val_expr: str) -> str:
         """The scalar an event adds: its value (or 1) times the operand scale, in acc dtype."""
@@ -916,7 +1009,43 @@ class _Emitter:
             with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
                 with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
                     dst = f"acc[b, (oy * {ow} + ox) * {c} + ci]"
-                    w(f"{dst} = {dst} + ev")
+                    if k.pool.average:
+                        w(f"{dst} = {dst} + ev / {self.divisor()}")
+                    else:
+                        w(f"{dst} = {dst} + ev")
+
+    def divisor(self) -> str:
+        """PyTorch's avg_pool2d divisor of window (oy, ox), as a float: with count_include_pad
+        the window clipped to the padded input, else to the input."""
+        g = self.k.pool
+        h, wd, _ = self.k.in_shape
+        sizes = []
+        for axis, (o, size) in enumerate((("oy", h), ("ox", wd))):
+            kk, s, p = g.kernel[axis], g.stride[axis], g.padding[axis]
+            start = f"({o} * {s} - {p})"
+            if g.count_include_pad:
+                sizes.append(f"(T.min({start} + {kk}, {size + p}) - {start})")
+            else:
+                sizes.append(f"(T.min({start} + {kk}, {size}) - T.max({start}, 0))")
+        return f'T.cast({sizes[0]} * {sizes[1]}, "{self.adt}")'
+
+    def accumulate_remap(self) -> None:
+        """Each element e of operand i (an event, or every element of a current) adds its value,
+        times ``mul{i}[e]``, at ``map{i}[e]`` unless that is -1."""
+        k, w = self.k, self.w
+        for i, operand in enumerate(k.operands):
+            mul = f" * mul{i}[e]" if k.multiplier else ""
+            if isinstance(operand, Current):
+                with w.block(f"for e in range({operand.cap}):"):
+                    with w.block(f"if map{i}[e] >= 0:"):
+                        w(f"acc[b, map{i}[e]] = acc[b, map{i}[e]] + cur{i}[b, e]{mul}")
+                continue
+            count, at, val = self.event_range(i)
+            with w.block(f"for k in range({count}):"):
+                w(f"e = {at('k')}")
+                with w.block(f"if map{i}[e] >= 0:"):
+                    v = self.to_acc(val("k"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
+                    w(f"acc[b, map{i}[e]] = acc[b, map{i}[e]] + {v}{mul}")
 
     def accumulate_maxpool(self) -> None:
         """Gated max pooling of sample b: add the events to the counts, then write each event

@@ -41,6 +41,14 @@ class LayerOp(enum.Enum):
     SPIKE_MAXPOOL = "spike_maxpool"  # gated max pooling (state: accumulated spike counts)
     ADD = "add"
     FLATTEN = "flatten"
+    # re-indexing (permute, slice, concat, reshape) and per-element scale: element e of input i
+    # moves to ``maps[i][e]`` (-1: dropped), times ``multipliers[i][e]``, plus a per-channel bias
+    REMAP = "remap"
+
+    @property
+    def variadic(self) -> bool:
+        """Takes one or more inputs (add: at least two)."""
+        return self in (LayerOp.ADD, LayerOp.REMAP)
 
     @property
     def weighted(self) -> bool:
@@ -59,17 +67,21 @@ class Mode(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class Window:
-    """A conv or pooling window (pooling: ``dilation`` is always 1)."""
+    """A conv or pooling window (pooling: ``dilation`` is always 1; conv: ``ceil_mode`` and
+    ``count_include_pad`` keep their defaults; pooling: ``groups`` is 1)."""
 
     kernel: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
     dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    ceil_mode: bool = False
+    count_include_pad: bool = True
 
     def out_hw(self, h: int, w: int) -> tuple[int, int]:
         return (
-            conv_out_size(h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0]),
-            conv_out_size(w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1]),
+            conv_out_size(h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0], self.ceil_mode),
+            conv_out_size(w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1], self.ceil_mode),
         )
 
 
@@ -130,15 +142,23 @@ class LayerSpec:
     window: Window | None = None
     neuron: NeuronParams | None = None
     readout: ReadoutMode | None = None
+    maps: tuple[str, ...] = ()  # remap: per input, int parameter [n_in] (C-order index -> C-order index)
+    multipliers: tuple[str, ...] = ()  # remap: none, or per input a float parameter [n_in]
 
     def __post_init__(self) -> None:
         where = f"layer '{self.name}'"
-        if self.op is not LayerOp.ADD and len(self.inputs) != 1:
+        if not self.op.variadic and len(self.inputs) != 1:
             raise TargetError(f"{where}: {self.op.value} takes one input, got {len(self.inputs)}")
         if self.op is LayerOp.ADD and len(self.inputs) < 2:
             raise TargetError(f"{where}: add takes at least two inputs")
-        if self.op.weighted != (self.weight is not None) or (self.bias is not None and not self.op.weighted):
-            raise TargetError(f"{where}: a weight (and bias) belongs to linear and conv2d layers only")
+        if self.op.weighted != (self.weight is not None) or (
+            self.bias is not None and not (self.op.weighted or self.op is LayerOp.REMAP)
+        ):
+            raise TargetError(f"{where}: a weight belongs to linear and conv2d layers only, a bias also to remap")
+        if (self.op is LayerOp.REMAP) != bool(self.maps) or (self.maps and len(self.maps) != len(self.inputs)):
+            raise TargetError(f"{where}: a remap layer has one map per input, other layers none")
+        if self.multipliers and len(self.multipliers) != len(self.inputs):
+            raise TargetError(f"{where}: a remap layer has no multipliers or one per input")
         if (self.op is LayerOp.CONV2D or self.op.pooling) != (self.window is not None):
             raise TargetError(f"{where}: a window belongs to conv2d and pooling layers only")
         if self.neuron is not None and self.op in (LayerOp.FLATTEN, LayerOp.SPIKE_MAXPOOL):
@@ -172,12 +192,15 @@ class LayerSpec:
         if self.op is LayerOp.CONV2D:
             g = self.geometry
             rec |= {"stride": list(g.stride), "padding": list(g.padding), "dilation": list(g.dilation)}
-            rec["kernel"] = list(g.kernel)
+            rec |= {"kernel": list(g.kernel), "groups": g.groups}
         elif self.op.pooling:
             g = self.geometry
             rec |= {"kernel": list(g.kernel), "stride": list(g.stride), "padding": list(g.padding)}
+            rec |= {"ceil_mode": g.ceil_mode, "count_include_pad": g.count_include_pad}
         if self.op.weighted:
             rec |= {"weight": self.weight, "bias": self.bias}
+        if self.op is LayerOp.REMAP:
+            rec |= {"maps": list(self.maps), "multipliers": list(self.multipliers), "bias": self.bias}
         rec["neuron"] = None if self.neuron is None else self.neuron.to_json()
         rec["readout"] = None if self.readout is None else self.readout.value
         rec["shape"] = list(self.shape)
@@ -294,6 +317,8 @@ class Artifact:
             where = f"layer '{layer.name}'"
             params = _names(rec.get("params", {}), "params", where)
             roles = {"weight"} if layer.weight is not None else set()
+            roles |= {f"map{i}" for i in range(len(layer.maps))}
+            roles |= {f"mul{i}" for i in range(len(layer.multipliers))}
             roles |= {"bias"} if layer.bias is not None else set()
             roles |= {"v_th", "beta", "v_init"} if layer.neuron is not None else set()
             if not roles <= set(params):
@@ -323,7 +348,7 @@ def parse_layer_graph(raw: Mapping[str, Any], param_shapes: Mapping[str, tuple[i
 
 _LAYER_KEYS = {
     "name", "op", "inputs", "precision", "mode", "weight", "bias", "stride", "padding", "dilation", "groups",
-    "kernel", "ceil_mode", "count_include_pad", "neuron", "readout",
+    "kernel", "ceil_mode", "count_include_pad", "neuron", "readout", "maps", "multipliers", "shape",
 }  # fmt: skip
 _ARTIFACT_KEYS = {"shape", "params", "source", "kernels"}
 _NEURON_KEYS = {"v_th", "beta", "reset", "v_reset", "v_init", "strict", "max_spikes", "out_scale"}
@@ -352,6 +377,12 @@ def _int(value: Any, what: str, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
         raise TargetError(f"{where}: {what} must be an integer, got {value!r}")
     return int(value)
+
+
+def _bool(value: Any, what: str, layer: str) -> bool:
+    if not isinstance(value, bool):
+        raise TargetError(f"layer '{layer}': {what} must be true or false, got {value!r}")
+    return value
 
 
 def _number(value: Any, what: str, where: str) -> float:
@@ -454,7 +485,7 @@ def _parse_layer(
             raise TargetError(
                 f"layer '{name}': input '{src}' is not defined before it{did_you_mean(src, shapes)}"
             )
-    if op is not LayerOp.ADD and len(inputs) != 1:
+    if not op.variadic and len(inputs) != 1:
         raise TargetError(f"layer '{name}': {op.value} takes one input, got {len(inputs)}")
     if op is LayerOp.ADD and len(inputs) < 2:
         raise TargetError(f"layer '{name}': add takes at least two inputs")
@@ -463,15 +494,15 @@ def _parse_layer(
     if op is LayerOp.CONV2D:
         if len(x) != 3:
             raise TargetError(f"layer '{name}': conv2d expects a [C, H, W] input, got {list(x)}")
+        groups = _int(raw.get("groups", 1), "groups", f"layer '{name}'")
+        if groups < 1 or x[0] % groups:
+            raise TargetError(f"layer '{name}': groups={groups} does not divide the {x[0]} input channels")
         if params is not None:
             ws = _param_shape(params, raw.get("weight", ""), name, "weight")
-            if _int(raw.get("groups", 1), "groups", f"layer '{name}'") != 1:
-                raise UnsupportedError(
-                    f"layer '{name}': grouped convolution (groups={raw['groups']}) is not supported"
-                )
-            if len(ws) != 4 or ws[1] != x[0]:
+            if len(ws) != 4 or ws[1] != x[0] // groups or ws[0] % groups:
                 raise TargetError(
-                    f"layer '{name}': weight {list(ws)} does not fit a {list(x)} input (expected [Cout, {x[0]}, KH, KW])"
+                    f"layer '{name}': weight {list(ws)} does not fit a {list(x)} input "
+                    f"(expected [Cout, {x[0] // groups}, KH, KW], Cout divisible by groups={groups})"
                 )
             kernel = (ws[2], ws[3])
         else:
@@ -481,6 +512,7 @@ def _parse_layer(
             stride=_pair(raw.get("stride", 1), "stride", name),
             padding=_pair(raw.get("padding", 0), "padding", name),
             dilation=_pair(raw.get("dilation", 1), "dilation", name),
+            groups=groups,
         )
         oh, ow = window.out_hw(x[1], x[2])
         if oh <= 0 or ow <= 0:
@@ -493,11 +525,9 @@ def _parse_layer(
             kernel=kernel,
             stride=_pair(raw.get("stride", kernel), "stride", name),
             padding=_pair(raw.get("padding", 0), "padding", name),
+            ceil_mode=_bool(raw.get("ceil_mode", False), "ceil_mode", name),
+            count_include_pad=_bool(raw.get("count_include_pad", True), "count_include_pad", name),
         )
-        if raw.get("ceil_mode", False) or not raw.get("count_include_pad", True):
-            raise UnsupportedError(
-                f"layer '{name}': {op.value} with ceil_mode or count_include_pad=False is not supported"
-            )
         oh, ow = window.out_hw(x[1], x[2])
         if oh <= 0 or ow <= 0:
             raise TargetError(f"layer '{name}': window {list(kernel)} does not fit input {list(x)}")
@@ -519,6 +549,8 @@ def _parse_layer(
             if shapes[src] != x:
                 raise TargetError(f"layer '{name}': add of {list(x)} and {list(shapes[src])} ('{src}')")
         shape = x
+    elif op is LayerOp.REMAP:
+        shape = _shape(raw.get("shape"), "shape", f"layer '{name}'")
     else:  # flatten
         shape = (math.prod(x),)
     channels = shape[0] if shape else 0
@@ -534,6 +566,24 @@ def _parse_layer(
                 raise TargetError(f"layer '{name}': bias has {n} values, the layer has {channels} channels")
         elif bias is not None and not isinstance(bias, str):
             raise TargetError(f"layer '{name}': bias must be a parameter name, got {bias!r}")
+    maps: tuple[str, ...] = ()
+    multipliers: tuple[str, ...] = ()
+    if op is LayerOp.REMAP:
+        maps = tuple(_str_list(raw.get("maps"), "maps", f"layer '{name}'"))
+        multipliers = tuple(_str_list(raw.get("multipliers", []), "multipliers", f"layer '{name}'"))
+        bias = raw.get("bias")
+        if bias is not None and not isinstance(bias, str):
+            raise TargetError(f"layer '{name}': bias must be a parameter name, got {bias!r}")
+        if params is not None:
+            for role, names in (("map", maps), ("multiplier", multipliers)):
+                for src, pname in zip(inputs, names, strict=False):
+                    n = math.prod(_param_shape(params, pname, name, role))
+                    if n != math.prod(shapes[src]):
+                        raise TargetError(
+                            f"layer '{name}': {role} '{pname}' has {n} values, input '{src}' has {math.prod(shapes[src])}"
+                        )
+            if bias is not None and math.prod(_param_shape(params, bias, name, "bias")) != channels:
+                raise TargetError(f"layer '{name}': bias has the wrong size, the layer has {channels} channels")
     neuron = raw.get("neuron")
     if neuron is not None and op in (LayerOp.FLATTEN, LayerOp.SPIKE_MAXPOOL):
         raise TargetError(f"layer '{name}': {op.value} has no neuron")
@@ -550,6 +600,8 @@ def _parse_layer(
         window=window,
         neuron=None if neuron is None else _parse_neuron(neuron, name, channels, params),
         readout=None if readout is None else _enum(ReadoutMode, readout, "readout", f"layer '{name}'"),
+        maps=maps,
+        multipliers=multipliers,
     )
 
 

@@ -6,6 +6,11 @@ one layer whose neuron update is fused into the op's kernel epilogue.  Gated max
 (``spike_maxpool``) is a layer of its own: an event kernel that keeps each input's accumulated
 spike count and forwards the window winner's events.  Structure ops that
 only rename (identity, dropout, readout) disappear; flatten is a layer (free at run time).
+Re-indexing ops (permute, slice, concat, a reshape that is not a flatten) and scale become
+``remap`` layers: a map from each input element to its output element (PyTorch's C order here;
+the build turns it into the runtime's channels-last order), a per-element multiplier for scale;
+a chain of remaps whose intermediate values have no other user composes into one layer.
+A conv1d on [C, L] is a conv2d on [C, 1, L] (every [C, L] value is [C, 1, L] here).
 What the runtime cannot express is refused with the node and the pass that would fix it.
 
 The per-layer kernel choice (``mode``: event or dense) comes from the calibrated input
@@ -33,6 +38,12 @@ from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 LAYER_OPS: dict[type[O.Op], LayerOp] = {
     O.Linear: LayerOp.LINEAR,
     O.Conv2d: LayerOp.CONV2D,
+    O.Conv1d: LayerOp.CONV2D,
+    O.Scale: LayerOp.REMAP,
+    O.Permute: LayerOp.REMAP,
+    O.Slice: LayerOp.REMAP,
+    O.Concat: LayerOp.REMAP,
+    O.Reshape: LayerOp.REMAP,
     O.SumPool2d: LayerOp.SUMPOOL2D,
     O.AvgPool2d: LayerOp.AVGPOOL2D,
     O.SpikeMaxPool2d: LayerOp.SPIKE_MAXPOOL,
@@ -60,19 +71,10 @@ def _neuron_problems(graph: Graph, node: Node) -> list[str]:
 
 
 def import_legality(graph: Graph) -> list[str]:
-    """What no pass changes and this target refuses: ops with no layer here that no pass removes or
-    rewrites (ann-only ops become neurons and pooling; value-identity and reshape ops are dropped by
-    canonicalize), grouped convolutions and ceil_mode pooling (kept as they are by every pass)."""
-    problems: list[str] = []
-    for node in graph.nodes:
-        op = node.op
-        if isinstance(op, O.Conv2d) and op.groups != 1:
-            problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
-        elif isinstance(op, O.Pool2d) and op.ceil_mode:
-            problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
-        elif isinstance(op, (O.Conv1d, O.Concat)):
-            problems.append(f"{op.name} %{node.name}: not supported by the tvm target")
-    return problems
+    """What no pass changes and this target refuses: nothing any more among the ops of the
+    imported models (grouped and 1-D convolution, ceil_mode pooling, concat, permute and slice
+    have layers); what conversion leaves behind is checked by :func:`legality`."""
+    return []
 
 
 def legality(graph: Graph) -> list[str]:
@@ -90,10 +92,6 @@ def legality(graph: Graph) -> list[str]:
             problems.append(
                 f"readout %{node.name}: early exit (adaptive-timesteps) runs on the torch target only"
             )
-        elif isinstance(op, O.Conv2d) and op.groups != 1:
-            problems.append(f"conv2d %{node.name}: grouped convolution is not supported by the tvm target")
-        elif isinstance(op, O.Pool2d) and op.ceil_mode:
-            problems.append(f"{op.name} %{node.name}: ceil_mode is not supported by the tvm target")
         elif op.ann_only or not (
             type(op) in LAYER_OPS or op.value_identity or isinstance(op, (O.Encode, O.Neuron, O.Readout))
         ):
@@ -137,11 +135,105 @@ def _pair(value: tuple[int, int]) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
+def layer_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The layer graph's shape of an IR value: [C, L] runs as [C, 1, L]."""
+    return (shape[0], 1, shape[1]) if len(shape) == 2 else tuple(shape)
+
+
+def _remap_params(graph: Graph, node: Node, params: dict[str, np.ndarray]) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+    """(maps, multipliers, bias) of a re-indexing or scale node, stored in ``params``: per input,
+    the C-order output index of each C-order input element (-1: dropped)."""
+    op = node.op
+    ins = [tuple(graph.value_type(v).shape) for v in node.inputs]
+    out = tuple(graph.value_type(node.name).shape)
+    n_out = int(np.prod(out))
+    n_in = [int(np.prod(s)) for s in ins]
+    maps: list[np.ndarray] = []
+    if isinstance(op, O.Permute):
+        m = np.empty(n_in[0], np.int64)
+        m[np.arange(n_in[0]).reshape(ins[0]).transpose(op.dims).reshape(-1)] = np.arange(n_out)
+        maps = [m]
+    elif isinstance(op, O.Slice):
+        m = np.full(n_in[0], -1, np.int64)
+        index = [slice(None)] * len(ins[0])
+        index[op.axis] = slice(op.start, op.stop, op.step)
+        m[np.arange(n_in[0]).reshape(ins[0])[tuple(index)].reshape(-1)] = np.arange(n_out)
+        maps = [m]
+    elif isinstance(op, O.Concat):
+        cuts = np.cumsum([s[op.axis] for s in ins])[:-1]
+        maps = [piece.reshape(-1) for piece in np.split(np.arange(n_out).reshape(out), cuts, axis=op.axis)]
+    else:  # reshape, scale: element e stays element e (in C order)
+        maps = [np.arange(n_out)]
+    names = []
+    for i, m in enumerate(maps):
+        names.append(f"{node.name}.map{i}")
+        params[names[-1]] = m.astype(np.int64)
+    multipliers: tuple[str, ...] = ()
+    bias = None
+    if isinstance(op, O.Scale):
+        channels = out[0]
+        s = np.full(channels, float(op.factor))
+        if "scale" in node.params:
+            s = s * graph.params[node.params["scale"]].reshape(-1).astype(np.float64)
+        if "scale" in node.params or op.factor != 1.0:
+            params[f"{node.name}.multiplier"] = np.repeat(s, n_out // channels).astype(np.float32)
+            multipliers = (f"{node.name}.multiplier",)
+        if "bias" in node.params:
+            bias = node.params["bias"]
+            params[bias] = graph.params[bias]
+    return tuple(names), multipliers, bias
+
+
+def _compose_remaps(layers: dict[str, LayerSpec], params: dict[str, np.ndarray], output: str) -> None:
+    """Merge a remap that only moves elements (no multiplier, bias, neuron or readout) into the
+    one remap that reads it: one kernel call instead of two (channel shuffle: three into one)."""
+    uses: dict[str, int] = {}
+    for layer in layers.values():
+        for src in layer.inputs:
+            uses[src] = uses.get(src, 0) + 1
+    for name in list(layers):
+        layer = layers[name]
+        if layer.op is not LayerOp.REMAP:
+            continue
+        inputs: list[str] = []
+        maps: list[str] = []
+        muls: list[str] = []
+        changed = False
+        for i, src in enumerate(layer.inputs):
+            up = layers.get(src)
+            pure = (
+                up is not None and up.op is LayerOp.REMAP and not up.multipliers and up.bias is None
+                and up.neuron is None and up.readout is None and uses.get(src) == 1 and src != output
+            )  # fmt: skip
+            mine = params[layer.maps[i]]
+            if up is None or not pure:
+                inputs.append(src)
+                maps.append(layer.maps[i])
+                if layer.multipliers:
+                    muls.append(layer.multipliers[i])
+                continue
+            changed = True
+            for src_in, src_map in zip(up.inputs, up.maps, strict=True):
+                first = params[src_map]
+                composed = np.where(first >= 0, mine[np.maximum(first, 0)], -1)
+                key = f"{name}.map{len(maps)}"
+                params[key] = composed
+                inputs.append(src_in)
+                maps.append(key)
+                if layer.multipliers:
+                    mul = params[layer.multipliers[i]][np.maximum(first, 0)]
+                    params[f"{name}.multiplier{len(muls)}"] = mul
+                    muls.append(f"{name}.multiplier{len(muls)}")
+            del layers[src]
+        if changed:
+            layers[name] = replace(layer, inputs=tuple(inputs), maps=tuple(maps), multipliers=tuple(muls))
+
+
 def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> LayerSpec:
     """The layer of a node of LAYER_OPS, without neuron and readout (they fuse in later)."""
     op = node.op
     kind = LAYER_OPS[type(op)]
-    shape = tuple(graph.value_type(node.name).shape)
+    shape = layer_shape(tuple(graph.value_type(node.name).shape))
     window = None
     if isinstance(op, O.Conv2d):
         kh, kw = graph.params[node.params["weight"]].shape[2:]
@@ -150,9 +242,21 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> Lay
             stride=_pair(op.stride),
             padding=_pair(op.padding),
             dilation=_pair(op.dilation),
+            groups=op.groups,
+        )
+    elif isinstance(op, O.Conv1d):  # a conv2d with a 1-row kernel on [C, 1, L]
+        k = int(graph.params[node.params["weight"]].shape[2])
+        window = Window(
+            kernel=(1, k), stride=(1, op.stride), padding=(0, op.padding), dilation=(1, op.dilation), groups=op.groups
         )
     elif isinstance(op, O.Pool2d):
-        window = Window(kernel=_pair(op.kernel), stride=_pair(op.stride), padding=_pair(op.padding))
+        window = Window(
+            kernel=_pair(op.kernel),
+            stride=_pair(op.stride),
+            padding=_pair(op.padding),
+            ceil_mode=op.ceil_mode,
+            count_include_pad=getattr(op, "count_include_pad", True),
+        )
     return LayerSpec(
         name=node.name,
         op=kind,
@@ -197,15 +301,31 @@ def lower(
             raise TargetError(f"{op.name} %{node.name}: not supported by the tvm target")
         density = (densities or {}).get(node.name)
         run_as = Mode.DENSE if density is not None and density > crossover else Mode.EVENT
-        layers[node.name] = _layer(graph, node, tuple(name_of[v] for v in node.inputs), run_as)
+        inputs = tuple(name_of[v] for v in node.inputs)
+        if isinstance(op, O.Flatten) or (isinstance(op, O.Reshape) and len(op.shape) == 1):  # free
+            layers[node.name] = LayerSpec(
+                name=node.name, op=LayerOp.FLATTEN, inputs=inputs, shape=tuple(graph.value_type(node.name).shape)
+            )
+        elif LAYER_OPS[type(op)] is LayerOp.REMAP:
+            maps, multipliers, bias = _remap_params(graph, node, params)
+            layers[node.name] = LayerSpec(
+                name=node.name, op=LayerOp.REMAP, inputs=inputs, bias=bias, maps=maps, multipliers=multipliers,
+                shape=layer_shape(tuple(graph.value_type(node.name).shape)),
+            )  # fmt: skip
+        else:
+            layers[node.name] = _layer(graph, node, inputs, run_as)
         for role in ("weight", "bias"):
             if op.weighted and role in node.params:
-                params[node.params[role]] = graph.params[node.params[role]]
+                value = graph.params[node.params[role]]
+                if role == "weight" and isinstance(op, O.Conv1d):  # [Cout, Cin/g, K] -> [Cout, Cin/g, 1, K]
+                    value = value[:, :, None, :]
+                params[node.params[role]] = value
         name_of[node.name] = node.name
+    _compose_remaps(layers, params, next(n for n, spec in layers.items() if spec.readout is not None))
     layer_graph = LayerGraph(
         name=graph.name,
         timesteps=graph.attrs.timesteps or 1,
-        input=InputSpec(name="x", shape=tuple(input_type.shape)),
+        input=InputSpec(name="x", shape=layer_shape(tuple(input_type.shape))),
         layers=tuple(layers.values()),
     )
     return layer_graph, params

@@ -26,6 +26,7 @@ from snnc.backends.tvm.kernels import (
     conv2d_kernel,
     linear_kernel,
     pool2d_kernel,
+    remap_kernel,
     spike_maxpool2d_kernel,
 )
 from snnc.backends.tvm.layers import LayerGraph, LayerOp, LayerSpec, Mode
@@ -146,6 +147,14 @@ def _neuron_spec(layer: LayerSpec) -> NeuronSpec | None:
     return NeuronSpec(reset=nrn.reset, strict=nrn.strict, max_spikes=nrn.max_spikes, leak=nrn.leak)
 
 
+def remap_multiplier(layer: LayerSpec, ins: list[Value], compact: bool) -> bool:
+    """Whether a remap kernel multiplies each element (``mul{i}``): when the layer scales (its
+    multipliers), or when its inputs' output scales cannot travel on with its output events
+    (they differ, or the output is a current or a neuron's input)."""
+    scales = {s.scale if s.kind is ValueKind.EVENTS else 1.0 for s in ins}
+    return bool(layer.multipliers) or len(scales) > 1 or (not compact and scales != {1.0})
+
+
 def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan:
     name, op = layer.name, layer.op
     precision = layer.precision
@@ -162,20 +171,29 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         )
     if x.kind is ValueKind.CURRENT and op.pooling:
         raise UnsupportedError(f"layer '{name}': pooling of an analog current; put a neuron before it")
+    if any(s.kind is ValueKind.ANALOG for s in ins[1:]):
+        raise UnsupportedError(f"layer '{name}': the analog input can feed linear/conv layers only")
     mode = _run_mode(layer, x)
     layer = replace(layer, mode=mode)
     if neuron is not None:
         epilogue = Epilogue.NEURON
-    elif op.weighted or any(s.kind is not ValueKind.EVENTS for s in ins):
+    elif op.weighted or readout or any(s.kind is not ValueKind.EVENTS for s in ins):
+        epilogue = Epilogue.CURRENT
+    elif op is LayerOp.REMAP and layer.bias is not None:
         epilogue = Epilogue.CURRENT
     else:
         epilogue = Epilogue.COMPACT
+    multiplier = op is LayerOp.REMAP and remap_multiplier(layer, ins, epilogue is Epilogue.COMPACT)
     if epilogue is Epilogue.CURRENT:
         out = Value(kind=ValueKind.CURRENT, shape=shape, hwc=hwc, dtype=adt)
     elif op is LayerOp.SPIKE_MAXPOOL:  # forwards its input's events: values and scale carry on
         out = Value(
             kind=ValueKind.EVENTS, shape=shape, hwc=hwc, graded=x.graded, val_dtype=adt, scale=x.scale
         )
+    elif op is LayerOp.REMAP and epilogue is Epilogue.COMPACT:  # moved events keep their scale
+        graded = multiplier or any(s.graded for s in ins)
+        carried = 1.0 if multiplier else x.scale
+        out = Value(kind=ValueKind.EVENTS, shape=shape, hwc=hwc, graded=graded, val_dtype=adt, scale=carried)
     else:
         graded = epilogue is Epilogue.COMPACT or (neuron is not None and neuron.max_spikes > 1)
         scale = layer.neuron.out_scale if layer.neuron is not None else 1.0
@@ -219,12 +237,30 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
                     device=device,
                 )
             return main, densify
+        if op is LayerOp.REMAP:
+            operands = tuple(
+                Current(cap=s.n) if s.kind is ValueKind.CURRENT
+                else Events(cap=s.n, graded=s.graded, val_dtype=s.val_dtype)
+                for s in ins
+            )  # fmt: skip
+            return remap_kernel(
+                kshape,
+                operands,
+                multiplier=multiplier,
+                batch=batch,
+                precision=precision,
+                bias=has_bias,
+                epilogue=epilogue,
+                neuron=neuron,
+                readout=readout,
+                device=device,
+            ), None
         if op is LayerOp.SPIKE_MAXPOOL:
             w = layer.geometry
             return spike_maxpool2d_kernel(
                 _hwc(x),
                 (kshape[0], kshape[1]),
-                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding),
+                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding, ceil_mode=w.ceil_mode),
                 batch=batch,
                 precision=precision,
                 graded=x.graded,
@@ -233,11 +269,18 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             ), None
         if op.pooling:
             w = layer.geometry
-            scale = x.scale / (w.kernel[0] * w.kernel[1]) if op is LayerOp.AVGPOOL2D else x.scale
+            # a window-dependent divisor (ceil_mode overhang, padding not counted) is computed per
+            # window in the kernel; a constant one travels as the operand scale
+            average = op is LayerOp.AVGPOOL2D and (w.ceil_mode or not w.count_include_pad)
+            constant = op is LayerOp.AVGPOOL2D and not average
+            scale = x.scale / (w.kernel[0] * w.kernel[1]) if constant else x.scale
             return pool2d_kernel(
                 _hwc(x),
                 (kshape[0], kshape[1]),
-                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding),
+                Pool2dGeometry(
+                    kernel=w.kernel, stride=w.stride, padding=w.padding, ceil_mode=w.ceil_mode,
+                    average=average, count_include_pad=w.count_include_pad if average else True,
+                ),
                 scale=scale,
                 batch=batch,
                 precision=precision,
@@ -269,7 +312,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             return weighted(x.n, shape[0]), None
         w = layer.geometry
         return weighted(_hwc(x), shape[0], Conv2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding,
-                                                           dilation=w.dilation)), None
+                                                           dilation=w.dilation, groups=w.groups)), None
 
     # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
     for batch in (None, 1) if device is Device.CPU else (None,):

@@ -29,7 +29,8 @@ from snnc.errors import InputFileError, TargetError
 
 
 def _dense_conv_hwc(x: np.ndarray, w: np.ndarray, g: Window) -> np.ndarray:
-    """Dense conv of channels-last x [B, H, W, Ci] with w [Ci, KH, KW, Co] via one BLAS product."""
+    """Dense conv of channels-last x [B, H, W, Ci] with w [Ci, KH, KW, Co/groups] via one BLAS
+    product (grouped: one batched product over the groups)."""
     (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
     kh, kw = g.kernel
     b, h, wd, ci = x.shape
@@ -38,7 +39,13 @@ def _dense_conv_hwc(x: np.ndarray, w: np.ndarray, g: Window) -> np.ndarray:
     ow = conv_out_size(wd, kw, sw, pw, dw)
     win = np.lib.stride_tricks.sliding_window_view(xp, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(1, 2))
     win = win[:, : (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw, :, ::dh, ::dw]  # [B, OH, OW, Ci, KH, KW]
-    return np.tensordot(win, w, axes=([3, 4, 5], [0, 1, 2]))  # [B, OH, OW, Co]
+    if g.groups == 1:
+        return np.tensordot(win, w, axes=([3, 4, 5], [0, 1, 2]))  # [B, OH, OW, Co]
+    gs = g.groups
+    win = win.reshape(b, oh, ow, gs, ci // gs, kh, kw)
+    wg = w.reshape(gs, ci // gs, kh, kw, w.shape[3])
+    res = np.einsum("bhwgikl,giklo->bhwgo", win, wg, optimize=True)
+    return res.reshape(b, oh, ow, gs * w.shape[3])
 
 
 @dataclass
@@ -148,8 +155,8 @@ class EventRuntime:
                 if out.graded:
                     t["val_out"] = self._tensor((batch, n), adt)
             pnames = self.artifact.files[plan.name].params
-            for role in ("weight", "bias", "v_th", "beta"):
-                if role in pnames:
+            for role in pnames:
+                if role in ("weight", "bias", "v_th", "beta") or role.startswith(("map", "mul")):
                     t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role])
             if layer.neuron is not None:
                 t["v"] = self._tensor((batch, n), adt)
@@ -255,6 +262,8 @@ class EventRuntime:
     def _encode_input(self, x: np.ndarray) -> np.ndarray:
         """[B, C, H, W] (or [B, n]) float input -> flat channels-last, quantised for int8 layers."""
         shape = self.graph.input.shape
+        if len(shape) == 3 and shape[1] == 1 and x.shape[1:] == (shape[0], shape[2]):
+            x = x.reshape(x.shape[0], *shape)  # a [C, L] input (conv1d) runs as [C, 1, L]
         if x.shape[1:] != shape:
             raise TargetError(
                 f"input has shape {list(x.shape[1:])} per sample, the network expects {list(shape)}"

@@ -1,0 +1,130 @@
+"""The tvm target on the ops of real architectures, differentially against the torch simulator.
+
+Grouped and depthwise convolution, conv1d, channel shuffle (reshape, permute, reshape), slice,
+concat, scale, ceil_mode average and gated max pooling.  Weights, biases, scales and inputs are
+multiples of powers of two and window divisors are powers of two, so every sum is exact in
+float32 whatever its order: the TVM artifact must give the simulator's logits and spike counts
+exactly (spike for spike).  Channel-shuffle chains compose into one remap layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+from conversion_util import graph_from_text  # noqa: E402
+
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
+from snnc.backends.tvm.build import compile_artifact  # noqa: E402
+from snnc.backends.tvm.layers import LayerOp  # noqa: E402
+from snnc.backends.tvm.lower import import_legality, legality, lower  # noqa: E402
+from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
+from snnc.ir import Graph  # noqa: E402
+from snnc.ir import ops as O  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+SHUFFLE = """
+graph @shuffle(%x: analog[4,9,9]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[4,9,9]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[8,9,9]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[8,9,9]
+  %dw = conv2d(%n1) {padding = [1, 1], groups = 8} params {weight = "dw.weight", bias = "dw.bias"} : analog[8,9,9]
+  %n2 = neuron(%dw) {v_init = 0.5} : spike[8,9,9]
+  %g = conv2d(%n2) {groups = 2} params {weight = "g.weight"} : analog[8,9,9]
+  %n3 = neuron(%g) {v_init = 0.5} : spike[8,9,9]
+  %r1 = reshape(%n3) {shape = [2, 4, 9, 9]} : spike[2,4,9,9]
+  %p = permute(%r1) {dims = [1, 0, 2, 3]} : spike[4,2,9,9]
+  %r2 = reshape(%p) {shape = [8, 9, 9]} : spike[8,9,9]
+  %s1 = slice(%r2) {axis = 0, start = 0, stop = 4} : spike[4,9,9]
+  %s2 = slice(%r2) {axis = 0, start = 4, stop = 8} : spike[4,9,9]
+  %b = conv2d(%s2) {padding = [1, 1]} params {weight = "b.weight", bias = "b.bias"} : analog[4,9,9]
+  %sc = scale(%s1) {factor = 0.5} params {scale = "sc.scale", bias = "sc.bias"} : analog[4,9,9]
+  %a = add(%b, %sc) : analog[4,9,9]
+  %n4 = neuron(%a) {v_init = 0.5} : spike[4,9,9]
+  %cat = concat(%s1, %n4) : spike[8,9,9]
+  %mp = spike_maxpool(%cat) {kernel = [2, 2], stride = [2, 2], ceil_mode = true} : spike[8,5,5]
+  %ap = avgpool2d(%mp) {kernel = [2, 2], stride = [2, 2], ceil_mode = true} : analog[8,3,3]
+  %n5 = neuron(%ap) {v_th = 0.25, v_init = 0.5} : spike[8,3,3]
+  %f = flatten(%n5) : spike[72]
+  %fc = linear(%f) params {weight = "fc.weight", bias = "fc.bias"} : analog[5]
+  %out = readout(%fc) : analog[5]
+  output %out
+}
+"""
+
+CONV1D = """
+graph @conv1d(%x: analog[4,16]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[4,16]
+  %c1 = conv1d(%e) {padding = 1} params {weight = "c1.weight", bias = "c1.bias"} : analog[8,16]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[8,16]
+  %c2 = conv1d(%n1) {stride = 2, padding = 1, groups = 4} params {weight = "c2.weight"} : analog[8,8]
+  %n2 = neuron(%c2) {v_init = 0.5} : spike[8,8]
+  %c3 = conv1d(%n2) {padding = 2, dilation = 2} params {weight = "c3.weight"} : analog[4,8]
+  %n3 = neuron(%c3) {v_init = 0.5} : spike[4,8]
+  %t = permute(%n3) {dims = [1, 0]} : spike[8,4]
+  %f = flatten(%t) : spike[32]
+  %fc = linear(%f) params {weight = "fc.weight"} : analog[3]
+  %n4 = neuron(%fc) : spike[3]
+  %out = readout(%n4) : spike[3]
+  output %out
+}
+"""
+
+
+def _shuffle(seed: int) -> Graph:
+    """SHUFFLE with its 1x1 grouped convolution's weight (graph_from_text makes 3x3 kernels)."""
+    rng = np.random.default_rng(seed)
+    return graph_from_text(SHUFFLE, seed=seed, params={"g.weight": rng.standard_normal((8, 4, 1, 1)) * 0.7})
+
+
+def _dyadic(graph: Graph, seed: int) -> Graph:
+    """Round every parameter to a multiple of 1/8 in [-1, 1] (scales to 1/2 in [0.5, 2]): sums
+    of such numbers are exact in float32."""
+    rng = np.random.default_rng(seed)
+    for key, value in graph.params.items():
+        if key.endswith(".scale"):
+            graph.params[key] = rng.integers(1, 5, value.shape).astype(np.float32) / 2
+        else:
+            graph.params[key] = np.clip(np.round(value * 8), -8, 8).astype(np.float32) / 8
+    return graph
+
+
+def _run_both(graph: Graph, x: np.ndarray, out_dir) -> tuple[dict, object]:
+    layer_graph, params = lower(graph)
+    compile_artifact(layer_graph, params, out_dir)
+    tvm_out = EventRuntime(out_dir).run(x, batch_size=4)
+    ref = TorchSimulator(batch_size=64).run_snn(graph, x, graph.attrs.timesteps)
+    return tvm_out, ref
+
+
+@pytest.mark.parametrize("name,shape", [("shuffle", (4, 9, 9)), ("conv1d", (4, 16))])
+def test_spike_for_spike(tmp_path, name, shape):
+    graph = _dyadic(_shuffle(1) if name == "shuffle" else graph_from_text(CONV1D, seed=1), seed=2)
+    assert import_legality(graph) == [] and legality(graph) == []
+    x = (np.random.default_rng(3).integers(0, 5, (6, *shape)) / 4).astype(np.float32)
+    tvm_out, ref = _run_both(graph, x, tmp_path)
+    np.testing.assert_array_equal(tvm_out["logits"], ref.logits)
+    neuron_of = {graph.producer(n.inputs[0]).name: n.name for n in graph.nodes if isinstance(n.op, O.Neuron)}
+    assert set(tvm_out["spikes_per_layer"]) == set(neuron_of)
+    for layer, counts in tvm_out["spikes_per_layer"].items():
+        # the simulator reports a float32 mean per sample: compare the exact totals
+        assert counts.sum() == round(float(ref.spikes[neuron_of[layer]]) * len(x)), layer
+    assert sum(counts.sum() for counts in tvm_out["spikes_per_layer"].values()) > 0
+
+
+def test_channel_shuffle_is_one_remap_layer():
+    layer_graph, _ = lower(_dyadic(_shuffle(1), seed=2))
+    remaps = [layer for layer in layer_graph.layers if layer.op is LayerOp.REMAP]
+    # reshape, permute, reshape compose into one layer (r2; it feeds two slices, so they stay)
+    assert [layer.name for layer in remaps] == ["r2", "s1", "s2", "sc", "cat"]
+    assert remaps[0].inputs == ("g",)
+
+
+def test_float_weights_within_tolerance(tmp_path):
+    """Random float weights: the same predictions, logits within float tolerance."""
+    graph = _shuffle(4)
+    x = np.random.default_rng(5).uniform(0, 1, (8, 4, 9, 9)).astype(np.float32)
+    tvm_out, ref = _run_both(graph, x, tmp_path)
+    np.testing.assert_allclose(tvm_out["logits"], ref.logits, rtol=1e-4, atol=1e-4)
