@@ -134,6 +134,11 @@ def test_residual_net_maps_and_simulates_spike_for_spike() -> None:
     into_n2 = sorted((e.src, e.delay_bits) for e in edges if e.dst == "n2")
     assert into_n2 == [("n", DELAY_BITS), ("n1", 0)]
     assert {p.population for c in mapping.cores for p in c.pieces} == {"n", "n1", "n2", "n3", "o"}
+    for layer in net.layers:  # every neuron of every population on exactly one core
+        if layer.has_neurons:
+            ranges = mapping.populations[layer.name]
+            assert ranges[0][0] == 0 and ranges[-1][1] == layer.neurons
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 def test_bit_accurate_chip_stays_close_to_the_float_snn() -> None:
