@@ -11,7 +11,9 @@ the relative error of the mean rate·scale against the clipped ANN activation of
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,19 +28,47 @@ from snnc.passes.pipelines import ANN_TO_SNN, ANN_TO_SNN_FAST
 PIPELINES = {"ann-to-snn": ANN_TO_SNN, "ann-to-snn-fast": ANN_TO_SNN_FAST}
 
 
-def torchvision_model(name: str, seed: int = 0, size: int = 32, classes: int = 1000) -> tuple[torch.nn.Module, np.ndarray]:
+# every torchvision classifier that converts (docs/real_models.md); alexnet needs 64x64 inputs
+SUPPORTED = ["resnet18", "resnet50", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121",
+             "vgg11_bn", "alexnet", "googlenet"]
+SIZE = {"alexnet": 64}
+
+
+def torchvision_model(name: str, seed: int = 0, size: int = 32, classes: int = 1000,
+                      he: bool = False) -> tuple[torch.nn.Module, np.ndarray]:
     """A torchvision model with random weights and BatchNorm statistics set from random batches,
-    in eval mode, and the batch used for them."""
+    in eval mode, and the batch used for them.
+
+    ``he``: convs and linears redrawn at He's scale and the last linear's bias set so that the mean
+    logit of each class over the batch is 0.  With torchvision's own init the logits of a deep random
+    net barely depend on the input (their spread is 1e-7 of their norm on mobilenet_v2), so a cosine
+    near 1 says little; with ``he`` the input-dependent part is what the cosine measures.
+    """
     import torchvision
 
     torch.manual_seed(seed)
-    model = getattr(torchvision.models, name)(weights=None, num_classes=classes)
+    kwargs = {"init_weights": True, "aux_logits": False} if name == "googlenet" else {}
+    model = getattr(torchvision.models, name)(weights=None, num_classes=classes, **kwargs)
     x = torch.rand(32, 3, size, size)
-    model.train()
     with torch.no_grad():
-        for _ in range(3):
+        if he:
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    m.weight.copy_(torch.randn(m.weight.shape) * (2.0 / m.weight[0].numel()) ** 0.5)
+                    if m.bias is not None:
+                        m.bias.copy_(0.1 * torch.randn(m.bias.shape))
+        model.train()
+        if he:  # the statistics of x exactly (a cumulative average over one batch)
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.reset_running_stats()
+                    m.momentum = None
+        for _ in range(1 if he else 3):
             model(x)
-    model.eval()
+        model.eval()
+        heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        if he and heads:  # squeezenet has none: its classifier is a conv + ReLU + pooling
+            heads[-1].bias.sub_(model(x).mean(dim=0))
     return model, x.numpy()
 
 
@@ -87,16 +117,20 @@ def layer_errors(clipped: Graph, snn: Graph, x: np.ndarray, timesteps: int) -> l
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet18,mobilenet_v2")
+    ap.add_argument("--models", default="resnet18,mobilenet_v2", help="comma-separated, or 'all' (SUPPORTED)")
+    ap.add_argument("--he", action="store_true", help="He-scaled weights and centred logits (see torchvision_model)")
+    ap.add_argument("--classes", type=int, default=1000)
+    ap.add_argument("--json", type=Path, default=None, help="also write the curves here (merged into an existing file)")
     ap.add_argument("--timesteps", default="8,16,32,64,128,256")
     ap.add_argument("--pipeline", default="ann-to-snn")
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--layers", type=int, default=0, help="T at which to print per-neuron errors (0: none)")
     args = ap.parse_args()
     ts = [int(t) for t in args.timesteps.split(",")]
-    for name in args.models.split(","):
-        model, calib = torchvision_model(name)
-        x = np.random.default_rng(1).uniform(0, 1, (args.images, 3, 32, 32)).astype(np.float32)
+    for name in SUPPORTED if args.models == "all" else args.models.split(","):
+        size = SIZE.get(name, 32)
+        model, calib = torchvision_model(name, size=size, classes=args.classes, he=args.he)
+        x = np.random.default_rng(1).uniform(0, 1, (args.images, 3, size, size)).astype(np.float32)
         graph = import_module(model, torch.as_tensor(x[:1]))
         with torch.no_grad():
             ref = model(torch.as_tensor(x)).numpy()
@@ -105,12 +139,20 @@ def main() -> None:
         sim = TorchSimulator()
         ann = sim.run_ann(clipped, x)[clipped.outputs[0]]
         print(f"{name}: converted in {time.time() - t0:.1f}s; clipped ANN vs model cosine {cosine(ann, ref):.4f}")
-        row = []
+        row: list[str] = []
+        curve: list[float] = []
         for t in ts:
             t0 = time.time()
             res = sim.run_snn(snn, x, t)
-            row.append(f"T={t}: {cosine(res.logits, ann):.4f} ({time.time() - t0:.1f}s)")
-        print("  " + "  ".join(row))
+            curve.append(cosine(res.logits, ann))
+            row.append(f"T={t}: {curve[-1]:.4f} ({time.time() - t0:.1f}s)")
+        print("  " + "  ".join(row), flush=True)
+        if args.json is not None:
+            done = json.loads(args.json.read_text()) if args.json.exists() else {}
+            done[f"{name}{' he' if args.he else ''}"] = {
+                "model": name, "he_init": args.he, "classes": args.classes, "images": args.images,
+                "pipeline": args.pipeline, "clipped_vs_model": cosine(ann, ref), "cosine": dict(zip(ts, curve, strict=True))}
+            args.json.write_text(json.dumps(done, indent=2) + "\n")
         if args.layers:
             for lname, err, mean in layer_errors(clipped, snn, x, args.layers):
                 print(f"    {lname:40s} rel.err {err:.3f}  mean {mean:.3f}")
