@@ -143,3 +143,22 @@ def test_no_script_when_the_readout_is_not_the_last_block() -> None:
     cfg = lava_config(LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.VOLTAGE, 2)), 4)
     assert cfg["STEPS_PER_SAMPLE"] == 6 and cfg["BLOCKS"] == [("a", "dense", (3,)), ("b", "dense", (2,))]
     assert cfg["INPUT_LAYOUT"] == "flat-chw"
+
+
+def test_ttfs_script_encodes_as_snnc(tmp_path: Path) -> None:
+    """A TTFS-coded artifact's script makes snnc's spike times in numpy (rate coding needs torch's
+    generator: the script asks for --spikes)."""
+    layers = [QLayer(name="in", kind=LayerKind.INPUT, shape=(2, 3, 3)),
+              QLayer(name="f", kind=LayerKind.FLATTEN, shape=(18,)),
+              QLayer(name="o", kind=LayerKind.DENSE, shape=(4,), weight=np.full((4, 18), 2),
+                     lif=LifParams(du=4095, dv=0, vth_mant=100))]
+    coding = InputCoding(scheme=O.Scheme.TTFS)
+    config = lava_config(LoihiNet(layers=layers, coding=coding, readout=Readout(ReadoutKind.SPIKE_COUNT, 2)), 6)
+    (tmp_path / SCRIPT_FILE).write_text(render_script(config))
+    script = _load(tmp_path / SCRIPT_FILE)
+    x = np.random.default_rng(0).random((32, 2, 3, 3)).astype(np.float32)
+    x[0, 0, 0, 0], x[1, 1, 2, 2] = 0.0, 0.5  # no spike; a time of exactly 2.5 steps (rounds to even)
+    sent = script.encode(x)
+    assert sent.shape == (32, 7, 2, 3, 3) and not sent[:, 6:].any()
+    assert np.array_equal(sent[:, :6] != 0, encode_input(coding, x, 6))
+    assert script.to_lava(sent[:, 0]).shape == (32, 18)
