@@ -36,6 +36,10 @@ bench: $(STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/result
 	$(VPY) benchmarks/event_kernels.py
 	$(VPY) benchmarks/loihi_mapping.py
 
+.PHONY: docs
+docs: $(STAMP)  ## the docs site: docs/ -> site/ (mkdocs --strict: any warning, e.g. a broken link, fails)
+	$(VENV)/bin/mkdocs build --strict
+
 fuzz: $(STAMP)  ## 100,000 mutated inputs per file reader (about 2.5 h on 2 cores): every one must be a clean snnc error
 	$(VPY) tools/fuzz.py --target snnir --count 100000 --seed 0 --crash-dir fuzz-crashes
 	$(VPY) tools/fuzz.py --target sidecar --count 100000 --seed 0 --crash-dir fuzz-crashes
