@@ -537,7 +537,8 @@ def eval_cmd(artifact, data, timesteps, json_out, device) -> None:
         own = phase_length(art.graph)
         timesteps = str(art.graph.attrs.timesteps) if own > 1 else "1,2,4,8,16,32"
     with _progress_factory() as progress:
-        result = distributed.evaluate(art, dataset, _timesteps_list(timesteps), device, progress=progress)
+        result = distributed.evaluate(art, dataset, _timesteps_list(timesteps), device,
+                                      progress=progress if distributed.is_writer() else None)
     if not distributed.is_writer():
         return
     table = Table(title=f"snnc eval {artifact} on {data} ({len(x)} samples)")

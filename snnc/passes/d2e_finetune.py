@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from snnc.data import Samples
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -94,7 +95,8 @@ class D2EFinetune(Pass):
         keys = trainable_keys(graph)
         if not keys:
             raise PassError("d2e-finetune: the graph has no weights or biases to train")
-        x = np.asarray(data.x, dtype=np.float32)
+        # a streamed data set stays lazy: each step reads its batch's rows (snnc.data.Samples)
+        x = data.x if isinstance(data.x, Samples) else np.asarray(data.x, dtype=np.float32)
         y = np.asarray(data.y, dtype=np.int64)
         if len(x) == 0:
             raise PassError("d2e-finetune: the calibration data is empty")

@@ -1,0 +1,225 @@
+"""Scale (issue 13): memory and time of compiling torchvision resnet18 at 3x64x64.
+
+Generated data only (uniform random images, random labels; no downloads).  Measures, each compile
+in a fresh process:
+
+* peak RSS of ``snnc compile`` (ann-to-snn) with 1,000 and with 8,000 calibration images (goal: the
+  8,000 run within 1.2x of the 1,000 run);
+* compile time excluding calibration (the whole wall time of ``--time-passes`` less the two passes
+  that run the ANN over the calibration set, calibrate and signed-neurons, and less the validating
+  read of the data) against one torch forward pass in this process (goal: below one over 1,000
+  images); every compile simulates ``--report-samples`` (count-ops on the same sample);
+* calibration throughput: the calibrate pass on 1,000 images against the plain forward;
+* ``torchrun --nproc-per-node 2`` compile and ``snnc eval`` against one process: byte-identical
+  artifact, identical eval JSON, and the wall-time speedup on this machine.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/scale.py [--images 1000,8000] [--report-samples 64]
+
+Writes benchmarks/results/scale.json and prints a Markdown table (docs/scale.md holds the last one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import hygiene, write_json
+
+SIZE = 64
+VENV_BIN = Path(sys.executable).parent
+
+# a compile in a fresh interpreter that reports its own peak RSS (the page cache of the data file
+# is not part of it: snnc maps a batch at a time)
+RSS_WRAPPER = """
+import json, resource, sys, time
+from snnc.cli import main
+t0 = time.perf_counter()
+code = main(sys.argv[2:], standalone_mode=False)
+wall = time.perf_counter() - t0
+json.dump({"code": code, "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": wall},
+          open(sys.argv[1], "w"))
+"""
+
+
+def make_model(work: Path) -> tuple[torch.nn.Module, Path]:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    x = torch.rand(32, 3, SIZE, SIZE)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)  # BatchNorm statistics from data
+    model.eval()
+    path = work / "resnet18.pt2"
+    torch.export.save(torch.export.export(model, (x[:1],)), path)
+    return model, path
+
+
+def make_data(path: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, (n, 3, SIZE, SIZE)).astype(np.float32)
+    np.savez(path, x=x, y=rng.integers(0, 10, n))
+    return path
+
+
+def forward_seconds(model: torch.nn.Module, data: Path, n: int = 1000, batch: int = 128) -> float:
+    with np.load(data) as f:
+        x = torch.from_numpy(f["x"][:n])
+    with torch.no_grad():
+        model(x[:batch])  # warm-up
+        t0 = time.perf_counter()
+        for i in range(0, n, batch):
+            model(x[i : i + batch])
+    return time.perf_counter() - t0
+
+
+def compile_run(work: Path, tag: str, args: list[str]) -> dict:
+    """One ``snnc compile ... --time-passes`` in a fresh process: peak RSS, wall time (inside the
+    process, and of the whole process with its start), step times."""
+    script = work / "rss.py"
+    script.write_text(RSS_WRAPPER)
+    stats = work / f"{tag}.rss.json"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(script), str(stats), "compile", *args, "--time-passes", "-q"],
+                          capture_output=True, text=True, timeout=3600)
+    process_s = time.perf_counter() - t0
+    if proc.returncode != 0 or not stats.exists():
+        raise SystemExit(f"compile {tag} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(stats.read_text())
+    result["process_s"] = process_s
+    result["steps"] = _steps(proc.stderr)
+    return result
+
+
+def _steps(stderr: str) -> dict[str, float]:
+    steps: dict[str, float] = {}
+    lines = stderr.splitlines()
+    start = lines.index("===== pass execution timing =====") + 2
+    for line in lines[start:]:
+        parts = line.split()
+        if len(parts) < 3:
+            break
+        steps[parts[-1].split("{")[0]] = steps.get(parts[-1].split("{")[0], 0.0) + float(parts[0])
+    return steps
+
+
+def excluding_calibration(steps: dict[str, float]) -> float:
+    """The whole compile less what is proportional to the calibration set: the passes that run the
+    ANN over it (calibrate, signed-neurons) and the validating read of the data."""
+    return steps["total"] - steps.get("calibrate", 0.0) - steps.get("signed-neurons", 0.0) - steps.get("read-data", 0.0)
+
+
+def torchrun(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python",
+                           str(VENV_BIN / "snnc"), *args], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"torchrun {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def one_process(args: list[str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(VENV_BIN / "snnc"), *args], capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        raise SystemExit(f"snnc {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0
+
+
+def same_dirs(a: Path, b: Path) -> bool:
+    names = sorted(p.name for p in a.iterdir())
+    if names != sorted(p.name for p in b.iterdir()):
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", default="125,1000", help="the two calibration set sizes (issue 13: 1000,8000)")
+    ap.add_argument("--report-samples", type=int, default=64, help="--report-samples of every compile")
+    ap.add_argument("--eval-images", type=int, default=64)
+    args = ap.parse_args()
+    hygiene(2)
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    few, many = (int(v) for v in args.images.split(","))
+    rs = str(args.report_samples)
+    results: dict = {"model": "torchvision resnet18, 10 classes, random weights", "input": [3, SIZE, SIZE],
+                     "pipeline": "ann-to-snn", "timesteps": 8, "calib_images": [few, many],
+                     "report_samples": args.report_samples}
+    with tempfile.TemporaryDirectory(prefix="snnc-scale-") as tmp:
+        work = Path(tmp)
+        model, pt2 = make_model(work)
+        calib_few = make_data(work / f"calib{few}.npz", few, 1)
+        calib_many = make_data(work / f"calib{many}.npz", many, 2)
+        test = make_data(work / "test.npz", args.eval_images, 3)
+
+        fwd = forward_seconds(model, calib_many, n=few)
+        results["torch_forward_s"] = fwd
+        print(f"torch forward over {few} images: {fwd:.2f} s", flush=True)
+
+        common = ["--report-samples", rs, "--pass-option", f"count-ops.samples={rs}"]
+        runs = {}
+        for tag, data in (("few", calib_few), ("many", calib_many)):
+            runs[tag] = compile_run(work, tag, [str(pt2), "--calib", str(data), "-o", str(work / f"out_{tag}"),
+                                                *common])
+            print(tag, json.dumps(runs[tag]), flush=True)
+        results["compiles"] = runs
+        results["peak_rss_ratio"] = runs["many"]["maxrss_mib"] / runs["few"]["maxrss_mib"]
+        results["compile_excluding_calibration_s"] = excluding_calibration(runs["few"]["steps"])
+        results["calibrate_s"] = runs["few"]["steps"]["calibrate"]
+        results["calibration_vs_forward"] = results["calibrate_s"] / fwd
+
+        # one process (the "few" compile above) against two (torchrun, gloo), same arguments
+        t2 = torchrun(["compile", str(pt2), "--calib", str(calib_few), "-o", str(work / "c2"), *common, "-q"])
+        eval_args = ["--data", str(test), "-T", "4"]
+        e1 = one_process(["eval", str(work / "out_few"), *eval_args, "--json", str(work / "e1.json")])
+        e2 = torchrun(["eval", str(work / "out_few"), *eval_args, "--json", str(work / "e2.json")])
+        ev1, ev2 = json.loads((work / "e1.json").read_text()), json.loads((work / "e2.json").read_text())
+        t1 = runs["few"]["process_s"]
+        results["distributed"] = {
+            "compile_1proc_s": t1, "compile_2proc_s": t2, "compile_speedup": t1 / t2,
+            "compile_byte_identical": same_dirs(work / "out_few", work / "c2"),
+            "eval_1proc_s": e1, "eval_2proc_s": e2, "eval_speedup": e1 / e2, "eval_identical": ev1 == ev2,
+            "eval_accuracy": ev1["results"][0]["accuracy"], "eval_images": args.eval_images,
+        }
+    path = write_json("scale.json", results)
+    print(table(results))
+    print(f"wrote {path}")
+
+
+def table(r: dict) -> str:
+    few, many = r["calib_images"]
+    c, d = r["compiles"], r["distributed"]
+    rows = [
+        (f"peak RSS, compile with {few} calibration images", f"{c['few']['maxrss_mib']:.0f} MiB", ""),
+        (f"peak RSS, compile with {many} calibration images", f"{c['many']['maxrss_mib']:.0f} MiB",
+         f"{r['peak_rss_ratio']:.2f}x (goal <= 1.2x)"),
+        (f"torch forward pass over {few} images", f"{r['torch_forward_s']:.1f} s", ""),
+        (f"compile excluding calibration (report-samples {r['report_samples']})",
+         f"{r['compile_excluding_calibration_s']:.1f} s",
+         f"{r['compile_excluding_calibration_s'] / r['torch_forward_s']:.2f}x the forward (goal < 1)"),
+        (f"calibrate pass on {few} images", f"{r['calibrate_s']:.1f} s",
+         f"{r['calibration_vs_forward']:.2f}x the forward (goal <= 1.5x)"),
+        (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo)", f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
+         f"speedup {d['compile_speedup']:.2f}x, byte-identical: {d['compile_byte_identical']}"),
+        (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes", f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
+         f"speedup {d['eval_speedup']:.2f}x, identical: {d['eval_identical']}"),
+    ]
+    lines = ["| measure | value | against the goal |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {g} |" for a, b, g in rows]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
