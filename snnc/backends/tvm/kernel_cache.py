@@ -3,11 +3,21 @@
 Each distinct :class:`~snnc.backends.tvm.kernels.LayerKernel` (op, shapes, dtypes, structure)
 is compiled once per process and target; an artifact's ``lib.so`` links the cached modules of
 its kernels together, so two layers of the same shape share one compiled kernel.
+
+CPU object files are also kept on disk (``object_cache_dir()``), keyed by a hash of the
+generated source, the target and the TVM version, so that recompiling a network (a test run, a
+benchmark, a second model with the same layer shapes) does no TVM work; the kernels missing from
+it are compiled in parallel worker processes (TVMScript parsing and LLVM code generation are
+single-threaded Python/C++, ~3 s per kernel: resnet18 needs 56).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -85,21 +95,85 @@ def get_function(kernel: LayerKernel):
     return compile_kernel(kernel)[kernel.name]
 
 
-def object_file(kernel: LayerKernel) -> Path:
-    """The kernel's compiled object file (CPU), written once per process."""
+def object_cache_dir() -> Path:
+    """Where compiled CPU kernels are kept between processes: ``$XDG_CACHE_HOME/snnc/tvm`` (by
+    default ``~/.cache/snnc/tvm``); a fresh temporary directory when that is not writable."""
     global _OBJECT_DIR
-    path = _OBJECTS.get(kernel)
-    if path is not None:
-        return path
-    mod = compile_kernel(kernel)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "snnc" / "tvm"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if os.access(base, os.W_OK):
+            return base
+    except OSError:
+        pass
     with _LOCK:
         if _OBJECT_DIR is None:
             _OBJECT_DIR = tempfile.TemporaryDirectory(prefix="snnc-tvm-")
-        path = Path(_OBJECT_DIR.name) / f"{kernel.name}.o"
-        if kernel not in _OBJECTS:
-            mod.write_to_file(str(path))
-            _OBJECTS[kernel] = path
-        return _OBJECTS[kernel]
+    return Path(_OBJECT_DIR.name)
+
+
+def _object_path(kernel: LayerKernel) -> Path:
+    """The kernel's object file in the cache: the name carries a hash of everything that makes
+    the machine code (source, target, TVM version), so a stale file is never reused."""
+    key = f"{kernel.source()}\n{target_for(kernel.device)}\n{tvm.__version__}"
+    return object_cache_dir() / f"{kernel.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.o"
+
+
+def _write_object(kernel: LayerKernel) -> str:
+    """Compile ``kernel`` and write its object file atomically (a worker process's task)."""
+    path = _object_path(kernel)
+    if not path.exists():
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.o")
+        compile_kernel(kernel).write_to_file(str(tmp))
+        os.replace(tmp, path)  # concurrent compilers of the same kernel write the same bytes
+    return str(path)
+
+
+def object_file(kernel: LayerKernel) -> Path:
+    """The kernel's compiled object file (CPU), from the disk cache when present."""
+    path = _OBJECTS.get(kernel)
+    if path is None:
+        path = _OBJECTS[kernel] = Path(_write_object(kernel))
+    return path
+
+
+_WORKER = "from snnc.backends.tvm.kernel_cache import compile_worker; compile_worker()"
+
+
+def prepare_objects(kernels: list[LayerKernel]) -> None:
+    """Compile the CPU kernels that neither this process nor the disk cache holds, in parallel
+    worker processes, one per CPU (fresh interpreters: TVM's thread pool does not survive a
+    fork, and multiprocessing's spawn would re-run an unguarded ``__main__``).  A worker that
+    fails leaves its kernels to :func:`object_file`, which reports the error here."""
+    missing = [k for k in dict.fromkeys(kernels) if k.device is Device.CPU and k not in _OBJECTS]
+    missing = [k for k in missing if not _object_path(k).exists()]
+    workers = min(default_threads(), len(missing))
+    if workers < 2:
+        return
+    env = dict(os.environ, TVM_NUM_THREADS="1")  # each worker is one of the CPUs already
+    with tempfile.TemporaryDirectory(prefix="snnc-tvm-jobs-") as jobs:
+        procs = []
+        for i in range(workers):
+            job = Path(jobs) / f"{i}.pickle"
+            job.write_bytes(pickle.dumps(missing[i::workers]))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", _WORKER, str(job)], stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, env=env,
+                )  # fmt: skip
+            )
+        for p in procs:
+            p.wait()
+
+
+def compile_worker() -> None:
+    """A compile worker's main: write the object file of each kernel pickled in the file argv[1]
+    (written by :func:`prepare_objects` of this same installation)."""
+    for kernel in pickle.loads(Path(sys.argv[1]).read_bytes()):
+        try:
+            _write_object(kernel)
+        except TargetError:  # the parent compiles it again and reports the error
+            continue
 
 
 def export_library(kernels: list[LayerKernel], path: str | Path) -> list[str]:
@@ -117,6 +191,7 @@ def export_library(kernels: list[LayerKernel], path: str | Path) -> list[str]:
     if all(k.device is Device.CPU for k in unique.values()):
         from tvm.support import cc
 
+        prepare_objects(list(unique.values()))
         cc.create_shared(str(path), [str(object_file(k)) for k in unique.values()])
         return list(unique)
     # fresh modules: importing into a cached one would change what the cache holds

@@ -54,8 +54,12 @@ DENSE_CROSSOVER = 0.20
 
 
 def _fuses_neuron(op: O.Op) -> bool:
-    """A layer whose kernel can end in a neuron update: a synaptic op this backend lowers."""
-    return op.synaptic and type(op) in LAYER_OPS
+    """A layer whose kernel can end in a neuron update: a synaptic op this backend lowers, or a
+    remap (a neuron after a concat: its kernel accumulates before the epilogue like any other)."""
+    kind = LAYER_OPS.get(type(op))
+    if isinstance(op, O.Reshape) and len(op.shape) == 1:  # lowered as a flatten
+        return False
+    return kind is not None and (op.synaptic or kind is LayerOp.REMAP) and kind is not LayerOp.SPIKE_MAXPOOL
 
 
 # the neuron update the fused kernels implement: IF / LIF with multiplicative leak, either threshold
@@ -87,7 +91,7 @@ def legality(graph: Graph) -> list[str]:
             problems += _neuron_problems(graph, node)
             src = graph.producer(node.inputs[0])
             if src is None or not _fuses_neuron(src.op) or len(graph.users(src.name)) != 1:
-                problems.append(f"neuron %{node.name}: must follow a linear/conv/pool/add that feeds only it")
+                problems.append(f"neuron %{node.name}: must follow a linear/conv/pool/add/remap (scale, concat, permute, slice) that feeds only it")
         elif isinstance(op, O.Readout) and op.exit_rule is not O.ExitRule.NONE:
             problems.append(
                 f"readout %{node.name}: early exit (adaptive-timesteps) runs on the torch target only"
