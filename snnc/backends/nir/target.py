@@ -24,7 +24,9 @@ class NIRTarget:
         self.options = options or TargetOptions()
 
     def pipeline_suffix(self) -> str:
-        return ""
+        """nir-legalize after a user's pipeline (the default ones run it already): a hard-reset network
+        with max pooling then exports as the ann-to-nir one does."""
+        return "nir-legalize"
 
     def default_pipeline(self, graph: Graph, has_calibration: bool) -> str | None:
         """snn-to-nir for a spiking source (its neurons as they are, with or without data); ann-to-nir for
