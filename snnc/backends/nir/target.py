@@ -51,7 +51,10 @@ class NIRTarget:
         except (TypeError, ValueError) as e:  # h5py refusing a field of the graph: say which package refused
             raise TargetError(f"NIR export: the nir package could not write the graph: {e}") from None
         return {"file": "model.nir", "nodes": len(nir_graph.nodes), "edges": len(nir_graph.edges), "dt": DT,
-                "nir_version": nir.__version__}
+                "nir_version": nir.__version__,
+                # how the libraries measured in docs/nir.md run the file as snnc does
+                "load": {"norse": f"norse.torch.from_nir(snnc.formats.nir.for_norse(nir.read(path)), dt={DT})",
+                         "snntorch": "snntorch.import_nir.import_from_nir(snnc.formats.nir.for_snntorch(nir.read(path)))"}}
 
     def run(self, artifact: Path, graph: Graph, x: np.ndarray, timesteps: int, device: str) -> dict[str, np.ndarray]:
         """Run ``model.nir`` as a NIR consumer does: loaded with Norse's importer (``norse.torch.from_nir``,
