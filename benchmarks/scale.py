@@ -166,7 +166,11 @@ def main() -> None:
 
         fwd = forward_seconds(model, calib_many, n=few)
         results["torch_forward_s"] = fwd
-        print(f"torch forward over {few} images: {fwd:.2f} s", flush=True)
+        n_ref = min(1000, many)  # the goal's reference: one forward pass over 1,000 images
+        results["torch_forward_ref_images"] = n_ref
+        results["torch_forward_ref_s"] = forward_seconds(model, calib_many, n=n_ref)
+        print(f"torch forward over {few} images: {fwd:.2f} s; over {n_ref}: {results['torch_forward_ref_s']:.2f} s",
+              flush=True)
 
         common = ["--report-samples", rs, "--pass-option", f"count-ops.samples={rs}"]
         runs = {}
@@ -206,9 +210,11 @@ def table(r: dict) -> str:
         (f"peak RSS, compile with {many} calibration images", f"{c['many']['maxrss_mib']:.0f} MiB",
          f"{r['peak_rss_ratio']:.2f}x (goal <= 1.2x)"),
         (f"torch forward pass over {few} images", f"{r['torch_forward_s']:.1f} s", ""),
+        (f"torch forward pass over {r['torch_forward_ref_images']} images", f"{r['torch_forward_ref_s']:.1f} s", ""),
         (f"compile excluding calibration (report-samples {r['report_samples']})",
          f"{r['compile_excluding_calibration_s']:.1f} s",
-         f"{r['compile_excluding_calibration_s'] / r['torch_forward_s']:.2f}x the forward (goal < 1)"),
+         f"{r['compile_excluding_calibration_s'] / r['torch_forward_ref_s']:.2f}x the "
+         f"{r['torch_forward_ref_images']}-image forward (goal < 1)"),
         (f"calibrate pass on {few} images", f"{r['calibrate_s']:.1f} s",
          f"{r['calibration_vs_forward']:.2f}x the forward (goal <= 1.5x)"),
         (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo)", f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",

@@ -67,20 +67,20 @@ def subsample(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
 # a mergeable, constant-memory sketch of each channel's activations
 
 SUB_BITS = 7  # mantissa bits a bin keeps: bins are 2**-7 (0.78 %) of their value wide
-OCTAVES = (-16, 16)  # [2**-16, 2**16): the range binned at that resolution; below / above: one bin each
+OCTAVES = (-16, 16)  # [2**-16, 2**16): the range binned at that resolution
 _MID = (OCTAVES[1] - OCTAVES[0]) << SUB_BITS
-NUM_BINS = _MID + 3  # 0: values <= 0; 1: (0, 2**-16); 2 .. _MID+1: the octaves; _MID+2: >= 2**16
+NUM_BINS = _MID + 2  # 0: values < 2**-16 (zeros, negatives, tiny); 1 .. _MID: the octaves; _MID+1: >= 2**16
 _FIRST = (127 + OCTAVES[0]) << SUB_BITS  # float32 bits >> (23 - SUB_BITS) of 2**-16
 
 
 def bin_edges() -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) value of every bin of :class:`ChannelHistogram` (the last bin's high is +inf:
-    the channel's exact maximum closes it)."""
+    """(low, high) value of every bin of :class:`ChannelHistogram` (bin 0 counts as 0; the last
+    bin's high is +inf: the channel's exact maximum closes it)."""
     k = np.arange(_MID)
     octave = OCTAVES[0] + (k >> SUB_BITS)
     frac = (k & ((1 << SUB_BITS) - 1)) / (1 << SUB_BITS)
-    lo = np.concatenate([[0.0, 0.0], np.ldexp(1.0 + frac, octave), [2.0 ** OCTAVES[1]]])
-    hi = np.concatenate([[0.0, 2.0 ** OCTAVES[0]], np.ldexp(1.0 + frac + 2.0**-SUB_BITS, octave), [np.inf]])
+    lo = np.concatenate([[0.0], np.ldexp(1.0 + frac, octave), [2.0 ** OCTAVES[1]]])
+    hi = np.concatenate([[0.0], np.ldexp(1.0 + frac + 2.0**-SUB_BITS, octave), [np.inf]])
     return lo, hi
 
 
@@ -113,9 +113,12 @@ class ChannelHistogram:
         if self.counts is None:
             return
         channels = t.shape[1]
-        idx = ((t.view(torch.int32) >> (23 - SUB_BITS)) - (_FIRST - 2)).clamp_(1, NUM_BINS - 1)
-        idx = torch.where(t > 0, idx, 0) + torch.arange(channels, dtype=torch.int32).view(1, -1, 1) * NUM_BINS
-        counts = torch.bincount(idx.reshape(-1), minlength=channels * NUM_BINS)
+        # the bin is float32's exponent and top mantissa bits, read off the bit pattern: for x >= 0
+        # the bits grow with x; zeros, negatives and values below 2**-16 fall under the range (bin 0)
+        idx = t.view(torch.int32) >> (23 - SUB_BITS)
+        idx.sub_(_FIRST - 1).clamp_(0, NUM_BINS - 1)
+        idx.add_(torch.arange(channels, dtype=torch.int32).view(1, -1, 1) * NUM_BINS)
+        counts = torch.bincount(idx.view(-1), minlength=channels * NUM_BINS)
         self.counts += counts.view(channels, NUM_BINS).numpy()
 
     def layer(self) -> ChannelHistogram:
@@ -129,13 +132,14 @@ class ChannelHistogram:
 
     def percentile(self, q: float) -> np.ndarray:
         """Per channel, the ``q``-th percentile of the positive values (numpy's linear method), 0.0
-        for a channel with none.
+        for a channel with none; "positive" here means at least 2**-16 (smaller values are not
+        told apart from zeros).
 
-        Accuracy against ``np.percentile`` of the exact positive values: each of the two order
+        Accuracy against ``np.percentile`` of the exact values >= 2**-16: each of the two order
         statistics it interpolates between is estimated inside its bin (uniform spread), so where
-        the percentile lies in [2**-16, 2**16) the estimate is within a relative 2**-7 (0.78 %) of
-        the exact value; below 2**-16 within 2**-16 absolute; above 2**16 between 2**16 and the
-        channel's maximum; q = 100 gives the exact maximum (tests/test_calibrate_stream.py)."""
+        the percentile lies below 2**16 the estimate is within a relative 2**-7 (0.78 %) of the
+        exact value; above 2**16 it lies between 2**16 and the channel's maximum; q = 100 gives the
+        exact maximum (tests/test_calibrate_stream.py)."""
         assert self.counts is not None  # built with counts=True
         lo, hi = bin_edges()
         out = np.zeros(len(self.maximum))
@@ -157,14 +161,14 @@ class ChannelHistogram:
 
     def weighted_values(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Channel ``c`` as (value, count) pairs: each non-empty bin's midpoint (within half a bin,
-        a relative 2**-8, of every value in it; 0 for values <= 0; the top bin closed by the
-        exact maximum) and its count."""
+        a relative 2**-8, of every value in it; 0 for values below 2**-16; the top bin closed by
+        the exact maximum) and its count."""
         assert self.counts is not None
         lo, hi = bin_edges()
         row = self.counts[c]
         nz = np.flatnonzero(row)
         top = max(float(self.maximum[c]), 0.0)
-        value = (lo[nz] + np.minimum(hi[nz], top)) / 2
+        value = np.where(nz == 0, 0.0, (lo[nz] + np.minimum(hi[nz], top)) / 2)
         return np.minimum(value, top), row[nz]
 
 

@@ -17,10 +17,10 @@ Methods (activations a of one channel, or of the whole layer):
 
 Constant memory, one pass: each batch's activations are folded into a per-channel
 :class:`~snnc.passes._samples.ChannelHistogram` (the exact running maximum, and counts in fixed
-log-spaced bins 2⁻⁷ of their value wide over [2⁻¹⁶, 2¹⁶)) and dropped, so memory is channels × 4,099
+log-spaced bins 2⁻⁷ of their value wide over [2⁻¹⁶, 2¹⁶)) and dropped, so memory is channels × 4,098
 counts whatever the number of samples.  ``max`` is exact.  ``percentile`` is read off the histogram:
-within a relative 2⁻⁷ (0.78 %) of numpy's exact percentile of all positive activations (below 2⁻¹⁶:
-within 2⁻¹⁶; 100: the exact maximum).  ``mse`` runs its grid search on the histogram, each value at
+within a relative 2⁻⁷ (0.78 %) of numpy's exact percentile of the positive activations (those
+below 2⁻¹⁶ count as zeros; 100: the exact maximum).  ``mse`` runs its grid search on the histogram, each value at
 its bin's midpoint (within a relative 2⁻⁸ of the value), the grid from the exact maximum.  The
 sketches are mergeable exactly (integer counts, maxima), which is how several processes
 (torch.distributed, :mod:`snnc.distributed`) calibrate on their share of the batches and produce the
