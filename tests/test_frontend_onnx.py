@@ -13,9 +13,11 @@ user errors.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from snnc.cli import main
 from snnc.errors import InputFileError, UnsupportedError
 from snnc.frontend.files import load_model
 from snnc.ir import Graph, print_graph
+from snnc.ir import ops as O
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -81,16 +84,41 @@ def _model(nodes, inputs, outputs, inits, opset: int = OPSET):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=9)
 
 
-def _canonical(graph: Graph) -> list[tuple]:
+def _canonical(graph: Graph, names: bool = True) -> list[tuple]:
     """The graph without value names: per node its op (with attributes), its operands by position and
-    its parameters by role (name and values)."""
+    its parameters by role (values, and names unless ``names`` is false)."""
     index = {name: f"in{i}" for i, (name, _) in enumerate(graph.inputs)}
     out = []
     for i, n in enumerate(graph.nodes):
         index[n.name] = i
-        params = {role: (key, graph.params[key].tobytes()) for role, key in sorted(n.params.items())}
+        params = {role: (key if names else "", graph.params[key].tobytes()) for role, key in sorted(n.params.items())}
         out.append((n.op, tuple(index[v] for v in n.inputs), params, n.type))
     return out + [tuple(index[o] for o in graph.outputs)]
+
+
+def _without_identity_pooling(graph: Graph) -> Graph:
+    """The graph without 1x1 average poolings of stride 1 (identities): the torch frontends map
+    ``x.mean((2, 3))`` of a 1x1 map to one and ``adaptive_avg_pool2d(x, 1)`` to none, while the dynamo
+    exporter writes both as ReduceMean (which the ONNX frontend maps to none on a 1x1 map)."""
+    graph = copy.deepcopy(graph)
+    for n in list(graph.nodes):
+        if n.op == O.AvgPool2d(kernel=(1, 1), stride=(1, 1)):
+            graph.replace_uses(n.name, n.inputs[0])
+            graph.outputs = [n.inputs[0] if o == n.name else o for o in graph.outputs]
+            graph.nodes.remove(n)
+    return graph
+
+
+def _assert_same_ir(onnx_graph: Graph, torch_graph: Graph) -> None:
+    """Equal but for the names of parameters the legacy exporter shared between layers because their
+    values are equal (BatchNorm's initial ones and zeros): each use gets a copy, `bn1.weight.1`."""
+    onnx_graph, torch_graph = _without_identity_pooling(onnx_graph), _without_identity_pooling(torch_graph)
+    assert _canonical(onnx_graph, names=False) == _canonical(torch_graph, names=False)
+    for a, b in zip(onnx_graph.nodes, torch_graph.nodes, strict=True):
+        for role, key in a.params.items():
+            if key != b.params[role]:
+                shared = re.sub(r"\.\d+$", "", key)
+                np.testing.assert_array_equal(onnx_graph.params[key], torch_graph.params[shared])
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,6 +376,16 @@ def test_torchvision_classifier_equals_onnxruntime(name, exporter, tmp_path) -> 
     _assert_close(got, _ort(path, x))
     with torch.no_grad():
         _assert_close(got, model(torch.from_numpy(x)).numpy())
+
+
+@pytest.mark.parametrize("name, exporter", [
+    ("resnet18", "legacy-keep"), pytest.param("resnet18", "dynamo-keep", marks=_slow),
+    pytest.param("shufflenet_v2_x0_5", "legacy-keep", marks=_slow)])
+def test_torchvision_same_ir_as_the_torch_export_path(name, exporter, tmp_path) -> None:
+    tv = pytest.importorskip("test_torchvision_import")
+    model, x = tv._model(name), tv._input(name, 2, 0)
+    graph = load_model(_export(model, x, tmp_path / f"{name}.onnx", exporter)).graph
+    _assert_same_ir(graph, tv.import_exported(torch.export.export(model, (x,)), name))
 
 
 # ---------------------------------------------------------------------------------------

@@ -127,6 +127,10 @@ def _one_node(c: Context, node: Any, shapes: dict[str, tuple[int, ...] | None]) 
     try:
         if node.op_type in ("Shape", "Size") and node.input[0] in c.values:
             _fold_shape(c, node)
+        elif node.op_type == "CastLike" and node.input[0] in c.consts and node.input[1] in c.values:
+            # a constant cast to an activation's type (float32): the unoptimised dynamo export's zero
+            # bias of a bias-less convolution is CastLike(0, x) expanded
+            c.consts[node.output[0]] = c.consts[node.input[0]].astype(np.float32)
         elif node.op_type not in _RANDOM and all(not i or i in c.consts for i in node.input):
             _fold(c, node)
         elif node.domain not in ("", "ai.onnx"):
@@ -178,11 +182,12 @@ def _fold(c: Context, node: Any) -> None:
     except Exception as e:  # the reference evaluator raises what numpy raises
         raise Refusal(f"{node.op_type} on constants (folding failed: {type(e).__name__}: {first_line(e)})",
                       node.name) from None
-    sources = {c.origin[i] for i in node.input if i in c.origin}
+    # a transposed, reshaped or cast weight keeps its initialiser's name: the one float operand it has
+    sources = {c.origin.get(i, "") for i in node.input if i and c.consts[i].dtype.kind == "f"}
     for out, value in zip(node.output, results, strict=False):
         if out:
             c.consts[out] = np.asarray(value)
-            if len(sources) == 1:  # a transposed or reshaped weight keeps its initialiser's name
+            if len(sources) == 1 and "" not in sources and c.consts[out].dtype.kind == "f":
                 c.origin[out] = next(iter(sources))
 
 

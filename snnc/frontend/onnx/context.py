@@ -96,6 +96,16 @@ class Context:
         raise Refusal(f"{node.op_type} with a computed {what} (it must be a constant or an initialiser)",
                       node.name)
 
+    def bias(self, node: Any, index: int) -> np.ndarray | None:
+        """The constant bias input ``index``; a computed one that is all zeros is no bias (the
+        unoptimised dynamo export writes ``bias=False`` as an expanded zero), as the torch frontends
+        see it."""
+        b = self.const(node, index, "bias")
+        name = node.input[index] if index < len(node.input) else ""
+        if b is not None and name not in self.origin and not b.any():
+            return None
+        return b
+
     def full_shape(self, value: str) -> tuple[int, ...]:
         """The value's shape with the batch dimension in front."""
         return (self.batch,) + self.graph.value_type(value).shape

@@ -105,7 +105,7 @@ def _conv(c: Context, node: Any, a: dict[str, Any]) -> None:
     x = c.value(node)
     w = c.const(node, 1, "weight")
     assert w is not None  # the checker requires input 1
-    bias = c.const(node, 2, "bias")
+    bias = c.bias(node, 2)
     kernel = tuple(int(k) for k in w.shape[2:])
     if "kernel_shape" in a and tuple(a["kernel_shape"]) != kernel:
         raise Refusal(f"Conv whose kernel_shape {a['kernel_shape']} is not its weight's {list(kernel)}", node.name)
@@ -160,18 +160,18 @@ def _whole_map(c: Context, node: Any, x: str) -> tuple[int, int]:
     return (shape[1], shape[2])
 
 
-@_maps("GlobalAveragePool")
-def _global_avg(c: Context, node: Any, a: dict[str, Any]) -> None:
+@_maps("GlobalAveragePool", "GlobalMaxPool")
+def _global_pool(c: Context, node: Any, a: dict[str, Any]) -> None:
+    """Pooling over the whole map; over a 1x1 map nothing, as the torch frontends map
+    ``adaptive_avg_pool2d(x, 1)`` of a 1x1 ``x`` (ResNets on 32x32 inputs)."""
     x = c.value(node)
     hw = _whole_map(c, node, x)
-    c.emit(node, O.AvgPool2d(kernel=hw, stride=hw), [x])
-
-
-@_maps("GlobalMaxPool")
-def _global_max(c: Context, node: Any, a: dict[str, Any]) -> None:
-    x = c.value(node)
-    hw = _whole_map(c, node, x)
-    c.emit(node, O.MaxPool2d(kernel=hw, stride=hw), [x])
+    if hw == (1, 1):
+        c.alias(node, x)
+    elif node.op_type == "GlobalAveragePool":
+        c.emit(node, O.AvgPool2d(kernel=hw, stride=hw), [x])
+    else:
+        c.emit(node, O.MaxPool2d(kernel=hw, stride=hw), [x])
 
 
 @_maps("ReduceMean")
@@ -186,10 +186,10 @@ def _reduce_mean(c: Context, node: Any, a: dict[str, Any]) -> None:
         raise Refusal(f"ReduceMean over axes {axes} of a rank-{rank} tensor (only the spatial mean of "
                       "[N,C,H,W], global average pooling, maps)", node.name)
     hw = _whole_map(c, node, x)
+    y = x if hw == (1, 1) else c.emit(node, O.AvgPool2d(kernel=hw, stride=hw), [x], output="")
     if a.get("keepdims", 1):
-        c.emit(node, O.AvgPool2d(kernel=hw, stride=hw), [x])
+        c.alias(node, y)
     else:
-        y = c.emit(node, O.AvgPool2d(kernel=hw, stride=hw), [x], output="")
         c.emit(node, O.Flatten(), [y])
 
 
@@ -218,7 +218,7 @@ def _gemm(c: Context, node: Any, a: dict[str, Any]) -> None:
     if alpha != 1.0:
         w = w * alpha
     params = {"weight": c.param(node.input[1], w)}
-    bias = c.const(node, 2, "bias")
+    bias = c.bias(node, 2)
     if bias is not None:
         n_out = w.shape[0]
         if bias.size not in (1, n_out) or (bias.ndim == 2 and bias.shape[0] != 1):

@@ -37,8 +37,9 @@ def read_onnx_file(path: Path) -> Any:
     if not model.HasField("graph") or model.ir_version == 0:
         raise InputFileError(f"{path}: not an ONNX model (no graph or no IR version: corrupt, truncated, or "
                              "another kind of file)")
+    model = check_model(model, str(path))  # first: the checks need no weights, only their shapes
     _load_external_data(path, model)
-    return check_model(model, str(path))
+    return model
 
 
 def check_model(model: Any, where: str) -> Any:
@@ -72,19 +73,22 @@ _LARGE = 1 << 12  # bytes: initialisers this large are weights, never shape arit
 
 
 def _skeleton(model: Any) -> Any:
-    """A copy of ``model`` whose large initialisers are typed graph inputs instead: the checker and
-    shape inference serialise the model (twice), which costs seconds for a ResNet's weights and fails
-    beyond 2 GB, and they need only the weights' shapes."""
+    """A copy of ``model`` whose large or external initialisers are typed graph inputs instead: the
+    checker and shape inference serialise the model (twice), which costs seconds for a ResNet's
+    weights and fails beyond 2 GB, and they need only the weights' shapes."""
     import onnx
     from onnx import helper
 
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(model)
     graph = skeleton.graph
-    keep = [t for t in graph.initializer if t.ByteSize() <= _LARGE]
-    large = [t for t in graph.initializer if t.ByteSize() > _LARGE]
+    def large(t: Any) -> bool:
+        return t.data_location == onnx.TensorProto.EXTERNAL or t.ByteSize() > _LARGE
+
+    keep = [t for t in graph.initializer if not large(t)]
+    weights = [t for t in graph.initializer if large(t)]
     declared = {i.name for i in graph.input}
-    for t in large:
+    for t in weights:
         if t.name not in declared:
             graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
     del graph.initializer[:]
