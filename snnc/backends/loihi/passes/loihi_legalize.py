@@ -27,13 +27,18 @@ Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
 * a per-channel ``scale`` op (no bias) next to a ``conv2d`` / ``linear`` is folded into its weights;
   one right before the ``readout`` is kept (the host applies it when it reads the logits);
 * a neuron with per-channel ``v_th`` or ``beta`` is split into populations, one per run of channels
-  with equal values: its conv2d / linear is cut into row blocks, and a ``concat`` joins the parts.
+  with equal values: its conv2d / linear is cut into row blocks, and a ``concat`` joins the parts;
+* an ``add`` read by one neuron (a residual block's output) becomes a **join**, one population fed by
+  several synapse groups (``is_join``): nested adds merge, and an operand that is spikes, or a
+  per-channel ``scale`` of spikes, enters through a one-to-one synapse (a depthwise 1x1 ``conv2d``, a
+  diagonal ``linear`` for flat values) of weight 1 or the scale.  Exact.
 
 Refused (with the node and the reason): soft reset or no reset (convert with
 ``lower-neurons{reset=hard}``: the ``ann-to-loihi`` pipeline), ``v_reset ≠ 0``, ``v_init ≠ 0``,
 bursts (``max_spikes > 1``), the tau/rate leak forms, reset delay, membrane outputs, ``out_scale ≠ 1``
-(run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, ``reshape``, and a sum of
-currents (``add`` of analog values).
+(run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, ``reshape``, an analog value
+read by more than one layer, and a sum of analog values that are not currents into one neuron.  The
+refusal lists each reason once with its fix, then the offending nodes one a line (``refusals.py``).
 
 Preserves: the SNN's function exactly, except the OR pooling above and ties at threshold.
 Requires: a converted SNN (``lower-neurons``), thresholds folded (``fold-thresholds``).
