@@ -16,6 +16,9 @@ After this pass the graph *is* the quantised network, in the units of the chip (
   largest power of two with ``|Q x| ≤ 2^(input-bits − 1) − 1`` on the calibration data and with the
   first layer's per-step input ``|W_int · round(Q x)|`` below 2^17 (lava's 24-bit current holds
   ``a << 6``); the encoder's ``bits`` attribute records ``input-bits``, the graded-spike width;
+* the synapse groups of one population (the operands of a join, ``loihi-legalize``) share one unit:
+  the weight grid is set by the largest weight of any of them, since the population has one threshold;
+  each keeps its own (corrected) bias, and the chip adds them;
 * the last conv2d / linear (read by the readout, no neuron) is quantised the same way and a host-side
   ``scale{factor=unit}`` before the readout turns its integer output back into logits.
 
