@@ -327,10 +327,19 @@ def main() -> None:
     ap.add_argument("--calib-images", type=int, default=256, help="calibration images (the first N training images)")
     ap.add_argument("--fast-max-t", type=int, default=16, help="largest T for ann-to-snn-fast (its searches grow with T)")
     ap.add_argument("--from-json", action="store_true", help="only write the doc and plot from the JSON")
+    ap.add_argument("--merge", default="", help="with --from-json: also read these result names (merged in)")
     args = ap.parse_args()
     started = time.perf_counter()
     if args.from_json:
         res = json.loads((ROOT / "benchmarks" / "results" / f"{args.out}.json").read_text())
+        for part in filter(None, args.merge.split(",")):  # runs of other models in parallel processes
+            more = json.loads((ROOT / "benchmarks" / "results" / f"{part}.json").read_text())
+            for key in ("ann_accuracy", "models"):
+                res[key].update(more[key])
+            res["rows"] += more["rows"]
+            res["skipped"] += more["skipped"]
+            res["wall_seconds"] = max(res["wall_seconds"], more["wall_seconds"])
+        write_json(f"{args.out}.json", {k: v for k, v in res.items() if k != "machine"})
         plot(res["rows"], res["ann_accuracy"], IMG / f"{args.out}.png")
         (ROOT / "docs" / f"{args.out}.md").write_text(markdown(res["rows"], res["ann_accuracy"], res["models"],
                                                                res["skipped"], res["test_images"],

@@ -158,3 +158,35 @@ def test_max_pooling_of_a_concat_of_activations_is_gated() -> None:
     mixed = graph_from_text(FIRE.replace("concat(%r1, %r2)", "concat(%r1, %c2)"))
     with pytest.raises(PassError, match="maxpool2d %p reads %c2, not the output of an activation"):
         run("calibrate{method=max},lower-neurons", mixed, context(x))
+
+
+STEM = """
+graph @stem(%x: analog[1,6,6]) {
+  %c = conv2d(%x) {padding = [1, 1]} params {weight = "c.weight", bias = "c.bias"} : analog[2,6,6]
+  %r = relu(%c) : analog[2,6,6]
+  %p = maxpool2d(%r) {kernel = [3, 3], stride = [2, 2], padding = [1, 1]} : analog[2,3,3]
+  %c2 = conv2d(%p) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[2,3,3]
+  %r2 = relu(%c2) : analog[2,3,3]
+  %p2 = maxpool2d(%r2) {kernel = [3, 3], stride = [2, 2], padding = [1, 1]} : analog[2,2,2]
+  %f = flatten(%p2) : analog[8]
+  %l = linear(%f) params {weight = "l.weight", bias = "l.bias"} : analog[3]
+  output %l
+}
+"""
+
+
+def test_invariant_maxpool_pools_the_stem_current() -> None:
+    """invariant-maxpool: the stem's pooling (its input depends on the input alone) moves before the
+    activation and stays a max pooling of the analog current; a pooling of spikes stays gated.  The
+    ANN is unchanged, and the SNN's first neuron sees exactly the pooled current at every step."""
+    g = graph_from_text(STEM)
+    x = uniform_inputs((1, 6, 6), 16)
+    out = run("calibrate{method=max},lower-neurons{invariant-maxpool=true}", g, context(x))
+    order = [n.name for n in out.nodes]
+    assert order.index("p") < order.index("r") and isinstance(out.node("p").op, O.MaxPool2d)
+    assert out.node("r").inputs == ("p",) and out.node("c2").inputs == ("r",)
+    assert isinstance(out.node("p2").op, O.SpikeMaxPool2d)
+    np.testing.assert_allclose(SIM.run_ann(out, x)["readout"], SIM.run_ann(g, x)["l"], atol=1e-5)
+    pooled = SIM.run_snn(out, x, 4, record=["p"]).recorded["p"]  # the mean over the steps
+    np.testing.assert_allclose(pooled, SIM.run_ann(out, x, record=["p"])["p"], atol=1e-5)
+    np.testing.assert_allclose(np.maximum(pooled, 0.0), SIM.run_ann(g, x, record=["p"])["p"], atol=1e-5)
