@@ -8,7 +8,7 @@ A *progress factory* is what :class:`snnc.pass_manager.PassContext` calls ``prog
 * otherwise (a log, CI, a pipe, a SLURM job): one status line on stderr every ``interval`` (30) seconds
   while a step runs, ``snnc: calibrate: 12/63 (19%), 34 s, about 2 min 20 s left``, and one when a
   step that printed a status ends, so that a log shows where a long run is; steps shorter than
-  ``interval`` print nothing.  With ``--diagnostics-format json`` each line is a JSON object
+  ``interval`` (a step of one opaque call, e.g. loading the model: 4 intervals) print nothing.  With ``--diagnostics-format json`` each line is a JSON object
   (``severity: "progress"``);
 * ``--quiet``: nothing.
 """
@@ -90,6 +90,10 @@ class _LogProgress:
         stop = threading.Event()
 
         def tick() -> None:
+            # a step of one opaque call (loading a model) says nothing for its first 4 intervals:
+            # only a really long one is worth a line in the log
+            if total <= 1 and stop.wait(3 * self.interval):
+                return
             while not stop.wait(self.interval):
                 self._line(state, final=False)
 

@@ -39,3 +39,12 @@ def test_json_lines():
     records = [json.loads(line) for line in lines]
     assert records and all(r["severity"] == "progress" and r["step"] == "calibrate" for r in records)
     assert records[-1]["final"] is True and records[-1]["done"] == 4
+
+
+def test_a_one_call_step_waits_four_intervals():
+    stream = io.StringIO()
+    with progress_factory(stream=stream, interval=0.05) as factory:
+        with factory("load model", 1) as bar:
+            time.sleep(0.12)
+            bar.advance()
+    assert stream.getvalue() == ""
