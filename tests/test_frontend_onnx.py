@@ -496,6 +496,17 @@ def test_inconsistent_shapes_are_an_input_error(tmp_path) -> None:
     assert "inconsistent ONNX model (shape inference)" in line
 
 
+def test_weight_of_an_invalid_data_type_is_an_input_error(tmp_path) -> None:
+    """Found by mutating files: a large weight's type byte damaged (shape inference raised ValueError)."""
+    w = _init("w", np.zeros((64, 3, 3, 3), np.float32))
+    w.data_type = 114
+    model = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 5, 5])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 64, 3, 3])], [w])
+    line = _cli_error(_save(model, tmp_path), tmp_path)
+    assert "invalid" in line or "inconsistent" in line, line
+
+
 def _external(tmp_path: Path, location: str) -> Path:
     """The 1-d hand graph with its weights in an external file; then its location rewritten."""
     model = _hand_1d()

@@ -62,7 +62,7 @@ def check_model(model: Any, where: str) -> Any:
         raise InputFileError(f"{where}: invalid ONNX model: {first_line(e)}") from None
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as e:
         raise InputFileError(f"{where}: inconsistent ONNX model (shape inference): {first_line(e)}") from None
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
