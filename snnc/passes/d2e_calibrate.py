@@ -13,12 +13,12 @@ read by their membrane are left alone; a progress bar counts layers), on the fir
 1. the teacher (the direct-coded graph d2e-encode kept) gives, per channel c, the activity
    a_d[c] of that layer under direct coding (spikes per neuron and step);
 2. under event input, with the layers before it already calibrated, the channel's activity
-   is a monotonic (non-increasing) function a_e[c](k) of a factor k on its threshold; the
+   is a monotonic (non-increasing) function ``a_e[c](k)`` of a factor k on its threshold; the
    pass fits that map on log2 k in [−``range-log2``, +``range-log2``] with ``steps``
    simulations per layer (all channels at once: a channel depends only on its own
    threshold and on the layers before it);
 3. the threshold becomes v_th[c]·k[c] (adaptive threshold scaling), where k[c]
-   * ``objective=rate`` (default): solves a_e[c](k) = a_d[c] by bisection, so each channel
+   * ``objective=rate`` (default): solves ``a_e[c](k)`` = a_d[c] by bisection, so each channel
      keeps its firing rate and the layer its firing distribution;
    * ``objective=counts``: minimises, over a grid that includes k = 1, the squared
      difference of each neuron's spike count sample by sample (the per-sample response,
