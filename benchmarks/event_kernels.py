@@ -295,6 +295,7 @@ class NetworkCase:
     build_s: float  # TVM build of every kernel + export (the tvm target's report)
     kernels: int
     subnormals: int = 0  # parameters zeroed
+    compile_s: float = 0.0  # the whole snnc compile: import, conversion (calibration, count-ops), TVM build
 
 
 def convert(name: str, model: Path, calib: Path, x: np.ndarray, timesteps: int, out: Path) -> NetworkCase:
@@ -304,11 +305,15 @@ def convert(name: str, model: Path, calib: Path, x: np.ndarray, timesteps: int, 
 
     from snnc.driver import CompileOptions, compile_model
 
+    t0 = time.perf_counter()
     res = compile_model(
         CompileOptions(model=model, out=out / name, target="tvm", calib=calib, timesteps=timesteps)
     )
+    compile_s = time.perf_counter() - t0
     tr = res.report["target_report"]
-    case = NetworkCase(name, res.graph, out / name / "tvm", x, timesteps, tr["build_seconds"], tr["kernels"])
+    case = NetworkCase(
+        name, res.graph, out / name / "tvm", x, timesteps, tr["build_seconds"], tr["kernels"], compile_s=compile_s
+    )
     params_file = str(case.artifact / "params.safetensors")
     arrays = load_file(params_file)
     zeroed = sum(_zero_subnormals(a) for a in arrays.values())
@@ -355,19 +360,48 @@ def synthetic_models() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
     return {"synthetic_mlp": (mlp, (784,)), "synthetic_cnn": (cnn, (3, 32, 32))}
 
 
-def network_cases(out: Path, batch: int = 32, synthetic_timesteps: int = 16) -> list[NetworkCase]:
-    """The networks of part (b), each converted by snnc's default pipeline and compiled with
-    ``--target tvm``: the digits CNN (gated max pooling) and MLP with their calibration data
-    (T = 8, the test inputs: their real spike densities), and the wide synthetic MLP and CNN
-    calibrated on uniform random inputs (T = 16)."""
+def real_models() -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+    """torchvision resnet18 and mobilenet_v2 for 3x32x32 inputs, random weights (seed 0), their
+    BatchNorm statistics set by three train-mode passes over 32 uniform random images (as
+    tests/test_convergence.py sets them up)."""
+    import torchvision
+
+    out = {}
+    for name in ("resnet18", "mobilenet_v2"):
+        torch.manual_seed(0)
+        model = getattr(torchvision.models, name)(weights=None)
+        x = torch.rand(32, 3, 32, 32)
+        model.train()
+        with torch.no_grad():
+            for _ in range(3):
+                model(x)
+        out[name] = (model.eval(), (3, 32, 32))
+    return out
+
+
+NETWORKS = ("digits_cnn", "digits_mlp", "synthetic_mlp", "synthetic_cnn", "resnet18", "mobilenet_v2")
+
+
+def network_cases(
+    out: Path, batch: int = 32, synthetic_timesteps: int = 16, names: tuple[str, ...] = NETWORKS
+) -> list[NetworkCase]:
+    """The networks of part (b) named in ``names``, each converted by the tvm target's default
+    pipeline and compiled with ``--target tvm``: the digits CNN (gated max pooling) and MLP with
+    their calibration data (T = 8, the test inputs: their real spike densities), the wide
+    synthetic MLP and CNN, and torchvision's resnet18 and mobilenet_v2 at 3x32x32, calibrated
+    on uniform random inputs (T = ``synthetic_timesteps``)."""
     digits = ROOT / "examples" / "digits"
     test_x = np.load(digits / "test.npz")["x"][:batch]
     cases = [
         convert(f"digits_{m}", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out)
         for m in ("cnn", "mlp")
+        if f"digits_{m}" in names
     ]
     rng = np.random.default_rng(5)
-    for name, (module, shape) in synthetic_models().items():
+    wanted = {k: v for k, v in synthetic_models().items() if k in names}
+    if {"resnet18", "mobilenet_v2"} & set(names):
+        wanted |= {k: v for k, v in real_models().items() if k in names}
+    for name, (module, shape) in wanted.items():
         calib_x = rng.random((256, *shape), dtype=np.float32)
         np.savez(out / f"{name}_calib.npz", x=calib_x)
         model = _export(module, torch.from_numpy(calib_x[:2]), out / f"{name}.pt2")
@@ -415,6 +449,7 @@ def bench_networks(
             per_sample = {m: {k: v * case.timesteps if k.endswith("_s") else v for k, v in st.items()}
                           for m, st in per.items()}  # fmt: skip
             row = {"network": case.name, "batch": len(x), "timesteps": case.timesteps, "build_s": case.build_s,
+                   "compile_s": case.compile_s,
                    "kernels": case.kernels, "subnormals_zeroed": case.subnormals, "density": density, "predictions_agree": agree,
                    "per_sample_step": per, "per_sample": per_sample,
                    "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"]}  # fmt: skip
@@ -423,7 +458,8 @@ def bench_networks(
                 f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} vs torch "
                 f"{fmt_t(per['torch']['median_s'])} per sample-step ({row['speedup']:.1f}x), "
                 f"density {', '.join(f'{k} {100 * v:.1f}%' for k, v in density.items())}, "
-                f"build {case.build_s:.1f} s ({case.kernels} kernels), predictions agree {100 * agree:.0f}%",
+                f"build {case.build_s:.1f} s ({case.kernels} kernels; snnc compile {case.compile_s:.0f} s), "
+                f"predictions agree {100 * agree:.1f}%",
                 flush=True,
             )
     return rows
@@ -486,7 +522,7 @@ def print_table(rows: list[dict]) -> None:
 
 def print_network_table(rows: list[dict]) -> None:
     head = ["network", "T", "B", "TVM / sample-step", "torch / sample-step", "TVM / sample", "torch / sample",
-            "torch/TVM", "spike density", "TVM build"]  # fmt: skip
+            "torch/TVM", "spike density", "TVM build", "agree"]  # fmt: skip
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -495,10 +531,13 @@ def print_network_table(rows: list[dict]) -> None:
         def cell(st: dict) -> str:
             return f"{fmt_t(st['median_s'])} [{fmt_t(st['p10_s'])}-{fmt_t(st['p90_s'])}]"
 
-        dens = ", ".join(f"{100 * v:.1f}%" for v in r["density"].values())
+        d = list(r["density"].values())
+        dens = ", ".join(f"{100 * v:.1f}%" for v in d) if len(d) <= 4 else (
+            f"{len(d)} layers, {100 * min(d):.1f}-{100 * max(d):.1f}% (mean {100 * sum(d) / len(d):.1f}%)"
+        )
         cells = [r["network"], str(r["timesteps"]), str(r["batch"]), cell(per["tvm"]), cell(per["torch"]),
                  fmt_t(whole["tvm"]["median_s"]), fmt_t(whole["torch"]["median_s"]), f"{r['speedup']:.2f}x", dens,
-                 f"{r['build_s']:.2f} s ({r['kernels']} kernels)"]  # fmt: skip
+                 f"{r['build_s']:.2f} s ({r['kernels']} kernels)", f"{100 * r['predictions_agree']:.1f}%"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
 
 
@@ -620,6 +659,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--retries", type=int, default=RETRIES, help="re-timings of a block disturbed by other load"
     )
+    ap.add_argument(
+        "--networks",
+        default=",".join(NETWORKS[:4]),
+        help=f"part (b) networks, comma-separated, from {','.join(NETWORKS)} (default: the first four; "
+        "rows of networks not run are kept from --json)",
+    )
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
@@ -655,13 +700,22 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_flush_denormal(True)
         with tempfile.TemporaryDirectory(prefix="snnc-bench-") as d:
             batch = 8 if args.quick else 32
-            cases = network_cases(Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16)
+            names = tuple(n for n in args.networks.split(",") if n)
+            unknown = sorted(set(names) - set(NETWORKS))
+            if unknown:
+                raise SystemExit(f"unknown networks {unknown}; known: {', '.join(NETWORKS)}")
+            cases = network_cases(
+                Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names
+            )
             if args.quick:
                 networks = bench_networks(cases, batches=(1, batch), rounds=1, budget_s=0.05, retries=1)
             else:
                 networks = bench_networks(
                     cases, batches=(1, batch), rounds=3, budget_s=0.3, retries=args.retries
                 )
+        if args.json.exists():  # keep the rows of the networks this run did not measure
+            kept = [r for r in json.loads(args.json.read_text()).get("networks", []) if r["network"] not in names]
+            networks = kept + networks
         print_network_table(networks)
     result = {
         "machine": {
