@@ -249,7 +249,7 @@ def goals(rows: list[dict[str, Any]], ann_acc: dict[str, float]) -> list[str]:
                 continue
             gap = 100 * (acc - got)
             parts.append(f"{method} at T={t}: {100 * got:.1f} % ({gap:+.1f} points below the ANN; "
-                         f"{'met' if gap <= 1.0 else 'not met'})")
+                         f"{'met' if round(gap, 6) <= 1.0 else 'not met'})")
         lines.append(f"* {m}: " + "; ".join(parts))
     return lines
 
