@@ -9,6 +9,7 @@ SIGTERM in the middle of a compile leaves no temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,7 +30,26 @@ CNN_PT2 = DIGITS / "cnn.pt2"
 
 
 def _invoke(args: list) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args])
+    """Run a command; when it fails as a user error, run it again with ``--diagnostics-format json``
+    and check that the error comes out as the same message in one JSON object (issue: build
+    integration: machine-readable diagnostics parse for every error path of this corpus)."""
+    args = [str(a) for a in args]
+    result = CliRunner().invoke(main, args)
+    if result.exit_code == 2 and args and not args[0].startswith("-"):
+        _assert_same_error_as_json(result, CliRunner().invoke(main, [args[0], "--diagnostics-format", "json", *args[1:]]))
+    return result
+
+
+def _assert_same_error_as_json(text: Result, as_json: Result) -> None:
+    assert as_json.exit_code == 2, as_json.stderr
+    lines = as_json.stderr.splitlines()
+    assert len(lines) == 1, f"expected one JSON line on stderr, got:\n{as_json.stderr}"
+    record = json.loads(lines[0])
+    assert record["severity"] == "error" and isinstance(record["code"], str) and record["code"]
+    assert {"message", "location", "hint"} <= record.keys(), record
+    text_lines = text.stderr.splitlines()
+    if len(text_lines) == 1 and text_lines[0].startswith("snnc: error: "):
+        assert record["message"] == text_lines[0].removeprefix("snnc: error: "), (record, text_lines)
 
 
 def _leftovers(out: Path) -> list[str]:
