@@ -233,3 +233,21 @@ def test_a_nir_file_that_crashes_libhdf5_is_a_clean_error():
     # and the reader works again afterwards (a new child replaces the dead one)
     with pytest.raises(InputFileError, match=either):
         load_model(crasher)
+
+
+def test_a_nir_file_on_which_libhdf5_loops_is_a_clean_error_in_bounded_time(tmp_path):
+    """tools/fuzz.py --target nir (seed 0) found a file on which h5py's ``Dataset.__getitem__`` never
+    returns; the child that reads it is killed after the time limit."""
+    nir = pytest.importorskip("nir")
+    from snnc.formats.nir import read_nir_file
+
+    hang = Path(__file__).parent / "corpus" / "nir" / "libhdf5_hang.nir"
+    # the short limit is for the test; whatever this machine's libhdf5 does with the file (loop, raise
+    # or crash), the answer is one clean error
+    either = "did not finish in 3 s|the HDF5 library crashed|not a readable NIR file"
+    with pytest.raises(InputFileError, match=either):
+        read_nir_file(hang, timeout=3.0)
+    # the reader works again afterwards (a new child replaces the killed one): a good file reads
+    good = tmp_path / "good.nir"
+    nir.write(good, nir.NIRGraph.from_list(nir.Linear(weight=np.eye(3, dtype=np.float32))))
+    assert set(read_nir_file(good, timeout=60.0).nodes) >= {"input", "output"}

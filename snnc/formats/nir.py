@@ -315,10 +315,16 @@ def _per_channel_or_scalar(values: np.ndarray) -> tuple[float, np.ndarray | None
 
 # -- reading a file --------------------------------------------------------------------------
 # A corrupt HDF5 file can crash libhdf5 itself (a segfault no Python exception catches; found by
-# tools/fuzz.py), so the file is read in a child process: a crash there is a clean InputFileError
-# here.  The child comes from a fork server that has imported nir and h5py once, so each read costs
-# a fork, not an interpreter start.
+# tools/fuzz.py), or send it into a loop that never ends (h5py's Dataset.__getitem__ spinning on a
+# mutated chunk index; also found by the fuzzer), so the file is read in a child process with a time
+# limit: a crash or a hang there is a clean InputFileError here.  The child comes from a fork server
+# that has imported nir and h5py once, so each read costs a fork, not an interpreter start.
 _READER: concurrent.futures.ProcessPoolExecutor | None = None
+
+# Reading a well-formed file is a memcpy of its datasets: even a 100 MB file takes well under a second.
+# The limit is generous so that a loaded machine never refuses a good file.
+READ_SECONDS_BASE = 60.0
+READ_SECONDS_PER_MB = 2.0
 
 
 def _read_file(path: str):
@@ -327,17 +333,40 @@ def _read_file(path: str):
     return nir.read(path)
 
 
-def read_nir_file(path: Path):
-    """``nir.read(path)``, isolated from crashes of the HDF5 library; InputFileError on any failure."""
+def _discard_reader() -> None:
+    """Kill the reader's worker (it may be stuck in libhdf5, where no signal handler runs) and forget
+    the pool; the next read starts a new one."""
     global _READER
+    reader, _READER = _READER, None
+    if reader is None:
+        return
+    # ProcessPoolExecutor has no public way to stop a running task: its workers are killed directly
+    for process in list(getattr(reader, "_processes", {}).values()):
+        process.kill()
+    reader.shutdown(wait=False, cancel_futures=True)
+
+
+def read_nir_file(path: Path, timeout: float | None = None):
+    """``nir.read(path)``, isolated from crashes and hangs of the HDF5 library; InputFileError on any
+    failure.  ``timeout`` (seconds) defaults to READ_SECONDS_BASE + READ_SECONDS_PER_MB per MB."""
+    global _READER
+    if timeout is None:
+        size_mb = path.stat().st_size / 1e6 if path.exists() else 0.0
+        timeout = READ_SECONDS_BASE + READ_SECONDS_PER_MB * size_mb
     if _READER is None:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(["snnc.formats.nir", "nir", "h5py"])
         _READER = concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
     try:
-        return _READER.submit(_read_file, str(path)).result()
+        return _READER.submit(_read_file, str(path)).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        _discard_reader()
+        raise InputFileError(
+            f"{path}: reading this file did not finish in {timeout:.0f} s (the HDF5 library loops on it); "
+            "it is corrupt"
+        ) from None
     except concurrent.futures.process.BrokenProcessPool:
-        _READER = None  # the worker died: the next read starts a new one
+        _discard_reader()
         raise InputFileError(f"{path}: the HDF5 library crashed reading this file; it is corrupt") from None
     except Exception as e:
         raise InputFileError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
