@@ -303,7 +303,9 @@ def markdown(rows, ann_acc, skipped) -> str:
              "MAC energy (docs/energy.md), with the first layer (which reads the constant direct-coded input) "
              "counted once for every method (`45nm_hoisted`); the JSON also holds the every-step MAC counts.  "
              "How `ann-to-snn` handles analog paths and residual networks (negative spikes, signed neurons, "
-             "compose-linear), with the convergence measured on torchvision models: analog_paths.md.", ""]
+             "compose-linear), with the convergence measured on torchvision models: analog_paths.md.  Which "
+             "torchvision classifiers convert (and why the others are refused), with accuracy on trained "
+             "torchvision models: real_models.md.", ""]
     for m, acc in ann_acc.items():
         lines += [f"## {m} (ANN accuracy {acc:.4f})", "",
                   "| method | T | accuracy | spikes/sample | SOPs/sample | E / E_ANN | mean T used | conversion (s) |",
