@@ -522,7 +522,7 @@ def _emit_nir_node(graph: Graph, key: str, node, ins: list[str], dt: float) -> N
 def _written_pool(node, key: str, stride: tuple[int, int], padding: tuple[int, int]) -> O.Op | None:
     """The pooling op snnc wrote as this Conv2d (metadata ``snnc_op``), if its weights are that pooling's."""
     kind = _meta(node, "snnc_op")
-    if kind not in ("sumpool2d", "avgpool2d"):
+    if not isinstance(kind, str) or kind not in ("sumpool2d", "avgpool2d"):  # absent, or not what snnc writes
         return None
     w = _floats(node.weight, "weight", key)
     if w.ndim != 4 or w.shape[0] != w.shape[1]:
@@ -640,7 +640,10 @@ def _exact(derived: np.ndarray, written) -> np.ndarray:
     derived = np.asarray(derived, dtype=np.float32)
     if written is None:
         return derived
-    exact = np.asarray(written, dtype=np.float64)
+    try:
+        exact = np.asarray(written, dtype=np.float64)
+    except (TypeError, ValueError):  # not numbers: not what snnc wrote
+        return derived
     if exact.shape == derived.shape and np.allclose(exact, derived, rtol=0, atol=1e-5):
         return exact
     return derived

@@ -154,8 +154,8 @@ def _weights_only_refusal(data: bytes) -> str | None:
         with zipfile.ZipFile(io.BytesIO(data)) as inner:
             for info in inner.infolist():
                 inner.read(info)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
-        return f"damaged: {e}"
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as e:
+        return f"damaged: {e}"  # RuntimeError: an encrypted member
     try:
         with _quiet_torch():
             torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -189,7 +189,8 @@ def _check_archive(path: Path, data: bytes, *, kind: str, pickles: bool) -> None
             for info in infos:
                 try:
                     member = z.read(info)
-                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+                except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError) as e:
+                    # RuntimeError: zipfile's "is encrypted, password required" (torch never encrypts)
                     reason = "fails its CRC check" if "CRC" in str(e) else f"is unreadable ({e})"
                     raise InputFileError(f"{path}: cannot read the {kind} archive (corrupt or truncated?): member "
                                          f"{info.filename} {reason}; copy or export the file again") from None
