@@ -235,7 +235,9 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
     if opts.report_samples < 1:
         raise UserError(f"--report-samples {opts.report_samples}: must be >= 1")
     if not distributed.is_writer():
-        return _compile_into(opts, None, None)
+        result = _compile_into(opts, None, None)
+        distributed.barrier()  # return once rank 0 has put the artifact in place (a script may read it next)
+        return result
     out = Path(opts.out)
     system = _system_dir(out)
     if system is not None:
@@ -271,6 +273,7 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
                         break
     if opts.depfile is not None:
         write_depfile(opts.depfile, [out / "report.json"], input_files(opts))
+    distributed.barrier()  # the other ranks wait here for the artifact (a no-op in one process)
     return result
 
 

@@ -141,7 +141,10 @@ def missing_lines(shown: list[str], *streams: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "PYTHON", "COV_"))}
+    # a reader's shell: not pytest's, and not the `make test` that may run this (a sub-make prints
+    # "make[1]: ..." where the tutorial shows "make: ...")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST", "PYTHON", "COV_")) and k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(BIN.parent)
     env["OMP_WAIT_POLICY"] = "PASSIVE"
