@@ -173,7 +173,7 @@ def _fmt(r: dict[str, Any]) -> str:
 def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
                       skipped: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     try:
-        from spikingjelly.activation_based import ann2snn, functional, neuron
+        from spikingjelly.activation_based import ann2snn
     except ImportError:
         print("spikingjelly not installed: skipping its baseline")
         return []
@@ -193,24 +193,35 @@ def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs
                 skipped.append({"model": name, "method": f"spikingjelly {mode}", "reason": reason})
             continue
         conv_time = time.perf_counter() - t0
-        xt = torch.tensor(x_test)
-        counters = _attach_counters(snn, neuron.IFNode, xt)
-        for t in ts:
-            functional.reset_net(snn)
-            for c in counters.values():
-                c.update(spikes=0.0, sops=0.0, macs=0.0, invariant_macs=0.0)
-            with torch.no_grad():
-                out = sum(snn(xt) for _ in range(t))
-            n = len(xt)
-            spikes = sum(c["spikes"] for c in counters.values()) / n
-            sops = sum(c["sops"] for c in counters.values()) / n
-            macs = sum(c["macs"] for c in counters.values()) / n
-            invariant = sum(c["invariant_macs"] for c in counters.values()) / n
-            # SpikingJelly evaluates its analog first layer every step; count it once, as for snnc
-            rows.append(_row(name, f"spikingjelly {mode}", t, out.argmax(1).numpy(), y_test, spikes, sops,
-                             macs + invariant / t, ann_macs, conv_time))
-            rows[-1]["macs_every_step"] = macs + invariant
-            print(_fmt(rows[-1]), flush=True)
+        rows += evaluate_spikingjelly(snn, name, mode, ts, x_test, y_test, ann_macs, conv_time)
+    return rows
+
+
+def evaluate_spikingjelly(snn, name: str, mode: str, ts, x_test, y_test, ann_macs: float,
+                      conv_time: float) -> list[dict[str, Any]]:
+    """One row per T for a model SpikingJelly's ann2snn converted: accuracy, spikes, SOPs and MACs
+    counted by hooks on its IF nodes (also used by benchmarks/real_models.py)."""
+    from spikingjelly.activation_based import functional, neuron
+
+    xt = torch.tensor(x_test)
+    counters = _attach_counters(snn, neuron.IFNode, xt)
+    rows = []
+    for t in ts:
+        functional.reset_net(snn)
+        for c in counters.values():
+            c.update(spikes=0.0, sops=0.0, macs=0.0, invariant_macs=0.0)
+        with torch.no_grad():
+            out = sum(snn(xt) for _ in range(t))
+        n = len(xt)
+        spikes = sum(c["spikes"] for c in counters.values()) / n
+        sops = sum(c["sops"] for c in counters.values()) / n
+        macs = sum(c["macs"] for c in counters.values()) / n
+        invariant = sum(c["invariant_macs"] for c in counters.values()) / n
+        # SpikingJelly evaluates its analog first layer every step; count it once, as for snnc
+        rows.append(_row(name, f"spikingjelly {mode}", t, out.argmax(1).numpy(), y_test, spikes, sops,
+                         macs + invariant / t, ann_macs, conv_time))
+        rows[-1]["macs_every_step"] = macs + invariant
+        print(_fmt(rows[-1]), flush=True)
     return rows
 
 

@@ -29,7 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import IMG, ROOT, hygiene, write_json  # noqa: E402
-from conversion import _attach_counters, _fmt, _row, accuracy, ann_macs_of  # noqa: E402
+from conversion import _fmt, _row, accuracy, ann_macs_of, evaluate_spikingjelly  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 from data import load_digits_splits  # noqa: E402
@@ -130,7 +130,7 @@ def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs
     import copy
 
     try:
-        from spikingjelly.activation_based import ann2snn, functional, neuron
+        from spikingjelly.activation_based import ann2snn
     except ImportError:
         print("spikingjelly not installed: skipping its baseline")
         return []
@@ -147,25 +147,7 @@ def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs
         skipped.append({"model": name, "method": f"spikingjelly {mode}", "reason": reason})
         return []
     conv_time = time.perf_counter() - t0
-    xt = torch.tensor(x_test)
-    counters = _attach_counters(snn, neuron.IFNode, xt)
-    rows = []
-    for t in ts:
-        functional.reset_net(snn)
-        for c in counters.values():
-            c.update(spikes=0.0, sops=0.0, macs=0.0, invariant_macs=0.0)
-        with torch.no_grad():
-            out = sum(snn(xt) for _ in range(t))
-        n = len(xt)
-        spikes = sum(c["spikes"] for c in counters.values()) / n
-        sops = sum(c["sops"] for c in counters.values()) / n
-        macs = sum(c["macs"] for c in counters.values()) / n
-        invariant = sum(c["invariant_macs"] for c in counters.values()) / n
-        rows.append(_row(name, f"spikingjelly {mode}", t, out.argmax(1).numpy(), y_test, spikes, sops,
-                         macs + invariant / t, ann_macs, conv_time))
-        rows[-1]["macs_every_step"] = macs + invariant
-        print(_fmt(rows[-1]), flush=True)
-    return rows
+    return evaluate_spikingjelly(snn, name, mode, ts, x_test, y_test, ann_macs, conv_time)
 
 
 def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float, skipped: list[dict[str, Any]],
