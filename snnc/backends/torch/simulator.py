@@ -150,7 +150,9 @@ class GraphModule(nn.Module):
         for t in range(timesteps):
             weight = (~done).to(x.dtype) / n  # per-sample means over the samples still running
             env = {g.inputs[0][0]: x}
-            events: dict[str, torch.Tensor] = {}  # event counts (0..B) of event-typed values
+            # signed event counts (−1..B) of event-typed values: a −1 spike is one event (counts take
+            # abs) but takes one back from a spike max pooling's running count
+            events: dict[str, torch.Tensor] = {}
             for node in g.nodes:
                 ins = [env[v] for v in node.inputs]
                 if node.name in hoisted:
@@ -161,7 +163,7 @@ class GraphModule(nn.Module):
                         hoisted[node.name] = out
                 if count:
                     if node.name in events and _emits_events(node):
-                        spikes[node.name] += _per_sample(events[node.name]) @ weight
+                        spikes[node.name] += _per_sample(events[node.name].abs()) @ weight
                     if node.op.synaptic:
                         sop, mac = self._count(node, ins, events, weight)
                         sops[node.name] += sop
@@ -207,7 +209,7 @@ class GraphModule(nn.Module):
         if isinstance(op, O.Neuron):
             out, s = self._neuron(node, ins[0], p, state, surrogate)
             if op.emit is O.Emit.SPIKES:  # a membrane readout is analog: its readers do MACs
-                events[node.name] = s.detach().abs()  # a signed neuron's −1 is one event too
+                events[node.name] = s.detach()  # signed: a −1 spike lowers a gate's running count
             return out
         if isinstance(op, O.Encode):
             out = self._encode(op, ins[0], t, T)
@@ -235,7 +237,9 @@ class GraphModule(nn.Module):
             return ins[0]
         out = ANN[type(op)](op, ins, p)
         if not op.synaptic and all(v in events for v in node.inputs):
-            events[node.name] = ANN[type(op)](op, [events[v] for v in node.inputs], {})
+            # a reindexing op copies signed events; any other (an ANN op left on spikes) sees how many
+            ev = [events[v] if op.reindexing else events[v].abs() for v in node.inputs]
+            events[node.name] = ANN[type(op)](op, ev, {})
         return out
 
     # -- stateful rules --------------------------------------------------------------------
@@ -308,7 +312,9 @@ class GraphModule(nn.Module):
         return bit * (op.bits * 2.0 ** -(k + 1))
 
     def _spike_maxpool_winners(self, node: Node, x: torch.Tensor, state) -> torch.Tensor:
-        """Per window, the input with the most spikes so far (ties: first in the window)."""
+        """Per window, the input with the largest net spike count so far (ties: first in the window).
+        A −1 spike (``negative=rectified``) takes one back: a neuron that fired early and then took its
+        spikes back has not been the most active input."""
         op: O.SpikeMaxPool2d = node.op  # type: ignore[assignment]
         st = state.setdefault(node.name, {"count": torch.zeros_like(x)})
         st["count"] = st["count"] + x.detach()
@@ -325,7 +331,7 @@ class GraphModule(nn.Module):
             fan = self.fanout(node, i, x)
             v = node.inputs[i]
             if v in events:  # a burst of k spikes counts k accumulates per synapse
-                sops = sops + _per_sample(events[v] * fan) @ weight
+                sops = sops + _per_sample(events[v].abs() * fan) @ weight
             else:
                 macs = macs + fan.sum() * weight.sum()
         return sops, macs
