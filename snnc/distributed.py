@@ -14,7 +14,12 @@ its activations are the same numbers.  Statistics then merge exactly:
   global batch index, and every rank adds them up in batch order, as one process does.
 
 So N processes compute bit for bit what one computes (given the same per-batch numerics: the same
-device and thread count), and only rank 0 writes (:func:`is_writer`).  The process group is
+device and thread count), and only rank 0 writes (:func:`is_writer`).
+
+Training (d2e-finetune) is the exception: it is data-parallel with torch's DistributedDataParallel
+(:func:`data_parallel`), each rank taking its contiguous share of every global batch
+(:func:`my_share`); DDP averages the gradients with an all-reduce in ``backward``, so every rank keeps
+the same parameters, which equal one process's up to float rounding (not bit for bit).  The process group is
 torch.distributed's own (a process-wide state, as in every torch program); nothing here keeps more.
 """
 
@@ -90,6 +95,31 @@ def my_batches(x: Any, y: Any, batch_size: int, limit: int | None = None) -> Ite
     for i in batch_indices(total):
         s = slice(i * batch_size, (i + 1) * batch_size)
         yield i, x[s], (None if y is None else y[s])
+
+
+def my_share(rows: np.ndarray) -> np.ndarray:
+    """This rank's part of one global batch ``rows`` (data-parallel training): ``rows`` cut into
+    world-size contiguous pieces whose sizes differ by at most one (``np.array_split``), piece
+    ``rank``; all of ``rows`` in one process.  A piece may be empty when the batch has fewer rows
+    than there are ranks."""
+    if not active():
+        return rows
+    return np.array_split(rows, world_size())[rank()]
+
+
+def data_parallel(module: Any) -> Any:
+    """``module`` wrapped in torch's ``DistributedDataParallel``, which all-reduces (averages) the
+    gradients over the ranks during ``backward`` and so keeps every rank's parameters equal; the
+    module itself outside torchrun.  Its parameters must already live on this rank's device (the
+    GPU ``LOCAL_RANK`` under NCCL, the CPU under gloo)."""
+    if not active():
+        return module
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
 
 
 def _tensor(a: np.ndarray):

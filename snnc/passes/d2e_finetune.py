@@ -21,6 +21,15 @@ simulator's straight-through surrogate), Adam at ``lr`` with a cosine schedule, 
 A progress bar counts epochs.  Deterministic for a given ``seed`` (the batch order) on a
 given machine and thread count: nothing else is random (a rate encoder draws from its own
 seeded generator).
+
+Under torchrun (docs/cluster.md) the training is data-parallel with torch's
+``DistributedDataParallel``: every rank draws the same seeded batch order, takes its contiguous
+share of each global batch of ``batch-size`` samples (reading only those rows), and DDP averages
+the gradients in ``backward``; each rank's loss is weighted by its share of the batch, so the
+averaged gradient is the one-process gradient of the whole batch, up to float rounding (the
+sums run in another order): the result is close to, not bit for bit, the one-process result.
+Every rank ends with the same parameters; only rank 0 writes the artifact.  The teacher's
+logits are computed batch by batch, shared over the ranks and gathered.
 Changes: the weight and bias tensors of the synaptic layers (new arrays under the same keys).
 Preserves: the structure, the neurons and the encoders.  Reports the loss, the running
 training accuracy and r for every epoch.
@@ -36,6 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from snnc import distributed
 from snnc.data import Samples
 from snnc.errors import PassError
 from snnc.ir import Graph, Node
@@ -102,7 +112,7 @@ class D2EFinetune(Pass):
             raise PassError("d2e-finetune: the calibration data is empty")
         teacher = None
         if self.kd_alpha < 1.0:
-            teacher = sim.run_snn(teacher_of(graph, self.name), x, timesteps).logits.astype(np.float32)
+            teacher = _teacher_logits(sim, teacher_of(graph, self.name), x, timesteps, data.batch_size)
         loads = {n.name: synapse_load(graph, n) for n in network_neurons(graph)}
         loads = {k: v for k, v in loads.items() if v > 0}
         history = self._train(ctx, graph, sim, keys, loads, x, y, teacher, timesteps)
@@ -130,19 +140,28 @@ class D2EFinetune(Pass):
 
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, Any]] = []
+        world = distributed.world_size()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            module = sim.trainable(graph, keys)
-            opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=self.lr)
+            snn = surrogate_module(sim, graph, keys, timesteps)
+            net = distributed.data_parallel(snn)  # snn itself in one process
+            opt = torch.optim.Adam([p for p in snn.parameters() if p.requires_grad], lr=self.lr)
             steps = self.epochs * math.ceil(len(x) / self.batch_size)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
             with ctx.track(self.name, self.epochs) as bar:
                 for epoch in range(self.epochs):
                     sums = {"loss": 0.0, "train_accuracy": 0.0, "spike_cost": 0.0}
-                    order = rng.permutation(len(x))
+                    order = rng.permutation(len(x))  # the same on every rank: the same global batches
                     for start in range(0, len(x), self.batch_size):
-                        idx = order[start : start + self.batch_size]
-                        logits, rates = sim.surrogate_run(module, x[idx], timesteps)
+                        batch = order[start : start + self.batch_size]
+                        idx = distributed.my_share(batch)
+                        # a rank's mean loss weighted by its share of the batch: DDP's average over the
+                        # ranks is then the mean over the whole batch, as in one process
+                        weight = world * len(idx) / len(batch)
+                        if len(idx) == 0:  # fewer rows than ranks: run one row with weight 0 (DDP needs
+                            idx = batch[:1]  # every rank in every backward), counted nowhere
+                        xb = torch.as_tensor(np.asarray(x[idx], dtype=np.float32))
+                        logits, rates = net(xb)
                         target = torch.as_tensor(y[idx], device=logits.device)
                         soft = (
                             None if teacher is None else torch.as_tensor(teacher[idx], device=logits.device)
@@ -150,15 +169,17 @@ class D2EFinetune(Pass):
                         cost = self._spike_cost(rates, loads, logits)
                         loss = self._distillation(logits, target, soft) + self.rate_l1 * cost
                         opt.zero_grad()
-                        loss.backward()
+                        (loss if world == 1 else loss * weight).backward()
                         opt.step()
                         sched.step()
-                        sums["loss"] += float(loss.detach()) * len(idx)
-                        sums["train_accuracy"] += float((logits.argmax(1) == target).sum())
-                        sums["spike_cost"] += float(cost.detach()) * len(idx)
-                    history.append({"epoch": epoch + 1} | {k: v / len(x) for k, v in sums.items()})
+                        if weight > 0:
+                            sums["loss"] += float(loss.detach()) * len(idx)
+                            sums["train_accuracy"] += float((logits.argmax(1) == target).sum())
+                            sums["spike_cost"] += float(cost.detach()) * len(idx)
+                    totals = _add_in_rank_order(distributed.gather_rows({distributed.rank(): sums}))
+                    history.append({"epoch": epoch + 1} | {k: v / len(x) for k, v in totals.items()})
                     bar.advance()
-            trained = sim.read_params(module, keys)
+            trained = sim.read_params(snn.net, keys)
         for key, value in trained.items():
             graph.params[key] = value
         return history
@@ -186,3 +207,40 @@ class D2EFinetune(Pass):
         if not total:
             return logits.new_zeros(())
         return sum(rates[name] * (w / total) for name, w in loads.items())
+
+
+def surrogate_module(sim, graph: Graph, keys: list[str], timesteps: int):
+    """The event-driven SNN of ``graph`` as an ``nn.Module`` (what ``DistributedDataParallel`` wraps):
+    ``forward(x)`` is the simulator's differentiable surrogate run over ``timesteps`` steps and returns
+    ``(logits, rates)``; its submodule ``net`` holds the parameters, of which exactly ``keys``
+    require gradients.  (A factory: ``import snnc`` does not import torch.)"""
+    from torch import nn
+
+    class SurrogateSNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = sim.trainable(graph, keys)
+
+        def forward(self, x):
+            return sim.surrogate_run(self.net, x, timesteps)
+
+    return SurrogateSNN()
+
+
+def _teacher_logits(sim, teacher: Graph, x, timesteps: int, batch_size: int) -> np.ndarray:
+    """The teacher's logits on every sample (N, C).  Under torchrun each rank runs its batches
+    (snnc.distributed.my_batches) and the rows are gathered, so no rank simulates the whole set."""
+    if not distributed.active():
+        return sim.run_snn(teacher, x, timesteps).logits.astype(np.float32)
+    rows = {i: sim.run_snn(teacher, xb, timesteps).logits.astype(np.float32)
+            for i, xb, _ in distributed.my_batches(x, None, batch_size)}
+    return np.concatenate(distributed.gather_rows(rows))
+
+
+def _add_in_rank_order(parts: list[dict[str, float]]) -> dict[str, float]:
+    """The ranks' sums added in rank order (the same floats on every rank; one process: its own)."""
+    total = dict(parts[0])
+    for part in parts[1:]:
+        for k, v in part.items():
+            total[k] += v
+    return total
