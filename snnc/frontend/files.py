@@ -1,9 +1,11 @@
 """Model files -> snnc IR.
 
-* ``.pt2``: a torch.export archive (ATen graph; the safe, preferred format).  Before torch reads it,
+* ``.pt2``: a torch.export archive (ATen graph; the safe, preferred format).  Before it is read,
   every member's CRC is checked, and every member torch could unpickle (sample inputs, pickled
   weights) must pass torch's own ``weights_only`` loader, unless ``trust_pickle``: torch.export.load
-  would otherwise fall back to a full unpickle, which runs code from the file;
+  would otherwise fall back to a full unpickle, which runs code from the file.  Then
+  ``snnc.frontend.pt2_reader`` reads it (JSON and raw tensor bytes only) when it covers the archive,
+  else, and always with ``trust_pickle``, ``torch.export.load``;
 * ``.pt`` / ``.pth`` state dict + ``--arch path/to/file.py:factory``;
 * ``.pt`` pickled whole module: only with ``trust_pickle`` (unpickling runs code);
 * ``.snnir``: textual IR (+ sidecar ``params.safetensors``);
@@ -34,6 +36,7 @@ import torch
 
 from snnc.errors import InputFileError, UserError, first_line
 from snnc.frontend.fx import import_exported, import_module
+from snnc.frontend.pt2_reader import NotCovered, read_exported
 from snnc.ir import Graph, TensorType, load_graph
 
 
@@ -253,28 +256,45 @@ def load_model(
     if path.suffix == ".pt2" or any("serialized_exported_program" in n or n.endswith(".json") and "models/" in n
                                     for n in names):
         _check_archive(path, data, kind="torch.export", pickles=not trust_pickle)
-        return _load_pt2(path, data, digest, stem, input_shape)
+        return _load_pt2(path, data, digest, stem, input_shape, trust_pickle)
     # a .pt: CRCs only; its pickle guard is torch.load(weights_only=True) in _load_pt, with no silent fallback
     _check_archive(path, data, kind="torch.save", pickles=False)
     return _load_pt(path, data, digest, stem, arch, input_shape, trust_pickle)
 
 
-def _load_pt2(path: Path, data: bytes, digest: str, stem: str, input_shape: tuple[int, ...] | None) -> LoadedModel:
+def _read_exported(path: Path, data: bytes, *, direct: bool) -> Any:
+    """The exported program: with ``direct``, snnc's reader when the archive is in what it covers
+    (it spares the import of torch._dynamo that torch.export.load makes, seconds for any model, and
+    unpickles nothing); else torch.export.load, which then decides and words every refusal."""
+    if direct:
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                return read_exported(z)
+        except (NotCovered, zipfile.BadZipFile):
+            pass
     try:
         with _quiet_torch():
-            ep = torch.export.load(io.BytesIO(data))
+            return torch.export.load(io.BytesIO(data))
     except Exception as e:
         first = first_line(e)
         first = first.replace("; check the warnings above", "").replace(", check the warnings above", "")
         raise InputFileError(f"{path}: cannot read the torch.export archive (corrupt or truncated?): "
                              f"{type(e).__name__}: {first}") from None
+
+
+def _load_pt2(path: Path, data: bytes, digest: str, stem: str, input_shape: tuple[int, ...] | None,
+              trust_pickle: bool) -> LoadedModel:
+    # --trust-pickle asks for torch's own loader, pickles and all (what it has always meant)
+    ep = _read_exported(path, data, direct=not trust_pickle)
     graph = import_exported(ep, stem)
     if input_shape is not None:
         declared = graph.inputs[0][1].shape
         if tuple(input_shape) != declared:
             raise UserError(f"--input-shape {','.join(map(str, input_shape))} does not match the model's input "
                             f"shape {','.join(map(str, declared))} stored in {path.name}")
-    return LoadedModel(graph=graph, kind="pt2", sha256=digest, module=ep.module())
+    # no module: nothing reads it for a .pt2 (the source is evaluated from its graph), and
+    # ExportedProgram.module() costs a retrace
+    return LoadedModel(graph=graph, kind="pt2", sha256=digest)
 
 
 def _load_pt(path: Path, data: bytes, digest: str, stem: str, arch: str | None,
