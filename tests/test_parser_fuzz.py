@@ -273,3 +273,13 @@ def test_an_encrypted_zip_member_is_a_clean_error():
     run_one, _, _ = fuzz.model_target(None)
     with pytest.raises(InputFileError, match="unreadable|damaged|corrupt"):
         run_one((Path(__file__).parent / "corpus" / "model" / "encrypted_member.input").read_bytes())
+
+
+def test_seeded_model_fuzz_run_has_no_crash() -> None:
+    """The model-file target: .pt2 / .pt archives and .onnx protobufs, mutated as bytes and structure."""
+    pytest.importorskip("onnx")
+    run_one, corpus, mutate = fuzz.model_target(None)
+    assert any(data[1:2] == b"\x08" for data in corpus)  # an ONNX ModelProto starts with its ir_version field
+    result = fuzz.fuzz(run_one, corpus, mutate, count=120, seed=5, minimise_budget=0)
+    assert {k: c.count for k, c in result.crashes.items()} == {}
+    assert result.rejected > 0

@@ -13,11 +13,13 @@ Targets (each reads its input the way ``snnc compile`` / ``snnc opt`` do):
 * ``nir``: NIR (HDF5) files written with ``snnc.formats.nir.to_nir`` + ``nir.write``, mutated as bytes and
   as HDF5 structure (datasets replaced, deleted, retyped; node types and edges changed), read with
   ``load_model`` (the ``.nir`` branch of ``snnc compile``) and verified.  ~40 ms an input (h5py, nir.read).
-* ``model``: ``examples/digits/*.pt2`` and ``*.pt`` mutated as bytes and as zip members, read with
-  ``load_model``.  ~20-70 ms an input (most fail the archive checks; the rest run torch.export.load).
+* ``model``: ``examples/digits/*.pt2`` and ``*.pt`` mutated as bytes and as zip members, and the digits
+  models exported to ``.onnx`` (TorchScript and dynamo exporters, written at start-up) mutated as bytes
+  and as protobuf structure (op types, wiring, attributes, initializers, shapes, opset, external data),
+  read with ``load_model``.  ~10-30 ms an input (most fail the archive or ONNX checks).
 
-``make fuzz`` runs snnir 100,000 (~2.5 min), sidecar 20,000 (~10 s), nir 3,000 (~2 min), model 2,000
-(~1-2 min) on one core.
+``make fuzz`` runs 100,000 inputs per target, seed 0: snnir ~1 min, sidecar ~20 s, nir ~70 min, model
+~25 min of one core.
 
 Mutations are seeded and deterministic: the same ``--seed`` and ``--count`` give the same inputs.  Any
 exception that is not a :class:`snnc.errors.SnncError` is a crash; crashes are grouped into classes
@@ -309,11 +311,18 @@ def fuzz(
     count: int,
     seed: int,
     minimise_budget: int = 3000,
+    progress_every_s: float | None = None,
 ) -> Result:
+    """``progress_every_s``: a one-line status on stderr at most this often, so that a long run's log
+    shows how far it is (``make fuzz`` runs for hours)."""
     rng = random.Random(seed)
     result = Result()
-    start = time.perf_counter()
+    start = last_status = time.perf_counter()
     for _ in range(count):
+        if progress_every_s is not None and time.perf_counter() - last_status >= progress_every_s:
+            last_status = time.perf_counter()
+            print(f"  {result.inputs:,}/{count:,} inputs, {result.crashed} crashes, "
+                  f"{last_status - start:.0f} s", file=sys.stderr, flush=True)
         data = mutate(rng, rng.choice(corpus))
         result.inputs += 1
         outcome, key = classify(run_one, data)
@@ -544,6 +553,145 @@ def mutate_zip(rng: random.Random, data: bytes) -> bytes:
         return out.getvalue()
 
 
+def _onnx_seeds(digits: Path, directory: Path) -> list[Path]:
+    """The digits models exported by torch.onnx (TorchScript exporter, dynamic batch; a dynamo export
+    with BN kept and its shape arithmetic left in), written once per run into ``directory``."""
+    import importlib.util
+    import logging
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("digits_models_fuzz", digits / "models.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    paths = []
+    logging.disable(logging.WARNING)
+    try:
+        for name in ("mlp", "cnn"):
+            model = getattr(module, name)()
+            model.load_state_dict(torch.load(digits / f"{name}.pt", weights_only=True))
+            model.eval()
+            x = torch.zeros(2, 1, 8, 8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = directory / f"seed_{name}_legacy.onnx"
+                torch.onnx.export(model, (x,), path, dynamo=False, input_names=["x"], dynamic_axes={"x": {0: "N"}})
+                paths.append(path)
+                if name == "cnn":
+                    path = directory / f"seed_{name}_dynamo.onnx"
+                    torch.onnx.export(model, (x,), path, dynamo=True, optimize=False, verbose=False,
+                                      dynamic_shapes=({0: torch.export.Dim("N")},))
+                    paths.append(path)
+    finally:
+        logging.disable(logging.NOTSET)
+    return paths
+
+
+def mutate_onnx(rng: random.Random, data: bytes) -> bytes:
+    """A third byte-level edits of the protobuf; the rest one structural edit of the parsed model: a node's
+    op type, inputs, outputs or attributes changed, a node dropped or duplicated, an initializer's dims,
+    data type or bytes changed, a value's shape changed, the opset or IR version changed."""
+    import onnx
+
+    if rng.random() < 0.33:
+        return mutate_binary(rng, data)
+    try:
+        model = onnx.load_from_string(data)
+    except Exception:  # noqa: BLE001 - an already-broken input stays a byte-level one
+        return mutate_binary(rng, data)
+    try:
+        _edit_onnx(rng, model)
+        return model.SerializeToString()
+    except (ValueError, TypeError, IndexError):  # protobuf refuses some edits (e.g. an out-of-range enum)
+        return mutate_binary(rng, data)
+
+
+def _edit_onnx(rng: random.Random, model) -> None:
+    import onnx
+
+    graph = model.graph
+    names = [n for node in graph.node for n in (*node.input, *node.output)] + [i.name for i in graph.initializer]
+    how = rng.randrange(10)
+    if how == 0 and graph.node:
+        node = rng.choice(graph.node)
+        node.op_type = rng.choice(["Conv", "Gemm", "Relu", "MaxPool", "Concat", "Reshape", "Transpose", "Add",
+                                   "Mul", "Flatten", "Slice", "Loop", "If", "Foo", "", "Split", "Pad", "Clip"])
+    elif how == 1 and graph.node:
+        node = rng.choice(graph.node)
+        field = node.input if rng.random() < 0.7 or not node.output else node.output
+        if field and rng.random() < 0.5:
+            field[rng.randrange(len(field))] = rng.choice(names + ["", "missing"])
+        elif field and rng.random() < 0.5:
+            del field[rng.randrange(len(field))]
+        else:
+            field.append(rng.choice(names + ["extra"]))
+    elif how == 2 and graph.node:
+        node = rng.choice(graph.node)
+        if node.attribute and rng.random() < 0.7:
+            attr = rng.choice(node.attribute)
+            if attr.ints:
+                attr.ints[rng.randrange(len(attr.ints))] = rng.choice([0, -1, 1, 3, 2**31, -(2**40), 7])
+            elif attr.ints is not None and rng.random() < 0.3:
+                attr.ints.extend([rng.randint(-3, 9) for _ in range(rng.randint(0, 5))])
+            attr.i = rng.choice([0, -1, 1, 2, 5, 2**40])
+            attr.f = rng.choice([0.0, -1.0, float("nan"), float("inf"), 1e30])
+            if rng.random() < 0.2:
+                attr.type = rng.randrange(16)
+            if rng.random() < 0.2:
+                del node.attribute[list(node.attribute).index(attr)]
+        else:
+            node.attribute.append(onnx.helper.make_attribute(
+                rng.choice(["axis", "group", "pads", "strides", "kernel_shape", "perm", "ceil_mode", "alpha"]),
+                rng.choice([0, -1, 3, [1, 2], [0, 0, 0, 0, 0], 1.5])))
+    elif how == 3 and graph.node:
+        i = rng.randrange(len(graph.node))
+        if rng.random() < 0.5:
+            del graph.node[i]
+        else:
+            graph.node.insert(rng.randrange(len(graph.node) + 1), graph.node[i])
+    elif how == 4 and graph.initializer:
+        init = rng.choice(graph.initializer)
+        if init.dims and rng.random() < 0.5:
+            init.dims[rng.randrange(len(init.dims))] = rng.choice([0, 1, -1, 3, 2**33])
+        elif rng.random() < 0.5:
+            init.data_type = rng.randrange(25)
+        else:
+            init.raw_data = mutate_binary(rng, init.raw_data)
+    elif how == 5:
+        values = [*graph.input, *graph.output, *graph.value_info]
+        if values:
+            value = rng.choice(values)
+            shape = value.type.tensor_type.shape
+            if shape.dim and rng.random() < 0.7:
+                dim = shape.dim[rng.randrange(len(shape.dim))]
+                if rng.random() < 0.5:
+                    dim.dim_value = rng.choice([0, 1, 2, 7, 2**40])
+                else:
+                    dim.dim_param = rng.choice(["N", "M", ""])
+            else:
+                value.type.tensor_type.elem_type = rng.randrange(25)
+    elif how == 6 and model.opset_import:
+        model.opset_import[0].version = rng.choice([1, 7, 12, 13, 17, 21, 22, 99])
+    elif how == 7:
+        model.ir_version = rng.choice([0, 3, 7, 10, 11, 99])
+    elif how == 8 and graph.input:
+        if rng.random() < 0.5:
+            graph.input.append(graph.input[0])
+        elif graph.output:
+            del graph.output[rng.randrange(len(graph.output))]
+    elif graph.initializer:
+        init = graph.initializer[rng.randrange(len(graph.initializer))]
+        # external data: a location that is absent, outside the model's folder, or a device file
+        del init.external_data[:]
+        init.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", rng.choice(["w.bin", "../w.bin", "/etc/passwd", "/dev/zero"])),
+                           ("offset", rng.choice(["0", "-5", "x"])), ("length", rng.choice(["16", "99999999999"]))):
+            entry = init.external_data.add()
+            entry.key, entry.value = key, value
+        init.ClearField("raw_data")
+
+
 def model_target(args: argparse.Namespace) -> tuple[Callable[[bytes], object], list[bytes], Callable]:
     from snnc.frontend.files import load_model
 
@@ -552,15 +700,22 @@ def model_target(args: argparse.Namespace) -> tuple[Callable[[bytes], object], l
     if not files:
         raise SystemExit(f"no model files in {digits}")
     directory = Path(tempfile.mkdtemp(prefix="snnc-fuzz-"))
+    files += _onnx_seeds(digits, directory)
 
     # an input is one byte naming the corpus file it came from (its suffix and architecture), then the file
+    def source_of(data: bytes) -> Path:
+        return files[data[0] % len(files)] if data else files[0]
+
     def run_one(data: bytes) -> object:
-        source = files[data[0] % len(files)] if data else files[0]
+        source = source_of(data)
         path = directory / f"fuzz{source.suffix}"
         path.write_bytes(data[1:])
-        return load_model(path, arch=f"{digits / 'models.py'}:{source.stem}").graph
+        arch = None if source.suffix == ".onnx" else f"{digits / 'models.py'}:{source.stem}"
+        return load_model(path, arch=arch).graph
 
     def mutate(rng: random.Random, data: bytes) -> bytes:
+        if source_of(data).suffix == ".onnx":
+            return data[:1] + mutate_onnx(rng, data[1:])
         return data[:1] + mutate_zip(rng, data[1:])
 
     return run_one, [bytes([i]) + p.read_bytes() for i, p in enumerate(files)], mutate
@@ -636,7 +791,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.simplefilter("ignore")  # nir and torch warn about the garbage they are fed
     run_one, corpus, mutate = TARGETS[args.target](args)
-    result = fuzz(run_one, corpus, mutate, args.count, args.seed, MINIMISE_BUDGET[args.target])
+    result = fuzz(run_one, corpus, mutate, args.count, args.seed, MINIMISE_BUDGET[args.target],
+                  progress_every_s=60.0)
     report(args.target, result, args.crash_dir)
     return 1 if result.crashes else 0
 
