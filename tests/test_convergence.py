@@ -6,7 +6,8 @@ signed ones clamp(I/θ, −1, 1)·θ) must grow with T, within noise, and reach 
 Fast set: small stand-ins (tests/models.py's ResNet18ish; torchvision's MobileNetV2 class with its
 first three stages at width 0.5 on 16x16 inputs, He weights, BatchNorm statistics from data and
 centred logits, so that the logits depend on the input; ShuffleNetV2 with two units per stage at
-3x32x32, which needs the stem's max pooling on the analog current, lower-neurons{invariant-maxpool}).
+3x32x32, which needs the stem's max pooling on the analog current: ann-to-snn's
+lower-neurons{invariant-maxpool}).
 Slow set: squeezenet1_1 whole (He weights) and the torchvision resnet18 and mobilenet_v2 themselves
 at 3x32x32 with random weights and BatchNorm statistics set from random data, as the issue measured.
 """
@@ -26,9 +27,6 @@ from snnc.passes.pipelines import ANN_TO_SNN
 from snnc.passes.signed_neurons import analog_reads
 
 NOISE = 0.01
-# the stem's max pooling on the analog current (lower-neurons{invariant-maxpool}): gated spike pooling
-# of the stem loses rate where inputs race, and 16 units of ShuffleNet amplify it
-INVARIANT_MAXPOOL = ANN_TO_SNN.replace("negative=rectified}", "negative=rectified,invariant-maxpool=true}")
 # MobileNetV2's first three stages (6 inverted-residual blocks, 3 residual adds, one of them fed by
 # another add): every kind of analog path of the full network at a third of its depth
 SHORT = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2]]  # a cosine may drop by this much from one T to the next (a few images)
@@ -130,7 +128,7 @@ def test_shufflenet_v2_standin_converges() -> None:
     m.eval()
     models.center_logits(m, calibration)
     ts = (8, 32, 128)
-    snn, _ = _convert(m, _uniform((3, 32, 32), 32, 5), ts[-1], INVARIANT_MAXPOOL)
+    snn, _ = _convert(m, _uniform((3, 32, 32), 32, 5), ts[-1])  # the stem pooled on the current
     assert {"permute", "slice"} <= {n.op.name for n in snn.nodes}, sorted({n.op.name for n in snn.nodes})
     _assert_converges(_curve(snn, _uniform((3, 32, 32), 4, 6), ts), ts)
 

@@ -45,3 +45,42 @@ def test_gate_counts_net_spikes() -> None:
 def test_gate_order_in_window_does_not_matter_once_counts_differ() -> None:
     g, x = _gate_graph(a_first=False)
     np.testing.assert_allclose(SIM.run_snn(g, x, 16).logits, [[1.0]])
+
+
+EXIT = """
+graph @e(%x: analog[4]) {
+  %n0 = neuron(%x) {v_init = 0.5, v_th = 1.0, out_scale = 1.0} : spike[4]
+  %l0 = linear(%n0) params {weight = "l0.weight"} : analog[4]
+  %n = neuron(%l0) {v_init = 0.5, v_th = 1.0, out_scale = 1.0, negative = "rectified"} : spike[4]
+  %l = linear(%n) params {weight = "l.weight"} : analog[2]
+  %r = readout(%l) {exit_rule = "confidence"} params {exit_thresholds = "exit"} : analog[2]
+  output %r
+}
+"""
+
+
+def _same(a, b) -> None:
+    np.testing.assert_array_equal(a.logits, b.logits)
+    np.testing.assert_array_equal(a.steps_used, b.steps_used)
+    for key in ("spikes", "sops", "macs", "hoisted_macs"):
+        assert getattr(a, key) == getattr(b, key), key
+
+
+def test_run_snn_steps_equals_one_run_per_t() -> None:
+    """The benchmarks read every T from one run (TorchSimulator.run_snn_steps): the same floats as
+    a run of each T, gated pooling (stateful) and an early-exit readout (samples that stop at
+    different steps, and all of them before the longest T) included."""
+    g, x = _gate_graph(a_first=True)
+    x = np.concatenate([x, x[..., ::-1]])
+    steps = SIM.run_snn_steps(g, x, (1, 3, 16))
+    for t, got in steps.items():
+        _same(got, SIM.run_snn(g, x, t))
+    rng = np.random.default_rng(0)
+    params = {"l0.weight": rng.normal(0.0, 1.0, (4, 4)), "l.weight": rng.normal(0.0, 1.0, (2, 4)),
+              "exit": np.full(8, 0.8)}
+    e = graph_from_text(EXIT, params={k: np.asarray(v, np.float32) for k, v in params.items()})
+    xe = rng.uniform(0.0, 1.0, (16, 4)).astype(np.float32)
+    steps = SIM.run_snn_steps(e, xe, (2, 5, 8, 12))
+    assert 1 < len(set(steps[12].steps_used.tolist()))  # the exit rule has something to do
+    for t, got in steps.items():
+        _same(got, SIM.run_snn(e, xe, t))

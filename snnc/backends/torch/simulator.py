@@ -113,6 +113,7 @@ class GraphModule(nn.Module):
         count: bool = True,
         surrogate: bool = False,
         hoist: bool = True,
+        snapshots: Collection[int] = (),
     ) -> dict:
         """Simulate ``timesteps`` steps on one input tensor; returns a dict of tensors.
 
@@ -120,7 +121,10 @@ class GraphModule(nn.Module):
         for passes that fine-tune through the simulator.  ``hoist``: compute the loop-invariant
         nodes (``loop_invariant_nodes``) once at t = 0 and reuse their values (the same floats:
         results do not depend on it).  The counts of a sample stop at the step it exits; once
-        every sample has exited (and nothing is recorded) the run stops.
+        every sample has exited (and nothing is recorded) the run stops.  ``snapshots``: step
+        counts t <= timesteps at which to also keep the logits, steps used and counts, under
+        ``"at"``: {t: {...}}, what a run of t steps returns (a step does not read T, except under
+        TTFS coding, which ``TorchSimulator.run_snn_steps`` refuses).
         """
         g = self.graph
         needed = phase_length(g)
@@ -147,6 +151,19 @@ class GraphModule(nn.Module):
         done = torch.zeros(n, dtype=torch.bool, device=x.device)
         steps_used = torch.full((n,), timesteps, dtype=torch.long, device=x.device)
         final = None
+        at: dict[int, dict[str, Any]] = {}
+
+        def snapshot(steps: int) -> None:
+            at[steps] = {
+                "logits": final.clone() if final is not None else acc,
+                # a sample still running at this step has used all of them
+                "steps_used": torch.where(done, steps_used, torch.full_like(steps_used, steps)),
+                "spikes": {k: v.clone() for k, v in spikes.items()},
+                "sops": {k: v.clone() for k, v in sops.items()},
+                "macs": {k: v.clone() for k, v in macs.items()},
+                "hoisted_macs": {k: v.clone() for k, v in hoisted_macs.items()},
+            }
+
         for t in range(timesteps):
             weight = (~done).to(x.dtype) / n  # per-sample means over the samples still running
             env = {g.inputs[0][0]: x}
@@ -190,7 +207,13 @@ class GraphModule(nn.Module):
                     break
             else:
                 final = logits_t
+            if t + 1 in snapshots:
+                snapshot(t + 1)
+        for steps in snapshots:  # after every sample exited, nothing changes any more
+            if steps not in at:
+                snapshot(steps)
         return {
+            "at": at,
             "logits": final,
             "steps_used": steps_used,
             "spikes": spikes,
@@ -357,6 +380,28 @@ class GraphModule(nn.Module):
             y = y * (op.kernel[0] * op.kernel[1])
         (fan,) = torch.autograd.grad(y.sum(), probe)
         return fan.detach()[0]
+
+
+class _Parts:
+    """The per-batch results of ``GraphModule.run_snn`` gathered into one ``SimResult``: logits
+    concatenated, counts as per-sample means (each batch weighted by its share of the samples)."""
+
+    def __init__(self) -> None:
+        self.logits: list[np.ndarray] = []
+        self.steps: list[np.ndarray] = []
+        self.counts: dict[str, dict[str, float]] = {k: {} for k in ("spikes", "sops", "macs", "hoisted_macs")}
+
+    def add(self, out: dict[str, Any], weight: float) -> None:
+        self.logits.append(out["logits"].cpu().numpy())
+        self.steps.append(out["steps_used"].cpu().numpy())
+        for key, dst in self.counts.items():
+            for k, v in out[key].items():
+                dst[k] = dst.get(k, 0.0) + float(v) * weight
+
+    def result(self, recorded: dict[str, np.ndarray] | None = None) -> SimResult:
+        lg = np.concatenate(self.logits)
+        return SimResult(logits=lg, predictions=lg.argmax(axis=1), steps_used=np.concatenate(self.steps),
+                         recorded=recorded or {}, **self.counts)
 
 
 def _gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -533,35 +578,28 @@ class TorchSimulator:
     @torch.no_grad()
     def run_snn(self, graph: Graph, x, timesteps: int, record: Sequence[str] = ()) -> SimResult:
         m = self.module(graph)
-        logits: list[np.ndarray] = []
-        steps: list[np.ndarray] = []
+        parts = _Parts()
         rec: dict[str, list[np.ndarray]] = {v: [] for v in record}
-        spikes: dict[str, float] = {}
-        sops: dict[str, float] = {}
-        macs: dict[str, float] = {}
-        hoisted_macs: dict[str, float] = {}
-        total = len(x)
-        for start in range(0, total, self.batch_size):
+        for start in range(0, len(x), self.batch_size):
             xb = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), device=self.device)
             out = m.run_snn(xb, timesteps, record)
-            w = xb.shape[0] / total
-            logits.append(out["logits"].cpu().numpy())
-            steps.append(out["steps_used"].cpu().numpy())
-            counts = ((out["spikes"], spikes), (out["sops"], sops), (out["macs"], macs),
-                      (out["hoisted_macs"], hoisted_macs))
-            for src, dst in counts:
-                for k, v in src.items():
-                    dst[k] = dst.get(k, 0.0) + float(v) * w
+            parts.add(out, xb.shape[0] / len(x))
             for v in record:
                 rec[v].append(out["recorded"][v].cpu().numpy())
-        lg = np.concatenate(logits)
-        return SimResult(
-            logits=lg,
-            predictions=lg.argmax(axis=1),
-            steps_used=np.concatenate(steps),
-            spikes=spikes,
-            sops=sops,
-            macs=macs,
-            hoisted_macs=hoisted_macs,
-            recorded={k: np.concatenate(v) for k, v in rec.items()},
-        )
+        return parts.result(recorded={k: np.concatenate(v) for k, v in rec.items()})
+
+    @torch.no_grad()
+    def run_snn_steps(self, graph: Graph, x, timesteps: Sequence[int]) -> dict[int, SimResult]:
+        """``run_snn`` at each T in ``timesteps`` from one run of max(T) steps: step t of a run
+        does not depend on how many follow, so the result at T is the run of T steps (the same
+        floats).  TTFS coding places its spikes by T, and is refused."""
+        if any(isinstance(n.op, O.Encode) and n.op.scheme is O.Scheme.TTFS for n in graph.nodes):
+            raise UnsupportedError(f"graph @{graph.name}: TTFS coding depends on T; run each T with run_snn")
+        m = self.module(graph)
+        parts = {t: _Parts() for t in timesteps}
+        for start in range(0, len(x), self.batch_size):
+            xb = torch.as_tensor(np.asarray(x[start : start + self.batch_size]), device=self.device)
+            out = m.run_snn(xb, max(timesteps), snapshots=set(timesteps))
+            for t, part in parts.items():
+                part.add(out["at"][t], xb.shape[0] / len(x))
+        return {t: part.result() for t, part in parts.items()}
