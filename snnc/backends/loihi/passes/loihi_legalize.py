@@ -92,6 +92,7 @@ class LoihiLegalize(Pass):
         _compose(graph, log)
         _pools_to_convs(graph, log)
         _split_channels(graph, log)
+        _fold_analog_reads(graph, log)
         _joins(graph, log)
         graph.drop_unused_params()
         graph.infer_types()
@@ -580,6 +581,140 @@ def _one_to_one(graph: Graph, before: Node, value: str, factor: np.ndarray) -> s
                                "has no Loihi synapse")
     graph.nodes.insert(graph.nodes.index(before), Node(name, op, (value,), params={"weight": key}, loc=before.loc))
     return name
+
+
+# ----------------------------------------------------------------------------------------------------
+# analog values read by synapses: the producing synapses folded into each reader
+
+
+@dataclass(frozen=True)
+class _Term:
+    """One summand of an analog value: ``node`` (a conv2d / linear) applied to ``source``, or, with no
+    node, ``source`` itself times the per-channel ``factor`` (None: 1)."""
+
+    source: str
+    node: Node | None = None
+    factor: np.ndarray | None = None
+
+
+def _terms(graph: Graph, value: str) -> list[_Term] | None:
+    """``value`` as a sum of synaptic maps of other values (looking through ``add``), or None where it
+    is not one (the direct-coded input, a neuron's membrane, ...)."""
+    if graph.value_type(value).is_event:
+        return [_Term(value)]
+    src = graph.producer(value)
+    if src is None:
+        return None
+    if isinstance(src.op, O.Add):
+        out: list[_Term] = []
+        for v in src.inputs:
+            sub = _terms(graph, v)
+            if sub is None:
+                return None
+            out += sub
+        return out
+    if isinstance(src.op, SYNAPSE_OPS):
+        return [_Term(src.inputs[0], src)]
+    if isinstance(src.op, O.Scale) and "bias" not in src.params and graph.value_type(src.inputs[0]).is_event:
+        p = src.param(graph, "scale")
+        factor = src.op.factor * np.ones(graph.value_type(value).channels)  # type: ignore[attr-defined]
+        return [_Term(src.inputs[0], None, factor if p is None else factor * np.asarray(p).reshape(-1))]
+    return None
+
+
+def _fold_analog_reads(graph: Graph, log: list[str]) -> None:
+    """A conv2d / linear ``R`` that reads an analog value ``v = Σ_k P_k(s_k) + Σ_j f_j·s_j`` (``P_k``
+    conv2d / linear synapses, ``s`` spikes, through any tree of ``add``) becomes one synapse group per
+    summand, ``(R∘P_k)(s_k)`` and ``(R·f_j)(s_j)``, summed by an ``add`` that keeps ``R``'s name (a join
+    when a neuron reads it; ``R``'s bias goes to the first group).  This is how the chip runs a linear
+    bottleneck (MobileNetV2's projection conv has no ReLU: its output is read by the next block's
+    expansion conv and by the residual add, and the add again by the next expansion): the analog value
+    never exists on the chip; each reader's population receives the projection folded into its own
+    synapses, one group per spiking source.  Exact (composition of linear maps, checked on a random
+    input as ``compose_convs`` does); where a composite is not one conv (a padded reader after a biased
+    map) the reader is left as it is and refused.  The producers no longer read are removed."""
+    graph.infer_types()  # the populations _split_channels made
+    changed = True
+    while changed:
+        changed = False
+        for reader in list(graph.nodes):
+            if not isinstance(reader.op, SYNAPSE_OPS) or graph.value_type(reader.inputs[0]).is_event:
+                continue
+            terms = _terms(graph, reader.inputs[0])
+            parts = None if terms is None else [_composite(graph, reader, t) for t in terms]
+            if parts is None or any(p is None for p in parts):
+                continue
+            _replace_by_groups(graph, reader, terms, parts, log)  # type: ignore[arg-type]
+            changed = True
+        _drop_dead(graph)
+        graph.infer_types()
+
+
+def _composite(graph: Graph, reader: Node, term: _Term) -> tuple[O.Op, np.ndarray, np.ndarray | None] | None:
+    """(op, weight, bias) of ``reader`` after ``term``'s map, reading ``term.source``; the reader's own
+    bias left out.  None where no single conv2d / linear is that map."""
+    w = np.asarray(reader.param(graph, "weight"), dtype=np.float64)
+    src_shape = graph.value_type(term.source).shape
+    if term.node is None:  # (R·f)(s): the reader's weights scaled per input channel
+        f = np.ones(src_shape[0]) if term.factor is None else np.asarray(term.factor, dtype=np.float64)
+        if isinstance(reader.op, O.Linear):
+            if len(src_shape) != 1:
+                return None
+            return reader.op, w * f.reshape(1, -1), None
+        groups, cig = reader.op.groups, w.shape[1]  # type: ignore[attr-defined]
+        idx = (np.arange(w.shape[0]) // (w.shape[0] // groups))[:, None] * cig + np.arange(cig)[None, :]
+        return reader.op, w * f[idx][:, :, None, None], None
+    inner = term.node
+    if isinstance(reader.op, O.Linear) and isinstance(inner.op, O.Linear):
+        wi = np.asarray(inner.param(graph, "weight"), dtype=np.float64)
+        bi = inner.param(graph, "bias")
+        return reader.op, w @ wi, None if bi is None else w @ np.asarray(bi, dtype=np.float64)
+    if isinstance(reader.op, O.Conv2d) and isinstance(inner.op, O.Conv2d):
+        a, r = _node_conv(graph, inner), _node_conv(graph, reader)
+        assert a is not None and r is not None
+        r.bias = None
+        c = compose_convs(a, r, src_shape)
+        if c is None:
+            return None
+        op = O.Conv2d(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
+        return op, c.weight, c.bias
+    return None
+
+
+def _replace_by_groups(graph: Graph, reader: Node, terms: list[_Term],
+                       parts: list[tuple[O.Op, np.ndarray, np.ndarray | None]], log: list[str]) -> None:
+    bias = reader.param(graph, "bias")
+    names = []
+    for k, (term, (op, w, b)) in enumerate(zip(terms, parts, strict=True)):
+        if k == 0 and bias is not None:
+            b = np.asarray(bias, dtype=np.float64) + (0.0 if b is None else b)
+        via = term.node.name if term.node is not None else term.source
+        node = Node(graph.fresh_name(f"{reader.name}_{via}"), op, (term.source,), params={}, loc=reader.loc)
+        graph.nodes.insert(graph.nodes.index(reader), node)
+        _set(graph, node, "weight", w)
+        _set(graph, node, "bias", b)
+        names.append(node.name)
+    if len(names) == 1:  # one group: it takes the reader's place (and name)
+        only = graph.node(names[0])
+        graph.nodes.remove(only)
+        reader.op, reader.params, reader.inputs = only.op, only.params, only.inputs
+    else:
+        reader.op, reader.params, reader.inputs = O.Add(), {}, tuple(names)
+    log.append(f"{'conv2d' if isinstance(parts[0][0], O.Conv2d) else 'linear'} %{reader.name}: reads an analog "
+               f"value; folded into {len(names)} synapse group{'s' if len(names) > 1 else ''} from "
+               + ", ".join("%" + t.source for t in terms))
+
+
+def _drop_dead(graph: Graph) -> None:
+    """Remove synapses, adds and scales nothing reads any more (what ``_fold_analog_reads`` bypassed)."""
+    dead = True
+    while dead:
+        read = {v for n in graph.nodes for v in n.inputs} | set(graph.outputs)
+        gone = [n for n in graph.nodes
+                if n.name not in read and isinstance(n.op, (O.Add, O.Scale, O.Flatten, *SYNAPSE_OPS))]
+        dead = bool(gone)
+        for n in gone:
+            graph.nodes.remove(n)
 
 
 # ----------------------------------------------------------------------------------------------------
