@@ -15,6 +15,7 @@ from snnc.backends.tvm import kernel_cache
 from snnc.backends.tvm.kernels import Device, Precision
 from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, parse_layer_graph
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
+from snnc.backends.tvm.steps import StepKernel, step_kernels
 from snnc.errors import TargetError, UnsupportedError
 
 LIB, GRAPH, PARAMS = "lib.so", "graph.json", "params.safetensors"
@@ -41,7 +42,16 @@ def compile_artifact(
     arrays, names = kernel_params(plans, params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    kernel_cache.export_library([k for p in plans for k in p.kernels()], out / LIB)
+    fused = step_kernels(plans, device)
+    step_names = {
+        key: tuple(k.name for k in fused[batch] if isinstance(k, StepKernel))
+        for key, batch in (("any_batch", None), ("batch1", 1))
+        if batch in fused
+    }
+    layer_kernels = [k for p in plans for k in p.kernels()]
+    kernel_cache.export_library(
+        layer_kernels + [k for items in fused.values() for k in items if isinstance(k, StepKernel)], out / LIB
+    )
     files = {}
     for plan in plans:
         if plan.main:
@@ -59,7 +69,7 @@ def compile_artifact(
         layers=tuple(p.layer for p in plans),  # the modes as the runtime runs them
     )
     save_file(arrays, str(out / PARAMS))
-    Artifact(graph=ran, target=device, files=files).write(out / GRAPH)
+    Artifact(graph=ran, target=device, files=files, step_kernels=step_names).write(out / GRAPH)
     return out
 
 

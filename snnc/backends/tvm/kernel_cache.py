@@ -23,7 +23,10 @@ import threading
 from pathlib import Path
 
 from snnc.backends.tvm.kernels import Device, LayerKernel
+from snnc.backends.tvm.steps import StepKernel
 from snnc.errors import TargetError
+
+Kernel = LayerKernel | StepKernel  # what is compiled: layer kernels and the step kernels calling them
 
 
 def default_threads() -> int:
@@ -49,8 +52,8 @@ import tvm  # noqa: E402  (after TVM_NUM_THREADS is set)
 
 CUDA_FALLBACK_ARCH = "sm_80"  # what kernels are built for when no GPU is present
 _LOCK = threading.Lock()
-_COMPILED: dict[tuple[LayerKernel, str], object] = {}
-_OBJECTS: dict[LayerKernel, Path] = {}
+_COMPILED: dict[tuple[Kernel, str], object] = {}
+_OBJECTS: dict[Kernel, Path] = {}
 _OBJECT_DIR: tempfile.TemporaryDirectory | None = None
 
 
@@ -74,7 +77,7 @@ def cuda_available() -> bool:
         return False
 
 
-def compile_kernel(kernel: LayerKernel):
+def compile_kernel(kernel: Kernel):
     """The compiled module (``tvm.runtime.Module``) of one kernel, from the cache when possible."""
     key = (kernel, kernel.device.value)
     with _LOCK:
@@ -84,13 +87,13 @@ def compile_kernel(kernel: LayerKernel):
     try:
         mod = tvm.compile(kernel.prim_func(), target=target_for(kernel.device)).mod
     except Exception as e:  # TVM raises plain errors; keep the generated source findable
-        raise TargetError(f"TVM failed to compile kernel {kernel.name} ({kernel.op.value}): {e!r}") from e
+        raise TargetError(f"TVM failed to compile kernel {kernel.name}: {e!r}") from e
     with _LOCK:
         _COMPILED.setdefault(key, mod)
         return _COMPILED[key]
 
 
-def get_function(kernel: LayerKernel):
+def get_function(kernel: Kernel):
     """The callable kernel (arguments in ``kernel.arg_names()`` order, destination-passing)."""
     return compile_kernel(kernel)[kernel.name]
 
@@ -112,14 +115,14 @@ def object_cache_dir() -> Path:
     return Path(_OBJECT_DIR.name)
 
 
-def _object_path(kernel: LayerKernel) -> Path:
+def _object_path(kernel: Kernel) -> Path:
     """The kernel's object file in the cache: the name carries a hash of everything that makes
     the machine code (source, target, TVM version), so a stale file is never reused."""
     key = f"{kernel.source()}\n{target_for(kernel.device)}\n{tvm.__version__}"
     return object_cache_dir() / f"{kernel.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.o"
 
 
-def _write_object(kernel: LayerKernel) -> str:
+def _write_object(kernel: Kernel) -> str:
     """Compile ``kernel`` and write its object file atomically (a worker process's task)."""
     path = _object_path(kernel)
     if not path.exists():
@@ -129,7 +132,7 @@ def _write_object(kernel: LayerKernel) -> str:
     return str(path)
 
 
-def object_file(kernel: LayerKernel) -> Path:
+def object_file(kernel: Kernel) -> Path:
     """The kernel's compiled object file (CPU), from the disk cache when present."""
     path = _OBJECTS.get(kernel)
     if path is None:
@@ -140,7 +143,7 @@ def object_file(kernel: LayerKernel) -> Path:
 _WORKER = "from snnc.backends.tvm.kernel_cache import compile_worker; compile_worker()"
 
 
-def prepare_objects(kernels: list[LayerKernel]) -> None:
+def prepare_objects(kernels: list[Kernel]) -> None:
     """Compile the CPU kernels that neither this process nor the disk cache holds, in parallel
     worker processes, one per CPU (fresh interpreters: TVM's thread pool does not survive a
     fork, and multiprocessing's spawn would re-run an unguarded ``__main__``).  A worker that
@@ -176,14 +179,14 @@ def compile_worker() -> None:
             continue
 
 
-def export_library(kernels: list[LayerKernel], path: str | Path) -> list[str]:
+def export_library(kernels: list[Kernel], path: str | Path) -> list[str]:
     """Write one shared library holding every distinct kernel; return their names.
 
     CPU kernels: the cached object files are linked together (each kernel is compiled and
     written once per process; the TVM symbols they share are weak).  CUDA kernels carry device
     code, so they go through TVM's exporter, which packs the device modules into the library.
     """
-    unique: dict[str, LayerKernel] = {}
+    unique: dict[str, Kernel] = {}
     for k in kernels:
         unique.setdefault(k.name, k)
     if not unique:

@@ -308,6 +308,12 @@ class LayerKernel:
             names.append("rsum")
         return names
 
+    def arg_shapes(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Buffer argument name -> (shape expressions, dtype) as the kernel declares them
+        (``B`` is the symbolic batch); scalars (``vreset``) are absent."""
+        emitter = _CudaEmitter(self) if self.device is Device.CUDA else _Emitter(self)
+        return emitter.buffer_shapes()
+
     def source(self) -> str:
         """The TVMScript source of the kernel (a ``@T.prim_func`` without imports)."""
         emitter = _CudaEmitter(self) if self.device is Device.CUDA else _Emitter(self)

@@ -275,6 +275,9 @@ class Artifact:
     graph: LayerGraph
     target: Device
     files: dict[str, LayerFiles] = field(default_factory=dict)
+    # the generated step kernels (``steps.py``) per batch variant ("any_batch", "batch1"), in
+    # call order; empty: the runtime calls every layer kernel from Python (CUDA, older files)
+    step_kernels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         out = self.graph.to_json()
@@ -284,6 +287,8 @@ class Artifact:
                 rec |= {"params": dict(files.params), "source": dict(files.source)}
                 rec["kernels"] = {"any_batch": list(files.any_batch), "batch1": list(files.batch1)}
         out["target"] = self.target.value
+        if self.step_kernels:
+            out["step_kernels"] = {k: list(v) for k, v in self.step_kernels.items()}
         return out
 
     def write(self, path: Path) -> None:
@@ -330,7 +335,13 @@ class Artifact:
                 any_batch=tuple(_str_list(kernels.get("any_batch", []), "kernels.any_batch", where)),
                 batch1=tuple(_str_list(kernels.get("batch1", []), "kernels.batch1", where)),
             )
-        return cls(graph=graph, target=target, files=files)
+        steps = _object(raw.get("step_kernels", {}), "step_kernels", "graph")
+        step_kernels = {
+            key: tuple(_str_list(steps[key], f"step_kernels.{key}", "graph"))
+            for key in ("any_batch", "batch1")
+            if key in steps
+        }
+        return cls(graph=graph, target=target, files=files, step_kernels=step_kernels)
 
 
 def parse_layer_graph(raw: Mapping[str, Any], param_shapes: Mapping[str, tuple[int, ...]]) -> LayerGraph:

@@ -22,9 +22,10 @@ from safetensors.numpy import load_file
 
 from snnc.backends.tvm import kernel_cache  # sets TVM_NUM_THREADS (read at TVM's first parallel call)
 from snnc.backends.tvm.build import GRAPH, LIB, PARAMS
-from snnc.backends.tvm.kernels import Device, Events, LayerKernel, conv_out_size
+from snnc.backends.tvm.kernels import Device, conv_out_size
 from snnc.backends.tvm.layers import Artifact, LayerOp, Mode, Window
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
+from snnc.backends.tvm.steps import HostCall, KernelCall, StepKernel, step_kernels, step_program
 from snnc.errors import InputFileError, TargetError
 
 
@@ -48,6 +49,22 @@ def _dense_conv_hwc(x: np.ndarray, w: np.ndarray, g: Window) -> np.ndarray:
     return res.reshape(b, oh, ow, gs * w.shape[3])
 
 
+def _im2col_index(in_hwc: tuple[int, ...], g: Window) -> np.ndarray:
+    """[OH·OW, Ci·KH·KW] indices into a flat channels-last input with one zero appended (index
+    H·W·Ci, read by the taps that fall into the padding); columns in the weight's [Ci, KH, KW]
+    order."""
+    h, w, ci = in_hwc
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = g.kernel, g.stride, g.padding, g.dilation
+    oh = conv_out_size(h, kh, sh, ph, dh)
+    ow = conv_out_size(w, kw, sw, pw, dw)
+    yy = (np.arange(oh) * sh - ph)[:, None, None, None] + (np.arange(kh) * dh)[None, None, :, None]
+    xx = (np.arange(ow) * sw - pw)[None, :, None, None] + (np.arange(kw) * dw)[None, None, None, :]
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)  # [OH, OW, KH, KW]
+    idx = ((yy * w + xx) * ci)[:, :, None] + np.arange(ci)[None, None, :, None, None]  # [OH, OW, Ci, KH, KW]
+    idx = np.where(inside[:, :, None], idx, h * w * ci)
+    return idx.reshape(oh * ow, ci * kh * kw).astype(np.intp)
+
+
 @dataclass
 class _Buffers:
     """Everything a batch size needs: each layer's preallocated (64-B aligned) tensors by role
@@ -57,6 +74,13 @@ class _Buffers:
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[Callable[[], None]] = field(default_factory=list)
     per_batch: list[Callable[[np.ndarray], None]] = field(default_factory=list)
+    run_all: Callable[[int], None] | None = None  # one step kernel runs all T steps (no ``steps``)
+    resets: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)  # CPU: (view, value)
+
+
+def fn_steps(fn: Callable[..., Any], args: list, steps: int) -> None:
+    """Call a step kernel for ``steps`` timesteps."""
+    fn(steps, *args)
 
 
 @functools.cache
@@ -83,10 +107,26 @@ def _blas_single_thread() -> contextlib.AbstractContextManager:
     return controller.limit(limits=1, user_api="blas")
 
 
+BLAS_THREADED = 1 << 16  # weights from which a per-batch BLAS product may start threads
+
+
+def _competes(plan: LayerPlan, params: dict, files: dict) -> bool:
+    """Whether a layer's BLAS product may run multi-threaded against TVM's pool: every dense
+    layer that reads events or currents (a product per step), and a large one on the analog
+    input.  Limiting BLAS costs ~15-300 µs per run (threadpoolctl), so small products skip it."""
+    if plan.mode is not Mode.DENSE:
+        return False
+    if plan.inputs[0].kind is not ValueKind.ANALOG:
+        return True
+    return params[files[plan.name].params["weight"]].size >= BLAS_THREADED
+
+
 class EventRuntime:
     """Loads an artifact directory and runs it over T timesteps on batches of samples."""
 
-    def __init__(self, artifact_dir: str | Path) -> None:
+    def __init__(self, artifact_dir: str | Path, fused: bool = True) -> None:
+        """``fused=False`` calls every layer kernel from Python (one call per kernel per step)
+        even where the artifact has step kernels: the baseline the benchmark compares with."""
         d = Path(artifact_dir)
         for f in (LIB, GRAPH, PARAMS):
             if not (d / f).is_file():
@@ -113,8 +153,30 @@ class EventRuntime:
                     f"{d}: layer '{plan.name}' needs kernels {missing} that the artifact lacks; recompile it"
                 )
         self._functions = {k.name: self.lib[k.name] for p in self.plans for k in p.kernels()}
+        self.fused = fused
+        self._step_kernels = self._check_step_kernels(d)
+        self._out_plan = next(p for p in self.plans if p.name == self.graph.output)
+        self._blas_competes = any(_competes(p, self.params, self.artifact.files) for p in self.plans)
         self._by_batch: dict[int, _Buffers] = {}
         self._params_on_device: dict[str, Any] = {}
+
+    def _check_step_kernels(self, d: Path) -> dict[int | None, list[StepKernel | HostCall]]:
+        """The step kernels re-derived from the plan, checked against those the artifact lists
+        (none listed: an artifact without them, or CUDA; the runtime calls each kernel)."""
+        listed = self.artifact.step_kernels
+        if not listed:
+            return {}
+        derived = step_kernels(self.plans, self.device_kind)
+        for key, variant in (("any_batch", None), ("batch1", 1)):
+            names = tuple(k.name for k in derived.get(variant, []) if isinstance(k, StepKernel))
+            if listed.get(key, ()) != names:
+                raise InputFileError(f"{d}: its {key} step kernels differ from this runtime's; recompile it")
+        return derived
+
+    @property
+    def fused_calls(self) -> bool:
+        """Whether runs go through the step kernels (fewer calls into the library)."""
+        return self.fused and bool(self._step_kernels)
 
     @property
     def timesteps(self) -> int:
@@ -136,10 +198,11 @@ class EventRuntime:
         return t
 
     def _build(self, batch: int) -> _Buffers:
-        """Allocate every buffer for ``batch`` samples and bind each layer's kernel calls."""
+        """Allocate every buffer for ``batch`` samples and bind the calls of one timestep."""
         buf = _Buffers()
         values: dict[str, dict[str, Any]] = {}
         values[self.graph.input.name] = {}
+        host: dict[str, Callable[[], None]] = {}  # dense layers' BLAS products, by layer
         for plan in self.plans:
             layer = plan.layer
             if layer.op is LayerOp.FLATTEN:
@@ -169,90 +232,104 @@ class EventRuntime:
                 t["rsum"] = self._tensor((batch, n), adt)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
                 t["count"] = self._tensor((batch, plan.inputs[0].n), adt)
-            self._bind_layer(plan, batch, values, t, buf)
+            if plan.mode is Mode.DENSE:
+                self._bind_dense(plan, batch, values, t, buf, host)
             values[plan.name] = buf.layers[plan.name] = t
+        self._bind_steps(batch, buf, host)
         return buf
 
-    def _bind_layer(self, plan: LayerPlan, batch: int, values: dict, t: dict, buf: _Buffers) -> None:
-        main = plan.kernel_for(batch)
-        fn = self._functions[main.name]
-        layer = plan.layer
-        args_by_name = dict(t)
+    def _bind_dense(
+        self, plan: LayerPlan, batch: int, values: dict, t: dict, buf: _Buffers, host: dict
+    ) -> None:
+        """A dense layer's buffers (``cur``, ``dense_in``) and its BLAS product: once per batch
+        for the analog input, else a host call of every timestep."""
+        adt = plan.layer.precision.acc_dtype
         x = plan.inputs[0]
-        if plan.mode is Mode.DENSE:
-            adt = layer.precision.acc_dtype
-            cur = self._tensor((batch, plan.output.n), adt)
-            args_by_name["cur0"] = cur
-            t["cur"] = cur
-            weight = self.params[self.artifact.files[plan.name].params["weight"]]
-            w_host = weight.astype(np.float64) if adt == "int32" else weight
-            compute = self._dense_current(plan, w_host, cur, x)
-            if x.kind is ValueKind.ANALOG:
-                buf.per_batch.append(compute)  # direct coding: one current for all steps
-            elif x.kind is ValueKind.CURRENT:  # the producer's current is already dense
-                src = values[layer.inputs[0]]["acc"]
-
-                def from_current(compute=compute, src=src) -> None:
-                    compute(self._host_view(src))
-
-                buf.steps.append(from_current)
-            else:
-                dense_in = self._tensor((batch, x.n), adt)
-                dk = plan.densify_for(batch)
-                dargs = self._event_args(dk, [values[layer.inputs[0]]]) + [dense_in]
-                dfn = self._functions[dk.name]
-
-                def from_events(dfn=dfn, dargs=dargs, compute=compute, dense_in=dense_in) -> None:
-                    dfn(*dargs)
-                    compute(self._host_view(dense_in))
-
-                buf.steps.append(from_events)
-
+        t["cur"] = self._tensor((batch, plan.output.n), adt)
+        weight = self.params[self.artifact.files[plan.name].params["weight"]]
+        w_host = weight.astype(np.float64) if adt == "int32" else weight
+        compute = self._dense_current(plan, w_host, t["cur"], x)
+        if x.kind is ValueKind.ANALOG:
+            buf.per_batch.append(compute)  # direct coding: one current for all steps
+            return
+        if x.kind is ValueKind.CURRENT:  # the producer's current is already dense
+            src = values[plan.layer.inputs[0]]["acc"]
         else:
-            for i, src in enumerate(layer.inputs):
-                value = values[src]
-                if plan.inputs[i].kind is ValueKind.CURRENT:
-                    args_by_name[f"cur{i}"] = value["acc"]
-                else:
-                    args_by_name[f"cnt{i}"] = value["cnt_out"]
-                    args_by_name[f"idx{i}"] = value["idx_out"]
-                    if plan.inputs[i].graded:
-                        args_by_name[f"val{i}"] = value["val_out"]
-        args = [args_by_name[a] for a in main.arg_names()]
+            src = t["dense_in"] = self._tensor((batch, x.n), adt)
 
-        def call(fn=fn, args=args) -> None:
-            fn(*args)
+        def product(compute=compute, src=src) -> None:
+            compute(self._host_view(src))
 
-        buf.steps.append(call)
+        host[plan.name] = product
+
+    def _bind_steps(self, batch: int, buf: _Buffers, host: dict) -> None:
+        """The calls of one timestep: the step kernels where the artifact has them (one call
+        for all timesteps when no host call splits the step), else one call per kernel."""
+        variant = 1 if batch == 1 else None
+        program = step_program(self.plans, variant)
+        items: list[KernelCall | HostCall | StepKernel] = list(program)
+        if self.fused_calls:
+            items = list(self._step_kernels[variant])
+        for item in items:
+            if isinstance(item, HostCall):
+                buf.steps.append(host[item.layer])
+                continue
+            args = [
+                buf.layers[a.layer][a.role]
+                for a in (item.params if isinstance(item, StepKernel) else item.args)
+            ]
+            if isinstance(item, StepKernel):
+                fn = self.lib[item.name]
+                if len(items) == 1:
+                    buf.run_all = functools.partial(fn_steps, fn, args)
+                    return
+
+                def segment(fn=fn, args=args) -> None:
+                    fn(1, *args)
+
+                buf.steps.append(segment)
+                continue
+            kfn = self._functions[item.kernel.name]
+
+            def call(fn=kfn, args=args) -> None:
+                fn(*args)
+
+            buf.steps.append(call)
 
     def _host_view(self, tensor) -> np.ndarray:
         """A numpy view of a CPU tensor (zero-copy), or a host copy of a device tensor."""
         return np.from_dlpack(tensor) if self.device_kind is Device.CPU else tensor.numpy()
 
-    @staticmethod
-    def _event_args(kernel: LayerKernel, sources: list[dict]) -> list:
-        args = []
-        for i, operand in enumerate(kernel.operands):
-            args += [sources[i]["cnt_out"], sources[i]["idx_out"]]
-            if isinstance(operand, Events) and operand.graded:
-                args.append(sources[i]["val_out"])
-        return args
-
     def _dense_current(self, plan: LayerPlan, w: np.ndarray, cur, x: Value) -> Callable[[np.ndarray], None]:
-        """A function that writes W·input (BLAS; exact float64 for int8) into ``cur``."""
+        """A function that writes W·input (BLAS; exact float64 for int8) into ``cur``.
+
+        A conv without groups is one GEMM over an im2col gather whose indices are computed
+        here, once (padding reads a zero appended to the input); the generic sliding-window
+        path (grouped convs) costs ~100 µs of numpy overhead per call at batch 1."""
         layer = plan.layer
         integer = cur.dtype == "int32"
         in_hwc = x.hwc or (x.n,)
+        on_cpu = self.device_kind is Device.CPU
+        cur_view = np.from_dlpack(cur) if on_cpu else None
+        gather = None
+        if plan.op is LayerOp.CONV2D and layer.geometry.groups == 1:
+            gather = _im2col_index(x.hwc or (1, 1, x.n), layer.geometry)
+            w = np.ascontiguousarray(w.reshape(-1, w.shape[-1]))  # [Ci·KH·KW, Co]
 
         def compute(dense: np.ndarray) -> None:
             src = dense.astype(np.float64) if integer else dense
+            b = src.shape[0]
             if plan.op is LayerOp.LINEAR:
-                res = src.reshape(src.shape[0], -1) @ w
+                res = src.reshape(b, -1) @ w
+            elif gather is not None:
+                padded = np.zeros((b, x.n + 1), src.dtype)
+                padded[:, : x.n] = src.reshape(b, -1)
+                res = padded[:, gather].reshape(-1, gather.shape[1]) @ w
             else:
-                res = _dense_conv_hwc(src.reshape((src.shape[0], *in_hwc)), w, layer.geometry)
-            res = res.reshape(res.shape[0], -1)
-            if self.device_kind is Device.CPU:
-                np.from_dlpack(cur)[...] = res
+                res = _dense_conv_hwc(src.reshape((b, *in_hwc)), w, layer.geometry)
+            res = res.reshape(b, -1)
+            if cur_view is not None:
+                cur_view[...] = res
             else:
                 cur.copyfrom(np.ascontiguousarray(res, dtype=cur.dtype))
 
@@ -279,7 +356,20 @@ class EventRuntime:
 
     def _reset(self, buf: _Buffers) -> None:
         """Restore the state of a new batch: v = v_init·v_th; counters, readout sums and the
-        gated max pooling's spike counts zero."""
+        gated max pooling's spike counts zero (on the CPU through numpy views made once: a
+        ``copyfrom`` per buffer cost ~70 µs per batch for the digits CNN)."""
+        if self.device_kind is Device.CPU:
+            if not buf.resets:
+                for t in buf.layers.values():
+                    for role in ("count", "v", "stats", "rsum"):
+                        if role in t:
+                            buf.resets.append((np.from_dlpack(t[role]), t["v0"] if role == "v" else None))
+            for view, value in buf.resets:
+                if value is None:
+                    view.fill(0)
+                else:
+                    view[...] = value
+            return
         for t in buf.layers.values():
             if "count" in t:
                 t["count"].copyfrom(np.zeros(t["count"].shape, t["count"].dtype))
@@ -308,15 +398,11 @@ class EventRuntime:
         if x.ndim < 2:
             raise TargetError(f"input must be batched [N, ...], got shape {list(x.shape)}")
         enc = self._encode_input(x)
-        with (
-            _blas_single_thread()
-            if any(p.mode is Mode.DENSE for p in self.plans)
-            else contextlib.nullcontext()
-        ):
+        with _blas_single_thread() if self._blas_competes else contextlib.nullcontext():
             return self._run(enc, steps, batch_size, record_state)
 
     def _run(self, enc: np.ndarray, steps: int, batch_size: int, record_state: bool) -> dict:
-        out_plan = next(p for p in self.plans if p.name == self.graph.output)
+        out_plan = self._out_plan
         logits: list[np.ndarray] = []
         spikes: dict[str, list[np.ndarray]] = {}
         membranes: dict[str, list[np.ndarray]] = {}
@@ -329,17 +415,20 @@ class EventRuntime:
             self._reset(buf)
             for compute in buf.per_batch:
                 compute(chunk)
-            for _ in range(steps):
-                for step in buf.steps:
-                    step()
-            rsum = buf.layers[out_plan.name]["rsum"].numpy().astype(np.float64)
+            if buf.run_all is not None:
+                buf.run_all(steps)  # every timestep in one call into the library
+            else:
+                for _ in range(steps):
+                    for step in buf.steps:
+                        step()
+            rsum = self._host_view(buf.layers[out_plan.name]["rsum"]).astype(np.float64)
             logits.append(self._to_chw(rsum, out_plan.output) / steps)
             for plan in self.plans:
                 t = buf.layers.get(plan.name, {})
                 if "stats" in t:
-                    spikes.setdefault(plan.name, []).append(t["stats"].numpy().astype(np.int64))
+                    spikes.setdefault(plan.name, []).append(self._host_view(t["stats"]).astype(np.int64))
                 if record_state and "v" in t:
-                    v = self._to_chw(t["v"].numpy(), plan.output)
+                    v = self._to_chw(self._host_view(t["v"]).copy(), plan.output)
                     membranes.setdefault(plan.name, []).append(v.reshape((batch, *plan.output.shape)))
         lg = np.concatenate(logits).astype(np.float32)
         result = {

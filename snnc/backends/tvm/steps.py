@@ -1,0 +1,208 @@
+"""The calls of one timestep, and the generated *step kernels* that make them inside the library.
+
+:func:`step_program` lists, for a batch variant, the calls a timestep makes in order: layer
+kernels (:class:`KernelCall`, each argument a runtime buffer named ``(layer, role)``) and the
+BLAS products of dense-mode layers (:class:`HostCall`, numpy in the runtime).  :func:`fuse`
+turns each maximal run of kernel calls into one :class:`StepKernel`: a generated TIR function
+that calls those kernels in sequence through their packed C entry points
+(``T.call_cpacked("__tvm_ffi_<name>", ...)``: a direct call resolved by the linker, no lookup,
+no Python), inside a loop over ``steps``.  When a timestep has no host call, the whole network
+is one step kernel and the runtime makes one call for all T timesteps; otherwise it calls each
+segment once per step with ``steps = 1``.  Spike lists and state stay in the runtime's buffers
+between the calls, exactly as with one Python call per kernel, so the results are the same
+bit for bit.
+
+Deterministic: the compiler and the runtime derive the same step kernels (and names) from the
+same plan.  CPU only (a CUDA artifact keeps one call per kernel).  No TVM here, except in
+:meth:`StepKernel.prim_func`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from snnc.backends.tvm.kernels import Device, Events, LayerKernel, Layout
+from snnc.backends.tvm.layers import LayerOp, Mode
+from snnc.backends.tvm.plan import LayerPlan, ValueKind
+from snnc.errors import TargetError
+
+
+@dataclass(frozen=True)
+class Arg:
+    """A runtime value: the buffer (or scalar) ``role`` of layer ``layer`` (``acc``, ``cnt_out``,
+    ``v``, ``weight``, ``cur`` and ``dense_in`` of a dense layer, ``vreset`` ...)."""
+
+    layer: str
+    role: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class KernelCall:
+    """One layer kernel call; ``args`` in the order of ``kernel.arg_names()``."""
+
+    kernel: LayerKernel
+    args: tuple[Arg, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostCall:
+    """The BLAS product of a dense-mode layer (synaptic current into its ``cur``)."""
+
+    layer: str
+
+
+def _resolve(plans: list[LayerPlan]) -> dict[str, str]:
+    """Each flatten layer's name -> the layer whose buffers it shares (flatten is free)."""
+    alias: dict[str, str] = {}
+    for plan in plans:
+        if plan.op is LayerOp.FLATTEN:
+            src = plan.layer.inputs[0]
+            alias[plan.name] = alias.get(src, src)
+    return alias
+
+
+def _event_args(kernel: LayerKernel, srcs: list[str]) -> dict[str, Arg]:
+    """The operand arguments (``cnt{i}``, ``idx{i}``, ``val{i}``, ``cur{i}``) read from the
+    producers' output buffers."""
+    out: dict[str, Arg] = {}
+    for i, operand in enumerate(kernel.operands):
+        if isinstance(operand, Events):
+            if operand.layout is not Layout.ROWS:
+                raise TargetError(f"kernel {kernel.name}: the runtime passes ROWS event lists only")
+            out[f"cnt{i}"] = Arg(srcs[i], "cnt_out")
+            out[f"idx{i}"] = Arg(srcs[i], "idx_out")
+            if operand.graded:
+                out[f"val{i}"] = Arg(srcs[i], "val_out")
+        else:
+            out[f"cur{i}"] = Arg(srcs[i], "acc")
+    return out
+
+
+def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall | HostCall]:
+    """The calls of one timestep of a batch variant (None: any batch size; 1: the batch-1
+    kernels where a layer has them), in order.
+
+    A dense layer that reads the analog input makes no call per step (its current is computed
+    once per batch); one that reads events densifies them (a kernel into ``dense_in``), then
+    its BLAS product (host) writes ``cur``; every layer then calls its main kernel."""
+    alias = _resolve(plans)
+    program: list[KernelCall | HostCall] = []
+    for plan in plans:
+        if plan.op is LayerOp.FLATTEN:
+            continue
+        srcs = [alias.get(s, s) for s in plan.layer.inputs]
+        main = plan.main[None] if batch is None else plan.kernel_for(batch)
+        bound: dict[str, Arg]
+        if plan.mode is Mode.DENSE:
+            x = plan.inputs[0]
+            if x.kind is ValueKind.EVENTS:
+                dk = plan.densify[None] if batch is None else plan.densify_for(batch)
+                dargs = _event_args(dk, srcs) | {"acc": Arg(plan.name, "dense_in")}
+                program.append(KernelCall(kernel=dk, args=tuple(dargs[a] for a in dk.arg_names())))
+            if x.kind is not ValueKind.ANALOG:
+                program.append(HostCall(layer=plan.name))
+            bound = {"cur0": Arg(plan.name, "cur")}
+        else:
+            bound = _event_args(main, srcs)
+        args = tuple(bound.get(a, Arg(plan.name, a)) for a in main.arg_names())
+        program.append(KernelCall(kernel=main, args=args))
+    return program
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepKernel:
+    """A generated function ``name(steps, *buffers, *scalars)`` that runs ``calls`` in order,
+    ``steps`` times.  ``params`` are the distinct runtime values it takes after ``steps``, in
+    order of first use."""
+
+    calls: tuple[KernelCall, ...]
+    batch: int | None
+    device: Device = Device.CPU
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.device is not Device.CPU:
+            raise TargetError("step kernels are generated for the CPU only")
+        if not self.calls:
+            raise TargetError("a step kernel needs at least one call")
+        if not self.name:
+            digest = hashlib.sha1(repr((self.calls, self.batch)).encode()).hexdigest()[:12]
+            object.__setattr__(self, "name", f"snnc_step_{digest}")
+
+    @property
+    def params(self) -> tuple[Arg, ...]:
+        return tuple(dict.fromkeys(a for c in self.calls for a in c.args))
+
+    def _declarations(self) -> dict[Arg, tuple[tuple[str, ...], str]]:
+        """Each value's shape expressions and dtype as its callees declare them (checked equal
+        across callees: a mismatch is a planning bug that the callee would reject anyway)."""
+        decls: dict[Arg, tuple[tuple[str, ...], str]] = {}
+        for call in self.calls:
+            shapes = call.kernel.arg_shapes()
+            for name, arg in zip(call.kernel.arg_names(), call.args, strict=True):
+                decl = shapes.get(name) or ((), call.kernel.precision.acc_dtype)  # a scalar
+                if decls.setdefault(arg, decl) != decl:
+                    raise TargetError(
+                        f"step kernel: {arg.layer}.{arg.role} is {decls[arg]} for one kernel and "
+                        f"{decl} for {call.kernel.name}"
+                    )
+        return decls
+
+    def source(self) -> str:
+        """The TVMScript of the step kernel (a ``@T.prim_func`` without imports)."""
+        decls = self._declarations()
+        names = {arg: f"a{i}" for i, arg in enumerate(self.params)}
+        sig = ["steps: T.int32"]
+        for arg, var in names.items():
+            dims, dtype = decls[arg]
+            sig.append(f"{var}: T.{dtype}" if not dims else f"{var}_h: T.handle")
+        lines = [
+            "@T.prim_func",
+            f"def {self.name}({', '.join(sig)}):",
+            f'    T.func_attr({{"global_symbol": "{self.name}"}})',
+        ]
+        if self.batch is None:
+            lines.append("    B = T.int32()")
+        for arg, var in names.items():
+            dims, dtype = decls[arg]
+            if dims:
+                lines.append(f'    {var} = T.match_buffer({var}_h, ({", ".join(dims)},), "{dtype}")')
+        lines.append("    for t in range(steps):")
+        for call in self.calls:
+            operands = ", ".join(names[a] for a in call.args)
+            # the kernel's packed entry point in this same library: the return code is checked
+            # by the lowering, so a failing kernel stops the loop with its error
+            lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{call.kernel.name}", {operands}))')
+        return "\n".join(lines) + "\n"
+
+    def prim_func(self):
+        """Parse :meth:`source` into a ``tvm.tirx.PrimFunc`` (imports TVM)."""
+        from tvm.script import parser
+        from tvm.script import tirx as T
+
+        return parser.parse(self.source(), extra_vars={"T": T})
+
+
+def fuse(program: list[KernelCall | HostCall], batch: int | None) -> list[StepKernel | HostCall]:
+    """Each maximal run of kernel calls of ``program`` as one step kernel; host calls stay."""
+    out: list[StepKernel | HostCall] = []
+    run: list[KernelCall] = []
+    for item in program:
+        if isinstance(item, KernelCall):
+            run.append(item)
+            continue
+        if run:
+            out.append(StepKernel(calls=tuple(run), batch=batch))
+            run = []
+        out.append(item)
+    if run:
+        out.append(StepKernel(calls=tuple(run), batch=batch))
+    return out
+
+
+def step_kernels(plans: list[LayerPlan], device: Device) -> dict[int | None, list[StepKernel | HostCall]]:
+    """The fused timestep of every batch variant (None: any batch; 1), empty off the CPU."""
+    if device is not Device.CPU:
+        return {}
+    return {batch: fuse(step_program(plans, batch), batch) for batch in (None, 1)}
