@@ -34,6 +34,22 @@ def first_samples(ctx, pass_name: str, batches: int, labelled: bool = False):
     return np.concatenate(xs), (np.concatenate(ys) if ys else None)
 
 
+def leading_batches(x, n: int, batch_size: int) -> Iterator[np.ndarray]:
+    """The first ``n`` rows of ``x`` as float32 batches of ``batch_size`` rows, read one batch at a
+    time (a lazy :class:`snnc.data.Samples` reads only that batch's rows): what a pass that simulates
+    a bounded sample several times iterates over, so its memory is one batch, not the sample."""
+    for start in range(0, min(n, len(x)), batch_size):
+        yield np.asarray(x[start : min(start + batch_size, n)], dtype=np.float32)
+
+
+def channel_sums(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-channel sum (float64) of (N, C, ...) activations over the batch and every spatial
+    position, and the number of values each channel summed: channel means merged over batches are
+    ``sum(sums) / sum(counts)``."""
+    rows = channel_values(a)
+    return rows.sum(axis=1, dtype=np.float64), rows.shape[1]
+
+
 def sample_rows(total: int, n: int, seed: int) -> np.ndarray:
     """``n`` of ``total`` row indices drawn without replacement with ``seed``, sorted (all rows when
     ``n`` >= ``total``): the seeded sample that count-ops and the compile report simulate."""

@@ -8,7 +8,9 @@ compounds layer by layer.
 
 For every spiking layer of the source network in graph order (input encoders and neurons
 read by their membrane are left alone; a progress bar counts layers), on the first
-``samples`` calibration inputs (no labels needed):
+``samples`` calibration inputs (no labels needed), read and simulated one calibration batch at a
+time (per-channel sums merged over the batches: memory is one batch's activations, whatever
+``samples`` is):
 
 1. the teacher (the direct-coded graph d2e-encode kept) gives, per channel c, the activity
    a_d[c] of that layer under direct coding (spikes per neuron and step);
@@ -47,7 +49,7 @@ from snnc.errors import PassError
 from snnc.ir import Graph, Node
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import neuron_vector, require_neurons, set_neuron_vector
-from snnc.passes._samples import channel_mean
+from snnc.passes._samples import channel_sums, leading_batches
 from snnc.passes.d2e_encode import network_neurons, teacher_of, timesteps_of
 
 
@@ -80,56 +82,80 @@ class D2ECalibrate(Pass):
         in_teacher = {n.name for n in teacher.nodes}
         layers = [n for n in network_neurons(graph) if n.name in in_teacher]
         timesteps = timesteps_of(ctx, graph)
-        x = np.asarray(data.x[: self.samples], dtype=np.float32)
-        if len(x) == 0:
+        # the simulator's own batches: a rate encoder draws its noise per batch, so these are the
+        # numbers one run_snn over the whole sample gives
+        batch = getattr(sim, "batch_size", data.batch_size)
+        stream = _Stream(sim, data.x, min(self.samples, len(data.x)), batch, timesteps)
+        if stream.samples == 0:
             raise PassError("d2e-calibrate: the calibration data is empty")
         names = [n.name for n in layers]
-        direct = sim.run_snn(teacher, x, timesteps, record=names).recorded
-        before = sim.run_snn(graph, x, timesteps, record=names).recorded
+        direct = stream.channel_means(teacher, names)
+        before = stream.channel_means(graph, names)
         report: dict[str, dict[str, float]] = {}
         with ctx.track(self.name, len(layers)) as bar:
             for neuron in layers:
-                search = _ThresholdSearch(self, graph, neuron, sim, x, timesteps)
+                search = _ThresholdSearch(self, graph, neuron, stream)
+                target = direct[neuron.name] / search.out_scale
                 if self.objective is Objective.RATE:
-                    log_k = search.match_rates(channel_rates(graph, neuron, direct[neuron.name]))
+                    log_k = search.match_rates(target)
                 else:
-                    log_k = search.match_counts(direct[neuron.name])
+                    log_k = search.match_counts(teacher)
                 reached = search.rates_at(log_k)  # also leaves the threshold at the chosen factor
                 report[neuron.name] = {
-                    "direct_rate": float(channel_rates(graph, neuron, direct[neuron.name]).mean()),
-                    "event_rate_before": float(channel_rates(graph, neuron, before[neuron.name]).mean()),
+                    "direct_rate": float(target.mean()),
+                    "event_rate_before": float((before[neuron.name] / search.out_scale).mean()),
                     "event_rate_after": float(reached.mean()),
                     "threshold_factor": float(np.exp2(np.mean(log_k))),
                 }
                 bar.advance()
         graph.infer_types()
-        ctx.results[self.name] = {"objective": self.objective.value, "samples": len(x), "layers": report}
+        ctx.results[self.name] = {"objective": self.objective.value, "samples": stream.samples, "layers": report}
 
 
-def channel_rates(graph: Graph, neuron: Node, recorded: np.ndarray) -> np.ndarray:
-    """Per-channel firing rate (spikes per neuron and step) from a neuron's recorded mean output."""
-    return channel_mean(recorded) / neuron_vector(graph, neuron, "out_scale")
+class _Stream:
+    """The first ``samples`` calibration inputs, simulated one batch at a time."""
+
+    def __init__(self, sim, x, samples: int, batch_size: int, timesteps: int):
+        self.sim, self.x, self.samples = sim, x, samples
+        self.batch_size, self.timesteps = batch_size, timesteps
+
+    def batches(self):
+        return leading_batches(self.x, self.samples, self.batch_size)
+
+    def recorded(self, graph: Graph, xb: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """The neurons' mean output over time on one batch."""
+        return self.sim.run_snn(graph, xb, self.timesteps, record=names).recorded
+
+    def channel_means(self, graph: Graph, names: list[str]) -> dict[str, np.ndarray]:
+        """Per neuron, the per-channel mean of its output over the samples and positions."""
+        sums: dict[str, np.ndarray] = {}
+        counts = dict.fromkeys(names, 0)
+        for xb in self.batches():
+            for name, a in self.recorded(graph, xb, names).items():
+                part, k = channel_sums(a)
+                sums[name] = sums[name] + part if name in sums else part
+                counts[name] += k
+        return {name: sums[name] / counts[name] for name in names}
 
 
 class _ThresholdSearch:
     """The threshold search of one neuron layer: sets v_th = base·2^log_k and simulates."""
 
-    def __init__(self, opts: D2ECalibrate, graph: Graph, neuron: Node, sim, x: np.ndarray, timesteps: int):
-        self.opts, self.graph, self.neuron, self.sim = opts, graph, neuron, sim
-        self.x, self.timesteps = x, timesteps
+    def __init__(self, opts: D2ECalibrate, graph: Graph, neuron: Node, stream: _Stream):
+        self.opts, self.graph, self.neuron, self.stream = opts, graph, neuron, stream
         self.base = neuron_vector(graph, neuron, "v_th")
+        self.out_scale = neuron_vector(graph, neuron, "out_scale")
 
-    def outputs_at(self, log_k: np.ndarray) -> np.ndarray:
-        """The layer's recorded mean output with thresholds base·2^log_k (one factor per layer
-        unless per-channel)."""
+    def _set(self, log_k: np.ndarray) -> None:
+        """Thresholds base·2^log_k (one factor per layer unless per-channel)."""
         if not self.opts.per_channel:
             log_k = np.full_like(log_k, log_k.mean())
         set_neuron_vector(self.graph, self.neuron, "v_th", self.base * np.exp2(log_k))
-        run = self.sim.run_snn(self.graph, self.x, self.timesteps, record=[self.neuron.name])
-        return run.recorded[self.neuron.name]
 
     def rates_at(self, log_k: np.ndarray) -> np.ndarray:
-        return channel_rates(self.graph, self.neuron, self.outputs_at(log_k))
+        """Per-channel firing rate (spikes per neuron and step) with thresholds base·2^log_k."""
+        self._set(log_k)
+        return self.stream.channel_means(self.graph, [self.neuron.name])[self.neuron.name] / self.out_scale
 
     def match_rates(self, target: np.ndarray) -> np.ndarray:
         """Bisection on log2 k: the rate does not increase with the threshold."""
@@ -147,16 +173,24 @@ class _ThresholdSearch:
             hi = np.where(too_active, hi, mid)
         return (lo + hi) / 2
 
-    def match_counts(self, direct: np.ndarray) -> np.ndarray:
-        """Grid search on log2 k for the least per-channel squared difference of the outputs."""
-        best_err = np.full_like(self.base, np.inf)
-        best = np.zeros_like(self.base)
+    def match_counts(self, teacher: Graph) -> np.ndarray:
+        """Grid search on log2 k for the least per-channel squared difference of the outputs from
+        the teacher's, sample by sample.  The grid does not depend on the data, so the batches are
+        the outer loop: the teacher runs once per batch and every grid point is scored on it."""
         points = 2 * (self.opts.steps // 2) + 1  # odd: k = 1 (log_k = 0) is a candidate
-        for log_k in np.linspace(-self.opts.range_log2, self.opts.range_log2, points):
-            err = channel_mean((self.outputs_at(np.full_like(self.base, log_k)) - direct) ** 2)
-            if not self.opts.per_channel:
-                err = np.full_like(err, err.mean())
-            better = err < best_err
-            best_err = np.where(better, err, best_err)
-            best = np.where(better, log_k, best)
-        return best
+        grid = np.linspace(-self.opts.range_log2, self.opts.range_log2, points)
+        name = self.neuron.name
+        err = np.zeros((points, len(self.base)))
+        count = 0
+        for xb in self.stream.batches():
+            direct = self.stream.recorded(teacher, xb, [name])[name]
+            for i, log_k in enumerate(grid):
+                self._set(np.full_like(self.base, log_k))
+                part, k = channel_sums((self.stream.recorded(self.graph, xb, [name])[name] - direct) ** 2)
+                err[i] += part
+            count += k
+        err /= max(count, 1)
+        if not self.opts.per_channel:
+            err = np.repeat(err.mean(axis=1, keepdims=True), len(self.base), axis=1)
+        # the first grid point with the least error (strictly better ones replace it, as a scan would)
+        return grid[np.argmin(err, axis=0)]

@@ -48,6 +48,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from snnc import distributed
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -143,7 +144,7 @@ class D2EEncode(Pass):
         result: dict[str, object] = {"scheme": self.scheme.value, "timesteps": timesteps}
         encoders = [_direct_encoder(graph, name) for name, _ in graph.inputs]
         if self.scheme is EventCode.IF:
-            top = self.input_max or (float(x.max()) if x is not None and x.size and x.max() > 0 else 1.0)
+            top = self.input_max or (x.hi if x is not None and x.hi > 0 else 1.0)
             for encoder in encoders:
                 _insert_if_encoder(graph, encoder, top, self.bursts)
             result["input_max"] = top
@@ -163,7 +164,7 @@ class D2EEncode(Pass):
             for encoder in encoders:
                 encoder.op = op
             if self.scheme is EventCode.TTFS:
-                gain = _ttfs_gain(x, timesteps) if x is not None else 1.0
+                gain = x.ttfs_gain(timesteps) if x is not None else 1.0
                 for encoder in encoders:
                     for layer in first_layers(graph, encoder):
                         _scale_weights(graph, layer, gain)
@@ -172,23 +173,55 @@ class D2EEncode(Pass):
         graph.infer_types()
         ctx.results[self.name] = result
 
-    def _check_range(self, ctx: PassContext) -> np.ndarray | None:
-        """The calibration inputs (None without data), checked against the scheme's input range."""
+    def _check_range(self, ctx: PassContext) -> InputSummary | None:
+        """What the scheme needs of the calibration inputs (None without data), checked against the
+        scheme's input range."""
         if ctx.calibration is None:
             top = "input-max (1 by default)" if self.scheme is EventCode.IF else "1"
             ctx.note(f"d2e-encode: no calibration data; assuming inputs in [0, {top}]")
             return None
-        x = np.asarray(ctx.calibration.x, dtype=np.float32)
-        lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
+        x = InputSummary.of(ctx.calibration.x, ctx.calibration.batch_size)
         limit = np.inf if self.scheme is EventCode.IF else 1.0
-        if lo < 0.0 or hi > limit:
+        if x.lo < 0.0 or x.hi > limit:
             span = "[0, inf)" if self.scheme is EventCode.IF else "[0, 1]"
             raise PassError(
                 f"d2e-encode: scheme={self.scheme.value} reads inputs in {span}, the calibration data spans "
-                f"[{lo:.4g}, {hi:.4g}]; rescale the data (folding the normalisation into the first layer)"
+                f"[{x.lo:.4g}, {x.hi:.4g}]; rescale the data (folding the normalisation into the first layer)"
                 + ("" if self.scheme is EventCode.IF else " or use scheme=if")
             )
         return x
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSummary:
+    """The calibration inputs as d2e-encode needs them: range, sum and number of positive values."""
+
+    lo: float  # min(0, every value)
+    hi: float  # max(0, every value)
+    total: float  # the sum of every value (float64, added batch by batch in order)
+    positive: int  # how many values are > 0
+
+    @staticmethod
+    def of(x, batch_size: int) -> InputSummary:
+        """Read ``x`` a batch at a time (memory: one batch).  Under torchrun each rank reads its
+        batches and the per-batch figures are gathered and added in batch order, so every rank,
+        and any number of them, gets the same summary."""
+        rows = {}
+        for i, xb, _ in distributed.my_batches(x, None, batch_size):
+            xb = np.asarray(xb, dtype=np.float32)
+            rows[i] = (float(xb.min(initial=0.0)), float(xb.max(initial=0.0)), float(xb.sum(dtype=np.float64)),
+                       int(np.count_nonzero(xb > 0)))
+        parts = distributed.gather_rows(rows)
+        total = 0.0
+        for part in parts:  # batch order
+            total += part[2]
+        return InputSummary(lo=min((p[0] for p in parts), default=0.0), hi=max((p[1] for p in parts), default=0.0),
+                            total=total,
+                            positive=sum(p[3] for p in parts))
+
+    def ttfs_gain(self, timesteps: int) -> float:
+        """g with g·mean(1[x > 0]) = T·mean(x): TTFS's total drive per window matched to direct coding's."""
+        return float(timesteps * self.total / self.positive) if self.positive > 0 else 1.0
 
 
 def _direct_encoder(graph: Graph, value: str) -> Node:
@@ -242,12 +275,6 @@ def first_layers(graph: Graph, encoder: Node) -> list[Node]:
                     "layer; the input scale cannot be folded"
                 )
     return found
-
-
-def _ttfs_gain(x: np.ndarray, timesteps: int) -> float:
-    """g with g·mean(1[x > 0]) = T·mean(x): TTFS's total drive per window matched to direct coding's."""
-    active = float(np.mean(x > 0)) if x.size else 0.0
-    return float(timesteps * np.mean(x) / active) if active > 0 else 1.0
 
 
 def _scale_weights(graph: Graph, layer: Node, gain: float) -> None:
