@@ -36,7 +36,8 @@ for d2e-calibrate and d2e-finetune.
 Preserves: every other node and parameter.  Lossy: ``if`` quantises x to T/m levels,
 ``rate`` adds sampling noise, ``phase`` quantises to ``bits`` bits, ``ttfs`` keeps only the
 spike time; d2e-calibrate and d2e-finetune recover what they can.
-Requires: nothing (calibration data, when given, is checked against the scheme's range).
+Requires: nothing (calibration data, when given, is read once, a batch at a time, and checked
+against the scheme's range).
 """
 
 from __future__ import annotations
