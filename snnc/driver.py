@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -78,8 +79,10 @@ class CompileOptions:
 class CompileTiming:
     """``--time-passes``: the whole wall time of a compile, step by step: ``load`` (the model, its
     import, the pipeline), ``read-data`` (opening and checking the data: one streamed read), every
-    pass, ``report-simulation``, ``target`` (its compile) and ``write``; the total is the wall time
-    from the start of the compile to the end of the report."""
+    pass, ``report-simulation``, ``target`` (its compile) and ``write`` (the files, the rename into
+    place, the depfile); the total is the wall time from the call of ``compile_model`` (the output
+    checks included) to the artifact in place.  Outside it: starting Python and
+    importing torch, which any torch program pays (benchmarks/scale.py reports it apart)."""
 
     def __init__(self) -> None:
         self.passes = PassTiming()
@@ -231,11 +234,12 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
 
     Under torchrun every process runs the pipeline on its share of the calibration batches (the
     statistics merge exactly: snnc.distributed); only rank 0 simulates the report and writes."""
+    timing = CompileTiming() if opts.time_passes else None
     distributed.init(opts.device)
     if opts.report_samples < 1:
         raise UserError(f"--report-samples {opts.report_samples}: must be >= 1")
     if not distributed.is_writer():
-        result = _compile_into(opts, None, None)
+        result = _compile_into(opts, None, None, timing)
         distributed.barrier()  # return once rank 0 has put the artifact in place (a script may read it next)
         return result
     out = Path(opts.out)
@@ -258,9 +262,10 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
             tmp.mkdir(mode=0o700)
         except OSError as e:
             raise UserError(f"-o {out}: cannot create a directory in {out.parent} ({e.strerror or e})") from None
-        result = _compile_into(opts, tmp, progress)
-        _apply_umask(tmp)
-        _replace_dir(tmp, out)
+        result = _compile_into(opts, tmp, progress, timing)
+        with _phase(timing, "write"):
+            _apply_umask(tmp)
+            _replace_dir(tmp, out)
         done = True
     finally:
         with _signals_held():
@@ -272,7 +277,8 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
                     except OSError:
                         break
     if opts.depfile is not None:
-        write_depfile(opts.depfile, [out / "report.json"], input_files(opts))
+        with _phase(timing, "write"):
+            write_depfile(opts.depfile, [out / "report.json"], input_files(opts))
     distributed.barrier()  # the other ranks wait here for the artifact (a no-op in one process)
     return result
 
@@ -331,6 +337,10 @@ class _Plan:
     calibration: CalibrationData | None
     test: Data | None
     passes: list[Pass]
+    # the index of count-ops when its simulation is left to the report (the pipeline's last pass, its
+    # samples not set by the user): it runs without data and the report's one simulation of the
+    # --report-samples sample gives its SOPs and spikes (None: count-ops simulates as written)
+    deferred_counts: int | None = None
 
 
 def _phase(clock: CompileTiming | None, name: str) -> Any:
@@ -405,14 +415,30 @@ def _plan(opts: CompileOptions, progress: Callable[[str, int], Any] | None = Non
         passes += [p for p in parse_pipeline(suffix) if p.name not in names]
     if opts.pass_options:
         passes = override_options(passes, opts.pass_options)
-    return _Plan(loaded=loaded, target=target, calibration=calibration, test=test, passes=passes)
+    return _Plan(loaded=loaded, target=target, calibration=calibration, test=test, passes=passes,
+                 deferred_counts=_deferred_counts(passes, f"{spec},{suffix or ''}", opts.pass_options))
 
 
-def _compile_into(opts: CompileOptions, tmp: Path | None,
-                  progress: Callable[[str, int], Any] | None) -> CompileResult:
+_COUNT_SAMPLES_SET = re.compile(r"(^|,)\s*count-ops\s*\{[^}]*\bsamples\s*=")
+
+
+def _deferred_counts(passes: list[Pass], spec: str, pass_options: list[str]) -> int | None:
+    """The index of the count-ops whose simulation the report makes (see ``_Plan.deferred_counts``):
+    the pipeline's last pass, if neither the pipeline string nor --pass-option sets its ``samples``.
+    Then a compile simulates the converted SNN once, on the report's sample."""
+    from snnc.passes.count_ops import CountOps
+
+    if not passes or passes[-1].name != CountOps.name:
+        return None
+    explicit = _COUNT_SAMPLES_SET.search(spec) is not None or any(
+        o.replace(" ", "").replace("_", "-").startswith(f"{CountOps.name}.samples=") for o in pass_options)
+    return None if explicit else len(passes) - 1
+
+
+def _compile_into(opts: CompileOptions, tmp: Path | None, progress: Callable[[str, int], Any] | None,
+                  timing: CompileTiming | None) -> CompileResult:
     """The compile; ``tmp`` None: a torchrun rank other than 0, which runs the passes (its share of
     the calibration) and writes nothing."""
-    timing = CompileTiming() if opts.time_passes else None
     clock = timing or CompileTiming()
     with clock.phase("load"):
         plan = _plan(opts, progress, clock)
@@ -425,8 +451,12 @@ def _compile_into(opts: CompileOptions, tmp: Path | None,
     simulator = make_simulator(opts.device)
     ctx = PassContext(calibration=calibration, simulator=simulator, timesteps=opts.timesteps, seed=opts.seed,
                       device=opts.device, progress=progress)
-    pm = PassManager(passes, verify_each=opts.verify_each, instruments=instruments)
-    graph = pm.run(source_graph, ctx)
+    deferred = plan.deferred_counts is not None
+    head = passes[:-1] if deferred else passes
+    graph = PassManager(head, verify_each=opts.verify_each, instruments=instruments).run(source_graph, ctx)
+    if deferred:  # the last count-ops, without data: its simulation is the report's (below), made once
+        tail = PassManager(passes[-1:], verify_each=opts.verify_each, instruments=instruments)
+        graph = tail.run(graph, dataclasses.replace(ctx, calibration=None))
 
     problems = target.legality(graph)
     if problems:
@@ -435,7 +465,7 @@ def _compile_into(opts: CompileOptions, tmp: Path | None,
         return CompileResult(graph=graph, report={}, out=Path(opts.out), timing=timing, notes=ctx.notes)
 
     with clock.phase("report-simulation"):
-        counts, accuracy = _report_run(opts, source_graph, graph, passes, ctx, test)
+        counts, accuracy = _report_run(opts, source_graph, graph, passes, ctx, test, deferred=deferred)
     source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
     timesteps = graph.attrs.timesteps
     with clock.phase("write"):
@@ -462,11 +492,14 @@ def _compile_into(opts: CompileOptions, tmp: Path | None,
 
 
 def _report_run(opts: CompileOptions, source: Graph, graph: Graph, passes: list[Pass], ctx: PassContext,
-                test: Data | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+                test: Data | None, deferred: bool = False) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The report's counts and accuracy from one simulation of the final graph on a seeded sample of
-    ``--report-samples`` of the test data (else of the calibration data).  Without test data, when
-    the pipeline ends with count-ops (nothing but analyses after it) on the same number of samples,
-    its simulation is the report's: the graph is not simulated again."""
+    ``--report-samples`` of the test data (else of the calibration data).  ``deferred``: the
+    pipeline's last pass, count-ops, ran without data (``_Plan.deferred_counts``); this simulation's
+    counts become its result (``graph.analyses`` and the pass results, which a target may read).
+    Otherwise, without test data, when the pipeline ends with count-ops (nothing but analyses after
+    it) on the same number of samples, its simulation is the report's: the graph is not simulated
+    again."""
     from snnc.passes._samples import sample_rows
     from snnc.passes.count_ops import CountOps, OpCounts
 
@@ -476,7 +509,7 @@ def _report_run(opts: CompileOptions, source: Graph, graph: Graph, passes: list[
     rows = sample_rows(len(data[0]), opts.report_samples, opts.seed) if data is not None else None
     fresh = graph.analyses.get(OpCounts)
     last = max((i for i, p in enumerate(passes) if p.name == CountOps.name), default=-1)
-    reusable = (fresh is not None and test is None and last >= 0 and all(p.analysis for p in passes[last + 1:])
+    reusable = (not deferred and fresh is not None and test is None and last >= 0 and all(p.analysis for p in passes[last + 1:])
                 and getattr(passes[last], "samples", None) == opts.report_samples
                 and (fresh.rows is not None or calibration is None or not is_spiking(graph)))
     if reusable and fresh is not None:
@@ -489,6 +522,9 @@ def _report_run(opts: CompileOptions, source: Graph, graph: Graph, passes: list[
         made = work.analyses.get(OpCounts)
         assert made is not None  # count-ops always leaves its result
         counts, predictions, steps = made, made.predictions, made.steps_used
+        if deferred:
+            graph.analyses.put(made)
+            ctx.results[CountOps.name] = made.as_dict()
     accuracy = None
     if data is not None and data[1] is not None and rows is not None:
         x, y = data[0][rows], data[1][rows]

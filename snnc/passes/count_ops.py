@@ -5,11 +5,11 @@ Attaches an ``OpCounts`` to ``graph.analyses`` and its dict form to ``ctx.result
 
 * ``macs``: multiply-accumulates of one dense (ANN) evaluation of the layer;
 * ``neurons``: elements of each activation (relu/clip/neuron output);
-* with spikes in the graph (neurons or phase neurons) and calibration data in the context, the
-  graph is simulated on ``samples`` calibration samples drawn with the context's seed
+* with spikes in the graph (neurons or phase neurons), calibration data in the context and
+  ``samples`` > 0, the graph is simulated on ``samples`` calibration samples drawn with the context's seed
   (:func:`~snnc.passes._samples.sample_rows`: the same ones the compile driver's report uses, which
-  then reuses this simulation instead of running its own) for its ``timesteps`` attribute (the pipelined length of a phase-coded
-  graph), else ``ctx.timesteps``, steps and each synaptic layer gets ``sops`` (accumulates per
+  then reuses this simulation instead of running its own) for its ``timesteps`` attribute (the
+  pipelined length of a phase-coded graph), else ``ctx.timesteps``, steps and each synaptic layer gets ``sops`` (accumulates per
   sample: input events × fan-out, a burst of n counting n), ``analog_macs`` (per sample, over
   all steps: a synaptic layer reading analog values, e.g. a direct-coded first layer, multiplies
   at every step) and ``hoisted_macs`` (the same, with a loop-invariant layer, one that reads
@@ -87,7 +87,10 @@ class CountOps(Pass):
     name: ClassVar[str] = "count-ops"
     analysis: ClassVar[bool] = True
     result: ClassVar[type[OpCounts]] = OpCounts
-    samples: int = 256  # calibration samples simulated for SOPs and spike counts
+    # calibration samples simulated for SOPs and spike counts; 0: none (MACs and neurons only).  A
+    # compile whose pipeline ends with count-ops, its samples not set, runs it without data and
+    # simulates once, on the report's --report-samples sample, for the counts and the accuracy
+    samples: int = 256
 
     def option_problems(self) -> list[str]:
         return [f"samples={self.samples} must be >= 0"] if self.samples < 0 else []
@@ -112,7 +115,7 @@ class CountOps(Pass):
         spiking = any(isinstance(n.op, (O.Neuron, PhaseNeuron)) for n in graph.nodes)
         simulated = False
         rows, result = None, None
-        if spiking and ctx.calibration is not None and ctx.simulator is not None:
+        if spiking and self.samples > 0 and ctx.calibration is not None and ctx.simulator is not None:
             timesteps = graph.attrs.timesteps or ctx.timesteps
             rows = sample_rows(len(ctx.calibration.x), self.samples, ctx.seed)
             with ctx.track(f"count-ops: simulate {len(rows)} samples", 1) as bar:
