@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from snnc.backends.tvm.kernels import Precision
 from snnc.backends.tvm.layers import InputSpec, LayerGraph, LayerOp, LayerSpec, Mode, NeuronParams, Window
 from snnc.errors import TargetError
 from snnc.ir import Graph, Node
@@ -274,9 +275,14 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> Lay
 
 
 def lower(
-    graph: Graph, densities: dict[str, float] | None = None, crossover: float = DENSE_CROSSOVER
+    graph: Graph,
+    densities: dict[str, float] | None = None,
+    crossover: float = DENSE_CROSSOVER,
+    int8: frozenset[str] | tuple[str, ...] = (),
 ) -> tuple[LayerGraph, dict[str, np.ndarray]]:
-    """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``."""
+    """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``.
+    ``int8``: the weighted nodes (with their neurons) that ``tvm-quantize`` left in integer
+    units, lowered to int8 layers (the build checks that their values are integers)."""
     problems = legality(graph)
     if problems:
         raise TargetError("tvm target: " + "; ".join(problems))
@@ -318,6 +324,8 @@ def lower(
             )  # fmt: skip
         else:
             layers[node.name] = _layer(graph, node, inputs, run_as)
+            if node.name in int8:
+                layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         for role in ("weight", "bias"):
             if op.weighted and role in node.params:
                 value = graph.params[node.params[role]]

@@ -61,7 +61,10 @@ class TVMTarget:
 
         counts = graph.analyses.get(OpCounts)
         densities = input_densities(graph, counts.as_dict() if counts else None, graph.attrs.timesteps)
-        layer_graph, params = lower(graph, densities)
+        from snnc.backends.tvm.passes.tvm_quantize import TvmQuantization
+
+        quantized = graph.analyses.get(TvmQuantization)  # tvm-quantize ran: its layers are int8
+        layer_graph, params = lower(graph, densities, int8=quantized.layers if quantized else ())
         device = "cuda" if ctx.device.startswith("cuda") else "llvm"
         t0 = time.perf_counter()
         directory = build.compile_artifact(layer_graph, params, out_dir / SUBDIR, target=device)
@@ -76,6 +79,9 @@ class TVMTarget:
             "build_seconds": round(build_s, 3),
             "kernels": len(kernels),
             "layer_modes": modes,
+            "layer_precisions": {
+                layer.name: layer.precision.value for layer in built.graph.layers if layer.op.weighted
+            },
             "input_densities": densities,
         }
 

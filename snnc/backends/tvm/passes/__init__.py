@@ -1,0 +1,1 @@
+"""Passes of the tvm target (found by the pass manager's discovery: ``tvm-*``)."""

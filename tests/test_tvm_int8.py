@@ -1,0 +1,106 @@
+"""int8 end to end: ``tvm-quantize`` writes the spiking layers in integer units, the tvm target
+lowers them to the int8 kernels, and the artifact agrees with the torch simulator on the same
+(quantised) graph spike for spike (integers are exact in float32 and in int32 alike)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+from conversion_util import graph_from_text  # noqa: E402
+
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
+from snnc.backends.tvm.build import compile_artifact  # noqa: E402
+from snnc.backends.tvm.kernels import Precision  # noqa: E402
+from snnc.backends.tvm.lower import lower  # noqa: E402
+from snnc.backends.tvm.passes.tvm_quantize import TvmQuantization, TvmQuantize  # noqa: E402
+from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
+from snnc.ir import Graph  # noqa: E402
+from snnc.ir import ops as O  # noqa: E402
+from snnc.ir.verifier import verify  # noqa: E402
+from snnc.pass_manager import PassContext, PassOptionError  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+NET = """
+graph @int8(%x: analog[2,8,8]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[2,8,8]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[8,8,8]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[8,8,8]
+  %c2 = conv2d(%n1) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[8,8,8]
+  %n2 = neuron(%c2) {v_init = 0.5, v_th = 0.7} : spike[8,8,8]
+  %mp = spike_maxpool(%n2) {kernel = [2, 2], stride = [2, 2]} : spike[8,4,4]
+  %c3 = conv2d(%mp) {padding = [1, 1]} params {weight = "c3.weight"} : analog[8,4,4]
+  %n3 = neuron(%c3) {v_init = 0.5, reset = "hard"} params {v_th = "n3.v_th"} : spike[8,4,4]
+  %p = avgpool2d(%n3) {kernel = [2, 2], stride = [2, 2]} : analog[8,2,2]
+  %n4 = neuron(%p) {v_th = 0.25, v_init = 0.5} : spike[8,2,2]
+  %f = flatten(%n4) : spike[32]
+  %fc = linear(%f) params {weight = "fc.weight", bias = "fc.bias"} : analog[16]
+  %n5 = neuron(%fc) {v_init = 0.5} : spike[16]
+  %out_fc = linear(%n5) params {weight = "out.weight", bias = "out.bias"} : analog[4]
+  %out = readout(%out_fc) : analog[4]
+  output %out
+}
+"""
+
+
+def _quantized(weight_bits: int = 8) -> tuple[Graph, Graph, dict]:
+    """(float graph, quantised graph, the pass's report)."""
+    graph = graph_from_text(NET, seed=11)
+    q = graph.copy()
+    ctx = PassContext()
+    TvmQuantize(weight_bits=weight_bits).apply(ctx, q)
+    verify(q)
+    return graph, q, ctx.results["tvm-quantize"]
+
+
+def test_pass_quantizes_the_spiking_layers():
+    graph, q, report = _quantized()
+    result = q.analyses.get(TvmQuantization)
+    assert result is not None and result.layers == ("c2", "c3", "fc")
+    # the input layer, the pooling and the readout stay float32, and the report says why
+    assert set(report["skipped"]) == {"c1", "out_fc"}
+    assert "analog" in report["skipped"]["c1"] and "readout" in report["skipped"]["out_fc"]
+    for name in result.layers:
+        node = next(n for n in q.nodes if n.name == name)
+        w = q.params[node.params["weight"]]
+        assert np.array_equal(w, np.rint(w)) and np.abs(w).max() == 127
+        neuron = q.only_user(name)
+        assert isinstance(neuron.op, O.Neuron)
+        v_th = neuron.op.v_th * (q.params[neuron.params["v_th"]] if "v_th" in neuron.params else 1.0)
+        # v_init = 0.5: even thresholds, so that v[0] = v_init·v_th is an integer
+        assert np.all(np.asarray(v_th) % 2 == 0) and np.all(np.asarray(v_th) >= 2)
+        assert report["layers"][name]["max_weight_error"] <= np.abs(
+            graph.params[node.params["weight"]]
+        ).max() / 254 + 1e-6
+    # the float graph is untouched (params are shared copy-on-write)
+    assert not np.array_equal(graph.params["c2.weight"], q.params[next(n for n in q.nodes if n.name == "c2").params["weight"]])
+
+
+def test_option_is_checked_when_the_pipeline_is_parsed():
+    with pytest.raises(PassOptionError, match=r"pass 'tvm-quantize': weight-bits=9 must be in 2\.\.8"):
+        TvmQuantize(weight_bits=9)
+    assert TvmQuantize(weight_bits=4).weight_bits == 4
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_int8_artifact_spike_for_spike(tmp_path, batch_size):
+    _, q, _ = _quantized()
+    layer_graph, params = lower(q, int8=q.analyses.get(TvmQuantization).layers)
+    precisions = {layer.name: layer.precision for layer in layer_graph.layers if layer.op.weighted}
+    assert precisions == {
+        "c1": Precision.FLOAT32, "c2": Precision.INT8, "c3": Precision.INT8, "fc": Precision.INT8,
+        "out_fc": Precision.FLOAT32,
+    }  # fmt: skip
+    compile_artifact(layer_graph, params, tmp_path)
+    # inputs on a 1/4 grid: the float first layer's sums are exact too
+    x = (np.random.default_rng(3).integers(0, 5, (6, 2, 8, 8)) / 4).astype(np.float32)
+    out = EventRuntime(tmp_path).run(x, batch_size=batch_size, record_state=True)
+    ref = TorchSimulator(batch_size=64).run_snn(q, x, q.attrs.timesteps)
+    np.testing.assert_allclose(out["logits"], ref.logits, rtol=1e-6, atol=1e-6)  # float readout layer
+    neuron_of = {q.producer(n.inputs[0]).name: n.name for n in q.nodes if isinstance(n.op, O.Neuron)}
+    for layer, counts in out["spikes_per_layer"].items():
+        assert counts.sum() == round(float(ref.spikes[neuron_of[layer]]) * len(x)), layer
+    assert all(out["spikes_per_layer"][name].sum() > 0 for name in ("c2", "c3", "fc"))
+    assert out["membrane"]["c2"].dtype == np.int32
