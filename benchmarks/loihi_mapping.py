@@ -6,11 +6,19 @@ quantised graphs have on 256 calibration images.  Prints a table and writes
 benchmarks/results/loihi_mapping.json; run with OMP_WAIT_POLICY=PASSIVE on a quiet machine.
 
     python benchmarks/loihi_mapping.py [--quick] [--resnet18 SIZE[,SIZE...]] [--samples N]
+        [--real resnet18,mobilenet_v2 [--real-timesteps 8] [--test-images N]] [--only-real]
 
 ``--resnet18 32`` also compiles torchvision resnet18 (random weights, BatchNorm statistics from random
 batches, 10 classes) at 3xSIZExSIZE end to end for ``--target loihi`` (ann-to-loihi at T = 8 on N random
 calibration images, then the target: mapping, bit-accurate simulation) and records its cores, chips, the
 boards it fits, and the wall and CPU time of every stage.
+
+``--real mobilenet_v2,resnet18`` takes the trained checkpoints of benchmarks/real_models.py (coloured digits,
+3x32x32, 10 classes; cached in benchmarks/models/real/, trained there if missing), times
+``snnc compile MODEL.pt2 --calib CALIB.npz --target loihi`` as a user runs it (wall and CPU time of the child
+process, ``--time-passes``), and measures on the first N test images the accuracy of the ANN, the float SNN
+(the graph before loihi-legalize), the quantised graph and the bit-accurate chip, with the chip's cores,
+chips and boards.
 """
 
 from __future__ import annotations
@@ -172,6 +180,97 @@ def resnet18_compile(size: int, samples: int) -> dict:
     }
 
 
+REAL_CALIB = 64  # calibration images for --real (the first of the training split)
+
+
+def real_compile(name: str, timesteps: int, test_images: int, work: Path) -> dict:
+    """A trained torchvision classifier (benchmarks/real_models.py) compiled for --target loihi by the CLI
+    (timed), then float SNN / quantised / bit-accurate accuracy on ``test_images`` test images."""
+    import resource
+    import subprocess
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_models import coloured_digits, trained
+
+    from snnc.backends.loihi.lower import lower
+    from snnc.backends.loihi.passes.loihi_pipelines import ANN_TO_LOIHI_CONVERT, LOIHI_LOWERING
+    from snnc.backends.loihi.target import run_net
+    from snnc.backends.torch.simulator import TorchSimulator
+    from snnc.frontend.files import load_model
+    from snnc.pass_manager import CalibrationData, PassContext, PassManager
+
+    x_train, y_train, x_test, y_test = coloured_digits(0)
+    model, meta = trained(name, x_train, y_train)
+    xc, yc = x_train[:REAL_CALIB], y_train[:REAL_CALIB]
+    xt, yt = x_test[:test_images], y_test[:test_images]
+    work.mkdir(parents=True, exist_ok=True)
+    pt2, calib = work / f"{name}.pt2", work / "calib.npz"
+    torch.export.save(torch.export.export(model, (torch.as_tensor(xc[:1]),)), pt2)
+    np.savez(calib, x=xc, y=yc)
+    with torch.no_grad():
+        ann = float((model(torch.as_tensor(xt)).argmax(1).numpy() == yt).mean())
+
+    # the compile as a user runs it: wall and CPU time of the child process
+    out = work / f"out-{name}"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "snnc.cli", "compile", str(pt2), "--calib", str(calib), "--target", "loihi",
+         "-T", str(timesteps), "--time-passes", "-o", str(out)],
+        capture_output=True, text=True, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"snnc compile {name} failed:\n{proc.stderr[-3000:]}")
+    steps = {}
+    for line in proc.stderr.splitlines():  # --time-passes: "  wall (s)  %  step"
+        parts = line.split()
+        if len(parts) == 3 and parts[0].replace(".", "", 1).isdigit():
+            steps[parts[2]] = float(parts[0])
+    report = json.loads((out / "report.json").read_text())["target_report"]
+
+    # accuracy on the test images: the same pipeline in this process, the float SNN kept
+    sim = TorchSimulator()
+    ctx = PassContext(calibration=CalibrationData(xc, yc), simulator=sim, timesteps=timesteps)
+    float_snn = PassManager.parse(ANN_TO_LOIHI_CONVERT).run(load_model(pt2).graph, ctx)
+    q = PassManager.parse(LOIHI_LOWERING).run(float_snn, ctx)
+    acc_float = sim.run_snn(float_snn, xt, timesteps).predictions
+    acc_q = sim.run_snn(q, xt, timesteps).predictions
+    chip = run_net(lower(q), xt, timesteps).predictions
+    return {
+        "network": f"{name}-3x32x32",
+        "checkpoint": {"task": "coloured digits (benchmarks/real_models.py)", **meta},
+        "calibration_images": REAL_CALIB,
+        "test_images": int(len(xt)),
+        "timesteps": timesteps,
+        "compile_seconds": {
+            "wall": wall,
+            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "steps_wall": steps,
+        },
+        "accuracy": {
+            "ann": ann,
+            "float_snn": float((acc_float == yt).mean()),
+            "quantised_snn": float((acc_q == yt).mean()),
+            "loihi_bit_accurate": float((chip == yt).mean()),
+            "chip_equals_quantised": float((chip == acc_q).mean()),
+        },
+        "bit_accurate_minus_float_snn_points": 100 * float((chip == yt).mean() - (acc_float == yt).mean()),
+        "cores": report["cores"],
+        "cores_lower_bound": report["cores_lower_bound"],
+        "chips": report["chips"],
+        "neurons": report["neurons"],
+        "synaptic_memory_bytes": report["synaptic_memory_bytes"],
+        "fits_boards": report["fits_boards"],
+        "latency_steps": report["latency_steps"],
+        "netx": report["netx"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 1 M-neuron network")
@@ -179,6 +278,10 @@ def main() -> None:
     parser.add_argument("--resnet18", default="", help="input sizes of torchvision resnet18 to compile, e.g. 32")
     parser.add_argument("--samples", type=int, default=64, help="calibration images for resnet18")
     parser.add_argument("--only-resnet18", action="store_true", help="skip the mapping table")
+    parser.add_argument("--real", default="", help="trained checkpoints to compile, e.g. mobilenet_v2,resnet18")
+    parser.add_argument("--real-timesteps", type=int, default=8)
+    parser.add_argument("--test-images", type=int, default=360)
+    parser.add_argument("--only-real", action="store_true", help="only --real (keep the rest of the JSON)")
     args = parser.parse_args()
     cases = [
         ("digits-cnn", lambda: digits("cnn")),
@@ -188,7 +291,7 @@ def main() -> None:
     ]
     if not args.quick:
         cases.append(("synthetic-1M-conv", million))
-    if args.only_resnet18:
+    if args.only_resnet18 or args.only_real:
         cases = []
     rows = []
     header = f"{'network':22} {'chip':7} {'neurons':>9} {'cores':>6} {'bound':>6} {'ratio':>6} {'chips':>5} {'spikes/step':>12} {'hops/step':>12} {'x-chip/step':>12} {'time s':>7}"
@@ -229,6 +332,18 @@ def main() -> None:
                 f"{tr['inter_chip_spikes_per_step']:>12.0f} {seconds:>7.2f}"
             )
     compiles = []
+    real = []
+    for name in [v for v in args.real.split(",") if v]:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as work:
+            r = real_compile(name, args.real_timesteps, args.test_images, Path(work))
+        real.append(r)
+        a = r["accuracy"]
+        print(f"{r['network']} T={r['timesteps']}: compile wall {r['compile_seconds']['wall']:.1f} s, CPU "
+              f"{r['compile_seconds']['cpu']:.1f} s; {r['cores']} cores, {r['chips']} chips; accuracy ANN "
+              f"{a['ann']:.3f}, float SNN {a['float_snn']:.3f}, quantised {a['quantised_snn']:.3f}, Loihi "
+              f"{a['loihi_bit_accurate']:.3f}")
     for size in [int(v) for v in args.resnet18.split(",") if v]:
         c = resnet18_compile(size, args.samples)
         compiles.append(c)
@@ -238,6 +353,7 @@ def main() -> None:
     result = {
         "benchmark": "loihi_mapping",
         "compiles": compiles,
+        "real": real,
         "rates": {
             "input": RATE_IN,
             "other": RATE,
@@ -252,8 +368,16 @@ def main() -> None:
         "rows": rows,
     }
     out = Path(args.out)
-    if args.only_resnet18 and out.exists():  # keep the mapping table of the last full run
-        result["rows"] = json.loads(out.read_text()).get("rows", [])
+    old = json.loads(out.read_text()) if out.exists() else {}
+    if args.only_resnet18 or args.only_real:  # keep the mapping table of the last full run
+        result["rows"] = old.get("rows", [])
+    if args.only_real and not compiles:
+        result["compiles"] = old.get("compiles", [])
+    if not real:
+        result["real"] = old.get("real", [])
+    else:  # rows of other models (or other T) from earlier runs are kept
+        done = {(r["network"], r["timesteps"]) for r in real}
+        result["real"] = [r for r in old.get("real", []) if (r["network"], r["timesteps"]) not in done] + real
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -57,9 +57,10 @@ _EXACT_FLOAT32_BOUND = 1 << 24
 
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
     """Two's-complement wrap of int64 ``x`` into ``bits`` bits (lava ``signed_clamp``; int32 overflow)."""
-    base = np.int64(1) << bits
     half = np.int64(1) << (bits - 1)
-    return (x + half) % base - half
+    # the mask is the modulo by 2^bits for two's-complement int64, without an integer division (the
+    # division was a third of the bit-accurate simulation's time on mobilenet_v2)
+    return ((x + half) & ((np.int64(1) << bits) - 1)) - half
 
 
 def trunc_shift(x: np.ndarray, shift: int) -> np.ndarray:

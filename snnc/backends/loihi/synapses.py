@@ -96,6 +96,9 @@ class ConvProfile:
     combos: list[tuple[np.ndarray, np.ndarray]]  # (group ids, feeds[H, x_hi - x_lo] bool)
 
 
+_PROFILE_CACHE = 4096  # remembered profiles per conv edge (each holds a few arrays of one column band)
+
+
 class ConvEdge:
     """Exact synapse / axon accounting of one conv edge for destination ranges."""
 
@@ -108,6 +111,9 @@ class ConvEdge:
         self.cg, self.og = self.cin // g.groups, self.cout // g.groups
         self.bits_per_synapse = bits_per_synapse
         self.enc = enc
+        # profile() is a pure function of the range; the partitioner asks for the same ranges again and
+        # again (bisection for the largest range that fits, then once per strategy it tries)
+        self._profiles: dict[tuple[int, int], ConvProfile] = {}
 
     def _coverage(self, masks: np.ndarray, xa: int) -> tuple[np.ndarray, int, int]:
         """For masks [M, H_out, ncols] over output columns xa.., how many masked outputs read each input
@@ -134,7 +140,16 @@ class ConvEdge:
         return cov, x_lo, x_hi
 
     def profile(self, d0: int, d1: int) -> ConvProfile:
-        """Synapses, input axons, synapse bits and per-source feeding of destination range [d0, d1)."""
+        """Synapses, input axons, synapse bits and per-source feeding of destination range [d0, d1)
+        (remembered: callers must not change the result)."""
+        prof = self._profiles.get((d0, d1))
+        if prof is None:
+            if len(self._profiles) >= _PROFILE_CACHE:
+                self._profiles.clear()
+            prof = self._profiles[(d0, d1)] = self._profile(d0, d1)
+        return prof
+
+    def _profile(self, d0: int, d1: int) -> ConvProfile:
         sp = split_range(d0, d1, self.cout)
         positions = [p for p, _, _ in sp.partial]
         if sp.full_hi > sp.full_lo:
