@@ -296,18 +296,28 @@ class NetworkCase:
     kernels: int
     subnormals: int = 0  # parameters zeroed
     compile_s: float = 0.0  # the whole snnc compile: import, conversion (calibration, count-ops), TVM build
+    int8: NetworkCase | None = None  # the same network through tvm-quantize (int8 spiking layers)
+    eval_x: np.ndarray | None = None  # labelled data for the accuracy of fp32 and int8 (digits test set)
+    eval_y: np.ndarray | None = None
 
 
-def convert(name: str, model: Path, calib: Path, x: np.ndarray, timesteps: int, out: Path) -> NetworkCase:
-    """``snnc compile MODEL --calib CALIB -T T --target tvm`` (the default ann-to-snn conversion),
-    with subnormal parameters zeroed in both the IR and the TVM artifact."""
+INT8_PIPELINE = "ann-to-snn-unsigned,tvm-quantize"
+
+
+def convert(
+    name: str, model: Path, calib: Path, x: np.ndarray, timesteps: int, out: Path, pipeline: str | None = None
+) -> NetworkCase:
+    """``snnc compile MODEL --calib CALIB -T T --target tvm`` (the default ann-to-snn conversion, or
+    ``pipeline``), with subnormal parameters zeroed in both the IR and the TVM artifact."""
     from safetensors.numpy import load_file, save_file
 
     from snnc.driver import CompileOptions, compile_model
 
     t0 = time.perf_counter()
     res = compile_model(
-        CompileOptions(model=model, out=out / name, target="tvm", calib=calib, timesteps=timesteps)
+        CompileOptions(
+            model=model, out=out / name, target="tvm", calib=calib, timesteps=timesteps, pipeline=pipeline
+        )
     )
     compile_s = time.perf_counter() - t0
     tr = res.report["target_report"]
@@ -392,11 +402,17 @@ def network_cases(
     on uniform random inputs (T = ``synthetic_timesteps``)."""
     digits = ROOT / "examples" / "digits"
     test_x = np.load(digits / "test.npz")["x"][:batch]
-    cases = [
-        convert(f"digits_{m}", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out)
-        for m in ("cnn", "mlp")
-        if f"digits_{m}" in names
-    ]
+    test = np.load(digits / "test.npz")
+    cases = []
+    for m in ("cnn", "mlp"):
+        if f"digits_{m}" not in names:
+            continue
+        case = convert(f"digits_{m}", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out)
+        case.int8 = convert(
+            f"digits_{m}_int8", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out, INT8_PIPELINE
+        )
+        case.eval_x, case.eval_y = test["x"], test["y"]
+        cases.append(case)
     rng = np.random.default_rng(5)
     wanted = {k: v for k, v in synthetic_models().items() if k in names}
     if {"resnet18", "mobilenet_v2"} & set(names):
@@ -406,7 +422,12 @@ def network_cases(
         np.savez(out / f"{name}_calib.npz", x=calib_x)
         model = _export(module, torch.from_numpy(calib_x[:2]), out / f"{name}.pt2")
         x = rng.random((batch, *shape), dtype=np.float32)
-        cases.append(convert(name, model, out / f"{name}_calib.npz", x, synthetic_timesteps, out))
+        case = convert(name, model, out / f"{name}_calib.npz", x, synthetic_timesteps, out)
+        if name.startswith("synthetic"):
+            case.int8 = convert(
+                f"{name}_int8", model, out / f"{name}_calib.npz", x, synthetic_timesteps, out, INT8_PIPELINE
+            )
+        cases.append(case)
     return cases
 
 
@@ -423,10 +444,28 @@ def bench_networks(
     rows = []
     for case in cases:
         rt = EventRuntime(case.artifact)
+        per_kernel = EventRuntime(case.artifact, fused=False)  # the baseline: one Python call per kernel
         ref = rt.run(case.x, case.timesteps, batch_size=len(case.x))
+        same = per_kernel.run(case.x, case.timesteps, batch_size=len(case.x))
+        if not np.array_equal(ref["logits"], same["logits"]):
+            raise SystemExit(f"{case.name}: step kernels and per-kernel calls disagree")
         agree = float(
             np.mean(ref["predictions"] == sim.run_snn(case.graph, case.x, case.timesteps).predictions)
         )
+        int8: dict = {}
+        rt8 = EventRuntime(case.int8.artifact) if case.int8 is not None else None
+        if rt8 is not None:
+            assert case.int8 is not None
+            out8 = rt8.run(case.x, case.timesteps, batch_size=len(case.x))
+            int8["predictions_agree_with_fp32"] = float(np.mean(out8["predictions"] == ref["predictions"]))
+            int8["layers"] = [p.name for p in rt8.plans if p.layer.precision.value == "int8"]
+            if case.eval_x is not None:
+                acc = {}
+                for label, r in (("fp32", rt), ("int8", rt8)):
+                    pred = r.run(case.eval_x, case.timesteps, batch_size=64)["predictions"]
+                    acc[label] = float(np.mean(pred == case.eval_y))
+                int8["accuracy"] = acc | {"samples": len(case.eval_y)}
+            print(f"{case.name}: int8 layers {int8['layers']}, {int8}", flush=True)
         density = {}
         for plan in rt.plans:
             if plan.name in ref["spikes_per_layer"]:
@@ -438,8 +477,11 @@ def bench_networks(
             x = case.x[:batch]
             methods = {
                 "tvm": lambda i, x=x, b=batch, rt=rt, T=case.timesteps: rt.run(x, T, batch_size=b),
+                "tvm_per_kernel": lambda i, x=x, b=batch, rt=per_kernel, T=case.timesteps: rt.run(x, T, batch_size=b),
                 "torch": lambda i, x=x, g=case.graph, T=case.timesteps: sim.run_snn(g, x, T),
             }
+            if rt8 is not None:
+                methods["tvm_int8"] = lambda i, x=x, b=batch, rt=rt8, T=case.timesteps: rt.run(x, T, batch_size=b)
             stats = run_rounds(methods, rounds, budget_s, retries)
             scale = 1.0 / (len(x) * case.timesteps)
             per = {
@@ -452,16 +494,91 @@ def bench_networks(
                    "compile_s": case.compile_s,
                    "kernels": case.kernels, "subnormals_zeroed": case.subnormals, "density": density, "predictions_agree": agree,
                    "per_sample_step": per, "per_sample": per_sample,
-                   "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"]}  # fmt: skip
+                   "speedup": per["torch"]["median_s"] / per["tvm"]["median_s"],
+                   "speedup_per_kernel": per["torch"]["median_s"] / per["tvm_per_kernel"]["median_s"],
+                   "fused_calls": rt.fused_calls, "int8": int8,
+                   "int8_speedup_vs_fp32": (per["tvm"]["median_s"] / per["tvm_int8"]["median_s"]) if rt8 else None,
+                   "one_call_for_all_steps": rt._by_batch[len(x)].run_all is not None}  # fmt: skip
             rows.append(row)
             print(
-                f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} vs torch "
+                f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} (per-kernel calls "
+                f"{fmt_t(per['tvm_per_kernel']['median_s'])}; int8 "
+                f"{fmt_t(per['tvm_int8']['median_s']) if rt8 else '-'}) vs torch "
                 f"{fmt_t(per['torch']['median_s'])} per sample-step ({row['speedup']:.1f}x), "
                 f"density {', '.join(f'{k} {100 * v:.1f}%' for k, v in density.items())}, "
                 f"build {case.build_s:.1f} s ({case.kernels} kernels; snnc compile {case.compile_s:.0f} s), "
                 f"predictions agree {100 * agree:.1f}%",
                 flush=True,
             )
+    return rows
+
+
+def _layer_step_seconds(rt, x: np.ndarray, timesteps: int, reps: int) -> dict[str, float]:
+    """Median seconds per timestep of each layer's calls (its kernels and BLAS product), with
+    one Python call per kernel (``fused=False``) at the network's real spike trains."""
+    from snnc.backends.tvm.steps import step_program
+
+    batch = len(x)
+    rt.run(x, timesteps, batch_size=batch)  # allocates and binds the buffers of this batch size
+    buf = rt._by_batch[batch]
+    program = step_program(rt.plans, 1 if batch == 1 else None)
+    assert len(program) == len(buf.steps) and buf.run_all is None
+    enc = rt._encode_input(x)
+    runs: dict[str, list[float]] = {}
+    for _ in range(reps):
+        rt._reset(buf)
+        for compute in buf.per_batch:
+            compute(enc)
+        spent: dict[str, float] = {}
+        for _t in range(timesteps):
+            for item, step in zip(program, buf.steps, strict=True):
+                t0 = time.perf_counter()
+                step()
+                spent[item.layer] = spent.get(item.layer, 0.0) + time.perf_counter() - t0
+        for layer, sec in spent.items():
+            runs.setdefault(layer, []).append(sec / timesteps)
+    return {layer: float(np.median(v)) for layer, v in runs.items()}
+
+
+def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) -> list[dict]:
+    """Per weighted layer that reads spikes: its time per step in event mode and in dense mode
+    (the same IR lowered with every such layer event, then dense), and whether the mode the
+    target chose (``layer_modes`` of the report, from the calibrated density) is within 1.1x of
+    the faster one."""
+    from snnc.backends.tvm.build import compile_artifact
+    from snnc.backends.tvm.lower import lower
+    from snnc.backends.tvm.runtime import EventRuntime
+
+    rows = []
+    for case in cases:
+        report = json.loads((case.artifact.parent / "report.json").read_text())["target_report"]
+        chosen, densities = report["layer_modes"], report["input_densities"]
+        runtimes = {}
+        for mode, density in (("event", 0.0), ("dense", 1.0)):
+            layer_graph, params = lower(case.graph, {name: density for name in densities}, crossover=0.5)
+            out = case.artifact.parent / f"modes_{mode}"
+            compile_artifact(layer_graph, params, out)
+            runtimes[mode] = EventRuntime(out, fused=False)
+        event_layers = [
+            p.name for p in runtimes["event"].plans if p.op.weighted and p.inputs[0].kind.value == "events"
+        ]
+        for batch in batches:
+            x = case.x[:batch]
+            t = {m: _layer_step_seconds(rt, x, case.timesteps, reps) for m, rt in runtimes.items()}
+            for layer in event_layers:
+                te, td = t["event"][layer], t["dense"][layer]
+                pick = te if chosen.get(layer) == "event" else td
+                rows.append({
+                    "network": case.name, "layer": layer, "batch": batch, "density": densities.get(layer),
+                    "event_s": te, "dense_s": td, "chosen": chosen.get(layer), "faster": "event" if te <= td else "dense",
+                    "chosen_over_best": pick / min(te, td),
+                })  # fmt: skip
+                r = rows[-1]
+                print(
+                    f"{case.name} {layer} B={batch} density {100 * (r['density'] or 0):.1f}%: event {fmt_t(te)}, "
+                    f"dense {fmt_t(td)} per step; chosen {r['chosen']} ({r['chosen_over_best']:.2f}x the best)",
+                    flush=True,
+                )
     return rows
 
 
@@ -521,8 +638,9 @@ def print_table(rows: list[dict]) -> None:
 
 
 def print_network_table(rows: list[dict]) -> None:
-    head = ["network", "T", "B", "TVM / sample-step", "torch / sample-step", "TVM / sample", "torch / sample",
-            "torch/TVM", "spike density", "TVM build", "agree"]  # fmt: skip
+    head = ["network", "T", "B", "TVM step kernels / sample-step", "TVM per-kernel calls / sample-step",
+            "TVM int8 / sample-step", "int8 speed-up", "torch / sample-step", "TVM / sample", "torch / sample", "torch/TVM", "torch/TVM per-kernel",
+            "spike density", "TVM build", "agree"]  # fmt: skip
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -535,8 +653,11 @@ def print_network_table(rows: list[dict]) -> None:
         dens = ", ".join(f"{100 * v:.1f}%" for v in d) if len(d) <= 4 else (
             f"{len(d)} layers, {100 * min(d):.1f}-{100 * max(d):.1f}% (mean {100 * sum(d) / len(d):.1f}%)"
         )
-        cells = [r["network"], str(r["timesteps"]), str(r["batch"]), cell(per["tvm"]), cell(per["torch"]),
-                 fmt_t(whole["tvm"]["median_s"]), fmt_t(whole["torch"]["median_s"]), f"{r['speedup']:.2f}x", dens,
+        old = per.get("tvm_per_kernel")
+        i8 = per.get("tvm_int8")
+        cells = [r["network"], str(r["timesteps"]), str(r["batch"]), cell(per["tvm"]), cell(old) if old else "-",
+                 cell(i8) if i8 else "-", f"{r['int8_speedup_vs_fp32']:.2f}x" if i8 else "-", cell(per["torch"]), fmt_t(whole["tvm"]["median_s"]), fmt_t(whole["torch"]["median_s"]),
+                 f"{r['speedup']:.2f}x", f"{r['speedup_per_kernel']:.2f}x" if old else "-", dens,
                  f"{r['build_s']:.2f} s ({r['kernels']} kernels)", f"{100 * r['predictions_agree']:.1f}%"]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
 
@@ -596,17 +717,20 @@ def _plot_networks(fig, axes, networks: list[dict]) -> None:
         ax = fig.add_subplot(grid[1, 2 * i : 2 * i + 2] if len(axes) >= 2 * len(batches) else grid[1, i])
         sel = [r for r in networks if r["batch"] == batch]
         pos = np.arange(len(sel))
-        for j, (method, color) in enumerate((("tvm", "C0"), ("torch", "C3"))):
+        methods = [("tvm", "C0", "TVM step kernels"), ("tvm_per_kernel", "C1", "TVM, a call per kernel"),
+                   ("torch", "C3", "torch backend")]  # fmt: skip
+        methods = [m for m in methods if all(m[0] in r["per_sample_step"] for r in sel)]
+        width = 0.8 / len(methods)
+        for j, (method, color, label) in enumerate(methods):
             st = [r["per_sample_step"][method] for r in sel]
             med = np.array([s["median_s"] for s in st]) * 1e6
             lo = med - np.array([s["p10_s"] for s in st]) * 1e6
             hi = np.array([s["p90_s"] for s in st]) * 1e6 - med
             err = np.clip(np.stack([lo, hi]), 0, None)
-            label = "TVM event runtime" if method == "tvm" else "torch backend"
             ax.bar(
-                pos + (j - 0.5) * 0.38,
+                pos + (j - (len(methods) - 1) / 2) * width,
                 med,
-                0.38,
+                width,
                 yerr=err,
                 color=color,
                 label=label,
@@ -651,6 +775,7 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=THREADS, help=f"threads for TVM and torch (default {THREADS})"
     )
     ap.add_argument("--no-networks", action="store_true", help="skip part (b), the whole networks")
+    ap.add_argument("--no-modes", action="store_true", help="skip the per-layer event/dense check of part (b)")
     ap.add_argument(
         "--networks-only",
         action="store_true",
@@ -694,6 +819,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = bench_layers(cfg, bw["p90_Bps"], args.quick)
     print_table(rows)
     networks: list[dict] = []
+    layer_modes: list[dict] = []
     if not args.no_networks:
         import tempfile
 
@@ -713,10 +839,18 @@ def main(argv: list[str] | None = None) -> None:
                 networks = bench_networks(
                     cases, batches=(1, batch), rounds=3, budget_s=0.3, retries=args.retries
                 )
+            if not args.no_modes:
+                layer_modes = bench_layer_modes(cases, batches=(1, batch), reps=3 if args.quick else 7)
         if args.json.exists():  # keep the rows of the networks this run did not measure
             kept = [r for r in json.loads(args.json.read_text()).get("networks", []) if r["network"] not in names]
             networks = kept + networks
         print_network_table(networks)
+        if layer_modes:
+            print("\n| network | layer | B | input density | event / step | dense / step | chosen | chosen / best |")
+            print("|---|---|---|---|---|---|---|---|")
+            for r in layer_modes:
+                print(f"| {r['network']} | {r['layer']} | {r['batch']} | {100 * (r['density'] or 0):.1f}% | "
+                      f"{fmt_t(r['event_s'])} | {fmt_t(r['dense_s'])} | {r['chosen']} | {r['chosen_over_best']:.2f}x |")
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
@@ -730,6 +864,7 @@ def main(argv: list[str] | None = None) -> None:
         "layers": rows,
         "layers_from": layers_from,
         "networks": networks,
+        "layer_modes": layer_modes,
         "wall_s": time.perf_counter() - t0,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,8 +39,9 @@ class Arg:
 
 @dataclass(frozen=True, kw_only=True)
 class KernelCall:
-    """One layer kernel call; ``args`` in the order of ``kernel.arg_names()``."""
+    """One layer kernel call of layer ``layer``; ``args`` in the order of ``kernel.arg_names()``."""
 
+    layer: str
     kernel: LayerKernel
     args: tuple[Arg, ...]
 
@@ -99,14 +100,16 @@ def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall |
             if x.kind is ValueKind.EVENTS:
                 dk = plan.densify[None] if batch is None else plan.densify_for(batch)
                 dargs = _event_args(dk, srcs) | {"acc": Arg(plan.name, "dense_in")}
-                program.append(KernelCall(kernel=dk, args=tuple(dargs[a] for a in dk.arg_names())))
+                program.append(
+                    KernelCall(layer=plan.name, kernel=dk, args=tuple(dargs[a] for a in dk.arg_names()))
+                )
             if x.kind is not ValueKind.ANALOG:
                 program.append(HostCall(layer=plan.name))
             bound = {"cur0": Arg(plan.name, "cur")}
         else:
             bound = _event_args(main, srcs)
         args = tuple(bound.get(a, Arg(plan.name, a)) for a in main.arg_names())
-        program.append(KernelCall(kernel=main, args=args))
+        program.append(KernelCall(layer=plan.name, kernel=main, args=args))
     return program
 
 
