@@ -140,6 +140,21 @@ def test_same_refusal(tmp_path):
     assert "sigmoid" in messages[0]
 
 
+def test_decomposed_program_same_result(tmp_path):
+    """A run_decompositions() program (ATen dialect: multi-output batch norm and max pooling read
+    through getitem nodes, addmm): the frontend refuses part of it, in the same words either way."""
+    torch.manual_seed(0)
+    ep = torch.export.export(ResNetLike().eval(), (torch.rand(2, 3, 16, 16),)).run_decompositions()
+    torch.export.save(ep, tmp_path / "d.pt2")
+    outcomes = []
+    for program in _both((tmp_path / "d.pt2").read_bytes()):
+        try:
+            outcomes.append(print_graph(import_exported(program, "m")))
+        except UnsupportedError as e:
+            outcomes.append(str(e))
+    assert outcomes[0] == outcomes[1]
+
+
 def _rewrite(data: bytes, edit) -> bytes:
     """The archive with its model JSON changed by ``edit`` (a new, consistent zip)."""
     out = io.BytesIO()
