@@ -275,6 +275,15 @@ def test_an_encrypted_zip_member_is_a_clean_error():
         run_one((Path(__file__).parent / "corpus" / "model" / "encrypted_member.input").read_bytes())
 
 
+def test_an_onnx_string_field_that_is_not_utf8_is_a_clean_error():
+    """tools/fuzz.py --target model (seed 3) found an .onnx whose external-data location is not UTF-8:
+    protobuf hands such a proto2 string back as bytes, which crashed the path checks."""
+    pytest.importorskip("onnx")
+    run_one, _, _ = fuzz.model_target(None)
+    with pytest.raises(InputFileError, match="is not UTF-8 text"):
+        run_one((Path(__file__).parent / "corpus" / "model" / "onnx_string_not_utf8.input").read_bytes())
+
+
 def test_seeded_model_fuzz_run_has_no_crash() -> None:
     """The model-file target: .pt2 / .pt archives and .onnx protobufs, mutated as bytes and structure."""
     pytest.importorskip("onnx")

@@ -710,8 +710,11 @@ def model_target(args: argparse.Namespace) -> tuple[Callable[[bytes], object], l
         source = source_of(data)
         path = directory / f"fuzz{source.suffix}"
         path.write_bytes(data[1:])
-        arch = None if source.suffix == ".onnx" else f"{digits / 'models.py'}:{source.stem}"
-        return load_model(path, arch=arch).graph
+        if source.suffix == ".onnx":
+            return load_model(path).graph
+        # a state dict needs the input shape, as on the command line: without it the weights are never read
+        shape = (1, 8, 8) if source.suffix == ".pt" else None
+        return load_model(path, arch=f"{digits / 'models.py'}:{source.stem}", input_shape=shape).graph
 
     def mutate(rng: random.Random, data: bytes) -> bytes:
         if source_of(data).suffix == ".onnx":

@@ -37,6 +37,7 @@ def read_onnx_file(path: Path) -> Any:
     if not model.HasField("graph") or model.ir_version == 0:
         raise InputFileError(f"{path}: not an ONNX model (no graph or no IR version: corrupt, truncated, or "
                              "another kind of file)")
+    _require_text(model, str(path))
     model = check_model(model, str(path))  # first: the checks need no weights, only their shapes
     _load_external_data(path, model)
     return model
@@ -67,6 +68,24 @@ def check_model(model: Any, where: str) -> Any:
     del model.graph.value_info[:]
     model.graph.value_info.extend(inferred.graph.value_info)
     return model
+
+
+def _require_text(message: Any, where: str) -> None:
+    """protobuf hands back a string field that is not valid UTF-8 (ONNX's schema is proto2, which does
+    not enforce it) as ``bytes``; every name, op type and attribute string must be text before the
+    checker or the importer compares or prints it (a fuzzed file found one in an external-data path)."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        values = value if repeated else (value,)
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if any(not isinstance(v, str) for v in values):
+                raise InputFileError(f"{where}: not a valid ONNX model: field '{field.name}' of a "
+                                     f"{message.DESCRIPTOR.name} is not UTF-8 text (corrupt?)")
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            for v in values:
+                _require_text(v, where)
 
 
 _LARGE = 1 << 12  # bytes: initialisers this large are weights, never shape arithmetic
