@@ -270,3 +270,35 @@ def test_resnet18_3x32x32_compiles_and_reports_the_boards_it_fits(tmp_path: Path
     if not fits["oheo_gulch"]:
         with pytest.raises(DoesNotFitError, match=r"^the model needs \d+ cores on \d+ loihi2 chips"):
             _resnet18_report(32, 32, tmp_path / "again", board="oheo_gulch")
+
+
+def test_the_cli_one_line_refusal_numbers_its_reasons(tmp_path: Path) -> None:
+    """The CLI joins a refusal's lines with '; ' (one line, exit status 2); with several reasons, each
+    is numbered, so that the reader sees where one reason's nodes end and the next reason begins."""
+    import subprocess
+    import sys
+
+    from snnc.ir import save_graph
+
+    text = ir("""
+    graph @two(%x: analog[4]) attributes {timesteps = 2} {
+      %e = encode(%x) : analog[4]
+      %l = linear(%e) params {weight = "l.weight"} : analog[4]
+      %n = neuron(%l) : spike[4]
+      %l2 = linear(%n) params {weight = "l2.weight"} : analog[4]
+      %n2 = neuron(%l2) : spike[4]
+      %l3 = linear(%n2) params {weight = "l3.weight"} : analog[4]
+      %n3 = neuron(%l3) {reset = "hard", max_spikes = 3} : burst<3>[4]
+      %r = readout(%n3) : analog[4]
+      output %r
+    }
+    """)
+    save_graph(graph_from_text(text), tmp_path / "model")
+    proc = subprocess.run([sys.executable, "-m", "snnc.cli", "compile", str(tmp_path / "model" / "graph.snnir"),
+                           "--target", "loihi", "-o", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert ("2 reasons: [1/2] soft reset; Loihi's CUBA neuron resets to 0: convert with lower-neurons{reset=hard} "
+            "(the ann-to-loihi pipeline does) (2 nodes): neuron %n; neuron %n2; [2/2] bursts; ") in lines[0]
+    assert "convert without burst neurons (1 node): neuron %n3 (max_spikes=3)" in lines[0]

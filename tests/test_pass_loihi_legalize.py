@@ -172,13 +172,13 @@ def test_refusals_name_every_node_and_the_fix() -> None:
         _legalize(text)
     msg = str(e.value)
     assert "loihi-legalize: 4 problems in 2 nodes, 4 reasons:\n" in msg
-    assert ("\n  soft reset; Loihi's CUBA neuron resets to 0: convert with lower-neurons{reset=hard} (the "
+    assert ("\n  [1/4] soft reset; Loihi's CUBA neuron resets to 0: convert with lower-neurons{reset=hard} (the "
             "ann-to-loihi pipeline does) (1 node):\n    neuron %n\n") in msg
-    assert "\n  v starts above 0; Loihi starts at v = 0: convert with lower-neurons{v-init=0} (1 node):\n" \
+    assert "\n  [2/4] v starts above 0; Loihi starts at v = 0: convert with lower-neurons{v-init=0} (1 node):\n" \
         "    neuron %n (v_init=0.5)\n" in msg
-    assert "bursts; Loihi's CUBA LIF sends one spike per step: convert without burst neurons (1 node):\n" \
+    assert "[3/4] bursts; Loihi's CUBA LIF sends one spike per step: convert without burst neurons (1 node):\n" \
         "    neuron %n2 (max_spikes=3)" in msg
-    assert msg.endswith("\n  out_scale ≠ 1; Loihi spikes carry no value: run fold-thresholds first (1 node):\n"
+    assert msg.endswith("\n  [4/4] out_scale ≠ 1; Loihi spikes carry no value: run fold-thresholds first (1 node):\n"
                         "    neuron %n2")
 
 

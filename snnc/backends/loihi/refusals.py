@@ -38,8 +38,10 @@ class Refusal:
 
 
 def format_refusals(head: str, problems: Sequence[str], graph: Graph | None = None) -> str:
-    """``head: N problems in M nodes, K reasons:`` then, per reason, ``  <reason>; <fix> (n nodes):``
-    and its nodes, one a line (at most ``_MAX_NODES``, then ``... and n more``)."""
+    """``head: N problems in M nodes, K reasons:`` then, per reason, ``  [k/K] <reason>; <fix> (n nodes):``
+    (no ``[k/K]`` for one reason) and its nodes, one a line (at most ``_MAX_NODES``, then ``... and n
+    more``).  Joined into one line (``snnc.cli``: a line ending in ``:`` joins with a space, others with
+    ``; ``) it reads ``head: [1/2] reason; fix (2 nodes): neuron %a; neuron %b; [2/2] reason; ...``."""
     refusals = [Refusal.parse(p) for p in problems]
     groups: dict[tuple[str, str], list[str]] = {}
     for r in refusals:
@@ -47,10 +49,13 @@ def format_refusals(head: str, problems: Sequence[str], graph: Graph | None = No
     nodes = {_node(r.where) for r in refusals if r.where}
     lines = [f"{head}: {len(problems)} problem{_s(len(problems))} in {len(nodes)} node{_s(len(nodes))}, "
              f"{len(groups)} reason{_s(len(groups))}:"]
-    for (reason, fix), wheres in groups.items():
+    for k, ((reason, fix), wheres) in enumerate(groups.items(), 1):
         named = [w for w in wheres if w]
         count = f" ({len(named)} node{_s(len(named))})" if named else ""
-        lines.append(f"  {reason}{'; ' + fix if fix else ''}{count}" + (":" if named else ""))
+        # numbered when there are several: the CLI's one-line form joins every line with "; ", and the
+        # number is what shows where the next reason starts among the node names
+        number = f"[{k}/{len(groups)}] " if len(groups) > 1 else ""
+        lines.append(f"  {number}{reason}{'; ' + fix if fix else ''}{count}" + (":" if named else ""))
         for w in named[:_MAX_NODES]:
             lines.append(f"    {w}{_place(graph, w)}")
         if len(named) > _MAX_NODES:
