@@ -28,6 +28,16 @@ Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
   one right before the ``readout`` is kept (the host applies it when it reads the logits);
 * a neuron with per-channel ``v_th`` or ``beta`` is split into populations, one per run of channels
   with equal values: its conv2d / linear is cut into row blocks, and a ``concat`` joins the parts;
+* a conv2d / linear that reads an **analog value** (a linear bottleneck: MobileNetV2's projection conv
+  has no ReLU, so its output, read by the next expansion conv and by the residual add, is no spike
+  train) is **folded**: the value is a sum of synaptic maps of spike trains (``add`` of conv2d /
+  linear outputs, spikes, per-channel scales of spikes), and the reader ``R`` becomes one synapse
+  group per summand, ``R∘P_k`` reading ``P_k``'s spikes (composed exactly as above), summed in ``R``'s
+  population.  The analog value never exists on the chip; the projections disappear.  Chosen over
+  carrying the value in signed (paired ±) neuron populations because it is exact (no rate coding of
+  the bottleneck, no extra neurons, no extra step of latency per bottleneck); it costs synaptic memory
+  where ``R∘P_k`` is larger than ``P_k`` plus ``R`` (a 1x1 expansion after a 1x1 projection: Cout×Cin_k
+  instead of Cmid×(Cin_k + Cout)) and one synapse group per block the residual stream has summed;
 * an ``add`` read by one neuron (a residual block's output) becomes a **join**, one population fed by
   several synapse groups (``is_join``): nested adds merge, and an operand that is spikes, or a
   per-channel ``scale`` of spikes, enters through a one-to-one synapse (a depthwise 1x1 ``conv2d``, a
@@ -37,7 +47,9 @@ Refused (with the node and the reason): soft reset or no reset (convert with
 ``lower-neurons{reset=hard}``: the ``ann-to-loihi`` pipeline), ``v_reset ≠ 0``, ``v_init ≠ 0``,
 bursts (``max_spikes > 1``), the tau/rate leak forms, reset delay, membrane outputs, ``out_scale ≠ 1``
 (run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, ``reshape``, an analog value
-read by more than one layer, and a sum of analog values that are not currents into one neuron.  The
+whose readers cannot be folded (a padded reader after a biased projection: the composite is no single
+conv at the border; a reader through ``flatten``), and a sum of analog values that are not currents into
+one neuron.  The
 refusal lists each reason once with its fix, then the offending nodes one a line (``refusals.py``).
 
 Preserves: the SNN's function exactly, except the OR pooling above and ties at threshold.
