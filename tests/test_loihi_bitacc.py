@@ -439,3 +439,11 @@ def test_quantised_if_layer_tracks_the_float_layer():
     counts_q = simulate(layers, x)["fc"].sum(axis=1)
     assert np.abs(counts_q - counts_f).mean() < 0.5
     assert np.corrcoef(counts_q.ravel(), counts_f.ravel())[0, 1] > 0.98
+
+
+def test_a_threshold_below_half_a_weight_step_becomes_one_not_zero() -> None:
+    """vth_mant = 0 would fire at v > 0 (and the graph's v_th would be 0, which no neuron may have): a
+    positive threshold keeps the smallest positive mantissa, reported as clipped."""
+    mant, err = quantize_threshold(0.2, 1.0)
+    assert mant == 1 and err.clipped == 1
+    assert quantize_threshold(0.6, 1.0)[0] == 1 and quantize_threshold(0.6, 1.0)[1].clipped == 0

@@ -191,3 +191,37 @@ def test_small_mobilenet_compiles_for_loihi_and_matches_the_quantised_graph(tmp_
     assert report["chips"] == 1 and report["fits_board"] is True
     assert report["measured"]["agreement_with_quantised_snn"] == 1.0
     assert report["netx"]["written"] is False and "residual join" in report["netx"]["reason"]
+
+
+@pytest.mark.slow
+def test_mobilenet_v2_3x32x32_compiles_with_a_chip_count(tmp_path: Path) -> None:
+    """The unmodified torchvision mobilenet_v2 (random weights, BatchNorm statistics from random batches)
+    through ann-to-loihi and the target: every linear bottleneck folded, mapped onto cores and chips,
+    simulated bit-accurately (benchmarks/loihi_mapping.py --real runs the trained one)."""
+    import torchvision.models as tvm
+
+    from snnc.frontend import import_module
+
+    torch.manual_seed(0)
+    model = tvm.mobilenet_v2(weights=None, num_classes=10)
+    model.train()
+    with torch.no_grad():
+        for i in range(3):
+            model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(100 + i)))
+    model.eval()
+    x = _inputs((3, 32, 32), n=16, seed=0)
+    with torch.no_grad():
+        y = model(torch.as_tensor(x)).argmax(1).numpy()
+    g = import_module(model, torch.as_tensor(x[:1]))
+    ctx = context(x, y, timesteps=4, batch_size=16)
+    target = LoihiTarget("loihi")
+    pipeline = target.default_pipeline(g, True)
+    assert pipeline is not None
+    q = run(pipeline, g, ctx)
+    names = {n.name for n in q.nodes}
+    projections = ["features_1_conv_1"] + [f"features_{k}_conv_2" for k in range(2, 18)]
+    assert not names & set(projections)  # every linear bottleneck folded into its readers
+    report = target.compile(q, tmp_path, ctx)
+    print(f"mobilenet_v2 3x32x32: {report['cores']} cores, {report['chips']} chips")
+    assert report["chips"] >= 1 and report["cores"] >= report["cores_lower_bound"]
+    assert report["fits_boards"]["hala_point"] is True

@@ -159,13 +159,15 @@ def netx_weight_format(w_int: np.ndarray) -> tuple[int, int, SignMode]:
 
 
 def quantize_threshold(v_th: float, scale: float, mant_bits: int = 17) -> tuple[int, QuantError]:
-    """``vth_mant = round(v_th / scale)`` in [0, 2^mant_bits - 1]; the hardware compares v with
-    ``vth_mant << 6``.  Returns the mantissa and its error in float units (clipped counts saturation)."""
+    """``vth_mant = round(v_th / scale)`` in [1, 2^mant_bits - 1]; the hardware compares v with
+    ``vth_mant << 6``.  A positive threshold below half a weight step (a layer whose largest weight is
+    over 500 thresholds) becomes 1, the smallest positive one, not 0 (a neuron firing at v > 0).  Returns
+    the mantissa and its error in float units (clipped counts saturation at either end)."""
     if scale <= 0:
         raise UserError(f"threshold scale must be positive, got {scale}")
     top = (1 << mant_bits) - 1
     raw = float(np.rint(v_th / scale))
-    mant = int(np.clip(raw, 0, top))
+    mant = int(np.clip(raw, 1 if v_th > 0 else 0, top))
     return mant, QuantError.of(np.array([v_th]), np.array([mant * scale]), int(raw != mant))
 
 

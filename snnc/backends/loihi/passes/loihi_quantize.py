@@ -125,6 +125,9 @@ class LoihiQuantize(Pass):
                              "fits the 13-bit mantissa of netx's exponent 6")
                 if not _bias_fits(plan):
                     ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: bias saturated at the 13-bit mantissa")
+                if plan.report.get("vth_mant") == 1 and plan.report["threshold"]["clipped"]:
+                    ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: threshold below half a weight step (its "
+                             "largest weight is over 500 thresholds); raised to 1 step, the smallest Loihi has")
                 peak = _peak_input(node, plan, x, q) if node.name in graded else _worst_input(plan)
                 if peak > INPUT_LIMIT:
                     ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: its input per step can reach {peak:.0f} "
