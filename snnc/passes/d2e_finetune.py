@@ -30,6 +30,7 @@ averaged gradient is the one-process gradient of the whole batch, up to float ro
 sums run in another order): the result is close to, not bit for bit, the one-process result.
 Every rank ends with the same parameters; only rank 0 writes the artifact.  The teacher's
 logits are computed batch by batch, shared over the ranks and gathered.
+
 Changes: the weight and bias tensors of the synaptic layers (new arrays under the same keys).
 Preserves: the structure, the neurons and the encoders.  Reports the loss, the running
 training accuracy and r for every epoch.
@@ -158,8 +159,10 @@ class D2EFinetune(Pass):
                         # a rank's mean loss weighted by its share of the batch: DDP's average over the
                         # ranks is then the mean over the whole batch, as in one process
                         weight = world * len(idx) / len(batch)
-                        if len(idx) == 0:  # fewer rows than ranks: run one row with weight 0 (DDP needs
-                            idx = batch[:1]  # every rank in every backward), counted nowhere
+                        if len(idx) == 0:
+                            # fewer rows than ranks: DDP needs every rank in every backward, so this
+                            # rank runs one row at weight 0, counted nowhere
+                            idx = batch[:1]
                         xb = torch.as_tensor(np.asarray(x[idx], dtype=np.float32))
                         logits, rates = net(xb)
                         target = torch.as_tensor(y[idx], device=logits.device)
