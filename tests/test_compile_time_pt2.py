@@ -99,8 +99,21 @@ def _both(data: bytes):
     return ours, torch.export.load(io.BytesIO(data))
 
 
+def _fx_nodes(graph) -> list[tuple[str, ...]]:
+    """Each fx node as kind, name, target, args and kwargs (operands by name)."""
+    def named(a):
+        return str(torch.fx.node.map_arg(a, lambda n: f"%{n.name}"))
+    return [(n.op, n.name, str(n.target), named(n.args), named(dict(n.kwargs))) for n in graph.nodes]
+
+
 def _same_import(data: bytes) -> None:
     ours, theirs = _both(data)
+    # the same fx graph, node for node, and the same lifted state ...
+    assert _fx_nodes(ours.graph_module.graph) == _fx_nodes(theirs.graph_module.graph)
+    for field in ("inputs_to_parameters", "inputs_to_buffers", "inputs_to_lifted_tensor_constants"):
+        assert getattr(ours.graph_signature, field) == dict(getattr(theirs.graph_signature, field)), field
+    assert ours.state_dict.keys() == theirs.state_dict.keys() and ours.constants.keys() == theirs.constants.keys()
+    # ... hence the same IR
     a, b = import_exported(ours, "m"), import_exported(theirs, "m")
     assert print_graph(a) == print_graph(b)
     assert a.params.keys() == b.params.keys()
