@@ -234,7 +234,8 @@ def goals(rows: list[dict[str, Any]], ann_acc: dict[str, float]) -> list[str]:
                 parts.append(f"{method} at T={t}: not run")
                 continue
             gap = 100 * (acc - got)
-            parts.append(f"{method} at T={t}: {100 * got:.1f} % ({gap:.1f} points below the ANN; "
+            side = f"{gap:.1f} points below" if gap >= 0 else f"{-gap:.1f} points above"
+            parts.append(f"{method} at T={t}: {100 * got:.1f} % ({side} the ANN; "
                          f"{'met' if round(gap, 6) <= 1.0 else 'not met'})")
         sj = {r["timesteps"]: r["accuracy"] for r in rows if r["model"] == m and r["method"].startswith("spikingjelly")}
         ours = {r["timesteps"]: r["accuracy"] for r in rows if r["model"] == m and r["method"] == "snnc ann-to-snn"}
