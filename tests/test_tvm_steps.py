@@ -165,3 +165,47 @@ def test_artifact_with_other_step_kernels_is_refused(artifacts, tmp_path):
     _assert_same(
         rt.run(_inputs(2), record_state=True), EventRuntime(src).run(_inputs(2), record_state=True)
     )
+
+
+TWINS = """
+graph @twins(%x: analog[12]) attributes {timesteps = 5} {
+  %e = encode(%x) : analog[12]
+  %l0 = linear(%e) params {weight = "l0.weight", bias = "l0.bias"} : analog[16]
+  %n0 = neuron(%l0) {v_init = 0.5} : spike[16]
+  %l1 = linear(%n0) params {weight = "l1.weight", bias = "l1.bias"} : analog[16]
+  %n1 = neuron(%l1) {v_init = 0.5} : spike[16]
+  %l2 = linear(%n1) params {weight = "l2.weight", bias = "l2.bias"} : analog[16]
+  %n2 = neuron(%l2) {v_init = 0.5} : spike[16]
+  %l3 = linear(%n2) params {weight = "l3.weight"} : analog[3]
+  %out = readout(%l3) : analog[3]
+  output %out
+}
+"""
+
+
+def test_a_kernel_called_twice_is_chunked(tmp_path):
+    """Two layers of one shape share a kernel; TVM's code generation cannot declare one entry
+    point twice in a module, so the step kernel loops over chunks without repeats."""
+    graph = graph_from_text(TWINS, seed=5)
+    for key, value in graph.params.items():
+        graph.params[key] = np.clip(np.round(value * 8), -8, 8).astype(np.float32) / 8
+    layer_graph, params = lower(graph)
+    plans = plan_graph(layer_graph, Device.CPU)
+    (step,) = fuse(step_program(plans, 1), 1)
+    assert isinstance(step, StepKernel)
+    names = [c.kernel.name for c in step.calls]
+    assert names[1] == names[2]  # l1 and l2: one kernel
+    assert [len(c.calls) for c in step.chunks] == [2, 2] and len(step.compiled()) == 3
+    assert step.source().count("T.call_cpacked(") == 2
+    compile_artifact(layer_graph, params, tmp_path)
+    x = (np.random.default_rng(1).integers(0, 5, (4, 12)) / 4).astype(np.float32)
+    fused = EventRuntime(tmp_path)
+    assert fused.fused_calls
+    a = fused.run(x, batch_size=1, record_state=True)
+    _assert_same(a, EventRuntime(tmp_path, fused=False).run(x, batch_size=1, record_state=True))
+    _assert_same(
+        fused.run(x, batch_size=4, record_state=True),
+        EventRuntime(tmp_path, fused=False).run(x, batch_size=4, record_state=True),
+    )
+    ref = TorchSimulator(batch_size=64).run_snn(graph, x, graph.attrs.timesteps)
+    np.testing.assert_array_equal(a["logits"], ref.logits)

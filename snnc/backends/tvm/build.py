@@ -50,7 +50,8 @@ def compile_artifact(
     }
     layer_kernels = [k for p in plans for k in p.kernels()]
     kernel_cache.export_library(
-        layer_kernels + [k for items in fused.values() for k in items if isinstance(k, StepKernel)], out / LIB
+        layer_kernels + [c for items in fused.values() for k in items if isinstance(k, StepKernel) for c in k.compiled()],
+        out / LIB,
     )
     files = {}
     for plan in plans:

@@ -117,11 +117,18 @@ def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall |
 class StepKernel:
     """A generated function ``name(steps, *buffers, *scalars)`` that runs ``calls`` in order,
     ``steps`` times.  ``params`` are the distinct runtime values it takes after ``steps``, in
-    order of first use."""
+    order of first use.
+
+    ``chunks``: when one kernel is called twice (two layers of the same shape), TVM 0.27's LLVM
+    code generation declares its entry point twice in one module and the second declaration
+    gets a renamed, undefined symbol (``__tvm_ffi_<name>.184``); so the calls are split into
+    chunks without repeats, each its own step kernel (object file), and this one loops over the
+    chunks, calling each with ``steps = 1``."""
 
     calls: tuple[KernelCall, ...]
     batch: int | None
     device: Device = Device.CPU
+    chunks: tuple[StepKernel, ...] = ()
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -130,8 +137,25 @@ class StepKernel:
         if not self.calls:
             raise TargetError("a step kernel needs at least one call")
         if not self.name:
-            digest = hashlib.sha1(repr((self.calls, self.batch)).encode()).hexdigest()[:12]
+            digest = hashlib.sha1(repr((self.calls, self.batch, self.chunks)).encode()).hexdigest()[:12]
             object.__setattr__(self, "name", f"snnc_step_{digest}")
+
+    @classmethod
+    def of(cls, calls: tuple[KernelCall, ...], batch: int | None) -> StepKernel:
+        """The step kernel of ``calls``, chunked where a kernel would be called twice."""
+        chunks: list[list[KernelCall]] = [[]]
+        for call in calls:
+            if any(c.kernel.name == call.kernel.name for c in chunks[-1]):
+                chunks.append([])
+            chunks[-1].append(call)
+        if len(chunks) == 1:
+            return cls(calls=calls, batch=batch)
+        parts = tuple(cls(calls=tuple(c), batch=batch) for c in chunks)
+        return cls(calls=calls, batch=batch, chunks=parts)
+
+    def compiled(self) -> list[StepKernel]:
+        """The functions to compile and link: the chunks, then this one."""
+        return [*self.chunks, self]
 
     @property
     def params(self) -> tuple[Arg, ...]:
@@ -172,11 +196,16 @@ class StepKernel:
             if dims:
                 lines.append(f'    {var} = T.match_buffer({var}_h, ({", ".join(dims)},), "{dtype}")')
         lines.append("    for t in range(steps):")
-        for call in self.calls:
-            operands = ", ".join(names[a] for a in call.args)
-            # the kernel's packed entry point in this same library: the return code is checked
-            # by the lowering, so a failing kernel stops the loop with its error
-            lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{call.kernel.name}", {operands}))')
+        # each callee's packed entry point in this same library: the return code is checked by
+        # the lowering, so a failing kernel stops the loop with its error
+        if self.chunks:
+            for chunk in self.chunks:
+                operands = ", ".join(["1", *(names[a] for a in chunk.params)])
+                lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{chunk.name}", {operands}))')
+        else:
+            for call in self.calls:
+                operands = ", ".join(names[a] for a in call.args)
+                lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{call.kernel.name}", {operands}))')
         return "\n".join(lines) + "\n"
 
     def prim_func(self):
@@ -196,11 +225,11 @@ def fuse(program: list[KernelCall | HostCall], batch: int | None) -> list[StepKe
             run.append(item)
             continue
         if run:
-            out.append(StepKernel(calls=tuple(run), batch=batch))
+            out.append(StepKernel.of(tuple(run), batch))
             run = []
         out.append(item)
     if run:
-        out.append(StepKernel(calls=tuple(run), batch=batch))
+        out.append(StepKernel.of(tuple(run), batch))
     return out
 
 
