@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,8 +59,11 @@ class Op:
         return list(dataclasses.fields(cls))  # type: ignore[arg-type]
 
     @classmethod
-    def attribute_types(cls) -> dict[str, Any]:
-        return typing.get_type_hints(cls)
+    def attribute_types(cls) -> Mapping[str, Any]:
+        """The resolved annotations of the op's fields, computed once per class: the verifier asks for
+        every node after every pass, and ``typing.get_type_hints`` costs ~0.1 ms a call (2 s of a
+        resnet18 compile)."""
+        return _type_hints(cls)
 
     @classmethod
     def declares_param(cls, role: str) -> bool:
@@ -76,6 +80,16 @@ class Op:
             if f.default is dataclasses.MISSING or value != f.default:
                 out[f.name] = value
         return out
+
+
+_TYPE_HINTS: dict[type, Mapping[str, Any]] = {}
+
+
+def _type_hints(cls: type) -> Mapping[str, Any]:
+    hints = _TYPE_HINTS.get(cls)
+    if hints is None:
+        hints = _TYPE_HINTS[cls] = types.MappingProxyType(typing.get_type_hints(cls))
+    return hints
 
 
 OPS: dict[str, type[Op]] = {}
