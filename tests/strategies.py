@@ -312,7 +312,7 @@ def _layer(b: _Builder, x: str) -> str:
             steps += [_maxpool2d, _maxpool2d]
     if b.kind is not GraphKind.ANN:
         if rank == 3:
-            steps += [_spike_maxpool, _spike_maxpool, _phase_maxpool]
+            steps += [_spike_maxpool, _spike_maxpool, _spike_count_maxpool, _phase_maxpool]
     if b.kind is GraphKind.MIXED:
         steps += [_neuron, _encode_step, _readout, _phase_neuron, _phase_decode]
     step = b.draw(st.sampled_from(steps))
@@ -512,6 +512,11 @@ def _maxpool2d(b: _Builder, x: str) -> str:
 def _spike_maxpool(b: _Builder, x: str) -> str:
     _, h, w = b.type(x).shape
     return b.emit(O.SpikeMaxPool2d(**_pool_attrs(b, h, w)), [x])
+
+
+def _spike_count_maxpool(b: _Builder, x: str) -> str:
+    _, h, w = b.type(x).shape
+    return b.emit(O.SpikeCountMaxPool2d(**_pool_attrs(b, h, w)), [x])
 
 
 def _scale(b: _Builder, x: str) -> str:

@@ -262,6 +262,12 @@ graph @spike_maxpool(%x: burst<2>[3,4,4]) {
   output %y
 }
 """,
+    "spike_count_maxpool": """\
+graph @spike_count_maxpool(%x: spike[3,5,5]) {
+  %y = spike_count_maxpool(%x) {kernel = [3, 3], stride = [1, 2], padding = [1, 1], ceil_mode = true} : spike[3,5,3]
+  output %y
+}
+""",
     "readout": """\
 graph @readout(%x: spike[10]) attributes {timesteps = 8} {
   %y = readout(%x) {mode = "spike_count", exit_rule = "entropy"} params {exit_thresholds = "readout.exit"} : \

@@ -127,7 +127,7 @@ def test_errors() -> None:
       output %p
     }
     """)
-    with pytest.raises(UnsupportedError, match="gated spike max pooling needs spikes"):
+    with pytest.raises(UnsupportedError, match="spike max pooling needs spikes"):
         LowerNeurons().apply(context(uniform_inputs((1, 4, 4), 4)), pool)
 
 

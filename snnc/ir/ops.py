@@ -720,6 +720,31 @@ class SpikeMaxPool2d(Pool2d):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
+class SpikeCountMaxPool2d(Pool2d):
+    """Count max pooling: per window, the output's net spike count so far is the window's largest
+    net input count so far.  With C_i[t] = Σ_{τ≤t} x_i[τ] (the net cumulative input of window
+    element i: a −1 spike takes one back; padding never wins):
+
+    * y[t] = max_i C_i[t] − max_i C_i[t−1],  max_i C_i[0] = 0
+    * so Σ_{τ≤t} y[τ] = max_i C_i[t]: over T steps the output sends exactly the largest count of
+      the window (gated ``spike_maxpool`` sends the spikes of whichever input leads at each step,
+      more than the largest count when inputs of similar rate take turns leading)
+
+    State: the running sums C_i of every input element (and the previous window maximum).  On 0/1
+    (or ±1) spikes each C_i moves by at most one a step, so y is a ±1 spike; on bursts of up to B,
+    y is in −B..B: the result has the input's signal kind.  Channelwise: a positive per-channel
+    scale of x scales y.  ANN mode: max pooling."""
+
+    name: ClassVar[str] = "spike_count_maxpool"
+    stateful: ClassVar[bool] = True
+
+    def infer_type(self, node, inputs, params):
+        x = inputs[0]
+        return TensorType(self._out_shape(node, x), x.signal, burst=x.burst, dtype=x.dtype)
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
 class Readout(Op):
     """Accumulates its input over time; prediction at t = argmax of the running mean.
     With an exit rule, a sample stops at the first t whose score exceeds the per-step

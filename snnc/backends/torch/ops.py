@@ -167,6 +167,8 @@ ANN: dict[type, Callable] = {
     O.Encode: lambda op, xs, p: xs[0],
     O.Neuron: _neuron_rate,
     O.SpikeMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),
+    O.SpikeCountMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1,
+                                                          op.ceil_mode),
     O.Readout: lambda op, xs, p: xs[0],
     PhaseNeuron: _phase_neuron,
     PhaseMaxPool2d: lambda op, xs, p: F.max_pool2d(xs[0], op.kernel, op.stride, op.padding, 1, op.ceil_mode),

@@ -244,6 +244,11 @@ class GraphModule(nn.Module):
             if node.inputs[0] in events:
                 events[node.name] = _gather_windows(events[node.inputs[0]], idx)
             return _gather_windows(ins[0], idx)
+        if isinstance(op, O.SpikeCountMaxPool2d):
+            st = state.setdefault(node.name, {})
+            if node.inputs[0] in events:  # the net event counts, exact integers, for the readers' SOPs
+                events[node.name] = _count_maxpool_step(op, events[node.inputs[0]].detach(), st, "events")
+            return _count_maxpool_step(op, ins[0], st, "value")
         if isinstance(op, PhaseNeuron):
             out, s = _phase_neuron_step(op, ins[0], p, state.setdefault(node.name, {}), t)
             events[node.name] = s
@@ -402,6 +407,20 @@ class _Parts:
         lg = np.concatenate(self.logits)
         return SimResult(logits=lg, predictions=lg.argmax(axis=1), steps_used=np.concatenate(self.steps),
                          recorded=recorded or {}, **self.counts)
+
+
+def _count_maxpool_step(op: O.SpikeCountMaxPool2d, x: torch.Tensor, st: dict[str, torch.Tensor], key: str
+                        ) -> torch.Tensor:
+    """One step of ``spike_count_maxpool`` (its equation is in the op's docstring): y[t] = max_i C_i[t] −
+    max_i C_i[t−1].  ``st[key]`` keeps the running sums C and ``st[key + "_max"]`` the last window
+    maxima; the value (spikes times their scale) and the signed event counts run separately, so that
+    the counts stay exact integers whatever the scale.  Not detached: fine-tuning differentiates
+    through the running sums."""
+    total = st[key] = st[key] + x if key in st else x
+    best = F.max_pool2d(total, op.kernel, op.stride, op.padding, 1, op.ceil_mode)
+    prev = st.get(key + "_max")
+    st[key + "_max"] = best
+    return best if prev is None else best - prev
 
 
 def _gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
