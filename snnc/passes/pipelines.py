@@ -50,7 +50,7 @@ from snnc.pass_manager import register_pipeline
 
 ANN_TO_SNN = (
     "canonicalize,fold-bn,compose-linear,calibrate{method=percentile},"
-    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,negative=rectified,invariant-maxpool=true,maxpool=count},"
+    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,negative=rectified,maxpool=count,invariant-maxpool=true},"
     "signed-neurons,"
     "fold-thresholds,encode-input{scheme=direct},count-ops"
 )
@@ -60,7 +60,7 @@ ANN_TO_SNN_UNSIGNED = (
 )
 ANN_TO_SNN_FAST = (
     "canonicalize,fold-bn,compose-linear,calibrate{method=mse},"
-    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,invariant-maxpool=true,maxpool=count},"
+    "lower-neurons{reset=soft,v-init=0.5,clip=calibrated,maxpool=count,invariant-maxpool=true},"
     "adafire{max-spikes=8},compress-spikes,fold-thresholds,encode-input{scheme=direct},adaptive-timesteps,count-ops"
 )
 ANN_TO_SNN_PHASE = (
