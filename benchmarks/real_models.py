@@ -257,7 +257,7 @@ Convert (import through `torch.export` and `torch.fx`, equal torch in ANN mode w
 through `ann-to-snn`): resnet18, resnet50 (and the other ResNets, same blocks), mobilenet_v2,
 shufflenet_v2_x0_5 (channel split = slices, channel shuffle = reshape/permute: thresholds travel
 with their channels in fold-thresholds), squeezenet1_1 (ceil-mode max pooling of a concat of two
-ReLUs: gated spike max pooling through the concat), densenet121 (one-operand and many-operand
+ReLUs: spike max pooling through the concat), densenet121 (one-operand and many-operand
 concats), vgg11_bn (adaptive average pooling 1x1 -> 7x7 at 32x32 = nearest upsampling), alexnet
 (needs 64x64: at 32x32 its last max pooling has no window; 1x1 -> 6x6 upsampling) and googlenet
 (`init_weights=True`; inception concats).
