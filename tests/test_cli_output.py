@@ -147,7 +147,7 @@ def test_pass_option_applies_to_the_default_pipeline_and_reaches_the_report(tmp_
     [
         ("lower-neuron.maxpool=avg", ["unknown pass 'lower-neuron'", "did you mean 'lower-neurons'?"]),
         ("lower-neurons.maxpol=avg", ["has no option 'maxpol'", "did you mean 'maxpool'?"]),
-        ("lower-neurons.maxpool=bogus", ["'bogus' is not one of ['gate', 'avg']"]),
+        ("lower-neurons.maxpool=bogus", ["'bogus' is not one of ['gate', 'count', 'avg']"]),
         ("adafire.max-spikes=4", ["pass 'adafire' is not in the pipeline"]),
         ("calibrate.percentile=250", ["--pass-option 'calibrate.percentile=250'", "percentile"]),
         ("lower-neurons=avg", ["expected PASS.OPTION=VALUE"]),
