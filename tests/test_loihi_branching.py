@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, ir, rel_diff, run
+from loihi_util import assert_spike_for_spike
 
 from snnc.backends.loihi.bitacc import DELAY_BITS, LayerKind
 from snnc.backends.loihi.lower import lower
@@ -82,18 +83,7 @@ def _residual_graph():
 
 
 def _spike_for_spike(q, x: np.ndarray) -> None:
-    """Every population of the chip, shifted by its depth, spikes as the torch simulator runs the
-    quantised graph (counts per neuron), and the logits agree."""
-    net = lower(q)
-    chip = run_net(net, x, T, keep=True)
-    depth = {layer.name: d for layer, d in zip(net.layers, net.depths, strict=True)}
-    names = [layer.name for layer in net.layers if layer.has_neurons and layer is not net.layers[net.readout.layer]]
-    ref = SIM.run_snn(q, x, T, record=names)
-    for name in names:
-        counts = chip.outputs[name][:, depth[name] : depth[name] + T].sum(axis=1)
-        np.testing.assert_array_equal(counts, np.rint(ref.recorded[name] * T), err_msg=name)
-        assert counts.any(), f"{name} never fires: the comparison would be empty"
-    np.testing.assert_allclose(chip.logits, ref.logits, rtol=1e-6, atol=1e-6)
+    assert_spike_for_spike(q, x, T)
 
 
 def test_residual_adds_legalise_to_joins() -> None:

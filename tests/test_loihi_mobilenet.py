@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, rel_diff, run
+from loihi_util import assert_spike_for_spike
 
 from snnc.backends.loihi.lower import lower
-from snnc.backends.loihi.target import LoihiTarget, run_net
+from snnc.backends.loihi.target import LoihiTarget
 from snnc.ir import ops as O
 from snnc.pass_manager import PipelineFailure
 from snnc.targets import TargetOptions
@@ -71,18 +72,7 @@ def _inputs(shape: tuple[int, ...], n: int = 48, seed: int = 1) -> np.ndarray:
 
 
 def _spike_for_spike(q, x: np.ndarray) -> None:
-    """Every population of the chip, shifted by its depth, spikes as the torch simulator runs the
-    quantised graph (counts per neuron), and the logits agree."""
-    net = lower(q)
-    chip = run_net(net, x, T, keep=True)
-    depth = {layer.name: d for layer, d in zip(net.layers, net.depths, strict=True)}
-    names = [layer.name for layer in net.layers if layer.has_neurons and layer is not net.layers[net.readout.layer]]
-    ref = SIM.run_snn(q, x, T, record=names)
-    for name in names:
-        counts = chip.outputs[name][:, depth[name] : depth[name] + T].sum(axis=1)
-        np.testing.assert_array_equal(counts, np.rint(ref.recorded[name] * T), err_msg=name)
-        assert counts.any(), f"{name} never fires: the comparison would be empty"
-    np.testing.assert_allclose(chip.logits, ref.logits, rtol=1e-6, atol=1e-6)
+    assert_spike_for_spike(q, x, T)
 
 
 def test_projection_folds_into_each_reader_exactly() -> None:
