@@ -62,3 +62,31 @@ def zero_subnormals(module) -> int:
             count += int(mask.sum())
             p[mask] = 0
     return count
+
+
+def plot_accuracy_vs_timesteps(rows: list[dict[str, Any]], ann_acc: dict[str, float], path: Path, *,
+                               title: Callable[[str], str] = str, panel_width: float = 4.2,
+                               dpi: int = 100) -> None:
+    """One panel per model: accuracy against T (log scale) per method, the ANN's as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(ann_acc)
+    fig, axes = plt.subplots(1, len(models), figsize=(panel_width * len(models), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], models, strict=True):
+        for method in sorted({r["method"] for r in rows if r["model"] == m}):
+            pts = sorted((r["timesteps"], r["accuracy"]) for r in rows if r["model"] == m and r["method"] == method)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
+        ax.axhline(ann_acc[m], color="k", linestyle="--", label="ANN")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("timesteps T")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(title(m))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)

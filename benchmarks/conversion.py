@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IMG, ROOT, hygiene, write_json, zero_subnormals  # noqa: E402
+from _common import IMG, ROOT, hygiene, plot_accuracy_vs_timesteps, write_json, zero_subnormals  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
 import models as digits_models  # noqa: E402
@@ -290,28 +290,7 @@ def ann_macs_of(model: nn.Module, shape) -> float:
 
 
 def plot(rows: list[dict[str, Any]], ann_acc: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(ann_acc)
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
-    for ax, m in zip(axes[0], models, strict=True):
-        for method in sorted({r["method"] for r in rows if r["model"] == m}):
-            pts = sorted((r["timesteps"], r["accuracy"]) for r in rows if r["model"] == m and r["method"] == method)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        ax.axhline(ann_acc[m], color="k", linestyle="--", label="ANN")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("timesteps T")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(f"digits {m}")
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    plot_accuracy_vs_timesteps(rows, ann_acc, path, title=lambda m: f"digits {m}", panel_width=5.0, dpi=110)
 
 
 # how ann-to-snn treats max pooling, and where the real architectures lose accuracy (measured with

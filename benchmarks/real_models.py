@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import IMG, ROOT, hygiene, write_json  # noqa: E402
+from _common import IMG, ROOT, hygiene, plot_accuracy_vs_timesteps, write_json  # noqa: E402
 from conversion import _fmt, _row, accuracy, ann_macs_of, evaluate_spikingjelly  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "examples" / "digits"))
@@ -192,28 +192,7 @@ def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
 
 
 def plot(rows: list[dict[str, Any]], ann_acc: dict[str, float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(ann_acc)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
-    for ax, m in zip(axes[0], names, strict=True):
-        for method in sorted({r["method"] for r in rows if r["model"] == m}):
-            pts = sorted((r["timesteps"], r["accuracy"]) for r in rows if r["model"] == m and r["method"] == method)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=method)
-        ax.axhline(ann_acc[m], color="k", linestyle="--", label="ANN")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("timesteps T")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(m)
-        ax.set_ylim(0, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    plot_accuracy_vs_timesteps(rows, ann_acc, path)
 
 
 def _at(rows: list[dict[str, Any]], model: str, method: str, t: int) -> float | None:
