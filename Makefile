@@ -30,11 +30,22 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check snnc tests benchmarks examples
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/results/, tables and plots in docs/
+# Brian2, the peer simulator of benchmarks/brian2_compare.py, in its own venv: brian2 2.9.0 (the newest
+# on PyPI) does not import with numpy >= 2.4, which .venv holds (ndarray.ptp; fixed in brian2 #1705, unreleased)
+BRIAN2_VENV  := .venv-brian2
+BRIAN2_STAMP := $(BRIAN2_VENV)/.installed
+
+$(BRIAN2_STAMP):
+	$(PY) -m venv $(BRIAN2_VENV)
+	$(BRIAN2_VENV)/bin/python -m pip install -q 'brian2>=2.9,<2.10' 'numpy>=2,<2.4'
+	touch $(BRIAN2_STAMP)
+
+bench: $(STAMP) $(BRIAN2_STAMP)  ## every benchmark: tables on stdout, JSON in benchmarks/results/, tables and plots in docs/
 	$(VPY) benchmarks/conversion.py
 	$(VPY) benchmarks/direct_to_event.py
 	$(VPY) benchmarks/event_kernels.py
 	$(VPY) benchmarks/loihi_mapping.py
+	$(VPY) benchmarks/brian2_compare.py --brian2-python $(BRIAN2_VENV)/bin/python
 
 .PHONY: docs
 docs: $(STAMP)  ## the docs site: docs/ -> site/ (mkdocs --strict: any warning, e.g. a broken link, fails)
