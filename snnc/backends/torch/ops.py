@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from snnc.ir import Op
+from snnc.ir import Node, Op
 from snnc.ir import ops as O
 from snnc.ir.ops_phase import PhaseDecode, PhaseMaxPool2d, PhaseNeuron, phase_levels_midpoint
 
@@ -79,7 +79,7 @@ def _clip(op: O.Clip, xs, p):
 
 
 def _neuron_rate(op: O.Neuron, xs, p):
-    """ANN mode of a neuron: the rate it approximates, out_scale · clamp(I / v_th, 0, B) (from −1 for negative=signed)."""
+    """ANN mode of a neuron: the rate it approximates, out_scale · clamp(I / v_th, 0, B) (from −B for negative=signed)."""
     x = xs[0]
     vth = neuron_param(op, p, "v_th", x.dim())
     scale = neuron_param(op, p, "out_scale", x.dim())
@@ -178,3 +178,32 @@ ANN: dict[type, Callable] = {
     O.Upsample: _upsample,
     O.AdaptiveAvgPool2d: _adaptive_avgpool,
 }
+
+
+# -- step rules shared by the time-major and the layer-major runs (simulator.py, layer_major.py) -----
+
+
+def count_maxpool_step(op: O.SpikeCountMaxPool2d, x: torch.Tensor, st: dict[str, torch.Tensor], key: str
+                       ) -> torch.Tensor:
+    """One step of ``spike_count_maxpool`` (its equation is in the op's docstring): y[t] = max_i C_i[t] −
+    max_i C_i[t−1].  ``st[key]`` keeps the running sums C and ``st[key + "_max"]`` the last window
+    maxima; the value (spikes times their scale) and the signed event counts run separately, so that
+    the counts stay exact integers whatever the scale.  Not detached: fine-tuning differentiates
+    through the running sums."""
+    total = st[key] = st[key] + x if key in st else x
+    best = F.max_pool2d(total, op.kernel, op.stride, op.padding, 1, op.ceil_mode)
+    prev = st.get(key + "_max")
+    st[key + "_max"] = best
+    return best if prev is None else best - prev
+
+
+def gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Per pooling window, the element of ``x`` at the flat index ``idx`` (max_pool2d's indices)."""
+    return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+
+
+def emits_events(node: Node) -> bool:
+    """Whether the node's output is counted as events (spikes per sample): neurons and time-coded encoders."""
+    if isinstance(node.op, (O.Neuron, PhaseNeuron)):
+        return True
+    return isinstance(node.op, O.Encode) and node.op.scheme is not O.Scheme.DIRECT
