@@ -148,112 +148,201 @@ def same_dirs(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
 
 
+def simulation_before_after(out: Path, data: Path, samples: int, repeats: int) -> dict:
+    """The compile's one SNN simulation, run here on the same sample (the report's seeded rows of the
+    calibration data), time-major (the loop before layer-major execution) and layer-major, interleaved
+    ``repeats`` times: CPU and wall time (median, range) and how far the results differ."""
+    from snnc.backends.torch.simulator import GraphModule
+    from snnc.driver import CompileOptions
+    from snnc.passes._samples import sample_rows
+    from snnc.runner import open_artifact
+
+    graph = open_artifact(out).graph
+    with np.load(data) as f:
+        rows = sample_rows(len(f["y"]), samples, CompileOptions(model=out, out=out).seed)  # the default seed
+        x = torch.from_numpy(f["x"][rows])
+    m = GraphModule(graph)
+    timesteps = graph.attrs.timesteps or 8
+    times: dict[str, dict[str, list[float]]] = {k: {"cpu_s": [], "wall_s": []} for k in ("time_major", "layer_major")}
+    runs = {}
+    with torch.no_grad():
+        for _ in range(repeats):
+            for key, layer_major in (("time_major", False), ("layer_major", True)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                runs[key] = m.run_snn(x, timesteps, layer_major=layer_major)
+                times[key]["wall_s"].append(time.perf_counter() - t0)
+                times[key]["cpu_s"].append(time.process_time() - c0)
+    old, new = runs["time_major"], runs["layer_major"]
+    rel = [abs(float(new["spikes"][k]) - float(v)) / max(float(v), 1.0) for k, v in old["spikes"].items()]
+    result: dict = {"samples": samples, "timesteps": timesteps, "repeats": repeats,
+                    "execution": [old["execution"], new["execution"]],
+                    "predictions_agree": float((old["logits"].argmax(1) == new["logits"].argmax(1)).float().mean()),
+                    "spikes_max_rel_diff": max(rel),
+                    "total_spikes": [sum(float(v) for v in r["spikes"].values()) for r in (old, new)]}
+    for key, t in times.items():
+        result[key] = {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for k, v in t.items()}
+    result["speedup_cpu"] = result["time_major"]["cpu_s"]["median"] / result["layer_major"]["cpu_s"]["median"]
+    result["speedup_wall"] = result["time_major"]["wall_s"]["median"] / result["layer_major"]["wall_s"]["median"]
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default="1000,8000", help="the two calibration set sizes (issue 13: 1000,8000)")
-    ap.add_argument("--report-samples", type=int, default=64, help="--report-samples of every compile")
+    ap.add_argument("--report-samples", default="256,64",
+                    help="--report-samples of the compiles at the first size, one compile each (the first: the "
+                         "8,000-image compile's)")
+    ap.add_argument("--compile-time-only", action="store_true",
+                    help="only the compiles at the first size and the simulation before/after; keep the 8,000-image "
+                         "and torchrun results of benchmarks/results/scale.json")
+    ap.add_argument("--sim-repeats", type=int, default=2, help="runs of each simulation order (before/after)")
     ap.add_argument("--eval-images", type=int, default=64)
     ap.add_argument("--table", action="store_true", help="print the table of benchmarks/results/scale.json and stop")
     args = ap.parse_args()
+    saved = Path(__file__).parent / "results" / "scale.json"
     if args.table:
-        print(table(json.loads((Path(__file__).parent / "results" / "scale.json").read_text())))
+        print(table(json.loads(saved.read_text())))
         return
     hygiene(2)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     few, many = (int(v) for v in args.images.split(","))
-    rs = str(args.report_samples)
+    report_samples = [int(v) for v in args.report_samples.split(",")]
+    previous = json.loads(saved.read_text()) if args.compile_time_only else {}
     results: dict = {"model": "torchvision resnet18, 10 classes, random weights", "input": [3, SIZE, SIZE],
                      "pipeline": "ann-to-snn", "timesteps": 8, "calib_images": [few, many],
-                     "report_samples": args.report_samples}
+                     "report_samples": report_samples[0]}
     with tempfile.TemporaryDirectory(prefix="snnc-scale-") as tmp:
         work = Path(tmp)
         model, pt2 = make_model(work)
         calib_few = make_data(work / f"calib{few}.npz", few, 1)
         calib_many = make_data(work / f"calib{many}.npz", many, 2)
         test = make_data(work / "test.npz", args.eval_images, 3)
+        forward_data = calib_many if many >= 1000 else calib_few
 
-        fwd = forward_seconds(model, calib_many, n=few)
+        fwd = forward_seconds(model, forward_data, n=few)
         results["torch_forward_s"] = fwd
         n_ref = min(1000, many)  # the goal's reference: one forward pass over 1,000 images
         results["torch_forward_ref_images"] = n_ref
-        refs = [forward_seconds(model, calib_many, n=n_ref)]
+        refs = [forward_seconds(model, forward_data, n=n_ref)]
         print(f"torch forward over {few} images: {fwd:.2f} s; over {n_ref}: {refs[0]:.2f} s", flush=True)
 
-        common = ["--report-samples", rs]
         runs = {}
-        for tag, data in (("few", calib_few), ("many", calib_many)):
+        jobs = [(f"few_rs{n}", calib_few, n) for n in report_samples]
+        if not args.compile_time_only:
+            jobs.append(("many", calib_many, report_samples[0]))
+        for tag, data, n in jobs:
             runs[tag] = compile_run(work, tag, [str(pt2), "--calib", str(data), "-o", str(work / f"out_{tag}"),
-                                                *common])
+                                                "--report-samples", str(n)])
+            runs[tag]["report_samples"] = n
             print(tag, json.dumps(runs[tag]), flush=True)
-            refs.append(forward_seconds(model, calib_many, n=n_ref))  # the load drifts: measure again
+            refs.append(forward_seconds(model, forward_data, n=n_ref))  # the load drifts: measure again
             print(f"torch forward over {n_ref}: {refs[-1]:.2f} s", flush=True)
+        head = f"few_rs{report_samples[0]}"
+        runs["few"] = runs[head]
+        results["simulation"] = simulation_before_after(work / f"out_{head}", calib_few, report_samples[0],
+                                                        args.sim_repeats)
+        print("simulation", json.dumps(results["simulation"]), flush=True)
+        refs.append(forward_seconds(model, forward_data, n=n_ref))
         results["torch_forward_ref_runs_s"] = refs
         results["torch_forward_ref_s"] = statistics.median(refs)
         results["compiles"] = runs
         results["startup_s"] = runs["few"]["process_s"] - runs["few"]["steps"]["total"]
-        results["peak_rss_ratio"] = runs["many"]["maxrss_mib"] / runs["few"]["maxrss_mib"]
         results["compile_excluding_calibration_s"] = excluding_calibration(runs["few"]["steps"])
-        results["compile_excluding_calibration_many_s"] = excluding_calibration(runs["many"]["steps"])
+        results["compile_excluding_calibration_by_report_samples"] = {
+            str(n): excluding_calibration(runs[f"few_rs{n}"]["steps"]) for n in report_samples}
         results["calibrate_s"] = runs["few"]["steps"]["calibrate"]
         results["calibration_vs_forward"] = results["calibrate_s"] / fwd
-        results["calibrate_many_s"] = runs["many"]["steps"]["calibrate"]
-        results["calibration_many_vs_forward_ref"] = results["calibrate_many_s"] / results["torch_forward_ref_s"]
-        # against a forward over the same images: the 1,000-image forward's median scaled (not run: it
-        # would take 8 of them on this machine)
-        results["calibration_many_vs_forward_scaled"] = results["calibrate_many_s"] / (
-            results["torch_forward_ref_s"] * many / n_ref)
+        if args.compile_time_only:  # the 8,000-image compile and torchrun: as last measured
+            runs["many"] = previous["compiles"]["many"]
+            results["many_and_distributed_from"] = "the previous run (not rerun: nothing they measure changed)"
+            runs["few_previous"] = previous["compiles"]["few"]  # the RSS ratio compares compiles of one run
+            for key in ("calibrate_many_s", "compile_excluding_calibration_many_s", "distributed", "peak_rss_ratio",
+                        "calibration_many_vs_forward_ref", "calibration_many_vs_forward_scaled"):
+                results[key] = previous[key]
+        else:
+            results["compile_excluding_calibration_many_s"] = excluding_calibration(runs["many"]["steps"])
+            results["calibrate_many_s"] = runs["many"]["steps"]["calibrate"]
+            results["peak_rss_ratio"] = runs["many"]["maxrss_mib"] / runs["few"]["maxrss_mib"]
+            results["calibration_many_vs_forward_ref"] = results["calibrate_many_s"] / results["torch_forward_ref_s"]
+            # against a forward over the same images: the 1,000-image forward's median scaled (not run: it
+            # would take 8 of them on this machine)
+            results["calibration_many_vs_forward_scaled"] = results["calibrate_many_s"] / (
+                results["torch_forward_ref_s"] * many / n_ref)
 
-        # one process (the "few" compile above) against two (torchrun, gloo), same arguments
-        t2 = torchrun(["compile", str(pt2), "--calib", str(calib_few), "-o", str(work / "c2"), *common, "-q"])
-        eval_args = ["--data", str(test), "-T", "4"]
-        e1 = one_process(["eval", str(work / "out_few"), *eval_args, "--json", str(work / "e1.json")])
-        e2 = torchrun(["eval", str(work / "out_few"), *eval_args, "--json", str(work / "e2.json")])
-        ev1, ev2 = json.loads((work / "e1.json").read_text()), json.loads((work / "e2.json").read_text())
-        t1 = runs["few"]["process_s"]
-        results["distributed"] = {
-            "compile_1proc_s": t1, "compile_2proc_s": t2, "compile_speedup": t1 / t2,
-            "compile_byte_identical": same_dirs(work / "out_few", work / "c2"),
-            "eval_1proc_s": e1, "eval_2proc_s": e2, "eval_speedup": e1 / e2, "eval_identical": ev1 == ev2,
-            "eval_accuracy": ev1["results"][0]["accuracy"], "eval_images": args.eval_images,
-        }
+        if not args.compile_time_only:  # one process (the "few" compile above) against two (torchrun, gloo)
+            common = ["--report-samples", str(report_samples[0])]
+            t2 = torchrun(["compile", str(pt2), "--calib", str(calib_few), "-o", str(work / "c2"), *common, "-q"])
+            eval_args = ["--data", str(test), "-T", "4"]
+            e1 = one_process(["eval", str(work / f"out_{head}"), *eval_args, "--json", str(work / "e1.json")])
+            e2 = torchrun(["eval", str(work / f"out_{head}"), *eval_args, "--json", str(work / "e2.json")])
+            ev1, ev2 = json.loads((work / "e1.json").read_text()), json.loads((work / "e2.json").read_text())
+            t1 = runs["few"]["process_s"]
+            results["distributed"] = {
+                "compile_1proc_s": t1, "compile_2proc_s": t2, "compile_speedup": t1 / t2,
+                "compile_byte_identical": same_dirs(work / f"out_{head}", work / "c2"),
+                "eval_1proc_s": e1, "eval_2proc_s": e2, "eval_speedup": e1 / e2, "eval_identical": ev1 == ev2,
+                "eval_accuracy": ev1["results"][0]["accuracy"], "eval_images": args.eval_images,
+            }
     path = write_json("scale.json", results)
     print(table(results))
     print(f"wrote {path}")
 
 
+def _simulation_rows(sim: dict | None) -> list[tuple[str, str, str]]:
+    if not sim:
+        return []
+    tm, lm = sim["time_major"], sim["layer_major"]
+    return [
+        (f"the simulation alone, {sim['samples']} samples x {sim['timesteps']} steps: time-major (before) / "
+         f"layer-major (after), CPU time, median of {sim['repeats']}",
+         f"{tm['cpu_s']['median']:.1f} s / {lm['cpu_s']['median']:.1f} s",
+         f"{sim['speedup_cpu']:.2f}x (ranges {tm['cpu_s']['min']:.1f}-{tm['cpu_s']['max']:.1f} / "
+         f"{lm['cpu_s']['min']:.1f}-{lm['cpu_s']['max']:.1f} s)"),
+        ("the same, wall time", f"{tm['wall_s']['median']:.1f} s / {lm['wall_s']['median']:.1f} s",
+         f"{sim['speedup_wall']:.2f}x; predictions agree on {100 * sim['predictions_agree']:.1f} %, spike counts "
+         f"within {100 * sim['spikes_max_rel_diff']:.2f} % per layer"),
+    ]
+
+
 def table(r: dict) -> str:
     few, many = r["calib_images"]
     c, d = r["compiles"], r["distributed"]
+    prev = " (previous run)" if "many_and_distributed_from" in r else ""
     rows = [
-        (f"peak RSS, compile with {few} calibration images", f"{c['few']['maxrss_mib']:.0f} MiB", ""),
-        (f"peak RSS, compile with {many} calibration images", f"{c['many']['maxrss_mib']:.0f} MiB",
+        (f"peak RSS, compile with {few} calibration images (report-samples {c['few'].get('report_samples', 64)})",
+         f"{c['few']['maxrss_mib']:.0f} MiB", ""),
+        *([(f"peak RSS, compile with {few} calibration images (previous run)",
+            f"{c['few_previous']['maxrss_mib']:.0f} MiB", "")] if "few_previous" in c else []),
+        (f"peak RSS, compile with {many} calibration images{prev}", f"{c['many']['maxrss_mib']:.0f} MiB",
          f"{r['peak_rss_ratio']:.2f}x (goal <= 1.2x)"),
         (f"torch forward pass over {few} images (first, before the compiles)", f"{r['torch_forward_s']:.1f} s", ""),
         (f"torch forward pass over {r['torch_forward_ref_images']} images (median of "
          f"{len(r['torch_forward_ref_runs_s'])}: before, between, after the compiles)",
          f"{r['torch_forward_ref_s']:.1f} s",
          f"range {min(r['torch_forward_ref_runs_s']):.1f}-{max(r['torch_forward_ref_runs_s']):.1f} s"),
-        (f"compile excluding calibration, {few} images (report-samples {r['report_samples']})",
-         f"{r['compile_excluding_calibration_s']:.1f} s",
-         f"{r['compile_excluding_calibration_s'] / r['torch_forward_ref_s']:.2f}x the "
-         f"{r['torch_forward_ref_images']}-image forward (goal < 1)"),
-        (f"compile excluding calibration, {many} images", f"{r['compile_excluding_calibration_many_s']:.1f} s",
-         f"{r['compile_excluding_calibration_many_s'] / r['torch_forward_ref_s']:.2f}x"),
+        *[(f"compile excluding calibration, {few} images (report-samples {n})", f"{v:.1f} s",
+           f"{v / r['torch_forward_ref_s']:.2f}x the {r['torch_forward_ref_images']}-image forward (goal < 1)")
+          for n, v in r.get("compile_excluding_calibration_by_report_samples",
+                            {str(r["report_samples"]): r["compile_excluding_calibration_s"]}).items()],
+        *[(f"of which the one SNN simulation (report-simulation), report-samples {n}",
+           f"{c[f'few_rs{n}']['steps']['report-simulation']:.1f} s", f"{n} samples x {r['timesteps']} steps")
+          for n in r.get("compile_excluding_calibration_by_report_samples", {}) if f"few_rs{n}" in c],
         ("of which load (model file -> IR)", f"{c['few']['steps']['load']:.1f} s", ""),
-        ("of which the one SNN simulation (report-simulation)", f"{c['few']['steps']['report-simulation']:.1f} s",
-         f"{r['report_samples']} samples x {r['timesteps']} steps"),
+        (f"compile excluding calibration, {many} images{prev}", f"{r['compile_excluding_calibration_many_s']:.1f} s",
+         f"{r['compile_excluding_calibration_many_s'] / r['torch_forward_ref_s']:.2f}x"),
+        *_simulation_rows(r.get("simulation")),
         ("starting Python, importing torch and snnc (outside --time-passes)", f"{r['startup_s']:.1f} s", ""),
         (f"calibrate pass on {few} images", f"{r['calibrate_s']:.1f} s",
          f"{r['calibration_vs_forward']:.2f}x the first {few}-image forward"
          + (f", {r['calibrate_s'] / r['torch_forward_ref_s']:.2f}x the median"
             if few == r["torch_forward_ref_images"] else "") + " (goal <= 1.5x)"),
-        (f"calibrate pass on {many} images", f"{r['calibrate_many_s']:.1f} s",
+        (f"calibrate pass on {many} images{prev}", f"{r['calibrate_many_s']:.1f} s",
          f"{r['calibration_many_vs_forward_ref']:.2f}x the {r['torch_forward_ref_images']}-image forward"
          + (" (goal <= 1.5x)" if r["torch_forward_ref_images"] == many else
             f"; {r['calibration_many_vs_forward_scaled']:.2f}x the median scaled to {many} images (goal <= 1.5x)")),
-        (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo)", f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
+        (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo){prev}", f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
          f"speedup {d['compile_speedup']:.2f}x, byte-identical: {d['compile_byte_identical']}"),
-        (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes", f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
+        (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes{prev}", f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
          f"speedup {d['eval_speedup']:.2f}x, identical: {d['eval_identical']}"),
     ]
     lines = ["| measure | value | against the goal |", "|---|---|---|"]

@@ -6,7 +6,8 @@ from typing import Any
 
 from snnc.energy import ann_energy_pj, energy_pj
 
-SCHEMA_VERSION = 3  # 2: totals.hoisted_macs, layers[].hoisted_macs, energy_pj["45nm_hoisted"]; 3: pipeline_full
+SCHEMA_VERSION = 4  # 2: totals.hoisted_macs, layers[].hoisted_macs, energy_pj["45nm_hoisted"]; 3: pipeline_full;
+# 4: simulation.execution
 _TOTALS = ("neurons", "macs", "sops", "spikes_per_sample", "analog_macs", "hoisted_macs")
 
 
@@ -53,6 +54,8 @@ def build_report(
         "notes": notes,
         "passes": {k: v for k, v in pass_results.items() if k != "count-ops"},
     }
+    if counts.get("execution"):  # which order the reference simulator ran the counts' simulation in
+        report["simulation"] = {"execution": counts["execution"]}
     if accuracy is not None:
         report["accuracy"] = accuracy
     return report

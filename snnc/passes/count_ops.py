@@ -69,10 +69,15 @@ class OpCounts:
     rows: np.ndarray | None = None
     predictions: np.ndarray | None = None
     steps_used: np.ndarray | None = None
+    # how the simulator ran the graph: "layer-major", or "time-major (why)" (GraphModule.run_snn)
+    execution: str = ""
 
     def as_dict(self) -> dict[str, Any]:
-        """The report's form (``report.json`` layers / totals)."""
-        return {"layers": self.layers, "totals": self.totals, "simulated": self.simulated}
+        """The report's form (``report.json`` layers / totals, and the simulation's execution order)."""
+        out: dict[str, Any] = {"layers": self.layers, "totals": self.totals, "simulated": self.simulated}
+        if self.execution:
+            out["execution"] = self.execution
+        return out
 
 
 def _is_max_pooling(node) -> bool:
@@ -133,6 +138,7 @@ class CountOps(Pass):
         }
         counts = OpCounts(layers=layers, totals=totals, simulated=simulated, rows=rows,
                           predictions=None if result is None else result.predictions,
-                          steps_used=None if result is None else result.steps_used)
+                          steps_used=None if result is None else result.steps_used,
+                          execution=getattr(result, "execution", ""))
         graph.analyses.put(counts)
         ctx.results[self.name] = counts.as_dict()
