@@ -19,7 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from snnc.backends.torch.layer_major import layer_major_refusal, loop_invariant_nodes, run_layer_major
 from snnc.backends.torch.ops import ANN, adaptive_fanout, channel_view, neuron_param
+from snnc.backends.torch.ops import count_maxpool_step as _count_maxpool_step
+from snnc.backends.torch.ops import emits_events as _emits_events
+from snnc.backends.torch.ops import gather_windows as _gather_windows
 from snnc.errors import UnsupportedError, UserError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
@@ -48,30 +52,8 @@ class SimResult:
     macs: dict[str, float] = field(default_factory=dict)
     # the same with each loop-invariant layer (``loop_invariant_nodes``) counted once per sample
     hoisted_macs: dict[str, float] = field(default_factory=dict)
+    execution: str = ""  # "layer-major" or "time-major (why)": GraphModule.run_snn's choice
     recorded: dict[str, np.ndarray] = field(default_factory=dict)  # value -> mean over time
-
-
-def loop_invariant_nodes(graph: Graph) -> set[str]:
-    """Nodes whose value is the same at every timestep: stateless ops (structure, synaptic and
-    ANN-only ops, ``encode{direct}``) all of whose operands are graph inputs or such nodes.
-
-    Under direct coding the first layers read the same input at every step, so they compute the
-    same current every step; the simulator computes them once (``run_snn(hoist=True)``).  A
-    neuron, a stateful pool, a readout, a time-coded encoder or a phase op ends the chain.
-    """
-    invariant = {name for name, _ in graph.inputs}
-    for node in graph.nodes:
-        if _stateless(node.op) and all(v in invariant for v in node.inputs):
-            invariant.add(node.name)
-    return invariant - {name for name, _ in graph.inputs}
-
-
-def _stateless(op) -> bool:
-    if isinstance(op, O.Encode):
-        return op.scheme is O.Scheme.DIRECT
-    return not op.stateful
-
-
 
 
 def phase_length(graph: Graph) -> int:
@@ -114,6 +96,7 @@ class GraphModule(nn.Module):
         surrogate: bool = False,
         hoist: bool = True,
         snapshots: Collection[int] = (),
+        layer_major: bool = True,
     ) -> dict:
         """Simulate ``timesteps`` steps on one input tensor; returns a dict of tensors.
 
@@ -125,6 +108,11 @@ class GraphModule(nn.Module):
         counts t <= timesteps at which to also keep the logits, steps used and counts, under
         ``"at"``: {t: {...}}, what a run of t steps returns (a step does not read T, except under
         TTFS coding, which ``TorchSimulator.run_snn_steps`` refuses).
+
+        Runs layer-major (snnc/backends/torch/layer_major.py: each node for all steps at once, the
+        same spikes) unless ``layer_major_refusal`` names a reason to step time-major (early exit,
+        snapshots, surrogate, ``hoist=False``, a time-coded encoder, phase ops); ``"execution"``
+        in the result says which ran and why; ``layer_major=False`` asks for the time-major loop.
         """
         g = self.graph
         needed = phase_length(g)
@@ -133,6 +121,12 @@ class GraphModule(nn.Module):
                 f"graph @{g.name} is phase-coded: its output is decoded at step {needed} (graph timesteps "
                 f"{g.attrs.timesteps}); simulate at least {needed} steps, not {timesteps}"
             )
+        refusal = layer_major_refusal(g, surrogate=surrogate, hoist=hoist, snapshots=snapshots) if layer_major else (
+            "asked for")
+        if refusal is None:  # the same spikes, one node for all steps at a time (layer_major.py)
+            # a subclass or a caller that replaces ``_neuron`` (to record or to differentiate) gets it called
+            plain = type(self)._neuron is GraphModule._neuron and "_neuron" not in vars(self)
+            return {**run_layer_major(self, x, timesteps, record, count, plain_neurons=plain), "execution": "layer-major"}
         n = x.shape[0]
         invariant = loop_invariant_nodes(g)
         hoisted: dict[str, torch.Tensor] = {}
@@ -213,6 +207,7 @@ class GraphModule(nn.Module):
             if steps not in at:
                 snapshot(steps)
         return {
+            "execution": f"time-major ({refusal})",
             "at": at,
             "logits": final,
             "steps_used": steps_used,
@@ -306,7 +301,15 @@ class GraphModule(nn.Module):
             r = (st["v"] > vth).to(v.dtype)
             v = v - r * vth
         s = _fire(op, v, vth, surrogate)
-        if op.negative is not O.Negative.NONE:  # a −1 spike where v < 0; the soft reset raises v by v_th
+        if op.negative is not O.Negative.NONE and op.max_spikes > 1:  # a burst of up to B −1 spikes:
+            # s = clamp(floor(v / v_th), −B, 0) where v < 0 (rectified: at most the net count so far)
+            neg = torch.clamp(torch.floor(v.detach() / vth), -op.max_spikes, 0)
+            if op.negative is O.Negative.RECTIFIED:
+                neg = torch.maximum(neg, -st.setdefault("n", torch.zeros_like(v)))
+            s = s + neg
+            if op.negative is O.Negative.RECTIFIED:
+                st["n"] = st["n"] + s.detach()
+        elif op.negative is not O.Negative.NONE:  # a −1 spike where v < 0; the soft reset raises v by v_th
             below = v < 0
             if op.negative is O.Negative.RECTIFIED:  # only while the net count is positive
                 count = st.setdefault("n", torch.zeros_like(v))
@@ -395,10 +398,12 @@ class _Parts:
         self.logits: list[np.ndarray] = []
         self.steps: list[np.ndarray] = []
         self.counts: dict[str, dict[str, float]] = {k: {} for k in ("spikes", "sops", "macs", "hoisted_macs")}
+        self.execution = ""
 
     def add(self, out: dict[str, Any], weight: float) -> None:
         self.logits.append(out["logits"].cpu().numpy())
         self.steps.append(out["steps_used"].cpu().numpy())
+        self.execution = out.get("execution", self.execution)
         for key, dst in self.counts.items():
             for k, v in out[key].items():
                 dst[k] = dst.get(k, 0.0) + float(v) * weight
@@ -406,36 +411,12 @@ class _Parts:
     def result(self, recorded: dict[str, np.ndarray] | None = None) -> SimResult:
         lg = np.concatenate(self.logits)
         return SimResult(logits=lg, predictions=lg.argmax(axis=1), steps_used=np.concatenate(self.steps),
-                         recorded=recorded or {}, **self.counts)
-
-
-def _count_maxpool_step(op: O.SpikeCountMaxPool2d, x: torch.Tensor, st: dict[str, torch.Tensor], key: str
-                        ) -> torch.Tensor:
-    """One step of ``spike_count_maxpool`` (its equation is in the op's docstring): y[t] = max_i C_i[t] −
-    max_i C_i[t−1].  ``st[key]`` keeps the running sums C and ``st[key + "_max"]`` the last window
-    maxima; the value (spikes times their scale) and the signed event counts run separately, so that
-    the counts stay exact integers whatever the scale.  Not detached: fine-tuning differentiates
-    through the running sums."""
-    total = st[key] = st[key] + x if key in st else x
-    best = F.max_pool2d(total, op.kernel, op.stride, op.padding, 1, op.ceil_mode)
-    prev = st.get(key + "_max")
-    st[key + "_max"] = best
-    return best if prev is None else best - prev
-
-
-def _gather_windows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    return torch.gather(x.flatten(2), 2, idx.flatten(2)).reshape(idx.shape)
+                         recorded=recorded or {}, execution=self.execution, **self.counts)
 
 
 def _per_sample(t: torch.Tensor) -> torch.Tensor:
     """The sum over each sample's elements, shape (N,)."""
     return t.reshape(t.shape[0], -1).sum(dim=1)
-
-
-def _emits_events(node: Node) -> bool:
-    if isinstance(node.op, (O.Neuron, PhaseNeuron)):
-        return True
-    return isinstance(node.op, O.Encode) and node.op.scheme is not O.Scheme.DIRECT
 
 
 def _fire(op: O.Neuron, v: torch.Tensor, vth, surrogate: bool) -> torch.Tensor:
