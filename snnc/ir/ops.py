@@ -605,7 +605,7 @@ class Neuron(Op):
       after it is v −= (s[t] − r)·v_th; a neuron still above v_th after its reset must pass 2·v_th to fire
     * v[0] = v_init·v_th;  output: emit=spikes: s[t]·out_scale;  emit=membrane: v[t] (analog; the
       state carried to the next step, so with reset_delay the value compared with v_th)
-    * negative spikes (reset=soft and max_spikes=1 only): negative=signed also fires s[t] = −1 where
+    * negative spikes (reset=soft; max_spikes=1 here, bursts below): negative=signed also fires s[t] = −1 where
       v < 0 (v after integration); the soft reset v −= s[t]·v_th then raises v by v_th, so v stays in
       [0, v_th) while |I| ≤ v_th and the net count after t steps is floor((v_init·v_th + Σ I)/v_th):
       a rate code for signed values (v_init = 0.5 rounds; MobileNetV2's linear bottlenecks).
@@ -614,6 +614,12 @@ class Neuron(Op):
       up to the last step's spike: a ReLU neuron that takes back the spikes an early positive current
       sent.  The spikes are ±1 (the value type stays ``spike``; an event is |s|); ANN mode:
       out_scale·clamp(I/v_th, −1, 1) for signed, out_scale·clamp(I/v_th, 0, 1) for rectified
+    * negative spikes of burst neurons (max_spikes = B > 1, reset=soft): s[t] = clamp(floor(v/v_th), lo, B)
+      with lo = −B for signed and lo = −min(B, n[t−1]) for rectified (for B = 1 the rule above); the
+      soft reset then leaves v in [0, v_th) while |I| ≤ B·v_th: a burst of up to B −1 spikes takes
+      back earlier spikes (rectified) or codes a signed value (signed), and the counts end as above.
+      The value type stays ``burst<B>`` (an event is |s|); ANN mode: out_scale·clamp(I/v_th, −B, B)
+      for signed, out_scale·clamp(I/v_th, 0, B) for rectified
     """
 
     name: ClassVar[str] = "neuron"
@@ -643,9 +649,9 @@ class Neuron(Op):
 
     def infer_type(self, node, inputs, params):
         x = inputs[0]
-        if self.negative is not Negative.NONE and (self.reset is not Reset.SOFT or self.max_spikes != 1 or self.reset_delay
+        if self.negative is not Negative.NONE and (self.reset is not Reset.SOFT or self.reset_delay
                             or self.presubtract or self.emit is not Emit.SPIKES):
-            raise fail(self, node, f"negative={self.negative.value} needs reset=soft, max_spikes=1, emit=spikes and neither "
+            raise fail(self, node, f"negative={self.negative.value} needs reset=soft, emit=spikes and neither "
                                    "reset_delay nor presubtract")
         if self.max_spikes < 1:
             raise fail(self, node, f"max_spikes={self.max_spikes} must be >= 1")

@@ -83,7 +83,7 @@ def _neuron_rate(op: O.Neuron, xs, p):
     x = xs[0]
     vth = neuron_param(op, p, "v_th", x.dim())
     scale = neuron_param(op, p, "out_scale", x.dim())
-    return scale * torch.clamp(x / vth, -1 if op.negative is O.Negative.SIGNED else 0, op.max_spikes)
+    return scale * torch.clamp(x / vth, -op.max_spikes if op.negative is O.Negative.SIGNED else 0, op.max_spikes)
 
 
 def neuron_param(op: Op, p: dict[str, torch.Tensor], role: str, ndim: int) -> torch.Tensor | float:
