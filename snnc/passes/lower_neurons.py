@@ -99,8 +99,8 @@ class LowerNeurons(Pass):
             problems.append(f"max-spikes={self.max_spikes} must be >= 1")
         if self.negative is O.Negative.SIGNED:
             problems.append("negative=signed would let a ReLU go negative; use negative=rectified (or none)")
-        if self.negative is O.Negative.RECTIFIED and (self.reset is not O.Reset.SOFT or self.max_spikes != 1):
-            problems.append("negative=rectified needs reset=soft and max-spikes=1")
+        if self.negative is O.Negative.RECTIFIED and self.reset is not O.Reset.SOFT:
+            problems.append("negative=rectified needs reset=soft")
         if self.model is O.NeuronModel.LIF and not 0.0 < self.beta <= 1.0:
             problems.append(f"beta={self.beta} must be in (0, 1] for model=lif")
         return problems
@@ -266,4 +266,3 @@ def _append_readout(graph: Graph) -> None:
     node = Node(graph.fresh_name("readout"), O.Readout(), (out,))
     graph.nodes.append(node)
     graph.outputs = [node.name]
-
