@@ -1,12 +1,17 @@
-"""Pass helpers (not a pass): how far a change moves the network's output, and the Pareto
-programme that picks one setting per layer under a budget (AdaFire, compress-spikes)."""
+"""Pass helpers (not a pass): how far a change moves the network's output, the Pareto
+programme that picks one setting per layer under a budget (AdaFire, compress-spikes), and the
+runner of one-layer variants that simulates only from the changed layer on."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from snnc.ir import Graph, Node
+from snnc.ir import ops as O
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -55,3 +60,71 @@ def pareto_select(layers: Sequence[Sequence[Choice]], limit: float) -> list[int]
         if not frontier:
             return None
     return list(min(frontier, key=lambda s: s[1])[2])
+
+
+@runtime_checkable
+class _Replays(Protocol):
+    """A simulator that can run a graph from a position on, reading the rest from a recorded run
+    (the torch simulator: snnc/backends/torch/replay.py)."""
+
+    def record_steps(self, graph: Graph, x: Any, timesteps: int, keep: Collection[str]) -> Any: ...
+
+    def run_snn_from(self, graph: Graph, x: Any, start: int, recording: Any, spikes_of: Sequence[str]
+                     ) -> tuple[np.ndarray, dict[str, float]]: ...
+
+
+def crossing_values(graph: Graph, starts: Collection[int]) -> set[str]:
+    """The values computed before some position in ``starts`` (graph inputs included) and read at
+    or after it: what a run that starts there must be fed."""
+    position = {name: -1 for name, _ in graph.inputs}
+    position.update({n.name: i for i, n in enumerate(graph.nodes)})
+    last_read: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            last_read[v] = i
+    return {v for v, i in last_read.items() for s in starts if position[v] < s <= i}
+
+
+def first_change(base: Graph, variant: Graph) -> int:
+    """The position of the first node of ``variant`` that differs from ``base`` (its op, operands
+    or parameter values); len(nodes) when none does."""
+    if len(base.nodes) != len(variant.nodes) or base.inputs != variant.inputs:
+        return 0
+    for i, (a, b) in enumerate(zip(base.nodes, variant.nodes, strict=True)):
+        if a.name != b.name or a.op != b.op or a.inputs != b.inputs or set(a.params) != set(b.params):
+            return i
+        if any(not np.array_equal(base.params[a.params[r]], variant.params[b.params[r]]) for r in a.params):
+            return i
+    return len(base.nodes)
+
+
+class Variants:
+    """SNN runs of one-layer variants of ``base`` on one probe batch: (logits, spikes of the layer).
+
+    With ``cache`` (and a simulator that replays), the base is simulated once, keeping at every step
+    the values that cross a layer's position, and a variant runs only from its first changed node
+    on (the layers before it compute what the base computed): the same floats as a whole run
+    (tests/test_sensitivity_cache.py), about half the work on average.  Without it, or with an
+    early-exit readout, every variant is a whole run.
+    """
+
+    def __init__(self, sim: Any, base: Graph, x: np.ndarray, timesteps: int, layers: Sequence[Node],
+                 cache: bool = True):
+        self.sim, self.base, self.x, self.timesteps = sim, base, x, timesteps
+        exits = any(isinstance(n.op, O.Readout) and n.op.exit_rule is not O.ExitRule.NONE for n in base.nodes)
+        self.replay = cache and not exits and len(base.inputs) == 1 and isinstance(sim, _Replays)
+        self.index = {n.name: i for i, n in enumerate(base.nodes)}
+        self.starts = sorted(self.index[n.name] for n in layers)
+        self.recording = None
+        if self.replay:
+            self.recording = sim.record_steps(base, x, timesteps, crossing_values(base, self.starts))
+
+    def run(self, variant: Graph, layer: str) -> tuple[np.ndarray, float]:
+        if not self.replay:
+            r = self.sim.run_snn(variant, self.x, self.timesteps)
+            return r.logits, r.spikes[layer]
+        # from the first change, and no later than the layer whose spikes are counted
+        changed = min(first_change(self.base, variant), self.index[layer])
+        start = max((s for s in self.starts if s <= changed), default=0)
+        logits, spikes = self.sim.run_snn_from(variant, self.x, start, self.recording, [layer])
+        return logits, spikes[layer]

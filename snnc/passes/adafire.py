@@ -15,9 +15,19 @@ top level is φ·θ_φ, so a layer resolves T·φ levels instead of T, at the pr
    φ_d = ``desired-spikes`` (default: max-spikes, as burst-ann2snn does when searching).
    Apply the chosen φ_l and θ_{l,φ_l} (v_th and out_scale).
 
+Neurons with negative spikes keep them: a rectified neuron becomes a burst neuron that also
+sends up to φ −1 spikes to take back earlier ones, a signed one codes its signed value with up to
+φ spikes of either sign (``snnc.ir.ops.Neuron``); a signed neuron's θ_φ is searched on |I|.
+
+The sensitivity runs simulate each variant only from the changed layer on, from the values the
+baseline recorded at every step (``cache``, the default; the same logits and spike counts as a
+whole run, tests/test_sensitivity_cache.py): on squeezenet1_1 at T = 4 this pass took SEE_DOC
+(docs/real_models.md).
+
 Changes: every neuron's ``max_spikes`` (its values become ``burst<φ>``) and threshold /
 output scale.  Reports the chosen limits in ``ctx.results["adafire"]``.
-Preserves: the structure; the graph keeps approximating the ANN (the quantiser changes).
+Preserves: the structure, each neuron's ``negative`` rule; the graph keeps approximating the ANN
+(the quantiser changes).
 Requires: neurons not yet folded or folded (thresholds are scaled in place; run
 fold-thresholds after it), calibration data and a simulator.
 """
@@ -35,7 +45,7 @@ from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import neuron_vector, require_neurons, scale_threshold
 from snnc.passes._params import with_attrs
 from snnc.passes._samples import MAX_VALUES_PER_CHANNEL, channel_values, first_samples, subsample
-from snnc.passes._sensitivity import Choice, pareto_select, sym_kl
+from snnc.passes._sensitivity import Choice, Variants, pareto_select, sym_kl
 from snnc.passes._thresholds import mse_thresholds
 
 
@@ -48,6 +58,8 @@ class AdaFire(Pass):
     budget: float = 0.95
     desired_spikes: int = 0  # the φ whose spike count sets the budget; 0: max-spikes
     batches: int = 4
+    # simulate each variant only from its changed layer on (the same floats; tests/test_sensitivity_cache.py)
+    cache: bool = True
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -79,13 +91,14 @@ class AdaFire(Pass):
             return g
 
         top = {n.name: self.max_spikes for n in layers}
+        variants = Variants(sim, configured(top), probe, ctx.timesteps, layers, cache=self.cache)
         options: list[list[Choice]] = []
         with ctx.track("adafire sensitivity", len(layers) * len(phis)) as bar:
             for n in layers:
                 row = []
                 for phi in phis:
-                    run = sim.run_snn(configured({**top, n.name: phi}), probe, ctx.timesteps)
-                    row.append(Choice(limited=run.spikes[n.name], objective=sym_kl(run.logits, reference)))
+                    logits, spikes = variants.run(configured({**top, n.name: phi}), n.name)
+                    row.append(Choice(limited=spikes, objective=sym_kl(logits, reference)))
                     bar.advance()
                 options.append(row)
         limit = self.budget * sum(row[phis.index(desired)].limited for row in options)
@@ -110,12 +123,15 @@ class AdaFire(Pass):
         out: dict[str, dict[int, np.ndarray]] = {}
         for n in layers:
             theta = neuron_vector(graph, n, "v_th")
-            rows = np.maximum(channel_values(currents[n.inputs[0]]), 0.0) / theta[:, None]
+            op: O.Neuron = n.op  # type: ignore[assignment]
+            values = channel_values(currents[n.inputs[0]])
+            # a signed neuron codes −a as it codes a (its levels are symmetric): search on |I|
+            values = np.abs(values) if op.negative is O.Negative.SIGNED else np.maximum(values, 0.0)
+            rows = values / theta[:, None]
             per_channel = "v_th" in n.params
             if not per_channel:
                 rows = rows.reshape(1, -1)
             rows = subsample(rows, MAX_VALUES_PER_CHANNEL, ctx.seed)
-            op: O.Neuron = n.op  # type: ignore[assignment]
             out[n.name] = {phi: mse_thresholds(rows, ctx.timesteps, op.v_init, phi) for phi in phis}
         return out
 

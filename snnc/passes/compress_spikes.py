@@ -15,6 +15,10 @@ budget < 1 the chosen ratios must, summed over layers, *improve* on the baseline
 burst-ann2snn default 0.95); budget = 1 allows no net loss; larger budgets trade accuracy
 for spikes.  When no setting meets the limit every ratio stays 1 (a note says so).
 
+The sensitivity runs simulate each variant only from the changed layer on (``cache``, as in
+adafire: the same logits and spike counts as whole runs).  Neurons with negative spikes (signed,
+rectified, bursts of them) are scaled like any other; their −1 spikes count as spikes.
+
 Changes: neuron thresholds / output scales, biases (bias correction).  Reports the ratios
 and spike counts in ``ctx.results["compress-spikes"]``.
 Requires: neurons (before or after fold-thresholds), calibration data and a simulator.
@@ -31,7 +35,7 @@ from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import require_neurons, scale_threshold
 from snnc.passes._samples import first_samples
-from snnc.passes._sensitivity import Choice, pareto_select, sym_kl
+from snnc.passes._sensitivity import Choice, Variants, pareto_select, sym_kl
 from snnc.passes.bias_correct import correct_biases
 
 DEFAULT_RATIOS = tuple(1.0 + 0.5 * i for i in range(19))  # 1.0, 1.5, ..., 10.0
@@ -44,6 +48,8 @@ class CompressSpikes(Pass):
     budget: float = 0.95
     ratios: tuple[float, ...] = DEFAULT_RATIOS
     batches: int = 2
+    # simulate each variant only from its changed layer on (the same floats; tests/test_sensitivity_cache.py)
+    cache: bool = True
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -64,6 +70,7 @@ class CompressSpikes(Pass):
         ratios = sorted(set(self.ratios))
         base = sim.run_snn(graph, probe, ctx.timesteps)
         base_kl = sym_kl(base.logits, reference)
+        variants = Variants(sim, graph, probe, ctx.timesteps, layers, cache=self.cache)
         options: list[list[Choice]] = []
         with ctx.track("compress-spikes sensitivity", len(layers) * (len(ratios) - 1)) as bar:
             for n in layers:
@@ -74,8 +81,8 @@ class CompressSpikes(Pass):
                         continue
                     g = graph.copy()
                     scale_threshold(g, g.node(n.name), np.array(r))
-                    run = sim.run_snn(g, probe, ctx.timesteps)
-                    row.append(Choice(limited=sym_kl(run.logits, reference), objective=run.spikes[n.name]))
+                    logits, spikes = variants.run(g, n.name)
+                    row.append(Choice(limited=sym_kl(logits, reference), objective=spikes))
                     bar.advance()
                 options.append(row)
         limit = self.budget * len(layers) * base_kl
