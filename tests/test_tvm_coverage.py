@@ -14,14 +14,11 @@ import pytest
 
 pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
+from tvm_util import assert_spike_counts_equal, dyadic, grid_inputs, run_both  # noqa: E402
 
-from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
-from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.layers import LayerOp  # noqa: E402
 from snnc.backends.tvm.lower import import_legality, legality, lower  # noqa: E402
-from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
 from snnc.ir import Graph  # noqa: E402
-from snnc.ir import ops as O  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
@@ -79,43 +76,18 @@ def _shuffle(seed: int) -> Graph:
     return graph_from_text(SHUFFLE, seed=seed, params={"g.weight": rng.standard_normal((8, 4, 1, 1)) * 0.7})
 
 
-def _dyadic(graph: Graph, seed: int) -> Graph:
-    """Round every parameter to a multiple of 1/8 in [-1, 1] (scales to 1/2 in [0.5, 2]): sums
-    of such numbers are exact in float32."""
-    rng = np.random.default_rng(seed)
-    for key, value in graph.params.items():
-        if key.endswith(".scale"):
-            graph.params[key] = rng.integers(1, 5, value.shape).astype(np.float32) / 2
-        else:
-            graph.params[key] = np.clip(np.round(value * 8), -8, 8).astype(np.float32) / 8
-    return graph
-
-
-def _run_both(graph: Graph, x: np.ndarray, out_dir) -> tuple[dict, object]:
-    layer_graph, params = lower(graph)
-    compile_artifact(layer_graph, params, out_dir)
-    tvm_out = EventRuntime(out_dir).run(x, batch_size=4)
-    ref = TorchSimulator(batch_size=64).run_snn(graph, x, graph.attrs.timesteps)
-    return tvm_out, ref
-
-
 @pytest.mark.parametrize("name,shape", [("shuffle", (4, 9, 9)), ("conv1d", (4, 16))])
 def test_spike_for_spike(tmp_path, name, shape):
-    graph = _dyadic(_shuffle(1) if name == "shuffle" else graph_from_text(CONV1D, seed=1), seed=2)
+    graph = dyadic(_shuffle(1) if name == "shuffle" else graph_from_text(CONV1D, seed=1), seed=2)
     assert import_legality(graph) == [] and legality(graph) == []
-    x = (np.random.default_rng(3).integers(0, 5, (6, *shape)) / 4).astype(np.float32)
-    tvm_out, ref = _run_both(graph, x, tmp_path)
+    x = grid_inputs(6, shape)
+    tvm_out, ref = run_both(graph, x, tmp_path)
     np.testing.assert_array_equal(tvm_out["logits"], ref.logits)
-    neuron_of = {graph.producer(n.inputs[0]).name: n.name for n in graph.nodes if isinstance(n.op, O.Neuron)}
-    assert set(tvm_out["spikes_per_layer"]) == set(neuron_of)
-    for layer, counts in tvm_out["spikes_per_layer"].items():
-        # the simulator reports a float32 mean per sample: compare the exact totals
-        assert counts.sum() == round(float(ref.spikes[neuron_of[layer]]) * len(x)), layer
-    assert sum(counts.sum() for counts in tvm_out["spikes_per_layer"].values()) > 0
+    assert_spike_counts_equal(graph, tvm_out, ref, len(x))
 
 
 def test_channel_shuffle_is_one_remap_layer():
-    layer_graph, _ = lower(_dyadic(_shuffle(1), seed=2))
+    layer_graph, _ = lower(dyadic(_shuffle(1), seed=2))
     remaps = [layer for layer in layer_graph.layers if layer.op is LayerOp.REMAP]
     # reshape, permute, reshape compose into one layer (r2; it feeds two slices, so they stay)
     assert [layer.name for layer in remaps] == ["r2", "s1", "s2", "sc", "cat"]
@@ -126,5 +98,5 @@ def test_float_weights_within_tolerance(tmp_path):
     """Random float weights: the same predictions, logits within float tolerance."""
     graph = _shuffle(4)
     x = np.random.default_rng(5).uniform(0, 1, (8, 4, 9, 9)).astype(np.float32)
-    tvm_out, ref = _run_both(graph, x, tmp_path)
+    tvm_out, ref = run_both(graph, x, tmp_path)
     np.testing.assert_allclose(tvm_out["logits"], ref.logits, rtol=1e-4, atol=1e-4)

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
+from tvm_util import assert_spike_counts_equal, grid_inputs, reference  # noqa: E402
 
-from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.kernels import Precision  # noqa: E402
 from snnc.backends.tvm.lower import lower  # noqa: E402
@@ -95,12 +95,10 @@ def test_int8_artifact_spike_for_spike(tmp_path, batch_size):
     }  # fmt: skip
     compile_artifact(layer_graph, params, tmp_path)
     # inputs on a 1/4 grid: the float first layer's sums are exact too
-    x = (np.random.default_rng(3).integers(0, 5, (6, 2, 8, 8)) / 4).astype(np.float32)
+    x = grid_inputs(6, (2, 8, 8))
     out = EventRuntime(tmp_path).run(x, batch_size=batch_size, record_state=True)
-    ref = TorchSimulator(batch_size=64).run_snn(q, x, q.attrs.timesteps)
+    ref = reference(q, x)
     np.testing.assert_allclose(out["logits"], ref.logits, rtol=1e-6, atol=1e-6)  # float readout layer
-    neuron_of = {q.producer(n.inputs[0]).name: n.name for n in q.nodes if isinstance(n.op, O.Neuron)}
-    for layer, counts in out["spikes_per_layer"].items():
-        assert counts.sum() == round(float(ref.spikes[neuron_of[layer]]) * len(x)), layer
+    assert_spike_counts_equal(q, out, ref, len(x))
     assert all(out["spikes_per_layer"][name].sum() > 0 for name in ("c2", "c3", "fc"))
     assert out["membrane"]["c2"].dtype == np.int32

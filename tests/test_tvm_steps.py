@@ -15,9 +15,8 @@ import pytest
 
 pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
+from tvm_util import assert_spike_counts_equal, compile_graph, dyadic, grid_inputs, reference  # noqa: E402
 
-from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
-from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.kernels import Device  # noqa: E402
 from snnc.backends.tvm.lower import lower  # noqa: E402
 from snnc.backends.tvm.plan import plan_graph  # noqa: E402
@@ -25,7 +24,6 @@ from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
 from snnc.backends.tvm.steps import HostCall, KernelCall, StepKernel, fuse, step_program  # noqa: E402
 from snnc.errors import InputFileError  # noqa: E402
 from snnc.ir import Graph  # noqa: E402
-from snnc.ir import ops as O  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
@@ -50,14 +48,11 @@ graph @steps(%x: analog[2,8,8]) attributes {timesteps = 6} {
 
 def _net() -> Graph:
     """NET with every parameter a multiple of 1/8 in [-1, 1] (exact float32 sums)."""
-    graph = graph_from_text(NET, seed=7)
-    for key, value in graph.params.items():
-        graph.params[key] = np.clip(np.round(value * 8), -8, 8).astype(np.float32) / 8
-    return graph
+    return dyadic(graph_from_text(NET, seed=7))
 
 
 def _inputs(n: int) -> np.ndarray:
-    return (np.random.default_rng(3).integers(0, 5, (n, 2, 8, 8)) / 4).astype(np.float32)
+    return grid_inputs(n, (2, 8, 8))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +62,7 @@ def artifacts(tmp_path_factory):
     graph = _net()
     out = {}
     for name, densities in (("event", None), ("dense_fc", {"fc": 0.9})):
-        layer_graph, params = lower(graph, densities=densities)
-        out[name] = compile_artifact(layer_graph, params, tmp_path_factory.mktemp(name))
+        out[name] = compile_graph(graph, tmp_path_factory.mktemp(name), densities=densities)
     return graph, out
 
 
@@ -92,12 +86,9 @@ def test_fused_equals_per_kernel_calls_and_the_simulator(artifacts, kind, batch_
     a = fused.run(x, batch_size=batch_size, record_state=True)
     b = per_kernel.run(x, batch_size=batch_size, record_state=True)
     _assert_same(a, b)
-    ref = TorchSimulator(batch_size=64).run_snn(graph, x, graph.attrs.timesteps)
+    ref = reference(graph, x)
     np.testing.assert_array_equal(a["logits"], ref.logits)
-    neuron_of = {graph.producer(n.inputs[0]).name: n.name for n in graph.nodes if isinstance(n.op, O.Neuron)}
-    for layer, counts in a["spikes_per_layer"].items():
-        assert counts.sum() == round(float(ref.spikes[neuron_of[layer]]) * len(x)), layer
-    assert sum(c.sum() for c in a["spikes_per_layer"].values()) > 0
+    assert_spike_counts_equal(graph, a, ref, len(x))
     # another T than the graph's runs through the same step kernels
     _assert_same(
         fused.run(x, timesteps=3, batch_size=batch_size, record_state=True),
@@ -186,9 +177,7 @@ graph @twins(%x: analog[12]) attributes {timesteps = 5} {
 def test_a_kernel_called_twice_is_chunked(tmp_path):
     """Two layers of one shape share a kernel; TVM's code generation cannot declare one entry
     point twice in a module, so the step kernel loops over chunks without repeats."""
-    graph = graph_from_text(TWINS, seed=5)
-    for key, value in graph.params.items():
-        graph.params[key] = np.clip(np.round(value * 8), -8, 8).astype(np.float32) / 8
+    graph = dyadic(graph_from_text(TWINS, seed=5))
     layer_graph, params = lower(graph)
     plans = plan_graph(layer_graph, Device.CPU)
     (step,) = fuse(step_program(plans, 1), 1)
@@ -197,8 +186,8 @@ def test_a_kernel_called_twice_is_chunked(tmp_path):
     assert names[1] == names[2]  # l1 and l2: one kernel
     assert [len(c.calls) for c in step.chunks] == [2, 2] and len(step.compiled()) == 3
     assert step.source().count("T.call_cpacked(") == 2
-    compile_artifact(layer_graph, params, tmp_path)
-    x = (np.random.default_rng(1).integers(0, 5, (4, 12)) / 4).astype(np.float32)
+    compile_graph(graph, tmp_path)
+    x = grid_inputs(4, (12,), seed=1)
     fused = EventRuntime(tmp_path)
     assert fused.fused_calls
     a = fused.run(x, batch_size=1, record_state=True)
@@ -207,5 +196,6 @@ def test_a_kernel_called_twice_is_chunked(tmp_path):
         fused.run(x, batch_size=4, record_state=True),
         EventRuntime(tmp_path, fused=False).run(x, batch_size=4, record_state=True),
     )
-    ref = TorchSimulator(batch_size=64).run_snn(graph, x, graph.attrs.timesteps)
+    ref = reference(graph, x)
     np.testing.assert_array_equal(a["logits"], ref.logits)
+    assert_spike_counts_equal(graph, a, ref, len(x))
