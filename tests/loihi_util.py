@@ -9,6 +9,14 @@ from snnc.backends.loihi.lower import lower
 from snnc.backends.loihi.target import run_net
 
 
+def synapse_groups(net, layer) -> list[tuple[str, object]]:
+    """(source layer name, synapse group) of every synapse group of ``layer`` (one per source of a join),
+    leaving out the per-channel exponent classes (loihi-quantize{channel-exponents}) of a group."""
+    names = [x.name for x in net.layers]
+    srcs = layer.inputs or (names.index(layer.name) - 1,)
+    return [(names[k], g) for k, g in zip(srcs, (layer, *layer.extra), strict=True) if not g.exp_class]
+
+
 def assert_spike_for_spike(q, x: np.ndarray, timesteps: int) -> None:
     """Every population of the chip, shifted by its depth, spikes as the torch simulator runs the
     quantised graph ``q`` (counts per neuron), and the logits agree."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, ir, rel_diff, run
-from loihi_util import assert_spike_for_spike
+from loihi_util import assert_spike_for_spike, synapse_groups
 
 from snnc.backends.loihi.bitacc import DELAY_BITS, LayerKind
 from snnc.backends.loihi.lower import lower
@@ -106,17 +106,18 @@ def test_residual_net_maps_and_simulates_spike_for_spike() -> None:
     ctx = context(x, timesteps=T)
     q = run(LOWERING, g, ctx)
     net = lower(q)
-    joins = {layer.name: layer for layer in net.layers if layer.extra}
+    joins = {layer.name: layer for layer in net.layers if layer.has_neurons and len(synapse_groups(net, layer)) > 1}
     assert set(joins) == {"n2", "n3"}
-    names = [layer.name for layer in net.layers]
     # the identity branch skips two synaptic layers, the main branch's last conv one: delayed by one step
-    n2 = joins["n2"]
-    assert [names[k] for k in n2.inputs] == ["n1", "n"] and (n2.delay, n2.extra[0].delay) == (0, 1)
-    assert n2.extra[0].kind is LayerKind.CONV and n2.extra[0].groups == 4
-    n3 = joins["n3"]
-    assert [names[k] for k in n3.inputs] == ["n2", "n2"] and (n3.delay, n3.extra[0].delay) == (0, 0)
-    # one weight unit per population: both groups' weights on one 8-bit grid
-    assert max(np.abs(n3.weight_array).max(), np.abs(n3.extra[0].weight_array).max()) in (254, 256)
+    n2 = synapse_groups(net, joins["n2"])
+    assert [s for s, _ in n2] == ["n1", "n"] and [g.delay for _, g in n2] == [0, 1]
+    assert n2[1][1].kind is LayerKind.CONV and n2[1][1].groups == 4
+    n3 = synapse_groups(net, joins["n3"])
+    assert [s for s, _ in n3] == ["n2", "n2"] and [g.delay for _, g in n3] == [0, 0]
+    # one weight unit per population: the largest mantissa of all its groups (and exponent classes) ends the
+    # 8-bit range
+    layer = joins["n3"]
+    assert max(np.abs(g.weight_array).max() for g in (layer, *layer.extra)) in (254, 256)
     _spike_for_spike(q, x)
     mapping = q.analyses.get(Mapping)
     assert isinstance(mapping, Mapping) and not mapping.violations()
@@ -154,7 +155,7 @@ def test_fan_out_and_a_flat_join_simulate_spike_for_spike() -> None:
     names = [layer.name for layer in net.layers]
     m = net.layers[names.index("m")]
     assert m.kind is LayerKind.DENSE and m.extra[0].kind is LayerKind.DENSE
-    assert [names[k] for k in m.inputs] == ["fa", "fb"]  # the flattens of the two branches
+    assert [s for s, _ in synapse_groups(net, m)] == ["fa", "fb"]  # the flattens of the two branches
     readers_of_n = [layer.name for layer in net.layers if names.index("n") in layer.inputs or
                     (not layer.inputs and names.index(layer.name) == names.index("n") + 1)]
     assert readers_of_n == ["na", "nb"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conversion_util import SIM, context, graph_from_text, rel_diff, run
-from loihi_util import assert_spike_for_spike
+from loihi_util import assert_spike_for_spike, synapse_groups
 
 from snnc.backends.loihi.lower import lower
 from snnc.backends.loihi.target import LoihiTarget
@@ -110,11 +110,11 @@ def test_bottleneck_net_runs_spike_for_spike_with_delays() -> None:
     q = run("loihi-legalize,loihi-quantize,loihi-map", g, context(x, timesteps=T))
     net = lower(q)
     layers = {layer.name: layer for layer in net.layers}
-    names = [layer.name for layer in net.layers]
     head = layers["nh"]
-    assert [names[k] for k in head.inputs] == ["nd1", "nd2", "nd3"]
+    groups = synapse_groups(net, head)
+    assert [s for s, _ in groups] == ["nd1", "nd2", "nd3"]
     # nd1 is two synaptic layers shallower than nd2, four than nd3: its group is delayed to match
-    assert (head.delay, *(e.delay for e in head.extra)) == (4, 2, 0)
+    assert [g.delay for _, g in groups] == [4, 2, 0]
     _spike_for_spike(q, x)
 
 

@@ -19,7 +19,8 @@ reaches the neurons of layer k at step t+1.  Dense: weights are first clipped to
 sign mode and LSB-truncated to ``num_weight_bits`` (lava ``clip_weights`` / ``truncate_weights``); the
 accumulated input is then shifted by ``weight_exp`` (left if > 0, else an arithmetic right shift, i.e.
 floor) and travels as int32.  Conv: exact correlation (PyTorch orientation, CHW) wrapped to 24 bits (lava
-``signed_clamp``).  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
+``signed_clamp``), then shifted by its ``weight_exp`` as Dense does (lava's Conv process takes a
+``weight_exp`` too; a non-zero one comes only from per-channel exponents) and wrapped again.  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
 below 2^24 in magnitude, i.e. for any realistic spiking layer.
 
 Not modelled (lava's bit-accurate model does not model them either): refractory periods, axonal delays.
@@ -304,6 +305,9 @@ class QLayer:
     source: str = field(default="")  # where it came from in the user's model (for messages)
     extra: tuple[QLayer, ...] = ()
     delay: int = 0  # synaptic delay in steps beyond the one every synapse adds (lava DelayDense / Loihi 2)
+    # a synapse group that carries some output channels of the group before it (same source, same
+    # geometry) with its own weight_exp: per-channel weight exponents (loihi-quantize{channel-exponents})
+    exp_class: bool = False
 
     @property
     def neurons(self) -> int:
@@ -442,10 +446,19 @@ def _synapse(layer: QLayer, x: np.ndarray, dense_w: np.ndarray | None, conv_w: t
 
                 out = F.conv2d(torch.as_tensor(x, dtype=torch.float32), w32, None, layer.stride, layer.padding,
                                layer.dilation, layer.groups)
-                return wrap_signed(out.numpy().astype(np.int64), CONV_ACC_BITS)
-        return conv_step(x, layer.weight_array, layer.stride, layer.padding, layer.dilation, layer.groups)
+                return _shift(wrap_signed(out.numpy().astype(np.int64), CONV_ACC_BITS), layer.weight_exp)
+        acc = conv_step(x, layer.weight_array, layer.stride, layer.padding, layer.dilation, layer.groups)
+        return _shift(acc, layer.weight_exp)
     w = pool_weight_tensor(x.shape[1], layer.kernel, int(layer.weight_array))
     return conv_step(x, w, layer.stride, layer.padding, layer.dilation, groups=x.shape[1])
+
+
+def _shift(acc: np.ndarray, weight_exp: int) -> np.ndarray:
+    """A conv's accumulated input shifted by its ``weight_exp`` as lava's Dense does, wrapped to 24 bits."""
+    if weight_exp == 0:
+        return acc
+    acc = acc << weight_exp if weight_exp > 0 else acc >> (-weight_exp)
+    return wrap_signed(acc, CONV_ACC_BITS)
 
 
 def simulate(layers: Sequence[QLayer], spikes_in: np.ndarray, T: int | None = None) -> dict[str, np.ndarray]:

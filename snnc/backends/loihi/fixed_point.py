@@ -89,10 +89,15 @@ class WeightQuant:
     hw_weight_exp: int
     sign_mode: SignMode
     error: QuantError
+    # per output channel, the weight exponent of its synapse group (None: one exponent, 0, for all):
+    # ``w_int[c] = mantissa[c] << channel_exp[c]`` (see quantize_weights' ``channel_exp_max``)
+    channel_exp: np.ndarray | None = None
+    unit_exp: int = 0  # K': the unit is 2^K' times finer than the layer grid (0 without channel exponents)
 
 
 def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
-                     span: tuple[float, float] | None = None) -> WeightQuant:
+                     span: tuple[float, float] | None = None, channel_exp_max: int = 0,
+                     channel_exp_top: int | None = None) -> WeightQuant:
     """Quantise a float weight tensor to Loihi's signed ``num_bits`` mantissa in netx form.
 
     The mantissa ``m`` lies in [-2^(num_bits-1), 2^(num_bits-1) - 1] and ``w_int = m * 2^(9 - num_bits)``;
@@ -100,6 +105,14 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
     range.  ``weight_exp`` > 0 makes the threshold grid 2^weight_exp times finer (not expressible in netx).
     ``span``: the (min, max) the scale is set for instead of ``w``'s own (it must contain them): synapse
     groups into one population share one scale, that of all their weights.
+    ``channel_exp_max`` = K > 0: floating-point weights per output channel.  Channel c whose largest
+    weight is 2^k times below the layer's (k <= K) gets a mantissa grid 2^k times finer, and
+    ``w_int[c] = mantissa[c] · step · 2^(K' − k_c)`` with K' the largest k_c used: the chip runs it as
+    one synapse group per exponent ``K' − k_c`` (Loihi's per-group ``weight_exp``), all in one unit
+    ``scale`` 2^K' times finer than the layer grid.  Each channel then keeps ``num_bits`` bits of its
+    own range, where one layer grid leaves a channel of small weights a few steps.  ``channel_exp_top``
+    fixes K' (>= what the channels use, <= K): the synapse groups of one population pass the same value so
+    that they share the population's unit.
     Keeps ``w``; returns a :class:`WeightQuant`.
     """
     if not 1 <= num_bits <= 8:
@@ -118,6 +131,8 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
         raise UserError("1-bit weights can only be negative or zero")
     if m_step == 0.0:
         m_step = 1.0  # all-zero weights: any scale is exact
+    if channel_exp_max > 0 and m_pos > 0 and w.ndim >= 1 and w.size:
+        return _channel_exponents(w, m_step, m_pos, m_neg, step, channel_exp_max, channel_exp_top, weight_exp)
     mant = np.clip(np.rint(w / m_step), -m_neg, m_pos).astype(np.int64)
     w_int = mant * step
     scale_w = m_step / step
@@ -131,6 +146,41 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
         hw_weight_exp=hw_exp,
         sign_mode=mode,
         error=error,
+    )
+
+
+def _channel_exponents(w: np.ndarray, m_step: float, m_pos: int, m_neg: int, step: int, k_max: int,
+                       k_top: int | None, weight_exp: int) -> WeightQuant:
+    """:func:`quantize_weights` with a mantissa grid per output channel (``channel_exp_max`` > 0)."""
+    rows = w.reshape(w.shape[0], -1)
+    pos = np.maximum(rows.max(axis=1), 0.0)
+    neg = np.maximum(-rows.min(axis=1), 0.0)
+    # k_c: how many times finer than the layer grid channel c's grid can be with its weights in range
+    # (a tolerance of 1e-9 so that the channel that set the layer grid keeps k = 0 despite rounding)
+    k = np.zeros(len(rows), dtype=np.int64)
+    for j in range(1, k_max + 1):
+        fits = (pos * 2.0**j <= m_pos * m_step * (1 + 1e-9)) & (neg * 2.0**j <= m_neg * m_step * (1 + 1e-9))
+        k[fits] = j
+    k_used = int(k.max(initial=0)) if k_top is None else int(k_top)
+    if not 0 <= k_used <= k_max:
+        raise UserError(f"channel_exp_top={k_top} must be in [0, channel_exp_max={k_max}]")
+    k = np.minimum(k, k_used)
+    fine = (2.0 ** k).reshape(-1, *([1] * (w.ndim - 1)))
+    mant = np.clip(np.rint(w * fine / m_step), -m_neg, m_pos).astype(np.int64)
+    exps = k_used - k
+    w_int = mant * step * (1 << exps).reshape(fine.shape)
+    scale_w = m_step / (step * 2.0**k_used)
+    bits, hw_exp, mode = netx_weight_format(mant * step)
+    return WeightQuant(
+        w_int=w_int,
+        scale=scale_w / (1 << weight_exp) if weight_exp >= 0 else scale_w * (1 << -weight_exp),
+        weight_exp=int(weight_exp),
+        hw_weight_bits=bits,
+        hw_weight_exp=hw_exp,
+        sign_mode=mode,
+        error=QuantError.of(w, w_int * scale_w),
+        channel_exp=exps,
+        unit_exp=k_used,
     )
 
 

@@ -3,7 +3,9 @@
 What the lowering reads (the form ``loihi-legalize`` + ``loihi-quantize`` leave the graph in):
 
 * the graph is in **integer units**: every conv2d / linear weight and bias is an integer-valued
-  float (weights even, in [-256, 254]: lava-dl netx's 8-bit form), every neuron threshold ``v_th``
+  float (weights even, in [-256, 254]: lava-dl netx's 8-bit form; or, per output channel, such a
+  mantissa times 2^e, e <= 7: the channel's synapse group runs with lava's ``weight_exp = e``, one
+  group per exponent, see ``loihi-quantize{channel-exponents}``), every neuron threshold ``v_th``
   is the integer mantissa ``vth_mant`` (the chip compares ``v << 6`` with ``vth_mant << 6``), and
   the graph's voltage is the hardware voltage / 64 (a weight unit arrives as ``a << 6``);
 * ``encode(direct)`` followed by ``scale{factor=Q}``: the host sends the image as graded spikes
@@ -41,6 +43,7 @@ from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, MAX_DELAY, VTH_MANT_MAX, Layer
 from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254
+MAX_WEIGHT_EXP = 7  # lava's weight_exp: weights run as mantissa << e, e <= 7
 DU_NO_CURRENT = 4095  # lava du: the synaptic current forgets everything each step (u = input)
 _INTEGRAL_TOL = 1e-6
 _QUANTISE_HINT = "run loihi-quantize (the ann-to-loihi pipeline does)"
@@ -217,7 +220,8 @@ class _Lowerer:
         self.coding: InputCoding | None = None
         self.readout: Readout | None = None
         self.integrators: set[int] = set()  # layers that integrate for the readout (no neuron in the IR)
-        self.groups: dict[str, tuple[int, QLayer, np.ndarray]] = {}  # join operand -> (source, synapse, bias)
+        # join operand -> (source, its synapse groups, bias)
+        self.groups: dict[str, tuple[int, list[QLayer], np.ndarray]] = {}
 
     def fail(self, node: Node, message: str) -> TargetError:
         return TargetError(f"{node.op.name} %{node.name}: {message}")
@@ -354,15 +358,17 @@ class _Lowerer:
         if not _integral(w) or (b is not None and not _integral(b)):
             raise self.fail(node, f"weights and biases must be integers; {_QUANTISE_HINT}")
         w_int = np.rint(np.asarray(w, dtype=np.float64)).astype(np.int64)
-        if w_int.min(initial=0) < WEIGHT_MIN or w_int.max(initial=0) > WEIGHT_MAX or np.any(w_int % 2):
-            raise self.fail(node, f"weights must be even integers in [{WEIGHT_MIN}, {WEIGHT_MAX}]; {_QUANTISE_HINT}")
+        exps = channel_exponents(w_int)
+        if exps is None:
+            raise self.fail(node, f"weights must be even integers in [{WEIGHT_MIN}, {WEIGHT_MAX}], times 2^e per "
+                                  f"output channel (e <= {MAX_WEIGHT_EXP}); {_QUANTISE_HINT}")
         shape = tuple(node.type.shape)
         bias = np.zeros(0, dtype=np.int64) if b is None else np.rint(np.asarray(b, dtype=np.float64)).astype(np.int64)
         if bias.size and (bias.min() < BIAS_MANT_MIN or bias.max() > BIAS_MANT_MAX):
             raise self.fail(node, f"bias mantissas must be 13-bit signed integers; {_QUANTISE_HINT}")
         if joined:  # one synapse group of the population behind the add (join() builds it)
             population = g.users(user.name)[0].name  # the neuron behind the add
-            self.groups[node.name] = (src, self.synapse(node, population, shape, w_int, None), bias)
+            self.groups[node.name] = (src, self.synapses(node, population, shape, w_int, exps, None), bias)
             self.node_layer[node.name] = population
             return
         if isinstance(user.op, O.Neuron):
@@ -379,8 +385,9 @@ class _Lowerer:
             name = node.name
         if isinstance(node.op, O.Linear) and len(self.layers[src].shape) != 1:
             raise self.fail(node, "reads a non-flat layer; insert a flatten")
-        layer = self.synapse(node, name, shape, w_int, lif)
-        i = self.add(layer, [src])
+        first, *rest = self.synapses(node, name, shape, w_int, exps, lif)
+        layer = dataclasses.replace(first, extra=tuple(rest))
+        i = self.add(layer, [src] * (1 + len(rest)))
         self.node_layer[node.name] = name
         self.index[node.name] = i
         if isinstance(user.op, O.Neuron):
@@ -389,24 +396,31 @@ class _Lowerer:
         else:
             self.integrators.add(i)
 
-    def synapse(self, node: Node, name: str, shape: tuple[int, ...], w_int: np.ndarray, lif: LifParams | None
-                ) -> QLayer:
-        """The dense or conv synapse of ``node`` into the neurons ``name`` (with ``lif``, a whole layer)."""
+    def synapses(self, node: Node, name: str, shape: tuple[int, ...], w_int: np.ndarray, exps: np.ndarray,
+                 lif: LifParams | None) -> list[QLayer]:
+        """The dense or conv synapse groups of ``node`` into the neurons ``name`` (the first with ``lif``, a
+        whole layer): one per weight exponent its output channels use, each holding the mantissas of its
+        channels (zeros elsewhere) and the others marked ``exp_class``."""
         source = node.loc or node.name
-        if isinstance(node.op, O.Linear):
-            return QLayer(name=name, kind=LayerKind.DENSE, shape=shape, weight=w_int, lif=lif, source=source)
-        op: O.Conv2d = node.op  # type: ignore[assignment]
-        return QLayer(
-            name=name, kind=LayerKind.CONV, shape=shape, weight=w_int, stride=op.stride,
-            padding=op.padding, dilation=op.dilation, groups=op.groups, lif=lif, source=source,
-        )
+        out = []
+        for k, e in enumerate(np.unique(exps)):
+            rows = (exps == e).reshape(-1, *([1] * (w_int.ndim - 1)))
+            mant = np.where(rows, w_int >> int(e), 0)
+            layer = QLayer(name=name, kind=LayerKind.DENSE, shape=shape, weight=mant, weight_exp=int(e),
+                           lif=lif if k == 0 else None, source=source, exp_class=k > 0)
+            if isinstance(node.op, O.Conv2d):
+                op = node.op
+                layer = dataclasses.replace(layer, kind=LayerKind.CONV, stride=op.stride, padding=op.padding,
+                                            dilation=op.dilation, groups=op.groups)
+            out.append(layer)
+        return out
 
     def join(self, node: Node) -> None:
         """The add of a join and the neuron after it: one population fed by every operand's synapses; its
         bias is the sum of theirs (each is added every step, so they add up)."""
         neuron = self.g.only_user(node.name)
         assert neuron is not None and node.type is not None
-        parts = [self.groups.pop(v) for v in node.inputs]
+        parts = [self.groups.pop(v) for v in node.inputs]  # (source, its synapse groups, its bias)
         shape = tuple(node.type.shape)
         channels = shape[0]
         total = np.zeros(channels, dtype=np.int64)
@@ -417,10 +431,11 @@ class _Lowerer:
             raise self.fail(node, f"the summed bias mantissas exceed 13 bits; {_QUANTISE_HINT}")
         bias = total if any(b.size for _, _, b in parts) else np.zeros(0, dtype=np.int64)
         lif = self.lif(neuron, bias, shape)
-        main = dataclasses.replace(parts[0][1], lif=lif, extra=tuple(p[1] for p in parts[1:]))
+        groups = [(src, group) for src, member, _ in parts for group in member]
+        main = dataclasses.replace(groups[0][1], lif=lif, extra=tuple(g for _, g in groups[1:]))
         i = len(self.layers)
         self.layers.append(main)
-        main.inputs = tuple(p[0] for p in parts)
+        main.inputs = tuple(src for src, _ in groups)
         self.index[node.name] = self.index[neuron.name] = i
         self.node_layer[node.name] = self.node_layer[neuron.name] = neuron.name
 
@@ -479,6 +494,19 @@ class _Lowerer:
         if kind is ReadoutKind.SPIKE_COUNT and not layer.has_neurons:
             raise self.fail(node, f"reads %{v}, which holds no neurons")
         self.readout = Readout(kind, i, scale)
+
+
+def channel_exponents(w_int: np.ndarray) -> np.ndarray | None:
+    """Per output channel (first axis) the smallest weight exponent e <= MAX_WEIGHT_EXP with
+    ``w_int[c] >> e`` even integers in [WEIGHT_MIN, WEIGHT_MAX] and nothing lost by the shift (netx's 8-bit
+    form, run with lava's ``weight_exp = e``); None when a channel has none."""
+    rows = np.asarray(w_int, dtype=np.int64).reshape(len(w_int), -1)
+    exps = np.full(len(rows), -1, dtype=np.int64)
+    for e in range(MAX_WEIGHT_EXP, -1, -1):
+        ok = ((rows % (2 << e)) == 0).all(axis=1)
+        ok &= ((rows >> e) >= WEIGHT_MIN).all(axis=1) & ((rows >> e) <= WEIGHT_MAX).all(axis=1)
+        exps[ok] = e
+    return None if (exps < 0).any() else exps
 
 
 def _is_power_of_two(x: float) -> bool:

@@ -271,6 +271,11 @@ def network_from_layers(layers: Sequence[QLayer], rates: dict[str, float] | None
         )
         # one edge per synapse group and per population behind it (a residual join has several groups)
         for group, k in zip((layer, *layer.extra), srcs, strict=True):
+            if group.exp_class:
+                # the channels of another exponent: the same synapses as the group before it, split by
+                # output channel; on the core they are lists of their own synapse format, counted once here
+                # (one header more per source where its list splits, not charged)
+                continue
             in_shape = tuple(layers[k].shape)
             for name in forwards[k]:
                 edge = _edge_for(group, name, shapes[name], part=shapes[name] != in_shape)

@@ -84,6 +84,7 @@ def _type(group, name: str) -> None:
 
 
 def _check_netx_expressible(layers: Sequence[QLayer]) -> None:
+    # the wiring first (what makes a network not a chain is the more useful reason), then each layer's format
     for i, layer in enumerate(layers):
         if layer.kind in (LayerKind.ADD, LayerKind.CONCAT):
             what = "a residual add" if layer.kind is LayerKind.ADD else "a concatenation"
@@ -91,15 +92,29 @@ def _check_netx_expressible(layers: Sequence[QLayer]) -> None:
                 f"layer '{layer.name}' is {what}, which the lava-dl netx format cannot express (netx networks are "
                 "a chain of layers); the core mapping, the bit-accurate simulation and the NIR export still work"
             )
-        if layer.extra:
-            reads = ", ".join(f"'{layers[k].name}'" for k in layer.inputs)
+        members = [k for k, g in zip(layer.inputs, (layer, *layer.extra), strict=False) if not g.exp_class]
+        if len(members) > 1:
+            reads = ", ".join(f"'{layers[k].name}'" for k in members)
             raise UnsupportedError(
-                f"layer '{layer.name}' sums {len(layer.inputs)} synapse groups (from {reads}): a residual join, "
+                f"layer '{layer.name}' sums {len(members)} synapse groups (from {reads}): a residual join, "
                 "which the lava-dl netx format cannot express (netx connects each layer to the one before it only)"
             )
-        if layer.inputs and tuple(layer.inputs) != (i - 1,):
+        if layer.inputs and set(layer.inputs) != {i - 1}:
             raise UnsupportedError(
                 f"layer '{layer.name}' reads layer(s) {layer.inputs}, not the one before it; netx networks are a chain"
+            )
+    for layer in layers:
+        if any(g.exp_class for g in layer.extra):
+            exps = sorted({g.weight_exp for g in (layer, *layer.extra)})
+            raise UnsupportedError(
+                f"layer '{layer.name}' has per-channel weight exponents {exps} (one synapse group each), which the "
+                "lava-dl netx format cannot express (one weight exponent per layer); quantise with "
+                "loihi-quantize{channel-exponents=0} for a netx file"
+            )
+        if layer.kind is LayerKind.CONV and layer.weight_exp != 0:
+            raise UnsupportedError(
+                f"layer '{layer.name}': a conv weight exponent ({layer.weight_exp}) is not in the netx format; "
+                "quantise with loihi-quantize{channel-exponents=0} for a netx file"
             )
         if layer.kind is LayerKind.DENSE:
             w = np.asarray(layer.weight)

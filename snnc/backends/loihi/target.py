@@ -114,8 +114,9 @@ class LoihiTarget:
                 f"loihi target" for n in graph.ops(O.Conv1d)]
 
     def legality(self, graph: Graph) -> list[str]:
+        from snnc.passes._refusals import format_refusals
+
         from .lower import legality
-        from .refusals import format_refusals
 
         problems = legality(graph)
         return [format_refusals(self.name, problems, graph)] if problems else []

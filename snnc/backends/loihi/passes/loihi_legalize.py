@@ -50,7 +50,7 @@ bursts (``max_spikes > 1``), the tau/rate leak forms, reset delay, membrane outp
 whose readers cannot be folded (a padded reader after a biased projection: the composite is no single
 conv at the border; a reader through ``flatten``), and a sum of analog values that are not currents into
 one neuron.  The
-refusal lists each reason once with its fix, then the offending nodes one a line (``refusals.py``).
+refusal lists each reason once with its fix, then the offending nodes one a line (``snnc/passes/_refusals.py``).
 
 Preserves: the SNN's function exactly, except the OR pooling above and ties at threshold.
 Requires: a converted SNN (``lower-neurons``), thresholds folded (``fold-thresholds``).
@@ -67,13 +67,13 @@ import torch
 import torch.nn.functional as F
 
 from snnc.backends.loihi.lower import LOIHI_SYNAPSE_OPS, is_join
-from snnc.backends.loihi.refusals import format_refusals
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import neuron_vector
 from snnc.passes._params import uses
+from snnc.passes._refusals import format_refusals
 
 _POOLS = (O.AvgPool2d, O.SumPool2d)
 SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)

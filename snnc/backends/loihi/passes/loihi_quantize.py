@@ -7,6 +7,15 @@ After this pass the graph *is* the quantised network, in the units of the chip (
   fewer for a coarser grid), one float ``unit`` per layer such that the float current is
   ``unit · (W_int · input)`` (``snnc.backends.loihi.fixed_point.quantize_weights``: the largest
   positive or negative weight reaches the end of the range);
+* per-channel weight exponents (``channel-exponents=K``, default 4): an output channel whose weights are
+  2^k below its population's largest (k <= K) gets a grid 2^k times finer (its own 8-bit mantissa range),
+  stored as ``mantissa · 2^(K' − k)`` in a unit 2^K' finer (K' the largest k used); the chip runs each
+  exponent as a synapse group of its own with lava's ``weight_exp``.  K' is lowered where the finer unit
+  would take the threshold mantissa past 2^11 (a step's input then has 64 thresholds before lava's
+  24-bit current wraps), the bias past its 13-bit mantissa or the graded input past 2^17.  Folded
+  per-channel thresholds leave some channels (mobilenet_v2's depthwise convs) a few steps of one
+  population-wide grid; this gives them 8 bits of their own.  ``netx-chain`` (default) keeps one grid
+  on a chain network, which lava-dl netx (one weight exponent per layer) can load;
 * the neuron's threshold ``v_th`` becomes its 17-bit mantissa ``vth_mant = round(θ / unit)`` (the chip
   compares ``v << 6`` with ``vth_mant << 6``, so graph voltage = chip voltage / 64);
 * the bias becomes the 13-bit mantissa for netx's fixed exponent 6: ``round(b / unit)``;
@@ -29,7 +38,8 @@ and in the chip's one step of latency per layer (see ``snnc.backends.loihi.targe
 Reports, per layer, the quantisation error of weights, threshold and bias (max, RMS, relative,
 saturated count) in ``ctx.results["loihi-quantize"]``, and with labelled
 calibration data the float SNN's accuracy before and after on ``samples`` calibration samples.
-Lossy: a weight moves by at most half a grid step (``unit``, ≤ 1/254 of the largest |w| at 8 bits);
+Lossy: a weight moves by at most half a grid step (``unit``, ≤ 1/254 of the largest |w| at 8 bits; with
+channel exponents ≤ 1/254 of its channel's largest |w|, or 2^-K of the population's for smaller ones);
 θ and b by at most ``unit / 2``; the input by ``1 / (2Q)``.
 Requires: ``loihi-legalize``.
 """
@@ -47,15 +57,19 @@ import torch.nn.functional as F
 from snnc.backends.loihi import fixed_point as fp
 from snnc.backends.loihi.lower import is_join
 from snnc.backends.loihi.passes.loihi_legalize import SYNAPSE_OPS, structure_problems
-from snnc.backends.loihi.refusals import format_refusals
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._params import store_param
+from snnc.passes._refusals import format_refusals
 from snnc.passes._samples import first_samples
 
 INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
+MAX_WEIGHT_EXP = 7  # lava's weight_exp is a signed 4-bit field: at most << 7
+# with channel exponents the unit gets finer and the threshold mantissa larger; past 2^11 it gains no
+# accuracy that matters and leaves a step's input only 2^17 / 2^11 = 64 thresholds before the current wraps
+FINE_VTH_LIMIT = 1 << 11
 DECAY_UNITY = 4096
 
 
@@ -67,6 +81,12 @@ class LoihiQuantize(Pass):
     input_bits: int = 8
     samples: int = 256  # calibration samples for the input range and the accuracy check (0: all)
     bias_correction: bool = True
+    # K: up to 2^K finer weight grids for output channels of small weights, one synapse group per
+    # weight exponent (0: one grid per population, the netx form)
+    channel_exponents: int = 4
+    # a chain (no join, fan-out or concat) keeps one grid per population, so that lava-dl netx, which
+    # has one weight exponent per layer, loads it; other networks need hand-wired lava processes anyway
+    netx_chain: bool = True
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -76,6 +96,9 @@ class LoihiQuantize(Pass):
             problems.append(f"input-bits={self.input_bits} must be in 2..24 (graded spikes)")
         if self.samples < 0:
             problems.append(f"samples={self.samples} must be >= 0 (0: all)")
+        if not 0 <= self.channel_exponents <= MAX_WEIGHT_EXP:
+            problems.append(f"channel-exponents={self.channel_exponents} must be in 0..{MAX_WEIGHT_EXP} "
+                            "(Loihi's weight exponent)")
         return problems
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
@@ -102,6 +125,8 @@ class LoihiQuantize(Pass):
         if levels != start:
             ctx.note(f"loihi-quantize: input levels lowered from {start:g} to {levels:g} so that the first layer's "
                      "input per step stays below 2^17 and its bias fits the 13-bit mantissa")
+        fine = 0 if self.netx_chain and _is_chain(graph) else self.channel_exponents
+        result["channel_exponents"] = fine
         for members in _populations(graph, weighted):
             # the synapse groups of one population share its unit: one weight scale for all of them
             kinds = {m.name in graded for m in members}
@@ -112,10 +137,16 @@ class LoihiQuantize(Pass):
             span = _span(graph, members) if len(members) > 1 else None
             bits = self.weight_bits
 
-            def plans(bits: int, q: float = q, span: tuple[float, float] | None = span, members=members) -> list:
-                return [_plan(fp, graph, m, q, bits, means.get(m.name), x, span) for m in members]
+            def plans(bits: int, k: int = 0, q: float = q, span: tuple[float, float] | None = span,
+                      members=members) -> list:
+                return [_plan(fp, graph, m, q, bits, means.get(m.name), x, span, k) for m in members]
 
-            group = plans(bits)
+            k = self._unit_exp(graph, members, span, fine)
+            group = plans(bits, k)
+            # channel exponents only where the threshold mantissa, the bias and a graded input still fit
+            while k > 0 and not all(_fine_fits(p, x, q, p.node.name in graded) for p in group):
+                k -= 1
+                group = plans(bits, k)
             while not all(_bias_fits(p) for p in group) and bits > 2:  # a coarser grid makes room for a bias
                 bits -= 1
                 group = plans(bits)
@@ -154,6 +185,13 @@ class LoihiQuantize(Pass):
         if self.samples > 0:
             x, y = x[: self.samples], None if y is None else y[: self.samples]
         return x, y
+
+    def _unit_exp(self, graph: Graph, members: list[Node], span: tuple[float, float] | None, k_max: int) -> int:
+        """K' of a population: the finest (<= ``k_max``) any of its members' channels can use."""
+        if k_max == 0:
+            return 0
+        return max(fp.quantize_weights(np.asarray(m.param(graph, "weight"), dtype=np.float64), self.weight_bits,
+                                       span=span, channel_exp_max=k_max).unit_exp for m in members)
 
     def _input_levels(self, ctx: PassContext, graph: Graph, x: np.ndarray | None) -> float:
         """The largest power of two Q with |Q x| within the graded-spike range."""
@@ -209,11 +247,15 @@ def _span(graph: Graph, members: list[Node]) -> tuple[float, float]:
 
 
 def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None,
-          x: np.ndarray | None = None, span: tuple[float, float] | None = None) -> _Plan:
+          x: np.ndarray | None = None, span: tuple[float, float] | None = None, unit_exp: int = 0) -> _Plan:
     w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
-    wq = fp.quantize_weights(w, num_bits=weight_bits, span=span)
+    wq = fp.quantize_weights(w, num_bits=weight_bits, span=span, channel_exp_max=unit_exp,
+                             channel_exp_top=unit_exp if unit_exp else None)
     unit = wq.scale / levels
     report: dict[str, Any] = {"unit": unit, "weight": wq.error.to_json(), "hw_weight_bits": wq.hw_weight_bits}
+    if wq.channel_exp is not None:
+        exps, counts = np.unique(wq.channel_exp, return_counts=True)
+        report["weight_exponents"] = {str(int(e)): int(c) for e, c in zip(exps, counts, strict=True)}
     b = node.param(graph, "bias")
     if mean_in is not None:
         # bias correction: the rounded weights (and a graded input's rounding) shift each output's mean
@@ -308,8 +350,23 @@ def _reads_input(graph: Graph, node: Node) -> bool:
     return prod is not None and isinstance(prod.op, O.Encode) and prod.op.scheme is O.Scheme.DIRECT
 
 
+def _is_chain(graph: Graph) -> bool:
+    """No join, concat or fan-out: every layer reads the one before it, as a lava-dl netx network."""
+    if any(isinstance(n.op, (O.Add, O.Concat)) for n in graph.nodes):
+        return False
+    return all(len(graph.users(n.name)) <= 1 for n in graph.nodes)
+
+
 def _bias_fits(plan: _Plan) -> bool:
     return plan.report.get("bias", {}).get("clipped", 0) == 0
+
+
+def _fine_fits(plan: _Plan, x: np.ndarray | None, levels: float, graded: bool) -> bool:
+    """Whether a plan with channel exponents keeps its threshold mantissa within FINE_VTH_LIMIT, its bias
+    within the 13-bit mantissa and, for the graded input layer, its input per step within INPUT_LIMIT."""
+    if plan.report.get("vth_mant", 0) > FINE_VTH_LIMIT or not _bias_fits(plan):
+        return False
+    return not graded or _peak_input(plan.node, plan, x, levels) <= INPUT_LIMIT
 
 
 def _fits(plan: _Plan, x: np.ndarray | None, levels: float) -> bool:

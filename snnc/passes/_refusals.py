@@ -1,7 +1,8 @@
-"""Refusals of the Loihi target as a reader wants them: grouped by reason, one line per offending node.
+"""Refusals as a reader wants them: grouped by reason, one line per offending node (pass helper, not
+a pass; any pass or target that lists what it cannot handle uses it: the Loihi target and its passes).
 
-A problem is written ``"<op> %<node>[ (<detail>)]: <reason>; <fix>"`` (what ``structure_problems``,
-``lower.legality`` and ``neuron_features.unsupported_features`` produce).  :func:`format_refusals`
+A problem is written ``"<op> %<node>[ (<detail>)]: <reason>; <fix>"`` (what the Loihi target's
+``structure_problems``, ``lower.legality`` and ``neuron_features.unsupported_features`` produce).  :func:`format_refusals`
 groups the problems whose reason and fix are the same, states each reason and its fix once, then lists
 the nodes under it, one a line, with the node's place in the user's model when the graph knows it.
 """
