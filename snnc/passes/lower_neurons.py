@@ -179,6 +179,10 @@ def _non_spiking_sources(graph: Graph, value: str) -> list[str]:
         return [value]
     if isinstance(node.op, O.Neuron):
         return []
+    if isinstance(node.op, (O.SpikeMaxPool2d, O.SpikeCountMaxPool2d)):
+        # an already lowered pooling sends spikes of its input's kind (GoogLeNet's branch pool of
+        # the stem's pool): max of max is the max over the union of the windows, also on counts
+        return _non_spiking_sources(graph, node.inputs[0])
     if not node.op.reindexing:
         return [value]
     return [bad for v in node.inputs for bad in _non_spiking_sources(graph, v)]
