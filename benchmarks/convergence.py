@@ -1,23 +1,31 @@
 """Convergence of converted SNNs to their clipped ANN on torchvision architectures.
 
-Imports resnet18 and mobilenet_v2 (random weights, BatchNorm statistics set from random data,
-3x32x32), runs a conversion pipeline and prints the cosine similarity of the SNN's logits to
-the clipped ANN's (the converted graph in ANN mode) at each T; ``--layers`` adds, per neuron,
-the relative error of the mean rate·scale against the clipped ANN activation of the same node.
+Imports torchvision classifiers (random weights, BatchNorm statistics set from random data,
+3x32x32; alexnet 3x64x64), runs a conversion pipeline and prints the cosine similarity of the
+SNN's logits to the clipped ANN's (the converted graph in ANN mode) at each T, every T read from
+one simulation of the largest; ``--he`` redraws the weights at He's scale (see torchvision_model);
+``--ideal`` adds what a perfect T-step rate code of every activation would reach (ideal_cosines:
+the network's own sensitivity); ``--layers`` adds, per neuron, the relative error of the mean
+rate·scale against the clipped ANN activation of the same node.  Results: docs/analog_paths.md,
+benchmarks/results/convergence.json.
 
-    .venv/bin/python benchmarks/convergence.py [--models resnet18,mobilenet_v2] [--timesteps 8,16,...]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/convergence.py --models all --timesteps 8,32,128,256 \
+        --images 4 [--he --classes 10 --ideal] --json benchmarks/results/convergence.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from snnc.backends.torch import ops as TO
 from snnc.backends.torch.simulator import TorchSimulator
 from snnc.frontend.fx import import_module
 from snnc.ir import Graph
@@ -81,6 +89,47 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(num / den))
 
 
+@contextlib.contextmanager
+def neurons_in_ann_mode(rate: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[None]:
+    """Within the block, the torch simulator's ANN mode computes every neuron as
+    out_scale · clamp(rate(I / v_th), lo, B) instead of out_scale · clamp(I / v_th, lo, B): the
+    clipped ANN with each activation perturbed as ``rate`` says (a diagnosis, nothing else)."""
+    def perturbed(op: O.Neuron, xs: list[torch.Tensor], p: dict[str, torch.Tensor]) -> torch.Tensor:
+        x = xs[0]
+        vth = TO.neuron_param(op, p, "v_th", x.dim())
+        scale = TO.neuron_param(op, p, "out_scale", x.dim())
+        lo = -1 if op.negative is O.Negative.SIGNED else 0
+        return scale * torch.clamp(rate(x / vth), lo, op.max_spikes)
+
+    exact = TO.ANN[O.Neuron]
+    TO.ANN[O.Neuron] = perturbed
+    try:
+        yield
+    finally:
+        TO.ANN[O.Neuron] = exact
+
+
+def ideal_cosines(graph: Graph, x: np.ndarray, ann: np.ndarray, timesteps: int, seed: int = 0) -> tuple[float, float]:
+    """How far from the clipped ANN an SNN that codes every activation perfectly in T steps lands:
+    (cosine of the clipped ANN with every neuron's rate rounded to a multiple of 1/T, the same with
+    a uniform error in ±1/(2T) added to every rate instead) against the clipped ANN.  Below 0.99,
+    no rate code of T steps reaches 0.99: the network amplifies errors of that size (chaos)."""
+    sim = TorchSimulator()
+    with neurons_in_ann_mode(lambda r: torch.round(r * timesteps) / timesteps):
+        rounded = sim.run_ann(graph, x)[graph.outputs[0]]
+    gen = torch.Generator().manual_seed(seed)
+    with neurons_in_ann_mode(lambda r: r + (torch.rand(r.shape, generator=gen) - 0.5) / timesteps):
+        noisy = sim.run_ann(graph, x)[graph.outputs[0]]
+    return cosine(rounded, ann), cosine(noisy, ann)
+
+
+def spread(logits: np.ndarray) -> float:
+    """How much the logits depend on the input: the norm of their deviation from their mean over the
+    samples, relative to their norm (near 0: the cosine measures the input-independent part only)."""
+    a = logits.astype(np.float64)
+    return float(np.linalg.norm(a - a.mean(0)) / (np.linalg.norm(a) + 1e-12))
+
+
 def convert(graph: Graph, calib: np.ndarray, timesteps: int, pipeline: str) -> tuple[Graph, Graph]:
     """(the clipped ANN = the graph right after lower-neurons, the SNN)."""
     ctx = PassContext(calibration=CalibrationData(calib, None, batch_size=64), simulator=TorchSimulator(),
@@ -124,6 +173,8 @@ def main() -> None:
     ap.add_argument("--timesteps", default="8,16,32,64,128,256")
     ap.add_argument("--pipeline", default="ann-to-snn")
     ap.add_argument("--images", type=int, default=8)
+    ap.add_argument("--ideal", action="store_true",
+                    help="also the cosine of an ideal T-step rate code (ideal_cosines): what the network's sensitivity allows")
     ap.add_argument("--layers", type=int, default=0, help="T at which to print per-neuron errors (0: none)")
     args = ap.parse_args()
     ts = [int(t) for t in args.timesteps.split(",")]
@@ -138,20 +189,29 @@ def main() -> None:
         clipped, snn = convert(graph, calib, max(ts), PIPELINES.get(args.pipeline, args.pipeline))
         sim = TorchSimulator()
         ann = sim.run_ann(clipped, x)[clipped.outputs[0]]
-        print(f"{name}: converted in {time.time() - t0:.1f}s; clipped ANN vs model cosine {cosine(ann, ref):.4f}")
-        row: list[str] = []
-        curve: list[float] = []
-        for t in ts:
-            t0 = time.time()
-            res = sim.run_snn(snn, x, t)
-            curve.append(cosine(res.logits, ann))
-            row.append(f"T={t}: {curve[-1]:.4f} ({time.time() - t0:.1f}s)")
-        print("  " + "  ".join(row), flush=True)
+        print(f"{name}: converted in {time.time() - t0:.1f}s; clipped ANN vs model cosine {cosine(ann, ref):.4f}; "
+              f"logit spread {spread(ann):.2e}", flush=True)
+        t0, c0 = time.time(), time.process_time()
+        runs = sim.run_snn_steps(snn, x, ts)  # one run of max(T) steps, read at each T (same floats)
+        curve = [cosine(runs[t].logits, ann) for t in ts]
+        wall, cpu = time.time() - t0, time.process_time() - c0
+        print("  " + "  ".join(f"T={t}: {c:.4f}" for t, c in zip(ts, curve, strict=True))
+              + f"  ({wall:.0f} s wall, {cpu:.0f} s CPU)", flush=True)
+        ideal: dict[int, tuple[float, float]] = {}
+        if args.ideal:
+            ideal = {t: ideal_cosines(snn, x, ann, t) for t in ts}
+            print("  ideal rate code (rounded / ±1/(2T) noise): "
+                  + "  ".join(f"T={t}: {r:.4f} / {n:.4f}" for t, (r, n) in ideal.items()), flush=True)
         if args.json is not None:
             done = json.loads(args.json.read_text()) if args.json.exists() else {}
-            done[f"{name}{' he' if args.he else ''}"] = {
+            key = f"{name}{' he' if args.he else ''}"
+            done[key] = {
                 "model": name, "he_init": args.he, "classes": args.classes, "images": args.images,
-                "pipeline": args.pipeline, "clipped_vs_model": cosine(ann, ref), "cosine": dict(zip(ts, curve, strict=True))}
+                "pipeline": args.pipeline, "clipped_vs_model": cosine(ann, ref), "cosine": dict(zip(ts, curve, strict=True)),
+                "logit_spread": spread(ann), "simulation_cpu_s": round(cpu, 1)}
+            if ideal:
+                done[key]["ideal_rounded"] = {t: r for t, (r, _) in ideal.items()}
+                done[key]["ideal_noise"] = {t: n for t, (_, n) in ideal.items()}
             args.json.write_text(json.dumps(done, indent=2) + "\n")
         if args.layers:
             for lname, err, mean in layer_errors(clipped, snn, x, args.layers):
