@@ -34,6 +34,25 @@ def first_samples(ctx, pass_name: str, batches: int, labelled: bool = False):
     return np.concatenate(xs), (np.concatenate(ys) if ys else None)
 
 
+def sample_batches(ctx, pass_name: str, samples: int, labelled: bool = False) -> Iterator:
+    """The calibration batches (x float32, y) holding the first ``samples`` samples (``samples`` <= 0:
+    all), read one batch at a time: a pass that iterates over it (as often as it needs) holds one batch,
+    whatever ``samples`` is."""
+    data = ctx.require_calibration(pass_name, labelled=labelled)
+    batches = -(-samples // data.batch_size) if samples > 0 else 0
+    left = samples if samples > 0 else None
+    for xb, yb in calibration_batches(ctx, pass_name, batches, labelled):
+        x = np.asarray(xb, dtype=np.float32)
+        y = None if yb is None else np.asarray(yb)
+        if left is not None:
+            x, y = x[:left], None if y is None else y[:left]
+            left -= len(x)
+        if len(x):
+            yield x, y
+        if left is not None and left <= 0:
+            return
+
+
 def leading_batches(x, n: int, batch_size: int) -> Iterator[np.ndarray]:
     """The first ``n`` rows of ``x`` as float32 batches of ``batch_size`` rows, read one batch at a
     time (a lazy :class:`snnc.data.Samples` reads only that batch's rows): what a pass that simulates

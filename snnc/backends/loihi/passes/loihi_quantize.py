@@ -35,6 +35,10 @@ Integer values are stored as float32 (exact below 2^24), so the torch simulator 
 network; it differs from the chip only where lava truncates (the leak's ``>> 12``), wraps or saturates,
 and in the chip's one step of latency per layer (see ``snnc.backends.loihi.target``).
 
+The calibration samples (the first ``samples``) are read one batch at a time, as often as needed (input
+range, mean inputs for the bias correction, the graded layer's peak input, accuracy): the pass holds one
+batch and per-layer sums, whatever ``samples`` is.
+
 Reports, per layer, the quantisation error of weights, threshold and bias (max, RMS, relative,
 saturated count) in ``ctx.results["loihi-quantize"]``, and with labelled
 calibration data the float SNN's accuracy before and after on ``samples`` calibration samples.
@@ -63,7 +67,7 @@ from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._params import store_param
 from snnc.passes._refusals import format_refusals
-from snnc.passes._samples import first_samples
+from snnc.passes._samples import sample_batches
 
 INPUT_LIMIT = (1 << 17) - 1  # |a| per step: lava's 24-bit current holds a << 6
 MAX_WEIGHT_EXP = 7  # lava's weight_exp is a signed 4-bit field: at most << 7
@@ -105,8 +109,8 @@ class LoihiQuantize(Pass):
         problems = structure_problems(graph)
         if problems:
             raise PassError(format_refusals("loihi-quantize: run loihi-legalize first", problems, graph))
-        x, y = self._samples(ctx)
-        before = _accuracy(ctx, graph, x, y)
+        x = None if ctx.calibration is None else _Stream(ctx, self.name, self.samples)
+        before = _accuracy(ctx, graph, x)
         enc = _encoder(graph)
         levels = 1.0
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
@@ -168,23 +172,14 @@ class LoihiQuantize(Pass):
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
             _insert_input_scale(graph, enc, levels, self.input_bits)
             result["input"] = {"scheme": "direct", "levels": levels, "message_bits": self.input_bits,
-                               "max_abs_x": float(np.abs(x).max()) if x is not None else None}
+                               "max_abs_x": x.peak_abs if x is not None else None}
         elif enc is not None:
             result["input"] = {"scheme": enc.op.scheme.value, "message_bits": 0}  # type: ignore[attr-defined]
         graph.infer_types()
         if before is not None and x is not None:
-            result["accuracy"] = {"split": "calibration", "samples": int(len(x)), "float_snn": before,
-                                  "quantised_snn": _accuracy(ctx, graph, x, y)}
+            result["accuracy"] = {"split": "calibration", "samples": x.count, "float_snn": before,
+                                  "quantised_snn": _accuracy(ctx, graph, x)}
         ctx.results[self.name] = result
-
-    def _samples(self, ctx: PassContext) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if ctx.calibration is None:
-            return None, None
-        batches = -(-self.samples // ctx.calibration.batch_size) if self.samples > 0 else 0
-        x, y = first_samples(ctx, self.name, batches)
-        if self.samples > 0:
-            x, y = x[: self.samples], None if y is None else y[: self.samples]
-        return x, y
 
     def _unit_exp(self, graph: Graph, members: list[Node], span: tuple[float, float] | None, k_max: int) -> int:
         """K' of a population: the finest (<= ``k_max``) any of its members' channels can use."""
@@ -193,14 +188,14 @@ class LoihiQuantize(Pass):
         return max(fp.quantize_weights(np.asarray(m.param(graph, "weight"), dtype=np.float64), self.weight_bits,
                                        span=span, channel_exp_max=k_max).unit_exp for m in members)
 
-    def _input_levels(self, ctx: PassContext, graph: Graph, x: np.ndarray | None) -> float:
+    def _input_levels(self, ctx: PassContext, graph: Graph, x: _Stream | None) -> float:
         """The largest power of two Q with |Q x| within the graded-spike range."""
         top = (1 << (self.input_bits - 1)) - 1
         if x is None:
             peak = 1.0
             ctx.note("loihi-quantize: no calibration data; assuming inputs in [-1, 1] for the graded input range")
         else:
-            peak = float(np.abs(x).max()) or 1.0
+            peak = x.peak_abs or 1.0
         return float(2.0 ** np.floor(np.log2(top / peak)))
 
 
@@ -247,7 +242,7 @@ def _span(graph: Graph, members: list[Node]) -> tuple[float, float]:
 
 
 def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None,
-          x: np.ndarray | None = None, span: tuple[float, float] | None = None, unit_exp: int = 0) -> _Plan:
+          x: _Stream | None = None, span: tuple[float, float] | None = None, unit_exp: int = 0) -> _Plan:
     w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
     wq = fp.quantize_weights(w, num_bits=weight_bits, span=span, channel_exp_max=unit_exp,
                              channel_exp_top=unit_exp if unit_exp else None)
@@ -262,7 +257,7 @@ def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in
         # current by W_q · E[rounded input] − W · E[input]
         mean_q = mean_in
         if levels != 1.0 and x is not None:
-            mean_q = (np.rint(levels * np.asarray(x, dtype=np.float64)) / levels).mean(axis=0).reshape(mean_in.shape)
+            mean_q = x.rounded_mean(levels).reshape(mean_in.shape)
         shift = _mean_current(node, wq.w_int * wq.scale, mean_q) - _mean_current(node, w, mean_in)
         report["bias_correction_max"] = float(np.abs(shift).max(initial=0.0))
         b = (np.zeros(len(shift)) if b is None else np.asarray(b, dtype=np.float64)) - shift
@@ -291,12 +286,17 @@ def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in
     return _Plan(node, wq.w_int.astype(np.float64), bias, unit, None, None, unit, report)
 
 
-def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: np.ndarray | None) -> dict[str, np.ndarray]:
+def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: _Stream | None) -> dict[str, np.ndarray]:
     """Per conv2d / linear, the mean of its input over samples and steps (one SNN run of the float graph)."""
     if x is None or ctx.simulator is None or not graph.attrs.timesteps:
         return {}
-    rec = ctx.simulator.run_snn(graph, x, graph.attrs.timesteps, record=[n.inputs[0] for n in weighted]).recorded
-    return {n.name: np.asarray(rec[n.inputs[0]], dtype=np.float64).mean(axis=0) for n in weighted}
+    sums: dict[str, np.ndarray] = {}
+    for xb, _ in x.batches():
+        rec = ctx.simulator.run_snn(graph, xb, graph.attrs.timesteps, record=[n.inputs[0] for n in weighted]).recorded
+        for n in weighted:
+            part = np.asarray(rec[n.inputs[0]], dtype=np.float64).sum(axis=0)
+            sums[n.name] = sums[n.name] + part if n.name in sums else part
+    return {name: total / x.count for name, total in sums.items()}
 
 
 def _mean_current(node: Node, dw: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
@@ -361,7 +361,7 @@ def _bias_fits(plan: _Plan) -> bool:
     return plan.report.get("bias", {}).get("clipped", 0) == 0
 
 
-def _fine_fits(plan: _Plan, x: np.ndarray | None, levels: float, graded: bool) -> bool:
+def _fine_fits(plan: _Plan, x: _Stream | None, levels: float, graded: bool) -> bool:
     """Whether a plan with channel exponents keeps its threshold mantissa within FINE_VTH_LIMIT, its bias
     within the 13-bit mantissa and, for the graded input layer, its input per step within INPUT_LIMIT."""
     if plan.report.get("vth_mant", 0) > FINE_VTH_LIMIT or not _bias_fits(plan):
@@ -369,22 +369,25 @@ def _fine_fits(plan: _Plan, x: np.ndarray | None, levels: float, graded: bool) -
     return not graded or _peak_input(plan.node, plan, x, levels) <= INPUT_LIMIT
 
 
-def _fits(plan: _Plan, x: np.ndarray | None, levels: float) -> bool:
+def _fits(plan: _Plan, x: _Stream | None, levels: float) -> bool:
     return _bias_fits(plan) and _peak_input(plan.node, plan, x, levels) <= INPUT_LIMIT
 
 
-def _peak_input(node: Node, plan: _Plan, x: np.ndarray | None, levels: float) -> float:
+def _peak_input(node: Node, plan: _Plan, x: _Stream | None, levels: float) -> float:
     """Largest |W_int · round(Q x)| over the calibration samples (the worst case without data)."""
     if x is None:
         return _worst_input(plan, levels)
-    xi = torch.as_tensor(np.rint(levels * np.asarray(x, dtype=np.float64)))
     w = torch.as_tensor(plan.weight)
-    if isinstance(node.op, O.Linear):
-        a = xi.reshape(len(xi), -1) @ w.T
-    else:
-        op: O.Conv2d = node.op  # type: ignore[assignment]
-        a = F.conv2d(xi, w, None, op.stride, op.padding, op.dilation, op.groups)
-    return float(a.abs().max())
+    peak = 0.0
+    for xb, _ in x.batches():
+        xi = torch.as_tensor(np.rint(levels * np.asarray(xb, dtype=np.float64)))
+        if isinstance(node.op, O.Linear):
+            a = xi.reshape(len(xi), -1) @ w.T
+        else:
+            op: O.Conv2d = node.op  # type: ignore[assignment]
+            a = F.conv2d(xi, w, None, op.stride, op.padding, op.dilation, op.groups)
+        peak = max(peak, float(a.abs().max()))
+    return peak
 
 
 def _worst_input(plan: _Plan, levels: float = 1.0) -> float:
@@ -402,7 +405,38 @@ def _insert_input_scale(graph: Graph, enc: Node, levels: float, bits: int) -> No
     graph.insert_after(enc, s)
 
 
-def _accuracy(ctx: PassContext, graph: Graph, x: np.ndarray | None, y: np.ndarray | None) -> float | None:
-    if x is None or y is None or ctx.simulator is None or not graph.attrs.timesteps:
+def _accuracy(ctx: PassContext, graph: Graph, x: _Stream | None) -> float | None:
+    if x is None or not x.labelled or ctx.simulator is None or not graph.attrs.timesteps:
         return None
-    return float((ctx.simulator.run_snn(graph, x, graph.attrs.timesteps).predictions == y).mean())
+    correct = 0
+    for xb, yb in x.batches():
+        correct += int((ctx.simulator.run_snn(graph, xb, graph.attrs.timesteps).predictions == yb).sum())
+    return correct / x.count
+
+
+class _Stream:
+    """The calibration samples the pass reads (the first ``samples``), one batch at a time and as often as
+    it needs: its memory is one batch and the per-layer sums, not the samples."""
+
+    def __init__(self, ctx: PassContext, pass_name: str, samples: int) -> None:
+        self._args = (ctx, pass_name, samples)
+        self._rounded: dict[float, np.ndarray] = {}
+        self.count = 0
+        self.labelled = True
+        self.peak_abs = 0.0
+        for xb, yb in self.batches():  # one pass for what every later use needs to know
+            self.count += len(xb)
+            self.labelled &= yb is not None
+            self.peak_abs = max(self.peak_abs, float(np.abs(xb).max(initial=0.0)))
+        if self.count == 0:
+            raise PassError(f"pass '{pass_name}': the calibration data is empty")
+
+    def batches(self):
+        return sample_batches(*self._args)
+
+    def rounded_mean(self, levels: float) -> np.ndarray:
+        """The mean over the samples of the graded input ``round(Q x) / Q`` (Q = ``levels``)."""
+        if levels not in self._rounded:
+            total = sum((np.rint(levels * xb.astype(np.float64)) / levels).sum(axis=0) for xb, _ in self.batches())
+            self._rounded[levels] = np.asarray(total) / self.count
+        return self._rounded[levels]
