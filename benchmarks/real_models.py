@@ -288,6 +288,15 @@ def markdown(rows, ann_acc, meta, skipped, n_test: int, wall: float, n_calib: in
     return "\n".join(lines)
 
 
+def outputs(out: str) -> tuple[Path, Path]:
+    """Where the doc and the plot of result ``out`` go: docs/ for the default name (docs/real_models.md is
+    in mkdocs.yml's nav), benchmarks/results/ for any other (a part of a split run, merged later with
+    --from-json --merge: a page under docs/ outside the nav fails ``mkdocs build --strict``)."""
+    if out == "real_models":
+        return ROOT / "docs" / f"{out}.md", IMG / f"{out}.png"
+    return ROOT / "benchmarks" / "results" / f"{out}.md", ROOT / "benchmarks" / "results" / f"{out}.png"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
@@ -296,7 +305,8 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--no-spikingjelly", action="store_true")
     ap.add_argument("--train-only", action="store_true", help="train (or load) the models and stop")
-    ap.add_argument("--out", default="real_models", help="name of the JSON / doc / plot written")
+    ap.add_argument("--out", default="real_models", help="name of the JSON / doc / plot written (the doc and "
+                    "plot of a name other than real_models go to benchmarks/results/, not docs/)")
     ap.add_argument("--wait", action="store_true", help="wait for a --train-only process to cache each model")
     ap.add_argument("--calib-images", type=int, default=256, help="calibration images (the first N training images)")
     ap.add_argument("--fast-timesteps", default="4,8,16", help="T for ann-to-snn-fast (its searches grow with T)")
@@ -320,8 +330,9 @@ def main() -> None:
         if args.notes:
             res["notes"] = Path(args.notes).read_text()
         write_json(f"{args.out}.json", {k: v for k, v in res.items() if k != "machine"})
-        plot(res["rows"], res["ann_accuracy"], IMG / f"{args.out}.png")
-        (ROOT / "docs" / f"{args.out}.md").write_text(markdown(res["rows"], res["ann_accuracy"], res["models"],
+        doc, png = outputs(args.out)
+        plot(res["rows"], res["ann_accuracy"], png)
+        doc.write_text(markdown(res["rows"], res["ann_accuracy"], res["models"],
                                                                res["skipped"], res["test_images"],
                                                                res["wall_seconds"], res["calib_images"],
                                                                res.get("notes", "")))
@@ -358,8 +369,9 @@ def main() -> None:
     if args.train_only:
         return
     wall = time.perf_counter() - started
-    plot(rows, ann_acc, IMG / f"{args.out}.png")
-    (ROOT / "docs" / f"{args.out}.md").write_text(markdown(rows, ann_acc, meta, skipped, len(x_test), wall,
+    doc, png = outputs(args.out)
+    plot(rows, ann_acc, png)
+    doc.write_text(markdown(rows, ann_acc, meta, skipped, len(x_test), wall,
                                                            args.calib_images))
     print(f"done in {wall:.0f} s")
 

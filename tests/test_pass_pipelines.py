@@ -31,8 +31,8 @@ def test_named_pipelines_are_registered() -> None:
     assert set(names) <= set(pipelines)
     assert names["ann-to-snn"] == ["canonicalize", "fold-bn", "compose-linear", "calibrate", "lower-neurons",
                                    "signed-neurons", "fold-thresholds", "encode-input", "count-ops"]
-    assert names["ann-to-snn-fast"][5:10] == ["adafire", "compress-spikes", "fold-thresholds", "encode-input",
-                                            "adaptive-timesteps"]
+    assert names["ann-to-snn-fast"][5:11] == ["signed-neurons", "adafire", "compress-spikes", "fold-thresholds",
+                                            "encode-input", "adaptive-timesteps"]
     assert "phase-coding" in names["ann-to-snn-phase"]
 
 
