@@ -26,7 +26,7 @@ brian2 PR #1705, unreleased), and the project's ``.venv`` holds numpy 2.4: Brian
 lives in its own venv (``make .venv-brian2/.installed``: brian2 2.9.0, numpy < 2.4), and this
 file is also its worker (``--worker``: imports numpy and brian2 only).
 
-    python benchmarks/brian2_compare.py                      # digits MLP, digits CNN, synthetic MLP
+    python benchmarks/brian2_compare.py                      # digits MLP and CNN, synthetic MLP and CNN
     python benchmarks/brian2_compare.py --networks digits_mlp --rounds 3
 """
 
@@ -373,9 +373,27 @@ def agreement(case, brian: dict[str, np.ndarray], tvm_out: dict) -> dict:
     return out
 
 
+COUNTS_EQUAL_MIN = 0.999  # per layer, of the (sample, neuron) spike counts
+PREDICTIONS_AGREE_MIN = 0.95  # float32 sums in another order flip a rare threshold crossing
+
+
+def check_agreement(name: str, agree: dict) -> None:
+    """Refuse to time networks that do not compute the same thing (a comparison of different
+    networks is worthless): every layer's counts equal on >= 99.9 % of (sample, neuron) pairs,
+    predictions equal on >= 95 % of the inputs (the TVM target itself agrees with the torch
+    backend on 31 of 32 synthetic CNN inputs: its sums run in another order)."""
+    bad = [f"{layer}: {100 * a['counts_equal']:.3f} % of counts equal" for layer, a in agree["layers"].items()
+           if a["counts_equal"] < COUNTS_EQUAL_MIN]  # fmt: skip
+    if agree["predictions_agree"] < PREDICTIONS_AGREE_MIN:
+        bad.append(f"predictions agree on {100 * agree['predictions_agree']:.1f} %")
+    if bad:
+        raise SystemExit(f"brian2_compare: {name}: Brian2 and the torch backend disagree ({'; '.join(bad)}); not timed")
+
+
 def run_binary(project: Path) -> tuple[float, float, float]:
     """One execution of Brian2's compiled program: (its own timer around the network's run loop,
-    the process's wall time, the process's CPU time), in seconds.  The process also loads the
+    which is std::clock, the CPU time of the process; the process's wall time; its CPU time), in
+    seconds.  The process also loads the
     synapse arrays from disk and builds the synapses; the run loop is the simulation."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -442,27 +460,35 @@ def time_case(case, ann, project: Path, rounds: int, budget_s: float) -> dict:
                 cpu[key].append((time.process_time() - c0) / calls[key])
     rows = []
     steps = len(case.x) * T  # Brian2 ran every sample, one after another
+    snn = [m for m in ("tvm", "tvm_int8", "torch") if (m, 1) in wall]
     for b in (1, len(case.x)):
-        per_step = {m: stats(wall[(m, b)], 1 / (b * T)) for m in ("tvm", "tvm_int8", "torch") if (m, b) in wall}
-        per_step["brian2"] = stats(brian["loop"], 1 / steps)
-        per_sample = {m: {k: v * T if k.endswith("_s") else v for k, v in s.items()} for m, s in per_step.items()}
-        per_sample["ann"] = stats(wall[("ann", b)], 1 / b)
-        cpu_per_sample = {m: float(np.median(cpu[(m, b)])) / b for m in ("tvm", "tvm_int8", "torch", "ann")
-                          if (m, b) in cpu}  # fmt: skip
-        cpu_per_sample["brian2_process"] = float(np.median(brian["cpu"])) / len(case.x)
+        # per sample-step: wall per call, CPU per call (process time of a block over its calls)
+        step = {m: {"wall": stats(wall[(m, b)], 1 / (b * T)), "cpu": stats(cpu[(m, b)], 1 / (b * T))} for m in snn}
+        step["brian2"] = {"cpu": stats(brian["loop"], 1 / steps)}  # its run-loop timer is std::clock: CPU
+        sample = {m: {k: _scaled(v, T) for k, v in d.items()} for m, d in step.items()}
+        sample["ann"] = {"wall": stats(wall[("ann", b)], 1 / b), "cpu": stats(cpu[("ann", b)], 1 / b)}
+
+        def ratio(num: dict, den: dict, clock: str = "cpu") -> float:
+            return num[clock]["median_s"] / den[clock]["median_s"]
+
         rows.append({
-            "batch": b, "per_sample_step": per_step, "per_sample": per_sample, "cpu_per_sample_s": cpu_per_sample,
-            "brian2_over_tvm": per_step["brian2"]["median_s"] / per_step["tvm"]["median_s"],
-            "tvm_over_ann": per_sample["tvm"]["median_s"] / per_sample["ann"]["median_s"],
-            "tvm_int8_over_ann": (per_sample["tvm_int8"]["median_s"] / per_sample["ann"]["median_s"])
-            if "tvm_int8" in per_sample else None,
-            "brian2_over_tvm_int8": (per_step["brian2"]["median_s"] / per_step["tvm_int8"]["median_s"])
-            if "tvm_int8" in per_step else None,
-            "torch_over_tvm": per_step["torch"]["median_s"] / per_step["tvm"]["median_s"],
+            "batch": b, "per_sample_step": step, "per_sample": sample,
+            "brian2_over_tvm_cpu": ratio(step["brian2"], step["tvm"]),
+            "brian2_over_tvm_int8_cpu": ratio(step["brian2"], step["tvm_int8"]) if "tvm_int8" in step else None,
+            "tvm_over_ann_cpu": ratio(sample["tvm"], sample["ann"]),
+            "tvm_over_ann_wall": ratio(sample["tvm"], sample["ann"], "wall"),
+            "tvm_int8_over_ann_cpu": ratio(sample["tvm_int8"], sample["ann"]) if "tvm_int8" in sample else None,
+            "torch_over_tvm_cpu": ratio(step["torch"], step["tvm"]),
+            "torch_over_tvm_wall": ratio(step["torch"], step["tvm"], "wall"),
         })  # fmt: skip
-    process = {"run_loop": stats(brian["loop"]), "process_wall": stats(brian["wall"]),
-               "process_cpu": stats(brian["cpu"])}  # fmt: skip
-    return {"rows": rows, "brian2_executions": process}
+    process = {"run_loop_cpu": stats(brian["loop"]), "process_wall": stats(brian["wall"]),
+               "process_cpu": stats(brian["cpu"]), "samples": len(case.x), "steps": steps}  # fmt: skip
+    return {"rows": rows, "calls_per_block": {f"{m}@{b}": c for (m, b), c in calls.items()},
+            "brian2_executions": process}  # fmt: skip
+
+
+def _scaled(st: dict, factor: float) -> dict:
+    return {k: v * factor if k.endswith("_s") else v for k, v in st.items()}
 
 
 def _no_grad(module, x):
@@ -477,6 +503,8 @@ def fmt_t(s: float) -> str:
 
 
 def print_tables(results: list[dict]) -> None:
+    """Per network and batch: CPU time per sample-step (median [p10-p90]) of each SNN method, the
+    dense ANN's per sample, and the two ratios of issue 14; wall medians in brackets after."""
     print("\n| network | T | B | TVM fp32 | TVM int8 | torch backend | Brian2 C++ | Brian2 / TVM | "
           "dense ANN / sample | TVM / sample | TVM / ANN |")  # fmt: skip
     print("|" + "---|" * 11)
@@ -484,22 +512,24 @@ def print_tables(results: list[dict]) -> None:
         for row in r["timing"]["rows"]:
             st, sa = row["per_sample_step"], row["per_sample"]
 
-            def cell(s: dict) -> str:
-                return f"{fmt_t(s['median_s'])} [{fmt_t(s['p10_s'])}-{fmt_t(s['p90_s'])}]"
+            def cell(d: dict) -> str:
+                c = d["cpu"]
+                wall = f" (wall {fmt_t(d['wall']['median_s'])})" if "wall" in d else ""
+                return f"{fmt_t(c['median_s'])} [{fmt_t(c['p10_s'])}-{fmt_t(c['p90_s'])}]{wall}"
 
             i8 = cell(st["tvm_int8"]) if "tvm_int8" in st else "-"
             print(f"| {r['network']} | {r['timesteps']} | {row['batch']} | {cell(st['tvm'])} | {i8} | "
-                  f"{cell(st['torch'])} | {cell(st['brian2'])} | {row['brian2_over_tvm']:.1f}x | "
-                  f"{cell(sa['ann'])} | {fmt_t(sa['tvm']['median_s'])} | {row['tvm_over_ann']:.1f}x |")  # fmt: skip
+                  f"{cell(st['torch'])} | {cell(st['brian2'])} | {row['brian2_over_tvm_cpu']:.1f}x | "
+                  f"{cell(sa['ann'])} | {fmt_t(sa['tvm']['cpu']['median_s'])} | {row['tvm_over_ann_cpu']:.1f}x |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "DIR"), help=argparse.SUPPRESS)
-    ap.add_argument("--networks", default="digits_mlp,digits_cnn,synthetic_mlp",
+    ap.add_argument("--networks", default=",".join(NETWORKS),
                     help=f"comma-separated, from {','.join(NETWORKS)}")  # fmt: skip
     ap.add_argument("--threads", type=int, default=1, help="threads of TVM, torch and Brian2 (OpenMP) (default 1)")
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
     ap.add_argument("--budget", type=float, default=0.2, help="seconds per timed block of an in-process method")
     ap.add_argument("--brian2-python", type=Path, default=BRIAN2_PYTHON, help="a Python with brian2")
     ap.add_argument("--keep", type=Path, help="keep the artifacts and Brian2 projects in this directory")
@@ -539,6 +569,7 @@ def main(argv: list[str] | None = None) -> None:
             agree = agreement(case, brian, tvm_out)
             print(f"{name}: Brian2 build {report['build_s']:.0f} s ({report['synapses']} synapses); agreement "
                   f"{json.dumps(agree)}", flush=True)  # fmt: skip
+            check_agreement(name, agree)
             ann = ann_module(name)
             with torch.inference_mode():
                 ann_pred = ann(torch.from_numpy(case.x)).argmax(1).numpy()
