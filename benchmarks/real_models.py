@@ -313,7 +313,8 @@ def main() -> None:
     ap.add_argument("--fast-models", default=",".join(MODELS), help="models on which ann-to-snn-fast runs")
     ap.add_argument("--pipelines", default=",".join(PIPELINES))
     ap.add_argument("--from-json", action="store_true", help="only write the doc and plot from the JSON")
-    ap.add_argument("--merge", default="", help="with --from-json: also read these result names (merged in)")
+    ap.add_argument("--merge", default="", help="with --from-json: also read these result names (merged in: "
+                    "their rows replace those of the same model, method and T)")
     ap.add_argument("--notes", default="", help="with --from-json: a text file kept in the JSON and the doc "
                     "(what the run left out, and why)")
     args = ap.parse_args()
@@ -324,8 +325,11 @@ def main() -> None:
             more = json.loads((ROOT / "benchmarks" / "results" / f"{part}.json").read_text())
             for key in ("ann_accuracy", "models"):
                 res[key].update(more[key])
+            # a rerun replaces the rows of the same model, method and T, and keeps every other row
+            fresh = {(r["model"], r["method"], r["timesteps"]) for r in more["rows"]}
+            res["rows"] = [r for r in res["rows"] if (r["model"], r["method"], r["timesteps"]) not in fresh]
             res["rows"] += more["rows"]
-            res["skipped"] += more["skipped"]
+            res["skipped"] += [sk for sk in more["skipped"] if sk not in res["skipped"]]
             res["wall_seconds"] = max(res["wall_seconds"], more["wall_seconds"])
         if args.notes:
             res["notes"] = Path(args.notes).read_text()
