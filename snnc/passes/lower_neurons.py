@@ -25,9 +25,8 @@ Changes:
   step it sends the change of the window's largest net spike count, so over T steps it sends exactly
   that count, where the gate sends ~38 % more on SqueezeNet's inner poolings (inputs of similar rate
   take turns leading); squeezenet1_1, 300 test images: 62 -> 86 % at T = 32 (= the ANN).  Only the
-  torch simulator runs it (tvm, loihi and nir refuse it by name): the default of ``ann-to-snn``, not
-  of the pipelines of those targets, nor of ``ann-to-snn-fast`` (behind its burst neurons it lost
-  accuracy: squeezenet1_1 69.0 -> 45.7 % at T = 8).
+  torch simulator runs it (tvm, loihi and nir refuse it by name): the default of ``ann-to-snn`` and
+  ``ann-to-snn-fast``, not of the pipelines of those targets.
   ``maxpool=avg`` → ``avgpool2d`` (changes the function: a note says so).
   ``invariant-maxpool=true``: a max pooling of an activation of the input alone (the stem of
   ResNet, ShuffleNet, SqueezeNet, DenseNet: conv → BN → ReLU → max pool) is moved before the
