@@ -19,8 +19,10 @@ reaches the neurons of layer k at step t+1.  Dense: weights are first clipped to
 sign mode and LSB-truncated to ``num_weight_bits`` (lava ``clip_weights`` / ``truncate_weights``); the
 accumulated input is then shifted by ``weight_exp`` (left if > 0, else an arithmetic right shift, i.e.
 floor) and travels as int32.  Conv: exact correlation (PyTorch orientation, CHW) wrapped to 24 bits (lava
-``signed_clamp``), then shifted by its ``weight_exp`` as Dense does (lava's Conv process takes a
-``weight_exp`` too; a non-zero one comes only from per-channel exponents) and wrapped again.  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
+``signed_clamp``), then shifted by its ``weight_exp`` as Dense does and wrapped again (a non-zero one
+comes only from per-channel exponents).  lava's Conv *process* takes a ``weight_exp``, but its Python
+models (``proc/conv/models.py``, lava 0.x) do not apply it: in lava's CPU simulation such a group needs
+its weights shifted ahead (``mantissa << e``); on the chip the exponent belongs to the synapse format.  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
 below 2^24 in magnitude, i.e. for any realistic spiking layer.
 
 Not modelled (lava's bit-accurate model does not model them either): refractory periods, axonal delays.
