@@ -39,7 +39,8 @@ from snnc.backends.torch.ops import ANN, count_maxpool_step, emits_events, gathe
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 
-CHUNK_BYTES = 256 * 2**20  # the largest value of one chunk (T x samples x elements x 4 bytes)
+CHUNK_BYTES = 32 * 2**20  # the largest value of one chunk (T x samples x elements x 4 bytes): glibc serves larger blocks
+# with fresh mappings, page faults on every allocation
 _STATEFUL = (O.Neuron, O.SpikeMaxPool2d, O.SpikeCountMaxPool2d, O.Readout)
 
 
