@@ -842,8 +842,12 @@ def main(argv: list[str] | None = None) -> None:
             if not args.no_modes:
                 layer_modes = bench_layer_modes(cases, batches=(1, batch), reps=3 if args.quick else 7)
         if args.json.exists():  # keep the rows of the networks this run did not measure
-            kept = [r for r in json.loads(args.json.read_text()).get("networks", []) if r["network"] not in names]
-            networks = kept + networks
+            old = json.loads(args.json.read_text())
+            networks = [r for r in old.get("networks", []) if r["network"] not in names] + networks
+            if not args.no_modes:
+                layer_modes = [r for r in old.get("layer_modes", []) if r["network"] not in names] + layer_modes
+            else:
+                layer_modes = old.get("layer_modes", [])
         print_network_table(networks)
         if layer_modes:
             print("\n| network | layer | B | input density | event / step | dense / step | chosen | chosen / best |")

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from snnc.backends.tvm.kernels import Device, Precision, conv_out_size
+from snnc.backends.tvm.kernels import Conv2dGeometry, Device, Pool2dGeometry, Precision, conv_out_size
 from snnc.errors import InputFileError, TargetError, UnsupportedError, did_you_mean
 from snnc.ir.ops import ReadoutMode, Reset
 
@@ -83,6 +83,21 @@ class Window:
             conv_out_size(h, self.kernel[0], self.stride[0], self.padding[0], self.dilation[0], self.ceil_mode),
             conv_out_size(w, self.kernel[1], self.stride[1], self.padding[1], self.dilation[1], self.ceil_mode),
         )
+
+    # the kernels' views of this window: the layer graph keeps one window type for conv and
+    # pooling; each kernel takes only the fields its code reads (and hashes into its name)
+    def conv_geometry(self) -> Conv2dGeometry:
+        return Conv2dGeometry(
+            kernel=self.kernel, stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups
+        )
+
+    def pool_geometry(self, average: bool = False) -> Pool2dGeometry:
+        """``average``: the kernel divides each window by its own PyTorch divisor (which then
+        depends on ``count_include_pad``); otherwise a constant divisor travels as a scale."""
+        return Pool2dGeometry(
+            kernel=self.kernel, stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode,
+            average=average, count_include_pad=self.count_include_pad if average else True,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,14 +13,12 @@ import math
 from dataclasses import dataclass, field, replace
 
 from snnc.backends.tvm.kernels import (
-    Conv2dGeometry,
     Current,
     Device,
     Epilogue,
     Events,
     LayerKernel,
     NeuronSpec,
-    Pool2dGeometry,
     Precision,
     add_kernel,
     conv2d_kernel,
@@ -260,7 +258,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             return spike_maxpool2d_kernel(
                 _hwc(x),
                 (kshape[0], kshape[1]),
-                Pool2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding, ceil_mode=w.ceil_mode),
+                w.pool_geometry(),
                 batch=batch,
                 precision=precision,
                 graded=x.graded,
@@ -277,10 +275,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             return pool2d_kernel(
                 _hwc(x),
                 (kshape[0], kshape[1]),
-                Pool2dGeometry(
-                    kernel=w.kernel, stride=w.stride, padding=w.padding, ceil_mode=w.ceil_mode,
-                    average=average, count_include_pad=w.count_include_pad if average else True,
-                ),
+                w.pool_geometry(average),
                 scale=scale,
                 batch=batch,
                 precision=precision,
@@ -311,8 +306,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         if op is LayerOp.LINEAR:
             return weighted(x.n, shape[0]), None
         w = layer.geometry
-        return weighted(_hwc(x), shape[0], Conv2dGeometry(kernel=w.kernel, stride=w.stride, padding=w.padding,
-                                                           dilation=w.dilation, groups=w.groups)), None
+        return weighted(_hwc(x), shape[0], w.conv_geometry()), None
 
     # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
     for batch in (None, 1) if device is Device.CPU else (None,):
