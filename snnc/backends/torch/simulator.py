@@ -5,6 +5,8 @@ This is the reference every other backend and every pass is checked against
 ops of snnc/ir/ops_phase.py included (a phase-coded graph over its pipelined ``timesteps``).
 Loop-invariant nodes (the direct-coded layers before the first neuron) are computed once per run
 and their MACs are reported both as written and hoisted (``SimResult.hoisted_macs``).
+A feed-forward run goes layer-major (layer_major.py: each node for all T steps at once, the same
+step rules; ``layer_major_refusal`` says when the time-major loop below runs instead).
 """
 
 from __future__ import annotations
