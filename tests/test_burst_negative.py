@@ -101,3 +101,34 @@ def test_verifier_still_needs_a_soft_reset() -> None:
     g.node("n").op = with_attrs(g.node("n").op, reset=O.Reset.HARD)
     with pytest.raises(VerifyError, match="negative=signed needs reset=soft"):
         g.infer_types()
+
+
+SIGNED_NET = """
+graph @s(%x: analog[2,4,4]) {
+  %c = conv2d(%x) {padding = [1, 1]} params {weight = "c.weight", bias = "c.bias"} : analog[3,4,4]
+  %n = neuron(%c) {v_th = 0.8, v_init = 0.5, out_scale = 0.8, negative = "rectified"} : spike[3,4,4]
+  %c2 = conv2d(%n) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[3,4,4]
+  %s = neuron(%c2) {v_th = 0.7, v_init = 0.5, out_scale = 0.7, negative = "signed"} : spike[3,4,4]
+  %f = flatten(%s) : spike[48]
+  %l = linear(%f) params {weight = "l.weight"} : analog[3]
+  %readout = readout(%l) : analog[3]
+  output %readout
+}
+"""
+
+
+def test_adafire_keeps_the_negative_rule_and_the_snn_tracks_its_ann() -> None:
+    """adafire turns rectified and signed neurons into burst neurons of the same rule; at T = 8 with
+    B = 4 the SNN's logits follow the graph's ANN mode, signed values included."""
+    from conversion_util import context, run, uniform_inputs
+
+    g = graph_from_text(SIGNED_NET)
+    x = uniform_inputs((2, 4, 4), 64, seed=4)
+    out = run("adafire{max-spikes=4,min-spikes=4,batches=1}", g, context(x, timesteps=8))
+    assert [(n.op.negative.value, n.op.max_spikes) for n in out.ops(O.Neuron)] == [("rectified", 4), ("signed", 4)]
+    assert str(out.node("s").type).startswith("burst<4>")
+    ann = SIM.run_ann(out, x)["readout"]
+    snn = SIM.run_snn(out, x, 8, record=["s"])
+    assert snn.recorded["s"].min() < 0  # negative bursts reach the reader
+    err = np.linalg.norm(snn.logits - ann) / np.linalg.norm(ann)
+    assert err < 0.1, err
