@@ -24,7 +24,7 @@ class Signal(enum.Enum):
 
     ANALOG = "analog"  # real numbers: ANN activations, currents, direct-coded input
     SPIKE = "spike"  # 0/1 events
-    BURST = "burst"  # integers 0..B (multi-spike / AdaFire neurons)
+    BURST = "burst"  # integers 0..B (multi-spike / AdaFire neurons); -B..B with negative spikes
 
 
 @dataclass(frozen=True)
