@@ -10,7 +10,8 @@ import pytest
 from snnc.pass_manager import PIPELINES, available_pipelines, parse_pipeline, pipeline_string
 
 MODULES = {
-    "snnc.passes.pipelines": {"ann-to-snn", "ann-to-snn-fast", "ann-to-snn-phase"},
+    "snnc.passes.pipelines": {"ann-to-snn", "ann-to-snn-corrected", "ann-to-snn-unsigned", "ann-to-snn-fast",
+                              "ann-to-snn-phase", "ann-to-nir", "snn-to-nir"},
     "snnc.passes.d2e_pipelines": {"direct-to-event", "direct-to-event-unlabelled"},
     "snnc.backends.loihi.passes.loihi_pipelines": {"ann-to-loihi"},
 }

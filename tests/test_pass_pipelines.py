@@ -70,3 +70,18 @@ def test_ann_to_snn_phase_mlp() -> None:
     assert float((logits.argmax(axis=1) == yte).mean()) >= _ann_accuracy("mlp", xte, yte) - 0.005
     assert spikes < 192  # at most one spike per neuron (128 + 64)
     assert np.isfinite(logits).all()
+
+
+def test_ann_to_snn_corrected_shrinks_the_mean_logit_error_at_its_t() -> None:
+    """``ann-to-snn-corrected`` is ``ann-to-snn`` plus ``bias-correct`` at the compile T: the same
+    graph structure, and on the digits CNN at T = 4 the SNN's per-class mean logit error against the
+    ANN shrinks (measured 0.087 -> 0.061; a mean over 360 test images, not a single decision)."""
+    xtr, ytr = digits_split("train")
+    xte, _ = digits_split("test")
+    source = digits_model("cnn")
+    ann = SIM.run_ann(source, xte)[source.outputs[0]]
+    graphs = {name: run(name, digits_model("cnn"), context(xtr, ytr, timesteps=4, batch_size=128))
+              for name in ("ann-to-snn", "ann-to-snn-corrected")}
+    assert [n.op.name for n in graphs["ann-to-snn"].nodes] == [n.op.name for n in graphs["ann-to-snn-corrected"].nodes]
+    bias = {name: float(np.abs((SIM.run_snn(g, xte, 4).logits - ann).mean(axis=0)).mean()) for name, g in graphs.items()}
+    assert bias["ann-to-snn-corrected"] < 0.85 * bias["ann-to-snn"], bias
