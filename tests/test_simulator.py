@@ -28,8 +28,8 @@ def graph(text: str, params: dict[str, list] | None = None) -> Graph:
 class _Traced(GraphModule):
     """Keeps the graph output of every step."""
 
-    def _step(self, node, ins, events, state, t, T, surrogate):
-        out = super()._step(node, ins, events, state, t, T, surrogate)
+    def step(self, node, ins, events, state, t, T, surrogate=False):
+        out = super().step(node, ins, events, state, t, T, surrogate)
         if node.name == self.graph.outputs[0]:
             self.trace.append(out.numpy().copy())
         return out

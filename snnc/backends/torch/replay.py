@@ -5,7 +5,7 @@ A sensitivity search (adafire, compress-spikes) simulates many variants of one g
 changes one neuron layer.  The nodes before the changed one compute the same values at every step
 as the baseline, so a variant only needs the nodes from the changed one on, fed at each step with
 the recorded values (and event counts) that those nodes read from before it.  The suffix nodes run
-the time-major step rule (``GraphModule._step``) on the same inputs: the same spikes as a whole run
+the time-major step rule (``GraphModule.step``) on the same inputs: the same spikes as a whole run
 (``GraphModule.run_snn``, no exit rule), the readout's mean summed step by step as there, and the
 spike counts as exact integer totals in float64 divided once by the samples, as its layer-major
 run counts them (tests/test_sensitivity_cache.py compares both).  Only spike counts are kept,
@@ -62,7 +62,7 @@ def _steps(module, x: torch.Tensor, timesteps: int, start: int, values: Sequence
         env = {g.inputs[0][0]: x, **(values[t] if values else {})}
         events = dict(events_given[t] if events_given else {})
         for node in nodes:
-            env[node.name] = module._step(node, [env[v] for v in node.inputs], events, state, t, timesteps, False)
+            env[node.name] = module.step(node, [env[v] for v in node.inputs], events, state, t, timesteps, False)
             if node.name in spikes and node.name in events:
                 spikes[node.name] += events[node.name].abs().sum(dtype=torch.float64)
         if keep:

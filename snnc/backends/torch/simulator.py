@@ -171,7 +171,7 @@ class GraphModule(nn.Module):
                 if node.name in hoisted:
                     out = hoisted[node.name]
                 else:
-                    out = self._step(node, ins, events, state, t, timesteps, surrogate)
+                    out = self.step(node, ins, events, state, t, timesteps, surrogate)
                     if hoist and node.name in invariant:
                         hoisted[node.name] = out
                 if count:
@@ -220,10 +220,12 @@ class GraphModule(nn.Module):
             "recorded": {v: sums[v] / timesteps for v in record},
         }
 
-    def _step(self, node: Node, ins: list[torch.Tensor], events: dict[str, torch.Tensor], state, t: int, T: int,
-              surrogate: bool) -> torch.Tensor:
-        """The value of ``node`` at step ``t``; records the event counts of event-typed results in
-        ``events`` and keeps the state of stateful nodes in ``state[node.name]``."""
+    def step(self, node: Node, ins: list[torch.Tensor], events: dict[str, torch.Tensor], state, t: int, T: int,
+             surrogate: bool = False) -> torch.Tensor:
+        """The value of ``node`` at step ``t`` of ``T`` from its operands' values ``ins`` at that step;
+        records the events of event-typed results in ``events`` (gated pooling reads its operand's)
+        and keeps the state of stateful nodes in ``state[node.name]``.  Public for the passes that
+        sweep a graph node by node or from a recorded prefix (loihi-thresholds, prefix replay)."""
         op = node.op
         p = self.params_of(node)
         if isinstance(op, O.Neuron):

@@ -180,7 +180,7 @@ def _sweep(sim, graph: Graph, x: np.ndarray, T: int, tune: Callable[[Node, Calla
                     params={k: graph.params[k] for k in node.params.values()})
         m = sim.module(one)  # this node's parameters as they are now
         state.pop(node.name, None)
-        return [m._step(node, [env[v][t] for v in node.inputs], events[t], state, t, T, False) for t in range(T)]
+        return [m.step(node, [env[v][t] for v in node.inputs], events[t], state, t, T) for t in range(T)]
 
     for i, node in enumerate(graph.nodes):
         tune(node, functools.partial(run, node))
