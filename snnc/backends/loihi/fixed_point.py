@@ -33,6 +33,7 @@ need not be a power of two.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -135,9 +136,14 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
         return _channel_exponents(w, m_step, m_pos, m_neg, step, channel_exp_max, channel_exp_top, weight_exp)
     mant = np.clip(np.rint(w / m_step), -m_neg, m_pos).astype(np.int64)
     w_int = mant * step
-    scale_w = m_step / step
-    bits, hw_exp, mode = netx_weight_format(w_int)
-    error = QuantError.of(w, w_int * scale_w)
+    return _weight_quant(w, w_int, w_int, m_step / step, weight_exp)
+
+
+def _weight_quant(w: np.ndarray, w_int: np.ndarray, mantissas: np.ndarray, scale_w: float, weight_exp: int,
+                  **channel: Any) -> WeightQuant:
+    """The :class:`WeightQuant` of integer weights ``w_int`` (float value ``w_int · scale_w``) whose
+    netx format (bits, exponent, sign mode) is that of ``mantissas``."""
+    bits, hw_exp, mode = netx_weight_format(mantissas)
     return WeightQuant(
         w_int=w_int,
         scale=scale_w / (1 << weight_exp) if weight_exp >= 0 else scale_w * (1 << -weight_exp),
@@ -145,7 +151,8 @@ def quantize_weights(w: np.ndarray, num_bits: int = 8, weight_exp: int = 0,
         hw_weight_bits=bits,
         hw_weight_exp=hw_exp,
         sign_mode=mode,
-        error=error,
+        error=QuantError.of(w, w_int * scale_w),
+        **channel,
     )
 
 
@@ -169,19 +176,8 @@ def _channel_exponents(w: np.ndarray, m_step: float, m_pos: int, m_neg: int, ste
     mant = np.clip(np.rint(w * fine / m_step), -m_neg, m_pos).astype(np.int64)
     exps = k_used - k
     w_int = mant * step * (1 << exps).reshape(fine.shape)
-    scale_w = m_step / (step * 2.0**k_used)
-    bits, hw_exp, mode = netx_weight_format(mant * step)
-    return WeightQuant(
-        w_int=w_int,
-        scale=scale_w / (1 << weight_exp) if weight_exp >= 0 else scale_w * (1 << -weight_exp),
-        weight_exp=int(weight_exp),
-        hw_weight_bits=bits,
-        hw_weight_exp=hw_exp,
-        sign_mode=mode,
-        error=QuantError.of(w, w_int * scale_w),
-        channel_exp=exps,
-        unit_exp=k_used,
-    )
+    return _weight_quant(w, w_int, mant * step, m_step / (step * 2.0**k_used), weight_exp,
+                         channel_exp=exps, unit_exp=k_used)
 
 
 def netx_weight_format(w_int: np.ndarray) -> tuple[int, int, SignMode]:
