@@ -306,6 +306,8 @@ def _layer(b: _Builder, x: str) -> str:
     steps += [_slice]
     if small:
         steps += [_residual, _concat]
+        if b.kind is not GraphKind.ANN:
+            steps += [_mul]
     if b.kind is not GraphKind.SNN:
         steps += [_batchnorm, _relu, _clip, _dropout]
         if rank == 3:
@@ -590,6 +592,12 @@ def _residual(b: _Builder, x: str) -> str:
     branch = _same_shape_branch(b, x)
     operands = [x, branch] + ([x] if b.draw(st.integers(0, 3)) == 0 else [])
     return b.emit(O.Add(), operands)
+
+
+def _mul(b: _Builder, x: str) -> str:
+    """y = x · f(x) or x · (1 − f(x)): SEW-ResNet's AND / IAND connect of a block to its identity."""
+    branch = _same_shape_branch(b, x)
+    return b.emit(O.Mul(complement=b.draw(st.booleans())), [x, branch])
 
 
 def _concat(b: _Builder, x: str) -> str:

@@ -162,6 +162,12 @@ graph @upsample(%x: spike[2,1,3]) {
   output %y
 }
 """,
+    "mul": """\
+graph @mul(%x: spike[2,3], %y: spike[2,3]) {
+  %z = mul(%x, %y) {complement = true} : spike[2,3]
+  output %z
+}
+""",
     "adaptive_avgpool2d": """\
 graph @adaptive_avgpool2d(%x: spike[2,5,5]) {
   %y = adaptive_avgpool2d(%x) {output_size = [3, 7]} : analog[2,3,7]

@@ -25,7 +25,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from snnc.errors import UnsupportedError, UserError, VerifyError
-from snnc.frontend.spiking import is_spiking_module, lower_spiking_module
+from snnc.frontend.spiking import (
+    is_spiking_module,
+    lower_spiking_function,
+    lower_spiking_module,
+    spiking_functions,
+)
 from snnc.ir import Graph, Node, TensorType, verify
 from snnc.ir import ops as O
 
@@ -232,17 +237,21 @@ class _Builder:
         value, so that the nodes after it are checked too (the graph is dropped at the end)."""
         try:
             lower(*args)
-        except _Poisoned:
-            self.poisoned.add(node)
+        except _Poisoned:  # already reported; a stand-in where the shape is known keeps the check going
+            self.stand_in(node)  # (a refused module with a tuple result: its getitems have shapes)
         except UnsupportedError as e:
             self.refusals.append(_refusal_of(e, node))
-            shape = _shape(node)
-            if shape is None:
-                self.poisoned.add(node)
-                return
-            stand_in = self.graph.fresh_name(f"{node.name}_unmapped")
-            self.graph.inputs.append((stand_in, TensorType(shape)))
-            self.values[node] = stand_in
+            self.stand_in(node)
+
+    def stand_in(self, node: fx.Node) -> None:
+        """A fresh input of the node's shape as its value, or, shape unknown, no value at all."""
+        shape = _shape(node)
+        if shape is None:
+            self.poisoned.add(node)
+            return
+        stand_in = self.graph.fresh_name(f"{node.name}_unmapped")
+        self.graph.inputs.append((stand_in, TensorType(shape)))
+        self.values[node] = stand_in
 
     def finish(self) -> Graph:
         if self.refusals:
@@ -791,7 +800,7 @@ def _call_function(b: _Builder, node: fx.Node) -> None:
         _upsample(b, node, b.value(x, node), mode)
     elif _is(node, (F.channel_shuffle, torch.channel_shuffle)):
         _channel_shuffle(b, node, b.value(x, node), int(_kw(node, 1, "groups")))
-    else:
+    elif not lower_spiking_function(b, node):  # a library's function between neurons (SEW's connect)
         raise _unsupported(_describe(node), node, base=_base_name(t))
 
 
@@ -800,7 +809,7 @@ class SourceTracer(fx.Tracer):
     neuron modules stay leaves (they become ``neuron`` ops)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(autowrap_functions=spiking_functions())  # kept whole: lower_spiking_function
         self.record_stack_traces = True
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:

@@ -305,6 +305,43 @@ def _scalar(values: np.ndarray, what: str, cls: str) -> float:
 
 
 # ---------------------------------------------------------------------------------------
+# library functions between neurons (called by snnc.frontend.fx for calls it has no rule for)
+#
+# SpikingJelly's SEW-ResNet joins a block's spikes to its identity's with sew_function(x, y, cnf)
+# (activation_based/model/sew_resnet.py): ADD x + y, AND x·y, IAND x·(1 − y).  The tracer keeps the
+# call whole (fx's autowrap: the products would otherwise reach the frontend as a product of two
+# activations, which it refuses for ANNs) and the lowering emits add / mul with the library's
+# operands in the library's order.
+
+
+def _sew_function() -> Callable[..., Any] | None:
+    module = sys.modules.get("spikingjelly.activation_based.model.sew_resnet")  # only if the model could use it
+    return None if module is None else module.sew_function
+
+
+def spiking_functions() -> tuple[Callable[..., Any], ...]:
+    """The library functions the tracer keeps as single calls (those of libraries already imported)."""
+    fn = _sew_function()
+    return () if fn is None else (fn,)
+
+
+def lower_spiking_function(builder: Any, node: Any) -> bool:
+    """Emit the op of a call to a function of :func:`spiking_functions`; False for any other call."""
+    fn = _sew_function()
+    if fn is None or node.target is not fn:
+        return False
+    args = list(node.args) + [node.kwargs[k] for k in ("x", "y", "cnf")[len(node.args):] if k in node.kwargs]
+    if len(args) != 3 or not isinstance(args[2], str):
+        raise UnsupportedError(f"sew_function called with {node.args}, {node.kwargs}: expected (x, y, cnf)")
+    x, y, cnf = args
+    ops: dict[str, O.Op] = {"ADD": O.Add(), "AND": O.Mul(), "IAND": O.Mul(complement=True)}
+    if cnf not in ops:
+        raise UnsupportedError(f"SEW connect function cnf={cnf!r}: snnc maps ADD, AND and IAND")
+    builder.emit(node, ops[cnf], [builder.value(x, node), builder.value(y, node)])
+    return True
+
+
+# ---------------------------------------------------------------------------------------
 # stateless wrappers of torch layers (SpikingJelly's step-mode layers)
 
 

@@ -463,6 +463,36 @@ class Add(Op):
 
 @register_op
 @dataclass(frozen=True, kw_only=True)
+class Mul(Op):
+    """Elementwise product of two values of equal shape:
+
+    * complement=false:  y = x0 · x1          (on 0/1 spikes: x0 AND x1)
+    * complement=true:   y = x0 · (1 − x1)    (on 0/1 spikes: x0 AND NOT x1)
+
+    SpikingJelly's SEW-ResNet connect functions import as this op: ``sew_function(a, b, 'AND')`` =
+    a·b, ``'IAND'`` = a·(1 − b), operands in the library's order (its BasicBlock passes
+    (identity, block output), so IAND keeps the identity's spikes where the block is silent: the SEW
+    paper's ¬A ∧ S).  Not synaptic (it is bilinear, not linear in its input, and sends no event to
+    a synapse): on spikes it is a gate, which the cost models count like a neuron update (not at
+    all); a dense evaluation multiplies once per element.  The result is ``spike`` when both operands
+    are (0/1 spikes give 0/1; a −1 spike of a negative neuron in x1 would give 2·x0 under complement),
+    ``analog`` otherwise."""
+
+    name: ClassVar[str] = "mul"
+    arity: ClassVar[int] = 2
+    complement: bool = False
+
+    def infer_type(self, node, inputs, params):
+        a, b = inputs
+        if a.shape != b.shape:
+            raise fail(self, node, f"operand shapes differ: {a} vs {b}")
+        if a.signal is Signal.SPIKE and b.signal is Signal.SPIKE:
+            return TensorType(a.shape, Signal.SPIKE)
+        return TensorType(a.shape)
+
+
+@register_op
+@dataclass(frozen=True, kw_only=True)
 class Scale(Op):
     """y = factor · s[c] · x + b[c]  (s, b optional per-channel parameters ``scale``, ``bias``)."""
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from snnc.ir import Graph
+from snnc.ir import ops as O
 
 _MAX_NODES = 12  # nodes listed per reason; the rest are counted
 
@@ -81,3 +82,16 @@ def _place(graph: Graph | None, where: str) -> str:
 
 def _s(n: int) -> str:
     return "" if n == 1 else "s"
+
+
+def product_refusal(graph: Graph, reason: str) -> list[str]:
+    """One problem naming every ``mul`` node (an elementwise product of two values: SEW-ResNet's AND /
+    IAND connect), for a target whose ``import_legality`` refuses it: no pass removes a product, so it
+    is refused right after import.  ``[]`` when the graph has none."""
+    names = [n.name for n in graph.nodes if isinstance(n.op, O.Mul)]
+    if not names:
+        return []
+    listed = ", ".join("%" + n for n in names[:_MAX_NODES]) + (f" and {len(names) - _MAX_NODES} more"
+                                                               if len(names) > _MAX_NODES else "")
+    return [f"mul {listed}: {reason}; build the SEW-ResNet with cnf='ADD' (a sum of spikes, which every target "
+            "maps) or run it on the torch target"]

@@ -15,6 +15,11 @@ Attaches an ``OpCounts`` to ``graph.analyses`` and its dict form to ``ctx.result
   at every step) and ``hoisted_macs`` (the same, with a loop-invariant layer, one that reads
   the direct-coded input with no neuron in between, counted once: docs/energy.md); each neuron
   gets ``spikes_per_sample``.
+* ``mul`` (SEW-ResNet's AND / IAND) has a row with its dense ``macs`` (one multiply per element) and
+  no simulated counts: on spikes it is a gate that drives no synapse, left out of SOPs and MACs as
+  neuron updates are; what it lets through is counted as events where it is read.  An ``add`` of
+  events (SEW's ADD, 0..2 per element) passes the sum on as events, so its readers count a 2 as two
+  accumulates per synapse, as they count a burst.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def dense_macs(graph: Graph, node: Node) -> int:
         return out.numel * op.kernel[0] * op.kernel[1]
     if isinstance(op, O.Add):
         return out.numel * (len(node.inputs) - 1)
-    if isinstance(op, O.Scale):
+    if isinstance(op, (O.Scale, O.Mul)):
         return out.numel
     return 0
 
@@ -103,14 +108,14 @@ class CountOps(Pass):
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         layers: list[dict[str, Any]] = []
         for node in graph.nodes:
-            if not (node.op.synaptic or _is_activation(node) or _is_max_pooling(node)):
+            if not (node.op.synaptic or _is_activation(node) or _is_max_pooling(node) or isinstance(node.op, O.Mul)):
                 continue
             layers.append(
                 {
                     "name": node.name,
                     "op": node.op.name,
                     "neurons": node.type.numel if _is_activation(node) and node.type else 0,
-                    "macs": dense_macs(graph, node) if node.op.synaptic else 0,
+                    "macs": dense_macs(graph, node) if node.op.synaptic or isinstance(node.op, O.Mul) else 0,
                     "sops": 0.0,
                     "spikes_per_sample": 0.0,
                     "analog_macs": 0.0,

@@ -109,9 +109,13 @@ class LoihiTarget:
         return pipeline_string(passes)
 
     def import_legality(self, graph: Graph) -> list[str]:
-        # no pass turns a 1-D convolution into something Loihi has synapses for
+        from snnc.passes._refusals import product_refusal
+
+        # no pass turns a 1-D convolution into something Loihi has synapses for, nor removes a product
         return [f"conv1d %{n.name}: Loihi has dense and 2-D convolutional synapses only; not supported by the "
-                f"loihi target" for n in graph.ops(O.Conv1d)]
+                f"loihi target" for n in graph.ops(O.Conv1d)] + product_refusal(
+            graph, "an elementwise product of two spike trains is no synapse: Loihi's CUBA neurons sum their "
+                   "weighted inputs, none multiplies two of them")
 
     def legality(self, graph: Graph) -> list[str]:
         from snnc.passes._refusals import format_refusals

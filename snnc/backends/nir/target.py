@@ -35,6 +35,12 @@ class NIRTarget:
             return "snn-to-nir"
         return "ann-to-nir" if has_calibration else None
 
+    def import_legality(self, graph: Graph) -> list[str]:
+        from snnc.passes._refusals import product_refusal
+
+        return product_refusal(graph, "NIR has no elementwise product of two values (its graphs sum the inputs "
+                                      "of a node)")
+
     def legality(self, graph: Graph) -> list[str]:
         return legality(graph)
 

@@ -35,7 +35,14 @@ from typing import Any, Protocol
 
 import torch
 
-from snnc.backends.torch.ops import ANN, count_maxpool_step, emits_events, gather_windows, neuron_param
+from snnc.backends.torch.ops import (
+    ANN,
+    add_events,
+    count_maxpool_step,
+    emits_events,
+    gather_windows,
+    neuron_param,
+)
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 
@@ -227,6 +234,8 @@ def _run(m: GraphModule, x: torch.Tensor, T: int, record: Sequence[str], count: 
                 # a reindexing op copies signed events; any other (an ANN op left on spikes) sees how many
                 ev = [vals.events[v] if op.reindexing else vals.events[v].abs() for v in node.inputs]
                 vals.events[node.name] = ANN[type(op)](op, ev, {})
+            elif isinstance(op, O.Add) and all(v in vals.events for v in node.inputs):  # SEW's ADD: graded events
+                vals.events[node.name] = add_events([vals.events[v] for v in node.inputs])
         if count:
             if node.name in spikes and node.name in vals.events:
                 spikes[node.name] += vals.totals(node.name).sum(dtype=f64) / n

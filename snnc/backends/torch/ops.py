@@ -55,6 +55,20 @@ def _add(op, xs, p):
     return out
 
 
+def _mul(op: O.Mul, xs, p):
+    return xs[0] * (1.0 - xs[1]) if op.complement else xs[0] * xs[1]  # SpikingJelly's sew_function, same floats
+
+
+def add_events(events: list[torch.Tensor]) -> torch.Tensor:
+    """The signed event counts of an ``add`` whose operands are all events (SEW-ResNet's ADD of two
+    spike trains: 0, 1 or 2 per element): their sum, so that a reader counts a 2 as two accumulates
+    per synapse, as it counts a burst of two."""
+    out = events[0]
+    for e in events[1:]:
+        out = out + e
+    return out
+
+
 def _scale(op: O.Scale, xs, p):
     x = xs[0]
     out = x if op.factor == 1.0 else x * op.factor  # x·1.0 is x: one pass less over the values
@@ -159,6 +173,7 @@ ANN: dict[type, Callable] = {
     O.AvgPool2d: _avgpool,
     O.SumPool2d: _sumpool,
     O.Add: _add,
+    O.Mul: _mul,
     O.Scale: _scale,
     O.BatchNorm: _batchnorm,
     O.Relu: lambda op, xs, p: torch.relu(xs[0]),

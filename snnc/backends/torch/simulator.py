@@ -23,6 +23,7 @@ from torch import nn
 
 from snnc.backends.torch.layer_major import layer_major_refusal, loop_invariant_nodes, run_layer_major
 from snnc.backends.torch.ops import ANN, adaptive_fanout, channel_view, neuron_param
+from snnc.backends.torch.ops import add_events as _add_events
 from snnc.backends.torch.ops import count_maxpool_step as _count_maxpool_step
 from snnc.backends.torch.ops import emits_events as _emits_events
 from snnc.backends.torch.ops import gather_windows as _gather_windows
@@ -267,6 +268,8 @@ class GraphModule(nn.Module):
             # a reindexing op copies signed events; any other (an ANN op left on spikes) sees how many
             ev = [events[v] if op.reindexing else events[v].abs() for v in node.inputs]
             events[node.name] = ANN[type(op)](op, ev, {})
+        elif isinstance(op, O.Add) and all(v in events for v in node.inputs):  # SEW's ADD: graded events
+            events[node.name] = _add_events([events[v] for v in node.inputs])
         return out
 
     # -- stateful rules --------------------------------------------------------------------

@@ -81,10 +81,13 @@ def _neuron_problems(graph: Graph, node: Node) -> list[str]:
 
 
 def import_legality(graph: Graph) -> list[str]:
-    """What no pass changes and this target refuses: nothing any more among the ops of the
-    imported models (grouped and 1-D convolution, ceil_mode pooling, concat, permute and slice
-    have layers); what conversion leaves behind is checked by :func:`legality`."""
-    return []
+    """What no pass changes and this target refuses: among the ops of the imported models only
+    ``mul`` (SEW-ResNet's AND / IAND; grouped and 1-D convolution, ceil_mode pooling, concat, permute
+    and slice have layers); what conversion leaves behind is checked by :func:`legality`."""
+    from snnc.passes._refusals import product_refusal
+
+    return product_refusal(graph, "an elementwise product of two values has no event kernel in the tvm target "
+                                  "(its layers are synaptic maps, pooling, adds and re-indexings)")
 
 
 def legality(graph: Graph) -> list[str]:
