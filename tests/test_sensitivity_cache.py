@@ -88,3 +88,66 @@ def test_cached_search_chooses_what_the_uncached_one_does(pipeline: str) -> None
     for k in outs[0].params:
         np.testing.assert_array_equal(outs[0].params[k], outs[1].params[k])
     assert results[0] == results[1]
+
+
+def _dyadic_net(pool: str):
+    """``_net`` with every weight, bias and threshold a multiple of 1/16 (thresholds powers of two):
+    every sum is exact in float32, whatever order a batched convolution adds in."""
+    g = _net(pool)
+    for key, value in g.params.items():
+        g.params[key] = (np.round(np.asarray(value) * 16) / 16).astype(np.float32)
+    for key in ("n1.v_th", "n1.out_scale"):
+        g.params[key] = np.array([0.5, 1.0, 2.0, 0.25], dtype=np.float32)
+    for n in neurons(g):  # the scalar thresholds (0.6 ... 1.5) to the nearest power of two
+        theta = float(2.0 ** np.round(np.log2(n.op.v_th)))
+        n.op = with_attrs(n.op, v_th=theta, out_scale=theta)
+    return g
+
+
+@pytest.mark.parametrize("pool", ["spike_count_maxpool", "spike_maxpool"])
+def test_stacked_variants_are_one_at_a_time_variants(pool: str) -> None:
+    base = _dyadic_net(pool)
+    for n in neurons(base):
+        n.op = with_attrs(n.op, max_spikes=2)
+    base.infer_types()
+    x = np.round(uniform_inputs((2, 6, 6), 12, seed=4) * 8) / 8
+    stacked = Variants(SIM, base, x, 4, neurons(base))
+    alone = Variants(SIM, base, x, 4, neurons(base), stack=False)
+    assert stacked.stack and not alone.stack
+    for layer in neurons(base):
+        graphs = []
+        for factor, burst in ((1.0, 2), (0.5, 2), (2.0, 1), (0.75, 3), (1.5, 2)):  # (1.0, 2): the base itself
+            g = base.copy()
+            g.node(layer.name).op = with_attrs(g.node(layer.name).op, max_spikes=burst)
+            scale_threshold(g, g.node(layer.name), np.array(factor))
+            g.infer_types()
+            graphs.append(g)
+        # a variant that also changes another node runs on its own, in its place in the list
+        other = next(n for n in neurons(base) if n.name != layer.name)
+        g = base.copy()
+        scale_threshold(g, g.node(other.name), np.array(0.5))
+        g.infer_types()
+        graphs.insert(2, g)
+        got = stacked.run_all(graphs, layer.name)
+        want = [alone.run(g, layer.name) for g in graphs]
+        for (lg, sg), (lw, sw), g in zip(got, want, graphs, strict=True):
+            np.testing.assert_array_equal(lg, lw)
+            assert sg == sw
+            np.testing.assert_array_equal(lw, SIM.run_snn(g, x, 4).logits)  # and both are whole runs
+            assert sw == SIM.run_snn(g, x, 4).spikes[layer.name]
+
+
+@pytest.mark.parametrize("pipeline", ["adafire{max-spikes=3,batches=1}",
+                                      "compress-spikes{budget=2.0,ratios=[1.0;1.5;3.0],batches=1}"])
+def test_stacked_search_chooses_what_the_one_at_a_time_one_does(pipeline: str) -> None:
+    x = np.round(uniform_inputs((2, 6, 6), 32, seed=5) * 8) / 8
+    key = pipeline.split("{")[0]
+    outs, results = [], []
+    for stack in ("true", "false"):
+        ctx = context(x, timesteps=4, batch_size=32)
+        outs.append(run(pipeline.replace("}", f",stack={stack}}}"), _dyadic_net("spike_count_maxpool"), ctx))
+        results.append(ctx.results[key])
+    assert print_graph(outs[0]) == print_graph(outs[1])
+    for k in outs[0].params:
+        np.testing.assert_array_equal(outs[0].params[k], outs[1].params[k])
+    assert results[0] == results[1]

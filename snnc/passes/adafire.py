@@ -22,7 +22,10 @@ sends up to φ −1 spikes to take back earlier ones, a signed one codes its sig
 The sensitivity runs simulate each variant only from the changed layer on, from the values the
 baseline recorded at every step (``cache``, the default; the same logits and spike counts as a
 whole run, tests/test_sensitivity_cache.py): on squeezenet1_1 at T = 4, 33 s of CPU with it and
-57 s without, the same choices (docs/real_models.md).
+57 s without, the same choices (docs/real_models.md).  With ``stack`` (the default) the φ variants
+of one layer run as one simulation, stacked along the batch, each variant its own slice (samples
+do not interact; ``Variants.run_all``): the same work in fewer, larger steps, the same choices
+(tests/test_sensitivity_cache.py; on the real models of docs/real_models.md too).
 
 Changes: every neuron's ``max_spikes`` (its values become ``burst<φ>``) and threshold /
 output scale.  Reports the chosen limits in ``ctx.results["adafire"]``.
@@ -60,6 +63,8 @@ class AdaFire(Pass):
     batches: int = 4
     # simulate each variant only from its changed layer on (the same floats; tests/test_sensitivity_cache.py)
     cache: bool = True
+    # simulate a layer's variants together, stacked along the batch (Variants.run_all)
+    stack: bool = True
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -91,16 +96,13 @@ class AdaFire(Pass):
             return g
 
         top = {n.name: self.max_spikes for n in layers}
-        variants = Variants(sim, configured(top), probe, ctx.timesteps, layers, cache=self.cache)
+        variants = Variants(sim, configured(top), probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
         options: list[list[Choice]] = []
         with ctx.track("adafire sensitivity", len(layers) * len(phis)) as bar:
             for n in layers:
-                row = []
-                for phi in phis:
-                    logits, spikes = variants.run(configured({**top, n.name: phi}), n.name)
-                    row.append(Choice(limited=spikes, objective=sym_kl(logits, reference)))
-                    bar.advance()
-                options.append(row)
+                runs = variants.run_all([configured({**top, n.name: phi}) for phi in phis], n.name)
+                options.append([Choice(limited=spikes, objective=sym_kl(logits, reference)) for logits, spikes in runs])
+                bar.advance(len(phis))
         limit = self.budget * sum(row[phis.index(desired)].limited for row in options)
         picks = pareto_select(options, limit)
         if picks is None:  # unreachable: min-spikes everywhere costs least; kept for odd budgets

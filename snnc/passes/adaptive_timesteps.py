@@ -17,6 +17,9 @@ uncertainty is 1 − max p (the original used the same entropy-based τ for both
 τ = 1 at the step where correct samples are most certain (usually the last): a sample
 never exits there early, and runs to T if nothing fired before.
 
+The per-step scores come from one simulation of T steps read at every t (the torch simulator's
+``run_snn_steps``: a step does not depend on how many follow), not from T runs of 1..T steps.
+
 Guard (``max-loss``, default 0): the rule's accuracy on the calibration samples (from the same
 per-step scores, no further simulation) must stay within ``max-loss`` of their accuracy at T.
 Where it does not, every τ_t is raised towards 1 as τ_t' = 1 − α·(1 − τ_t), with the largest α in
@@ -32,8 +35,9 @@ Requires: a readout (lower-neurons), labelled calibration data, a simulator.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,6 +50,14 @@ from snnc.passes._samples import first_samples
 from snnc.passes._sensitivity import softmax
 
 FLOOR, SPAN = 0.6, 0.4  # τ_t ∈ (FLOOR, FLOOR + SPAN]
+
+
+@runtime_checkable
+class _ReadsSteps(Protocol):
+    """A simulator that returns the runs of several step counts from one run of the largest
+    (the torch simulator's ``run_snn_steps``)."""
+
+    def run_snn_steps(self, graph: Graph, x: Any, timesteps: Sequence[int]) -> dict[int, Any]: ...
 
 
 def exit_scores(rule: O.ExitRule, logits: np.ndarray) -> np.ndarray:
@@ -87,8 +99,11 @@ class AdaptiveTimesteps(Pass):
         scores = np.empty((T, len(x)))
         correct = np.empty((T, len(x)), dtype=bool)
         with ctx.track(self.name, T) as bar:
-            for t in range(1, T + 1):  # the running mean at step t = a t-step run (causal, deterministic)
-                logits = sim.run_snn(plain, x, t).logits
+            # the running mean at step t = a t-step run (causal, deterministic): one run of T steps read
+            # at every t where the simulator can (T steps simulated, not T·(T+1)/2)
+            runs = sim.run_snn_steps(plain, x, range(1, T + 1)) if isinstance(sim, _ReadsSteps) else None
+            for t in range(1, T + 1):
+                logits = runs[t].logits if runs is not None else sim.run_snn(plain, x, t).logits
                 scores[t - 1] = exit_scores(self.metric, logits)
                 correct[t - 1] = logits.argmax(axis=1) == y
                 pick = correct[t - 1] if correct[t - 1].any() else np.ones(len(x), dtype=bool)

@@ -21,7 +21,8 @@ burst-ann2snn default 0.95); budget = 1 allows no net loss; larger budgets trade
 for spikes.  When no setting meets the limit every ratio stays 1 (a note says so).
 
 The sensitivity runs simulate each variant only from the changed layer on (``cache``, as in
-adafire: the same logits and spike counts as whole runs).  Neurons with negative spikes (signed,
+adafire: the same logits and spike counts as whole runs), a layer's ratios together, stacked along
+the batch (``stack``, as in adafire).  Neurons with negative spikes (signed,
 rectified, bursts of them) are scaled like any other; their −1 spikes count as spikes.
 
 Changes: neuron thresholds / output scales, biases (bias correction).  Reports the ratios
@@ -56,6 +57,8 @@ class CompressSpikes(Pass):
     batches: int = 2
     # simulate each variant only from its changed layer on (the same floats; tests/test_sensitivity_cache.py)
     cache: bool = True
+    # simulate a layer's variants together, stacked along the batch (Variants.run_all)
+    stack: bool = True
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -76,21 +79,21 @@ class CompressSpikes(Pass):
         ratios = sorted(set(self.ratios))
         base = sim.run_snn(graph, probe, ctx.timesteps)
         base_kl = sym_kl(base.logits, reference)
-        variants = Variants(sim, graph, probe, ctx.timesteps, layers, cache=self.cache)
+        variants = Variants(sim, graph, probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
         options: list[list[Choice]] = []
-        with ctx.track("compress-spikes sensitivity", len(layers) * (len(ratios) - 1)) as bar:
+        raised = [r for r in ratios if r != 1.0]
+        with ctx.track("compress-spikes sensitivity", len(layers) * len(raised)) as bar:
             for n in layers:
-                row = []
-                for r in ratios:
-                    if r == 1.0:
-                        row.append(Choice(limited=base_kl, objective=base.spikes[n.name]))
-                        continue
+                graphs = []
+                for r in raised:
                     g = graph.copy()
                     scale_threshold(g, g.node(n.name), np.array(r))
-                    logits, spikes = variants.run(g, n.name)
-                    row.append(Choice(limited=sym_kl(logits, reference), objective=spikes))
-                    bar.advance()
-                options.append(row)
+                    graphs.append(g)
+                runs = dict(zip(raised, variants.run_all(graphs, n.name), strict=True))
+                options.append([Choice(limited=base_kl, objective=base.spikes[n.name]) if r == 1.0 else
+                                Choice(limited=sym_kl(runs[r][0], reference), objective=runs[r][1])
+                                for r in ratios])
+                bar.advance(len(raised))
         limit = self.budget * len(layers) * base_kl
         picks = pareto_select(options, limit)
         if picks is None:

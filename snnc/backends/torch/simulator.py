@@ -627,3 +627,13 @@ class TorchSimulator:
         from snnc.backends.torch import replay
 
         return replay.run_from(self.module(graph), x, start, recording, spikes_of, self.device)
+
+    def run_variants_from(self, graph: Graph, variants: Sequence[Graph], node: str, x, start: int, recording: Any
+                          ) -> list[tuple[np.ndarray, float]]:
+        """``run_snn_from(v, x, start, recording, [node])`` for each graph v of ``variants``, which
+        differ from ``graph`` only at ``node``, as one simulation with the variants stacked along the
+        batch (replay.run_variants_from)."""
+        from snnc.backends.torch import replay
+
+        alone = [self.module(replay.one_node(v, node)) for v in variants]  # not a copy of every weight each
+        return replay.run_variants_from(self.module(graph), alone, node, x, start, recording, self.device)
