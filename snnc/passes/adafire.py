@@ -44,6 +44,7 @@ import numpy as np
 
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
+from snnc.ir.analyses import Analyses
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import neuron_vector, require_neurons, scale_threshold
 from snnc.passes._params import with_attrs
@@ -95,12 +96,25 @@ class AdaFire(Pass):
                 _set_burst(g, g.node(n.name), choice[n.name], factors[n.name][choice[n.name]])
             return g
 
-        top = {n.name: self.max_spikes for n in layers}
-        variants = Variants(sim, configured(top), probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
+        top = configured({n.name: self.max_spikes for n in layers})
+        top.analyses = Analyses()  # only simulated: copying the calibration statistics per variant is wasted
+
+        def one_changed(n: Node, phi: int) -> Graph:
+            """``configured`` of top with layer n at φ: n set afresh from ``graph``, the rest shared
+            with ``top`` (configuring every layer per variant costs L² per layer on a deep net)."""
+            g = top.copy()
+            node = g.node(n.name)
+            node.op, node.params = n.op, dict(n.params)
+            for key in n.params.values():  # a key only n reads was rescaled in top: n's own values
+                g.params[key] = graph.params[key]
+            _set_burst(g, node, phi, factors[n.name][phi])
+            return g
+
+        variants = Variants(sim, top, probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
         options: list[list[Choice]] = []
         with ctx.track("adafire sensitivity", len(layers) * len(phis)) as bar:
             for n in layers:
-                runs = variants.run_all([configured({**top, n.name: phi}) for phi in phis], n.name)
+                runs = variants.run_all([one_changed(n, phi) for phi in phis], n.name)
                 options.append([Choice(limited=spikes, objective=sym_kl(logits, reference)) for logits, spikes in runs])
                 bar.advance(len(phis))
         limit = self.budget * sum(row[phis.index(desired)].limited for row in options)

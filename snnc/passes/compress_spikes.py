@@ -38,6 +38,7 @@ from typing import ClassVar
 import numpy as np
 
 from snnc.ir import Graph
+from snnc.ir.analyses import Analyses
 from snnc.pass_manager import Pass, PassContext, register_pass
 from snnc.passes._neurons import require_neurons, scale_threshold
 from snnc.passes._samples import first_samples
@@ -79,14 +80,16 @@ class CompressSpikes(Pass):
         ratios = sorted(set(self.ratios))
         base = sim.run_snn(graph, probe, ctx.timesteps)
         base_kl = sym_kl(base.logits, reference)
-        variants = Variants(sim, graph, probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
+        plain = graph.copy()
+        plain.analyses = Analyses()  # only simulated: copying the calibration statistics per variant is wasted
+        variants = Variants(sim, plain, probe, ctx.timesteps, layers, cache=self.cache, stack=self.stack)
         options: list[list[Choice]] = []
         raised = [r for r in ratios if r != 1.0]
         with ctx.track("compress-spikes sensitivity", len(layers) * len(raised)) as bar:
             for n in layers:
                 graphs = []
                 for r in raised:
-                    g = graph.copy()
+                    g = plain.copy()
                     scale_threshold(g, g.node(n.name), np.array(r))
                     graphs.append(g)
                 runs = dict(zip(raised, variants.run_all(graphs, n.name), strict=True))
