@@ -37,7 +37,7 @@ from data import load_digits_splits  # noqa: E402
 from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.errors import SnncError  # noqa: E402
 from snnc.frontend.fx import import_module  # noqa: E402
-from snnc.pass_manager import CalibrationData, PassContext, PassManager  # noqa: E402
+from snnc.pass_manager import CalibrationData, Instrument, PassContext, PassManager, override_options  # noqa: E402
 
 MODELS = ["resnet18", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121"]
 # epochs on the 1437 training images (one-cycle schedule): a few minutes each on a shared 2-core CPU;
@@ -151,9 +151,27 @@ def spikingjelly_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs
     return evaluate_spikingjelly(snn, name, mode, ts, x_test, y_test, ann_macs, conv_time)
 
 
+class PassClock(Instrument):
+    """Each pass's wall and CPU seconds (the --time-passes of the rows), printed as it finishes: a long
+    compile shows where it is."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.seconds = label, {}
+        self._wall = self._cpu = 0.0
+
+    def before(self, p, graph) -> None:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def after(self, p, graph) -> None:
+        wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        self.seconds[str(p)] = {"wall": wall, "cpu": cpu}
+        if wall > 1.0:
+            print(f"  {self.label} {p}: {wall:.1f} s ({cpu:.1f} s CPU)", flush=True)
+
+
 def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float, skipped: list[dict[str, Any]],
-              calib: int = 256, fast_ts: list[int] | None = None, pipelines: list[str] = PIPELINES
-              ) -> list[dict[str, Any]]:
+              calib: int = 256, fast_ts: list[int] | None = None, pipelines: list[str] = PIPELINES,
+              pass_options: list[str] | None = None) -> list[dict[str, Any]]:
     """Per pipeline and T: compile (timed) and simulate the test images.  ``fast_ts``: the T at
     which ann-to-snn-fast runs (its adafire search is most of the run: see docs/real_models.md)."""
     x_train, y_train, x_test, y_test = data
@@ -170,14 +188,18 @@ def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
             # layer and burst limit (hundreds of runs on the deep models)
             ctx = PassContext(calibration=CalibrationData(x_train[:calib], y_train[:calib], batch_size=32),
                               simulator=sim, timesteps=group[0], seed=0)
-            t0 = time.perf_counter()
+            clock = PassClock(f"{name} {pipe} T={group[0]}")
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
-                snn = PassManager.parse(pipe).run(graph, ctx)
+                passes = PassManager.parse(pipe).passes
+                # --pass-option PASS.OPTION=VALUE: on the pipelines that run PASS (listed in the row)
+                mine = [o for o in pass_options or [] if o.split(".")[0] in {p.name for p in passes}]
+                snn = PassManager(override_options(passes, mine), instruments=[clock]).run(graph, ctx)
             except SnncError as e:
                 print(f"{name} snnc {pipe}: not applicable: {e}", flush=True)
                 skipped.append({"model": name, "method": f"snnc {pipe}", "reason": str(e)})
                 break
-            compile_s = time.perf_counter() - t0
+            compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
             t0 = time.perf_counter()
             runs = sim.run_snn_steps(snn, x_test, group)
             sim_s = time.perf_counter() - t0
@@ -186,6 +208,10 @@ def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
                                  sum(run.sops.values()), sum(run.hoisted_macs.values()), ann_macs, compile_s,
                                  float(np.mean(run.steps_used))))
                 rows[-1]["import_s"] = import_s
+                rows[-1]["compile_cpu_s"] = compile_cpu_s  # process CPU time: means more than wall under load
+                rows[-1]["pass_seconds"] = clock.seconds
+                if mine:
+                    rows[-1]["pass_options"] = mine
                 rows[-1]["simulate_s"] = sim_s  # of the whole group of T
                 rows[-1]["macs_every_step"] = float(sum(run.macs.values()))
                 print(_fmt(rows[-1]), flush=True)
@@ -230,28 +256,17 @@ def goals(rows: list[dict[str, Any]], ann_acc: dict[str, float]) -> list[str]:
     return lines
 
 
-# Which torchvision classifiers convert (tests/test_torchvision_import.py imports each one through
-# torch.export and torch.fx and compares ANN mode with torch; tests/test_convergence.py converts them)
+# Which torchvision classifiers convert: a pointer to the table of docs/analog_paths.md
 SUPPORT = """\
 ## Which torchvision classifiers convert
 
-Convert (import through `torch.export` and `torch.fx`, equal torch in ANN mode within 1e-4, and go
-through `ann-to-snn`): resnet18, resnet50 (and the other ResNets, same blocks), mobilenet_v2,
-shufflenet_v2_x0_5 (channel split = slices, channel shuffle = reshape/permute: thresholds travel
-with their channels in fold-thresholds), squeezenet1_1 (ceil-mode max pooling of a concat of two
-ReLUs: spike max pooling through the concat), densenet121 (one-operand and many-operand
-concats), vgg11_bn (adaptive average pooling 1x1 -> 7x7 at 32x32 = nearest upsampling), alexnet
-(needs 64x64: at 32x32 its last max pooling has no window; 1x1 -> 6x6 upsampling) and googlenet
-(`init_weights=True`; inception concats).
-
-Refused at import, in seconds, with every offending op listed with its module path and source
-line, before any calibration (tests/test_torchvision_import.py): mobilenet_v3_small (Hardswish,
-Hardsigmoid, squeeze-excitation: a product of two activations), efficientnet_b0 (SiLU, Sigmoid,
-squeeze-excitation) and convnext_tiny (GELU; LayerNorm divides by a per-sample statistic; linears
-on channels-last values).  None of these has a ReLU form and a spiking neuron cannot multiply two
-of its inputs: they need retraining with ReLU-family activations (or a QCFS-style clipped one).
-Not tried: the vision transformers (vit, swin, maxvit: GELU, LayerNorm and attention, refused for
-the same reasons), regnet, mnasnet, inception_v3 and the wide / grouped ResNet variants.
+docs/analog_paths.md ("Which torchvision classifiers convert") has the table, checked by
+tests/test_torchvision_zoo.py: every classifier family of torchvision, the 14 that convert (ResNet,
+ResNeXt, Wide ResNet, VGG with and without BatchNorm, AlexNet, SqueezeNet, ShuffleNetV2,
+MobileNetV2, MNASNet, RegNetX, DenseNet, GoogLeNet, Inception-v3) with what each needs, and the 9
+refused at import with every offending op listed (RegNetY, EfficientNet and EfficientNetV2,
+MobileNetV3, ConvNeXt, ViT, Swin and Swin V2, MaxViT: SiLU, Hardswish, GELU, gating products,
+LayerNorm, attention), and why.
 """
 
 
@@ -316,6 +331,8 @@ def main() -> None:
                     "ann-to-snn-corrected, compiled once per T (their passes read T)")
     ap.add_argument("--fast-models", default=",".join(MODELS), help="models on which ann-to-snn-fast runs")
     ap.add_argument("--pipelines", default=",".join(PIPELINES))
+    ap.add_argument("--pass-option", action="append", default=[], help="PASS.OPTION=VALUE for the pipelines "
+                    "that run PASS (as snnc compile's --pass-option; kept in the rows)")
     ap.add_argument("--from-json", action="store_true", help="only write the doc and plot from the JSON")
     ap.add_argument("--merge", default="", help="with --from-json: also read these result names (merged in: "
                     "their rows replace those of the same model, method and T)")
@@ -366,7 +383,7 @@ def main() -> None:
             continue
         fast_ts = [int(t) for t in args.fast_timesteps.split(",") if t] if name in args.fast_models.split(",") else []
         rows += snnc_rows(name, model, data, ts, macs, skipped, args.calib_images, fast_ts,
-                          args.pipelines.split(","))
+                          args.pipelines.split(","), args.pass_option)
         if not args.no_spikingjelly:
             rows += spikingjelly_rows(name, model, data, ts, macs, skipped)
         # after each model, so that a long run leaves what it has

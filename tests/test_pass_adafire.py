@@ -107,3 +107,22 @@ def test_errors() -> None:
         run("adafire{max-spikes=2,min-spikes=3}", g, ctx)
     with pytest.raises(PassError, match=r"desired-spikes=5 must be within \[1, 4\]"):
         run("adafire{desired-spikes=5}", g, ctx)
+    with pytest.raises(PassError, match=r"levels \[1, 2\] must lie in \[1, 4\] and include max-spikes \(4\)"):
+        run("adafire{levels=[1;2]}", g, ctx)
+    with pytest.raises(PassError, match="samples=-1 must be >= 0"):
+        run("adafire{samples=-1}", g, ctx)
+
+
+def test_levels_and_samples_bound_the_sweep() -> None:
+    """``levels``: only those burst limits are tried and chosen; ``samples``: the sweep's probe is the
+    first N calibration samples, so a probe as large as the batch is the default sweep."""
+    g = graph_from_text(NET, params={"n.v_th": [0.5, 1.0, 2.0]})
+    x = uniform_inputs((2, 4, 4), 64)
+    ctx = context(x, timesteps=4, batch_size=32)
+    run("adafire{max-spikes=4,levels=[1;4]}", g, ctx)
+    assert set(ctx.results["adafire"]["max_spikes"].values()) <= {1, 4}
+    outs = []
+    for options in ("", ",samples=32"):
+        ctx = context(x, timesteps=4, batch_size=32)
+        outs.append((print_graph(run(f"adafire{{max-spikes=3{options}}}", g, ctx)), ctx.results["adafire"]))
+    assert outs[0] == outs[1]

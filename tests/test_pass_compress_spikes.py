@@ -67,3 +67,5 @@ def test_errors() -> None:
         run("compress-spikes{ratios=[2.0;3.0]}", g, ctx)
     with pytest.raises(PassError, match="budget=0.0 must be > 0"):
         run("compress-spikes{budget=0.0}", g, ctx)
+    with pytest.raises(PassError, match="samples=-1 must be >= 0"):
+        run("compress-spikes{samples=-1}", g, ctx)

@@ -66,6 +66,10 @@ class AdaFire(Pass):
     cache: bool = True
     # simulate a layer's variants together, stacked along the batch (Variants.run_all)
     stack: bool = True
+    # the sweep's probe: the first N calibration samples (N <= batches x batch size); 0: one batch
+    samples: int = 0
+    # the burst limits the sweep tries (each in min-spikes..max-spikes, with max- and desired-spikes); (): all
+    levels: tuple[int, ...] = ()
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -78,6 +82,12 @@ class AdaFire(Pass):
             problems.append(f"desired-spikes={desired} must be within [{self.min_spikes}, {self.max_spikes}]")
         if self.batches < 1:
             problems.append(f"batches={self.batches} must be >= 1")
+        if self.samples < 0:
+            problems.append(f"samples={self.samples} must be >= 0")
+        if self.levels and not (all(self.min_spikes <= b <= self.max_spikes for b in self.levels)
+                                and {self.max_spikes, desired} <= set(self.levels)):
+            problems.append(f"levels {list(self.levels)} must lie in [{self.min_spikes}, {self.max_spikes}] and "
+                            f"include max-spikes ({self.max_spikes}) and desired-spikes ({desired})")
         return problems
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
@@ -85,8 +95,8 @@ class AdaFire(Pass):
         sim = ctx.require_simulator(self.name)
         layers = require_neurons(graph, self.name)
         x, _ = first_samples(ctx, self.name, self.batches)
-        probe = x[: ctx.require_calibration(self.name).batch_size]
-        phis = list(range(self.min_spikes, self.max_spikes + 1))
+        probe = x[: self.samples or ctx.require_calibration(self.name).batch_size]
+        phis = sorted(set(self.levels)) if self.levels else list(range(self.min_spikes, self.max_spikes + 1))
         factors = self._threshold_factors(ctx, graph, layers, x, phis)
         reference = sim.run_ann(graph, probe)[graph.outputs[0]]
 

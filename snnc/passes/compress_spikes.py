@@ -60,6 +60,8 @@ class CompressSpikes(Pass):
     cache: bool = True
     # simulate a layer's variants together, stacked along the batch (Variants.run_all)
     stack: bool = True
+    # the sweep's probe: the first N calibration samples (N <= batches x batch size); 0: one batch
+    samples: int = 0
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -69,13 +71,15 @@ class CompressSpikes(Pass):
             problems.append(f"ratios {list(self.ratios)} must include 1.0 and be >= 1")
         if self.batches < 1:
             problems.append(f"batches={self.batches} must be >= 1")
+        if self.samples < 0:
+            problems.append(f"samples={self.samples} must be >= 0")
         return problems
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         sim = ctx.require_simulator(self.name)
         layers = require_neurons(graph, self.name)
         x, _ = first_samples(ctx, self.name, self.batches)
-        probe = x[: ctx.require_calibration(self.name).batch_size]
+        probe = x[: self.samples or ctx.require_calibration(self.name).batch_size]
         reference = sim.run_ann(graph, probe)[graph.outputs[0]]
         ratios = sorted(set(self.ratios))
         base = sim.run_snn(graph, probe, ctx.timesteps)
