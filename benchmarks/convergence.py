@@ -36,10 +36,17 @@ from snnc.passes.pipelines import ANN_TO_SNN, ANN_TO_SNN_FAST
 PIPELINES = {"ann-to-snn": ANN_TO_SNN, "ann-to-snn-fast": ANN_TO_SNN_FAST}
 
 
-# every torchvision classifier that converts (docs/real_models.md); alexnet needs 64x64 inputs
+# the torchvision classifiers measured (docs/analog_paths.md; which convert: docs/real_models.md and
+# tests/test_torchvision_zoo.py): the smallest of each ReLU-family, and larger ones whose structure differs
+# (grouped / wide bottlenecks, densenet161's growth, vgg without BatchNorm); alexnet needs 64x64 inputs
+# (at 32x32 its last max pooling has no window), inception_v3 75x75 (its stem's valid convolutions)
 SUPPORTED = ["resnet18", "resnet50", "mobilenet_v2", "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121",
-             "vgg11_bn", "alexnet", "googlenet"]
-SIZE = {"alexnet": 64}
+             "vgg11_bn", "alexnet", "googlenet", "resnet34", "resnext50_32x4d", "wide_resnet50_2", "vgg11",
+             "squeezenet1_0", "densenet161", "shufflenet_v2_x1_0", "mnasnet0_5", "regnet_x_400mf", "inception_v3"]
+SIZE = {"alexnet": 64, "inception_v3": 75}
+# googlenet and inception_v3 warn without init_weights (scipy's truncated normal) and build an auxiliary head
+BUILD_KWARGS = {"googlenet": {"init_weights": True, "aux_logits": False},
+                "inception_v3": {"init_weights": True, "aux_logits": False}}
 
 
 def torchvision_model(name: str, seed: int = 0, size: int = 32, classes: int = 1000,
@@ -55,8 +62,7 @@ def torchvision_model(name: str, seed: int = 0, size: int = 32, classes: int = 1
     import torchvision
 
     torch.manual_seed(seed)
-    kwargs = {"init_weights": True, "aux_logits": False} if name == "googlenet" else {}
-    model = getattr(torchvision.models, name)(weights=None, num_classes=classes, **kwargs)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=classes, **BUILD_KWARGS.get(name, {}))
     x = torch.rand(32, 3, size, size)
     with torch.no_grad():
         if he:

@@ -99,7 +99,9 @@ _ADVICE = {
     "native_layer_norm": "LayerNorm divides by a per-sample statistic and has no spiking form: use BatchNorm",
     "group_norm": "GroupNorm divides by a per-sample statistic and has no spiking form: use BatchNorm",
     "groupnorm": "GroupNorm divides by a per-sample statistic and has no spiking form: use BatchNorm",
-    "softmax": "remove the final softmax: snnc reads the logits, whose argmax is the same",
+    # inside attention as well as at the end: the advice must hold for both
+    "softmax": "softmax divides by a per-sample sum and has no spiking form: a final one can go (snnc reads "
+               "the logits, whose argmax is the same); inside attention, it goes with the attention",
     "log_softmax": "remove the final log-softmax: snnc reads the logits, whose argmax is the same",
     "logsoftmax": "remove the final log-softmax: snnc reads the logits, whose argmax is the same",
     "matmul": "a product of two activations (attention) has no spiking form",
@@ -127,6 +129,8 @@ def _advice(base: str) -> str:
         act = _NO_RELU_FORM[base]
         return (f"{act} has no ReLU form: replace it with nn.ReLU (or nn.ReLU6 / nn.Hardtanh) and retrain, "
                 "or use a ReLU-family model")
+    if "attention" in base:  # nn.MultiheadAttention, F.scaled_dot_product_attention, swin's window attention
+        return _ADVICE["scaled_dot_product_attention"]
     return _ADVICE.get(base, _SEE_OPS)
 
 
@@ -160,27 +164,52 @@ def _refusal_of(error: UnsupportedError, node: fx.Node) -> _Refusal:
     return _Refusal(str(error), _frame(node), _nn_module_path(node), _source_line(node), _SEE_OPS)
 
 
+def _inside(r: _Refusal, causes: Sequence[_Refusal]) -> bool:
+    """Whether ``r`` has no advice of its own and lies in (or under) the module of a refusal that has:
+    the reshapes, permutes and token indexing inside an attention module are its internals."""
+    return r.advice == _SEE_OPS and bool(r.path) and any(
+        r.path == c.path or r.path.startswith(c.path + ".") for c in causes)
+
+
+def _places(rs: Sequence[_Refusal]) -> str:
+    frames: dict[str, list[str]] = {}
+    for r in rs:
+        frame = f"{r.frame}: `{r.code}`" if r.frame and r.code else r.frame
+        frames.setdefault(frame, [])
+        if r.path and r.path not in frames[frame]:
+            frames[frame].append(r.path)
+    places = []
+    for frame, paths in frames.items():
+        where = ", ".join(paths)
+        places.append(f"{where} [{frame}]" if frame and where else where or f"[{frame}]")
+    return " and ".join(places)
+
+
 def _report(name: str, refusals: Sequence[_Refusal]) -> UnsupportedError:
     """One error for every refusal: the refusal itself when there is one, else one line per kind
-    of op (in order of first appearance) with its count, module paths, source lines and advice."""
+    of op (in order of first appearance) with its count, module paths, source lines and advice.
+    Refusals without advice inside a module refused with advice (the permutes of an attention
+    module) share one last line: what to change is the module, not them."""
     if len(refusals) == 1:
         return UnsupportedError(str(refusals[0]))
+    causes = [r for r in refusals if r.advice != _SEE_OPS and r.path]
+    inner = [r for r in refusals if _inside(r, causes)]
     groups: dict[tuple[str, str], list[_Refusal]] = {}
     for r in refusals:
-        groups.setdefault((r.what, r.advice), []).append(r)
-    lines = [f"{len(refusals)} unsupported ops in {name} ({len(groups)} kinds); nothing was imported:"]
+        if not _inside(r, causes):
+            groups.setdefault((r.what, r.advice), []).append(r)
+    kinds = len(groups) + (1 if inner else 0)
+    lines = [f"{len(refusals)} unsupported ops in {name} ({kinds} kinds); nothing was imported:"]
     for (what, advice), rs in groups.items():
-        frames: dict[str, list[str]] = {}
-        for r in rs:
-            frame = f"{r.frame}: `{r.code}`" if r.frame and r.code else r.frame
-            frames.setdefault(frame, [])
-            if r.path and r.path not in frames[frame]:
-                frames[frame].append(r.path)
-        places = []
-        for frame, paths in frames.items():
-            where = ", ".join(paths)
-            places.append(f"{where} [{frame}]" if frame and where else where or f"[{frame}]")
-        lines.append(f"  {what} ×{len(rs)} at {' and '.join(places)}: {advice}")
+        lines.append(f"  {what} ×{len(rs)} at {_places(rs)}: {advice}")
+    if inner:
+        ops: dict[str, int] = {}
+        for r in inner:
+            ops[r.what] = ops.get(r.what, 0) + 1
+        listed = ", ".join(f"{what} ×{n}" for what, n in ops.items())
+        paths = ", ".join(dict.fromkeys(r.path for r in inner))
+        lines.append(f"  {len(inner)} more ops inside the modules above ({listed}) at {paths}: "
+                     "they are those modules' internals and go with them")
     return UnsupportedError("\n".join(lines))
 
 
@@ -592,7 +621,9 @@ def _channel_shuffle(b: _Builder, node: fx.Node, x: str, groups: int) -> str:
 
 def _add(b: _Builder, node: fx.Node, lhs: Any, rhs: Any, alpha: Any = 1) -> str:
     if not (b.is_value(lhs) and b.is_value(rhs)):
-        raise _unsupported("add of a tensor and a constant", node)
+        raise _Refusal("add of a tensor and a constant", _frame(node), _nn_module_path(node), _source_line(node),
+                       "a constant added to an activation (a position embedding) maps only as a layer's bias: "
+                       "fold it into the bias of the layer before")
     if alpha != 1:
         raise _unsupported(f"add with alpha={alpha}", node)
     return b.emit(node, O.Add(), [b.value(lhs, node), b.value(rhs, node)])
