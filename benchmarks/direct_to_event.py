@@ -275,6 +275,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+KEPT = "<!-- written by hand: benchmarks/direct_to_event.py keeps what follows -->"
+
+
 def markdown(rows: list[dict[str, Any]], seconds: float) -> str:
     ok = [r for r in rows if "error" not in r]
     final = [r for r in ok if r["variant"] == "finetune"]
@@ -418,7 +421,9 @@ def main() -> None:
     write_json("direct_to_event.json" if not args.quick else "direct_to_event_quick.json", payload)
     if not args.quick:
         plot(rows, IMG / "direct_to_event.png")
-        (ROOT / "docs" / "direct_to_event.md").write_text(markdown(rows, seconds))
+        doc = ROOT / "docs" / "direct_to_event.md"
+        kept = doc.read_text().partition(KEPT)  # the hand-written sections after the marker stay
+        doc.write_text(markdown(rows, seconds) + (f"\n{KEPT}{kept[2]}" if kept[1] else ""))
     print(f"done in {seconds / 60:.1f} min")
 
 

@@ -59,6 +59,14 @@ def zoo_model(name: str, cell: str, data: torch.Tensor) -> nn.Module:
     model = ZOO[name](spiking_neuron=NEURONS[cell], surrogate_function=surrogate.ATan(), detach_reset=True,
                       num_classes=CLASSES)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def unit(m: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        std = out.std()
+        m.weight.div_(std)
+        if m.bias is not None:
+            m.bias.div_(std)
+        return out / std
+
     with torch.no_grad():
         if norms:  # BatchNorm statistics from the data: one training-mode step records the batch's
             for bn in norms:
@@ -67,22 +75,18 @@ def zoo_model(name: str, cell: str, data: torch.Tensor) -> nn.Module:
             model.train()
             functional.reset_net(model)
             model(data)
-        else:  # scale each layer to unit output spread on the data, in order (a data-based normalisation)
-            def unit(m: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
-                std = out.std()
-                m.weight.div_(std)
-                if m.bias is not None:
-                    m.bias.div_(std)
-                return out / std
-
-            layers = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
-            hooks = [m.register_forward_hook(unit) for m in layers]
+        # the layers no BatchNorm follows (VGG's classifier; every layer of spiking_vgg11) scaled to
+        # unit output spread on the data, in order (a data-based normalisation); the last one stays
+        model.eval()
+        layers = [m for m in model.modules() if isinstance(m, nn.Linear) or (isinstance(m, nn.Conv2d) and not norms)]
+        hooks = [m.register_forward_hook(unit) for m in layers[:-1]]
+        if hooks:
             functional.reset_net(model)
             model(data)
-            for h in hooks:
-                h.remove()
+        for h in hooks:
+            h.remove()
     functional.reset_net(model)
-    return model.eval()
+    return model
 
 
 def run_library(model: nn.Module, x: torch.Tensor, timesteps: int, mode: str
