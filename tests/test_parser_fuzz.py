@@ -141,6 +141,21 @@ def test_fuzz_is_deterministic() -> None:
     assert first == again
 
 
+def test_shards_run_exactly_the_inputs_of_one_process() -> None:
+    """``make -j2 fuzz`` splits a target over two processes: together they must run the same inputs."""
+    _, corpus, mutate = fuzz.snnir_target(None)
+
+    def inputs(shard: tuple[int, int]) -> list[bytes]:
+        seen: list[bytes] = []
+        fuzz.fuzz(seen.append, corpus, mutate, count=40, seed=3, minimise_budget=0, shard=shard)
+        return seen
+
+    whole = inputs((0, 1))
+    even, odd = inputs((0, 2)), inputs((1, 2))
+    assert len(set(whole)) > 30
+    assert whole[0::2] == even and whole[1::2] == odd
+
+
 def test_fuzz_reports_and_minimises_a_crash(tmp_path: Path) -> None:
     def run_one(data: bytes) -> None:
         if b"boom" in data:

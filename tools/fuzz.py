@@ -312,17 +312,23 @@ def fuzz(
     seed: int,
     minimise_budget: int = 3000,
     progress_every_s: float | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> Result:
-    """``progress_every_s``: a one-line status on stderr at most this often, so that a long run's log
-    shows how far it is (``make fuzz`` runs for hours)."""
-    rng = random.Random(seed)
+    """Run inputs ``0 … count − 1``; input ``i`` is drawn with its own generator, seeded by
+    ``(seed, i)``, so that it does not depend on the inputs before it.  ``shard = (k, n)`` runs only
+    the inputs with ``i % n == k``: n processes with k = 0 … n − 1 run exactly the inputs of one
+    process with (0, 1), in parallel (``make -j2 fuzz``).  ``progress_every_s``: a one-line status on
+    stderr at most this often, so that a long run's log shows how far it is."""
+    k, n = shard
+    mine = range(k, count, n)
     result = Result()
     start = last_status = time.perf_counter()
-    for _ in range(count):
+    for i in mine:
         if progress_every_s is not None and time.perf_counter() - last_status >= progress_every_s:
             last_status = time.perf_counter()
-            print(f"  {result.inputs:,}/{count:,} inputs, {result.crashed} crashes, "
+            print(f"  {result.inputs:,}/{len(mine):,} inputs, {result.crashed} crashes, "
                   f"{last_status - start:.0f} s", file=sys.stderr, flush=True)
+        rng = random.Random(f"{seed}/{i}")  # str seeds hash with SHA-512: the same in every process
         data = mutate(rng, rng.choice(corpus))
         result.inputs += 1
         outcome, key = classify(run_one, data)
@@ -780,11 +786,24 @@ def report(target: str, result: Result, crash_dir: Path | None) -> None:
         print(line)
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, _, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected K/N, e.g. 0/2") from None
+    if not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: needs 0 <= K < N")
+    return shard
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", choices=sorted(TARGETS), default="snnir")
     parser.add_argument("--count", type=int, default=10000, help="number of mutated inputs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard", type=_shard, default=(0, 1), metavar="K/N",
+                        help="run only inputs i with i %% N == K (N processes with K = 0..N-1 cover --count)")
     parser.add_argument("--crash-dir", type=Path, help="write one minimised input per crash class here")
     parser.add_argument("--make-seeds", action="store_true", help=f"regenerate {SEEDS} (needs torch) and exit")
     args = parser.parse_args(argv)
@@ -795,8 +814,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # nir and torch warn about the garbage they are fed
     run_one, corpus, mutate = TARGETS[args.target](args)
     result = fuzz(run_one, corpus, mutate, args.count, args.seed, MINIMISE_BUDGET[args.target],
-                  progress_every_s=60.0)
-    report(args.target, result, args.crash_dir)
+                  progress_every_s=60.0, shard=args.shard)
+    k, n = args.shard
+    report(args.target if n == 1 else f"{args.target} (shard {k}/{n} of {args.count:,})", result, args.crash_dir)
     return 1 if result.crashes else 0
 
 
