@@ -24,6 +24,13 @@ SpikingJelly ``IFNode``, ``LIFNode``, ``ParametricLIFNode``; Norse ``LIFCell``,
 op), so the imported graph simulates spike for spike as the library runs.  Other classes
 that look like neurons get an UnsupportedError that says how to register a mapping with
 :func:`register_neuron_mapping`.
+
+Library functions between neurons: SpikingJelly SEW-ResNet's connect function ``sew_function``
+(ADD -> ``add``, AND -> ``mul``, IAND -> ``mul{complement}``), kept whole by the tracer
+(:func:`spiking_functions`) and lowered by :func:`lower_spiking_function`; with it the zoo models
+``spiking_resnet18``, ``sew_resnet18`` and ``spiking_vgg11(_bn)`` of ``spikingjelly.activation_based.model``
+import unmodified (tests/test_spikingjelly_zoo.py, docs/direct_to_event.md; the deeper variants are made
+of the same blocks, untested).
 """
 
 from __future__ import annotations
