@@ -18,7 +18,9 @@ boards it fits, and the wall and CPU time of every stage.
 ``snnc compile MODEL.pt2 --calib CALIB.npz --target loihi`` as a user runs it (wall and CPU time of the child
 process, ``--time-passes``), and measures on the first N test images the accuracy of the ANN, the float SNN
 (the graph before loihi-legalize), the quantised graph and the bit-accurate chip, with the chip's cores,
-chips and boards.
+chips and boards; and how fragile that comparison is (``fragility``): the legalised float SNN on the test
+images rounded to the chip's input grid, both networks on noisy copies of them, and the quantised graph's
+spike rates over the float SNN's.
 """
 
 from __future__ import annotations
@@ -181,6 +183,7 @@ def resnet18_compile(size: int, samples: int) -> dict:
 
 
 REAL_CALIB = 64  # calibration images for --real (the first of the training split)
+DITHERS = 4  # noisy copies of the test images for --real's fragility measurement
 
 
 def real_compile(name: str, timesteps: int, test_images: int, work: Path) -> dict:
@@ -237,10 +240,12 @@ def real_compile(name: str, timesteps: int, test_images: int, work: Path) -> dic
     sim = TorchSimulator()
     ctx = PassContext(calibration=CalibrationData(xc, yc), simulator=sim, timesteps=timesteps)
     float_snn = PassManager.parse(ANN_TO_LOIHI_CONVERT).run(load_model(pt2).graph, ctx)
+    legal = PassManager.parse("loihi-legalize").run(float_snn, ctx)
     q = PassManager.parse(LOIHI_LOWERING).run(float_snn, ctx)
     acc_float = sim.run_snn(float_snn, xt, timesteps).predictions
     acc_q = sim.run_snn(q, xt, timesteps).predictions
     chip = run_net(lower(q), xt, timesteps).predictions
+    fragility = _fragility(sim, legal, q, ctx.results["loihi-quantize"]["input"]["levels"], xt, yt, timesteps)
     return {
         "network": f"{name}-3x32x32",
         "checkpoint": {"task": "coloured digits (benchmarks/real_models.py)", **meta},
@@ -260,6 +265,8 @@ def real_compile(name: str, timesteps: int, test_images: int, work: Path) -> dic
             "chip_equals_quantised": float((chip == acc_q).mean()),
         },
         "bit_accurate_minus_float_snn_points": 100 * float((chip == yt).mean() - (acc_float == yt).mean()),
+        "predictions_chip_differs_from_float_snn": float((chip != acc_float).mean()),
+        "fragility": fragility,
         "cores": report["cores"],
         "cores_lower_bound": report["cores_lower_bound"],
         "chips": report["chips"],
@@ -268,6 +275,44 @@ def real_compile(name: str, timesteps: int, test_images: int, work: Path) -> dic
         "fits_boards": report["fits_boards"],
         "latency_steps": report["latency_steps"],
         "netx": report["netx"],
+    }
+
+
+def _fragility(sim, legal, q, levels: float, xt, yt, timesteps: int, dithers: int = DITHERS) -> dict:
+    """How much of the chip's difference to the float SNN input perturbations as small as the chip's input
+    grid make on their own: the legalised float SNN on the grid inputs ``round(Q x) / Q`` (what the chip is
+    given), and the float SNN and the quantised graph on ``dithers`` copies of the test images with uniform
+    noise of ± half a grid step (the quantised graph on their grid values), with the mean and spread of
+    their accuracy; and the spike rate of every population of the quantised graph over the float SNN's on
+    the grid inputs (quantisation that systematically raised or lowered firing would show here)."""
+    import numpy as np
+
+    from snnc.ir import ops as O
+
+    def grid(x):
+        return (np.rint(levels * x) / levels).astype(np.float32)
+
+    neurons = [n.name for n in q.nodes if isinstance(n.op, O.Neuron) and n.name in {m.name for m in legal.nodes}]
+    f_run = sim.run_snn(legal, grid(xt), timesteps, record=neurons)
+    q_run = sim.run_snn(q, grid(xt), timesteps, record=neurons)
+    ratios = [float(q_run.recorded[n].mean() / f_run.recorded[n].mean()) for n in neurons
+              if f_run.recorded[n].mean() > 0]
+    rng = np.random.default_rng(0)
+    acc_f, acc_q = [], []
+    for _ in range(dithers):
+        xd = (xt + rng.uniform(-0.5 / levels, 0.5 / levels, xt.shape)).astype(np.float32)
+        acc_f.append(float((sim.run_snn(legal, xd, timesteps).predictions == yt).mean()))
+        acc_q.append(float((sim.run_snn(q, grid(xd), timesteps).predictions == yt).mean()))
+    return {
+        "input_levels": levels,
+        "float_snn_legalised_clean": float((sim.run_snn(legal, xt, timesteps).predictions == yt).mean()),
+        "float_snn_legalised_on_input_grid": float((f_run.predictions == yt).mean()),
+        "quantised_on_input_grid": float((q_run.predictions == yt).mean()),
+        "dithers": dithers,
+        "dithered_float_snn": {"mean": float(np.mean(acc_f)), "std": float(np.std(acc_f, ddof=1)), "runs": acc_f},
+        "dithered_quantised": {"mean": float(np.mean(acc_q)), "std": float(np.std(acc_q, ddof=1)), "runs": acc_q},
+        "spike_rate_quantised_over_float": {"min": min(ratios), "max": max(ratios),
+                                            "mean": float(np.mean(ratios)), "populations": len(ratios)},
     }
 
 
@@ -343,7 +388,9 @@ def main() -> None:
         print(f"{r['network']} T={r['timesteps']}: compile wall {r['compile_seconds']['wall']:.1f} s, CPU "
               f"{r['compile_seconds']['cpu']:.1f} s; {r['cores']} cores, {r['chips']} chips; accuracy ANN "
               f"{a['ann']:.3f}, float SNN {a['float_snn']:.3f}, quantised {a['quantised_snn']:.3f}, Loihi "
-              f"{a['loihi_bit_accurate']:.3f}")
+              f"{a['loihi_bit_accurate']:.3f}; dithered float {r['fragility']['dithered_float_snn']['mean']:.3f} "
+              f"± {r['fragility']['dithered_float_snn']['std']:.3f}, quantised "
+              f"{r['fragility']['dithered_quantised']['mean']:.3f} ± {r['fragility']['dithered_quantised']['std']:.3f}")
     for size in [int(v) for v in args.resnet18.split(",") if v]:
         c = resnet18_compile(size, args.samples)
         compiles.append(c)
