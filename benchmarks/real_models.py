@@ -212,6 +212,8 @@ def snnc_rows(name: str, model: nn.Module, data, ts: list[int], ann_macs: float,
                 rows[-1]["pass_seconds"] = clock.seconds
                 if mine:
                     rows[-1]["pass_options"] = mine
+                # what the searches chose: a faster compile must choose the same (docs/real_models.md)
+                rows[-1]["choices"] = {k: ctx.results[k] for k in ("adafire", "compress-spikes") if k in ctx.results}
                 rows[-1]["simulate_s"] = sim_s  # of the whole group of T
                 rows[-1]["macs_every_step"] = float(sum(run.macs.values()))
                 print(_fmt(rows[-1]), flush=True)
