@@ -467,3 +467,24 @@ def test_norse_cnn_spike_for_spike_and_through_direct_to_event() -> None:
     layers = ctx.results["d2e-calibrate"]["layers"]
     assert all(abs(v["event_rate_after"] - v["direct_rate"]) < 0.03 for v in layers.values()), layers
     assert ctx.results["count-ops"]["totals"]["analog_macs"] == 0
+
+
+@pytest.mark.slow
+def test_sew_resnet_through_the_whole_direct_to_event_pipeline() -> None:
+    """The passes of the named ``direct-to-event`` pipeline, fine-tune included (short: 2 epochs on 16
+    images labelled with the source's own predictions), on SEW-ResNet-18 with IAND: the fine-tune
+    trains the event graph (its training loss falls) and the result still multiplies nothing."""
+    from snnc.pass_manager import parse_pipeline
+
+    model = zoo_model("sew_resnet18_iand", "if", images(8, seed=2))
+    x = images(16, seed=3).numpy()
+    source = import_snn(model, torch.as_tensor(x[:1]))
+    y = TorchSimulator().run_snn(source, x, T).predictions
+    pipeline = ("canonicalize,fold-bn,d2e-encode{scheme=if},d2e-calibrate{samples=16,steps=6},"
+                "d2e-finetune{epochs=2,batch-size=8},count-ops{samples=16}")
+    assert [p.name for p in parse_pipeline(pipeline)] == [p.name for p in parse_pipeline("direct-to-event")]
+    out, ctx = _d2e(source, pipeline, x, y)
+    history = ctx.results["d2e-finetune"]["history"]
+    assert len(history) == 2 and history[-1]["loss"] < history[0]["loss"], history
+    assert ctx.results["count-ops"]["totals"]["analog_macs"] == 0
+    assert out.attrs.timesteps == T
