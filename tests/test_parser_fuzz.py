@@ -299,6 +299,23 @@ def test_an_onnx_string_field_that_is_not_utf8_is_a_clean_error():
         run_one((Path(__file__).parent / "corpus" / "model" / "onnx_string_not_utf8.input").read_bytes())
 
 
+def test_an_onnx_external_data_location_with_a_nul_byte_is_a_clean_error():
+    """tools/fuzz.py --target model (seed 0, shard 0/2) found an .onnx whose external-data location holds
+    a NUL byte: resolving the path raised ValueError."""
+    pytest.importorskip("onnx")
+    run_one, _, _ = fuzz.model_target(None)
+    with pytest.raises(InputFileError, match="not a usable file name"):
+        run_one((Path(__file__).parent / "corpus" / "model" / "onnx_location_nul_byte.input").read_bytes())
+
+
+def test_a_pt2_whose_signature_names_a_missing_tensor_is_a_clean_error():
+    """tools/fuzz.py --target model (seed 0, shard 0/2) found a .pt2 whose graph signature names a
+    parameter ('6.weight') that its weights do not hold: the importer raised KeyError."""
+    run_one, _, _ = fuzz.model_target(None)
+    with pytest.raises(InputFileError, match="names the tensor '6.weight', which the file does not hold"):
+        run_one((Path(__file__).parent / "corpus" / "model" / "pt2_signature_names_a_missing_tensor.input").read_bytes())
+
+
 def test_seeded_model_fuzz_run_has_no_crash() -> None:
     """The model-file target: .pt2 / .pt archives and .onnx protobufs, mutated as bytes and structure."""
     pytest.importorskip("onnx")

@@ -24,7 +24,7 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snnc.errors import UnsupportedError, UserError, VerifyError
+from snnc.errors import InputFileError, UnsupportedError, UserError, VerifyError
 from snnc.frontend.spiking import (
     is_spiking_module,
     lower_spiking_function,
@@ -924,6 +924,17 @@ class _Exported:
         return key.rsplit(".", 1)[0] + "." if "." in key else ""
 
 
+def _program_tensor(ep: Any, key: str) -> Any:
+    """The parameter, buffer or constant ``key`` of an ``ExportedProgram``; a program whose signature
+    names a tensor the file does not hold is a damaged file, not a crash."""
+    if key in ep.state_dict:
+        return ep.state_dict[key]
+    if key in ep.constants:
+        return ep.constants[key]
+    raise InputFileError(f"the program's signature names the tensor '{key}', which the file does not hold "
+                         "(a damaged or hand-edited file?); export the model again")
+
+
 def import_exported(ep: Any, name: str = "model") -> Graph:
     """Map an ``ExportedProgram`` (ATen ops, possibly with a dynamic batch) onto snnc IR; every
     construct that does not map is listed in one ``UnsupportedError``."""
@@ -931,13 +942,13 @@ def import_exported(ep: Any, name: str = "model") -> Graph:
     sig = ep.graph_signature
     lifted = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
               **getattr(sig, "inputs_to_lifted_tensor_constants", {})}
-    b = _Builder(name, lambda key: ep.state_dict[key])
+    b = _Builder(name, lambda key: _program_tensor(ep, key))
     p = _Exported(b, {})
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             if node.name in lifted:
                 key = lifted[node.name]
-                value = ep.state_dict[key] if key in ep.state_dict else ep.constants[key]
+                value = _program_tensor(ep, key)
                 p.tensors[node] = (key, value)
                 continue
             shape = _shape(node)

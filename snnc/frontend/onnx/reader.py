@@ -134,10 +134,17 @@ def _load_external_data(path: Path, model: Any) -> None:
         what = f"{path}: tensor '{tensor.name}' stores its data in '{location}'"
         if not location or os.path.isabs(location) or Path(location).drive:
             raise InputFileError(f"{what}: an absolute or empty path; external data must lie next to the model")
-        target = (base / location).resolve()
+        try:
+            target = (base / location).resolve()
+            exists = target.is_file()
+        except (OSError, ValueError, RuntimeError) as e:  # a NUL byte, a link loop, a name too long
+            raise InputFileError(
+                f"{path}: tensor '{tensor.name}' stores its data in {location!r}, not a usable file name "
+                f"({first_line(e)})"
+            ) from None
         if not target.is_relative_to(base):
             raise InputFileError(f"{what}, outside the model's directory {base}; refusing to read it")
-        if not target.is_file():
+        if not exists:
             raise InputFileError(f"{what}, which does not exist; copy it next to the model")
         try:
             offset, length = int(info.get("offset", 0) or 0), info.get("length")
