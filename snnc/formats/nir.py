@@ -34,6 +34,7 @@ from __future__ import annotations
 import concurrent.futures
 import concurrent.futures.process
 import multiprocessing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -330,7 +331,12 @@ READ_SECONDS_PER_MB = 2.0
 def _read_file(path: str):
     import nir
 
-    return nir.read(path)
+    # nir's reader derives node fields with numpy (e.g. a ratio of two datasets); on a damaged file
+    # numpy's "divide by zero" RuntimeWarning would reach the user's terminal from this worker.  The
+    # values are checked where they are imported, with snnc's own errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return nir.read(path)
 
 
 def _discard_reader() -> None:
