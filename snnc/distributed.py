@@ -26,7 +26,7 @@ torch.distributed's own (a process-wide state, as in every torch program); nothi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -95,6 +95,32 @@ def my_batches(x: Any, y: Any, batch_size: int, limit: int | None = None) -> Ite
     for i in batch_indices(total):
         s = slice(i * batch_size, (i + 1) * batch_size)
         yield i, x[s], (None if y is None else y[s])
+
+
+# Samples per unit of a shared simulation (the compile report's, count-ops', snnc eval's batches): every
+# process count cuts the data into the same units, so each unit's numbers, and their merge in unit
+# order, are the same on 1 or N processes.  64 keeps 2-8 ranks busy on a few hundred samples and is
+# the torch simulator's own chunk on resnet18 at 64x64 (a smaller unit only adds per-call overhead).
+UNIT = 64
+
+
+def map_units(fn: Callable[[slice], Any], n: int, unit: int = UNIT, progress: Any = None) -> list[Any]:
+    """``fn(rows)`` for each unit of ``unit`` consecutive rows of ``n`` (``rows`` a slice), the units
+    dealt round-robin over the ranks (:func:`batch_indices`); every rank returns every unit's result,
+    in unit order (:func:`gather_rows`).  ``progress``: a bar with ``advance()``, moved once per unit
+    this rank computes.  A collective: under torchrun every rank must call it with the same ``n``."""
+    total = -(-n // unit)
+    mine: dict[int, Any] = {}
+    for i in batch_indices(total):
+        mine[i] = fn(slice(i * unit, min(n, (i + 1) * unit)))
+        if progress is not None:
+            progress.advance()
+    return gather_rows(mine)
+
+
+def my_units(n: int, unit: int = UNIT) -> int:
+    """How many of the units of ``n`` rows :func:`map_units` gives this rank."""
+    return len(batch_indices(-(-n // unit)))
 
 
 def my_share(rows: np.ndarray) -> np.ndarray:
@@ -173,7 +199,7 @@ def barrier() -> None:
 # snnc eval, data-parallel
 
 
-def evaluate(art: Any, data: Any, timesteps: list[int], device: str = "cpu", batch_size: int = 256,
+def evaluate(art: Any, data: Any, timesteps: list[int], device: str = "cpu", batch_size: int = UNIT,
              progress: Any = None) -> dict[str, Any]:
     """``snnc eval``'s table (runner.evaluate's keys), streamed batch by batch from ``data`` (a
     :class:`snnc.data.Data`) and shared over the ranks: each batch's correct predictions (integers)

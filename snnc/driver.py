@@ -233,7 +233,8 @@ def compile_model(opts: CompileOptions, progress: Callable[[str, int], Any] | No
     at the end; on any failure (a signal included) it is removed, with the parents made for it.
 
     Under torchrun every process runs the pipeline on its share of the calibration batches (the
-    statistics merge exactly: snnc.distributed); only rank 0 simulates the report and writes."""
+    statistics merge exactly: snnc.distributed), and on its share of the report's simulation (the
+    units merge in order: snnc.distributed.map_units); only rank 0 writes."""
     timing = CompileTiming() if opts.time_passes else None
     distributed.init(opts.device)
     if opts.report_samples < 1:
@@ -438,7 +439,7 @@ def _deferred_counts(passes: list[Pass], spec: str, pass_options: list[str]) -> 
 def _compile_into(opts: CompileOptions, tmp: Path | None, progress: Callable[[str, int], Any] | None,
                   timing: CompileTiming | None) -> CompileResult:
     """The compile; ``tmp`` None: a torchrun rank other than 0, which runs the passes (its share of
-    the calibration) and writes nothing."""
+    the calibration, then of the report's simulation) and writes nothing."""
     clock = timing or CompileTiming()
     with clock.phase("load"):
         plan = _plan(opts, progress, clock)
@@ -461,11 +462,10 @@ def _compile_into(opts: CompileOptions, tmp: Path | None, progress: Callable[[st
     problems = target.legality(graph)
     if problems:
         raise TargetError(f"target '{opts.target}' cannot compile this graph: " + "; ".join(problems))
+    with clock.phase("report-simulation"):  # on every rank: they share its units (distributed.map_units)
+        counts, accuracy = _report_run(opts, source_graph, graph, passes, ctx, test, deferred=deferred)
     if tmp is None:
         return CompileResult(graph=graph, report={}, out=Path(opts.out), timing=timing, notes=ctx.notes)
-
-    with clock.phase("report-simulation"):
-        counts, accuracy = _report_run(opts, source_graph, graph, passes, ctx, test, deferred=deferred)
     source = {"path": str(opts.model), "sha256": loaded.sha256, "kind": loaded.kind}
     timesteps = graph.attrs.timesteps
     with clock.phase("write"):
@@ -586,24 +586,34 @@ def _replace_dir(tmp: Path, out: Path) -> None:
             os.replace(tmp, out)
 
 
+def _merged(parts: list[Any]) -> Any:
+    """The simulator's results of consecutive units as one (``SimResult.merge``)."""
+    return type(parts[0]).merge(parts)
+
+
 def _accuracy(source: Graph, graph: Graph, simulator: Any, x: Any, y: np.ndarray, run: tuple[Any, Any],
               timesteps: int, split: str) -> dict[str, Any]:
     """Source and converted accuracy on the report sample (``run``: the converted graph's predictions
     and steps used, when the counts' simulation already made them, else None, None)."""
+    def shared(fn: Callable[[slice], np.ndarray]) -> np.ndarray:
+        """``fn`` on units of the sample, shared over the torchrun ranks, concatenated in order."""
+        return np.concatenate(distributed.map_units(fn, len(y)))
+
     if is_spiking(source):  # a direct-coded SNN: its accuracy is its own T-step simulation
-        src_pred = simulator.run_snn(source, x, source.attrs.timesteps or timesteps).predictions
+        src_t = source.attrs.timesteps or timesteps
+        src_pred = shared(lambda r: simulator.run_snn(source, x[r], src_t).predictions)
     else:
-        src_pred = simulator.run_ann(source, x)[source.outputs[0]].argmax(1)
+        src_pred = shared(lambda r: simulator.run_ann(source, x[r])[source.outputs[0]].argmax(1))
     result: dict[str, Any] = {"source": float((src_pred == y).mean()), "split": split, "samples": len(y)}
     if is_spiking(graph):
         t = graph.attrs.timesteps or timesteps
         predictions, steps = run
         if predictions is None:
-            sim = simulator.run_snn(graph, x, t)
+            sim = _merged(distributed.map_units(lambda r: simulator.run_snn(graph, x[r], t), len(y)))
             predictions, steps = sim.predictions, sim.steps_used
         result["converted"] = float((predictions == y).mean())
         result["mean_timesteps_used"] = float(np.mean(steps))
     else:
-        logits = simulator.run_ann(graph, x)[graph.outputs[0]]
-        result["converted"] = float((logits.argmax(1) == y).mean())
+        predicted = shared(lambda r: simulator.run_ann(graph, x[r])[graph.outputs[0]].argmax(1))
+        result["converted"] = float((predicted == y).mean())
     return result

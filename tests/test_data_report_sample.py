@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from snnc.backends.torch.simulator import TorchSimulator
+from snnc.distributed import UNIT
 from snnc.driver import CompileOptions, compile_model
 from snnc.errors import UserError
 
@@ -25,7 +26,8 @@ def test_one_simulation_for_counts_and_accuracy(tmp_path, monkeypatch):
     monkeypatch.setattr(TorchSimulator, "run_snn", counting)
     result = compile_model(CompileOptions(model=DIGITS / "cnn.pt2", calib=DIGITS / "train.npz", out=tmp_path / "o",
                                           calib_samples=500, timesteps=4))
-    assert calls == [256]  # count-ops' simulation, reused by the report
+    # count-ops' simulation, reused by the report: the 256 samples once, in units (snnc.distributed.map_units)
+    assert calls == [UNIT] * (256 // UNIT)
     accuracy = result.report["accuracy"]
     assert accuracy["samples"] == 256 and accuracy["split"] == "calibration"
     assert result.report["passes"]["calibrate"]["samples"] == 500

@@ -38,9 +38,19 @@ RANK_SCRIPT = textwrap.dedent("""
     from snnc import distributed
     from snnc.cli import main
 
+    from snnc.backends.torch.simulator import TorchSimulator
+
     out, tuned, model, calib, test = sys.argv[1:6]
     snn = json.loads(sys.argv[6])
     calls = []
+    simulated = []  # the rows of each SNN simulation this rank runs during the first compile
+    real_run_snn = TorchSimulator.run_snn
+
+    def run_snn(self, graph, x, timesteps, record=()):
+        simulated.append(len(x))
+        return real_run_snn(self, graph, x, timesteps, record)
+
+    TorchSimulator.run_snn = run_snn
 
     @snnc.register_pass("dump-params")
     def dump_params(ctx, graph):
@@ -54,6 +64,9 @@ RANK_SCRIPT = textwrap.dedent("""
         code = main(args, standalone_mode=False)
         if code:
             sys.exit(code)
+        if args[0] == "compile" and args[1] == model:
+            with open(f"{out}.rank{distributed.rank()}.simulated.json", "w") as f:
+                json.dump(simulated, f)
 """)
 
 
@@ -95,6 +108,9 @@ def test_two_gloo_processes_match_one(tmp_path, launched):
     assert a == b
     assert a["samples"] == 360 and 0.5 < a["results"][0]["accuracy"] <= 1.0
     assert proc.stdout.count("snnc eval") == 1  # rank 0 alone prints
+    # the report's one simulation (256 samples, the default) is shared: each rank ran half of its units
+    shares = [json.loads(Path(f"{two}.rank{r}.simulated.json").read_text()) for r in (0, 1)]
+    assert sum(shares[0]) == sum(shares[1]) == 128, shares
 
 
 def test_d2e_finetune_on_two_gloo_processes(tmp_path, launched):

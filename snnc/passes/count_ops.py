@@ -14,7 +14,8 @@ Attaches an ``OpCounts`` to ``graph.analyses`` and its dict form to ``ctx.result
   all steps: a synaptic layer reading analog values, e.g. a direct-coded first layer, multiplies
   at every step) and ``hoisted_macs`` (the same, with a loop-invariant layer, one that reads
   the direct-coded input with no neuron in between, counted once: docs/energy.md); each neuron
-  gets ``spikes_per_sample``.
+  gets ``spikes_per_sample``.  The simulation runs in units of ``snnc.distributed.UNIT`` samples;
+  under torchrun the ranks share them and every rank gets the same merged counts.
 * ``mul`` (SEW-ResNet's AND / IAND) has a row with its dense ``macs`` (one multiply per element) and
   no simulated counts: on spikes it is a gate that drives no synapse, left out of SOPs and MACs as
   neuron updates are; what it lets through is counted as events where it is read.  An ``add`` of
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from snnc import distributed
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.ir.ops_phase import PhaseNeuron
@@ -128,9 +130,13 @@ class CountOps(Pass):
         if spiking and self.samples > 0 and ctx.calibration is not None and ctx.simulator is not None:
             timesteps = graph.attrs.timesteps or ctx.timesteps
             rows = sample_rows(len(ctx.calibration.x), self.samples, ctx.seed)
-            with ctx.track(f"count-ops: simulate {len(rows)} samples", 1) as bar:
-                result = ctx.simulator.run_snn(graph, ctx.calibration.x[rows], timesteps)
-                bar.advance()
+            x = ctx.calibration.x[rows]
+            simulator = ctx.simulator
+            # in units dealt over the torchrun ranks (one process: all of them), merged in order
+            with ctx.track(f"count-ops: simulate {len(rows)} samples", distributed.my_units(len(rows))) as bar:
+                parts = distributed.map_units(lambda r: simulator.run_snn(graph, x[r], timesteps), len(rows),
+                                              progress=bar)
+            result = type(parts[0]).merge(parts)
             for layer in layers:
                 layer["sops"] = float(result.sops.get(layer["name"], 0.0))
                 layer["analog_macs"] = float(result.macs.get(layer["name"], 0.0))

@@ -58,6 +58,26 @@ class SimResult:
     execution: str = ""  # "layer-major" or "time-major (why)": GraphModule.run_snn's choice
     recorded: dict[str, np.ndarray] = field(default_factory=dict)  # value -> mean over time
 
+    @staticmethod
+    def merge(parts: Sequence[SimResult]) -> SimResult:
+        """One result for the samples of ``parts`` in order (runs on consecutive rows): arrays
+        concatenated, each count the mean over all samples, the parts' per-sample means weighted by
+        their share and added in order (the same floats wherever the parts were computed)."""
+        if len(parts) == 1:
+            return parts[0]
+        n = sum(len(p.predictions) for p in parts)
+        counts: dict[str, dict[str, float]] = {k: {} for k in ("spikes", "sops", "macs", "hoisted_macs")}
+        for p in parts:
+            for key, dst in counts.items():
+                for k, v in getattr(p, key).items():
+                    dst[k] = dst.get(k, 0.0) + float(v) * (len(p.predictions) / n)
+        logits = np.concatenate([p.logits for p in parts])
+        return SimResult(logits=logits, predictions=np.concatenate([p.predictions for p in parts]),
+                         steps_used=np.concatenate([p.steps_used for p in parts]),
+                         execution=parts[-1].execution,
+                         recorded={k: np.concatenate([p.recorded[k] for p in parts]) for k in parts[0].recorded},
+                         **counts)
+
 
 def phase_length(graph: Graph) -> int:
     """Steps a phase-coded graph needs before its output is decoded (0 without ``phase_decode``)."""
