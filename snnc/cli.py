@@ -491,7 +491,8 @@ def run(artifact, data, out, timesteps, mode, backend, device) -> None:
     x: Any = dataset.x  # read in batches by the simulator's slicing
     y = dataset.y
     check_shape(x, art.graph.inputs[0][1].shape, data)
-    result = run_artifact(art, x, timesteps, mode, backend, device)
+    with _progress_factory() as progress:
+        result = run_artifact(art, x, timesteps, mode, backend, device, progress)
     if out is not None:
         arrays = {k: np.asarray(v) for k, v in result.items()}
         write_atomically(out, "-o", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]

@@ -471,8 +471,9 @@ def _compile_into(opts: CompileOptions, tmp: Path | None, progress: Callable[[st
     with clock.phase("write"):
         save_graph(graph, tmp)
         _save_source(source_graph, tmp)
-    with clock.phase("target"):
+    with clock.phase("target"), _step(progress, f"target {opts.target}: build") as bar:  # tvm: minutes, cold
         target_report = target.compile(graph, tmp, ctx)
+        bar.advance()
     with clock.phase("write"):
         report = build_report(
             source=source,

@@ -51,21 +51,44 @@ def is_spiking(graph: Graph) -> bool:
     return any(isinstance(n.op, (O.Neuron, O.Encode)) for n in graph.nodes)
 
 
+RUN_BATCH = 256  # samples per call into the target's run when progress is shown (the simulator's own batch)
+
+
 def run_artifact(art: Artifact, x: np.ndarray, timesteps: int | None, mode: str, backend: str | None,
-                 device: str = "cpu") -> dict[str, np.ndarray]:
+                 device: str = "cpu", progress: Any = None) -> dict[str, np.ndarray]:
     """Logits and predictions of the artifact on ``x`` with the chosen backend (default: the artifact's
-    own target), through that target's ``run``."""
+    own target), through that target's ``run``.  ``progress`` (a progress factory, snnc/progress.py):
+    the samples go in pieces of at most ``RUN_BATCH``, a bar step each (the backends compute each
+    sample apart from the others)."""
     backend = backend or art.target
     target = get_target(backend)
     if mode == "ann" or not is_spiking(art.graph):
         if target.name != "torch":
             raise UserError(f"--mode ann runs on the torch backend only (not '{backend}')")
-        logits = TorchSimulator(device).run_ann(art.graph, x)[art.graph.outputs[0]]
+        sim = TorchSimulator(device)
+        logits = _batched(lambda xb: {"logits": sim.run_ann(art.graph, xb)[art.graph.outputs[0]]}, x, progress,
+                          f"run ({backend}, ann)")["logits"]
         return {"logits": logits, "predictions": logits.argmax(1)}
     t = timesteps or art.graph.attrs.timesteps or int(art.report.get("timesteps") or 0)
     if not t:
         raise UserError("this graph has no timesteps attribute; pass --timesteps T")
-    return target.run(art.path, art.graph, x, t, device)
+    return _batched(lambda xb: target.run(art.path, art.graph, xb, t, device), x, progress, f"run ({backend}, T={t})")
+
+
+def _batched(fn: Any, x: Any, progress: Any, description: str) -> dict[str, np.ndarray]:
+    """``fn(x)``, or with ``progress`` ``fn`` on consecutive pieces of at most ``RUN_BATCH`` samples,
+    concatenated.  The pieces differ in size by at most one, so that no piece of one sample sends a
+    batch to a backend's batch-1 code when the whole would not have."""
+    pieces = -(-len(x) // RUN_BATCH)
+    if progress is None or pieces <= 1:
+        return fn(x)
+    bounds = np.cumsum([0] + [len(r) for r in np.array_split(np.arange(len(x)), pieces)])
+    parts: list[dict[str, np.ndarray]] = []
+    with progress(description, pieces) as bar:
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            parts.append(fn(x[int(start) : int(stop)]))
+            bar.advance()
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
 
 
 def evaluate(art: Artifact, x: np.ndarray, y: np.ndarray, timesteps: list[int], device: str = "cpu"

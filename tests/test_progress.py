@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 from snnc.progress import progress_factory
 
@@ -48,3 +49,49 @@ def test_a_one_call_step_waits_four_intervals():
             time.sleep(0.12)
             bar.advance()
     assert stream.getvalue() == ""
+
+
+class _Recorder:
+    """A progress factory that records each step's description, total and advances."""
+
+    def __init__(self) -> None:
+        self.steps: list[list] = []
+
+    def __call__(self, description: str, total: int):
+        step = [description, total, 0]
+        self.steps.append(step)
+
+        class _Bar:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def advance(self, n: int = 1) -> None:
+                step[2] += n
+
+        return _Bar()
+
+
+def test_snnc_run_advances_by_pieces_with_the_same_results(tmp_path):
+    """`snnc run` shows progress: the samples go in pieces of at most RUN_BATCH (a bar step each), and
+    the logits are those of one call."""
+    import numpy as np
+
+    from snnc.driver import CompileOptions, compile_model
+    from snnc.runner import RUN_BATCH, open_artifact, run_artifact
+
+    digits = Path(__file__).resolve().parent.parent / "examples" / "digits"
+    compile_model(CompileOptions(model=digits / "mlp.pt2", calib=digits / "train.npz", out=tmp_path / "a",
+                                 pipeline="ann-to-snn", calib_samples=100, report_samples=8, timesteps=2))
+    art = open_artifact(tmp_path / "a")
+    with np.load(digits / "test.npz") as f:
+        x = f["x"]
+    assert len(x) > RUN_BATCH  # 360: two pieces of 180
+    whole = run_artifact(art, x, None, "snn", None)
+    recorder = _Recorder()
+    pieces = run_artifact(art, x, None, "snn", None, progress=recorder)
+    assert recorder.steps == [["run (torch, T=2)", 2, 2]]
+    np.testing.assert_array_equal(pieces["logits"], whole["logits"])
+    np.testing.assert_array_equal(pieces["predictions"], whole["predictions"])
