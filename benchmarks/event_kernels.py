@@ -91,14 +91,22 @@ def _cpu_ticks() -> tuple[int, int]:
     return busy, int(own[11]) + int(own[12])  # utime + stime of every thread
 
 
+LAST_BLOCK_CPU_S = [0.0]  # CPU seconds (every thread of this process) of the last timed block
+
+
 def timed_block(fn: Callable[[int], object], calls: int) -> tuple[list[float], float]:
-    """Time ``calls`` calls; also return the CPUs other processes used meanwhile (0 = idle)."""
+    """Time ``calls`` calls; also return the CPUs other processes used meanwhile (0 = idle).
+    The block's CPU time (this process, all threads) is left in ``LAST_BLOCK_CPU_S``."""
+    c0 = time.process_time()
     if not os.path.exists("/proc/stat"):
-        return timed_calls(fn, calls), 0.0
+        times = timed_calls(fn, calls)
+        LAST_BLOCK_CPU_S[0] = time.process_time() - c0
+        return times, 0.0
     b0, o0 = _cpu_ticks()
     t0 = time.perf_counter()
     times = timed_calls(fn, calls)
     wall = time.perf_counter() - t0
+    LAST_BLOCK_CPU_S[0] = time.process_time() - c0
     b1, o1 = _cpu_ticks()
     foreign = ((b1 - b0) - (o1 - o0)) / os.sysconf("SC_CLK_TCK") / max(wall, 1e-9)
     return times, max(foreign, 0.0)
@@ -116,6 +124,7 @@ def run_rounds(
     times; the quietest attempt is kept).  Returns a summary per method, with the largest
     foreign load among the kept blocks (``foreign_cpus``; > FOREIGN_OK marks a noisy result)."""
     samples: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}  # CPU seconds per call of each kept block
     foreign: dict[str, float] = {m: 0.0 for m in methods}
     calls: dict[str, int] = {}
     for name, fn in methods.items():  # warm-up, and size the call count to the budget
@@ -126,17 +135,21 @@ def run_rounds(
     for _ in range(rounds):
         random.shuffle(order)
         for name in order:
-            best: tuple[list[float], float] | None = None
+            best: tuple[list[float], float, float] | None = None
             for _attempt in range(retries):
                 times, load = timed_block(methods[name], calls[name])
                 if best is None or load < best[1]:
-                    best = (times, load)
+                    best = (times, load, LAST_BLOCK_CPU_S[0] / len(times))
                 if load <= FOREIGN_OK:
                     break
                 time.sleep(0.2)
             samples[name] += best[0]
+            cpu[name].append(best[2])
             foreign[name] = max(foreign[name], best[1])
-    return {name: summary(s) | {"foreign_cpus": round(foreign[name], 3)} for name, s in samples.items()}
+    return {
+        name: summary(s) | {"foreign_cpus": round(foreign[name], 3), "cpu_s": float(np.median(cpu[name]))}
+        for name, s in samples.items()
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,7 +406,7 @@ NETWORKS = ("digits_cnn", "digits_mlp", "synthetic_mlp", "synthetic_cnn", "resne
 
 
 def network_cases(
-    out: Path, batch: int = 32, synthetic_timesteps: int = 16, names: tuple[str, ...] = NETWORKS
+    out: Path, batch: int = 32, synthetic_timesteps: int = 16, names: tuple[str, ...] = NETWORKS, int8: bool = True
 ) -> list[NetworkCase]:
     """The networks of part (b) named in ``names``, each converted by the tvm target's default
     pipeline and compiled with ``--target tvm``: the digits CNN (gated max pooling) and MLP with
@@ -408,7 +421,7 @@ def network_cases(
         if f"digits_{m}" not in names:
             continue
         case = convert(f"digits_{m}", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out)
-        case.int8 = convert(
+        case.int8 = None if not int8 else convert(
             f"digits_{m}_int8", digits / f"{m}.pt2", digits / "train.npz", test_x, 8, out, INT8_PIPELINE
         )
         case.eval_x, case.eval_y = test["x"], test["y"]
@@ -423,7 +436,7 @@ def network_cases(
         model = _export(module, torch.from_numpy(calib_x[:2]), out / f"{name}.pt2")
         x = rng.random((batch, *shape), dtype=np.float32)
         case = convert(name, model, out / f"{name}_calib.npz", x, synthetic_timesteps, out)
-        if name.startswith("synthetic"):
+        if int8 and name.startswith("synthetic"):
             case.int8 = convert(
                 f"{name}_int8", model, out / f"{name}_calib.npz", x, synthetic_timesteps, out, INT8_PIPELINE
             )
@@ -513,9 +526,15 @@ def bench_networks(
     return rows
 
 
-def _layer_step_seconds(rt, x: np.ndarray, timesteps: int, reps: int) -> dict[str, float]:
-    """Median seconds per timestep of each layer's calls (its kernels and BLAS product), with
-    one Python call per kernel (``fused=False``) at the network's real spike trains."""
+def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[str, tuple[float, float]]]:
+    """A function that runs the network once on ``x`` with one Python call per kernel
+    (``fused=False``) at its real spike trains and returns, per layer, the (wall, calling
+    thread's CPU) seconds per timestep of the layer's calls (its kernels and, in dense mode, its
+    BLAS product).  With one TVM thread every kernel runs on the calling thread, so its CPU time
+    is the layer's whole work, undisturbed by the wait for a core on a loaded machine."""
+    import contextlib
+
+    from snnc.backends.tvm.runtime import _blas_single_thread
     from snnc.backends.tvm.steps import step_program
 
     batch = len(x)
@@ -524,20 +543,26 @@ def _layer_step_seconds(rt, x: np.ndarray, timesteps: int, reps: int) -> dict[st
     program = step_program(rt.plans, 1 if batch == 1 else None)
     assert len(program) == len(buf.steps) and buf.run_all is None
     enc = rt._encode_input(x)
-    runs: dict[str, list[float]] = {}
-    for _ in range(reps):
-        rt._reset(buf)
-        for compute in buf.per_batch:
-            compute(enc)
+
+    def once() -> dict[str, tuple[float, float]]:
         spent: dict[str, float] = {}
-        for _t in range(timesteps):
-            for item, step in zip(program, buf.steps, strict=True):
-                t0 = time.perf_counter()
-                step()
-                spent[item.layer] = spent.get(item.layer, 0.0) + time.perf_counter() - t0
-        for layer, sec in spent.items():
-            runs.setdefault(layer, []).append(sec / timesteps)
-    return {layer: float(np.median(v)) for layer, v in runs.items()}
+        cpu: dict[str, float] = {}
+        # BLAS on one thread, as EventRuntime.run holds it: against TVM's spinning pool a
+        # two-thread BLAS product is several times slower, which would misjudge dense mode
+        with _blas_single_thread() if rt._blas_competes else contextlib.nullcontext():
+            rt._reset(buf)
+            for compute in buf.per_batch:
+                compute(enc)
+            for _t in range(timesteps):
+                for item, step in zip(program, buf.steps, strict=True):
+                    c0 = time.thread_time()
+                    t0 = time.perf_counter()
+                    step()
+                    spent[item.layer] = spent.get(item.layer, 0.0) + time.perf_counter() - t0
+                    cpu[item.layer] = cpu.get(item.layer, 0.0) + time.thread_time() - c0
+        return {layer: (sec / timesteps, cpu[layer] / timesteps) for layer, sec in spent.items()}
+
+    return once
 
 
 def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) -> list[dict]:
@@ -549,13 +574,17 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
     from snnc.backends.tvm.lower import lower
     from snnc.backends.tvm.runtime import EventRuntime
 
+    threads = tvm.runtime.num_threads()
     rows = []
     for case in cases:
         report = json.loads((case.artifact.parent / "report.json").read_text())["target_report"]
         chosen, densities = report["layer_modes"], report["input_densities"]
         runtimes = {}
+        # every weighted layer forced to one mode: a layer without a calibrated density (one that
+        # reads a pooling's graded output) must be forced too, or both artifacts run it as event
+        weighted = [n.name for n in case.graph.nodes if n.op.weighted]
         for mode, density in (("event", 0.0), ("dense", 1.0)):
-            layer_graph, params = lower(case.graph, {name: density for name in densities}, crossover=0.5)
+            layer_graph, params = lower(case.graph, {name: density for name in weighted}, crossover=0.5)
             out = case.artifact.parent / f"modes_{mode}"
             compile_artifact(layer_graph, params, out)
             runtimes[mode] = EventRuntime(out, fused=False)
@@ -564,19 +593,36 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
         ]
         for batch in batches:
             x = case.x[:batch]
-            t = {m: _layer_step_seconds(rt, x, case.timesteps, reps) for m, rt in runtimes.items()}
+            runners = {m: _layer_step_runner(rt, x, case.timesteps) for m, rt in runtimes.items()}
+            runs: dict[str, dict[str, list[tuple[float, float]]]] = {m: {} for m in runners}
+            order = list(runners)
+            for _ in range(reps):  # the two modes interleaved, so that both see the same load
+                random.shuffle(order)
+                for m in order:
+                    for layer, sec in runners[m]().items():
+                        runs[m].setdefault(layer, []).append(sec)
+
+            def stat(m: str, layer: str, col: int, q: float, runs: dict = runs) -> float:
+                return float(np.percentile([r[col] for r in runs[m][layer]], q))
+
             for layer in event_layers:
-                te, td = t["event"][layer], t["dense"][layer]
-                pick = te if chosen.get(layer) == "event" else td
+                te, td = stat("event", layer, 0, 50), stat("dense", layer, 0, 50)
+                ce, cd = stat("event", layer, 1, 50), stat("dense", layer, 1, 50)
+                event_chosen = chosen.get(layer) == "event"
                 rows.append({
                     "network": case.name, "layer": layer, "batch": batch, "density": densities.get(layer),
                     "event_s": te, "dense_s": td, "chosen": chosen.get(layer), "faster": "event" if te <= td else "dense",
-                    "chosen_over_best": pick / min(te, td),
+                    "chosen_over_best": (te if event_chosen else td) / min(te, td),
+                    "event_p10_p90_s": (stat("event", layer, 0, 10), stat("event", layer, 0, 90)),
+                    "dense_p10_p90_s": (stat("dense", layer, 0, 10), stat("dense", layer, 0, 90)),
+                    "event_cpu_s": ce, "dense_cpu_s": cd, "faster_cpu": "event" if ce <= cd else "dense",
+                    "chosen_over_best_cpu": (ce if event_chosen else cd) / min(ce, cd), "reps": reps, "threads": threads,
                 })  # fmt: skip
                 r = rows[-1]
                 print(
                     f"{case.name} {layer} B={batch} density {100 * (r['density'] or 0):.1f}%: event {fmt_t(te)}, "
-                    f"dense {fmt_t(td)} per step; chosen {r['chosen']} ({r['chosen_over_best']:.2f}x the best)",
+                    f"dense {fmt_t(td)} per step (CPU {fmt_t(ce)} / {fmt_t(cd)}); chosen {r['chosen']} "
+                    f"({r['chosen_over_best']:.2f}x the best wall, {r['chosen_over_best_cpu']:.2f}x CPU)",
                     flush=True,
                 )
     return rows
@@ -744,6 +790,16 @@ def _plot_networks(fig, axes, networks: list[dict]) -> None:
         ax.legend(fontsize=7)
 
 
+def _cpu_model() -> str:
+    """/proc/cpuinfo's model name and whether the CPU has AVX-512 (the kernels are compiled for it)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    return f"{model}, {'AVX-512' if 'avx512f' in info else 'AVX2' if 'avx2' in info else 'no AVX2'}, {os.cpu_count()} CPUs"
+
+
 def wait_idle(max_s: float) -> float:
     """Wait (up to ``max_s``) until other processes leave the CPUs alone; return their load."""
     t_end = time.perf_counter() + max_s
@@ -777,6 +833,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-networks", action="store_true", help="skip part (b), the whole networks")
     ap.add_argument("--no-modes", action="store_true", help="skip the per-layer event/dense check of part (b)")
     ap.add_argument(
+        "--modes-only",
+        action="store_true",
+        help="part (b)'s per-layer event/dense check only (no whole-network timing, no int8 compiles); "
+        "implies --networks-only",
+    )
+    ap.add_argument(
         "--networks-only",
         action="store_true",
         help="run part (b) only; keep part (a) rows from --json if it exists, else the default results file",
@@ -793,6 +855,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
+    if args.modes_only:
+        if args.no_modes:
+            raise SystemExit("--modes-only and --no-modes exclude each other")
+        args.networks_only = True
     args.json = args.json or (QUICK_RESULTS if args.quick else RESULTS)
     args.plot = args.plot or (QUICK_PLOT if args.quick else PLOT)
     # TVM reads TVM_NUM_THREADS at its first parallel call, which has not happened yet
@@ -801,6 +867,7 @@ def main(argv: list[str] | None = None) -> None:
     random.seed(0)
     cfg = QUICK if args.quick else FULL
     t0 = time.perf_counter()
+    loadavg_start = os.getloadavg()
     load = wait_idle(0 if args.quick else 10 if args.networks_only else 60)
     if load > FOREIGN_OK:
         print(f"warning: other processes use {load:.2f} CPUs; timings will be noisy (rows marked NOISY)")
@@ -831,9 +898,12 @@ def main(argv: list[str] | None = None) -> None:
             if unknown:
                 raise SystemExit(f"unknown networks {unknown}; known: {', '.join(NETWORKS)}")
             cases = network_cases(
-                Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names
+                Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names,
+                int8=not args.modes_only,
             )
-            if args.quick:
+            if args.modes_only:
+                pass
+            elif args.quick:
                 networks = bench_networks(cases, batches=(1, batch), rounds=1, budget_s=0.05, retries=1)
             else:
                 networks = bench_networks(
@@ -843,27 +913,34 @@ def main(argv: list[str] | None = None) -> None:
                 layer_modes = bench_layer_modes(cases, batches=(1, batch), reps=3 if args.quick else 7)
         if args.json.exists():  # keep the rows of the networks this run did not measure
             old = json.loads(args.json.read_text())
-            networks = [r for r in old.get("networks", []) if r["network"] not in names] + networks
+            networks = [r for r in old.get("networks", []) if args.modes_only or r["network"] not in names] + networks
             if not args.no_modes:
                 layer_modes = [r for r in old.get("layer_modes", []) if r["network"] not in names] + layer_modes
             else:
                 layer_modes = old.get("layer_modes", [])
         print_network_table(networks)
         if layer_modes:
-            print("\n| network | layer | B | input density | event / step | dense / step | chosen | chosen / best |")
-            print("|---|---|---|---|---|---|---|---|")
+            print("\n| network | layer | B | input density | event / step | dense / step | event CPU | dense CPU | chosen "
+                  "| chosen / best (wall) | chosen / best (CPU) |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|")
             for r in layer_modes:
-                print(f"| {r['network']} | {r['layer']} | {r['batch']} | {100 * (r['density'] or 0):.1f}% | "
-                      f"{fmt_t(r['event_s'])} | {fmt_t(r['dense_s'])} | {r['chosen']} | {r['chosen_over_best']:.2f}x |")
+                dens = f"{100 * r['density']:.1f}%" if r["density"] is not None else "-"
+                cpu = (f"{fmt_t(r['event_cpu_s'])} | {fmt_t(r['dense_cpu_s'])}" if "event_cpu_s" in r else "- | -")
+                print(f"| {r['network']} | {r['layer']} | {r['batch']} | {dens} | {fmt_t(r['event_s'])} | "
+                      f"{fmt_t(r['dense_s'])} | {cpu} | {r['chosen']} | {r['chosen_over_best']:.2f}x | "
+                      f"{r.get('chosen_over_best_cpu', float('nan')):.2f}x |")
     result = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
+            "model_name": _cpu_model(),
             "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu(),
         },
         "threads": {"tvm": tvm.runtime.num_threads(), "torch": torch.get_num_threads()},
         "versions": {"tvm": tvm.__version__, "torch": torch.__version__, "numpy": np.__version__},
         "quick": args.quick,
         "machine_load_at_start_cpus": round(load, 2),
+        "loadavg_start": list(loadavg_start),  # uptime's 1/5/15-minute load averages
+        "loadavg_end": list(os.getloadavg()),
         "bandwidth": bw,
         "layers": rows,
         "layers_from": layers_from,
