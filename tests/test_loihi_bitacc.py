@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from snnc.backends.loihi import bitacc
 from snnc.backends.loihi.bitacc import (
     LayerKind,
     LifParams,
@@ -309,8 +310,7 @@ def _ref_synapse(L, in_shape, s):
     return acc
 
 
-def test_random_network_matches_scalar_reference():
-    rng = np.random.default_rng(7)
+def _random_chain(rng):
     c = QLayer
     layers = [
         c(name="in", kind=LayerKind.INPUT, shape=(2, 6, 6)),
@@ -354,12 +354,36 @@ def test_random_network_matches_scalar_reference():
             lif=LifParams(du=4095, dv=0, vth_mant=30),
         ),
     ]
+    return layers
+
+
+def test_random_network_matches_scalar_reference():
+    rng = np.random.default_rng(7)
+    layers = _random_chain(rng)
     x = (rng.random((2, 12, 2, 6, 6)) < 0.4).astype(np.int64)
     got = simulate(layers, x, T=14)
     want = reference(layers, x, 14)
     for layer in layers:
         assert np.array_equal(got[layer.name].astype(int), want[layer.name]), layer.name
     assert got["out"].any() and got["fc"].any() and not got["conv"].all()
+
+
+@pytest.mark.parametrize("block_elements", [1, 100, 1 << 22])
+def test_blocks_of_steps_and_silent_steps_match_scalar_reference(monkeypatch, block_elements):
+    """The simulator runs a layer's synapses over blocks of steps and skips steps without input: a block
+    of one step, blocks that split the run unevenly, the whole run in one, with silent stretches of input
+    (a layer then gets only its bias) give lava's step-by-step integers."""
+    monkeypatch.setattr(bitacc, "_BLOCK_ELEMENTS", block_elements)
+    rng = np.random.default_rng(11)
+    layers = _random_chain(rng)
+    x = (rng.random((3, 12, 2, 6, 6)) < 0.4).astype(np.int64)
+    x[:, 3:7] = 0  # four silent input steps
+    x[1] = 0  # and a sample with none at all
+    got = simulate(layers, x, T=16)
+    want = reference(layers, x, 16)
+    for layer in layers:
+        assert np.array_equal(got[layer.name].astype(int), want[layer.name]), layer.name
+    assert got["fc"][:, 3:9].any()  # the bias drives a layer through the silence
 
 
 # ---------------------------------------------------------------- fixed point

@@ -509,46 +509,69 @@ def simulate_with_state(
         for group in (layer, *layer.extra)
         if group.kind is LayerKind.CONV
     }
-    state = {}
-    # per synapse group, what it sends in the coming 1 + delay steps (oldest first)
-    pending: dict[int, list[np.ndarray]] = {}
-    for i, layer in enumerate(layers):
-        if layer.has_neurons:
-            zeros = np.zeros((batch, *layer.shape), dtype=np.int64)
-            state[i] = [zeros, zeros]  # (u, v)
-            for group in (layer, *layer.extra):
-                pending[id(group)] = [zeros] * (1 + group.delay)
     out = {
         layer.name: np.zeros((batch, steps, *layer.shape), dtype=_out_dtype(layer, layers))
         for layer in layers
     }
-    for t in range(steps):
-        now: list[np.ndarray] = []
-        for i, layer in enumerate(layers):
-            srcs = _sources(layers, i)
-            if layer.kind is LayerKind.INPUT:
-                y = x_in[:, t] if t < t_in else np.zeros((batch, *layer.shape), dtype=x_in.dtype)
-            elif layer.kind is LayerKind.FLATTEN:
-                y = now[srcs[0]].reshape(batch, -1)
-            elif layer.kind is LayerKind.ADD:
-                y = np.sum([now[s].astype(np.int64) for s in srcs], axis=0)
-            elif layer.kind is LayerKind.CONCAT:
-                y = np.concatenate([now[s] for s in srcs], axis=1)
-            else:
-                u, v = state[i]
-                # lava's LIF a_in port sums what every synapse group connected to it sends this step
-                buf = np.zeros((batch, *layer.shape), dtype=np.int64)
-                for k, group in enumerate((layer, *layer.extra)):
-                    queue = pending[id(group)]
-                    buf = buf + queue.pop(0)
-                    queue.append(_synapse(group, now[srcs[k]], dense_w.get(id(group)), conv_w.get(id(group))))
-                if resets is not None and resets[i] == t:
-                    u = v = np.zeros_like(u)
-                u, v, y = lif_step(u, v, buf, layer.lif_params)
-                state[i][0], state[i][1] = u, v
-            now.append(y)
-            out[layer.name][:, t] = y
-    return out, {layers[i].name: st[1] for i, st in state.items()}
+    voltages: dict[str, np.ndarray] = {}
+    # Layer by layer, all steps of a layer before the next (the network is feed-forward: a layer reads
+    # only earlier ones, and a synapse group's output at step t reaches its neurons at t + 1 + delay), so
+    # each synapse group runs as one conv / matmul over a block of steps instead of one per step; the
+    # integers are those of the step-by-step order, which sums nothing across steps.
+    for i, layer in enumerate(layers):
+        srcs = _sources(layers, i)
+        o = out[layer.name]
+        if layer.kind is LayerKind.INPUT:
+            o[:, : min(t_in, steps)] = x_in[:, :steps]
+        elif layer.kind is LayerKind.FLATTEN:
+            o[...] = out[layers[srcs[0]].name].reshape(batch, steps, -1)
+        elif layer.kind is LayerKind.ADD:
+            o[...] = np.sum([out[layers[s].name].astype(np.int64) for s in srcs], axis=0)
+        elif layer.kind is LayerKind.CONCAT:
+            o[...] = np.concatenate([out[layers[s].name] for s in srcs], axis=2)
+        else:
+            voltages[layer.name] = _neuron_layer(
+                layer, [out[layers[s].name] for s in srcs], o, None if resets is None else resets[i],
+                dense_w, conv_w,
+            )
+    return out, voltages
+
+
+# elements of one block of synaptic input (int64): a layer's steps run in blocks of at most this size
+_BLOCK_ELEMENTS = 1 << 22
+
+
+def _neuron_layer(layer: QLayer, inputs: list[np.ndarray], out: np.ndarray, reset: int | None,
+                  dense_w: dict, conv_w: dict) -> np.ndarray:
+    """Every step of one neuron layer: its synapse groups' currents in blocks of steps, then lava's LIF
+    step by step (LIFReset zeroes ``u`` and ``v`` at the start of step ``reset``).  ``inputs``: each
+    group's source output [B, steps, *in_shape]; the spikes go into ``out`` [B, steps, *shape]; returns
+    the voltage after the last step."""
+    batch, steps = out.shape[:2]
+    per_step = batch * int(np.prod(layer.shape))
+    block = max(1, _BLOCK_ELEMENTS // max(per_step, 1))
+    u = v = np.zeros((batch, *layer.shape), dtype=np.int64)
+    for t0 in range(0, steps, block):
+        t1 = min(t0 + block, steps)
+        # what lava's a_in port sums at steps t0..t1-1: group k's synaptic output of step t - 1 - delay
+        a_in = np.zeros((t1 - t0, batch, *layer.shape), dtype=np.int64)
+        for k, group in enumerate((layer, *layer.extra)):
+            lag = 1 + group.delay
+            s0, s1 = max(t0 - lag, 0), max(t1 - lag, 0)
+            if s1 <= s0:
+                continue
+            x = inputs[k][:, s0:s1]
+            live = np.flatnonzero(x.reshape(batch, s1 - s0, -1).any(axis=(0, 2)))  # a silent step sends 0
+            if live.size == 0:
+                continue
+            xs = np.ascontiguousarray(x[:, live].swapaxes(0, 1)).reshape(live.size * batch, *x.shape[2:])
+            syn = _synapse(group, xs, dense_w.get(id(group)), conv_w.get(id(group)))
+            a_in[live + s0 + lag - t0] += syn.reshape(live.size, batch, *layer.shape)
+        for t in range(t0, t1):
+            if reset == t:
+                u = v = np.zeros_like(u)
+            u, v, out[:, t] = lif_step(u, v, a_in[t - t0], layer.lif_params)
+    return v
 
 
 def _out_dtype(layer: QLayer, layers: Sequence[QLayer]) -> np.dtype:
