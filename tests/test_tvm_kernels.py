@@ -412,6 +412,25 @@ def test_linear_with_fused_neuron_and_readout(batch):
     assert s.sum() > 0 and s.sum() < s.size  # the case is not trivial
 
 
+def test_channel_slices_give_each_core_one_slice(monkeypatch):
+    """Batch-1 channel slices: the fewest that give every core one (each slice repeats the
+    per-event work), none on a host with fewer than SLICE_CORES cores."""
+    from snnc.backends.tvm import kernels as K
+
+    assert K.channel_slices(1280, K.MIN_SLICE, cores=2) == (2, 640)
+    assert K.channel_slices(1280, K.MIN_SLICE, cores=6) == (8, 160)
+    assert K.channel_slices(1280, K.MIN_SLICE, cores=32) == (16, 80)  # the most that fit
+    assert K.channel_slices(1000, K.MIN_SLICE, cores=4) == (1, 1000)  # no split into whole vectors
+    big = linear_kernel(2048, 2048, batch=1)
+    assert big.work >= K.PARALLEL_WORK
+    monkeypatch.setattr(K.os, "cpu_count", lambda: K.SLICE_CORES - 1)
+    assert big.slice_plan() == (1, 2048)
+    assert linear_kernel(2048, 2048, batch=1, slices=2).slice_plan() == (2, 1024)  # forced
+    monkeypatch.setattr(K.os, "cpu_count", lambda: K.SLICE_CORES)
+    assert big.slice_plan() == (4, 512)
+    assert linear_kernel(2048, 2048).slice_plan() == (1, 2048)  # any batch: parallel over samples
+
+
 def test_kernels_are_cached_per_spec():
     before = kernel_cache.cache_size()
     a = linear_kernel(70, 83, layout=Layout.ROWS)

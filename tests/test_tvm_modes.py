@@ -112,3 +112,14 @@ def test_both_modes_spike_for_spike_on_graded_inputs(artifacts, mode, batch_size
     got = rt.run(x, batch_size=batch_size)
     np.testing.assert_array_equal(got["logits"], ref.logits)
     assert_spike_counts_equal(graph, got, ref, len(x))
+
+
+def test_grouped_convolutions_stay_event_at_any_density():
+    """Their dense path has no GEMM (a sliding window on the host): event at any density."""
+    from snnc.backends.tvm.lower import choose_mode
+    from snnc.ir import ops as O
+
+    depthwise, full = O.Conv2d(groups=8), O.Conv2d()
+    assert choose_mode(depthwise, 0.9) is Mode.EVENT and choose_mode(O.Conv1d(groups=2), 0.9) is Mode.EVENT
+    assert choose_mode(full, 0.9) is Mode.DENSE and choose_mode(O.Linear(), 0.9) is Mode.DENSE
+    assert choose_mode(full, DENSE_CROSSOVER) is Mode.EVENT and choose_mode(full, None) is Mode.EVENT
