@@ -309,6 +309,7 @@ class NetworkCase:
     kernels: int
     subnormals: int = 0  # parameters zeroed
     compile_s: float = 0.0  # the whole snnc compile: import, conversion (calibration, count-ops), TVM build
+    totals: dict | None = None  # count-ops per sample (report.json "totals": macs, sops, analog_macs, ...)
     int8: NetworkCase | None = None  # the same network through tvm-quantize (int8 spiking layers)
     eval_x: np.ndarray | None = None  # labelled data for the accuracy of fp32 and int8 (digits test set)
     eval_y: np.ndarray | None = None
@@ -334,8 +335,10 @@ def convert(
     )
     compile_s = time.perf_counter() - t0
     tr = res.report["target_report"]
+    totals = res.report.get("totals")
     case = NetworkCase(
-        name, res.graph, out / name / "tvm", x, timesteps, tr["build_seconds"], tr["kernels"], compile_s=compile_s
+        name, res.graph, out / name / "tvm", x, timesteps, tr["build_seconds"], tr["kernels"], compile_s=compile_s,
+        totals=totals,
     )
     params_file = str(case.artifact / "params.safetensors")
     arrays = load_file(params_file)
@@ -511,7 +514,10 @@ def bench_networks(
                    "speedup_per_kernel": per["torch"]["median_s"] / per["tvm_per_kernel"]["median_s"],
                    "fused_calls": rt.fused_calls, "int8": int8,
                    "int8_speedup_vs_fp32": (per["tvm"]["median_s"] / per["tvm_int8"]["median_s"]) if rt8 else None,
-                   "one_call_for_all_steps": rt._by_batch[len(x)].run_all is not None}  # fmt: skip
+                   "one_call_for_all_steps": rt._by_batch[len(x)].run_all is not None,
+                   "threads": tvm.runtime.num_threads(), "loadavg": list(os.getloadavg()),
+                   "counts_per_sample": case.totals,
+                   "layer_modes": {p.name: p.mode.value for p in rt.plans if p.op.weighted}}  # fmt: skip
             rows.append(row)
             print(
                 f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} (per-kernel calls "
@@ -913,9 +919,13 @@ def main(argv: list[str] | None = None) -> None:
                 layer_modes = bench_layer_modes(cases, batches=(1, batch), reps=3 if args.quick else 7)
         if args.json.exists():  # keep the rows of the networks this run did not measure
             old = json.loads(args.json.read_text())
-            networks = [r for r in old.get("networks", []) if args.modes_only or r["network"] not in names] + networks
+            # rows are replaced per (network, threads): a one-thread run keeps the two-thread rows
+            def kept(r: dict) -> bool:
+                return r["network"] not in names or r.get("threads", THREADS) != args.threads
+
+            networks = [r for r in old.get("networks", []) if args.modes_only or kept(r)] + networks
             if not args.no_modes:
-                layer_modes = [r for r in old.get("layer_modes", []) if r["network"] not in names] + layer_modes
+                layer_modes = [r for r in old.get("layer_modes", []) if kept(r)] + layer_modes
             else:
                 layer_modes = old.get("layer_modes", [])
         print_network_table(networks)
