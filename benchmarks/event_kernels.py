@@ -577,6 +577,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
     target chose (``layer_modes`` of the report, from the calibrated density) is within 1.1x of
     the faster one."""
     from snnc.backends.tvm.build import compile_artifact
+    from snnc.backends.tvm.layers import Mode
     from snnc.backends.tvm.lower import lower
     from snnc.backends.tvm.runtime import EventRuntime
 
@@ -589,8 +590,8 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
         # every weighted layer forced to one mode: a layer without a calibrated density (one that
         # reads a pooling's graded output) must be forced too, or both artifacts run it as event
         weighted = [n.name for n in case.graph.nodes if n.op.weighted]
-        for mode, density in (("event", 0.0), ("dense", 1.0)):
-            layer_graph, params = lower(case.graph, {name: density for name in weighted}, crossover=0.5)
+        for mode in ("event", "dense"):
+            layer_graph, params = lower(case.graph, modes=dict.fromkeys(weighted, Mode(mode)))
             out = case.artifact.parent / f"modes_{mode}"
             compile_artifact(layer_graph, params, out)
             runtimes[mode] = EventRuntime(out, fused=False)

@@ -14,8 +14,9 @@ import pytest
 
 pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
-from tvm_util import assert_spike_counts_equal, compile_graph, dyadic, grid_inputs, reference  # noqa: E402
+from tvm_util import assert_spike_counts_equal, dyadic, grid_inputs, reference  # noqa: E402
 
+from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.layers import Mode  # noqa: E402
 from snnc.backends.tvm.lower import DENSE_CROSSOVER, input_densities, lower  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -91,10 +92,9 @@ def artifacts(tmp_path_factory):
     graph = _graph()
     weighted = ("c2", "fc", "fa_fc", "out_fc")
     out = {}
-    for mode, density in ((Mode.EVENT, 0.0), (Mode.DENSE, 1.0)):
-        out[mode] = compile_graph(
-            graph, tmp_path_factory.mktemp(mode.value), densities=dict.fromkeys(weighted, density)
-        )
+    for mode in (Mode.EVENT, Mode.DENSE):
+        layer_graph, params = lower(graph, modes=dict.fromkeys(weighted, mode))
+        out[mode] = compile_artifact(layer_graph, params, tmp_path_factory.mktemp(mode.value))
     return graph, weighted, out
 
 

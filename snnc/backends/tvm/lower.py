@@ -307,10 +307,13 @@ def lower(
     densities: dict[str, float] | None = None,
     crossover: float = DENSE_CROSSOVER,
     int8: frozenset[str] | tuple[str, ...] = (),
+    modes: dict[str, Mode] | None = None,
 ) -> tuple[LayerGraph, dict[str, np.ndarray]]:
     """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``.
     ``int8``: the weighted nodes (with their neurons) that ``tvm-quantize`` left in integer
-    units, lowered to int8 layers (the build checks that their values are integers)."""
+    units, lowered to int8 layers (the build checks that their values are integers).
+    ``modes``: weighted nodes whose mode is given rather than chosen from ``densities`` (the
+    benchmark's per-layer check runs every layer in each mode)."""
     problems = legality(graph)
     if problems:
         raise TargetError("tvm target: " + "; ".join(problems))
@@ -337,7 +340,7 @@ def lower(
             continue
         if type(op) not in LAYER_OPS:  # legality() has refused everything else
             raise TargetError(f"{op.name} %{node.name}: not supported by the tvm target")
-        run_as = choose_mode(op, (densities or {}).get(node.name), crossover)
+        run_as = (modes or {}).get(node.name) or choose_mode(op, (densities or {}).get(node.name), crossover)
         inputs = tuple(name_of[v] for v in node.inputs)
         if isinstance(op, O.Flatten) or (isinstance(op, O.Reshape) and len(op.shape) == 1):  # free
             layers[node.name] = LayerSpec(
