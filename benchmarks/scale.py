@@ -13,10 +13,11 @@ in a fresh process:
   counts and the report's accuracy); starting Python and importing torch and snnc, outside
   ``--time-passes``, is reported apart;
 * calibration throughput: the calibrate pass on 1,000 images against the plain forward;
-* ``torchrun --nproc-per-node 2`` compile and ``snnc eval`` against one process: byte-identical
-  artifact, identical eval JSON, and the wall-time speedup on this machine.
+* ``torchrun --nproc-per-node 2`` compile and ``snnc eval`` against one process, alternated: byte-identical
+  artifact, identical eval JSON, and the wall-time speedup of the whole commands on this machine.
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/scale.py [--images 1000,8000] [--report-samples 64]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/scale.py --distributed-only   # the torchrun rows alone
 
 Writes benchmarks/results/scale.json and prints a Markdown table (docs/scale.md holds the last one).
 """
@@ -190,6 +191,51 @@ def simulation_before_after(out: Path, data: Path, samples: int, repeats: int) -
     return result
 
 
+def one_against_two(work: Path, pt2: Path, calib: Path, test: Path, report_samples: int, eval_images: int,
+                    repeats: int) -> dict:
+    """``snnc compile`` and ``snnc eval`` in one process and under ``torchrun --nproc-per-node 2``,
+    alternated ``repeats`` times (the load drifts): wall time of the whole command (interpreter
+    starts included) per run, medians, and whether the artifacts and the eval JSON are equal."""
+    compile_args = [str(pt2), "--calib", str(calib), "--report-samples", str(report_samples), "-q"]
+    eval_args = ["--data", str(test), "-T", "4"]
+    times: dict[str, list[float]] = {"compile_1proc_s": [], "compile_2proc_s": [], "eval_1proc_s": [],
+                                     "eval_2proc_s": []}
+    for _ in range(repeats):
+        times["compile_1proc_s"].append(one_process(["compile", *compile_args, "-o", str(work / "c1")]))
+        times["compile_2proc_s"].append(torchrun(["compile", *compile_args, "-o", str(work / "c2")]))
+        times["eval_1proc_s"].append(one_process(["eval", str(work / "c1"), *eval_args, "--json", str(work / "e1.json")]))
+        times["eval_2proc_s"].append(torchrun(["eval", str(work / "c1"), *eval_args, "--json", str(work / "e2.json")]))
+        print("one against two", json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
+    ev1, ev2 = json.loads((work / "e1.json").read_text()), json.loads((work / "e2.json").read_text())
+    out: dict = {k: statistics.median(v) for k, v in times.items()}
+    out["runs"] = times
+    out["compile_speedup"] = out["compile_1proc_s"] / out["compile_2proc_s"]
+    out["eval_speedup"] = out["eval_1proc_s"] / out["eval_2proc_s"]
+    out["compile_byte_identical"] = same_dirs(work / "c1", work / "c2")
+    out["eval_identical"] = ev1 == ev2
+    out["eval_accuracy"] = ev1["results"][0]["accuracy"]
+    out["eval_images"] = eval_images
+    out["report_samples"] = report_samples
+    out["load_average"] = os.getloadavg()
+    return out
+
+
+def distributed_only(args: argparse.Namespace, saved: Path) -> None:
+    """Rerun only the one-against-two rows; everything else stays as last measured."""
+    previous = json.loads(saved.read_text())
+    few = previous["calib_images"][0]
+    with tempfile.TemporaryDirectory(prefix="snnc-scale-") as tmp:
+        work = Path(tmp)
+        _, pt2 = make_model(work)
+        calib = make_data(work / f"calib{few}.npz", few, 1)
+        test = make_data(work / "test.npz", args.eval_images, 3)
+        previous["distributed"] = one_against_two(work, pt2, calib, test, previous["report_samples"],
+                                                  args.eval_images, args.dist_repeats)
+    path = write_json("scale.json", previous)
+    print(table(previous))
+    print(f"wrote {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", default="1000,8000", help="the two calibration set sizes (issue 13: 1000,8000)")
@@ -200,7 +246,11 @@ def main() -> None:
                     help="only the compiles at the first size and the simulation before/after; keep the 8,000-image "
                          "and torchrun results of benchmarks/results/scale.json")
     ap.add_argument("--sim-repeats", type=int, default=2, help="runs of each simulation order (before/after)")
-    ap.add_argument("--eval-images", type=int, default=64)
+    ap.add_argument("--distributed-only", action="store_true",
+                    help="only the one-process against torchrun rows; keep the rest of benchmarks/results/scale.json")
+    ap.add_argument("--dist-repeats", type=int, default=2, help="runs of each of the one/two-process commands")
+    # 256 images are 4 of snnc eval's 64-sample batches: both ranks get work
+    ap.add_argument("--eval-images", type=int, default=256)
     ap.add_argument("--table", action="store_true", help="print the table of benchmarks/results/scale.json and stop")
     args = ap.parse_args()
     saved = Path(__file__).parent / "results" / "scale.json"
@@ -209,6 +259,9 @@ def main() -> None:
         return
     hygiene(2)
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if args.distributed_only:
+        distributed_only(args, saved)
+        return
     few, many = (int(v) for v in args.images.split(","))
     report_samples = [int(v) for v in args.report_samples.split(",")]
     previous = json.loads(saved.read_text()) if args.compile_time_only else {}
@@ -278,20 +331,9 @@ def main() -> None:
             results["calibration_many_vs_forward_scaled"] = results["calibrate_many_s"] / (
                 results["torch_forward_ref_s"] * many / n_ref)
 
-        if not args.compile_time_only:  # one process (the "few" compile above) against two (torchrun, gloo)
-            common = ["--report-samples", str(report_samples[0])]
-            t2 = torchrun(["compile", str(pt2), "--calib", str(calib_few), "-o", str(work / "c2"), *common, "-q"])
-            eval_args = ["--data", str(test), "-T", "4"]
-            e1 = one_process(["eval", str(work / f"out_{head}"), *eval_args, "--json", str(work / "e1.json")])
-            e2 = torchrun(["eval", str(work / f"out_{head}"), *eval_args, "--json", str(work / "e2.json")])
-            ev1, ev2 = json.loads((work / "e1.json").read_text()), json.loads((work / "e2.json").read_text())
-            t1 = runs["few"]["process_s"]
-            results["distributed"] = {
-                "compile_1proc_s": t1, "compile_2proc_s": t2, "compile_speedup": t1 / t2,
-                "compile_byte_identical": same_dirs(work / f"out_{head}", work / "c2"),
-                "eval_1proc_s": e1, "eval_2proc_s": e2, "eval_speedup": e1 / e2, "eval_identical": ev1 == ev2,
-                "eval_accuracy": ev1["results"][0]["accuracy"], "eval_images": args.eval_images,
-            }
+        if not args.compile_time_only:  # one process against two (torchrun, gloo), side by side
+            results["distributed"] = one_against_two(work, pt2, calib_few, test, report_samples[0],
+                                                     args.eval_images, args.dist_repeats)
     path = write_json("scale.json", results)
     print(table(results))
     print(f"wrote {path}")
@@ -318,6 +360,8 @@ def table(r: dict) -> str:
     few, many = r["calib_images"]
     c, d = r["compiles"], r["distributed"]
     prev = " (previous run)" if "many_and_distributed_from" in r else ""
+    dprev = "" if "runs" in d else prev  # one_against_two's rows are rerun alone (--distributed-only)
+    dmed = f", whole commands, median of {len(d['runs']['compile_1proc_s'])}" if "runs" in d else ""
     rows = [
         (f"peak RSS, compile with {few} calibration images (report-samples {c['few'].get('report_samples', 64)})",
          f"{c['few']['maxrss_mib']:.0f} MiB", ""),
@@ -351,9 +395,11 @@ def table(r: dict) -> str:
          f"{r['calibration_many_vs_forward_ref']:.2f}x the {r['torch_forward_ref_images']}-image forward"
          + (" (goal <= 1.5x)" if r["torch_forward_ref_images"] == many else
             f"; {r['calibration_many_vs_forward_scaled']:.2f}x the median scaled to {many} images (goal <= 1.5x)")),
-        (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo){prev}", f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
+        (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo){dprev}{dmed}",
+         f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
          f"speedup {d['compile_speedup']:.2f}x, byte-identical: {d['compile_byte_identical']}"),
-        (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes{prev}", f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
+        (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes{dprev}{dmed}",
+         f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
          f"speedup {d['eval_speedup']:.2f}x, identical: {d['eval_identical']}"),
     ]
     lines = ["| measure | value | against the goal |", "|---|---|---|"]
