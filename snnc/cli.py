@@ -459,7 +459,9 @@ def _print_summary(report: dict, out: Path, stderr: bool = False) -> None:
     echo(f"energy per inference: {energy} (ANN reference {report['ann_energy_pj'] / 1e3:,.2f} nJ)")
     if "accuracy" in report:
         acc = report["accuracy"]
-        line = f"accuracy ({acc['split']} data): source {acc['source']:.4f}, converted {acc['converted']:.4f}"
+        # a seeded sample (--report-samples), not the whole set: `snnc eval` gives that
+        sample = f", {acc['samples']} samples" if "samples" in acc else ""
+        line = f"accuracy ({acc['split']} data{sample}): source {acc['source']:.4f}, converted {acc['converted']:.4f}"
         if "mean_timesteps_used" in acc:
             line += f", mean timesteps used {acc['mean_timesteps_used']:.2f}"
         echo(line)
