@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
-    plot(rows, args.plot, networks)
+    plot(rows, args.plot, [r for r in networks if r.get("threads", THREADS) == args.threads])
     print(f"\nwrote {args.json} and {args.plot} in {result['wall_s']:.0f} s")
 
 
