@@ -439,7 +439,7 @@ def network_cases(
         model = _export(module, torch.from_numpy(calib_x[:2]), out / f"{name}.pt2")
         x = rng.random((batch, *shape), dtype=np.float32)
         case = convert(name, model, out / f"{name}_calib.npz", x, synthetic_timesteps, out)
-        if int8 and name.startswith("synthetic"):
+        if int8:
             case.int8 = convert(
                 f"{name}_int8", model, out / f"{name}_calib.npz", x, synthetic_timesteps, out, INT8_PIPELINE
             )

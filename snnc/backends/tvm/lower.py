@@ -24,9 +24,10 @@ even at batch 32.  The density is the producing neuron's
 spike rate, or, when the input comes through a gated max pooling, SOPs / (dense MACs · T), or,
 for a pooling's, an add's or a concat's graded output, an estimate from the spike rates it is
 made of (:func:`input_densities`; before, such a layer had no density and always ran as events).
-The per-layer check of the benchmark (issue 14, AMD EPYC, AVX2) measured every layer of the
-digits, synthetic and resnet18 networks with a density of 17-46 % faster in event mode at batch 1
-and 32 (1.5-15x in CPU time), so the crossover stays at 50 %.
+The per-layer check of the benchmark (issue 14, AMD EPYC, AVX2; docs/tvm.md) put 104 of 110
+layer/batch cases of six networks within 1.1x of the faster mode; the misses are three 960→160
+projections at 50-52 %, where event is faster (a per-batch-variant mode or a cost model by shape
+would fix them; the crossover was not moved to fit three layers).
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ def choose_mode(op: O.Op, density: float | None, crossover: float = DENSE_CROSSO
 
     Dense above ``crossover``, except a grouped (or depthwise) convolution, which stays event at
     any density: its dense path has no GEMM (a sliding window on the host), and the per-layer
-    check measured it 14-18x slower than the event kernel at batch 1 and 4.3-4.6x at batch 32
+    check measured it 10-13x slower than the event kernel at batch 1 and 4.0-4.3x at batch 32
     (CPU time, one thread) on mobilenet_v2's depthwise layers at 50-52.5 % density, where the
     crossover had made them dense."""
     if density is None or density <= crossover:
