@@ -145,3 +145,40 @@ def test_refuses_to_quantise_twice() -> None:
     out, ctx = _quantised()
     with pytest.raises(PipelineFailure, match=r"graph @q is already quantised \(scale %e_levels\)"):
         run("loihi-quantize", out, ctx)
+
+
+def test_readout_unit_keeps_the_integrators_sum_within_its_voltage_range() -> None:
+    """The readout integrates T steps of its input in a voltage of +-(2^17 - 1) graph units; with the full
+    8-bit weight range this net's sum (64 neurons firing every step into weights near the largest, T = 16)
+    would pass it and the chip's integrator would fire and reset.  The pass gives the readout a coarser unit
+    until the calibration peak, with the headroom, fits; the chip then computes the quantised graph's logits."""
+    from snnc.backends.loihi.lower import lower
+    from snnc.backends.loihi.passes.loihi_quantize import READOUT_LIMIT
+    from snnc.backends.loihi.target import run_net
+    from snnc.backends.torch.simulator import TorchSimulator
+
+    text = """
+    graph @ro(%x: analog[8]) attributes {timesteps = 16} {
+      %e = encode(%x) : analog[8]
+      %l = linear(%e) params {weight = "l.weight"} : analog[64]
+      %n = neuron(%l) {reset = "hard"} : spike[64]
+      %o = linear(%n) params {weight = "o.weight"} : analog[3]
+      %r = readout(%o) : analog[3]
+      output %r
+    }
+    """
+    rng = np.random.default_rng(8)
+    params = {"l.weight": rng.uniform(0.2, 0.4, (64, 8)), "o.weight": rng.uniform(0.6, 1.0, (3, 64))}
+    g = graph_from_text(text, params=params)
+    x = rng.uniform(0.5, 1.0, (16, 8)).astype(np.float32)
+    ctx = context(x, timesteps=16)
+    q = run("loihi-legalize,loihi-quantize", g, ctx)
+    rep = ctx.results["loihi-quantize"]["layers"]["o"]
+    shrink = rep["readout_range_shrink"]
+    assert shrink >= 1 and rep["readout_peak_sum"] * 2.0**shrink > READOUT_LIMIT  # the full range would not fit
+    assert rep["readout_peak_sum"] * 2.0 <= READOUT_LIMIT  # the default headroom of 2
+    levels = ctx.results["loihi-quantize"]["input"]["levels"]
+    chip = run_net(lower(q), x, 16)
+    want = TorchSimulator().run_snn(q, (np.rint(levels * x) / levels).astype(np.float32), 16)
+    assert not chip.readout_fired
+    np.testing.assert_allclose(chip.logits, want.logits, rtol=1e-6)

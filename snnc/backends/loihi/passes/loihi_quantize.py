@@ -29,7 +29,12 @@ After this pass the graph *is* the quantised network, in the units of the chip (
   the weight grid is set by the largest weight of any of them, since the population has one threshold;
   each keeps its own (corrected) bias, and the chip adds them;
 * the last conv2d / linear (read by the readout, no neuron) is quantised the same way and a host-side
-  ``scale{factor=unit}`` before the readout turns its integer output back into logits.
+  ``scale{factor=unit}`` before the readout turns its integer output back into logits.  On the chip it
+  is a non-firing integrator whose voltage sums T steps of its input: that sum must stay within
+  ``|v| <= 2^17 - 1`` (graph units; above it the integrator reaches its threshold and resets to 0, below
+  it the voltage saturates).  Its unit is made coarser (first fewer channel exponents, then weights on
+  2^-j of the mantissa range) until the largest running sum on the calibration data, times
+  ``readout-headroom``, fits;
 
 Integer values are stored as float32 (exact below 2^24), so the torch simulator runs the quantised
 network; it differs from the chip only where lava truncates (the leak's ``>> 12``), wraps or saturates,
@@ -51,8 +56,9 @@ Requires: ``loihi-legalize``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -75,6 +81,10 @@ MAX_WEIGHT_EXP = 7  # lava's weight_exp is a signed 4-bit field: at most << 7
 # accuracy that matters and leaves a step's input only 2^17 / 2^11 = 64 thresholds before the current wraps
 FINE_VTH_LIMIT = 1 << 11
 DECAY_UNITY = 4096
+# the readout integrator (vth_mant = 2^17 - 1, dv = 0): its voltage v << 6 fires (and resets) above
+# vth_mant << 6 and saturates at -(2^23 - 1), so its running sum must stay within +-(2^17 - 1)
+READOUT_LIMIT = (1 << 17) - 1
+MAX_READOUT_SHRINK = 6  # the readout's weights keep at least 2^(8-6) = 4 steps each side
 
 
 @register_pass
@@ -91,6 +101,10 @@ class LoihiQuantize(Pass):
     # a chain (no join, fan-out or concat) keeps one grid per population, so that lava-dl netx, which
     # has one weight exponent per layer, loads it; other networks need hand-wired lava processes anyway
     netx_chain: bool = True
+    # the readout integrator's largest running sum on the calibration data must fit its voltage range this
+    # many times over (unseen inputs sum higher: on mobilenet_v2 at T = 32 the test images went 1.27 x
+    # past the calibration images' peak)
+    readout_headroom: float = 2.0
 
     def option_problems(self) -> list[str]:
         problems = []
@@ -100,6 +114,8 @@ class LoihiQuantize(Pass):
             problems.append(f"input-bits={self.input_bits} must be in 2..24 (graded spikes)")
         if self.samples < 0:
             problems.append(f"samples={self.samples} must be >= 0 (0: all)")
+        if not self.readout_headroom >= 1.0:
+            problems.append(f"readout-headroom={self.readout_headroom} must be >= 1")
         if not 0 <= self.channel_exponents <= MAX_WEIGHT_EXP:
             problems.append(f"channel-exponents={self.channel_exponents} must be in 0..{MAX_WEIGHT_EXP} "
                             "(Loihi's weight exponent)")
@@ -118,6 +134,8 @@ class LoihiQuantize(Pass):
         result: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}}
         weighted = [n for n in graph.nodes if isinstance(n.op, SYNAPSE_OPS)]
         means = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else {}
+        # the readout integrator's largest |running sum| in float units (None: no readout integrator)
+        readout_sum = _readout_peak_sum(ctx, graph, weighted, x)
         graded = {n.name for n in weighted if _reads_input(graph, n)}
         start = levels
         # the graded input's levels: the first layer's input per step must fit lava's 24-bit current, and
@@ -152,10 +170,33 @@ class LoihiQuantize(Pass):
                 k -= 1
                 group = plans(bits, k)
             while not all(_bias_fits(p) for p in group) and bits > 2:  # a coarser grid makes room for a bias
-                bits -= 1
+                bits, k = bits - 1, 0
                 group = plans(bits)
+            bias_bits = bits
+            if readout_sum is not None and readout_sum[0] in {m.name for m in members}:
+                # the integrator's voltage: a coarser grid until its running sum fits, with headroom
+                need = readout_sum[1] * self.readout_headroom
+                lo, hi = span if span is not None else _span(graph, members)
+                shrink = 0  # the weights use 2^-shrink of the mantissa range: a unit 2^shrink coarser
+                while need / group[0].unit > READOUT_LIMIT and (k > 0 or shrink < MAX_READOUT_SHRINK):
+                    k, shrink = (k - 1, shrink) if k > 0 else (0, shrink + 1)
+                    wide = (lo * 2.0**shrink, hi * 2.0**shrink) if shrink else span
+                    group = plans(bits, k, span=wide)
+                for p in group:
+                    p.report["readout_peak_sum"] = readout_sum[1] / p.unit
+                    p.report["readout_limit"] = READOUT_LIMIT
+                    p.report["readout_range_shrink"] = shrink
+                if need / group[0].unit > READOUT_LIMIT:
+                    ctx.note(f"loihi-quantize: the readout's sum over T steps reaches {readout_sum[1] / group[0].unit:.0f} "
+                             f"on the calibration data (x {self.readout_headroom:g} headroom), past the integrator's "
+                             f"2^17 - 1 even with weights of 2^-{shrink} of the mantissa range")
+                elif shrink:
+                    ctx.note(f"loihi-quantize: readout %{members[0].name}: weights on 2^-{shrink} of the mantissa range "
+                             f"(a unit 2^{shrink} coarser) so that its sum over T steps ({readout_sum[1] / group[0].unit:.0f}"
+                             f" at most on the calibration data, x {self.readout_headroom:g} headroom) stays within the "
+                             "integrator's 2^17 - 1")
             for node, plan in zip(members, group, strict=True):
-                if bits != self.weight_bits:
+                if bias_bits != self.weight_bits:
                     ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: {bits}-bit weights so that its bias "
                              "fits the 13-bit mantissa of netx's exponent 6")
                 if not _bias_fits(plan):
@@ -297,6 +338,46 @@ def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: _Strea
             part = np.asarray(rec[n.inputs[0]], dtype=np.float64).sum(axis=0)
             sums[n.name] = sums[n.name] + part if n.name in sums else part
     return {name: total / x.count for name, total in sums.items()}
+
+
+@runtime_checkable
+class _ReadsSteps(Protocol):
+    """A simulator that returns the runs of several step counts from one run of the largest (the torch
+    simulator's ``run_snn_steps``)."""
+
+    def run_snn_steps(self, graph: Graph, x: Any, timesteps: Sequence[int]) -> dict[int, Any]: ...
+
+
+def _readout_peak_sum(ctx: PassContext, graph: Graph, weighted: list[Node],
+                      x: _Stream | None) -> tuple[str, float] | None:
+    """The conv2d / linear the readout integrates (through host-side scales, or the join it feeds) and
+    the largest |sum over steps 1..t of its output| over t <= T, channels and calibration samples, in
+    float units: from the float SNN's running mean logits at every t (one run of T steps)."""
+    if x is None or ctx.simulator is None or not graph.attrs.timesteps:
+        return None
+    readouts = [n for n in graph.nodes if isinstance(n.op, O.Readout)]
+    if len(readouts) != 1 or readouts[0].op.mode is not O.ReadoutMode.MEAN_CURRENT:  # type: ignore[attr-defined]
+        return None
+    factor, prod = 1.0, graph.producer(readouts[0].inputs[0])
+    while prod is not None and isinstance(prod.op, O.Scale) and not prod.params:
+        factor *= prod.op.factor
+        prod = graph.producer(prod.inputs[0])
+    if prod is None or factor == 0.0:
+        return None
+    if is_join(graph, prod):
+        prod = graph.producer(prod.inputs[0])
+    if prod is None or prod.name not in {n.name for n in weighted}:
+        return None
+    T = graph.attrs.timesteps
+    peak = 0.0
+    for xb, _ in x.batches():
+        sim = ctx.simulator
+        steps = list(range(1, T + 1))
+        # the running mean at every t from one run where the simulator can (a step does not read T)
+        at = sim.run_snn_steps(graph, xb, steps) if isinstance(sim, _ReadsSteps) else {
+            t: sim.run_snn(graph, xb, t) for t in steps}
+        peak = max(peak, max(float(np.abs(t * at[t].logits).max(initial=0.0)) for t in at))
+    return prod.name, peak / abs(factor)
 
 
 def _mean_current(node: Node, dw: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
