@@ -14,7 +14,11 @@ in a fresh process:
   ``--time-passes``, is reported apart;
 * calibration throughput: the calibrate pass on 1,000 images against the plain forward;
 * ``torchrun --nproc-per-node 2`` compile and ``snnc eval`` against one process, alternated: byte-identical
-  artifact, identical eval JSON, and the wall-time speedup of the whole commands on this machine.
+  artifact, identical eval JSON, and the wall-time speedup of the whole commands on this machine, and of
+  the compile's calibrate and report-simulation phases (rank 0's ``--time-passes``).  Compare them on a
+  quiet machine only: torchrun starts each worker in a session of its own (``start_new_session``), so
+  with the kernel's autogroup scheduling the workers and a one-process run get different shares of a
+  loaded machine (and raising this script's priority raises the one-process run's only).
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/scale.py [--images 1000,8000] [--report-samples 64]
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/scale.py --distributed-only   # the torchrun rows alone
@@ -129,20 +133,26 @@ def excluding_calibration(steps: dict[str, float]) -> float:
     return steps["total"] - steps.get("calibrate", 0.0) - steps.get("signed-neurons", 0.0) - steps.get("read-data", 0.0)
 
 
-def torchrun(args: list[str]) -> float:
+def torchrun(args: list[str], steps: dict | None = None) -> float:
+    """Wall time of ``torchrun --nproc-per-node 2 snnc ARGS``; ``steps``: filled with rank 0's
+    ``--time-passes`` phases when ARGS ask for them."""
     t0 = time.perf_counter()
     proc = subprocess.run([str(VENV_BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "--no-python",
                            str(VENV_BIN / "snnc"), *args], capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"torchrun {args[0]} failed:\n{proc.stderr[-3000:]}")
+    if steps is not None:
+        steps.update(_steps(proc.stderr))
     return time.perf_counter() - t0
 
 
-def one_process(args: list[str]) -> float:
+def one_process(args: list[str], steps: dict | None = None) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([str(VENV_BIN / "snnc"), *args], capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"snnc {args[0]} failed:\n{proc.stderr[-3000:]}")
+    if steps is not None:
+        steps.update(_steps(proc.stderr))
     return time.perf_counter() - t0
 
 
@@ -196,13 +206,23 @@ def one_against_two(work: Path, pt2: Path, calib: Path, test: Path, report_sampl
     """``snnc compile`` and ``snnc eval`` in one process and under ``torchrun --nproc-per-node 2``,
     alternated ``repeats`` times (the load drifts): wall time of the whole command (interpreter
     starts included) per run, medians, and whether the artifacts and the eval JSON are equal."""
-    compile_args = [str(pt2), "--calib", str(calib), "--report-samples", str(report_samples), "-q"]
+    compile_args = [str(pt2), "--calib", str(calib), "--report-samples", str(report_samples), "--time-passes", "-q"]
     eval_args = ["--data", str(test), "-T", "4"]
     times: dict[str, list[float]] = {"compile_1proc_s": [], "compile_2proc_s": [], "eval_1proc_s": [],
                                      "eval_2proc_s": []}
+    # inside the compile (rank 0's --time-passes): what the ranks share, without the interpreter starts
+    phases = ("calibrate", "report-simulation", "total")
+    for n in (1, 2):
+        for phase in phases:
+            times[f"compile_{n}proc_{phase}_s"] = []
     for _ in range(repeats):
-        times["compile_1proc_s"].append(one_process(["compile", *compile_args, "-o", str(work / "c1")]))
-        times["compile_2proc_s"].append(torchrun(["compile", *compile_args, "-o", str(work / "c2")]))
+        one: dict = {}
+        two: dict = {}
+        times["compile_1proc_s"].append(one_process(["compile", *compile_args, "-o", str(work / "c1")], one))
+        times["compile_2proc_s"].append(torchrun(["compile", *compile_args, "-o", str(work / "c2")], two))
+        for n, steps in ((1, one), (2, two)):
+            for phase in phases:
+                times[f"compile_{n}proc_{phase}_s"].append(steps[phase])
         times["eval_1proc_s"].append(one_process(["eval", str(work / "c1"), *eval_args, "--json", str(work / "e1.json")]))
         times["eval_2proc_s"].append(torchrun(["eval", str(work / "c1"), *eval_args, "--json", str(work / "e2.json")]))
         print("one against two", json.dumps({k: v[-1] for k, v in times.items()}), flush=True)
@@ -210,6 +230,8 @@ def one_against_two(work: Path, pt2: Path, calib: Path, test: Path, report_sampl
     out: dict = {k: statistics.median(v) for k, v in times.items()}
     out["runs"] = times
     out["compile_speedup"] = out["compile_1proc_s"] / out["compile_2proc_s"]
+    for phase in phases:
+        out[f"compile_{phase}_speedup"] = out[f"compile_1proc_{phase}_s"] / out[f"compile_2proc_{phase}_s"]
     out["eval_speedup"] = out["eval_1proc_s"] / out["eval_2proc_s"]
     out["compile_byte_identical"] = same_dirs(work / "c1", work / "c2")
     out["eval_identical"] = ev1 == ev2
@@ -398,6 +420,10 @@ def table(r: dict) -> str:
         (f"compile with {few} images, 1 process / 2 processes (torchrun, gloo){dprev}{dmed}",
          f"{d['compile_1proc_s']:.1f} s / {d['compile_2proc_s']:.1f} s",
          f"speedup {d['compile_speedup']:.2f}x, byte-identical: {d['compile_byte_identical']}"),
+        *[(f"of which {phase} (rank 0's --time-passes), 1 / 2 processes{dmed}",
+           f"{d[f'compile_1proc_{phase}_s']:.1f} s / {d[f'compile_2proc_{phase}_s']:.1f} s",
+           f"speedup {d[f'compile_{phase}_speedup']:.2f}x")
+          for phase in ("calibrate", "report-simulation", "total") if f"compile_{phase}_speedup" in d],
         (f"eval T=4 on {d['eval_images']} images, 1 / 2 processes{dprev}{dmed}",
          f"{d['eval_1proc_s']:.1f} s / {d['eval_2proc_s']:.1f} s",
          f"speedup {d['eval_speedup']:.2f}x, identical: {d['eval_identical']}"),
