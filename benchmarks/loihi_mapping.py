@@ -480,8 +480,8 @@ def main() -> None:
     if not real:
         result["real"] = old.get("real", [])
     else:  # rows of other models (or other T) from earlier runs are kept
-        def key(r):
-            return r["network"], r["timesteps"], r["test_images"]
+        def key(r):  # a "variant" row (an earlier pipeline, kept for comparison) is never replaced by a run
+            return r["network"], r["timesteps"], r["test_images"], r.get("variant", "")
 
         done = {key(r) for r in real}
         result["real"] = [r for r in old.get("real", []) if key(r) not in done] + real
