@@ -908,14 +908,10 @@ def main(argv: list[str] | None = None) -> None:
                 Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names,
                 int8=not args.modes_only,
             )
-            if args.modes_only:
-                pass
-            elif args.quick:
-                networks = bench_networks(cases, batches=(1, batch), rounds=1, budget_s=0.05, retries=1)
-            else:
-                networks = bench_networks(
-                    cases, batches=(1, batch), rounds=3, budget_s=0.3, retries=args.retries
-                )
+            if not args.modes_only:  # --modes-only: the per-layer check alone, no whole-network timing
+                timing = (dict(rounds=1, budget_s=0.05, retries=1) if args.quick
+                          else dict(rounds=3, budget_s=0.3, retries=args.retries))
+                networks = bench_networks(cases, batches=(1, batch), **timing)
             if not args.no_modes:
                 layer_modes = bench_layer_modes(cases, batches=(1, batch), reps=3 if args.quick else 7)
         if args.json.exists():  # keep the rows of the networks this run did not measure
