@@ -517,7 +517,7 @@ def bench_networks(
                    "one_call_for_all_steps": rt._by_batch[len(x)].run_all is not None,
                    "threads": tvm.runtime.num_threads(), "loadavg": list(os.getloadavg()),
                    "counts_per_sample": case.totals,
-                   "layer_modes": {p.name: p.mode.value for p in rt.plans if p.op.weighted}}  # fmt: skip
+                   "layer_modes": {p.name: p.mode_for(len(x)).value for p in rt.plans if p.op.weighted}}  # fmt: skip
             rows.append(row)
             print(
                 f"{case.name} B={len(x)}: TVM {fmt_t(per['tvm']['median_s'])} (per-kernel calls "
@@ -555,7 +555,7 @@ def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[s
         cpu: dict[str, float] = {}
         # BLAS on one thread, as EventRuntime.run holds it: against TVM's spinning pool a
         # two-thread BLAS product is several times slower, which would misjudge dense mode
-        with _blas_single_thread() if rt._blas_competes else contextlib.nullcontext():
+        with _blas_single_thread() if rt._blas_competes[1 if batch == 1 else None] else contextlib.nullcontext():
             rt._reset(buf)
             for compute in buf.per_batch:
                 compute(enc)
@@ -574,18 +574,24 @@ def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[s
 def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) -> list[dict]:
     """Per weighted layer that reads spikes: its time per step in event mode and in dense mode
     (the same IR lowered with every such layer event, then dense), and whether the mode the
-    target chose (``layer_modes`` of the report, from the calibrated density) is within 1.1x of
-    the faster one."""
+    target chose for that batch size's kernels (``layer_modes_batch1`` / ``layer_modes`` of the
+    report: the cost model at the calibrated density) is within 1.1x of the faster one; with the
+    cost model's predictions of both times."""
+    import dataclasses
+
     from snnc.backends.tvm.build import compile_artifact
+    from snnc.backends.tvm.cost import MODEL
     from snnc.backends.tvm.layers import Mode
-    from snnc.backends.tvm.lower import lower
+    from snnc.backends.tvm.lower import layer_shape_of, lower
     from snnc.backends.tvm.runtime import EventRuntime
 
     threads = tvm.runtime.num_threads()
     rows = []
     for case in cases:
         report = json.loads((case.artifact.parent / "report.json").read_text())["target_report"]
-        chosen, densities = report["layer_modes"], report["input_densities"]
+        densities = report["input_densities"]
+        # the mode of each variant: the batch-1 kernels' (older reports: one mode for both)
+        chosen_by_batch = {1: report.get("layer_modes_batch1", report["layer_modes"])}
         runtimes = {}
         # every weighted layer forced to one mode: a layer without a calibrated density (one that
         # reads a pooling's graded output) must be forced too, or both artifacts run it as event
@@ -599,6 +605,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
             p.name for p in runtimes["event"].plans if p.op.weighted and p.inputs[0].kind.value == "events"
         ]
         for batch in batches:
+            chosen = chosen_by_batch.get(batch, report["layer_modes"])
             x = case.x[:batch]
             runners = {m: _layer_step_runner(rt, x, case.timesteps) for m, rt in runtimes.items()}
             runs: dict[str, dict[str, list[tuple[float, float]]]] = {m: {} for m in runners}
@@ -625,6 +632,13 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
                     "event_cpu_s": ce, "dense_cpu_s": cd, "faster_cpu": "event" if ce <= cd else "dense",
                     "chosen_over_best_cpu": (ce if event_chosen else cd) / min(ce, cd), "reps": reps, "threads": threads,
                 })  # fmt: skip
+                if layer in densities:  # the cost model's prediction (lower.choose_modes)
+                    shape = layer_shape_of(case.graph, case.graph.node(layer))
+                    rows[-1] |= {
+                        "model_event_s": MODEL.event_seconds(shape, densities[layer], batch),
+                        "model_dense_s": MODEL.dense_seconds(shape, batch),
+                        "shape": dataclasses.asdict(shape),
+                    }
                 r = rows[-1]
                 print(
                     f"{case.name} {layer} B={batch} density {100 * (r['density'] or 0):.1f}%: event {fmt_t(te)}, "

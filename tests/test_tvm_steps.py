@@ -17,7 +17,9 @@ pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
 from tvm_util import assert_spike_counts_equal, compile_graph, dyadic, grid_inputs, reference  # noqa: E402
 
+from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.kernels import Device  # noqa: E402
+from snnc.backends.tvm.layers import Mode  # noqa: E402
 from snnc.backends.tvm.lower import lower  # noqa: E402
 from snnc.backends.tvm.plan import plan_graph  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -60,9 +62,9 @@ def artifacts(tmp_path_factory):
     """The network compiled twice: every layer in event mode, and with fc dense (a BLAS
     product on the host splits the timestep into two step kernels)."""
     graph = _net()
-    out = {}
-    for name, densities in (("event", None), ("dense_fc", {"fc": 0.9})):
-        out[name] = compile_graph(graph, tmp_path_factory.mktemp(name), densities=densities)
+    out = {"event": compile_graph(graph, tmp_path_factory.mktemp("event"))}
+    layer_graph, params = lower(graph, modes={"fc": Mode.DENSE})  # fc is too small for the cost model's dense
+    out["dense_fc"] = compile_artifact(layer_graph, params, tmp_path_factory.mktemp("dense_fc"))
     return graph, out
 
 
@@ -110,7 +112,7 @@ def test_all_timesteps_in_one_call_without_host_products(artifacts):
 
 
 def test_step_program_and_fusion():
-    layer_graph, _ = lower(_net(), densities={"fc": 0.9})
+    layer_graph, _ = lower(_net(), modes={"fc": Mode.DENSE})
     plans = plan_graph(layer_graph, Device.CPU)
     program = step_program(plans, 1)
     # c1 reads the analog input: dense, computed once per batch, then its neuron kernel per step

@@ -151,7 +151,8 @@ class LayerSpec:
     inputs: tuple[str, ...]
     shape: tuple[int, ...]
     precision: Precision = Precision.FLOAT32
-    mode: Mode = Mode.EVENT
+    mode: Mode = Mode.EVENT  # the batched (any batch size) kernels' mode
+    mode_batch1: Mode | None = None  # the batch-1 kernels' mode; None: ``mode``
     weight: str | None = None
     bias: str | None = None
     window: Window | None = None
@@ -196,6 +197,10 @@ class LayerSpec:
     def channels(self) -> int:
         return self.shape[0]
 
+    def mode_for(self, batch: int | None) -> Mode:
+        """The mode of the kernels that run ``batch`` samples (None: the batched kernels)."""
+        return self.mode_batch1 if batch == 1 and self.mode_batch1 is not None else self.mode
+
     def to_json(self) -> dict[str, Any]:
         rec: dict[str, Any] = {
             "name": self.name,
@@ -204,6 +209,8 @@ class LayerSpec:
             "precision": self.precision.value,
             "mode": self.mode.value,
         }
+        if self.mode_batch1 is not None:
+            rec["mode_batch1"] = self.mode_batch1.value
         if self.op is LayerOp.CONV2D:
             g = self.geometry
             rec |= {"stride": list(g.stride), "padding": list(g.padding), "dilation": list(g.dilation)}
@@ -373,7 +380,7 @@ def parse_layer_graph(raw: Mapping[str, Any], param_shapes: Mapping[str, tuple[i
 # the JSON readers: one for both forms (param_shapes=None: graph.json, shapes given)
 
 _LAYER_KEYS = {
-    "name", "op", "inputs", "precision", "mode", "weight", "bias", "stride", "padding", "dilation", "groups",
+    "name", "op", "inputs", "precision", "mode", "mode_batch1", "weight", "bias", "stride", "padding", "dilation", "groups",
     "kernel", "ceil_mode", "count_include_pad", "neuron", "readout", "maps", "multipliers", "shape",
 }  # fmt: skip
 _ARTIFACT_KEYS = {"shape", "params", "source", "kernels"}
@@ -621,6 +628,8 @@ def _parse_layer(
         shape=shape,
         precision=_enum(Precision, raw.get("precision", "float32"), "precision", f"layer '{name}'"),
         mode=_enum(Mode, raw.get("mode", "event"), "mode", f"layer '{name}'"),
+        mode_batch1=None if raw.get("mode_batch1") is None
+        else _enum(Mode, raw["mode_batch1"], "mode_batch1", f"layer '{name}'"),
         weight=weight,
         bias=bias,
         window=window,

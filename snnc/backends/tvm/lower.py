@@ -13,21 +13,24 @@ a chain of remaps whose intermediate values have no other user composes into one
 A conv1d on [C, L] is a conv2d on [C, 1, L] (every [C, L] value is [C, 1, L] here).
 What the runtime cannot express is refused with the node and the pass that would fix it.
 
-The per-layer kernel choice (``mode``: event or dense) comes from the calibrated input
-density when count-ops simulated the graph: a layer whose input density is above the
-crossover (default 50 %) runs dense.  The research note's 20 % (§5, one layer, BLAS alone) made
-the digits MLP's layers dense at 22-27 % density, where the per-layer check of
-benchmarks/event_kernels.py measured them 4-24x slower than their event kernels at batch 1 and 8
-(the densify kernel and a host BLAS call per step, which also splits the step kernel); the
-one-layer table gives event kernels the lead up to 20 % at n = 4096 and up to 50 % at n = 1024
-even at batch 32.  The density is the producing neuron's
+The per-layer kernel choice (``mode``: event or dense) is made per batch variant: the batch-1
+kernels (``LayerSpec.mode_batch1``) and the batched kernels (``mode``) each get the mode that
+the cost model (:mod:`snnc.backends.tvm.cost`) predicts cheaper for the layer's shape (inputs,
+outputs, synapses inside the output, the dense product's MACs and im2col size, weights) at the
+calibrated input density and at 1 or ``cost.BATCHED`` samples.  Dense mode pays a fixed cost
+per step and reads every weight once per call; event mode pays per active input and per
+synapse.  So at batch 1 a layer stays event at any density below ~100 % (the measured rows:
+dense 1.5-10x slower at every density up to 52.5 %, ~100-150 µs of fixed cost on the wide
+layers), while at batch 32 dense wins above a crossover that grows as the layer shrinks
+(2048x2048: ~28 %, 960x160: ~60 %; measured 22 % and 59 %).  One mode for both variants
+(before) made mobilenet_v2's three 960→160 projections at 50-52 % dense, 2.0-2.7x slower than
+event at batch 1; a fixed crossover cannot serve both variants.  The constants are a fit to the
+130 per-layer rows of benchmarks/event_kernels.py (docs/tvm.md); a grouped or depthwise
+convolution stays event at any density (its dense path has no GEMM, a sliding window on the
+host, measured 4-13x slower).  The density is the producing neuron's
 spike rate, or, when the input comes through a gated max pooling, SOPs / (dense MACs · T), or,
 for a pooling's, an add's or a concat's graded output, an estimate from the spike rates it is
-made of (:func:`input_densities`; before, such a layer had no density and always ran as events).
-The per-layer check of the benchmark (issue 14, AMD EPYC, AVX2; docs/tvm.md) put 104 of 110
-layer/batch cases of six networks within 1.1x of the faster mode; the misses are three 960→160
-projections at 50-52 %, where event is faster (a per-batch-variant mode or a cost model by shape
-would fix them; the crossover was not moved to fit three layers).
+made of (:func:`input_densities`); a layer without a density runs as events.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from snnc.backends.tvm.cost import BATCHED, MODEL, CostModel, LayerShape
 from snnc.backends.tvm.kernels import Precision
 from snnc.backends.tvm.layers import InputSpec, LayerGraph, LayerOp, LayerSpec, Mode, NeuronParams, Window
 from snnc.errors import TargetError
@@ -62,7 +66,6 @@ LAYER_OPS: dict[type[O.Op], LayerOp] = {
     O.Add: LayerOp.ADD,
     O.Flatten: LayerOp.FLATTEN,
 }
-DENSE_CROSSOVER = 0.50
 
 
 def _fuses_neuron(op: O.Op) -> bool:
@@ -248,7 +251,7 @@ def _compose_remaps(layers: dict[str, LayerSpec], params: dict[str, np.ndarray],
             layers[name] = replace(layer, inputs=tuple(inputs), maps=tuple(maps), multipliers=tuple(muls))
 
 
-def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> LayerSpec:
+def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode, mode_batch1: Mode) -> LayerSpec:
     """The layer of a node of LAYER_OPS, without neuron and readout (they fuse in later)."""
     op = node.op
     kind = LAYER_OPS[type(op)]
@@ -282,39 +285,65 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode) -> Lay
         inputs=inputs,
         shape=shape,
         mode=mode if op.weighted else Mode.EVENT,
+        mode_batch1=mode_batch1 if op.weighted else None,
         weight=node.params["weight"] if op.weighted else None,
         bias=node.params.get("bias") if op.weighted else None,
         window=window,
     )
 
 
-def choose_mode(op: O.Op, density: float | None, crossover: float = DENSE_CROSSOVER) -> Mode:
-    """Event or dense for a weighted layer that reads events at ``density`` per step.
+def layer_shape_of(graph: Graph, node: Node) -> LayerShape:
+    """The cost model's view of a linear or conv (conv1d: a conv2d on [C, 1, L])."""
+    op = node.op
+    x = layer_shape(tuple(graph.value_type(node.inputs[0]).shape))
+    y = layer_shape(tuple(graph.value_type(node.name).shape))
+    if isinstance(op, O.Linear):
+        return LayerShape.linear(int(np.prod(x)), int(np.prod(y)))
+    weight = graph.params[node.params["weight"]].shape
+    if isinstance(op, O.Conv1d):
+        kernel, stride, padding, dilation = (1, weight[2]), (1, op.stride), (0, op.padding), (1, op.dilation)
+        groups = op.groups
+    elif isinstance(op, O.Conv2d):
+        kernel = (int(weight[2]), int(weight[3]))
+        stride, padding, dilation = _pair(op.stride), _pair(op.padding), _pair(op.dilation)
+        groups = op.groups
+    else:
+        raise TargetError(f"{op.name} %{node.name}: the cost model knows linear and conv layers only")
+    return LayerShape.conv2d((x[0], x[1], x[2]), (y[0], y[1], y[2]), kernel, stride, padding, dilation, groups)
 
-    Dense above ``crossover``, except a grouped (or depthwise) convolution, which stays event at
-    any density: its dense path has no GEMM (a sliding window on the host), and the per-layer
-    check measured it 10-13x slower than the event kernel at batch 1 and 4.0-4.3x at batch 32
-    (CPU time, one thread) on mobilenet_v2's depthwise layers at 50-52.5 % density, where the
-    crossover had made them dense."""
-    if density is None or density <= crossover:
-        return Mode.EVENT
-    if isinstance(op, (O.Conv2d, O.Conv1d)) and op.groups > 1:
-        return Mode.EVENT
-    return Mode.DENSE
+
+def choose_modes(
+    op: O.Op, shape: LayerShape | None, density: float | None, model: CostModel = MODEL
+) -> tuple[Mode, Mode]:
+    """(batched, batch-1) modes of a weighted layer that reads events at ``density`` per step:
+    each the cheaper by the cost model at ``BATCHED`` samples and at one.  Event without a
+    density, and for a grouped (or depthwise) convolution at any density: its dense path has no
+    GEMM (a sliding window on the host), measured 10-13x slower than the event kernel at batch 1
+    and 4.0-4.3x at batch 32 (CPU time, one thread) on mobilenet_v2's depthwise layers at
+    50-52.5 % density."""
+    grouped = isinstance(op, (O.Conv2d, O.Conv1d)) and op.groups > 1
+    if density is None or shape is None or grouped:
+        return Mode.EVENT, Mode.EVENT
+    batched, single = (
+        Mode.DENSE if model.dense_wins(shape, density, batch) else Mode.EVENT for batch in (BATCHED, 1)
+    )
+    return batched, single
 
 
 def lower(
     graph: Graph,
     densities: dict[str, float] | None = None,
-    crossover: float = DENSE_CROSSOVER,
+    model: CostModel = MODEL,
     int8: frozenset[str] | tuple[str, ...] = (),
     modes: dict[str, Mode] | None = None,
+    modes_batch1: dict[str, Mode] | None = None,
 ) -> tuple[LayerGraph, dict[str, np.ndarray]]:
     """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``.
     ``int8``: the weighted nodes (with their neurons) that ``tvm-quantize`` left in integer
     units, lowered to int8 layers (the build checks that their values are integers).
-    ``modes``: weighted nodes whose mode is given rather than chosen from ``densities`` (the
-    benchmark's per-layer check runs every layer in each mode)."""
+    ``modes``: weighted nodes whose mode (both variants) is given rather than chosen from
+    ``densities`` (the benchmark's per-layer check runs every layer in each mode);
+    ``modes_batch1``: the same for the batch-1 kernels alone (after ``modes``)."""
     problems = legality(graph)
     if problems:
         raise TargetError("tvm target: " + "; ".join(problems))
@@ -341,7 +370,14 @@ def lower(
             continue
         if type(op) not in LAYER_OPS:  # legality() has refused everything else
             raise TargetError(f"{op.name} %{node.name}: not supported by the tvm target")
-        run_as = (modes or {}).get(node.name) or choose_mode(op, (densities or {}).get(node.name), crossover)
+        run_as = run_as_batch1 = Mode.EVENT
+        if op.weighted:
+            run_as, run_as_batch1 = choose_modes(
+                op, layer_shape_of(graph, node), (densities or {}).get(node.name), model
+            )
+            forced = (modes or {}).get(node.name)
+            run_as, run_as_batch1 = (forced, forced) if forced is not None else (run_as, run_as_batch1)
+            run_as_batch1 = (modes_batch1 or {}).get(node.name, run_as_batch1)
         inputs = tuple(name_of[v] for v in node.inputs)
         if isinstance(op, O.Flatten) or (isinstance(op, O.Reshape) and len(op.shape) == 1):  # free
             layers[node.name] = LayerSpec(
@@ -354,7 +390,7 @@ def lower(
                 shape=layer_shape(tuple(graph.value_type(node.name).shape)),
             )  # fmt: skip
         else:
-            layers[node.name] = _layer(graph, node, inputs, run_as)
+            layers[node.name] = _layer(graph, node, inputs, run_as, run_as_batch1)
             if node.name in int8:
                 layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         for role in ("weight", "bias"):

@@ -61,8 +61,9 @@ class Value:
 
 @dataclass(kw_only=True)
 class LayerPlan:
-    """One layer (``layer.mode`` as it runs), its values and the kernels it calls per batch
-    variant (1 or None = any)."""
+    """One layer (``layer.mode`` and ``layer.mode_batch1`` as they run), its values and the
+    kernels it calls per batch variant (1 or None = any): each variant has its own mode, so a
+    dense batched variant lists a densify kernel that an event batch-1 variant does not."""
 
     layer: LayerSpec
     inputs: list[Value]
@@ -72,10 +73,11 @@ class LayerPlan:
 
     def kernel_for(self, batch: int) -> LayerKernel:
         """The main kernel for a batch size: the batch-1 specialisation where one exists."""
-        return self.main.get(1, self.main[None]) if batch == 1 else self.main[None]
+        return self.main[1] if batch == 1 and 1 in self.main else self.main[None]
 
     def densify_for(self, batch: int) -> LayerKernel:
-        return self.densify.get(1, self.densify[None]) if batch == 1 else self.densify[None]
+        """The densify kernel of the variant that runs ``batch`` samples (in dense mode)."""
+        return self.densify[1] if batch == 1 and 1 in self.main else self.densify[None]
 
     @property
     def name(self) -> str:
@@ -87,7 +89,13 @@ class LayerPlan:
 
     @property
     def mode(self) -> Mode:
+        """The batched kernels' mode."""
         return self.layer.mode
+
+    def mode_for(self, batch: int | None) -> Mode:
+        """The mode of the kernels that run ``batch`` samples (None: the batched kernels); the
+        batch-1 kernels' where the layer has them (CPU)."""
+        return self.layer.mode_for(1 if batch == 1 and 1 in self.main else None)
 
     def kernels(self) -> list[LayerKernel]:
         return list(self.main.values()) + list(self.densify.values())
@@ -128,14 +136,14 @@ def _hwc(v: Value) -> tuple[int, int, int]:
     return v.hwc
 
 
-def _run_mode(layer: LayerSpec, x: Value) -> Mode:
-    """The mode a layer runs in: analog values have no events to exploit (dense); pooling and
-    add are event kernels either way."""
+def _run_mode(layer: LayerSpec, x: Value, batch: int | None) -> Mode:
+    """The mode a layer's ``batch`` variant runs in: analog values have no events to exploit
+    (dense); pooling and add are event kernels either way."""
     if layer.op.weighted and x.kind is not ValueKind.EVENTS:
         return Mode.DENSE
     if not layer.op.weighted:
         return Mode.EVENT
-    return layer.mode
+    return layer.mode_for(batch)
 
 
 def _neuron_spec(layer: LayerSpec) -> NeuronSpec | None:
@@ -171,8 +179,11 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         raise UnsupportedError(f"layer '{name}': pooling of an analog current; put a neuron before it")
     if any(s.kind is ValueKind.ANALOG for s in ins[1:]):
         raise UnsupportedError(f"layer '{name}': the analog input can feed linear/conv layers only")
-    mode = _run_mode(layer, x)
-    layer = replace(layer, mode=mode)
+    variants: tuple[int | None, ...] = (None, 1) if device is Device.CPU else (None,)
+    modes = {batch: _run_mode(layer, x, batch) for batch in variants}
+    # a weighted layer's batch-1 mode is written out on the CPU (graph.json gives both); pooling,
+    # add and remap are event kernels in every variant, and CUDA has no batch-1 kernels
+    layer = replace(layer, mode=modes[None], mode_batch1=modes.get(1) if op.weighted else None)
     if neuron is not None:
         epilogue = Epilogue.NEURON
     elif op.weighted or readout or any(s.kind is not ValueKind.EVENTS for s in ins):
@@ -211,7 +222,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
 
     def kernels(batch: int | None) -> tuple[LayerKernel, LayerKernel | None]:
         """(main kernel, densify kernel or None) of the layer for a batch variant."""
-        if op.weighted and mode is Mode.DENSE:
+        if op.weighted and modes[batch] is Mode.DENSE:
             # BLAS computes the synaptic current; this kernel adds the bias and runs the epilogue
             main = add_kernel(
                 kshape,
@@ -309,7 +320,7 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         return weighted(_hwc(x), shape[0], w.conv_geometry()), None
 
     # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
-    for batch in (None, 1) if device is Device.CPU else (None,):
+    for batch in variants:
         main, densify = kernels(batch)
         plan.main[batch] = main
         if densify is not None:

@@ -3,8 +3,9 @@
 :class:`EventRuntime` runs it over T timesteps on batches of samples.  It imports numpy,
 safetensors and TVM only (no torch).  Per timestep, an event-mode layer is one kernel call that
 reads its input's spike list and writes the next one; a dense-mode layer is a densify kernel, a
-BLAS matmul (numpy) and a neuron kernel.  A layer that reads the analog (direct-coded) input
-gets the same current every step, so it is computed once per batch.
+BLAS matmul (numpy) and a neuron kernel.  The mode is per batch variant: a batch of one sample
+runs the batch-1 kernels in their own mode (``LayerSpec.mode_batch1``).  A layer that reads the
+analog (direct-coded) input gets the same current every step, so it is computed once per batch.
 """
 
 from __future__ import annotations
@@ -110,11 +111,12 @@ def _blas_single_thread() -> contextlib.AbstractContextManager:
 BLAS_THREADED = 1 << 16  # weights from which a per-batch BLAS product may start threads
 
 
-def _competes(plan: LayerPlan, params: dict, files: dict) -> bool:
-    """Whether a layer's BLAS product may run multi-threaded against TVM's pool: every dense
-    layer that reads events or currents (a product per step), and a large one on the analog
-    input.  Limiting BLAS costs ~15-300 µs per run (threadpoolctl), so small products skip it."""
-    if plan.mode is not Mode.DENSE:
+def _competes(plan: LayerPlan, params: dict, files: dict, batch: int | None) -> bool:
+    """Whether a layer's BLAS product in the ``batch`` variant (1, or None: any size) may run
+    multi-threaded against TVM's pool: every dense layer that reads events or currents (a
+    product per step), and a large one on the analog input.  Limiting BLAS costs ~15-300 µs per
+    run (threadpoolctl), so small products, and variants without products, skip it."""
+    if plan.mode_for(batch) is not Mode.DENSE:
         return False
     if plan.inputs[0].kind is not ValueKind.ANALOG:
         return True
@@ -156,7 +158,10 @@ class EventRuntime:
         self.fused = fused
         self._step_kernels = self._check_step_kernels(d)
         self._out_plan = next(p for p in self.plans if p.name == self.graph.output)
-        self._blas_competes = any(_competes(p, self.params, self.artifact.files) for p in self.plans)
+        self._blas_competes = {
+            variant: any(_competes(p, self.params, self.artifact.files, variant) for p in self.plans)
+            for variant in (None, 1)
+        }
         self._by_batch: dict[int, _Buffers] = {}
         self._params_on_device: dict[str, Any] = {}
 
@@ -232,7 +237,7 @@ class EventRuntime:
                 t["rsum"] = self._tensor((batch, n), adt)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
                 t["count"] = self._tensor((batch, plan.inputs[0].n), adt)
-            if plan.mode is Mode.DENSE:
+            if plan.mode_for(batch) is Mode.DENSE:  # the batch-1 kernels may run another mode
                 self._bind_dense(plan, batch, values, t, buf, host)
             values[plan.name] = buf.layers[plan.name] = t
         self._bind_steps(batch, buf, host)
@@ -398,7 +403,10 @@ class EventRuntime:
         if x.ndim < 2:
             raise TargetError(f"input must be batched [N, ...], got shape {list(x.shape)}")
         enc = self._encode_input(x)
-        with _blas_single_thread() if self._blas_competes else contextlib.nullcontext():
+        n = enc.shape[0]
+        sizes = {min(batch_size, n), n % batch_size or min(batch_size, n)}  # the chunks' batch sizes
+        competes = any(self._blas_competes[1 if b == 1 else None] for b in sizes)
+        with _blas_single_thread() if competes else contextlib.nullcontext():
             return self._run(enc, steps, batch_size, record_state)
 
     def _run(self, enc: np.ndarray, steps: int, batch_size: int, record_state: bool) -> dict:

@@ -95,7 +95,7 @@ def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall |
         srcs = [alias.get(s, s) for s in plan.layer.inputs]
         main = plan.main[None] if batch is None else plan.kernel_for(batch)
         bound: dict[str, Arg]
-        if plan.mode is Mode.DENSE:
+        if plan.mode_for(batch) is Mode.DENSE:
             x = plan.inputs[0]
             if x.kind is ValueKind.EVENTS:
                 dk = plan.densify[None] if batch is None else plan.densify_for(batch)

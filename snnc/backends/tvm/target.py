@@ -71,7 +71,9 @@ class TVMTarget:
         build_s = time.perf_counter() - t0
         # the modes the runtime runs (planning makes a layer that reads analog values dense)
         built = Artifact.read(directory / build.GRAPH)
-        modes = {layer.name: layer.mode.value for layer in built.graph.layers if layer.op.weighted}
+        weighted = [layer for layer in built.graph.layers if layer.op.weighted]
+        modes = {layer.name: layer.mode.value for layer in weighted}  # the batched kernels'
+        modes_batch1 = {layer.name: layer.mode_for(1).value for layer in weighted}
         kernels = {name for files in built.files.values() for name in files.any_batch + files.batch1}
         return {
             "artifact": f"{SUBDIR}/",
@@ -79,6 +81,7 @@ class TVMTarget:
             "build_seconds": round(build_s, 3),
             "kernels": len(kernels),
             "layer_modes": modes,
+            "layer_modes_batch1": modes_batch1,
             "layer_precisions": {
                 layer.name: layer.precision.value for layer in built.graph.layers if layer.op.weighted
             },
