@@ -93,7 +93,9 @@ class ConvProfile:
     axons: int
     bits: int
     prefix: np.ndarray  # prefix sums, over source positions (x - x_lo) * H + y, of feeding channels
-    combos: list[tuple[np.ndarray, np.ndarray]]  # (group ids, feeds[H, x_hi - x_lo] bool)
+    # (feeds[H, x_hi - x_lo] bool, prefix sums over source channels of "its group is one of the combo's"):
+    # a partial source position's channels [c_lo, c_hi) that feed are prefix[c_hi] - prefix[c_lo]
+    combos: list[tuple[np.ndarray, np.ndarray]]
 
 
 _PROFILE_CACHE = 4096  # remembered profiles per conv edge (each holds a few arrays of one column band)
@@ -191,7 +193,9 @@ class ConvEdge:
             axons += mult * int(np.count_nonzero(feeds))
             bits += mult * int(packed_bits(n[feeds], self.bits_per_synapse, self.enc).sum())
             feeding += mult * feeds
-            combos.append((groups_k, feeds))
+            in_combo = np.zeros(self.groups, dtype=np.int64)
+            in_combo[groups_k] = 1
+            combos.append((feeds, np.concatenate([[0], np.cumsum(np.repeat(in_combo, self.cg))])))
         flat = feeding.T.reshape(-1)  # position order: (x - x_lo) * H_in + y
         prefix = np.concatenate([[0], np.cumsum(flat)])
         return ConvProfile(
@@ -210,9 +214,9 @@ class ConvEdge:
             if not lo_pos <= p < hi_pos:
                 continue
             x, y = divmod(p, self.hin)
-            for groups_k, feeds in prof.combos:
+            for feeds, channels in prof.combos:
                 if feeds[y, x - prof.x_lo]:
-                    total += int(np.sum(_overlap(groups_k * self.cg, (groups_k + 1) * self.cg, c_lo, c_hi)))
+                    total += int(channels[c_hi] - channels[c_lo])
         return total
 
     def source_index_range(self, prof: ConvProfile) -> tuple[int, int]:
