@@ -126,14 +126,16 @@ class LoihiQuantize(Pass):
         if problems:
             raise PassError(format_refusals("loihi-quantize: run loihi-legalize first", problems, graph))
         x = None if ctx.calibration is None else _Stream(ctx, self.name, self.samples)
-        before = _accuracy(ctx, graph, x)
+        weighted = [n for n in graph.nodes if isinstance(n.op, SYNAPSE_OPS)]
+        # the float graph's accuracy from the run that measures the mean inputs (one simulation, not two)
+        means, before = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else ({}, None)
+        if not self.bias_correction:
+            before = _accuracy(ctx, graph, x)
         enc = _encoder(graph)
         levels = 1.0
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
             levels = self._input_levels(ctx, graph, x)
         result: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}}
-        weighted = [n for n in graph.nodes if isinstance(n.op, SYNAPSE_OPS)]
-        means = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else {}
         # the readout integrator's largest |running sum| in float units (None: no readout integrator)
         readout_sum = _readout_peak_sum(ctx, graph, weighted, x)
         graded = {n.name for n in weighted if _reads_input(graph, n)}
@@ -327,17 +329,22 @@ def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in
     return _Plan(node, wq.w_int.astype(np.float64), bias, unit, None, None, unit, report)
 
 
-def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: _Stream | None) -> dict[str, np.ndarray]:
-    """Per conv2d / linear, the mean of its input over samples and steps (one SNN run of the float graph)."""
+def _mean_inputs(ctx: PassContext, graph: Graph, weighted: list[Node], x: _Stream | None
+                 ) -> tuple[dict[str, np.ndarray], float | None]:
+    """Per conv2d / linear, the mean of its input over samples and steps, and the graph's accuracy on
+    labelled samples (what ``_accuracy`` gives; None otherwise), from one SNN run of the float graph."""
     if x is None or ctx.simulator is None or not graph.attrs.timesteps:
-        return {}
+        return {}, _accuracy(ctx, graph, x)
     sums: dict[str, np.ndarray] = {}
-    for xb, _ in x.batches():
-        rec = ctx.simulator.run_snn(graph, xb, graph.attrs.timesteps, record=[n.inputs[0] for n in weighted]).recorded
+    correct = 0
+    for xb, yb in x.batches():
+        run = ctx.simulator.run_snn(graph, xb, graph.attrs.timesteps, record=[n.inputs[0] for n in weighted])
+        if yb is not None:
+            correct += int((run.predictions == yb).sum())
         for n in weighted:
-            part = np.asarray(rec[n.inputs[0]], dtype=np.float64).sum(axis=0)
+            part = np.asarray(run.recorded[n.inputs[0]], dtype=np.float64).sum(axis=0)
             sums[n.name] = sums[n.name] + part if n.name in sums else part
-    return {name: total / x.count for name, total in sums.items()}
+    return {name: total / x.count for name, total in sums.items()}, correct / x.count if x.labelled else None
 
 
 @runtime_checkable
