@@ -376,11 +376,13 @@ class _Partitioner:
             if ln.cv.groups == 1:  # every channel feeds, or none: the prefix step says which
                 at = off[inside] + p - lo[inside]
                 total += (c_hi - c_lo) * int(np.count_nonzero(w.prefix[at + 1] > w.prefix[at]))
-            else:
+            else:  # ConvEdge.sources_feeding of [c_lo, c_hi) at position p, inlined (the mapper's hottest call)
+                x, y = divmod(p, ln.cv.hin)
                 for j in inside:
-                    total += ln.cv.sources_feeding(
-                        w.profiles[j0 + j], p * ln.cv.cin + c_lo, p * ln.cv.cin + c_hi
-                    )
+                    prof = w.profiles[j0 + j]
+                    for feeds, channels in prof.combos:
+                        if feeds[y, x - prof.x_lo]:
+                            total += int(channels[c_hi] - channels[c_lo])
         return total
 
     def _out_demand(self, pop: str, a: int, b: int) -> int:
