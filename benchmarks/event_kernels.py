@@ -532,6 +532,127 @@ def bench_networks(
     return rows
 
 
+# A worker that compiles a network's IR with the snnc found on its PYTHONPATH (an earlier source
+# tree, or this one) and times EventRuntime.run calls itself: CPU time (every thread of the
+# worker) and wall time per call.  Commands and answers are JSON lines on stdin / stdout.
+_WORKER = r"""
+import json, sys, time
+import numpy as np
+from snnc.backends.tvm.build import compile_artifact
+from snnc.backends.tvm.lower import lower
+from snnc.backends.tvm.runtime import EventRuntime
+from snnc.ir.serialize import load_graph
+rt = None
+for line in sys.stdin:
+    cmd = json.loads(line)
+    if cmd["op"] == "load":
+        t0 = time.perf_counter()
+        layer_graph, params = lower(load_graph(cmd["graph"]), cmd["densities"])
+        rt = EventRuntime(compile_artifact(layer_graph, params, cmd["out"]))
+        x = np.load(cmd["x"])["x"]
+        out = rt.run(x, cmd["T"], batch_size=len(x))
+        answer = {"build_s": time.perf_counter() - t0, "logits": out["logits"].tolist()}
+    else:
+        x = np.load(cmd["x"])["x"][: cmd["batch"]]
+        wall, cpu = [], []
+        for _ in range(cmd["calls"]):
+            c0, t0 = time.process_time(), time.perf_counter()
+            rt.run(x, cmd["T"], batch_size=cmd["batch"])
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        answer = {"wall": wall, "cpu": cpu}
+    print(json.dumps(answer), flush=True)
+"""
+
+
+class _Worker:
+    """A process that runs the tvm target of the source tree ``tree`` (see ``_WORKER``)."""
+
+    def __init__(self, tree: Path, threads: int) -> None:
+        import subprocess
+        import sys
+
+        env = os.environ | {"PYTHONPATH": str(tree), "TVM_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+        )
+
+    def ask(self, **cmd) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"baseline worker failed (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def bench_baseline(
+    cases: list[NetworkCase], baseline: Path, threads: int, batches=(1, 32), rounds: int = 5, budget_s: float = 0.4
+) -> list[dict]:
+    """The TVM runtime of this tree against that of ``baseline`` (an earlier source tree), side
+    by side: each network's IR (as converted here, with the same densities) compiled by both in
+    two worker processes, whose timed blocks alternate in ``rounds`` rounds (random order); CPU
+    time per sample-step (the worker's, every thread) and wall time, medians with p10/p90, and
+    whether the two runtimes' logits are identical."""
+    from snnc.ir.serialize import save_graph
+
+    rows = []
+    for case in cases:
+        report = json.loads((case.artifact.parent / "report.json").read_text())["target_report"]
+        work = case.artifact.parent / "baseline"
+        save_graph(case.graph, work / "ir")  # with the subnormals zeroed as in the timed artifacts
+        np.savez(work / "x.npz", x=case.x)
+        workers = {"before": _Worker(baseline, threads), "after": _Worker(ROOT, threads)}
+        try:
+            loaded = {
+                name: wk.ask(op="load", graph=str(work / "ir"), densities=report["input_densities"],
+                             out=str(work / name), x=str(work / "x.npz"), T=case.timesteps)
+                for name, wk in workers.items()
+            }  # fmt: skip
+            same = loaded["before"]["logits"] == loaded["after"]["logits"]
+            for batch in batches:
+                probe = workers["after"].ask(op="time", x=str(work / "x.npz"), T=case.timesteps, batch=batch, calls=2)
+                calls = int(min(100, max(2, budget_s / max(min(probe["wall"]), 1e-6))))
+                got: dict[str, dict[str, list[float]]] = {m: {"wall": [], "cpu": []} for m in workers}
+                order = list(workers)
+                for _ in range(rounds):
+                    random.shuffle(order)
+                    for name in order:
+                        ans = workers[name].ask(op="time", x=str(work / "x.npz"), T=case.timesteps, batch=batch, calls=calls)
+                        for key in ("wall", "cpu"):
+                            got[name][key].append(float(np.sum(ans[key])) / calls)  # a block's mean per call
+                scale = 1.0 / (batch * case.timesteps)
+                stats = {
+                    name: {f"{key}_{q}_s": float(np.percentile(v[key], pct)) * scale
+                           for key in ("wall", "cpu") for q, pct in (("median", 50), ("p10", 10), ("p90", 90))}
+                    for name, v in got.items()
+                }  # fmt: skip
+                row = {"network": case.name, "batch": batch, "timesteps": case.timesteps, "threads": threads,
+                       "baseline": str(baseline), "per_sample_step": stats, "logits_identical": same,
+                       "rounds": rounds, "calls_per_block": calls, "loadavg": list(os.getloadavg()),
+                       "speedup_cpu": stats["before"]["cpu_median_s"] / stats["after"]["cpu_median_s"],
+                       "speedup_wall": stats["before"]["wall_median_s"] / stats["after"]["wall_median_s"]}  # fmt: skip
+                rows.append(row)
+                print(
+                    f"{case.name} B={batch}: before {fmt_t(stats['before']['cpu_median_s'])} CPU "
+                    f"[{fmt_t(stats['before']['cpu_p10_s'])}-{fmt_t(stats['before']['cpu_p90_s'])}], after "
+                    f"{fmt_t(stats['after']['cpu_median_s'])} [{fmt_t(stats['after']['cpu_p10_s'])}-"
+                    f"{fmt_t(stats['after']['cpu_p90_s'])}] per sample-step: {row['speedup_cpu']:.2f}x CPU, "
+                    f"{row['speedup_wall']:.2f}x wall; logits identical: {same}",
+                    flush=True,
+                )
+        finally:
+            for wk in workers.values():
+                wk.close()
+    return rows
+
+
 def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[str, tuple[float, float]]]:
     """A function that runs the network once on ``x`` with one Python call per kernel
     (``fused=False``) at its real spike trains and returns, per layer, the (wall, calling
@@ -873,6 +994,12 @@ def main(argv: list[str] | None = None) -> None:
         help=f"part (b) networks, comma-separated, from {','.join(NETWORKS)} (default: the first four; "
         "rows of networks not run are kept from --json)",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of an earlier revision (git archive REV snnc | tar -x -C DIR): its tvm runtime "
+        "against this one's on the same converted networks, side by side (replaces the whole-network timing)",
+    )
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
@@ -908,6 +1035,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows)
     networks: list[dict] = []
     layer_modes: list[dict] = []
+    baseline_rows: list[dict] = []
     if not args.no_networks:
         import tempfile
 
@@ -920,9 +1048,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"unknown networks {unknown}; known: {', '.join(NETWORKS)}")
             cases = network_cases(
                 Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names,
-                int8=not args.modes_only,
+                int8=not args.modes_only and args.baseline is None,
             )
-            if not args.modes_only:  # --modes-only: the per-layer check alone, no whole-network timing
+            if args.baseline is not None:
+                baseline_rows = bench_baseline(cases, args.baseline.resolve(), args.threads, batches=(1, batch))
+            elif not args.modes_only:  # --modes-only: the per-layer check alone, no whole-network timing
                 timing = (dict(rounds=1, budget_s=0.05, retries=1) if args.quick
                           else dict(rounds=3, budget_s=0.3, retries=args.retries))
                 networks = bench_networks(cases, batches=(1, batch), **timing)
@@ -934,7 +1064,10 @@ def main(argv: list[str] | None = None) -> None:
             def kept(r: dict) -> bool:
                 return r["network"] not in names or r.get("threads", THREADS) != args.threads
 
-            networks = [r for r in old.get("networks", []) if args.modes_only or kept(r)] + networks
+            networks = [r for r in old.get("networks", []) if args.modes_only or args.baseline or kept(r)] + networks
+            baseline_rows = [
+                r for r in old.get("baseline_comparison", []) if args.baseline is None or kept(r)
+            ] + baseline_rows
             if not args.no_modes:
                 layer_modes = [r for r in old.get("layer_modes", []) if kept(r)] + layer_modes
             else:
@@ -967,6 +1100,7 @@ def main(argv: list[str] | None = None) -> None:
         "layers_from": layers_from,
         "networks": networks,
         "layer_modes": layer_modes,
+        "baseline_comparison": baseline_rows,
         "wall_s": time.perf_counter() - t0,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)

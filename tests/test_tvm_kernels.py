@@ -157,6 +157,58 @@ def test_conv2d_bias_and_odd_channels():
     check(out["acc"], ref.reshape(2, -1), Precision.FLOAT32)
 
 
+@pytest.mark.parametrize("batch", [1, None])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_conv2d_positions_with_many_channels(batch, groups):
+    """The scatter by input position (one decode and tap clipping per position, a block of output
+    channels summed over the position's events): positions of 24 channels, whose runs reach the
+    list's end at 100 % density; 160 output channels (two 64-wide blocks and a 32-wide tail) and
+    a grouped conv.  Dyadic weights and counts: every sum is exact, so equality is asserted."""
+    rng = np.random.default_rng(11)
+    in_shape, co = (5, 6, 24), 160
+    nb = 1 if batch == 1 else 3
+    g = Conv2dGeometry(kernel=(3, 3), stride=(2, 1), padding=(1, 1), groups=groups)
+    kernel = conv2d_kernel(in_shape, co, g, batch=batch, graded=True)
+    w = (rng.integers(-8, 9, (24, 3, 3, co // groups)) / 8).astype(np.float32)
+    dense_w = np.zeros((24, 3, 3, co), np.float32)  # the grouped weight as a full one, for the reference
+    for ci in range(24):
+        grp = ci // (24 // groups)
+        dense_w[ci, :, :, grp * (co // groups) : (grp + 1) * (co // groups)] = w[ci]
+    for density in (0.0, 0.1, 0.6, 1.0):
+        x = spikes(rng, (nb, *in_shape), density, 3)
+        cnt, idx, val = to_rows(x, "float32")
+        arrays = {"cnt0": cnt, "idx0": idx, "val0": val, "weight": w, "acc": np.zeros((nb, kernel.n_out), "float32")}
+        out = call(kernel, arrays)["acc"]
+        ref = conv2d_hwc(x, dense_w, g.stride, g.padding, g.dilation)
+        np.testing.assert_array_equal(out, ref.reshape(nb, -1).astype(np.float32), err_msg=f"density {density}")
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_compaction_at_every_density(graded):
+    """The branch-free compaction of a neuron epilogue: the list, the values of a burst neuron and
+    the spike statistics equal the reference at no spike, some, and every neuron spiking."""
+    rng = np.random.default_rng(12)
+    n, nb = 70, 2
+    nrn = NeuronSpec(max_spikes=3 if graded else 1)
+    kernel = add_kernel((n,), (Current(),), batch=None, epilogue=Epilogue.NEURON, neuron=nrn)
+    for level in (-1.0, 0.6, 5.0):  # currents: none reaches v_th, some do, all do (bursts of 3)
+        cur = (level + rng.integers(-1, 2, (nb, n)) * 0.5 * (level == 0.6)).astype(np.float32)
+        arrays = {"cur0": cur, "acc": np.zeros((nb, n), "float32"), "v": np.zeros((nb, n), "float32"),
+                  "vth": np.ones(n, "float32"), "cnt_out": np.zeros(nb, "int32"),
+                  "idx_out": np.full((nb, n), -7, "int32"), "stats": np.full(nb, 5, "int32")}  # fmt: skip
+        if graded:
+            arrays["val_out"] = np.zeros((nb, n), "float32")
+        out = call(kernel, arrays)
+        _, s = neuron_step(np.zeros((nb, n), np.float32), cur, np.ones(n, np.float32), max_spikes=nrn.max_spikes)
+        cnt, idx, val = to_rows(s, "float32")
+        np.testing.assert_array_equal(out["cnt_out"], cnt)
+        np.testing.assert_array_equal(out["stats"], 5 + s.sum(axis=1))
+        for b in range(nb):
+            np.testing.assert_array_equal(out["idx_out"][b, : cnt[b]], idx[b, : cnt[b]])
+            if graded:
+                np.testing.assert_array_equal(out["val_out"][b, : cnt[b]], val[b, : cnt[b]])
+
+
 def test_conv2d_rejects_stride_with_dilation():
     with pytest.raises(UnsupportedError, match="dilation"):
         conv2d_kernel(
