@@ -583,7 +583,7 @@ def _neuron_layer(layer: QLayer, inputs: list[np.ndarray], sources: Sequence[int
     for t0 in range(0, steps, block):
         t1 = min(t0 + block, steps)
         # what lava's a_in port sums at steps t0..t1-1: group k's synaptic output of step t - 1 - delay
-        a_in = np.zeros((t1 - t0, batch, *layer.shape), dtype=np.int64)
+        parts: list[tuple[slice | np.ndarray, np.ndarray, bool]] = []  # (a_in steps, input, from a ConvRun)
         for k, n in spans:
             lag = 1 + groups[k].delay
             s0, s1 = max(t0 - lag, 0), max(t1 - lag, 0)
@@ -594,11 +594,20 @@ def _neuron_layer(layer: QLayer, inputs: list[np.ndarray], sources: Sequence[int
             if live.size == 0:
                 continue
             xs = np.ascontiguousarray(x[:, live].swapaxes(0, 1)).reshape(live.size * batch, *x.shape[2:])
+            at = live + (s0 + lag - t0)
+            rows = slice(int(at[0]), int(at[-1]) + 1) if at[-1] - at[0] + 1 == at.size else at
             fused = runs[k].apply(xs) if k in runs else None
-            parts = [fused] if fused is not None else [
-                _synapse(g, xs, dense_w.get(id(g)), conv_w.of(g)) for g in groups[k : k + n]]
-            for syn in parts:
-                a_in[live + s0 + lag - t0] += syn.reshape(live.size, batch, *layer.shape)
+            if fused is not None:
+                parts.append((rows, fused.reshape(live.size, batch, *layer.shape), True))
+                continue
+            for g in groups[k : k + n]:
+                syn = _synapse(g, xs, dense_w.get(id(g)), conv_w.of(g))
+                parts.append((rows, syn.reshape(live.size, batch, *layer.shape), False))
+        # conv runs send less than 2^23 each (ConvRun.apply), so fewer than 256 of them sum within int32
+        narrow = all(bounded for _, _, bounded in parts) and len(parts) < 256
+        a_in = np.zeros((t1 - t0, batch, *layer.shape), dtype=np.int32 if narrow else np.int64)
+        for rows, part, _ in parts:
+            a_in[rows] += part
         if fast and (a_in.size == 0 or max(-int(a_in.min()), int(a_in.max())) < IF_INPUT_LIMIT):
             v = _if_steps(v.astype(np.int32, copy=False), a_in, params, out, t0, reset)
             continue
@@ -627,7 +636,7 @@ def _if_steps(v: np.ndarray, a_in: np.ndarray, params: LifParams, out: np.ndarra
     ``v + u + bias`` stays below 2^25, so lava's step is ``v = clip(v + (a_in << 6) + bias)``, fire,
     reset, in int32 (the same integers in a third of the memory traffic; ``v`` [B, *shape] int32 is
     updated in place and returned)."""
-    drive = a_in.astype(np.int32)
+    drive = a_in.astype(np.int32, copy=False)  # a_in is not read again: shifted in place when int32
     drive <<= ACT_SHIFT
     drive += params.effective_bias().astype(np.int32)
     threshold = int(params.vth_mant) << VTH_SHIFT
