@@ -182,3 +182,20 @@ def test_readout_unit_keeps_the_integrators_sum_within_its_voltage_range() -> No
     want = TorchSimulator().run_snn(q, (np.rint(levels * x) / levels).astype(np.float32), 16)
     assert not chip.readout_fired
     np.testing.assert_allclose(chip.logits, want.logits, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bias_correction", ["true", "false"])
+def test_reported_float_accuracy_is_the_float_graphs(bias_correction: str) -> None:
+    """The float SNN's calibration accuracy comes from the run that measures the mean inputs (with bias
+    correction) or a run of its own: either way it is the legalised graph's accuracy on those samples."""
+    g = graph_from_text(NET, params=PARAMS)
+    rng = np.random.default_rng(2)
+    x = uniform_inputs((2,), 24, seed=3)
+    y = rng.integers(0, 2, 24)
+    ctx = context(x, y, timesteps=4)
+    legal = run("loihi-legalize", g, ctx)
+    want = float((ctx.simulator.run_snn(legal, x, 4).predictions == y).mean())
+    ctx = context(x, y, timesteps=4)
+    run(f"loihi-legalize,loihi-quantize{{bias-correction={bias_correction}}}", g, ctx)
+    acc = ctx.results["loihi-quantize"]["accuracy"]
+    assert acc["float_snn"] == want and 0.0 < want < 1.0
