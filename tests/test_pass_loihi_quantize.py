@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conversion_util import context, graph_from_text, ir, run, uniform_inputs
 
+from snnc.ir import ops as O
 from snnc.ir import print_graph
 from snnc.pass_manager import PipelineFailure
 
@@ -95,6 +96,7 @@ def test_integer_units_on_a_random_network() -> None:
         assert report["weight"]["max_abs"] <= report["unit"] * (1 + 1e-6) * (
             1.0 if name != "c" else ctx.results["loihi-quantize"]["input"]["levels"])
     n2 = out.node("n2").op
+    assert isinstance(n2, O.Neuron)
     assert n2.v_th == round(n2.v_th) and n2.beta == 1 - 410 / 4096  # dv = round(4096 * 0.1) = 410
 
 
@@ -194,6 +196,7 @@ def test_reported_float_accuracy_is_the_float_graphs(bias_correction: str) -> No
     y = rng.integers(0, 2, 24)
     ctx = context(x, y, timesteps=4)
     legal = run("loihi-legalize", g, ctx)
+    assert ctx.simulator is not None
     want = float((ctx.simulator.run_snn(legal, x, 4).predictions == y).mean())
     ctx = context(x, y, timesteps=4)
     run(f"loihi-legalize,loihi-quantize{{bias-correction={bias_correction}}}", g, ctx)
