@@ -543,9 +543,11 @@ def calibrated_rates(ctx: PassContext, graph: Graph, net: LoihiNet, samples: int
     ``graph`` with the context's simulator; None without calibration data or simulator."""
     if ctx.calibration is None or ctx.simulator is None:
         return None
+    from .calibration_run import simulate_calibration
+
     x = np.asarray(ctx.calibration.x[:samples] if samples > 0 else ctx.calibration.x, dtype=np.float32)
     T = graph.attrs.timesteps or ctx.timesteps
-    run = ctx.simulator.run_snn(graph, x, T)
+    run = simulate_calibration(ctx, graph, x, T)  # the target's measured accuracy may reuse it
     rates: dict[str, float] = {}
     for node in graph.nodes:
         layer = net.node_layer.get(node.name)

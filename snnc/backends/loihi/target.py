@@ -227,7 +227,9 @@ class LoihiTarget:
             y = np.asarray(y[: len(x)])
             out["bit_accurate_accuracy"] = float((run.predictions == y).mean())
             if ctx.simulator is not None:
-                float_run = ctx.simulator.run_snn(graph, x, T)
+                from .calibration_run import simulate_calibration
+
+                float_run = simulate_calibration(ctx, graph, x, T)  # loihi-map's run when it is the same call
                 out["quantised_snn_accuracy"] = float((float_run.predictions == y).mean())
                 out["agreement_with_quantised_snn"] = float((float_run.predictions == run.predictions).mean())
         return out
