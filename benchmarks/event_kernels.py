@@ -551,7 +551,8 @@ for line in sys.stdin:
         rt = EventRuntime(compile_artifact(layer_graph, params, cmd["out"]))
         x = np.load(cmd["x"])["x"]
         out = rt.run(x, cmd["T"], batch_size=len(x))
-        answer = {"build_s": time.perf_counter() - t0, "logits": out["logits"].tolist()}
+        import snnc
+        answer = {"build_s": time.perf_counter() - t0, "logits": out["logits"].tolist(), "snnc": snnc.__file__}
     else:
         x = np.load(cmd["x"])["x"][: cmd["batch"]]
         wall, cpu = [], []
@@ -568,14 +569,20 @@ for line in sys.stdin:
 class _Worker:
     """A process that runs the tvm target of the source tree ``tree`` (see ``_WORKER``)."""
 
-    def __init__(self, tree: Path, threads: int) -> None:
+    def __init__(self, tree: Path, threads: int, pin_blas: bool) -> None:
+        """``pin_blas``: numpy's BLAS on ``threads`` threads too; else BLAS's default and the
+        runtime's own limits (its idle workers spin after a product, and their CPU time counts)."""
         import subprocess
         import sys
 
-        env = os.environ | {"PYTHONPATH": str(tree), "TVM_NUM_THREADS": str(threads)}
+        blas = {k: str(threads) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        env = os.environ | (blas if pin_blas else {}) | {"PYTHONPATH": str(tree), "TVM_NUM_THREADS": str(threads)}
+        # run in the tree: ``python -c`` puts the working directory first on sys.path
+        self.tree = tree
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
-        )
+            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            cwd=tree,
+        )  # fmt: skip
 
     def ask(self, **cmd) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -597,9 +604,10 @@ def bench_baseline(
 ) -> list[dict]:
     """The TVM runtime of this tree against that of ``baseline`` (an earlier source tree), side
     by side: each network's IR (as converted here, with the same densities) compiled by both in
-    two worker processes, whose timed blocks alternate in ``rounds`` rounds (random order); CPU
+    worker processes (each tree with numpy's BLAS pinned to ``threads``, and with BLAS as the
+    runtime leaves it), whose timed blocks alternate in ``rounds`` rounds (random order); CPU
     time per sample-step (the worker's, every thread) and wall time, medians with p10/p90, and
-    whether the two runtimes' logits are identical."""
+    whether the runtimes' logits are identical."""
     from snnc.ir.serialize import save_graph
 
     rows = []
@@ -608,14 +616,23 @@ def bench_baseline(
         work = case.artifact.parent / "baseline"
         save_graph(case.graph, work / "ir")  # with the subnormals zeroed as in the timed artifacts
         np.savez(work / "x.npz", x=case.x)
-        workers = {"before": _Worker(baseline, threads), "after": _Worker(ROOT, threads)}
+        # "before"/"after": numpy's BLAS pinned to the same threads (the kernels' difference);
+        # "*_blas": BLAS as the runtime leaves it (what a user gets, the runtime's BLAS limits included)
+        workers = {
+            name: _Worker(tree, threads, pin)
+            for name, tree, pin in (("before", baseline, True), ("after", ROOT, True),
+                                    ("before_blas", baseline, False), ("after_blas", ROOT, False))
+        }  # fmt: skip
         try:
             loaded = {
                 name: wk.ask(op="load", graph=str(work / "ir"), densities=report["input_densities"],
                              out=str(work / name), x=str(work / "x.npz"), T=case.timesteps)
                 for name, wk in workers.items()
             }  # fmt: skip
-            same = loaded["before"]["logits"] == loaded["after"]["logits"]
+            for name, wk in workers.items():  # each worker runs its own tree's snnc
+                if not Path(loaded[name]["snnc"]).resolve().is_relative_to(wk.tree.resolve()):
+                    raise SystemExit(f"worker {name} imported {loaded[name]['snnc']}, not from {wk.tree}")
+            same = all(r["logits"] == loaded["before"]["logits"] for r in loaded.values())
             for batch in batches:
                 probe = workers["after"].ask(op="time", x=str(work / "x.npz"), T=case.timesteps, batch=batch, calls=2)
                 calls = int(min(100, max(2, budget_s / max(min(probe["wall"]), 1e-6))))
@@ -637,14 +654,19 @@ def bench_baseline(
                        "baseline": str(baseline), "per_sample_step": stats, "logits_identical": same,
                        "rounds": rounds, "calls_per_block": calls, "loadavg": list(os.getloadavg()),
                        "speedup_cpu": stats["before"]["cpu_median_s"] / stats["after"]["cpu_median_s"],
-                       "speedup_wall": stats["before"]["wall_median_s"] / stats["after"]["wall_median_s"]}  # fmt: skip
+                       "speedup_wall": stats["before"]["wall_median_s"] / stats["after"]["wall_median_s"],
+                       "speedup_cpu_blas_default": stats["before_blas"]["cpu_median_s"] / stats["after_blas"]["cpu_median_s"],
+                       "speedup_wall_blas_default": stats["before_blas"]["wall_median_s"] / stats["after_blas"]["wall_median_s"]}  # fmt: skip
                 rows.append(row)
                 print(
                     f"{case.name} B={batch}: before {fmt_t(stats['before']['cpu_median_s'])} CPU "
                     f"[{fmt_t(stats['before']['cpu_p10_s'])}-{fmt_t(stats['before']['cpu_p90_s'])}], after "
                     f"{fmt_t(stats['after']['cpu_median_s'])} [{fmt_t(stats['after']['cpu_p10_s'])}-"
                     f"{fmt_t(stats['after']['cpu_p90_s'])}] per sample-step: {row['speedup_cpu']:.2f}x CPU, "
-                    f"{row['speedup_wall']:.2f}x wall; logits identical: {same}",
+                    f"{row['speedup_wall']:.2f}x wall; BLAS as the runtime leaves it: before "
+                    f"{fmt_t(stats['before_blas']['cpu_median_s'])}, after {fmt_t(stats['after_blas']['cpu_median_s'])} CPU "
+                    f"({row['speedup_cpu_blas_default']:.2f}x; {row['speedup_wall_blas_default']:.2f}x wall); "
+                    f"logits identical: {same}",
                     flush=True,
                 )
         finally:

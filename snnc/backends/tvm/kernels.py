@@ -9,14 +9,15 @@ and then one epilogue:
 * ``CURRENT``: ``acc`` is the output (an analog current), optionally added into a readout sum;
 * ``NEURON``:  the neuron update of DESIGN.md §3 on ``I = acc``, which emits the next layer's
   spike list (``cnt_out``/``idx_out``, plus ``val_out`` counts for burst neurons); it runs
-  vectorised over channels and leaves the spike counts in ``acc``, then one scalar pass per
-  sample compacts them into the list;
+  vectorised over channels and leaves the spike counts in ``acc``, then one branch-free scalar
+  pass per sample compacts them into the list;
 * ``COMPACT``: the non-zero entries of ``acc`` become a graded event list (pooling, add), or,
   for gated max pooling, the forwarded events (graded only when its input is).
 
 The work of the accumulation is proportional to the input events: a linear layer adds the
 weight row of each active input (gather), a convolution adds each spike's kernel footprint
-into a channels-last output (scatter, tap ranges clipped to the output), pooling and add scatter
+into a channels-last output (scatter, tap ranges clipped to the output, one input position at
+a time: :meth:`_Emitter.accumulate_conv`), pooling and add scatter
 the event values.  Gated max pooling (``spike_maxpool``) keeps each input's accumulated spike
 count as layer state (``count``): per step it adds the events to the counts, then, for each
 window an event falls in, forwards the event when its input is the window's winner (the most
