@@ -21,7 +21,8 @@ The constants are a non-negative least-squares fit (relative error) to the 130 p
 ``benchmarks/event_kernels.py --modes-only --threads 1`` (six networks, batch 1 and 32, CPU time;
 AMD EPYC Zen 3, AVX2, 2026-12-07), rounded: with them the choice is within 1.1x of the faster
 mode on all 130 rows, and on 129-130 of them when each network's rows are left out of the fit
-in turn.  A synapse costs more once the weights exceed ``cache_bytes`` (1 or 2 MB give the
+in turn; re-measured after the conv and compaction kernels got faster, 130 of 130 again (CPU
+time; docs/tvm.md).  A synapse costs more once the weights exceed ``cache_bytes`` (1 or 2 MB give the
 same choices; the 512 KB L2 misses two).  The batched kernels run any batch size; they are
 judged at ``BATCHED`` samples, the benchmark's and a typical evaluation batch.
 """
