@@ -301,20 +301,22 @@ def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> n
 
 
 @pytest.mark.parametrize(
-    "geometry,graded,batch,precision",
+    "geometry,graded,batch,precision,channels",
     [
-        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, None, Precision.FLOAT32),
-        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, 1, Precision.FLOAT32),
-        (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), True, None, Precision.FLOAT32),
-        (Pool2dGeometry(kernel=(3, 2), stride=(1, 2), padding=(1, 0)), True, None, Precision.INT8),
+        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, None, Precision.FLOAT32, 3),
+        (Pool2dGeometry(kernel=(2, 2), stride=(2, 2)), False, 1, Precision.FLOAT32, 3),
+        (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), True, None, Precision.FLOAT32, 3),
+        (Pool2dGeometry(kernel=(3, 2), stride=(1, 2), padding=(1, 0)), True, None, Precision.INT8, 3),
+        (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), False, None, Precision.FLOAT32, 24),
     ],
-    ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8"],
+    ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8", "k3s2p1-24-channels"],
 )
-def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, precision):
+def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, precision, channels):
     """Over several steps (small counts: many ties), the forwarded list and the counts equal the
-    literal definition; windows overlap in two cases."""
+    literal definition; windows overlap in three cases; with 24 channels a position's events form
+    long runs (the kernel walks the list by position)."""
     rng = np.random.default_rng(13)
-    in_shape, nb = (7, 9, 3), (1 if batch == 1 else 3)
+    in_shape, nb = (7, 9, channels), (1 if batch == 1 else 3)
     oh = conv_out_size(7, geometry.kernel[0], geometry.stride[0], geometry.padding[0])
     ow = conv_out_size(9, geometry.kernel[1], geometry.stride[1], geometry.padding[1])
     adt = precision.acc_dtype
@@ -322,7 +324,7 @@ def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, prec
         in_shape, (oh, ow), geometry, batch=batch, precision=precision, graded=graded
     )
     assert kernel.out_graded == graded
-    n, n_out = 7 * 9 * 3, oh * ow * 3
+    n, n_out = 7 * 9 * channels, oh * ow * channels
     state = np.zeros((nb, n), adt)
     total = np.zeros((nb, *in_shape))
     forwarded = 0

@@ -1123,7 +1123,54 @@ class _Emitter:
 
     def accumulate_maxpool(self) -> None:
         """Gated max pooling of sample b: add the events to the counts, then write each event
-        into acc at every window whose winner it is (acc is zero elsewhere)."""
+        into acc at every window whose winner it is (acc is zero elsewhere).  The events are
+        walked by input position, as in :meth:`accumulate_conv`: the position's decode and its
+        windows are computed once; per event only its channel's counts are compared."""
+        k, w = self.k, self.w
+        g = k.pool
+        h, wd, c = k.in_shape
+        _, ow, _ = k.out_shape
+        operand = k.events(0)
+        count, at, val = self.event_range(0)
+        ev = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
+        with w.block(f"for kk in range({count}):"):
+            w(f"count[b, {at('kk')}] = count[b, {at('kk')}] + {ev}")
+        last = operand.cap - 1
+        w('run = T.alloc_buffer((2,), "int32", scope="local")')
+        w("run[0] = 0")
+        with w.block(f"while run[0] < {count}:"):
+            w(f"pos = T.floordiv({at('run[0]')}, {c})")
+            w("run[1] = run[0] + 1")
+            with w.block(f"while run[1] < {count} and {at(f'T.min(run[1], {last})')} < pos * {c} + {c}:"):
+                w("run[1] = run[1] + 1")
+            w(f"ix = T.floormod(pos, {wd})")
+            w(f"iy = T.floordiv(pos, {wd})")
+            self.windows()
+            with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
+                with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
+                    w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
+                    w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
+                    with w.block("for kk in range(run[0], run[1]):"):
+                        w(f"e = {at('kk')}")
+                        w(f"ci = e - pos * {c}")
+                        w("ce = count[b, e]")
+                        # the inputs of the window that beat e: more spikes, or as many and
+                        # earlier (same channel: flat order is row-major order); padding never beats
+                        beaten = []
+                        for dy in range(g.kernel[0]):
+                            for dx in range(g.kernel[1]):
+                                y, x = f"(y0 + {dy})", f"(x0 + {dx})"
+                                j = f"T.min(T.max(({y} * {wd} + {x}) * {c} + ci, 0), {h * wd * c - 1})"
+                                inside = f"{y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}"
+                                beats = f"count[b, {j}] > ce or (count[b, {j}] == ce and {j} < e)"
+                                beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
+                        with w.block(f"if {' + '.join(beaten)} == 0:"):
+                            w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+            w("run[0] = run[1]")
+
+    def accumulate_maxpool_per_event(self) -> None:
+        """Gated max pooling of sample b, one event at a time (the CUDA emitter's form): add the
+        events to the counts, then write each event into acc at every window whose winner it is."""
         k, w = self.k, self.w
         g = k.pool
         h, wd, c = k.in_shape
@@ -1343,7 +1390,7 @@ class _CudaEmitter(_Emitter):
                     self.accumulate_pool()
             elif k.op is Op.MAXPOOL2D:
                 with self.serial():
-                    self.accumulate_maxpool()
+                    self.accumulate_maxpool_per_event()
             elif any(isinstance(o, Events) for o in k.operands):
                 with self.serial():
                     for i, o in enumerate(k.operands):
