@@ -25,6 +25,10 @@ models (``proc/conv/models.py``, lava 0.x) do not apply it: in lava's CPU simula
 its weights shifted ahead (``mantissa << e``); on the chip the exponent belongs to the synapse format.  Lava's own conv uses float32 arithmetic, which is exact while every partial sum stays
 below 2^24 in magnitude, i.e. for any realistic spiking layer.
 
+Two shortcuts give the same integers where a bound shows that no wrap can act: an integrate-and-fire
+population (``du = 4095``, ``dv = 0``) whose input stays below 2^17 steps in int32 (``_if_steps``), and a
+conv group with its per-channel exponent classes runs as one float32 conv (``conv_runs.ConvRun``).
+
 Not modelled (lava's bit-accurate model does not model them either): refractory periods, axonal delays.
 """
 
