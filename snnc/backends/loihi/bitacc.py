@@ -43,6 +43,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from snnc.errors import UserError
 
+from . import conv_runs
+
 DECAY_SHIFT = 12
 DECAY_UNITY = 1 << DECAY_SHIFT
 VTH_SHIFT = 6
@@ -576,11 +578,10 @@ def _neuron_layer(layer: QLayer, inputs: list[np.ndarray], sources: Sequence[int
     block = max(1, _BLOCK_ELEMENTS // max(per_step, 1))
     params = layer.lif_params
     fast = _is_if(params)
-    from .conv_runs import conv_runs
-
     groups = (layer, *layer.extra)
     # a conv group and the exponent classes after it run as one conv (conv_runs.py); others one by one
-    runs = {r.first: r for r in conv_runs(layer, sources)}
+    is_conv = [g.kind is LayerKind.CONV for g in groups]
+    runs = {r.first: r for r in conv_runs.conv_runs(groups, sources, is_conv, UV_MAX)}
     spans = [(k, runs[k].count if k in runs else 1) for k in range(len(groups))
              if not any(r.first < k < r.first + r.count for r in runs.values())]
     u = v = np.zeros((batch, *layer.shape), dtype=np.int32 if fast else np.int64)

@@ -15,11 +15,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from .bitacc import UV_MAX, LayerKind, QLayer
+
+class SynapseGroup(Protocol):
+    """What a run reads of a synapse group (``bitacc.QLayer``; not imported: bitacc calls this module)."""
+
+    @property
+    def weight_array(self) -> np.ndarray: ...
+
+    weight_exp: int
+    exp_class: bool
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    delay: int
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -32,7 +45,8 @@ class ConvRun:
     scale: Any  # torch float32 [C_out, 1, 1]: 2^e of each channel's group; None when all e = 0
     floor: bool  # some e < 0: the scaled correlation is floored (lava's arithmetic right shift)
     bound: float  # max over channels of |W_c|_1 * 2^max(e_c, 0)
-    group: QLayer  # the first group: stride, padding, dilation, groups
+    group: SynapseGroup  # the first group: stride, padding, dilation, groups
+    limit: int  # the accumulator's range (bitacc.UV_MAX): every partial sum must stay below it
 
     def apply(self, x: np.ndarray) -> np.ndarray | None:
         """``a_in``'s share of these groups for the input ``x`` [N, *in_shape] as int32, or None when the
@@ -41,7 +55,7 @@ class ConvRun:
         import torch.nn.functional as F
 
         peak = 1.0 if x.dtype == np.bool_ else float(np.abs(x).max(initial=0))
-        if peak * self.bound >= UV_MAX:
+        if peak * self.bound >= self.limit:
             return None
         g = self.group
         out = F.conv2d(torch.as_tensor(x, dtype=torch.float32), self.weight, None, g.stride, g.padding,
@@ -53,22 +67,23 @@ class ConvRun:
         return out.to(torch.int32).numpy()
 
 
-def conv_runs(layer: QLayer, sources: Sequence[int]) -> list[ConvRun]:
+def conv_runs(groups: Sequence[SynapseGroup], sources: Sequence[int], is_conv: Sequence[bool],
+              limit: int) -> list[ConvRun]:
     """The conv runs of a neuron layer's synapse groups: each conv group that no ``exp_class`` group
     follows is a run of one; one followed by ``exp_class`` groups of the same source, geometry and delay
-    is a run of all of them."""
+    is a run of all of them.  ``groups``: a neuron layer and its ``extra`` groups; ``is_conv``: which of
+    them are conv groups; ``limit``: the accumulator's range."""
     import torch
 
-    groups = (layer, *layer.extra)
     runs: list[ConvRun] = []
     k = 0
     while k < len(groups):
         g = groups[k]
         n = 1
         while (k + n < len(groups) and groups[k + n].exp_class and sources[k + n] == sources[k]
-               and _same_geometry(groups[k + n], g)):
+               and is_conv[k + n] == is_conv[k] and _same_geometry(groups[k + n], g)):
             n += 1
-        if g.kind is LayerKind.CONV:
+        if is_conv[k]:
             members = groups[k : k + n]
             w = np.zeros_like(g.weight_array)
             exps = np.zeros(len(w), dtype=np.int64)
@@ -86,12 +101,13 @@ def conv_runs(layer: QLayer, sources: Sequence[int]) -> list[ConvRun]:
                 if (exps != 0).any():
                     scale = torch.as_tensor(2.0**exps, dtype=torch.float32).reshape(-1, 1, 1)
                 runs.append(ConvRun(first=k, count=n, weight=torch.as_tensor(w, dtype=torch.float32),
-                                    scale=scale, floor=bool((exps < 0).any()), bound=bound, group=g))
+                                    scale=scale, floor=bool((exps < 0).any()), bound=bound, group=g,
+                                    limit=limit))
         k += n
     return runs
 
 
-def _same_geometry(a: QLayer, b: QLayer) -> bool:
-    return (a.kind is b.kind and a.weight_array.shape == b.weight_array.shape and a.stride == b.stride
+def _same_geometry(a: SynapseGroup, b: SynapseGroup) -> bool:
+    return (a.weight_array.shape == b.weight_array.shape and a.stride == b.stride
             and a.padding == b.padding and a.dilation == b.dilation and a.groups == b.groups
             and a.delay == b.delay)
