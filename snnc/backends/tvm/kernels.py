@@ -981,18 +981,7 @@ class _Emitter:
         operand = k.events(0)
         count, at, val = self.event_range(0)
         cols = co // g.groups
-        last = operand.cap - 1
-        # run[0], run[1]: the first event of the position and one past its last
-        w('run = T.alloc_buffer((2,), "int32", scope="local")')
-        w("run[0] = 0")
-        with w.block(f"while run[0] < {count}:"):
-            w(f"pos = T.floordiv({at('run[0]')}, {c})")
-            w("run[1] = run[0] + 1")
-            # the index is clamped so that the (not short-circuit) test never reads past the row
-            with w.block(f"while run[1] < {count} and {at(f'T.min(run[1], {last})')} < pos * {c} + {c}:"):
-                w("run[1] = run[1] + 1")
-            w(f"ix = T.floormod(pos, {wd})")
-            w(f"iy = T.floordiv(pos, {wd})")
+        with self.positions(count, at, c, wd, operand.cap - 1):
             ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
             nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
             with w.block(f"for ay in range({ny}):"):
@@ -1005,6 +994,24 @@ class _Emitter:
                         self.conv_tap_grouped(cols, c, k.in_shape[2] // g.groups)
                     else:
                         self.conv_tap(base, width)
+
+    @contextmanager
+    def positions(self, count: str, at: Callable[[str], str], c: int, wd: int, last: int) -> Iterator[None]:
+        """A loop over the input positions of an ascending channels-last event list (a position's
+        events are consecutive): the body sees ``pos``, ``iy``, ``ix`` and its events
+        ``run[0] .. run[1] - 1``; ``last``: the list's last index."""
+        w = self.w
+        w('run = T.alloc_buffer((2,), "int32", scope="local")')
+        w("run[0] = 0")
+        with w.block(f"while run[0] < {count}:"):
+            w(f"pos = T.floordiv({at('run[0]')}, {c})")
+            w("run[1] = run[0] + 1")
+            # the index is clamped so that the (not short-circuit) test never reads past the row
+            with w.block(f"while run[1] < {count} and {at(f'T.min(run[1], {last})')} < pos * {c} + {c}:"):
+                w("run[1] = run[1] + 1")
+            w(f"ix = T.floormod(pos, {wd})")
+            w(f"iy = T.floordiv(pos, {wd})")
+            yield
             w("run[0] = run[1]")
 
     def conv_term(self, ci: str, col: str, kk: str) -> str:
@@ -1135,16 +1142,7 @@ class _Emitter:
         ev = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
         with w.block(f"for kk in range({count}):"):
             w(f"count[b, {at('kk')}] = count[b, {at('kk')}] + {ev}")
-        last = operand.cap - 1
-        w('run = T.alloc_buffer((2,), "int32", scope="local")')
-        w("run[0] = 0")
-        with w.block(f"while run[0] < {count}:"):
-            w(f"pos = T.floordiv({at('run[0]')}, {c})")
-            w("run[1] = run[0] + 1")
-            with w.block(f"while run[1] < {count} and {at(f'T.min(run[1], {last})')} < pos * {c} + {c}:"):
-                w("run[1] = run[1] + 1")
-            w(f"ix = T.floormod(pos, {wd})")
-            w(f"iy = T.floordiv(pos, {wd})")
+        with self.positions(count, at, c, wd, operand.cap - 1):
             self.windows()
             with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
                 with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
@@ -1166,7 +1164,6 @@ class _Emitter:
                                 beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
                         with w.block(f"if {' + '.join(beaten)} == 0:"):
                             w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
-            w("run[0] = run[1]")
 
     def accumulate_maxpool_per_event(self) -> None:
         """Gated max pooling of sample b, one event at a time (the CUDA emitter's form): add the
