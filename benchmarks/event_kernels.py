@@ -1125,6 +1125,8 @@ def main(argv: list[str] | None = None) -> None:
         "baseline_comparison": baseline_rows,
         "wall_s": time.perf_counter() - t0,
     }
+    if args.json.exists():  # superseded rows kept by hand for the record (networks_earlier, ...) stay
+        result.update({k: v for k, v in json.loads(args.json.read_text()).items() if k.endswith("_earlier")})
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     plot(rows, args.plot, [r for r in networks if r.get("threads", THREADS) == args.threads])
