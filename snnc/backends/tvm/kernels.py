@@ -1152,18 +1152,22 @@ class _Emitter:
                         w(f"e = {at('kk')}")
                         w(f"ci = e - pos * {c}")
                         w("ce = count[b, e]")
-                        # the inputs of the window that beat e: more spikes, or as many and
-                        # earlier (same channel: flat order is row-major order); padding never beats
-                        beaten = []
-                        for dy in range(g.kernel[0]):
-                            for dx in range(g.kernel[1]):
-                                y, x = f"(y0 + {dy})", f"(x0 + {dx})"
-                                j = f"T.min(T.max(({y} * {wd} + {x}) * {c} + ci, 0), {h * wd * c - 1})"
-                                inside = f"{y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}"
-                                beats = f"count[b, {j}] > ce or (count[b, {j}] == ce and {j} < e)"
-                                beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
-                        with w.block(f"if {' + '.join(beaten)} == 0:"):
+                        with w.block(f"if {self.beaten_count()} == 0:"):
                             w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+
+    def beaten_count(self) -> str:
+        """How many inputs of the window at (y0, x0) beat event e (channel ci, count ce): more spikes,
+        or as many and earlier (same channel: flat order is row-major order); padding never beats."""
+        g, (h, wd, c) = self.k.pool, self.k.in_shape
+        beaten = []
+        for dy in range(g.kernel[0]):
+            for dx in range(g.kernel[1]):
+                y, x = f"(y0 + {dy})", f"(x0 + {dx})"
+                j = f"T.min(T.max(({y} * {wd} + {x}) * {c} + ci, 0), {h * wd * c - 1})"
+                inside = f"{y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}"
+                beats = f"count[b, {j}] > ce or (count[b, {j}] == ce and {j} < e)"
+                beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
+        return " + ".join(beaten)
 
     def accumulate_maxpool_per_event(self) -> None:
         """Gated max pooling of sample b, one event at a time (the CUDA emitter's form): add the
@@ -1186,17 +1190,7 @@ class _Emitter:
                 with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
                     w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
                     w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
-                    # the inputs of the window that beat e: more spikes, or as many and earlier
-                    # (same channel: flat order is row-major order); padding never beats
-                    beaten = []
-                    for dy in range(g.kernel[0]):
-                        for dx in range(g.kernel[1]):
-                            y, x = f"(y0 + {dy})", f"(x0 + {dx})"
-                            j = f"T.min(T.max(({y} * {wd} + {x}) * {c} + ci, 0), {h * wd * c - 1})"
-                            inside = f"{y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}"
-                            beats = f"count[b, {j}] > ce or (count[b, {j}] == ce and {j} < e)"
-                            beaten.append(f"T.if_then_else({inside} and ({beats}), 1, 0)")
-                    with w.block(f"if {' + '.join(beaten)} == 0:"):
+                    with w.block(f"if {self.beaten_count()} == 0:"):
                         w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
 
     def accumulate_add(self) -> None:
