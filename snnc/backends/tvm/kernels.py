@@ -1133,27 +1133,41 @@ class _Emitter:
         into acc at every window whose winner it is (acc is zero elsewhere).  The events are
         walked by input position, as in :meth:`accumulate_conv`: the position's decode and its
         windows are computed once; per event only its channel's counts are compared."""
-        k, w = self.k, self.w
-        g = k.pool
-        h, wd, c = k.in_shape
-        _, ow, _ = k.out_shape
-        operand = k.events(0)
+        w = self.w
+        _, wd, c = self.k.in_shape
+        _, ow, _ = self.k.out_shape
+        count, at, _ = self.event_range(0)
+        ev = self.add_pool_counts("kk")
+        with self.positions(count, at, c, wd, self.k.events(0).cap - 1):
+            with self.over_windows():
+                with w.block("for kk in range(run[0], run[1]):"):
+                    w(f"e = {at('kk')}")
+                    w(f"ci = e - pos * {c}")
+                    w("ce = count[b, e]")
+                    with w.block(f"if {self.beaten_count()} == 0:"):
+                        w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+
+    def add_pool_counts(self, var: str) -> str:
+        """Emit the loop (over ``var``) that adds sample b's events to the counts; returns an
+        event's value expression in that loop's variable."""
+        operand = self.k.events(0)
         count, at, val = self.event_range(0)
-        ev = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
-        with w.block(f"for kk in range({count}):"):
-            w(f"count[b, {at('kk')}] = count[b, {at('kk')}] + {ev}")
-        with self.positions(count, at, c, wd, operand.cap - 1):
-            self.windows()
-            with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
-                with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
-                    w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
-                    w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
-                    with w.block("for kk in range(run[0], run[1]):"):
-                        w(f"e = {at('kk')}")
-                        w(f"ci = e - pos * {c}")
-                        w("ce = count[b, e]")
-                        with w.block(f"if {self.beaten_count()} == 0:"):
-                            w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+        ev = self.to_acc(val(var), operand.val_dtype) if operand.graded else _lit(1, self.adt)
+        with self.w.block(f"for {var} in range({count}):"):
+            self.w(f"count[b, {at(var)}] = count[b, {at(var)}] + {ev}")
+        return ev
+
+    @contextmanager
+    def over_windows(self) -> Iterator[None]:
+        """A loop over the pooling windows that hold the decoded position (iy, ix); the body sees
+        the output (oy, ox) and the window's corner (y0, x0)."""
+        w, g = self.w, self.k.pool
+        self.windows()
+        with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
+            with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
+                w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
+                w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
+                yield
 
     def beaten_count(self) -> str:
         """How many inputs of the window at (y0, x0) beat event e (channel ci, count ce): more spikes,
@@ -1172,26 +1186,18 @@ class _Emitter:
     def accumulate_maxpool_per_event(self) -> None:
         """Gated max pooling of sample b, one event at a time (the CUDA emitter's form): add the
         events to the counts, then write each event into acc at every window whose winner it is."""
-        k, w = self.k, self.w
-        g = k.pool
-        h, wd, c = k.in_shape
-        _, ow, _ = k.out_shape
-        operand = k.events(0)
-        count, at, val = self.event_range(0)
-        ev = self.to_acc(val("k"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
-        with w.block(f"for k in range({count}):"):
-            w(f"count[b, {at('k')}] = count[b, {at('k')}] + {ev}")
+        w = self.w
+        c = self.k.in_shape[2]
+        _, ow, _ = self.k.out_shape
+        count, at, _ = self.event_range(0)
+        ev = self.add_pool_counts("k")
         with w.block(f"for k in range({count}):"):
             w(f"e = {at('k')}")
             self.decode("e")
             w("ce = count[b, e]")
-            self.windows()
-            with w.block("for oy in range(y_lo, T.max(y_hi + 1, y_lo)):"):
-                with w.block("for ox in range(x_lo, T.max(x_hi + 1, x_lo)):"):
-                    w(f"y0 = oy * {g.stride[0]} - {g.padding[0]}")
-                    w(f"x0 = ox * {g.stride[1]} - {g.padding[1]}")
-                    with w.block(f"if {self.beaten_count()} == 0:"):
-                        w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+            with self.over_windows():
+                with w.block(f"if {self.beaten_count()} == 0:"):
+                    w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
 
     def accumulate_add(self) -> None:
         k, w = self.k, self.w
