@@ -40,6 +40,7 @@ from snnc.ir.neuron_features import NeuronFeature, unsupported_features
 from snnc.pass_manager import PassContext
 
 from .bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN, MAX_DELAY, VTH_MANT_MAX, LayerKind, LifParams, QLayer
+from .calibration_run import simulate_calibration
 from .fixed_point import DECAY_UNITY, NETX_BIAS_EXP
 
 WEIGHT_MIN, WEIGHT_MAX = -256, 254
@@ -543,8 +544,6 @@ def calibrated_rates(ctx: PassContext, graph: Graph, net: LoihiNet, samples: int
     ``graph`` with the context's simulator; None without calibration data or simulator."""
     if ctx.calibration is None or ctx.simulator is None:
         return None
-    from .calibration_run import simulate_calibration
-
     x = np.asarray(ctx.calibration.x[:samples] if samples > 0 else ctx.calibration.x, dtype=np.float32)
     T = graph.attrs.timesteps or ctx.timesteps
     run = simulate_calibration(ctx, graph, x, T)  # the target's measured accuracy may reuse it

@@ -57,6 +57,7 @@ from .bitacc import (
     pool_weight_tensor,
     simulate_with_state,
 )
+from .calibration_run import simulate_calibration
 from .hardware import ChipSpec, CostModel, Resource, load_chip
 from .lower import InputCoding, LoihiNet, ReadoutKind, calibrated_rates, lower
 from .mapping import Mapping, estimate_cost, map_network, network_from_layers
@@ -227,8 +228,6 @@ class LoihiTarget:
             y = np.asarray(y[: len(x)])
             out["bit_accurate_accuracy"] = float((run.predictions == y).mean())
             if ctx.simulator is not None:
-                from .calibration_run import simulate_calibration
-
                 float_run = simulate_calibration(ctx, graph, x, T)  # loihi-map's run when it is the same call
                 out["quantised_snn_accuracy"] = float((float_run.predictions == y).mean())
                 out["agreement_with_quantised_snn"] = float((float_run.predictions == run.predictions).mean())

@@ -128,9 +128,10 @@ class LoihiQuantize(Pass):
         x = None if ctx.calibration is None else _Stream(ctx, self.name, self.samples)
         weighted = [n for n in graph.nodes if isinstance(n.op, SYNAPSE_OPS)]
         # the float graph's accuracy from the run that measures the mean inputs (one simulation, not two)
-        means, before = _mean_inputs(ctx, graph, weighted, x) if self.bias_correction else ({}, None)
-        if not self.bias_correction:
-            before = _accuracy(ctx, graph, x)
+        if self.bias_correction:
+            means, before = _mean_inputs(ctx, graph, weighted, x)
+        else:
+            means, before = {}, _accuracy(ctx, graph, x)
         enc = _encoder(graph)
         levels = 1.0
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
