@@ -1,0 +1,137 @@
+"""The tiled linear event kernel (``LayerKernel.tiled``): weights pre-tiled [tiles, n_in, 64], read
+once per call, against an exact reference and against the untiled kernel.
+
+Weights are multiples of 1/8 in [-1, 1] (int8: integers) and burst counts small integers, so
+every sum is exact in float32 whatever the order: results are compared for equality.  Shapes
+cover a tail tile (n_out not a multiple of 64, nor of the 16-lane vector), n_in not a multiple
+of the 32-row chunk, empty event lists and every input active, batch 1, 2 and 32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tvm")
+import tvm  # noqa: E402
+from tvm_reference import neuron_step, to_csr, to_rows  # noqa: E402
+
+from snnc.backends.tvm import kernel_cache  # noqa: E402
+from snnc.backends.tvm.kernels import (  # noqa: E402
+    LINEAR_TILE,
+    Epilogue,
+    Layout,
+    NeuronSpec,
+    Precision,
+    linear_kernel,
+    tiled_weight,
+)
+from snnc.errors import UnsupportedError  # noqa: E402
+
+pytestmark = pytest.mark.tvm
+
+
+def call(kernel, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    tensors = {name: tvm.runtime.tensor(np.ascontiguousarray(a)) for name, a in arrays.items()}
+    kernel_cache.get_function(kernel)(*[tensors[n] for n in kernel.arg_names()])
+    return {name: t.numpy() for name, t in tensors.items()}
+
+
+def grid_weights(rng, shape, precision: Precision) -> np.ndarray:
+    if precision is Precision.INT8:
+        return rng.integers(-128, 128, shape).astype(np.int8)
+    return (rng.integers(-8, 9, shape) / 8).astype(np.float32)
+
+
+def events(rng, nb: int, n: int, density: float, graded_max: int) -> np.ndarray:
+    x = (rng.random((nb, n)) < density) * rng.integers(1, graded_max + 1, (nb, n))
+    if nb > 1:
+        x[1] = 0  # one sample with an empty list
+    return x
+
+
+def test_tiled_weight_layout():
+    w = np.arange(3 * 70, dtype=np.float32).reshape(3, 70)
+    t = tiled_weight(w)
+    assert t.shape == (2, 3, LINEAR_TILE) and t.flags.c_contiguous
+    np.testing.assert_array_equal(t[0], w[:, :64])
+    np.testing.assert_array_equal(t[1, :, :6], w[:, 64:])
+    assert not t[1, :, 6:].any()
+
+
+CASES = [  # (precision, layout, graded, n_in, n_out); each is compiled twice (any batch, batch 1)
+    (Precision.FLOAT32, Layout.ROWS, True, 100, 70),  # a 6-column tail tile, 4 row chunks
+    (Precision.FLOAT32, Layout.ROWS, False, 64, 200),  # three full tiles and an 8-column tail
+    (Precision.FLOAT32, Layout.CSR, False, 33, 64),  # one full tile, a 1-row last chunk
+    (Precision.INT8, Layout.ROWS, True, 130, 9),  # a tail tile only
+    (Precision.INT8, Layout.CSR, False, 100, 70),
+]
+
+
+@pytest.mark.parametrize(("precision", "layout", "graded", "n_in", "n_out"), CASES)
+def test_tiled_linear_exact(precision, layout, graded, n_in, n_out):
+    rng = np.random.default_rng(n_in * 1000 + n_out)
+    acc_dt = precision.acc_dtype
+    w = grid_weights(rng, (n_in, n_out), precision)
+    for batch, nb in ((None, 1), (None, 2), (None, 32), (1, 1)):
+        kernel = linear_kernel(
+            n_in, n_out, batch=batch, precision=precision, layout=layout, graded=graded, tiled=True
+        )
+        for density in (0.0, 0.05, 0.4, 1.0):
+            x = events(rng, nb, n_in, density, 3 if graded else 1)
+            a, b, val = (to_rows if layout is Layout.ROWS else to_csr)(x, acc_dt)
+            arrays = {"cnt0" if layout is Layout.ROWS else "ptr0": a, "idx0": b}
+            if graded:
+                arrays["val0"] = val
+            arrays |= {"weight": tiled_weight(w), "acc": np.full((nb, n_out), 99, acc_dt)}
+            out = call(kernel, arrays)["acc"]
+            exact = np.int64 if precision is Precision.INT8 else np.float64
+            ref = x.astype(exact) @ w.astype(exact)
+            np.testing.assert_array_equal(out, ref.astype(acc_dt), err_msg=f"B={nb} density {density}")
+
+
+@pytest.mark.parametrize("nb", [1, 2, 32])
+def test_tiled_neuron_epilogue_equals_untiled(nb):
+    """Bias, an input scale and a leaky burst neuron with soft reset over a few steps: the tiled
+    kernel's membranes, spike lists, counts and statistics equal the untiled kernel's."""
+    rng = np.random.default_rng(5)
+    n_in, n_out = 96, 150
+    nrn = NeuronSpec(max_spikes=2, leak=True)
+    common = dict(graded=True, scale=0.5, bias=True, epilogue=Epilogue.NEURON, neuron=nrn)
+    kernels = {tiled: linear_kernel(n_in, n_out, tiled=tiled, **common) for tiled in (False, True)}
+    w = grid_weights(rng, (n_in, n_out), Precision.FLOAT32)
+    fixed = {
+        "bias": (rng.integers(-4, 5, n_out) / 4).astype(np.float32),
+        "vth": np.full(n_out, 1.0, np.float32),
+        "beta": np.full(n_out, 0.5, np.float32),
+    }
+    state = {
+        tiled: {"v": np.zeros((nb, n_out), np.float32), "stats": np.zeros(nb, np.int32)} for tiled in kernels
+    }
+    v_ref = np.zeros((nb, n_out))
+    for _ in range(4):
+        x = events(rng, nb, n_in, 0.3, 2)
+        cnt, idx, val = to_rows(x, "float32")
+        outs = {}
+        for tiled, kernel in kernels.items():
+            arrays = {"cnt0": cnt, "idx0": idx, "val0": val, "weight": tiled_weight(w) if tiled else w}
+            arrays |= fixed | state[tiled]
+            arrays |= {"acc": np.zeros((nb, n_out), np.float32), "cnt_out": np.zeros(nb, np.int32)}
+            arrays |= {
+                "idx_out": np.full((nb, n_out), -1, np.int32),
+                "val_out": np.zeros((nb, n_out), np.float32),
+            }
+            outs[tiled] = call(kernel, arrays)
+            state[tiled] = {"v": outs[tiled]["v"], "stats": outs[tiled]["stats"]}
+        for name in ("acc", "v", "cnt_out", "idx_out", "val_out", "stats"):
+            np.testing.assert_array_equal(outs[True][name], outs[False][name], err_msg=name)
+        current = 0.5 * (x @ w.astype(np.float64)) + fixed["bias"]
+        v_ref, s_ref = neuron_step(v_ref, current, 1.0, beta=0.5, max_spikes=2)
+        np.testing.assert_array_equal(outs[True]["acc"], s_ref.astype(np.float32))
+
+
+def test_tiled_refuses_what_it_does_not_do():
+    with pytest.raises(UnsupportedError, match="tiled"):
+        linear_kernel(64, 64, layout=Layout.CSC, tiled=True)
+    with pytest.raises(UnsupportedError, match="tiled"):
+        linear_kernel(64, 128, batch=1, slices=2, tiled=True)
