@@ -63,22 +63,25 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from snnc.backends.loihi.lower import LOIHI_SYNAPSE_OPS, is_join
 from snnc.errors import UnsupportedError
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.pass_manager import Pass, PassContext, register_pass
+from snnc.passes._compose import (
+    POOLS,
+    compose_convs,
+    compose_into_linear,
+    node_conv,
+    set_param,
+    write_conv,
+)
 from snnc.passes._neurons import neuron_vector
-from snnc.passes._params import uses
 from snnc.passes._refusals import format_refusals
 
-_POOLS = (O.AvgPool2d, O.SumPool2d)
 SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)
 OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
-_COMPOSE_RTOL = 1e-6
 
 
 @register_pass
@@ -281,135 +284,6 @@ def _or_pooling(ctx: PassContext, graph: Graph, log: list[str]) -> None:
 # linear maps: pooling and scale ops composed into their conv2d / linear
 
 
-@dataclass
-class _Conv:
-    """A 2-D convolution as data (PyTorch conventions)."""
-
-    weight: np.ndarray  # [Co, Ci / groups, kh, kw]
-    bias: np.ndarray | None
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-    groups: int
-
-    def dense_weight(self) -> np.ndarray:
-        """The weight with groups expanded to a full [Co, Ci, kh, kw] (zeros across groups)."""
-        co, cig, kh, kw = self.weight.shape
-        if self.groups == 1:
-            return self.weight.astype(np.float64)
-        out = np.zeros((co, cig * self.groups, kh, kw))
-        per = co // self.groups
-        for g in range(self.groups):
-            out[g * per : (g + 1) * per, g * cig : (g + 1) * cig] = self.weight[g * per : (g + 1) * per]
-        return out
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        b = None if self.bias is None else torch.as_tensor(self.bias, dtype=torch.float64)
-        return F.conv2d(x, torch.as_tensor(self.weight, dtype=torch.float64), b, self.stride, self.padding,
-                        self.dilation, self.groups)
-
-
-def _pool_conv(op: O.AvgPool2d | O.SumPool2d, channels: int) -> _Conv | None:
-    """The depthwise conv a pooling op is, or None where it is not one (ceil_mode, or an average that
-    excludes the padding)."""
-    if op.ceil_mode:
-        return None
-    if isinstance(op, O.AvgPool2d) and not op.count_include_pad and op.padding != (0, 0):
-        return None
-    value = 1.0 / (op.kernel[0] * op.kernel[1]) if isinstance(op, O.AvgPool2d) else 1.0
-    w = np.full((channels, 1, *op.kernel), value)
-    return _Conv(w, None, op.stride, op.padding, (1, 1), channels)
-
-
-def _node_conv(graph: Graph, node: Node) -> _Conv | None:
-    if isinstance(node.op, O.Conv2d):
-        b = node.param(graph, "bias")
-        op = node.op
-        return _Conv(np.asarray(node.param(graph, "weight"), dtype=np.float64),
-                     None if b is None else np.asarray(b, dtype=np.float64),
-                     op.stride, op.padding, op.dilation, op.groups)
-    if isinstance(node.op, _POOLS):
-        return _pool_conv(node.op, graph.value_type(node.inputs[0]).shape[0])
-    return None
-
-
-def compose_convs(a: _Conv, b: _Conv, in_shape: tuple[int, ...], seed: int = 0) -> _Conv | None:
-    """One conv equal to ``b`` after ``a`` on inputs of ``in_shape`` (C, H, W), or None when no single
-    conv is (dilation, or border values that differ: checked on a random input)."""
-    if a.dilation != (1, 1) or b.dilation != (1, 1):
-        return None
-    wa = torch.as_tensor(a.dense_weight())  # [Cm, Ci, ka, ka]
-    wb = torch.as_tensor(b.dense_weight())  # [Co, Cm, kb, kb]
-    # the kernel of b∘a: Σ_m Σ_j Wb[o, m, j] Wa[m, i, y − j·s_a], which is a transposed conv
-    wc = F.conv_transpose2d(wb, wa, stride=a.stride).numpy()
-    bias = None
-    if a.bias is not None or b.bias is not None:
-        bias = np.zeros(wb.shape[0]) if b.bias is None else b.bias.copy()
-        if a.bias is not None:
-            bias = bias + wb.sum(dim=(2, 3)).numpy() @ a.bias
-    groups = 1
-    cm, ci = wa.shape[0], wa.shape[1]
-    if a.groups == ci == cm and b.groups == cm == wb.shape[0]:  # depthwise after depthwise
-        wc = np.stack([wc[c, c] for c in range(ci)])[:, None]
-        groups = ci
-    c = _Conv(
-        wc, bias, (a.stride[0] * b.stride[0], a.stride[1] * b.stride[1]),
-        (a.padding[0] + b.padding[0] * a.stride[0], a.padding[1] + b.padding[1] * a.stride[1]), (1, 1), groups,
-    )
-    x = torch.as_tensor(np.random.default_rng(seed).random((2, *in_shape)))
-    try:
-        want, got = b.apply(a.apply(x)), c.apply(x)
-    except RuntimeError:
-        return None
-    if want.shape != got.shape or not torch.allclose(want, got, rtol=_COMPOSE_RTOL, atol=1e-9 * float(want.abs().max())):
-        return None
-    return c
-
-
-def compose_into_linear(a: _Conv, in_shape: tuple[int, ...], w: np.ndarray, b: np.ndarray | None, seed: int = 0
-                        ) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """The weight and bias of ``linear(flatten(a(x)))`` as one linear map of ``flatten(x)``."""
-    x = torch.as_tensor(np.random.default_rng(seed).random((2, *in_shape)))
-    mid = a.apply(x)
-    c, h, wd = in_shape
-    wl = torch.as_tensor(np.asarray(w, dtype=np.float64)).reshape(w.shape[0], *mid.shape[1:])
-    # the adjoint of a: a transposed conv; uncovered right/bottom borders get zero weight
-    eff = F.conv_transpose2d(wl, torch.as_tensor(a.dense_weight()), stride=a.stride, padding=a.padding)
-    if eff.shape[2] > h or eff.shape[3] > wd:
-        return None
-    eff = F.pad(eff, (0, wd - eff.shape[3], 0, h - eff.shape[2]))
-    bias = None if b is None else np.asarray(b, dtype=np.float64).copy()
-    if a.bias is not None:
-        extra = (wl * torch.as_tensor(a.bias).reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3)).numpy()
-        bias = extra if bias is None else bias + extra
-    w_eff = eff.reshape(w.shape[0], -1).numpy()
-    want = mid.reshape(2, -1) @ wl.reshape(w.shape[0], -1).T
-    got = x.reshape(2, -1) @ torch.as_tensor(w_eff).T
-    if a.bias is not None:
-        got = got + torch.as_tensor(bias - (np.zeros_like(bias) if b is None else b))
-    if not torch.allclose(want, got, rtol=_COMPOSE_RTOL, atol=1e-9 * float(want.abs().max() + 1)):
-        return None
-    return w_eff, bias
-
-
-def _set(graph: Graph, node: Node, role: str, value: np.ndarray | None) -> None:
-    """Store ``value`` as ``node``'s parameter ``role`` (a fresh key when the old one is shared)."""
-    if value is None:
-        node.params.pop(role, None)
-        return
-    key = node.params.get(role)
-    if key is None or uses(graph, key) > 1:
-        key = graph.fresh_param(f"{node.name}.{role}")
-    node.params[role] = key
-    graph.params[key] = np.asarray(value, dtype=np.float32)
-
-
-def _write_conv(graph: Graph, node: Node, c: _Conv) -> None:
-    node.op = O.Conv2d(stride=c.stride, padding=c.padding, dilation=c.dilation, groups=c.groups)
-    _set(graph, node, "weight", c.weight)
-    _set(graph, node, "bias", c.bias)
-
-
 def _compose(graph: Graph, log: list[str]) -> None:
     """Fold pooling and scale ops into the conv2d / linear next to them until nothing changes."""
     changed = True
@@ -418,7 +292,7 @@ def _compose(graph: Graph, log: list[str]) -> None:
         for node in list(graph.nodes):
             if node not in graph.nodes:
                 continue
-            if isinstance(node.op, _POOLS + (O.Conv2d,)) and _compose_forward(graph, node, log):
+            if isinstance(node.op, POOLS + (O.Conv2d,)) and _compose_forward(graph, node, log):
                 changed = True
             elif isinstance(node.op, O.Scale) and _fold_scale(graph, node, log):
                 changed = True
@@ -432,17 +306,17 @@ def _compose_forward(graph: Graph, first: Node, log: list[str]) -> bool:
     if user is None:
         return False
     in_shape = graph.value_type(first.inputs[0]).shape
-    a = _node_conv(graph, first)
+    a = node_conv(graph, first)
     if a is None:
         return False
-    pool_first = isinstance(first.op, _POOLS)
-    if isinstance(user.op, (O.Conv2d, *_POOLS)) and (pool_first or isinstance(user.op, _POOLS)):
-        b = _node_conv(graph, user)
+    pool_first = isinstance(first.op, POOLS)
+    if isinstance(user.op, (O.Conv2d, *POOLS)) and (pool_first or isinstance(user.op, POOLS)):
+        b = node_conv(graph, user)
         c = None if b is None else compose_convs(a, b, in_shape)
         if c is None:
             return False
         target = user if isinstance(user.op, O.Conv2d) else first
-        _write_conv(graph, target, c)
+        write_conv(graph, target, c)
         if target is user:
             user.inputs = first.inputs
             graph.nodes.remove(first)
@@ -460,8 +334,8 @@ def _compose_forward(graph: Graph, first: Node, log: list[str]) -> bool:
         res = compose_into_linear(a, in_shape, np.asarray(w), bias)
         if res is None:
             return False
-        _set(graph, lin, "weight", res[0])
-        _set(graph, lin, "bias", res[1])
+        set_param(graph, lin, "weight", res[0])
+        set_param(graph, lin, "bias", res[1])
         user.inputs = first.inputs
         graph.nodes.remove(first)
         log.append(f"{first.op.name} %{first.name}: composed into linear %{lin.name}")
@@ -483,10 +357,10 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
         s = s * np.asarray(p, dtype=np.float64).reshape(-1)
     if prod is not None and isinstance(prod.op, SYNAPSE_OPS) and graph.only_user(prod.name) is node:
         w = np.asarray(prod.param(graph, "weight"), dtype=np.float64)
-        _set(graph, prod, "weight", w * s.reshape((-1,) + (1,) * (w.ndim - 1)))
+        set_param(graph, prod, "weight", w * s.reshape((-1,) + (1,) * (w.ndim - 1)))
         b = prod.param(graph, "bias")
         if b is not None:
-            _set(graph, prod, "bias", np.asarray(b, dtype=np.float64) * s)
+            set_param(graph, prod, "bias", np.asarray(b, dtype=np.float64) * s)
         graph.remove(node)
         log.append(f"scale %{node.name}: folded into {prod.op.name} %{prod.name}")
         return True
@@ -504,7 +378,7 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
         groups, cig = reader.op.groups, w.shape[1]  # type: ignore[attr-defined]
         idx = (np.arange(w.shape[0]) // (w.shape[0] // groups))[:, None] * cig + np.arange(cig)[None, :]
         w = w * s[idx][:, :, None, None]
-    _set(graph, reader, "weight", w)
+    set_param(graph, reader, "weight", w)
     graph.remove(node)
     log.append(f"scale %{node.name}: folded into {reader.op.name} %{reader.name}")
     return True
@@ -512,15 +386,15 @@ def _fold_scale(graph: Graph, node: Node, log: list[str]) -> bool:
 
 def _pools_to_convs(graph: Graph, log: list[str]) -> None:
     for node in graph.nodes:
-        if not isinstance(node.op, _POOLS):
+        if not isinstance(node.op, POOLS):
             continue
-        c = _node_conv(graph, node)
+        c = node_conv(graph, node)
         if c is None:
             raise UnsupportedError(
                 f"loihi-legalize: {node.op.name} %{node.name}: ceil_mode or an average that excludes the padding "
                 "has no Loihi synapse"
             )
-        _write_conv(graph, node, c)
+        write_conv(graph, node, c)
         log.append(f"{node.op.name} %{node.name}: depthwise conv2d")
     graph.infer_types()
 
@@ -682,7 +556,7 @@ def _composite(graph: Graph, reader: Node, term: _Term) -> tuple[O.Op, np.ndarra
         bi = inner.param(graph, "bias")
         return reader.op, w @ wi, None if bi is None else w @ np.asarray(bi, dtype=np.float64)
     if isinstance(reader.op, O.Conv2d) and isinstance(inner.op, O.Conv2d):
-        a, r = _node_conv(graph, inner), _node_conv(graph, reader)
+        a, r = node_conv(graph, inner), node_conv(graph, reader)
         assert a is not None and r is not None
         r.bias = None
         c = compose_convs(a, r, src_shape)
@@ -703,8 +577,8 @@ def _replace_by_groups(graph: Graph, reader: Node, terms: list[_Term],
         via = term.node.name if term.node is not None else term.source
         node = Node(graph.fresh_name(f"{reader.name}_{via}"), op, (term.source,), params={}, loc=reader.loc)
         graph.nodes.insert(graph.nodes.index(reader), node)
-        _set(graph, node, "weight", w)
-        _set(graph, node, "bias", b)
+        set_param(graph, node, "weight", w)
+        set_param(graph, node, "bias", b)
         names.append(node.name)
     if len(names) == 1:  # one group: it takes the reader's place (and name)
         only = graph.node(names[0])
@@ -782,9 +656,9 @@ def _split(graph: Graph, src: Node, node: Node, runs: list[tuple[int, int]], vth
     for j, (lo, hi) in enumerate(runs):
         p = Node(graph.fresh_name(f"{src.name}_part{j}"), src.op, src.inputs, params={}, loc=src.loc)
         graph.nodes.insert(pos, p)
-        _set(graph, p, "weight", w[lo:hi])
+        set_param(graph, p, "weight", w[lo:hi])
         if b is not None:
-            _set(graph, p, "bias", np.asarray(b)[lo:hi])
+            set_param(graph, p, "bias", np.asarray(b)[lo:hi])
         neuron: O.Neuron = node.op  # type: ignore[assignment]
         op = dataclasses.replace(neuron, v_th=float(vth[lo]), beta=float(beta[lo]))
         n = Node(graph.fresh_name(f"{node.name}_part{j}"), op, (p.name,), loc=node.loc)
