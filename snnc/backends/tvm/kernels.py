@@ -71,9 +71,6 @@ CONV_BLOCK = 64
 # rows slower; weights read strided from [n_in, n_out] instead of pre-tiled 1.5-2x slower.
 LINEAR_TILE = 64
 TILE_ROWS = 32
-# a depthwise conv adds a position's whole channel vector per tap once it has at least
-# C / DEPTHWISE_DENSE events (a LANES-wide multiply-add costs about what one scalar event does)
-DEPTHWISE_DENSE = 8
 
 
 class Precision(enum.Enum):
@@ -420,14 +417,21 @@ def conv2d_kernel(
     readout: bool = False,
     device: Device = Device.CPU,
     slices: int | None = None,
+    current: bool = False,
 ) -> LayerKernel:
-    """Event conv2d (scatter) on a channels-last ``(H, W, C_in)`` input; weights ``[C_in, KH, KW, C_out]``."""
+    """Event conv2d (scatter) on a channels-last ``(H, W, C_in)`` input; weights ``[C_in, KH, KW, C_out]``.
+
+    ``current``: the input is a dense current ``cur0[B, H·W·C_in]`` (a linear bottleneck's
+    output) instead of an event list; the same scatter then walks every input position and adds
+    each input's value times its weights (a dense product inside the generated code, CPU only)."""
     h, w, _ = in_shape
     oh = conv_out_size(h, geometry.kernel[0], geometry.stride[0], geometry.padding[0], geometry.dilation[0])
     ow = conv_out_size(w, geometry.kernel[1], geometry.stride[1], geometry.padding[1], geometry.dilation[1])
-    events = Events(
+    events: Operand = Events(
         cap=math.prod(in_shape), graded=graded, val_dtype=val_dtype or precision.acc_dtype, scale=scale
     )
+    if current:
+        events = Current(cap=math.prod(in_shape))
     return LayerKernel(
         op=Op.CONV2D,
         in_shape=tuple(in_shape),
@@ -616,8 +620,15 @@ def _check(k: LayerKernel) -> None:
     if not k.operands:
         raise ValueError(f"{k.op.value} kernel needs at least one operand")
     single = k.op in (Op.LINEAR, Op.CONV2D, Op.POOL2D, Op.MAXPOOL2D)
-    if single and (len(k.operands) != 1 or not isinstance(k.operands[0], Events)):
+    dense_conv = k.op is Op.CONV2D and len(k.operands) == 1 and isinstance(k.operands[0], Current)
+    if single and not dense_conv and (len(k.operands) != 1 or not isinstance(k.operands[0], Events)):
         raise ValueError(f"a {k.op.value} kernel takes exactly one event operand")
+    if dense_conv:
+        current = cast(Current, k.operands[0])
+        if k.device is Device.CUDA:
+            raise UnsupportedError("conv2d kernels on a current operand are CPU-only")
+        if current.cap != math.prod(k.in_shape) or current.scale != 1.0:
+            raise ValueError("a conv2d current operand is the whole input (cap = H·W·C), unscaled")
     for operand in k.operands:
         if isinstance(operand, Events) and operand.layout is Layout.CSC and k.op is not Op.LINEAR:
             raise UnsupportedError("the weight-stationary CSC layout exists for linear layers only")
@@ -1102,11 +1113,14 @@ class _Emitter:
         k, w = self.k, self.w
         g = k.conv
         oh, ow, co = k.out_shape
-        _, wd, c = k.in_shape
-        operand = k.events(0)
-        count, at, val = self.event_range(0)
+        h, wd, c = k.in_shape
         cols = co // g.groups
-        with self.positions(count, at, c, wd, operand.cap - 1):
+        if isinstance(k.operands[0], Current):
+            walk = self.every_position(h, wd, c)
+        else:
+            count, at, _ = self.event_range(0)
+            walk = self.positions(count, at, c, wd, k.events(0).cap - 1)
+        with walk:
             ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
             nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
             with w.block(f"for ay in range({ny}):"):
@@ -1139,12 +1153,35 @@ class _Emitter:
             yield
             w("run[0] = run[1]")
 
+    @contextmanager
+    def every_position(self, h: int, wd: int, c: int) -> Iterator[None]:
+        """The loop of :meth:`positions` for a dense current operand: every input position, its
+        inputs ``run[0] .. run[1] - 1`` all C of its channels."""
+        w = self.w
+        w('run = T.alloc_buffer((2,), "int32", scope="local")')
+        with w.block(f"for pos in range({h * wd}):"):
+            w(f"run[0] = pos * {c}")
+            w(f"run[1] = pos * {c} + {c}")
+            w(f"ix = T.floormod(pos, {wd})")
+            w(f"iy = T.floordiv(pos, {wd})")
+            yield
+
+    def conv_input(self, kk: str) -> str:
+        """The flat channels-last input index of entry kk of the walk (an event's index, or kk
+        itself for a current)."""
+        if isinstance(self.k.operands[0], Current):
+            return kk
+        _, at, _ = self.event_range(0)
+        return at(kk)
+
     def conv_term(self, ci: str, col: str, kk: str) -> str:
-        """Event kk's contribution to output column col at the current tap: W[ci, kh, kw, col]
-        (times its value for a graded list)."""
-        operand = self.k.events(0)
-        _, _, val = self.event_range(0)
+        """Entry kk's contribution to output column col at the current tap: W[ci, kh, kw, col]
+        (times its value for a graded list or a current)."""
+        operand = self.k.operands[0]
         term = self.to_acc(f"weight[{ci}, kh, kw, {col}]", self.wdt)
+        if isinstance(operand, Current):
+            return f"{term} * cur0[b, {kk}]"
+        _, _, val = self.event_range(0)
         return f"{term} * {self.to_acc(val(kk), operand.val_dtype)}" if operand.graded else term
 
     def conv_tap(self, base: str, width: int) -> None:
@@ -1154,8 +1191,7 @@ class _Emitter:
         k, w = self.k, self.w
         _, ow, co = k.out_shape
         c = k.in_shape[2]
-        _, at, _ = self.event_range(0)
-        ci = f"({at('kk')} - pos * {c})"
+        ci = f"({self.conv_input('kk')} - pos * {c})"
         full, tail = divmod(width, CONV_BLOCK)
         blocks = [(f"range({full})", "jb", CONV_BLOCK, f"jb * {CONV_BLOCK}")] if full else []
         if tail:
@@ -1173,9 +1209,8 @@ class _Emitter:
         ``cols`` output channels (offset ``g0``)."""
         k, w = self.k, self.w
         _, ow, co = k.out_shape
-        _, at, _ = self.event_range(0)
         with w.block("for kk in range(run[0], run[1]):"):
-            w(f"ci = {at('kk')} - pos * {c}")
+            w(f"ci = {self.conv_input('kk')} - pos * {c}")
             w(f"g0 = T.floordiv(ci, {per_group}) * {cols}")
 
             def grouped(col: str) -> None:

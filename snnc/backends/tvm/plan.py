@@ -19,6 +19,7 @@ from snnc.backends.tvm.kernels import (
     Events,
     LayerKernel,
     NeuronSpec,
+    Op,
     Precision,
     add_kernel,
     conv2d_kernel,
@@ -99,6 +100,19 @@ class LayerPlan:
 
     def kernels(self) -> list[LayerKernel]:
         return list(self.main.values()) + list(self.densify.values())
+
+    def host_product(self, batch: int | None) -> bool:
+        """Whether the ``batch`` variant computes its synaptic current on the host (BLAS): a
+        dense-mode layer, unless its main kernel reads the producer's current itself."""
+        if self.mode_for(batch) is not Mode.DENSE:
+            return False
+        main = self.main[None] if batch is None else self.kernel_for(batch)
+        return main.op is not Op.CONV2D or not isinstance(main.operands[0], Current)
+
+
+# the batch variants (1; None: batched) whose convolutions on a current (the linear bottlenecks'
+# outputs in mobilenet_v2) compute the product in their kernel instead of a host BLAS call
+CURRENT_CONV: frozenset[int | None] = frozenset({1, None})
 
 
 def channels_last(shape: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -222,6 +236,14 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
 
     def kernels(batch: int | None) -> tuple[LayerKernel, LayerKernel | None]:
         """(main kernel, densify kernel or None) of the layer for a batch variant."""
+        in_kernel = op is LayerOp.CONV2D and x.kind is ValueKind.CURRENT and device is Device.CPU
+        if in_kernel and batch in CURRENT_CONV:
+            # the product on the producer's current runs in the generated code: no host call,
+            # so a timestep of the network needs no round trip through Python
+            return conv2d_kernel(
+                _hwc(x), shape[0], layer.geometry.conv_geometry(), batch=batch, precision=precision,
+                bias=has_bias, epilogue=epilogue, neuron=neuron, readout=readout, device=device, current=True,
+            ), None  # fmt: skip
         if op.weighted and modes[batch] is Mode.DENSE:
             # BLAS computes the synaptic current; this kernel adds the bias and runs the epilogue
             main = add_kernel(
@@ -314,8 +336,8 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             graded=x.graded, val_dtype=x.val_dtype, scale=x.scale, bias=has_bias, epilogue=epilogue, neuron=neuron,
             readout=readout, device=device,
         )
-        if op is LayerOp.LINEAR:
-            return weighted(x.n, shape[0]), None
+        if op is LayerOp.LINEAR:  # the tiled kernel is CPU-only: CUDA runs its mode as events
+            return weighted(x.n, shape[0], tiled=modes[batch] is Mode.TILED and device is Device.CPU), None
         w = layer.geometry
         return weighted(_hwc(x), shape[0], w.conv_geometry()), None
 

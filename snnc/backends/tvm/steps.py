@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from snnc.backends.tvm.kernels import Device, Events, LayerKernel, Layout
-from snnc.backends.tvm.layers import LayerOp, Mode
+from snnc.backends.tvm.layers import LayerOp
 from snnc.backends.tvm.plan import LayerPlan, ValueKind
 from snnc.errors import TargetError
 
@@ -86,7 +86,8 @@ def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall |
 
     A dense layer that reads the analog input makes no call per step (its current is computed
     once per batch); one that reads events densifies them (a kernel into ``dense_in``), then
-    its BLAS product (host) writes ``cur``; every layer then calls its main kernel."""
+    its BLAS product (host) writes ``cur``; a convolution on a current has no host product (its
+    kernel reads the current); every layer then calls its main kernel."""
     alias = _resolve(plans)
     program: list[KernelCall | HostCall] = []
     for plan in plans:
@@ -95,7 +96,7 @@ def step_program(plans: list[LayerPlan], batch: int | None) -> list[KernelCall |
         srcs = [alias.get(s, s) for s in plan.layer.inputs]
         main = plan.main[None] if batch is None else plan.kernel_for(batch)
         bound: dict[str, Arg]
-        if plan.mode_for(batch) is Mode.DENSE:
+        if plan.host_product(batch):
             x = plan.inputs[0]
             if x.kind is ValueKind.EVENTS:
                 dk = plan.densify[None] if batch is None else plan.densify_for(batch)
