@@ -45,7 +45,7 @@ import torch  # noqa: E402
 import tvm  # noqa: E402
 
 from snnc.backends.tvm import kernel_cache  # noqa: E402
-from snnc.backends.tvm.kernels import Layout, Precision, linear_kernel  # noqa: E402
+from snnc.backends.tvm.kernels import Layout, Precision, linear_kernel, tiled_weight  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "event_kernels.json"
@@ -253,6 +253,10 @@ def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng)
         "torch_sparse_csr_f32": lambda i: p.sparse[i % npat] @ torch_w32,
     }
     if batch > 1:
+        # the tiled kernel reads the same CSR lists, its weights pre-tiled (read once per call)
+        tw32_tiled = tvm.runtime.tensor(tiled_weight(w32))
+        k["tvm_tiled_f32"] = kernel_cache.get_function(linear_kernel(n, n, layout=Layout.CSR, tiled=True))
+        methods["tvm_tiled_f32"] = lambda i: k["tvm_tiled_f32"](*p.csr[i % npat], tw32_tiled, out32)
         k["tvm_csc_f32"] = kernel_cache.get_function(linear_kernel(n, n, layout=Layout.CSC))
         k["tvm_csc_i8"] = kernel_cache.get_function(
             linear_kernel(n, n, layout=Layout.CSC, precision=Precision.INT8)
@@ -715,8 +719,9 @@ def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[s
 
 
 def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) -> list[dict]:
-    """Per weighted layer that reads spikes: its time per step in event mode and in dense mode
-    (the same IR lowered with every such layer event, then dense), and whether the mode the
+    """Per weighted layer that reads spikes: its time per step in event mode, in dense mode and, for
+    a linear layer, in tiled mode (the same IR lowered with every such layer event, then dense,
+    then tiled: linear layers tiled, convolutions event), and whether the mode the
     target chose for that batch size's kernels (``layer_modes_batch1`` / ``layer_modes`` of the
     report: the cost model at the calibrated density) is within 1.1x of the faster one; with the
     cost model's predictions of both times."""
@@ -727,6 +732,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
     from snnc.backends.tvm.layers import Mode
     from snnc.backends.tvm.lower import layer_shape_of, lower
     from snnc.backends.tvm.runtime import EventRuntime
+    from snnc.ir import ops as O
 
     threads = tvm.runtime.num_threads()
     rows = []
@@ -739,8 +745,10 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
         # every weighted layer forced to one mode: a layer without a calibrated density (one that
         # reads a pooling's graded output) must be forced too, or both artifacts run it as event
         weighted = [n.name for n in case.graph.nodes if n.op.weighted]
-        for mode in ("event", "dense"):
-            layer_graph, params = lower(case.graph, modes=dict.fromkeys(weighted, Mode(mode)))
+        linear = {n.name for n in case.graph.nodes if isinstance(n.op, O.Linear)}
+        for mode in ("event", "dense", "tiled") if linear else ("event", "dense"):
+            forced = {n: Mode.EVENT if mode == "tiled" and n not in linear else Mode(mode) for n in weighted}
+            layer_graph, params = lower(case.graph, modes=forced)
             out = case.artifact.parent / f"modes_{mode}"
             compile_artifact(layer_graph, params, out)
             runtimes[mode] = EventRuntime(out, fused=False)
@@ -753,7 +761,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
             runners = {m: _layer_step_runner(rt, x, case.timesteps) for m, rt in runtimes.items()}
             runs: dict[str, dict[str, list[tuple[float, float]]]] = {m: {} for m in runners}
             order = list(runners)
-            for _ in range(reps):  # the two modes interleaved, so that both see the same load
+            for _ in range(reps):  # the modes interleaved, so that all see the same load
                 random.shuffle(order)
                 for m in order:
                     for layer, sec in runners[m]().items():
@@ -763,29 +771,38 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
                 return float(np.percentile([r[col] for r in runs[m][layer]], q))
 
             for layer in event_layers:
-                te, td = stat("event", layer, 0, 50), stat("dense", layer, 0, 50)
-                ce, cd = stat("event", layer, 1, 50), stat("dense", layer, 1, 50)
-                event_chosen = chosen.get(layer) == "event"
+                modes = [m for m in runners if m != "tiled" or layer in linear]
+                wall = {m: stat(m, layer, 0, 50) for m in modes}
+                cpu = {m: stat(m, layer, 1, 50) for m in modes}
+                te, td, ce, cd = wall["event"], wall["dense"], cpu["event"], cpu["dense"]
+                pick = chosen.get(layer, "event")
                 rows.append({
                     "network": case.name, "layer": layer, "batch": batch, "density": densities.get(layer),
-                    "event_s": te, "dense_s": td, "chosen": chosen.get(layer), "faster": "event" if te <= td else "dense",
-                    "chosen_over_best": (te if event_chosen else td) / min(te, td),
+                    "event_s": te, "dense_s": td, "chosen": chosen.get(layer), "faster": min(wall, key=wall.get),
+                    "chosen_over_best": wall[pick] / min(wall.values()),
                     "event_p10_p90_s": (stat("event", layer, 0, 10), stat("event", layer, 0, 90)),
                     "dense_p10_p90_s": (stat("dense", layer, 0, 10), stat("dense", layer, 0, 90)),
-                    "event_cpu_s": ce, "dense_cpu_s": cd, "faster_cpu": "event" if ce <= cd else "dense",
-                    "chosen_over_best_cpu": (ce if event_chosen else cd) / min(ce, cd), "reps": reps, "threads": threads,
+                    "event_cpu_s": ce, "dense_cpu_s": cd, "faster_cpu": min(cpu, key=cpu.get),
+                    "chosen_over_best_cpu": cpu[pick] / min(cpu.values()), "reps": reps, "threads": threads,
                 })  # fmt: skip
+                if "tiled" in wall:
+                    rows[-1] |= {
+                        "tiled_s": wall["tiled"], "tiled_cpu_s": cpu["tiled"],
+                        "tiled_p10_p90_s": (stat("tiled", layer, 0, 10), stat("tiled", layer, 0, 90)),
+                    }  # fmt: skip
                 if layer in densities:  # the cost model's prediction (lower.choose_modes)
                     shape = layer_shape_of(case.graph, case.graph.node(layer))
                     rows[-1] |= {
                         "model_event_s": MODEL.event_seconds(shape, densities[layer], batch),
                         "model_dense_s": MODEL.dense_seconds(shape, batch),
+                        "model_tiled_s": MODEL.tiled_seconds(shape, densities[layer], batch),
                         "shape": dataclasses.asdict(shape),
                     }
                 r = rows[-1]
+                tiled = f", tiled {fmt_t(r['tiled_s'])} (CPU {fmt_t(r['tiled_cpu_s'])})" if "tiled_s" in r else ""
                 print(
                     f"{case.name} {layer} B={batch} density {100 * (r['density'] or 0):.1f}%: event {fmt_t(te)}, "
-                    f"dense {fmt_t(td)} per step (CPU {fmt_t(ce)} / {fmt_t(cd)}); chosen {r['chosen']} "
+                    f"dense {fmt_t(td)} per step (CPU {fmt_t(ce)} / {fmt_t(cd)}){tiled}; chosen {r['chosen']} "
                     f"({r['chosen_over_best']:.2f}x the best wall, {r['chosen_over_best_cpu']:.2f}x CPU)",
                     flush=True,
                 )
@@ -806,7 +823,7 @@ def print_row(r: dict) -> None:
     best_tvm = min(v for k, v in med.items() if k.startswith("tvm_") and k.endswith("f32"))
     parts = [f"n={r['n']:5d} B={r['batch']:2d} d={100 * r['density']:5.1f}%"]
     for name in (
-        "tvm_csr_f32", "tvm_csc_f32", "tvm_csr_i8", "tvm_csc_i8", "torch_dense_f32", "torch_sparse_csr_f32",
+        "tvm_csr_f32", "tvm_csc_f32", "tvm_tiled_f32", "tvm_csr_i8", "tvm_csc_i8", "torch_dense_f32", "torch_sparse_csr_f32",
         "torch_int_mm_i8",
     ):  # fmt: skip
         if name in m:
@@ -816,6 +833,8 @@ def print_row(r: dict) -> None:
     parts.append(f"bound_csr_f32={fmt_t(r['bound']['csr_f32_s'])}")
     parts.append(f"dense/bestTVMf32={med['torch_dense_f32'] / best_tvm:.2f}x")
     parts.append(f"bound/CSRf32={r['bound']['csr_f32_s'] / med['tvm_csr_f32']:.2f}")
+    parts.append(f"bestTVMf32/bound={best_tvm / r['bound']['csr_f32_s']:.2f}x")
+    parts.append(f"bestTVMf32/one-read={best_tvm / r['bound']['csc_f32_s']:.2f}x")
     noisy = [k for k, v in m.items() if v["foreign_cpus"] > FOREIGN_OK]
     if noisy:
         parts.append(f"NOISY({', '.join(noisy)})")
@@ -824,11 +843,13 @@ def print_row(r: dict) -> None:
 
 def print_table(rows: list[dict]) -> None:
     cols = [
-        ("TVM CSR f32", "tvm_csr_f32"), ("TVM CSC f32", "tvm_csc_f32"), ("TVM CSR i8", "tvm_csr_i8"),
+        ("TVM CSR f32", "tvm_csr_f32"), ("TVM CSC f32", "tvm_csc_f32"), ("TVM tiled f32", "tvm_tiled_f32"),
+        ("TVM CSR i8", "tvm_csr_i8"),
         ("TVM CSC i8", "tvm_csc_i8"), ("torch dense", "torch_dense_f32"), ("torch sparse", "torch_sparse_csr_f32"),
         ("torch int_mm", "torch_int_mm_i8"),
     ]  # fmt: skip
-    head = ["n", "B", "density"] + [c[0] for c in cols] + ["bound f32", "dense/TVM", "bound/TVM", "f32/i8"]
+    head = ["n", "B", "density"] + [c[0] for c in cols]
+    head += ["bound f32", "one-read f32", "best TVM f32 / bound", "/ one-read", "dense/TVM", "bound/TVM", "f32/i8"]
     print("\n| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -836,10 +857,13 @@ def print_table(rows: list[dict]) -> None:
         cells = [str(r["n"]), str(r["batch"]), f"{100 * r['density']:g}%"]
         for _, key in cols:
             cells.append(fmt_t(m[key]["median_s"]) if key in m else "-")
-        tvm32 = min(m[k]["median_s"] for k in ("tvm_csr_f32", "tvm_csc_f32") if k in m)
+        tvm32 = min(m[k]["median_s"] for k in ("tvm_csr_f32", "tvm_csc_f32", "tvm_tiled_f32") if k in m)
         tvm8 = min(m[k]["median_s"] for k in ("tvm_csr_i8", "tvm_csc_i8") if k in m)
         cells += [
             fmt_t(r["bound"]["csr_f32_s"]),
+            fmt_t(r["bound"]["csc_f32_s"]),
+            f"{tvm32 / r['bound']['csr_f32_s']:.2f}x",
+            f"{tvm32 / r['bound']['csc_f32_s']:.2f}x",
             f"{m['torch_dense_f32']['median_s'] / tvm32:.2f}x",
             f"{r['bound']['csr_f32_s'] / m['tvm_csr_f32']['median_s']:.2f}",
             f"{tvm32 / tvm8:.2f}x",
@@ -1022,6 +1046,9 @@ def main(argv: list[str] | None = None) -> None:
         help="a source tree of an earlier revision (git archive REV snnc | tar -x -C DIR): its tvm runtime "
         "against this one's on the same converted networks, side by side (replaces the whole-network timing)",
     )
+    ap.add_argument("--sizes", help="part (a) layer sizes n, comma-separated (default: 1024,4096; --quick: 1024)")
+    ap.add_argument("--batches", help="part (a) batch sizes, comma-separated (default: 1,32)")
+    ap.add_argument("--densities", help="part (a) spike densities, comma-separated fractions (default: 0.005-0.5)")
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
@@ -1035,7 +1062,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["TVM_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
     random.seed(0)
-    cfg = QUICK if args.quick else FULL
+    cfg = dict(QUICK if args.quick else FULL)
+    for key, kind in (("sizes", int), ("batches", int), ("densities", float)):
+        if getattr(args, key):  # a restricted part (a): one layer size or batch, a few densities
+            cfg[key] = tuple(kind(v) for v in getattr(args, key).split(","))
     t0 = time.perf_counter()
     loadavg_start = os.getloadavg()
     load = wait_idle(0 if args.quick else 10 if args.networks_only else 60)
@@ -1096,12 +1126,13 @@ def main(argv: list[str] | None = None) -> None:
                 layer_modes = old.get("layer_modes", [])
         print_network_table(networks)
         if layer_modes:
-            print("\n| network | layer | B | input density | event / step | dense / step | event CPU | dense CPU | chosen "
-                  "| chosen / best (wall) | chosen / best (CPU) |")
-            print("|---|---|---|---|---|---|---|---|---|---|---|")
+            print("\n| network | layer | B | input density | event / step | dense / step | event CPU | dense CPU "
+                  "| tiled CPU | chosen | chosen / best (wall) | chosen / best (CPU) |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
             for r in layer_modes:
                 dens = f"{100 * r['density']:.1f}%" if r["density"] is not None else "-"
                 cpu = (f"{fmt_t(r['event_cpu_s'])} | {fmt_t(r['dense_cpu_s'])}" if "event_cpu_s" in r else "- | -")
+                cpu += f" | {fmt_t(r['tiled_cpu_s'])}" if "tiled_cpu_s" in r else " | -"
                 print(f"| {r['network']} | {r['layer']} | {r['batch']} | {dens} | {fmt_t(r['event_s'])} | "
                       f"{fmt_t(r['dense_s'])} | {cpu} | {r['chosen']} | {r['chosen_over_best']:.2f}x | "
                       f"{r.get('chosen_over_best_cpu', float('nan')):.2f}x |")

@@ -135,3 +135,93 @@ def test_tiled_refuses_what_it_does_not_do():
         linear_kernel(64, 64, layout=Layout.CSC, tiled=True)
     with pytest.raises(UnsupportedError, match="tiled"):
         linear_kernel(64, 128, batch=1, slices=2, tiled=True)
+
+
+# ---------------------------------------------------------------------------------------
+# the tiled mode in a network: lowering, artifact, runtime
+
+T = 4
+# linear layers on a flattened spike map (rows permuted to channels-last), on average-pooled
+# graded values, and on an add's graded values; 70 and 3 outputs: tail tiles only
+NET = f"""
+graph @tiled(%x: analog[2,8,8]) attributes {{timesteps = {T}}} {{
+  %e = encode(%x) : analog[2,8,8]
+  %c1 = conv2d(%e) {{padding = [1, 1]}} params {{weight = "c1.weight", bias = "c1.bias"}} : analog[4,8,8]
+  %n1 = neuron(%c1) {{v_init = 0.5}} : spike[4,8,8]
+  %f1 = flatten(%n1) : spike[256]
+  %fa = linear(%f1) params {{weight = "fa.weight", bias = "fa.bias"}} : analog[70]
+  %n2 = neuron(%fa) {{v_init = 0.5}} : spike[70]
+  %p = avgpool2d(%n1) {{kernel = [2, 2], stride = [2, 2]}} : analog[4,4,4]
+  %fp = flatten(%p) : analog[64]
+  %fb = linear(%fp) params {{weight = "fb.weight", bias = "fb.bias"}} : analog[70]
+  %n3 = neuron(%fb) {{v_init = 0.5}} : spike[70]
+  %s = add(%n2, %n3) : analog[70]
+  %out_fc = linear(%s) params {{weight = "out.weight", bias = "out.bias"}} : analog[3]
+  %out = readout(%out_fc) : analog[3]
+  output %out
+}}
+"""
+LINEAR = ("fa", "fb", "out_fc")
+
+
+def test_tiled_mode_spike_for_spike(tmp_path):
+    """The linear layers' batched kernels tiled (batch-1 kernels event): graph.json records the
+    mode, the runtime binds the tiled weights to the batched kernels only, and batches of 1, 2
+    and 32 equal the torch simulator spike for spike (dyadic weights: exact sums)."""
+    from conversion_util import graph_from_text
+    from tvm_util import assert_spike_counts_equal, dyadic, grid_inputs, reference
+
+    from snnc.backends.tvm.build import compile_artifact
+    from snnc.backends.tvm.layers import Artifact, Mode
+    from snnc.backends.tvm.lower import lower
+    from snnc.backends.tvm.runtime import EventRuntime
+
+    graph = dyadic(graph_from_text(NET, seed=5))
+    x = grid_inputs(34, (2, 8, 8))
+    ref = reference(graph, x)
+    layer_graph, params = lower(
+        graph, modes=dict.fromkeys(LINEAR, Mode.TILED), modes_batch1=dict.fromkeys(LINEAR, Mode.EVENT)
+    )
+    out = compile_artifact(layer_graph, params, tmp_path / "tiled")
+    layers = {layer.name: layer for layer in Artifact.read(out / "graph.json").graph.layers}
+    assert all((layers[n].mode, layers[n].mode_batch1) == (Mode.TILED, Mode.EVENT) for n in LINEAR)
+    rt = EventRuntime(out)
+    plans = {p.name: p for p in rt.plans}
+    assert all(plans[n].main[None].tiled and not plans[n].main[1].tiled for n in LINEAR)
+    for batch_size in (1, 2, 32):
+        got = rt.run(x, batch_size=batch_size)
+        np.testing.assert_array_equal(got["logits"], ref.logits)
+        assert_spike_counts_equal(graph, got, ref, len(x))
+
+
+def test_tiled_mode_is_for_linear_layers():
+    from conversion_util import graph_from_text
+
+    from snnc.backends.tvm.layers import Mode
+    from snnc.backends.tvm.lower import lower
+    from snnc.errors import TargetError
+
+    with pytest.raises(TargetError, match="layer 'c1': mode 'tiled' exists for linear layers only"):
+        lower(graph_from_text(NET, seed=5), modes={"c1": Mode.TILED})
+
+
+def test_cost_model_picks_the_tiled_kernel_where_it_pays():
+    """At 32 samples: tiled for wide layers whose rows most samples' events cover (the synthetic
+    MLP's 2048x2048 at 17 %, 4096x4096 at 20 %), event at low density and for weights that stay
+    in the caches; never at batch 1 nor for a convolution."""
+    from snnc.backends.tvm.cost import MODEL, LayerShape
+    from snnc.backends.tvm.layers import Mode
+    from snnc.backends.tvm.lower import choose_modes
+    from snnc.ir import ops as O
+
+    wide, huge, head = (
+        LayerShape.linear(2048, 2048),
+        LayerShape.linear(4096, 4096),
+        LayerShape.linear(2048, 10),
+    )
+    assert choose_modes(O.Linear(), wide, 0.17) == (Mode.TILED, Mode.EVENT)
+    assert choose_modes(O.Linear(), huge, 0.2) == (Mode.TILED, Mode.EVENT)
+    assert choose_modes(O.Linear(), wide, 0.02) == (Mode.EVENT, Mode.EVENT)
+    assert choose_modes(O.Linear(), head, 0.4) == (Mode.EVENT, Mode.EVENT)
+    assert MODEL.tiled_seconds(LayerShape.linear(256, 256), 0.4, 32) == float("inf")  # 256 KB: cached
+    assert choose_modes(O.Conv2d(), huge, 0.2)[0] is not Mode.TILED

@@ -13,7 +13,19 @@ then the neuron kernel)::
 ``synapses`` counts only the taps that land inside the output (what the event kernel does;
 a 3x3 conv on a 1x1 map has one tap per input), ``macs`` the dense product's full K = Cin·KH·KW
 (padding included), ``product_in`` the elements of the product's input per sample (a linear's
-densified input, n_in; a conv's im2col matrix, OH·OW·Cin·KH·KW), ``W`` the number of weights.  The weight term is per call: a product reads W once for the whole batch,
+densified input, n_in; a conv's im2col matrix, OH·OW·Cin·KH·KW), ``W`` the number of weights.
+
+Tiled mode (linear only: ``kernels.LayerKernel.tiled``, each weight read at most once per call,
+the events summed per 64-column tile)::
+
+    t_tiled = call + W · per_weight_tiled + B · (p·n_in·tiles · per_tile_event + n_out · per_output)
+
+(tiles = ceil(n_out / 64)), and never for weights of at most ``tiled_min_bytes``: those stay in
+the caches, where the event kernel's re-reads cost little.  Fitted (choices, not times) to 50 rows
+of one linear kernel at batch 32, one thread, CPU time (shapes 64x128 to 4096x4096, 2-40 %,
+the event and the tiled kernel interleaved; 2026-12-07): with the event model above it picks the
+faster of the two on 48 rows, and within 1.1x of it on 48 of 50 (the misses: 256x256 at 40 %,
+event 1.35x the tiled time, and 4096x4096 at 10 %, 1.37x: the event model underestimates there).  The weight term is per call: a product reads W once for the whole batch,
 which is why dense mode loses at batch 1 whatever the density (the event kernels read only the
 active rows) and can win at batch 32 above a crossover that grows as the layer shrinks.
 
@@ -31,6 +43,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from snnc.backends.tvm.kernels import LINEAR_TILE
 
 BATCHED = 32  # the batch size at which the batched (any-batch) kernels' mode is chosen
 
@@ -98,6 +112,9 @@ class CostModel:
     per_product_in: float = 6.4e-9  # densify, im2col gather, the copies around the product
     per_mac: float = 0.029e-9  # ~34 GMAC/s, one core's sgemm
     per_weight: float = 0.60e-9  # ~6.7 GB/s, the product's read of W
+    per_weight_tiled: float = 0.5e-9  # the tiled kernel's read of W (prefetched 8 KB blocks)
+    per_tile_event: float = 2.5e-9  # one event's 64-column row piece, summed from L1
+    tiled_min_bytes: int = 512 << 10  # one core's L2: smaller weights stay event
 
     def event_seconds(self, shape: LayerShape, density: float, batch: int, weight_bytes: int = 4) -> float:
         far = shape.weights * weight_bytes > self.cache_bytes
@@ -113,6 +130,14 @@ class CostModel:
             shape.n_out * self.per_output_dense + shape.product_in * self.per_product_in + shape.macs * self.per_mac
         )
         return self.dense_call + batch * per_sample + shape.weights * self.per_weight
+
+    def tiled_seconds(self, shape: LayerShape, density: float, batch: int, weight_bytes: int = 4) -> float:
+        """The tiled event kernel of a linear layer (math.inf for cache-resident weights)."""
+        if shape.weights * weight_bytes <= self.tiled_min_bytes:
+            return math.inf
+        tiles = -(-shape.n_out // LINEAR_TILE)
+        per_sample = density * shape.n_in * tiles * self.per_tile_event + shape.n_out * self.per_output_event
+        return self.event_call + shape.weights * self.per_weight_tiled + batch * per_sample
 
     def dense_wins(self, shape: LayerShape, density: float, batch: int) -> bool:
         return self.dense_seconds(shape, batch) < self.event_seconds(shape, density, batch)

@@ -71,6 +71,7 @@ CONV_BLOCK = 64
 # rows slower; weights read strided from [n_in, n_out] instead of pre-tiled 1.5-2x slower.
 LINEAR_TILE = 64
 TILE_ROWS = 32
+PREFETCH_CHUNKS = 1  # how many chunks ahead the tiled kernel prefetches
 
 
 class Precision(enum.Enum):
@@ -1052,15 +1053,15 @@ class _Emitter:
 
         with w.block(f"for b in range({self.B}):"):
             self.init("b", base, width)
-        with w.block(f"for r in range({min(rows, n_in)}):"):
+        with w.block(f"for r in range({min(rows * PREFETCH_CHUNKS, n_in)}):"):
             prefetch("r")
         with w.block(f"for c in range({chunks}):"):
             with w.block(f"for b in range({self.B}):"):
                 # sample b's share of the next chunk's rows (all of them when B = 1)
                 share = f"T.floordiv(b * {rows}, {self.B}), T.floordiv((b + 1) * {rows}, {self.B})"
                 with w.block(f"for r in range({share}):"):
-                    with w.block(f"if (c + 1) * {rows} + r < {n_in}:"):
-                        prefetch(f"(c + 1) * {rows} + r")
+                    with w.block(f"if (c + {PREFETCH_CHUNKS}) * {rows} + r < {n_in}:"):
+                        prefetch(f"(c + {PREFETCH_CHUNKS}) * {rows} + r")
                 with w.block("for kk in range(bnd[b, c], bnd[b, c + 1]):"):
                     with w.block(f"for ji in T.vectorized({width}):"):
                         term = self.to_acc(f"weight[t, {at('kk')}, ji]", self.wdt)

@@ -63,6 +63,9 @@ class LayerOp(enum.Enum):
 class Mode(enum.Enum):
     EVENT = "event"  # work proportional to input events
     DENSE = "dense"  # densify + BLAS matmul; for layers whose calibrated density is high
+    # linear only: the tiled event kernel, which reads each weight at most once per call
+    # (kernels.LayerKernel.tiled; pays at batch 32 when most rows are used by some sample)
+    TILED = "tiled"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +178,8 @@ class LayerSpec:
             raise TargetError(f"{where}: a remap layer has one map per input, other layers none")
         if self.multipliers and len(self.multipliers) != len(self.inputs):
             raise TargetError(f"{where}: a remap layer has no multipliers or one per input")
+        if Mode.TILED in (self.mode, self.mode_batch1) and self.op is not LayerOp.LINEAR:
+            raise TargetError(f"{where}: mode 'tiled' exists for linear layers only")
         if (self.op is LayerOp.CONV2D or self.op.pooling) != (self.window is not None):
             raise TargetError(f"{where}: a window belongs to conv2d and pooling layers only")
         if self.neuron is not None and self.op in (LayerOp.FLATTEN, LayerOp.SPIKE_MAXPOOL):

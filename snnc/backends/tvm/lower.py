@@ -316,7 +316,9 @@ def choose_modes(
     op: O.Op, shape: LayerShape | None, density: float | None, model: CostModel = MODEL
 ) -> tuple[Mode, Mode]:
     """(batched, batch-1) modes of a weighted layer that reads events at ``density`` per step:
-    each the cheaper by the cost model at ``BATCHED`` samples and at one.  Event without a
+    each the cheapest by the cost model at ``BATCHED`` samples and at one, the batched kernels of
+    a linear layer also choosing among the tiled kernel (never at batch 1, where it would stream
+    every weight for one sample's events).  Event without a
     density, and for a grouped (or depthwise) convolution at any density: its dense path has no
     GEMM (a sliding window on the host), measured 10-13x slower than the event kernel at batch 1
     and 4.0-4.3x at batch 32 (CPU time, one thread) on mobilenet_v2's depthwise layers at
@@ -327,6 +329,13 @@ def choose_modes(
     batched, single = (
         Mode.DENSE if model.dense_wins(shape, density, batch) else Mode.EVENT for batch in (BATCHED, 1)
     )
+    if isinstance(op, O.Linear):
+        costs = {
+            Mode.EVENT: model.event_seconds(shape, density, BATCHED),
+            Mode.DENSE: model.dense_seconds(shape, BATCHED),
+            Mode.TILED: model.tiled_seconds(shape, density, BATCHED),
+        }
+        batched = min(costs, key=lambda m: costs[m])
     return batched, single
 
 

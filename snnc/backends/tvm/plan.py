@@ -336,8 +336,8 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
             graded=x.graded, val_dtype=x.val_dtype, scale=x.scale, bias=has_bias, epilogue=epilogue, neuron=neuron,
             readout=readout, device=device,
         )
-        if op is LayerOp.LINEAR:
-            return weighted(x.n, shape[0]), None
+        if op is LayerOp.LINEAR:  # the tiled kernel is CPU-only: CUDA runs its mode as events
+            return weighted(x.n, shape[0], tiled=modes[batch] is Mode.TILED and device is Device.CPU), None
         w = layer.geometry
         return weighted(_hwc(x), shape[0], w.conv_geometry()), None
 

@@ -4,8 +4,8 @@
 safetensors and TVM only (no torch).  Per timestep, an event-mode layer is one kernel call that
 reads its input's spike list and writes the next one; a dense-mode layer is a densify kernel, a
 BLAS matmul (numpy) and a neuron kernel, except a convolution on a current (a linear
-bottleneck's output), whose kernel computes the product itself (no host call).  The mode is
-per batch variant: a batch of one sample runs the batch-1 kernels in their own mode (``LayerSpec.mode_batch1``).  A layer that reads the
+bottleneck's output), whose kernel computes the product itself (no host call).  The mode is per batch variant: a batch of one sample
+runs the batch-1 kernels in their own mode (``LayerSpec.mode_batch1``).  A layer that reads the
 analog (direct-coded) input gets the same current every step, so it is computed once per batch.
 """
 
@@ -24,7 +24,7 @@ from safetensors.numpy import load_file
 
 from snnc.backends.tvm import kernel_cache  # sets TVM_NUM_THREADS (read at TVM's first parallel call)
 from snnc.backends.tvm.build import GRAPH, LIB, PARAMS
-from snnc.backends.tvm.kernels import Device, conv_out_size
+from snnc.backends.tvm.kernels import Device, conv_out_size, tiled_weight
 from snnc.backends.tvm.layers import Artifact, LayerOp, Window
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
 from snnc.backends.tvm.steps import HostCall, KernelCall, StepKernel, step_kernels, step_program
@@ -199,13 +199,15 @@ class EventRuntime:
         t.copyfrom(np.full(tuple(shape), fill, dtype=dtype))
         return t
 
-    def _param_tensor(self, name: str) -> Any:
-        """A parameter as a device tensor, shared by every batch size."""
-        t = self._params_on_device.get(name)
+    def _param_tensor(self, name: str, tiled: bool = False) -> Any:
+        """A parameter as a device tensor, shared by every batch size; ``tiled``: a linear
+        weight in the tiled kernel's layout (``kernels.tiled_weight``), kept beside the plain one
+        that the batch-1 kernels and BLAS read."""
+        key = f"{name}@tiled" if tiled else name
+        t = self._params_on_device.get(key)
         if t is None:
-            t = self._params_on_device[name] = tvm.runtime.tensor(
-                np.ascontiguousarray(self.params[name]), self.dev
-            )
+            value = tiled_weight(self.params[name]) if tiled else np.ascontiguousarray(self.params[name])
+            t = self._params_on_device[key] = tvm.runtime.tensor(value, self.dev)
         return t
 
     def _build(self, batch: int) -> _Buffers:
@@ -231,7 +233,8 @@ class EventRuntime:
             pnames = self.artifact.files[plan.name].params
             for role in pnames:
                 if role in ("weight", "bias", "v_th", "beta") or role.startswith(("map", "mul")):
-                    t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role])
+                    tiled = role == "weight" and plan.kernel_for(batch).tiled
+                    t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role], tiled)
             if layer.neuron is not None:
                 t["v"] = self._tensor((batch, n), adt)
                 v0 = self.params[pnames["v_init"]]  # per channel; channels are innermost
