@@ -38,6 +38,11 @@ Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
   the bottleneck, no extra neurons, no extra step of latency per bottleneck); it costs synaptic memory
   where ``R∘P_k`` is larger than ``P_k`` plus ``R`` (a 1x1 expansion after a 1x1 projection: Cout×Cin_k
   instead of Cmid×(Cin_k + Cout)) and one synapse group per block the residual stream has summed;
+* a conv2d / linear that reads spikes through **re-indexing** (reshape, permute, slice: ShuffleNet's
+  channel shuffle and split) becomes one synapse group per spiking source, its weights gathered into
+  the source's neuron order (``_fold_reindexing``): the chip routes spikes only along synapses.  A
+  linear takes any map; a conv2d a map of whole channels at unmoved positions.  Exact; a source
+  channel the reader skips gets zero weights (the group spans the whole source population);
 * an ``add`` read by one neuron (a residual block's output) becomes a **join**, one population fed by
   several synapse groups (``is_join``): nested adds merge, and an operand that is spikes, or a
   per-channel ``scale`` of spikes, enters through a one-to-one synapse (a depthwise 1x1 ``conv2d``, a
@@ -46,7 +51,8 @@ Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
 Refused (with the node and the reason): soft reset or no reset (convert with
 ``lower-neurons{reset=hard}``: the ``ann-to-loihi`` pipeline), ``v_reset ≠ 0``, ``v_init ≠ 0``,
 bursts (``max_spikes > 1``), the tau/rate leak forms, reset delay, membrane outputs, ``out_scale ≠ 1``
-(run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, ``reshape``, an analog value
+(run ``fold-thresholds``), phase coding, early exit, ANN ops, ``conv1d``, re-indexing no synapse group can
+carry (of analog values, or moving positions into a conv2d), an analog value
 whose readers cannot be folded (a padded reader after a biased projection: the composite is no single
 conv at the border; a reader through ``flatten``), and a sum of analog values that are not currents into
 one neuron.  The
@@ -79,6 +85,7 @@ from snnc.passes._compose import (
 )
 from snnc.passes._neurons import neuron_vector
 from snnc.passes._refusals import format_refusals
+from snnc.passes._reindex import reindex
 
 SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)
 OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
@@ -109,6 +116,8 @@ class LoihiLegalize(Pass):
         _split_channels(graph, log)
         _fold_analog_reads(graph, log)
         _joins(graph, log)
+        if _fold_reindexing(graph, log):  # its groups into a join are nested adds: merged
+            _joins(graph, log)
         graph.drop_unused_params()
         graph.infer_types()
         problems = structure_problems(graph)
@@ -213,6 +222,10 @@ def structure_problems(graph: Graph) -> list[str]:
         elif isinstance(op, O.Readout):
             if op.exit_rule is not O.ExitRule.NONE:
                 out.append(f"{where}: early exit needs the host to stop the chip; not supported on Loihi")
+        elif op.reindexing and not isinstance(op, O.Flatten):
+            out.append(f"{where}: re-indexes values on their way to a synapse that cannot carry the map (spikes "
+                       "only; a conv2d reads them only through whole channels at unmoved positions, a linear "
+                       "through any map)")
         elif not isinstance(op, O.Flatten):
             out.append(f"{where}: no Loihi equivalent")
     return out
@@ -568,7 +581,8 @@ def _composite(graph: Graph, reader: Node, term: _Term) -> tuple[O.Op, np.ndarra
 
 
 def _replace_by_groups(graph: Graph, reader: Node, terms: list[_Term],
-                       parts: list[tuple[O.Op, np.ndarray, np.ndarray | None]], log: list[str]) -> None:
+                       parts: list[tuple[O.Op, np.ndarray, np.ndarray | None]], log: list[str],
+                       what: str = "reads an analog value") -> None:
     bias = reader.param(graph, "bias")
     names = []
     for k, (term, (op, w, b)) in enumerate(zip(terms, parts, strict=True)):
@@ -586,8 +600,8 @@ def _replace_by_groups(graph: Graph, reader: Node, terms: list[_Term],
         reader.op, reader.params, reader.inputs = only.op, only.params, only.inputs
     else:
         reader.op, reader.params, reader.inputs = O.Add(), {}, tuple(names)
-    log.append(f"{'conv2d' if isinstance(parts[0][0], O.Conv2d) else 'linear'} %{reader.name}: reads an analog "
-               f"value; folded into {len(names)} synapse group{'s' if len(names) > 1 else ''} from "
+    log.append(f"{'conv2d' if isinstance(parts[0][0], O.Conv2d) else 'linear'} %{reader.name}: {what}; "
+               f"folded into {len(names)} synapse group{'s' if len(names) > 1 else ''} from "
                + ", ".join("%" + t.source for t in terms))
 
 
@@ -597,10 +611,137 @@ def _drop_dead(graph: Graph) -> None:
     while dead:
         read = {v for n in graph.nodes for v in n.inputs} | set(graph.outputs)
         gone = [n for n in graph.nodes
-                if n.name not in read and isinstance(n.op, (O.Add, O.Scale, O.Flatten, *SYNAPSE_OPS))]
+                if n.name not in read and (n.op.reindexing or isinstance(n.op, (O.Add, O.Scale, *SYNAPSE_OPS)))]
         dead = bool(gone)
         for n in gone:
             graph.nodes.remove(n)
+
+
+# ----------------------------------------------------------------------------------------------------
+# spikes re-indexed on their way to a synapse: the index map folded into the synapse's weights
+
+
+def _fold_reindexing(graph: Graph, log: list[str]) -> bool:
+    """A conv2d / linear ``R`` that reads spikes through re-indexing ops (reshape, permute, slice,
+    concat, flatten: ShuffleNet's channel shuffle and split) becomes one synapse group per spiking
+    source, each with ``R``'s weights gathered into the source's own neuron order: the chip routes
+    spikes only along synapses, so the index map must live in them.  For a linear reader any map
+    folds (the source is flattened); for a conv2d, only a map of channels that keeps every spatial
+    position (each of ``R``'s input channels is one channel of one source); a source channel read
+    twice gets the sum of both weights, one not read gets zero weights (the group spans the whole
+    source population: synaptic memory grows by the unread share).  The groups are summed by an
+    ``add`` that keeps ``R``'s name (a join, see ``_joins``).  Exact: the same sum of the same
+    spikes times the same weights.  Only trees with an op the lowering does not route are folded
+    (a concat of populations along channels, and flatten → linear, are lowered as they are).
+    Returns whether it folded any."""
+    graph.infer_types()
+    folded = False
+    for reader in list(graph.nodes):
+        if not isinstance(reader.op, SYNAPSE_OPS):
+            continue
+        tree, sources = _reindex_tree(graph, reader.inputs[0])
+        if all(_routed(n) for n in tree):
+            continue
+        if not all(graph.value_type(v).is_event for v in sources):
+            continue  # an analog value re-indexed: refused by structure_problems
+        index = _index_map(graph, tree, sources, reader.inputs[0])
+        groups = (_linear_groups if isinstance(reader.op, O.Linear) else _conv_groups)(graph, reader, sources, index)
+        if groups is None:
+            continue
+        terms = []
+        for v in [v for v, _ in groups]:
+            if isinstance(reader.op, O.Linear) and len(graph.value_type(v).shape) != 1:
+                flat = Node(graph.fresh_name(f"{v}_flat"), O.Flatten(), (v,), loc=reader.loc)
+                graph.nodes.insert(graph.nodes.index(reader), flat)
+                v = flat.name
+            terms.append(_Term(v))
+        op = dataclasses.replace(reader.op, groups=1) if isinstance(reader.op, O.Conv2d) else reader.op
+        parts: list[tuple[O.Op, np.ndarray, np.ndarray | None]] = [(op, w, None) for _, w in groups]
+        _replace_by_groups(graph, reader, terms, parts, log, what="reads re-indexed spikes")
+        folded = True
+    _drop_dead(graph)
+    graph.infer_types()
+    return folded
+
+
+def _routed(node: Node) -> bool:
+    """Re-indexing the Loihi lowering routes as it is: flatten, and concat along channels."""
+    return isinstance(node.op, O.Flatten) or (isinstance(node.op, O.Concat) and node.op.axis == 0)
+
+
+def _reindex_tree(graph: Graph, value: str) -> tuple[list[Node], list[str]]:
+    """The re-indexing nodes that compute ``value`` (in graph order) and the values they start from."""
+    tree: list[Node] = []
+    sources: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        src = graph.producer(v)
+        if src is not None and src.op.reindexing:
+            if src not in tree:
+                tree.append(src)
+                stack.extend(src.inputs)
+        elif v not in sources:
+            sources.append(v)
+    order = {n.name: i for i, n in enumerate(graph.nodes)}  # graph inputs (no node) first
+    return sorted(tree, key=lambda n: order[n.name]), sorted(sources, key=lambda v: order.get(v, -1))
+
+
+def _index_map(graph: Graph, tree: list[Node], sources: list[str], value: str) -> np.ndarray:
+    """For each element of ``value``, the global id of the source element it copies: ids count the
+    sources' elements (C order) one source after another."""
+    ids: dict[str, np.ndarray] = {}
+    offset = 0
+    for v in sources:
+        shape = graph.value_type(v).shape
+        ids[v] = offset + np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)
+        offset += ids[v].size
+    for node in tree:
+        ids[node.name] = reindex(node, [ids[v] for v in node.inputs], graph.value_type(node.name).shape)
+    return ids[value]
+
+
+def _linear_groups(graph: Graph, reader: Node, sources: list[str], index: np.ndarray
+                   ) -> list[tuple[str, np.ndarray]]:
+    """Per source read: (source, the linear weight over its flattened neurons)."""
+    w = np.asarray(reader.param(graph, "weight"), dtype=np.float64)
+    flat = index.reshape(-1)
+    out, offset = [], 0
+    for v in sources:
+        n = int(np.prod(graph.value_type(v).shape))
+        mine = (flat >= offset) & (flat < offset + n)
+        if mine.any():
+            wt = np.zeros((n, w.shape[0]))
+            np.add.at(wt, flat[mine] - offset, w.T[mine])
+            out.append((v, wt.T))
+        offset += n
+    return out
+
+
+def _conv_groups(graph: Graph, reader: Node, sources: list[str], index: np.ndarray
+                 ) -> list[tuple[str, np.ndarray]] | None:
+    """Per source read: (source, the conv weight over its channels); None where the map moves a
+    spatial position or mixes sources within a channel."""
+    c = node_conv(graph, reader)
+    assert c is not None
+    w = c.dense_weight()  # [Co, C, kh, kw]
+    channels, hw = index.shape[0], int(np.prod(index.shape[1:]))
+    rows = index.reshape(channels, hw)
+    starts = np.cumsum([0] + [int(np.prod(graph.value_type(v).shape)) for v in sources])
+    weights: dict[int, np.ndarray] = {}
+    for ch in range(channels):
+        k = int(np.searchsorted(starts, rows[ch, 0], side="right")) - 1
+        shape = graph.value_type(sources[k]).shape
+        if tuple(shape[1:]) != tuple(index.shape[1:]):
+            return None
+        local = rows[ch] - starts[k]
+        source_channel = int(local[0]) // hw
+        if not np.array_equal(local, source_channel * hw + np.arange(hw)):
+            return None
+        if k not in weights:
+            weights[k] = np.zeros((w.shape[0], shape[0], *w.shape[2:]))
+        weights[k][:, source_channel] += w[:, ch]
+    return [(sources[k], weights[k]) for k in sorted(weights)]
 
 
 # ----------------------------------------------------------------------------------------------------
