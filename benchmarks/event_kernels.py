@@ -227,8 +227,11 @@ def make_patterns(rng, n: int, batch: int, density: float, cover: float, max_pat
     return Patterns(csr, csc, dense, dense_i8, sparse, active * batch, float(np.mean(uniq)))
 
 
-def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng) -> dict:
-    """All methods on one layer configuration; times per call plus the bandwidth bounds."""
+def bench_layer(
+    n: int, batch: int, density: float, bw: float, quick: bool, rng, only: frozenset[str] | None = None
+) -> dict:
+    """All methods (``only``: those named) on one layer configuration; times per call plus the
+    bandwidth bounds."""
     p = make_patterns(
         rng, n, batch, density, cover=2.0 if quick else 4.0, max_patterns=64 if batch > 1 else 256
     )
@@ -264,6 +267,8 @@ def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng)
         methods["tvm_csc_f32"] = lambda i: k["tvm_csc_f32"](*p.csc[i % npat], tw32, out32)
         methods["tvm_csc_i8"] = lambda i: k["tvm_csc_i8"](*p.csc[i % npat], tw8, out_i)
         methods["torch_int_mm_i8"] = lambda i: torch._int_mm(p.dense_i8[i % npat], torch_w8)
+    if only is not None:
+        methods = {name: fn for name, fn in methods.items() if name in only}
     stats = run_rounds(
         methods, rounds=3 if quick else 4, budget_s=0.05 if quick else 0.15, retries=1 if quick else RETRIES
     )
@@ -284,13 +289,13 @@ def bench_layer(n: int, batch: int, density: float, bw: float, quick: bool, rng)
     }
 
 
-def bench_layers(cfg: dict, bw: float, quick: bool) -> list[dict]:
+def bench_layers(cfg: dict, bw: float, quick: bool, only: frozenset[str] | None = None) -> list[dict]:
     rng = np.random.default_rng(1)
     rows = []
     for n in cfg["sizes"]:
         for batch in cfg["batches"]:
             for d in cfg["densities"]:
-                rows.append(bench_layer(n, batch, d, bw, quick, rng))
+                rows.append(bench_layer(n, batch, d, bw, quick, rng, only))
                 print_row(rows[-1])
     return rows
 
@@ -858,7 +863,7 @@ def print_table(rows: list[dict]) -> None:
         for _, key in cols:
             cells.append(fmt_t(m[key]["median_s"]) if key in m else "-")
         tvm32 = min(m[k]["median_s"] for k in ("tvm_csr_f32", "tvm_csc_f32", "tvm_tiled_f32") if k in m)
-        tvm8 = min(m[k]["median_s"] for k in ("tvm_csr_i8", "tvm_csc_i8") if k in m)
+        tvm8 = min((m[k]["median_s"] for k in ("tvm_csr_i8", "tvm_csc_i8") if k in m), default=None)
         cells += [
             fmt_t(r["bound"]["csr_f32_s"]),
             fmt_t(r["bound"]["csc_f32_s"]),
@@ -866,7 +871,7 @@ def print_table(rows: list[dict]) -> None:
             f"{tvm32 / r['bound']['csc_f32_s']:.2f}x",
             f"{m['torch_dense_f32']['median_s'] / tvm32:.2f}x",
             f"{r['bound']['csr_f32_s'] / m['tvm_csr_f32']['median_s']:.2f}",
-            f"{tvm32 / tvm8:.2f}x",
+            f"{tvm32 / tvm8:.2f}x" if tvm8 else "-",
         ]
         print("| " + " | ".join(cells) + " |")
 
@@ -908,6 +913,7 @@ def plot(rows: list[dict], path: Path, networks: list[dict] | None = None) -> No
     styles = {
         "tvm_csr_f32": ("TVM CSR fp32", "C0", "-o"),
         "tvm_csc_f32": ("TVM CSC fp32", "C0", "--s"),
+        "tvm_tiled_f32": ("TVM tiled fp32", "C6", "-D"),
         "tvm_csr_i8": ("TVM CSR int8", "C2", "-o"),
         "tvm_csc_i8": ("TVM CSC int8", "C2", "--s"),
         "torch_dense_f32": ("torch dense fp32", "C3", "-^"),
@@ -1049,6 +1055,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", help="part (a) layer sizes n, comma-separated (default: 1024,4096; --quick: 1024)")
     ap.add_argument("--batches", help="part (a) batch sizes, comma-separated (default: 1,32)")
     ap.add_argument("--densities", help="part (a) spike densities, comma-separated fractions (default: 0.005-0.5)")
+    ap.add_argument(
+        "--methods",
+        help="part (a) methods, comma-separated (default: all; e.g. tvm_csr_f32,tvm_csc_f32,tvm_tiled_f32,"
+        "torch_dense_f32: torch._int_mm takes seconds per call on a CPU); tvm_csr_f32 and torch_dense_f32 always run",
+    )
     ap.add_argument("--json", type=Path, help=f"results file (default {RESULTS}; --quick: {QUICK_RESULTS})")
     ap.add_argument("--plot", type=Path, help=f"plot file (default {PLOT}; --quick: {QUICK_PLOT})")
     args = ap.parse_args(argv)
@@ -1083,7 +1094,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{bw['median_Bps'] / 1e9:.1f} GB/s, best {bw['p90_Bps'] / 1e9:.1f} GB/s (used for the bound)"
         )
         # the roofline is what the machine can do: the fastest streaming pass, not a disturbed median
-        rows = bench_layers(cfg, bw["p90_Bps"], args.quick)
+        only = None
+        if args.methods:  # the tables and bounds need the CSR kernel and torch's dense product
+            only = frozenset(args.methods.split(",")) | {"tvm_csr_f32", "torch_dense_f32"}
+        rows = bench_layers(cfg, bw["p90_Bps"], args.quick, only)
     print_table(rows)
     networks: list[dict] = []
     layer_modes: list[dict] = []
