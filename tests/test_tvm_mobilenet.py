@@ -5,7 +5,8 @@ padding at the borders, channel counts with vector tails), a linear bottleneck (
 without a neuron, whose output is a current) and a residual add of two currents.  The
 convolutions that read a current (the next block's expansion; here also a 3x3 and a grouped one)
 compute their product inside the generated code, so a whole timestep, and all T of them, is one
-call into the library.  Weights and inputs are dyadic (``tvm_util``): every sum is exact in any
+call into the library.  The depthwise kernel runs a sample as a gather over its densified input
+when enough of it spiked, else as the scatter by position; both are checked exactly.  Weights and inputs are dyadic (``tvm_util``): every sum is exact in any
 order, so logits and spike counts must equal the simulator's exactly, at batch 1 and 2.
 """
 
@@ -18,7 +19,7 @@ pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
 from tvm_util import assert_spike_counts_equal, compile_graph, dyadic, grid_inputs, reference  # noqa: E402
 
-from snnc.backends.tvm.kernels import Current  # noqa: E402
+from snnc.backends.tvm.kernels import Conv2dGeometry, Current, conv2d_kernel  # noqa: E402
 from snnc.backends.tvm.lower import legality, lower  # noqa: E402
 from snnc.backends.tvm.plan import ValueKind, plan_graph  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -105,3 +106,71 @@ def test_per_kernel_calls_give_the_same_result(blocks):
         np.testing.assert_array_equal(
             per_kernel.run(x, batch_size=batch_size)["logits"], fused.run(x, batch_size=batch_size)["logits"]
         )
+
+
+@pytest.mark.parametrize(
+    "hwc,stride,padding,batch,graded",
+    [
+        ((7, 6, 20), 1, 1, None, False),
+        ((9, 9, 36), 2, 1, 1, True),
+        ((5, 5, 12), 2, 0, None, False),
+        ((1, 1, 40), 1, 1, 1, False),
+    ],
+)
+def test_depthwise_kernel_exact_at_every_density(hwc, stride, padding, batch, graded):
+    """The depthwise kernel, gather (dense samples) and scatter (sparse ones) alike, against an
+    exact reference: no events, a few (scatter), half and every input (gather), per sample;
+    channel counts with vector tails, stride 2, taps clipped at the borders, batch 1 and 2."""
+    import tvm
+
+    h, w, c = hwc
+    geometry = Conv2dGeometry(kernel=(3, 3), stride=(stride, stride), padding=(padding, padding), groups=c)
+    kernel = conv2d_kernel(hwc, c, geometry, batch=batch, graded=graded, bias=True)
+    assert kernel.depthwise
+    fn = tvm.compile(kernel.prim_func(), target="llvm")
+    rng = np.random.default_rng(0)
+    weight = (rng.integers(-8, 9, (c, 3, 3, 1)) / 8).astype(np.float32)
+    bias = (rng.integers(-8, 9, c) / 8).astype(np.float32)
+    n, (oh, ow, _) = h * w * c, kernel.out_shape
+    for density in (0.0, 0.02, 0.5, 1.0):
+        samples = 1 if batch == 1 else 2
+        x = (rng.random((samples, n)) < density).astype(np.float32)
+        if graded:
+            x *= rng.integers(1, 4, x.shape)
+        cnt = (x != 0).sum(1).astype(np.int32)
+        idx = np.zeros((samples, n), np.int32)
+        val = np.zeros((samples, n), np.float32)
+        for b in range(samples):
+            nz = np.flatnonzero(x[b])
+            idx[b, : len(nz)], val[b, : len(nz)] = nz, x[b, nz]
+        acc = tvm.runtime.tensor(np.zeros((samples, oh * ow * c), np.float32))
+        args = [
+            cnt,
+            idx,
+            *([val] if graded else []),
+            np.ascontiguousarray(kernel.kernel_weight(weight)),
+            bias,
+        ]
+        fn(*[tvm.runtime.tensor(a) for a in args], acc)
+        expected = _depthwise_reference(x.reshape(samples, h, w, c), weight, bias, stride, padding)
+        np.testing.assert_array_equal(
+            acc.numpy().reshape(expected.shape), expected, err_msg=f"density {density}"
+        )
+
+
+def _depthwise_reference(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int, padding: int
+) -> np.ndarray:
+    """[B, OH, OW, C] of a channels-last depthwise 3x3 conv (exact on dyadic values)."""
+    b, h, w, c = x.shape
+    padded = np.zeros((b, h + 2 * padding, w + 2 * padding, c), np.float64)
+    padded[:, padding : padding + h, padding : padding + w] = x
+    oh, ow = (h + 2 * padding - 3) // stride + 1, (w + 2 * padding - 3) // stride + 1
+    out = np.broadcast_to(bias.astype(np.float64), (b, oh, ow, c)).copy()
+    for kh in range(3):
+        for kw in range(3):
+            window = padded[
+                :, kh : kh + (oh - 1) * stride + 1 : stride, kw : kw + (ow - 1) * stride + 1 : stride
+            ]
+            out += window * weight[:, kh, kw, 0]
+    return out.astype(np.float32)

@@ -4,9 +4,10 @@
 safetensors and TVM only (no torch).  Per timestep, an event-mode layer is one kernel call that
 reads its input's spike list and writes the next one; a dense-mode layer is a densify kernel, a
 BLAS matmul (numpy) and a neuron kernel, except a convolution on a current (a linear
-bottleneck's output), whose kernel computes the product itself (no host call).  The mode is per batch variant: a batch of one sample
-runs the batch-1 kernels in their own mode (``LayerSpec.mode_batch1``).  A layer that reads the
-analog (direct-coded) input gets the same current every step, so it is computed once per batch.
+bottleneck's output), whose kernel computes the product itself (no host call).  The mode is
+per batch variant: a batch of one sample runs the batch-1 kernels in their own mode
+(``LayerSpec.mode_batch1``).  A layer that reads the analog (direct-coded) input gets the same
+current every step, so it is computed once per batch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from safetensors.numpy import load_file
 
 from snnc.backends.tvm import kernel_cache  # sets TVM_NUM_THREADS (read at TVM's first parallel call)
 from snnc.backends.tvm.build import GRAPH, LIB, PARAMS
-from snnc.backends.tvm.kernels import Device, conv_out_size, tiled_weight
+from snnc.backends.tvm.kernels import Device, LayerKernel, conv_out_size
 from snnc.backends.tvm.layers import Artifact, LayerOp, Window
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
 from snnc.backends.tvm.steps import HostCall, KernelCall, StepKernel, step_kernels, step_program
@@ -199,15 +200,15 @@ class EventRuntime:
         t.copyfrom(np.full(tuple(shape), fill, dtype=dtype))
         return t
 
-    def _param_tensor(self, name: str, tiled: bool = False) -> Any:
-        """A parameter as a device tensor, shared by every batch size; ``tiled``: a linear
-        weight in the tiled kernel's layout (``kernels.tiled_weight``), kept beside the plain one
-        that the batch-1 kernels and BLAS read."""
-        key = f"{name}@tiled" if tiled else name
+    def _param_tensor(self, name: str, kernel: LayerKernel | None = None) -> Any:
+        """A parameter as a device tensor, shared by every batch size; with ``kernel``, a weight
+        in the layout that kernel reads (``LayerKernel.kernel_weight``: a tiled linear or a
+        depthwise conv kernel's own, kept beside the plain one that other variants and BLAS read)."""
+        key = f"{name}@{kernel.name}" if kernel is not None and kernel.own_weight_layout else name
         t = self._params_on_device.get(key)
         if t is None:
-            value = tiled_weight(self.params[name]) if tiled else np.ascontiguousarray(self.params[name])
-            t = self._params_on_device[key] = tvm.runtime.tensor(value, self.dev)
+            value = self.params[name] if kernel is None else kernel.kernel_weight(self.params[name])
+            t = self._params_on_device[key] = tvm.runtime.tensor(np.ascontiguousarray(value), self.dev)
         return t
 
     def _build(self, batch: int) -> _Buffers:
@@ -233,8 +234,8 @@ class EventRuntime:
             pnames = self.artifact.files[plan.name].params
             for role in pnames:
                 if role in ("weight", "bias", "v_th", "beta") or role.startswith(("map", "mul")):
-                    tiled = role == "weight" and plan.kernel_for(batch).tiled
-                    t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role], tiled)
+                    kernel = plan.kernel_for(batch) if role == "weight" else None
+                    t["vth" if role == "v_th" else role] = self._param_tensor(pnames[role], kernel)
             if layer.neuron is not None:
                 t["v"] = self._tensor((batch, n), adt)
                 v0 = self.params[pnames["v_init"]]  # per channel; channels are innermost
