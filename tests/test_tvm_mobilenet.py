@@ -174,3 +174,39 @@ def _depthwise_reference(
             ]
             out += window * weight[:, kh, kw, 0]
     return out.astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "channels,kernel,current,graded,batch",
+    [((96, 160), 1, False, False, 1), ((40, 70), 3, False, True, None), ((24, 36), 1, True, False, None)],
+)
+def test_conv_on_a_1x1_map_adds_whole_rows_exactly(channels, kernel, current, graded, batch):
+    """A conv whose input map is 1x1 (mobilenet_v2's last stages) adds each input's whole weight
+    row: exact against the reference for events, graded events and a current."""
+    import tvm
+
+    ci, co = channels
+    geometry = Conv2dGeometry(kernel=(kernel, kernel), padding=(kernel // 2, kernel // 2))
+    k = conv2d_kernel((1, 1, ci), co, geometry, batch=batch, graded=graded, bias=True, current=current)
+    fn = tvm.compile(k.prim_func(), target="llvm")
+    rng = np.random.default_rng(1)
+    samples = 1 if batch == 1 else 2
+    x = (rng.random((samples, ci)) < 0.4).astype(np.float32)
+    if graded or current:
+        x *= rng.integers(1, 4, x.shape).astype(np.float32)
+    weight = (rng.integers(-8, 9, (ci, kernel, kernel, co)) / 8).astype(np.float32)
+    bias = (rng.integers(-8, 9, co) / 8).astype(np.float32)
+    if current:
+        args = [x]
+    else:
+        cnt = (x != 0).sum(1).astype(np.int32)
+        idx = np.zeros((samples, ci), np.int32)
+        val = np.zeros((samples, ci), np.float32)
+        for b in range(samples):
+            nz = np.flatnonzero(x[b])
+            idx[b, : len(nz)], val[b, : len(nz)] = nz, x[b, nz]
+        args = [cnt, idx, *([val] if graded else [])]
+    acc = tvm.runtime.tensor(np.zeros((samples, co), np.float32))
+    fn(*[tvm.runtime.tensor(a) for a in [*args, weight, bias]], acc)
+    centre = weight[:, kernel // 2, kernel // 2, :].astype(np.float64)
+    np.testing.assert_array_equal(acc.numpy(), (x.astype(np.float64) @ centre + bias).astype(np.float32))

@@ -1271,6 +1271,19 @@ class _Emitter:
         _, ow, co = k.out_shape
         c = k.in_shape[2]
         ci = f"({self.conv_input('kk')} - pos * {c})"
+        if k.in_shape[0] * k.in_shape[1] == 1:
+            # a 1x1 input map (the last stages of mobilenet_v2: 160-1280 channels, weights of
+            # 0.6-4.9 MB) is a linear layer: each entry adds its whole weight row, read once and
+            # contiguously, instead of a CONV_BLOCK-wide piece of it per block (row pieces 5 KB
+            # apart, which the prefetcher does not follow); same order of sums per output
+            with w.block("for kk in range(run[0], run[1]):"):
+
+                def row(col: str) -> None:
+                    dst = f"acc[b, (oy * {ow} + ox) * {co} + {col}]"
+                    w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk')}")
+
+                self.vector(width, base, row)
+            return
         full, tail = divmod(width, CONV_BLOCK)
         blocks = [(f"range({full})", "jb", CONV_BLOCK, f"jb * {CONV_BLOCK}")] if full else []
         if tail:
