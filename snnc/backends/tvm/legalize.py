@@ -9,16 +9,39 @@ conv; ``snnc/passes/_compose.py`` checks each composite on a random input and de
 borders differ).  The composite does the same synaptic operations per input event as the 1x1 conv
 (each input position lies in one pooling window) and saves the pooling layer.
 
-Keeps: every value the rest of the graph reads (the conv takes the pool's readers); the float sums
-change order (the composite adds the window's terms inside one conv), as any lowering does.
-The graph the driver writes (``graph.snnir``) and the report's simulation are the unchanged one.
+An ``upsample`` (nearest-neighbour repetition: VGG's and AlexNet's adaptive average pooling of a
+1x1 map to 7x7) has no layer either: its event would reach every copy.  Where it is read, through
+``flatten`` / ``reshape`` only, by a ``linear``, it is **folded** into the linear's weights: each
+input element's column is the sum of the columns of its copies (VGG's classifier then reads 512
+events instead of 25,088 copies of them).
+
+Keeps: every value the rest of the graph reads (the conv takes the pool's readers, the linear reads
+the upsample's input); the float sums change order, as any lowering does.  The graph the driver
+writes (``graph.snnir``) and the report's simulation are the unchanged one.
 """
 
 from __future__ import annotations
 
+import numpy as np
+
+from snnc.backends.tvm.lower import legality
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
-from snnc.passes._compose import POOLS, compose_convs, node_conv, write_conv
+from snnc.passes._compose import POOLS, compose_convs, node_conv, set_param, write_conv
+from snnc.passes._reindex import reindex
+
+
+def legalize(graph: Graph) -> list[str]:
+    """Every rewrite of this module, in place; one line per rewrite."""
+    return compose_pooled_currents(graph) + fold_upsampling(graph)
+
+
+def problems(graph: Graph) -> list[str]:
+    """What the target refuses in ``graph`` once :func:`legalize` ran (on a copy: ``graph`` is not
+    changed), as ``"op %n: reason"`` lines."""
+    trial = graph.copy()
+    legalize(trial)
+    return legality(trial) + pooling_problems(trial)
 
 
 def compose_pooled_currents(graph: Graph) -> list[str]:
@@ -42,13 +65,10 @@ def compose_pooled_currents(graph: Graph) -> list[str]:
 
 
 def pooling_problems(graph: Graph) -> list[str]:
-    """The pooling ops that read an analog current and cannot be composed away, as
-    ``"op %n: reason; fix"`` (checked on a copy: the graph is not changed)."""
-    trial = graph.copy()
-    compose_pooled_currents(trial)
+    """The pooling ops of a legalized graph that still read an analog current, as ``"op %n: reason"``."""
     out = []
-    for node in trial.nodes:
-        if isinstance(node.op, (*POOLS, O.SpikeMaxPool2d)) and not trial.value_type(node.inputs[0]).is_event:
+    for node in graph.nodes:
+        if isinstance(node.op, (*POOLS, O.SpikeMaxPool2d)) and not graph.value_type(node.inputs[0]).is_event:
             out.append(
                 f"{node.op.name} %{node.name}: pools an analog current that is not one conv2d's output the "
                 "pool alone reads (or whose composite with the pool is no single conv: ceil_mode, a padded "
@@ -64,3 +84,38 @@ def _composable_conv(graph: Graph, pool: Node) -> Node | None:
     if conv is None or not isinstance(conv.op, O.Conv2d) or graph.only_user(conv.name) is not pool:
         return None
     return conv
+
+
+def fold_upsampling(graph: Graph) -> list[str]:
+    """Fold, in place, every ``upsample`` read through flatten / reshape by one ``linear`` into that
+    linear's weights; one line per fold."""
+    log = []
+    for up in list(graph.nodes):
+        if not isinstance(up.op, O.Upsample):
+            continue
+        chain, user = [up], graph.only_user(up.name)
+        while user is not None and isinstance(user.op, (O.Flatten, O.Reshape)):
+            chain.append(user)
+            user = graph.only_user(user.name)
+        if user is None or not isinstance(user.op, O.Linear):
+            continue
+        source = up.inputs[0]
+        shape = graph.value_type(source).shape
+        position = np.arange(int(np.prod(shape))).reshape(shape)  # where each linear input comes from
+        for node in chain:
+            position = reindex(node, [position], graph.value_type(node.name).shape)
+        w = np.asarray(user.param(graph, "weight"), dtype=np.float64)
+        columns = np.zeros((int(np.prod(shape)), w.shape[0]))  # transposed: np.add.at sums the copies' columns
+        np.add.at(columns, position.reshape(-1), w.T)
+        set_param(graph, user, "weight", columns.T)
+        reads = source
+        if len(shape) != 1:
+            flat = Node(graph.fresh_name(f"{source}_flat"), O.Flatten(), (source,), loc=up.loc)
+            graph.nodes.insert(graph.nodes.index(up), flat)
+            reads = flat.name
+        user.inputs = (reads,)
+        for node in chain:
+            graph.nodes.remove(node)
+        log.append(f"upsample %{up.name}: folded into linear %{user.name}")
+    graph.infer_types()
+    return log

@@ -44,10 +44,9 @@ class TVMTarget:
         return import_legality(graph)
 
     def legality(self, graph: Graph) -> list[str]:
-        from snnc.backends.tvm.legalize import pooling_problems
-        from snnc.backends.tvm.lower import legality
+        from snnc.backends.tvm.legalize import problems as legalized_problems
 
-        problems = legality(graph) + pooling_problems(graph)
+        problems = legalized_problems(graph)
         return [_grouped(problems)] if problems else []
 
     def compile(self, graph: Graph, out_dir: Path, ctx: PassContext) -> dict[str, Any]:
@@ -58,11 +57,11 @@ class TVMTarget:
                 f"the tvm target needs apache-tvm ({e.name} is missing): pip install 'snnc[tvm]'"
             ) from None
         from snnc.backends.tvm.layers import Artifact
-        from snnc.backends.tvm.legalize import compose_pooled_currents
+        from snnc.backends.tvm.legalize import legalize
         from snnc.backends.tvm.lower import input_densities, lower
 
         graph = graph.copy()  # the driver writes and simulates the graph as the passes left it
-        for line in compose_pooled_currents(graph):
+        for line in legalize(graph):
             ctx.note(f"tvm: {line}")
         counts = graph.analyses.get(OpCounts)
         densities = input_densities(graph, counts.as_dict() if counts else None, graph.attrs.timesteps)

@@ -1,9 +1,11 @@
-"""The tvm target on pooling of an analog current (DenseNet's transition: 1x1 conv, then 2x2
-average pooling, no ReLU between): the pool is composed into the conv (``snnc/backends/tvm/legalize.py``).
+"""What the tvm target rewrites before lowering (``snnc/backends/tvm/legalize.py``): pooling of an
+analog current (DenseNet's transition: 1x1 conv, then 2x2 average pooling, no ReLU between) composed
+into the conv, and an upsample before a linear (VGG's adaptive average pooling of a 1x1 map) folded
+into the linear's weights.
 
-Dyadic weights and inputs (tests/tvm_util.py) and a composite whose weights are the 1x1 conv's
-divided by 4, so every sum stays exact: the artifact must give the torch simulator's logits and
-spike counts exactly, on the graph as the passes left it (pool and all).
+Dyadic weights and inputs (tests/tvm_util.py): the composite's weights are the 1x1 conv's divided by
+4, the folded linear's sums of nine weights on a 1/8 grid, so every sum stays exact: the artifact
+must give the torch simulator's logits and spike counts exactly, on the graph as the passes left it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
 from tvm_util import assert_spike_counts_equal, dyadic, grid_inputs, reference  # noqa: E402
 
-from snnc.backends.tvm.legalize import compose_pooled_currents, pooling_problems  # noqa: E402
+from snnc.backends.tvm.legalize import compose_pooled_currents, fold_upsampling, pooling_problems  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
 from snnc.backends.tvm.target import TVMTarget  # noqa: E402
 from snnc.ir import Graph, verify  # noqa: E402
@@ -92,3 +94,53 @@ def test_a_pool_of_a_current_read_twice_is_refused_with_its_location():
     assert "keep a ReLU before the pooling" in problems[0]
     refusal = TVMTarget().legality(graph)
     assert len(refusal) == 1 and "2 problems" in refusal[0] and "    avgpool2d %t_pooled_elsewhere" in refusal[0]
+
+
+VGG = """
+graph @vgg(%x: analog[3,4,4]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[3,4,4]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[4,4,4]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[4,4,4]
+  %m = spike_maxpool(%n1) {kernel = [4, 4], stride = [4, 4]} : spike[4,1,1]
+  %up = upsample(%m) {scale = [3, 3]} : spike[4,3,3]
+  %f = flatten(%up) : spike[36]
+  %fc = linear(%f) params {weight = "fc.weight", bias = "fc.bias"} : analog[6]
+  %n2 = neuron(%fc) {v_init = 0.5} : spike[6]
+  %o = linear(%n2) params {weight = "o.weight"} : analog[3]
+  %out = readout(%o) : analog[3]
+  output %out
+}
+"""
+
+
+def test_an_upsample_before_a_linear_is_folded_into_its_weights():
+    graph = dyadic(graph_from_text(VGG, seed=3), seed=4)
+    w = graph.params["fc.weight"].reshape(6, 4, 9)
+    folded = graph.copy()
+    assert fold_upsampling(folded) == ["upsample %up: folded into linear %fc"]
+    verify(folded)
+    fc = folded.node("fc")
+    assert folded.node(fc.inputs[0]).inputs == ("m",) and folded.value_type(fc.inputs[0]).shape == (4,)
+    np.testing.assert_array_equal(folded.params[fc.params["weight"]], w.sum(axis=2))
+    assert not any(isinstance(n.op, O.Upsample) for n in folded.nodes)
+
+
+def test_upsample_spike_for_spike_with_the_simulator(tmp_path):
+    graph = dyadic(graph_from_text(VGG, seed=3), seed=4)
+    assert TVMTarget().legality(graph) == []
+    ctx = PassContext()
+    TVMTarget().compile(graph, tmp_path, ctx)
+    assert ctx.notes == ["tvm: upsample %up: folded into linear %fc"]
+    x = grid_inputs(6, (3, 4, 4))
+    got = EventRuntime(tmp_path / "tvm").run(x, batch_size=4)
+    ref = reference(graph, x)
+    np.testing.assert_array_equal(got["logits"], ref.logits)
+    assert_spike_counts_equal(graph, got, ref, len(x))
+
+
+def test_an_upsample_read_by_a_conv_is_refused():
+    text = VGG.replace("%f = flatten(%up) : spike[36]", "%cu = conv2d(%up) params {weight = \"cu.weight\"} : analog[3,1,1]\n"
+                       "  %nu = neuron(%cu) {v_init = 0.5} : spike[3,1,1]\n  %f = flatten(%nu) : spike[3]")
+    graph = graph_from_text(text, seed=3)
+    refusal = TVMTarget().legality(graph)
+    assert len(refusal) == 1 and "not supported by the tvm target (1 node):\n    upsample %up" in refusal[0]
