@@ -24,7 +24,7 @@ the events summed per 64-column tile)::
 the caches, where the event kernel's re-reads cost little.  Fitted (choices, not times) to 50 rows
 of one linear kernel at batch 32, one thread, CPU time (shapes 64x128 to 4096x4096, 2-40 %,
 the event and the tiled kernel interleaved; 2026-12-07): with the event model above it picks the
-faster of the two on 48 rows, and within 1.1x of it on 48 of 50 (the misses: 256x256 at 40 %,
+faster of the two on 47 rows, and within 1.1x of it on 48 of 50 (the misses: 256x256 at 40 %,
 event 1.35x the tiled time, and 4096x4096 at 10 %, 1.37x: the event model underestimates there).  The weight term is per call: a product reads W once for the whole batch,
 which is why dense mode loses at batch 1 whatever the density (the event kernels read only the
 active rows) and can win at batch 32 above a crossover that grows as the layer shrinks.
