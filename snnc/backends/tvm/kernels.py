@@ -77,7 +77,7 @@ DEPTHWISE_DENSE = 14
 # rows slower; weights read strided from [n_in, n_out] instead of pre-tiled 1.5-2x slower.
 LINEAR_TILE = 64
 TILE_ROWS = 32
-PREFETCH_CHUNKS = 1  # how many chunks ahead the tiled kernel prefetches
+PREFETCH_CHUNKS = 1  # chunks the tiled kernel prefetches ahead (2 and 4 measured no faster)
 
 
 class Precision(enum.Enum):
