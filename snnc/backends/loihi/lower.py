@@ -187,18 +187,28 @@ def legality(graph: Graph) -> list[str]:
 
 
 def is_join(graph: Graph, node: Node) -> bool:
-    """``node`` is an ``add`` of conv2d / linear currents (each feeding only it) read by one neuron: one
-    population with several synapse groups, whose dendritic accumulator sums them."""
+    """``node`` is an ``add`` of conv2d / linear currents (each feeding only it) read by one neuron, or
+    by the readout (directly or through its host-side scale): one population (or the readout's
+    integrators) with several synapse groups, whose dendritic accumulator sums them."""
     if not isinstance(node.op, O.Add):
         return False
     user = graph.only_user(node.name)
-    if user is None or not isinstance(user.op, O.Neuron):
+    if user is None or not (isinstance(user.op, O.Neuron) or reads_out(graph, user)):
         return False
     for v in node.inputs:
         src = graph.producer(v)
         if src is None or not isinstance(src.op, LOIHI_SYNAPSE_OPS) or graph.only_user(v) is not node:
             return False
     return True
+
+
+def reads_out(graph: Graph, node: Node) -> bool:
+    """``node`` is the readout, or a host-side scale (no bias) that only the readout reads."""
+    if isinstance(node.op, O.Readout):
+        return True
+    users = graph.users(node.name)
+    return (isinstance(node.op, O.Scale) and "bias" not in node.params and len(users) == 1
+            and isinstance(users[0].op, O.Readout))
 
 
 def _has_lowering(op: O.Op) -> bool:
@@ -368,7 +378,8 @@ class _Lowerer:
         if bias.size and (bias.min() < BIAS_MANT_MIN or bias.max() > BIAS_MANT_MAX):
             raise self.fail(node, f"bias mantissas must be 13-bit signed integers; {_QUANTISE_HINT}")
         if joined:  # one synapse group of the population behind the add (join() builds it)
-            population = g.users(user.name)[0].name  # the neuron behind the add
+            behind = g.users(user.name)[0]  # the neuron behind the add, or the readout (its integrators)
+            population = behind.name if isinstance(behind.op, O.Neuron) else user.name
             self.groups[node.name] = (src, self.synapses(node, population, shape, w_int, exps, None), bias)
             self.node_layer[node.name] = population
             return
@@ -376,13 +387,7 @@ class _Lowerer:
             lif = self.lif(user, bias, shape)
             name = user.name
         else:
-            lif = LifParams(
-                du=DU_NO_CURRENT,
-                dv=0,
-                vth_mant=VTH_MANT_MAX,
-                bias_mant=self.bias_array(bias, shape),
-                bias_exp=NETX_BIAS_EXP,
-            )
+            lif = self.integrator_lif(bias, shape)
             name = node.name
         if isinstance(node.op, O.Linear) and len(self.layers[src].shape) != 1:
             raise self.fail(node, "reads a non-flat layer; insert a flatten")
@@ -431,14 +436,25 @@ class _Lowerer:
         if total.min(initial=0) < BIAS_MANT_MIN or total.max(initial=0) > BIAS_MANT_MAX:
             raise self.fail(node, f"the summed bias mantissas exceed 13 bits; {_QUANTISE_HINT}")
         bias = total if any(b.size for _, _, b in parts) else np.zeros(0, dtype=np.int64)
-        lif = self.lif(neuron, bias, shape)
+        integrator = not isinstance(neuron.op, O.Neuron)  # the readout's: no neuron in the IR
+        lif = self.integrator_lif(bias, shape) if integrator else self.lif(neuron, bias, shape)
         groups = [(src, group) for src, member, _ in parts for group in member]
         main = dataclasses.replace(groups[0][1], lif=lif, extra=tuple(g for _, g in groups[1:]))
         i = len(self.layers)
         self.layers.append(main)
         main.inputs = tuple(src for src, _ in groups)
+        if integrator:
+            self.index[node.name] = i
+            self.node_layer[node.name] = node.name
+            self.integrators.add(i)
+            return
         self.index[node.name] = self.index[neuron.name] = i
         self.node_layer[node.name] = self.node_layer[neuron.name] = neuron.name
+
+    def integrator_lif(self, bias: np.ndarray, shape: tuple[int, ...]) -> LifParams:
+        """The readout's integrators: no current decay, no leak, a threshold they never reach."""
+        return LifParams(du=DU_NO_CURRENT, dv=0, vth_mant=VTH_MANT_MAX, bias_mant=self.bias_array(bias, shape),
+                         bias_exp=NETX_BIAS_EXP)
 
     def align_branches(self) -> None:
         """Delay the synapse groups of a population whose sources are shallower than its deepest one, so

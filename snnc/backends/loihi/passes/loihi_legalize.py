@@ -113,6 +113,7 @@ class LoihiLegalize(Pass):
         graph.infer_types()
         _compose(graph, log)
         _pools_to_convs(graph, log)
+        _neurons_over_concats(graph, log)
         _split_channels(graph, log)
         _fold_analog_reads(graph, log)
         _joins(graph, log)
@@ -632,15 +633,19 @@ def _fold_reindexing(graph: Graph, log: list[str]) -> bool:
     source population: synaptic memory grows by the unread share).  The groups are summed by an
     ``add`` that keeps ``R``'s name (a join, see ``_joins``).  Exact: the same sum of the same
     spikes times the same weights.  Only trees with an op the lowering does not route are folded
-    (a concat of populations along channels, and flatten → linear, are lowered as they are).
-    Returns whether it folded any."""
+    (a concat of populations along channels, and flatten → linear, are lowered as they are), or
+    whose populations lie at different synaptic depths (DenseNet's concat of a block's layers: one
+    synapse group would deliver their spikes in different steps; as groups of a join, into a
+    population or the readout's integrators, the shallower are delayed).  Returns whether it
+    folded any."""
     graph.infer_types()
     folded = False
+    depth = _depths(graph)
     for reader in list(graph.nodes):
         if not isinstance(reader.op, SYNAPSE_OPS):
             continue
         tree, sources = _reindex_tree(graph, reader.inputs[0])
-        if all(_routed(n) for n in tree):
+        if all(_routed(n) for n in tree) and len({depth[v] for v in sources}) <= 1:
             continue
         if not all(graph.value_type(v).is_event for v in sources):
             continue  # an analog value re-indexed: refused by structure_problems
@@ -662,6 +667,16 @@ def _fold_reindexing(graph: Graph, log: list[str]) -> bool:
     _drop_dead(graph)
     graph.infer_types()
     return folded
+
+
+def _depths(graph: Graph) -> dict[str, int]:
+    """Synaptic depth of every value: the steps after which input step 0 first reaches it on the chip
+    (each population adds one: its synapses deliver in the next step)."""
+    out: dict[str, int] = {v: 0 for v, _ in graph.inputs}
+    for node in graph.nodes:
+        base = max((out[v] for v in node.inputs), default=0)
+        out[node.name] = base + 1 if isinstance(node.op, O.Neuron) else base
+    return out
 
 
 def _routed(node: Node) -> bool:
@@ -742,6 +757,89 @@ def _conv_groups(graph: Graph, reader: Node, sources: list[str], index: np.ndarr
             weights[k] = np.zeros((w.shape[0], shape[0], *w.shape[2:]))
         weights[k][:, source_channel] += w[:, ch]
     return [(sources[k], weights[k]) for k in sorted(weights)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# a neuron over concatenated currents: one population per part, each with its own synapse copy
+
+
+def _neurons_over_concats(graph: Graph, log: list[str]) -> None:
+    """A neuron that reads a per-channel ``scale`` (with bias) of a channel ``concat`` of conv2d /
+    linear currents, or such a current that other layers read too, becomes one population per part:
+
+        neuron(scale(concat(P_1(s_1), …, P_K(s_K)))) = concat(neuron_1(P'_1(s_1)), …, neuron_K(P'_K(s_K)))
+
+    ``P'_k`` a copy of ``P_k`` with the scale's slice folded into its weights and bias, ``neuron_k``
+    the neuron's slice (per-channel thresholds and leaks sliced with it).  This is DenseNet's BN-ReLU
+    on the concatenated features: each feature (a 3x3 conv's current, no ReLU) is read by every later
+    layer of its block.  A chip has no shared analog values: each reading population gets its own
+    synapse group from the spikes the feature was computed from.  Exact (elementwise ops commute
+    with a concat; a scale folds into the synapse before it).  Costs synaptic memory: one copy of a
+    feature's synapses per reader, which is what the ANN's multiply-accumulates are too."""
+    for neuron in list(graph.nodes):
+        if not isinstance(neuron.op, O.Neuron):
+            continue
+        value, scale = neuron.inputs[0], None
+        src = graph.producer(value)
+        if src is not None and isinstance(src.op, O.Scale) and graph.only_user(value) is neuron:
+            scale, value = src, src.inputs[0]
+            src = graph.producer(value)
+        concat = src is not None and isinstance(src.op, O.Concat) and src.op.axis == 0
+        parts = list(src.inputs) if concat else [value]  # type: ignore[union-attr]
+        makers = [graph.producer(v) for v in parts]
+        spikes = [graph.value_type(v).is_event for v in parts]
+        if not all(e or (m is not None and isinstance(m.op, SYNAPSE_OPS)) for m, e in zip(makers, spikes, strict=True)):
+            continue
+        if not concat and scale is None and (spikes[0] or graph.only_user(value) is neuron):
+            continue  # already one synapse feeding one population (or spikes: refused)
+        factor, shift = _affine(graph, scale, graph.value_type(neuron.name).channels)
+        names, lo = [], 0
+        for k, (v, maker) in enumerate(zip(parts, makers, strict=True)):
+            hi = lo + graph.value_type(v).channels
+            if spikes[k]:  # spikes enter through a one-to-one synapse of the scale's weights
+                copy = graph.node(_one_to_one(graph, neuron, v, factor[lo:hi]))
+                w, b = np.asarray(graph.params[copy.params["weight"]], dtype=np.float64), None
+                scaled = w
+            else:
+                assert maker is not None
+                copy = Node(graph.fresh_name(f"{maker.name}_{neuron.name}"), maker.op, maker.inputs, params={},
+                            loc=maker.loc)
+                graph.nodes.insert(graph.nodes.index(neuron), copy)
+                w, b = np.asarray(maker.param(graph, "weight"), dtype=np.float64), maker.param(graph, "bias")
+                scaled = w * factor[lo:hi].reshape((-1,) + (1,) * (w.ndim - 1))
+            bias = (0.0 if b is None else np.asarray(b, dtype=np.float64) * factor[lo:hi]) + shift[lo:hi]
+            set_param(graph, copy, "weight", scaled)
+            set_param(graph, copy, "bias", bias if np.any(bias) else None)
+            if len(parts) == 1:
+                neuron.inputs = (copy.name,)
+                names.append(neuron.name)
+                break
+            part = Node(graph.fresh_name(f"{neuron.name}_part{k}"), neuron.op, (copy.name,), params={},
+                        loc=neuron.loc)
+            graph.nodes.insert(graph.nodes.index(neuron), part)
+            for role, key in neuron.params.items():  # per-channel v_th / beta: this part's slice
+                per = np.asarray(graph.params[key]).reshape(-1)
+                set_param(graph, part, role, per if per.size == 1 else per[lo:hi])
+            names.append(part.name)
+            lo = hi
+        if len(names) > 1:
+            neuron.op, neuron.params, neuron.inputs = O.Concat(axis=0), {}, tuple(names)
+        log.append(f"neuron %{neuron.name}: reads {'a concat of ' if concat else 'a shared '}current"
+                   f"{'s' if concat else ''}; {len(names)} population{'s' if len(names) > 1 else ''}, "
+                   "each with its own synapses from " + ", ".join("%" + v for v in parts))
+    _drop_dead(graph)
+    graph.infer_types()
+
+
+def _affine(graph: Graph, scale: Node | None, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(factor, shift) per channel of a ``scale`` op (identity for None)."""
+    if scale is None:
+        return np.ones(channels), np.zeros(channels)
+    s = scale.param(graph, "scale")
+    b = scale.param(graph, "bias")
+    factor = scale.op.factor * (1.0 if s is None else np.asarray(s, dtype=np.float64).reshape(-1))  # type: ignore[attr-defined]
+    shift = 0.0 if b is None else np.asarray(b, dtype=np.float64).reshape(-1)
+    return np.broadcast_to(factor, (channels,)), np.broadcast_to(shift, (channels,))
 
 
 # ----------------------------------------------------------------------------------------------------

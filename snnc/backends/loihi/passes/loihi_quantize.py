@@ -408,8 +408,13 @@ def _apply(graph: Graph, node: Node, plan: _Plan) -> None:
     if plan.neuron is not None and plan.neuron_op is not None:
         plan.neuron.op = plan.neuron_op
         return
-    # the readout layer: a host-side scale turns the integer output back into logits
+    # the readout layer: a host-side scale turns the integer output back into logits (after the add of
+    # a join into the integrators, once: its members share one unit)
     user = graph.users(node.name)[0]
+    if is_join(graph, user):
+        if user.inputs[0] != node.name:
+            return
+        node, user = user, graph.users(user.name)[0]
     if isinstance(user.op, O.Scale):
         user.op = dataclasses.replace(user.op, factor=user.op.factor * plan.readout_scale)
         return
