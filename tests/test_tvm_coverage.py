@@ -100,3 +100,37 @@ def test_float_weights_within_tolerance(tmp_path):
     x = np.random.default_rng(5).uniform(0, 1, (8, 4, 9, 9)).astype(np.float32)
     tvm_out, ref = run_both(graph, x, tmp_path)
     np.testing.assert_allclose(tvm_out["logits"], ref.logits, rtol=1e-4, atol=1e-4)
+
+
+NESTED_CONCAT = """
+graph @nested(%x: analog[3,5,5]) attributes {timesteps = 6} {
+  %e = encode(%x) : analog[3,5,5]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[4,5,5]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[4,5,5]
+  %c2 = conv2d(%e) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[2,5,5]
+  %n2 = neuron(%c2) {v_init = 0.5} : spike[2,5,5]
+  %c3 = conv2d(%e) {padding = [1, 1]} params {weight = "c3.weight", bias = "c3.bias"} : analog[3,5,5]
+  %n3 = neuron(%c3) {v_init = 0.5} : spike[3,5,5]
+  %inner = concat(%n1, %n2) : spike[6,5,5]
+  %outer = concat(%inner, %n3) : spike[9,5,5]
+  %c4 = conv2d(%outer) {padding = [1, 1]} params {weight = "c4.weight"} : analog[4,5,5]
+  %n4 = neuron(%c4) {v_init = 0.5} : spike[4,5,5]
+  %f = flatten(%n4) : spike[100]
+  %fc = linear(%f) params {weight = "fc.weight"} : analog[3]
+  %out = readout(%fc) : analog[3]
+  output %out
+}
+"""
+
+
+def test_a_concat_of_a_concat_merges_into_one_remap_spike_for_spike(tmp_path):
+    """Inception-v3's nested concats: the inner concat (two inputs) merges into the outer, whose own map
+    for its second input must survive the renumbering (it was overwritten: wrong or out-of-range maps)."""
+    graph = dyadic(graph_from_text(NESTED_CONCAT, seed=5), seed=6)
+    layer_graph, _ = lower(graph)
+    outer = next(layer for layer in layer_graph.layers if layer.name == "outer")
+    assert outer.inputs == ("c1", "c2", "c3")
+    x = grid_inputs(6, (3, 5, 5))
+    tvm_out, ref = run_both(graph, x, tmp_path)
+    np.testing.assert_array_equal(tvm_out["logits"], ref.logits)
+    assert_spike_counts_equal(graph, tvm_out, ref, len(x))

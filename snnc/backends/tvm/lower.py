@@ -218,8 +218,12 @@ def _compose_remaps(layers: dict[str, LayerSpec], params: dict[str, np.ndarray],
         if layer.op is not LayerOp.REMAP:
             continue
         inputs: list[str] = []
-        maps: list[str] = []
-        muls: list[str] = []
+        new_maps: list[np.ndarray] = []
+        new_muls: list[np.ndarray] = []
+        # the layer's own maps, read before any is rewritten: a merged input with several inputs of
+        # its own shifts the keys of the inputs after it (``{name}.map{k}`` is renumbered below)
+        own_maps = [params[m] for m in layer.maps]
+        own_muls = [params[m] for m in layer.multipliers]
         changed = False
         for i, src in enumerate(layer.inputs):
             up = layers.get(src)
@@ -227,27 +231,25 @@ def _compose_remaps(layers: dict[str, LayerSpec], params: dict[str, np.ndarray],
                 up is not None and up.op is LayerOp.REMAP and not up.multipliers and up.bias is None
                 and up.neuron is None and up.readout is None and uses.get(src) == 1 and src != output
             )  # fmt: skip
-            mine = params[layer.maps[i]]
             if up is None or not pure:
                 inputs.append(src)
-                maps.append(layer.maps[i])
-                if layer.multipliers:
-                    muls.append(layer.multipliers[i])
+                new_maps.append(own_maps[i])
+                if own_muls:
+                    new_muls.append(own_muls[i])
                 continue
             changed = True
             for src_in, src_map in zip(up.inputs, up.maps, strict=True):
                 first = params[src_map]
-                composed = np.where(first >= 0, mine[np.maximum(first, 0)], -1)
-                key = f"{name}.map{len(maps)}"
-                params[key] = composed
+                new_maps.append(np.where(first >= 0, own_maps[i][np.maximum(first, 0)], -1))
                 inputs.append(src_in)
-                maps.append(key)
-                if layer.multipliers:
-                    mul = params[layer.multipliers[i]][np.maximum(first, 0)]
-                    params[f"{name}.multiplier{len(muls)}"] = mul
-                    muls.append(f"{name}.multiplier{len(muls)}")
+                if own_muls:
+                    new_muls.append(own_muls[i][np.maximum(first, 0)])
             del layers[src]
         if changed:
+            maps = [f"{name}.map{k}" for k in range(len(new_maps))]
+            muls = [f"{name}.multiplier{k}" for k in range(len(new_muls))]
+            params.update(zip(maps, new_maps, strict=True))
+            params.update(zip(muls, new_muls, strict=True))
             layers[name] = replace(layer, inputs=tuple(inputs), maps=tuple(maps), multipliers=tuple(muls))
 
 
