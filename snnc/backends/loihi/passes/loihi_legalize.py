@@ -113,6 +113,7 @@ class LoihiLegalize(Pass):
         graph.infer_types()
         _compose(graph, log)
         _pools_to_convs(graph, log)
+        _depthwise_over_concats(graph, log)
         _neurons_over_concats(graph, log)
         _split_channels(graph, log)
         _fold_analog_reads(graph, log)
@@ -761,6 +762,42 @@ def _conv_groups(graph: Graph, reader: Node, sources: list[str], index: np.ndarr
 
 # ----------------------------------------------------------------------------------------------------
 # a neuron over concatenated currents: one population per part, each with its own synapse copy
+
+
+def _depthwise_over_concats(graph: Graph, log: list[str]) -> None:
+    """A depthwise conv2d (an OR or average pooling, a depthwise layer) that reads a channel ``concat``
+    becomes a concat of one depthwise conv per part: each output channel reads only its own input
+    channel, so the conv commutes with the concat (Inception's max pooling after a concat of
+    branches).  The mapper places a population's channels on cores by slices, which a depthwise
+    group across a concat's parts would straddle; the neuron after it splits next
+    (``_neurons_over_concats``).  Exact."""
+    for node in list(graph.nodes):
+        src = graph.producer(node.inputs[0]) if node.inputs else None
+        if (
+            not isinstance(node.op, O.Conv2d)
+            or src is None
+            or not isinstance(src.op, O.Concat)
+            or src.op.axis != 0
+            or node.op.groups != graph.value_type(src.name).channels
+            or node.op.groups != graph.value_type(node.name).channels
+        ):
+            continue
+        w = np.asarray(node.param(graph, "weight"))
+        b = node.param(graph, "bias")
+        names, lo = [], 0
+        for k, v in enumerate(src.inputs):
+            hi = lo + graph.value_type(v).channels
+            part = Node(graph.fresh_name(f"{node.name}_part{k}"), dataclasses.replace(node.op, groups=hi - lo), (v,),
+                        params={}, loc=node.loc)
+            graph.nodes.insert(graph.nodes.index(node), part)
+            set_param(graph, part, "weight", w[lo:hi])
+            set_param(graph, part, "bias", None if b is None else np.asarray(b)[lo:hi])
+            names.append(part.name)
+            lo = hi
+        node.op, node.params, node.inputs = O.Concat(axis=0), {}, tuple(names)
+        log.append(f"conv2d %{node.name}: depthwise over a concat; one depthwise conv per part, concatenated")
+    _drop_dead(graph)
+    graph.infer_types()
 
 
 def _neurons_over_concats(graph: Graph, log: list[str]) -> None:

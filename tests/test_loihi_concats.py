@@ -1,8 +1,10 @@
-"""Loihi on DenseNet's dense connectivity: each layer's BN-ReLU reads the concat of the block input's
-spikes and every earlier layer's conv current (no ReLU after it), so one current is read by several
-populations.  loihi-legalize gives every reading population its own synapse groups (``_neurons_over_concats``):
-a neuron over a concat becomes a concat of per-part populations.  The function is kept and the chip
-simulates the quantised graph spike for spike."""
+"""Loihi on concatenations: DenseNet's dense connectivity (each layer's BN-ReLU reads the concat of the
+block input's spikes and every earlier layer's conv current, no ReLU after it, so one current is read by
+several populations) and Inception's branches (of different depths, concatenated, then max pooled).
+loihi-legalize gives every reading population its own synapse groups (``_neurons_over_concats``),
+splits a depthwise conv over a concat into one per part (``_depthwise_over_concats``), and reads
+populations of different depths through groups of a join, the shallower delayed.  The function is kept
+and the chip simulates the quantised graph spike for spike."""
 
 from __future__ import annotations
 
@@ -82,3 +84,57 @@ def test_dense_block_maps_and_simulates_spike_for_spike() -> None:
     x = _inputs(seed=2)
     q = run(LOWERING, g, context(x, timesteps=T))
     assert_spike_for_spike(q, x, T)
+
+
+INCEPTION = """
+graph @inception(%x: analog[2,6,6]) attributes {timesteps = 6} {
+  %e = encode(%x) : analog[2,6,6]
+  %c0 = conv2d(%e) {padding = [1, 1]} params {weight = "c0.weight", bias = "c0.bias"} : analog[4,6,6]
+  %n0 = neuron(%c0) {reset = "hard", v_th = 0.4} : spike[4,6,6]
+  %a = conv2d(%n0) {padding = [1, 1]} params {weight = "a.weight", bias = "a.bias"} : analog[3,6,6]
+  %na = neuron(%a) {reset = "hard", v_th = 0.4} : spike[3,6,6]
+  %b1 = conv2d(%n0) {padding = [1, 1]} params {weight = "b1.weight"} : analog[3,6,6]
+  %nb1 = neuron(%b1) {reset = "hard", v_th = 0.4} : spike[3,6,6]
+  %b2 = conv2d(%nb1) {padding = [1, 1]} params {weight = "b2.weight", bias = "b2.bias"} : analog[2,6,6]
+  %nb2 = neuron(%b2) {reset = "hard", v_th = 0.4} : spike[2,6,6]
+  %cat = concat(%na, %nb2) : spike[5,6,6]
+  %m = spike_maxpool(%cat) {kernel = [2, 2], stride = [2, 2]} : spike[5,3,3]
+  %d = conv2d(%m) {padding = [1, 1]} params {weight = "d.weight", bias = "d.bias"} : analog[4,3,3]
+  %nd = neuron(%d) {reset = "hard", v_th = 0.5} : spike[4,3,3]
+  %f = flatten(%nd) : spike[36]
+  %o = linear(%f) params {weight = "o.weight"} : analog[3]
+  %r = readout(%o) : analog[3]
+  output %r
+}
+"""
+
+
+def test_inception_branches_pool_per_part_and_join_with_delays() -> None:
+    g = graph_from_text(INCEPTION, seed=9)
+    x = _inputs(seed=4)
+    ctx = context(x, timesteps=T)
+    out = run("loihi-legalize", g, ctx)
+    # the OR pooling is one depthwise conv per branch, each with its own OR population
+    pools = [n for n in out.nodes if isinstance(n.op, O.Conv2d) and n.inputs in (("na",), ("nb2",))
+             and n.op.groups > 1]
+    assert sorted(n.op.groups for n in pools) == [2, 3]
+    d = out.node("d")  # the branches' OR populations lie at depths 3 and 4: a join of two groups
+    assert isinstance(d.op, O.Add) and len(d.inputs) == 2
+    # (the OR pooling is another function than gated max pooling: the chip is checked against the
+    # quantised graph, spike for spike)
+    q = run(LOWERING, g, context(x, timesteps=T))
+    assert_spike_for_spike(q, x, T)
+
+
+def test_a_depthwise_layer_over_a_concat_splits_per_part_and_keeps_the_function() -> None:
+    """An average pooling read by a neuron is a depthwise conv: per branch, the function unchanged."""
+    text = INCEPTION.replace("%m = spike_maxpool(%cat) {kernel = [2, 2], stride = [2, 2]} : spike[5,3,3]",
+                             "%p = avgpool2d(%cat) : analog[5,3,3]\n  %m = neuron(%p) {reset = \"hard\", "
+                             "v_th = 0.2} : spike[5,3,3]")
+    g = graph_from_text(text, seed=9)
+    x = _inputs(seed=5)
+    ctx = context(x, timesteps=T)
+    out = run("loihi-legalize", g, ctx)
+    rewrites = ctx.results["loihi-legalize"]["rewrites"]
+    assert "conv2d %p: depthwise over a concat; one depthwise conv per part, concatenated" in rewrites
+    assert rel_diff(SIM.run_snn(g, x, T).logits, SIM.run_snn(out, x, T).logits) < 1e-5
