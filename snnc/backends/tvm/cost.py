@@ -14,6 +14,9 @@ then the neuron kernel)::
 a 3x3 conv on a 1x1 map has one tap per input), ``macs`` the dense product's full K = Cin·KH·KW
 (padding included), ``product_in`` the elements of the product's input per sample (a linear's
 densified input, n_in; a conv's im2col matrix, OH·OW·Cin·KH·KW), ``W`` the number of weights.
+The weight term is per call: a product reads W once for the whole batch, which is why dense
+mode loses at batch 1 whatever the density (the event kernels read only the active rows) and can
+win at batch 32 above a crossover that grows as the layer shrinks.
 
 Tiled mode (linear only: ``kernels.LayerKernel.tiled``, each weight read at most once per call,
 the events summed per 64-column tile)::
@@ -25,9 +28,7 @@ the caches, where the event kernel's re-reads cost little.  Fitted (choices, not
 of one linear kernel at batch 32, one thread, CPU time (shapes 64x128 to 4096x4096, 2-40 %,
 the event and the tiled kernel interleaved; 2026-12-07): with the event model above it picks the
 faster of the two on 47 rows, and within 1.1x of it on 48 of 50 (the misses: 256x256 at 40 %,
-event 1.35x the tiled time, and 4096x4096 at 10 %, 1.37x: the event model underestimates there).  The weight term is per call: a product reads W once for the whole batch,
-which is why dense mode loses at batch 1 whatever the density (the event kernels read only the
-active rows) and can win at batch 32 above a crossover that grows as the layer shrinks.
+event 1.35x the tiled time, and 4096x4096 at 10 %, 1.37x: the event model underestimates there).
 
 The constants are a non-negative least-squares fit (relative error) to the 130 per-layer rows of
 ``benchmarks/event_kernels.py --modes-only --threads 1`` (six networks, batch 1 and 32, CPU time;
