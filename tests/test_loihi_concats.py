@@ -138,3 +138,44 @@ def test_a_depthwise_layer_over_a_concat_splits_per_part_and_keeps_the_function(
     rewrites = ctx.results["loihi-legalize"]["rewrites"]
     assert "conv2d %p: depthwise over a concat; one depthwise conv per part, concatenated" in rewrites
     assert rel_diff(SIM.run_snn(g, x, T).logits, SIM.run_snn(out, x, T).logits) < 1e-5
+
+
+JOIN_BIASES = """
+graph @biases(%x: analog[2,6,6]) attributes {timesteps = 6} {
+  %e = encode(%x) : analog[2,6,6]
+  %c = conv2d(%e) {padding = [1, 1]} params {weight = "c.weight", bias = "c.bias"} : analog[4,6,6]
+  %n = neuron(%c) {reset = "hard", v_th = 0.4} : spike[4,6,6]
+  %a = conv2d(%n) {padding = [1, 1]} params {weight = "a.weight", bias = "a.bias"} : analog[3,6,6]
+  %b = conv2d(%n) params {weight = "b.weight", bias = "b.bias"} : analog[3,6,6]
+  %s = add(%a, %b) : analog[3,6,6]
+  %m = neuron(%s) {reset = "hard", v_th = 30.0} : spike[3,6,6]
+  %f = flatten(%m) : spike[108]
+  %o = linear(%f) params {weight = "o.weight"} : analog[3]
+  %r = readout(%o) : analog[3]
+  output %r
+}
+"""
+
+
+def test_a_joins_summed_biases_fit_the_13_bit_mantissa() -> None:
+    """Two groups whose biases each fit the 13-bit mantissa at 8-bit weights but whose sum does not:
+    loihi-quantize takes a coarser grid (before: the lowering refused the join)."""
+    rng = np.random.default_rng(3)
+    params = {"a.weight": rng.choice([-1.0, 1.0], (3, 4, 3, 3)).astype(np.float32),
+              "b.weight": rng.choice([-1.0, 1.0], (3, 4, 1, 1)).astype(np.float32),
+              "a.bias": np.full(3, 12.0, dtype=np.float32), "b.bias": np.full(3, 12.0, dtype=np.float32)}
+    g = graph_from_text(JOIN_BIASES, seed=2, params=params)
+    x = _inputs(seed=6)
+    ctx = context(x, timesteps=T)
+    q = run(LOWERING, g, ctx)
+    total = q.params[q.node("a").params["bias"]] + q.params[q.node("b").params["bias"]]
+    assert np.abs(total).max() <= (1 << 12) - 1
+    assert any("-bit weights so that its bias fits" in n for n in ctx.notes)
+    assert_spike_for_spike(q, x, T)
+    # larger biases: no grid fits their sum, which then saturates on one group (before: refused)
+    g = graph_from_text(JOIN_BIASES, seed=2, params={**params, "a.bias": np.full(3, 40.0, dtype=np.float32)})
+    ctx = context(x, timesteps=T)
+    q = run(LOWERING, g, ctx)
+    assert q.node("b").params.get("bias") is None
+    np.testing.assert_array_equal(q.params[q.node("a").params["bias"]], (1 << 12) - 1)
+    assert any("summed bias of one population's synapse groups saturated" in n for n in ctx.notes)

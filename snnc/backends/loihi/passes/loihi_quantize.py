@@ -65,6 +65,7 @@ import torch
 import torch.nn.functional as F
 
 from snnc.backends.loihi import fixed_point as fp
+from snnc.backends.loihi.bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN
 from snnc.backends.loihi.lower import is_join
 from snnc.backends.loihi.passes.loihi_legalize import SYNAPSE_OPS, structure_problems
 from snnc.errors import PassError, UnsupportedError
@@ -172,10 +173,15 @@ class LoihiQuantize(Pass):
             while k > 0 and not all(_fine_fits(p, x, q, p.node.name in graded) for p in group):
                 k -= 1
                 group = plans(bits, k)
-            while not all(_bias_fits(p) for p in group) and bits > 2:  # a coarser grid makes room for a bias
+            # a coarser grid makes room for a bias (a join's: for the sum of its groups' biases)
+            while not (all(_bias_fits(p) for p in group) and _join_bias_fits(group)) and bits > 2:
                 bits, k = bits - 1, 0
                 group = plans(bits)
             bias_bits = bits
+            if not _join_bias_fits(group):  # even the coarsest grid: the sum saturates, as one bias does
+                _saturate_join_bias(group)
+                ctx.note(f"loihi-quantize: {', '.join('%' + m.name for m in members)}: the summed bias of one "
+                         "population's synapse groups saturated at the 13-bit mantissa")
             if readout_sum is not None and readout_sum[0] in {m.name for m in members}:
                 # the integrator's voltage: a coarser grid until its running sum fits, with headroom
                 need = readout_sum[1] * self.readout_headroom
@@ -405,6 +411,8 @@ def _apply(graph: Graph, node: Node, plan: _Plan) -> None:
             node.params["bias"] = graph.fresh_param(f"{node.name}.bias")
             graph.params[node.params["bias"]] = plan.bias.astype(np.float32)
         store_param(graph, node, "bias", plan.bias)
+    else:  # a join's bias may all sit on its first group (_saturate_join_bias)
+        node.params.pop("bias", None)
     if plan.neuron is not None and plan.neuron_op is not None:
         plan.neuron.op = plan.neuron_op
         return
@@ -453,6 +461,26 @@ def _is_chain(graph: Graph) -> bool:
 
 def _bias_fits(plan: _Plan) -> bool:
     return plan.report.get("bias", {}).get("clipped", 0) == 0
+
+
+def _join_bias_fits(group: list[_Plan]) -> bool:
+    """Whether the bias mantissas of a population's synapse groups, which its neurons add up, stay
+    within the 13-bit mantissa (one group: what :func:`_bias_fits` checks)."""
+    biases = [p.bias for p in group if p.bias is not None]
+    if len(biases) < 2:
+        return True
+    total = np.sum([np.asarray(b, dtype=np.float64).reshape(-1) for b in biases], axis=0)
+    return bool(total.min() >= BIAS_MANT_MIN and total.max() <= BIAS_MANT_MAX)
+
+
+def _saturate_join_bias(group: list[_Plan]) -> None:
+    """The population's whole bias (what its neurons add every step) on its first group, saturated at
+    the 13-bit mantissa; none on the others."""
+    total = np.sum([np.asarray(p.bias, dtype=np.float64).reshape(-1) for p in group if p.bias is not None], axis=0)
+    for p in group:
+        p.bias = None
+    group[0].bias = np.clip(total, BIAS_MANT_MIN, BIAS_MANT_MAX)
+    group[0].report.setdefault("bias", {})["join_saturated"] = True
 
 
 def _fine_fits(plan: _Plan, x: _Stream | None, levels: float, graded: bool) -> bool:
