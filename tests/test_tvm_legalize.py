@@ -10,6 +10,8 @@ must give the torch simulator's logits and spike counts exactly, on the graph as
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,15 +69,20 @@ def test_the_pool_of_a_current_is_composed_into_its_conv():
 def test_spike_for_spike_with_the_simulator(tmp_path):
     """Compiled by the target (which composes on its own copy) against the simulator on the
     uncomposed graph: the same logits and spike counts, exactly."""
-    graph = _dense(1)
+    _assert_target_runs_it_spike_for_spike(_dense(1), (3, 8, 8), tmp_path, "tvm: avgpool2d %p: composed into conv2d %t")
+
+
+def _assert_target_runs_it_spike_for_spike(graph: Graph, shape: tuple[int, ...], out: Path, note: str) -> None:
+    """The target compiles ``graph`` (rewriting its own copy: ``note``) into an artifact that gives the
+    simulator's logits and spike counts on the graph as it was, exactly."""
     assert TVMTarget().legality(graph) == []
     before = str(graph)
     ctx = PassContext()
-    TVMTarget().compile(graph, tmp_path, ctx)
+    TVMTarget().compile(graph, out, ctx)
     assert str(graph) == before  # the driver's graph is left as it was
-    assert ctx.notes == ["tvm: avgpool2d %p: composed into conv2d %t"]
-    x = grid_inputs(6, (3, 8, 8))
-    got = EventRuntime(tmp_path / "tvm").run(x, batch_size=4)
+    assert ctx.notes == [note]
+    x = grid_inputs(6, shape)
+    got = EventRuntime(out / "tvm").run(x, batch_size=4)
     ref = reference(graph, x)
     np.testing.assert_array_equal(got["logits"], ref.logits)
     assert_spike_counts_equal(graph, got, ref, len(x))
@@ -127,15 +134,7 @@ def test_an_upsample_before_a_linear_is_folded_into_its_weights():
 
 def test_upsample_spike_for_spike_with_the_simulator(tmp_path):
     graph = dyadic(graph_from_text(VGG, seed=3), seed=4)
-    assert TVMTarget().legality(graph) == []
-    ctx = PassContext()
-    TVMTarget().compile(graph, tmp_path, ctx)
-    assert ctx.notes == ["tvm: upsample %up: folded into linear %fc"]
-    x = grid_inputs(6, (3, 4, 4))
-    got = EventRuntime(tmp_path / "tvm").run(x, batch_size=4)
-    ref = reference(graph, x)
-    np.testing.assert_array_equal(got["logits"], ref.logits)
-    assert_spike_counts_equal(graph, got, ref, len(x))
+    _assert_target_runs_it_spike_for_spike(graph, (3, 4, 4), tmp_path, "tvm: upsample %up: folded into linear %fc")
 
 
 def test_an_upsample_read_by_a_conv_is_refused():
