@@ -493,3 +493,18 @@ def test_cuda_artifact(tmp_path):
     cpu = EventRuntime(compile_artifact(graph, params, tmp_path / "cpu")).run(x)
     np.testing.assert_array_equal(gpu["predictions"], cpu["predictions"])
     np.testing.assert_allclose(gpu["logits"], cpu["logits"], rtol=1e-4, atol=1e-4)
+
+
+def test_kernels_compile_on_a_deep_stack():
+    """TVM's passes recurse per nested statement; a step kernel with ~2,000 buffers (densenet121)
+    overflowed the main thread's stack.  Compilation runs on its own thread with a deep stack,
+    whose result and errors come back to the caller, and the process-wide default is restored."""
+    import threading
+
+    from snnc.backends.tvm import kernel_cache
+
+    before = threading.stack_size()
+    assert kernel_cache._on_a_deep_stack(lambda: threading.current_thread().name) == "snnc-tvm-compile"
+    with pytest.raises(ZeroDivisionError):
+        kernel_cache._on_a_deep_stack(lambda: 1 // 0)
+    assert threading.stack_size() == before

@@ -20,7 +20,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from snnc.backends.tvm.kernels import Device, LayerKernel
 from snnc.backends.tvm.steps import StepKernel
@@ -52,6 +54,8 @@ import tvm  # noqa: E402  (after TVM_NUM_THREADS is set)
 
 CUDA_FALLBACK_ARCH = "sm_80"  # what kernels are built for when no GPU is present
 _LOCK = threading.Lock()
+_STACK_LOCK = threading.Lock()
+T_ = TypeVar("T_")
 _COMPILED: dict[tuple[Kernel, str], object] = {}
 _OBJECTS: dict[Kernel, Path] = {}
 _OBJECT_DIR: tempfile.TemporaryDirectory | None = None
@@ -97,13 +101,48 @@ def compile_kernel(kernel: Kernel):
     if mod is not None:
         return mod
     try:
-        with tvm.transform.PassContext(config=_pass_config(kernel)):
-            mod = tvm.compile(kernel.prim_func(), target=target_for(kernel.device)).mod
+        mod = _on_a_deep_stack(lambda: _compile(kernel))
     except Exception as e:  # TVM raises plain errors; keep the generated source findable
         raise TargetError(f"TVM failed to compile kernel {kernel.name}: {e!r}") from e
     with _LOCK:
         _COMPILED.setdefault(key, mod)
         return _COMPILED[key]
+
+
+def _compile(kernel: Kernel):
+    with tvm.transform.PassContext(config=_pass_config(kernel)):
+        return tvm.compile(kernel.prim_func(), target=target_for(kernel.device)).mod
+
+
+# TVM's IR passes recurse once per nested statement, and a step kernel's packed function unpacks
+# every buffer of the network into nested bindings: densenet121's (~2,000 buffers) overflowed the
+# main thread's 8 MB stack (SIGSEGV) where resnet18's (191) did not.  Compiling on a thread with
+# a deep stack costs nothing (the memory is reserved, touched only as deep as the recursion goes).
+COMPILE_STACK_BYTES = 1 << 30
+
+
+def _on_a_deep_stack(work: Callable[[], T_]) -> T_:
+    """``work()`` on a thread whose stack is COMPILE_STACK_BYTES; its exception re-raised here."""
+    out: list[T_] = []
+    err: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            out.append(work())
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            err.append(e)
+
+    with _STACK_LOCK:  # threading.stack_size is process-wide: set it only for this thread's start
+        previous = threading.stack_size(COMPILE_STACK_BYTES)
+        try:
+            thread = threading.Thread(target=run, name="snnc-tvm-compile")
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0]
 
 
 def get_function(kernel: Kernel):
