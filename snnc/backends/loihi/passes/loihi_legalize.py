@@ -42,7 +42,13 @@ Rewrites (each listed in ``ctx.results["loihi-legalize"]``):
   channel shuffle and split) becomes one synapse group per spiking source, its weights gathered into
   the source's neuron order (``_fold_reindexing``): the chip routes spikes only along synapses.  A
   linear takes any map; a conv2d a map of whole channels at unmoved positions.  Exact; a source
-  channel the reader skips gets zero weights (the group spans the whole source population);
+  channel the reader skips gets zero weights (the group spans the whole source population); a
+  synapse that reads a ``concat`` of populations at different synaptic depths is split the same
+  way, so that the join delays the shallower groups (Inception's branches, a DenseNet block);
+* a neuron over a (per-channel ``scale`` of a) ``concat`` of currents, or over a current other
+  layers read too (DenseNet's BN-ReLU over its block's features), becomes one population per part,
+  each with its own copy of the part's synapses, the scale folded in (``_neurons_over_concats``);
+  a depthwise conv2d over a ``concat`` becomes one per part (``_depthwise_over_concats``).  Exact;
 * an ``add`` read by one neuron (a residual block's output) becomes a **join**, one population fed by
   several synapse groups (``is_join``): nested adds merge, and an operand that is spikes, or a
   per-channel ``scale`` of spikes, enters through a one-to-one synapse (a depthwise 1x1 ``conv2d``, a
