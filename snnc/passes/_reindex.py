@@ -4,7 +4,8 @@ A reindexing op copies elements: y.flat[i] = x_k.flat[g(i)] for one operand k pe
 element.  Passes that carry a per-element quantity along with the values (a threshold scale, a
 per-channel statistic) need that map: :func:`reindex` applies the op to numpy arrays of any dtype
 (the quantity itself, forwards), :func:`scatter_back` sends an output-shaped array back to the
-operands (backwards), leaving NaN where an operand element reaches no output (a slice drops it).
+operands (backwards), leaving NaN where an operand element reaches no output (a slice drops it),
+and :func:`gather_columns` folds a re-indexing into the linear map that reads it.
 """
 
 from __future__ import annotations
@@ -51,3 +52,12 @@ def scatter_back(node: Node, in_shapes: Sequence[tuple[int, ...]], out_shape: tu
         back[source[mine] - offsets[k]] = flat[mine]
         out.append(back.reshape(shape))
     return out
+
+
+def gather_columns(weight: np.ndarray, source: np.ndarray, n: int) -> np.ndarray:
+    """A linear map's ``weight`` [out, m] whose input element i copies element ``source[i]`` of an
+    n-element value, as a weight [out, n] on that value itself: each element's column is the sum
+    of the columns of its copies (zero where nothing copies it)."""
+    columns = np.zeros((n, weight.shape[0]))
+    np.add.at(columns, np.asarray(source).reshape(-1), np.asarray(weight, dtype=np.float64).T)
+    return columns.T

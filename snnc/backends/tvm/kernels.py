@@ -50,7 +50,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -1146,20 +1146,27 @@ class _Emitter:
         register).  Each output element still adds its inputs in list order (one tap links a
         position to an output), so the sums are those of the per-event scatter, bit for bit."""
         k, w = self.k, self.w
-        g = k.conv
-        oh, ow, co = k.out_shape
         h, wd, c = k.in_shape
-        cols = co // g.groups
         if isinstance(k.operands[0], Current):
             walk = self.every_position(h, wd, c)
         else:
             count, at, _ = self.event_range(0)
             walk = self.positions(count, at, c, wd, k.events(0).cap - 1)
-        if k.depthwise:
-            with w.block(f"if {count} * {DEPTHWISE_DENSE} >= {h * wd * c}:"):
-                self.accumulate_depthwise()
-            w.depth += 1  # the else branch: the scatter by position below
-            w.lines.append("    " * (w.depth - 1) + "else:")
+        if not k.depthwise:
+            self.scatter_by_position(walk, base, width)
+            return
+        with w.block(f"if {count} * {DEPTHWISE_DENSE} >= {h * wd * c}:"):
+            self.accumulate_depthwise()
+        with w.block("else:"):
+            self.scatter_by_position(walk, base, width)
+
+    def scatter_by_position(self, walk: AbstractContextManager[None], base: str, width: int) -> None:
+        """The body of :meth:`accumulate_conv` for each input position that ``walk`` visits: its
+        clipped taps, and per tap the position's entries added into the tap's outputs."""
+        k, w = self.k, self.w
+        g = k.conv
+        oh, ow, co = k.out_shape
+        c = k.in_shape[2]
         with walk:
             ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
             nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
@@ -1170,11 +1177,9 @@ class _Emitter:
                     w(f"kw = {tap_x}")
                     w(f"ox = {out_x}")
                     if g.groups > 1:
-                        self.conv_tap_grouped(cols, c, k.in_shape[2] // g.groups)
+                        self.conv_tap_grouped(co // g.groups, c, c // g.groups)
                     else:
                         self.conv_tap(base, width)
-        if k.depthwise:
-            w.depth -= 1
 
     def accumulate_depthwise(self) -> None:
         """A depthwise conv of sample b as a gather: its events are written into a zeroed dense

@@ -28,7 +28,7 @@ from snnc.backends.tvm.lower import legality
 from snnc.ir import Graph, Node
 from snnc.ir import ops as O
 from snnc.passes._compose import POOLS, compose_convs, node_conv, set_param, write_conv
-from snnc.passes._reindex import reindex
+from snnc.passes._reindex import gather_columns, reindex
 
 
 def legalize(graph: Graph) -> list[str]:
@@ -104,10 +104,8 @@ def fold_upsampling(graph: Graph) -> list[str]:
         position = np.arange(int(np.prod(shape))).reshape(shape)  # where each linear input comes from
         for node in chain:
             position = reindex(node, [position], graph.value_type(node.name).shape)
-        w = np.asarray(user.param(graph, "weight"), dtype=np.float64)
-        columns = np.zeros((int(np.prod(shape)), w.shape[0]))  # transposed: np.add.at sums the copies' columns
-        np.add.at(columns, position.reshape(-1), w.T)
-        set_param(graph, user, "weight", columns.T)
+        w = np.asarray(user.param(graph, "weight"))
+        set_param(graph, user, "weight", gather_columns(w, position, int(np.prod(shape))))
         reads = source
         if len(shape) != 1:
             flat = Node(graph.fresh_name(f"{source}_flat"), O.Flatten(), (source,), loc=up.loc)

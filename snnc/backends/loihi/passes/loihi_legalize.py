@@ -91,7 +91,7 @@ from snnc.passes._compose import (
 )
 from snnc.passes._neurons import neuron_vector
 from snnc.passes._refusals import format_refusals
-from snnc.passes._reindex import reindex
+from snnc.passes._reindex import gather_columns, reindex
 
 SYNAPSE_OPS = LOIHI_SYNAPSE_OPS  # the weighted ops Loihi has synapses for (declared by the lowering)
 OR_THRESHOLD = 0.5  # half a spike: the OR neuron fires when one input of its window spiked
@@ -733,9 +733,7 @@ def _linear_groups(graph: Graph, reader: Node, sources: list[str], index: np.nda
         n = int(np.prod(graph.value_type(v).shape))
         mine = (flat >= offset) & (flat < offset + n)
         if mine.any():
-            wt = np.zeros((n, w.shape[0]))
-            np.add.at(wt, flat[mine] - offset, w.T[mine])
-            out.append((v, wt.T))
+            out.append((v, gather_columns(w[:, mine], flat[mine] - offset, n)))
         offset += n
     return out
 
