@@ -390,11 +390,22 @@ class Pool2d(Op):
     def _out_shape(self, node: str, x: TensorType) -> tuple[int, int, int]:
         h, w = _spatial(self, node, x, 2)
         _check_geometry(self, node, kernel=self.kernel, stride=self.stride, padding=self.padding)
-        oh = _pool_out(h, self.kernel[0], self.stride[0], self.padding[0], 1, self.ceil_mode)
-        ow = _pool_out(w, self.kernel[1], self.stride[1], self.padding[1], 1, self.ceil_mode)
+        oh, ow = self.out_size(h, w)
         if oh <= 0 or ow <= 0:
             raise fail(self, node, f"window {list(self.kernel)} does not fit input {x}")
         return (x.shape[0], oh, ow)
+
+    def out_size(self, h: int, w: int) -> tuple[int, int]:
+        """Output rows and columns on an h x w input (PyTorch's rule, ceil_mode included)."""
+        return (_pool_out(h, self.kernel[0], self.stride[0], self.padding[0], 1, self.ceil_mode),
+                _pool_out(w, self.kernel[1], self.stride[1], self.padding[1], 1, self.ceil_mode))
+
+    def overhang(self, h: int, w: int) -> tuple[int, int]:
+        """How far (rows, columns) the last window reaches past the padded h x w input: more than 0
+        only where ceil_mode adds a partial window."""
+        out = self.out_size(h, w)
+        return tuple(max(0, (o - 1) * s + k - n - 2 * p)  # type: ignore[return-value]
+                     for o, s, k, n, p in zip(out, self.stride, self.kernel, (h, w), self.padding, strict=True))
 
 
 @register_op

@@ -53,16 +53,41 @@ class ConvMap:
                         self.dilation, self.groups)
 
 
-def pool_conv(op: O.AvgPool2d | O.SumPool2d, channels: int) -> ConvMap | None:
-    """The depthwise conv a pooling op is, or None where it is not one (ceil_mode, or an average that
-    excludes the padding)."""
-    if op.ceil_mode:
-        return None
-    if isinstance(op, O.AvgPool2d) and not op.count_include_pad and op.padding != (0, 0):
-        return None
-    value = 1.0 / (op.kernel[0] * op.kernel[1]) if isinstance(op, O.AvgPool2d) else 1.0
-    w = np.full((channels, 1, *op.kernel), value)
-    return ConvMap(w, None, op.stride, op.padding, (1, 1), channels)
+def pool_conv(op: O.AvgPool2d | O.SumPool2d, in_shape: tuple[int, ...]) -> ConvMap | None:
+    """The depthwise conv a pooling op on inputs of ``in_shape`` (C, H, W) is, or None where it is not
+    one: an average whose divisor changes at the border (padding it excludes, or a ceil_mode window
+    that overhangs the padded input and so divides by fewer elements)."""
+    overhang = op.overhang(*in_shape[1:])
+    value = 1.0
+    if isinstance(op, O.AvgPool2d):
+        if (not op.count_include_pad and op.padding != (0, 0)) or overhang != (0, 0):
+            return None
+        value = 1.0 / (op.kernel[0] * op.kernel[1])
+    _, padding = window_with_overhang(op.kernel, op.padding, overhang)
+    return ConvMap(window_weight(op.kernel, overhang, in_shape[0], value, np.float64), None, op.stride, padding,
+                   (1, 1), in_shape[0])
+
+
+def window_with_overhang(kernel: tuple[int, int], padding: tuple[int, int],
+                         overhang: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Kernel and (symmetric) padding of a conv with the windows of a pooling whose last window reaches
+    ``overhang`` past the far border (ceil_mode; :meth:`Pool2d.overhang`): both grow by the overhang,
+    and the kernel's first ``overhang`` rows / columns are zeros (:func:`window_weight`), so every
+    window still starts where the pooling's does and reads the same elements, while the far padding
+    now covers the overhang (the near padding it adds is read only by the zeros).  Exact for sums and
+    for OR pooling of spikes (zero padding adds nothing), not for averages (their divisor changes at
+    the border)."""
+    return ((kernel[0] + overhang[0], kernel[1] + overhang[1]),
+            (padding[0] + overhang[0], padding[1] + overhang[1]))
+
+
+def window_weight(kernel: tuple[int, int], overhang: tuple[int, int], channels: int, value: float = 1.0,
+                  dtype: type = np.float32) -> np.ndarray:
+    """The depthwise weight [C, 1, kh, kw] of a pooling window of ``value``s, led by ``overhang`` rows
+    and columns of zeros (:func:`window_with_overhang`)."""
+    out: np.ndarray = np.zeros((channels, 1, kernel[0] + overhang[0], kernel[1] + overhang[1]), dtype=dtype)
+    out[:, :, overhang[0]:, overhang[1]:] = value
+    return out
 
 
 def node_conv(graph: Graph, node: Node) -> ConvMap | None:
@@ -73,7 +98,7 @@ def node_conv(graph: Graph, node: Node) -> ConvMap | None:
                      None if b is None else np.asarray(b, dtype=np.float64),
                      op.stride, op.padding, op.dilation, op.groups)
     if isinstance(node.op, POOLS):
-        return pool_conv(node.op, graph.value_type(node.inputs[0]).shape[0])
+        return pool_conv(node.op, graph.value_type(node.inputs[0]).shape)
     return None
 
 

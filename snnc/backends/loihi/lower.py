@@ -508,7 +508,8 @@ class _Lowerer:
         i = self.index[v]
         layer = self.layers[i]
         kind = ReadoutKind.VOLTAGE if i in self.integrators else ReadoutKind.SPIKE_COUNT
-        if kind is ReadoutKind.SPIKE_COUNT and not layer.has_neurons:
+        # a flatten carries its population's spikes (squeezenet ends in ReLU, pooling of a 1x1 map, flatten)
+        if kind is ReadoutKind.SPIKE_COUNT and not (layer.has_neurons or layer.kind is LayerKind.FLATTEN):
             raise self.fail(node, f"reads %{v}, which holds no neurons")
         self.readout = Readout(kind, i, scale)
 

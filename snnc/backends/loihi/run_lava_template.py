@@ -133,7 +133,8 @@ def run(spikes_in: np.ndarray) -> dict[str, Any]:
     if voltage is not None:
         readout = np.floor_divide(voltage, 1 << READOUT_SHIFT)
     else:
-        readout = spikes[BLOCKS[-1][0]].sum(axis=1).reshape(n, -1)
+        # the last block's own T steps, the last T of each sample (before them it fires unreset)
+        readout = spikes[BLOCKS[-1][0]][:, -TIMESTEPS:].sum(axis=1).reshape(n, -1)
     logits = readout * np.asarray(READOUT_SCALE) / TIMESTEPS
     return {"predictions": logits.argmax(axis=1), "logits": logits.astype(np.float32), "voltage": voltage,
             "spikes": spikes}

@@ -435,7 +435,8 @@ def _run_batch(net: LoihiNet, x: np.ndarray | None, timesteps: int, keep: bool, 
         voltage = voltages[layer.name]
         logits = (voltage // (1 << ACT_SHIFT)).reshape(len(voltage), -1) * r.scale / timesteps
     else:
-        logits = out[layer.name].sum(axis=1).reshape(len(spikes_in), -1) * r.scale / timesteps
+        # the readout layer's own T steps, the last T (before them a biased population fires unreset)
+        logits = out[layer.name][:, -timesteps:].sum(axis=1).reshape(len(spikes_in), -1) * r.scale / timesteps
     spikes, synops = _activity(net, out)
     return LoihiRun(
         logits=logits,

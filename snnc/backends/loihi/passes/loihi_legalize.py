@@ -87,6 +87,8 @@ from snnc.passes._compose import (
     compose_into_linear,
     node_conv,
     set_param,
+    window_weight,
+    window_with_overhang,
     write_conv,
 )
 from snnc.passes._neurons import neuron_vector
@@ -277,15 +279,16 @@ def _or_pooling(ctx: PassContext, graph: Graph, log: list[str]) -> None:
         if not isinstance(node.op, O.SpikeMaxPool2d):
             continue
         op: O.SpikeMaxPool2d = node.op
-        if op.ceil_mode:
-            raise UnsupportedError(f"loihi-legalize: spike_maxpool %{node.name}: ceil_mode has no Loihi equivalent")
         t = graph.value_type(node.inputs[0])
         if not t.is_event:
             raise UnsupportedError(f"loihi-legalize: spike_maxpool %{node.name}: reads analog %{node.inputs[0]}")
         channels = t.shape[0]
+        # ceil_mode's last window overhangs the input: a larger kernel led by zeros and more padding
+        overhang = op.overhang(*t.shape[1:])
+        _, padding = window_with_overhang(op.kernel, op.padding, overhang)
         key = graph.fresh_param(f"{node.name}.weight")
-        graph.params[key] = np.ones((channels, 1, *op.kernel), dtype=np.float32)
-        node.op = O.Conv2d(stride=op.stride, padding=op.padding, groups=channels)
+        graph.params[key] = window_weight(op.kernel, overhang, channels)
+        node.op = O.Conv2d(stride=op.stride, padding=padding, groups=channels)
         node.params = {"weight": key}
         gate = Node(
             graph.fresh_name(f"{node.name}_or"),
@@ -296,6 +299,7 @@ def _or_pooling(ctx: PassContext, graph: Graph, log: list[str]) -> None:
         graph.replace_uses(node.name, gate.name)
         gate.inputs = (node.name,)
         graph.insert_after(node, gate)
+        graph.infer_types()  # a pooling of this pooling (googlenet) reads the gate's type
         log.append(f"spike_maxpool %{node.name}: OR pooling (depthwise conv2d + neuron %{gate.name})")
         ctx.note(f"loihi-legalize: max pooling %{node.name} runs as OR pooling on Loihi (a neuron fires when any "
                  "input of its window spiked); gated spike max pooling has no Loihi equivalent")
@@ -412,8 +416,8 @@ def _pools_to_convs(graph: Graph, log: list[str]) -> None:
         c = node_conv(graph, node)
         if c is None:
             raise UnsupportedError(
-                f"loihi-legalize: {node.op.name} %{node.name}: ceil_mode or an average that excludes the padding "
-                "has no Loihi synapse"
+                f"loihi-legalize: {node.op.name} %{node.name}: an average whose divisor changes at the border "
+                "(padding it excludes, or a ceil_mode window past the input) has no Loihi synapse"
             )
         write_conv(graph, node, c)
         log.append(f"{node.op.name} %{node.name}: depthwise conv2d")
