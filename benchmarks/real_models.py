@@ -54,12 +54,15 @@ PIPELINES = ["ann-to-snn", "ann-to-snn-fast"]
 PER_T = {"ann-to-snn-fast", "ann-to-snn-corrected"}
 
 
-def coloured_digits(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def coloured_digits(seed: int = 0, colour_seed: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The digits split of examples/digits as 3x32x32 colour images in [0, 1]: bilinear upsampling of
     the 8x8 grey levels d, then x = (1 − d)·background + d·foreground, one seeded pair of colours per
-    image (foreground channels in [0.4, 1], background in [0, 0.35]: the digit stays the brighter)."""
+    image (foreground channels in [0.4, 1], background in [0, 0.35]: the digit stays the brighter).
+    ``colour_seed`` draws other colours for the same split (``seed`` alone sets both): more labelled
+    images of the task from the same digits, for statistics that need more than 360 test images."""
     x_train, y_train, x_test, y_test = load_digits_splits(seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if colour_seed is None else colour_seed)
 
     def colour(x: np.ndarray) -> np.ndarray:
         d = F.interpolate(torch.as_tensor(x), size=(32, 32), mode="bilinear", align_corners=False).numpy()
