@@ -176,9 +176,10 @@ graph @twins(%x: analog[12]) attributes {timesteps = 5} {
 """
 
 
-def test_a_kernel_called_twice_is_chunked(tmp_path):
+def test_a_kernel_called_twice_goes_through_an_alias(tmp_path):
     """Two layers of one shape share a kernel; TVM's code generation cannot declare one entry
-    point twice in a module, so the step kernel loops over chunks without repeats."""
+    point twice in a module, so the second call goes through an alias that the library links.
+    Files written before ``step_kernel_params`` looped over chunks without repeats instead."""
     graph = dyadic(graph_from_text(TWINS, seed=5))
     layer_graph, params = lower(graph)
     plans = plan_graph(layer_graph, Device.CPU)
@@ -186,8 +187,14 @@ def test_a_kernel_called_twice_is_chunked(tmp_path):
     assert isinstance(step, StepKernel)
     names = [c.kernel.name for c in step.calls]
     assert names[1] == names[2]  # l1 and l2: one kernel
-    assert [len(c.calls) for c in step.chunks] == [2, 2] and len(step.compiled()) == 3
-    assert step.source().count("T.call_cpacked(") == 2
+    assert not step.chunks and step.compiled() == [step]
+    entry = f"__tvm_ffi_{names[1]}"
+    assert step.symbols()[1:3] == (entry, f"{entry}__1") and step.aliases() == {f"{entry}__1": entry}
+    assert step.source().count("T.call_cpacked(") == 4
+    (legacy,) = fuse(step_program(plans, 1), 1, None)
+    assert isinstance(legacy, StepKernel) and legacy.name != step.name
+    assert [len(c.calls) for c in legacy.chunks] == [2, 2] and len(legacy.compiled()) == 3
+    assert legacy.source().count("T.call_cpacked(") == 2 and not legacy.aliases()
     compile_graph(graph, tmp_path)
     x = grid_inputs(4, (12,), seed=1)
     fused = EventRuntime(tmp_path)

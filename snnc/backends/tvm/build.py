@@ -15,7 +15,7 @@ from snnc.backends.tvm import kernel_cache
 from snnc.backends.tvm.kernels import Device, Precision
 from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, parse_layer_graph
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
-from snnc.backends.tvm.steps import StepKernel, step_kernels
+from snnc.backends.tvm.steps import MAX_STEP_PARAMS, StepKernel, step_kernels
 from snnc.errors import TargetError, UnsupportedError
 
 LIB, GRAPH, PARAMS = "lib.so", "graph.json", "params.safetensors"
@@ -27,11 +27,17 @@ def compile_artifact(
     params: Mapping[str, np.ndarray],
     out_dir: str | Path,
     target: str = "llvm",
+    *,
+    max_step_params: int = MAX_STEP_PARAMS,
 ) -> Path:
     """Compile a layer graph (a :class:`LayerGraph`, or the dict form of ``format.md``, checked
     here against the parameters; parameters in PyTorch layouts) into an artifact directory
     ``out_dir`` (created if needed): ``lib.so``, ``graph.json``, ``params.safetensors``.
-    ``target`` is ``"llvm"`` (this CPU) or ``"cuda"``.  Returns ``out_dir``."""
+    ``target`` is ``"llvm"`` (this CPU) or ``"cuda"``; ``max_step_params``: the most buffers one
+    generated step kernel takes (``steps.MAX_STEP_PARAMS``; tests make it small to split small
+    networks), written to ``graph.json`` for the runtime.  Returns ``out_dir``."""
+    if max_step_params < 1:
+        raise TargetError(f"max_step_params must be at least 1, got {max_step_params}")
     try:
         device = Device(target)
     except ValueError:
@@ -42,7 +48,7 @@ def compile_artifact(
     arrays, names = kernel_params(plans, params)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fused = step_kernels(plans, device)
+    fused = step_kernels(plans, device, max_step_params)
     step_names = {
         key: tuple(k.name for k in fused[batch] if isinstance(k, StepKernel))
         for key, batch in (("any_batch", None), ("batch1", 1))
@@ -70,7 +76,10 @@ def compile_artifact(
         layers=tuple(p.layer for p in plans),  # the modes as the runtime runs them
     )
     save_file(arrays, str(out / PARAMS))
-    Artifact(graph=ran, target=device, files=files, step_kernels=step_names).write(out / GRAPH)
+    limit = max_step_params if step_names else None
+    Artifact(graph=ran, target=device, files=files, step_kernels=step_names, step_kernel_params=limit).write(
+        out / GRAPH
+    )
     return out
 
 

@@ -305,6 +305,9 @@ class Artifact:
     # the generated step kernels (``steps.py``) per batch variant ("any_batch", "batch1"), in
     # call order; empty: the runtime calls every layer kernel from Python (CUDA, older files)
     step_kernels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # the most values one step kernel takes (``steps.MAX_STEP_PARAMS`` when written); None: no
+    # limit, one step kernel per run of kernel calls (files written before the limit existed)
+    step_kernel_params: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = self.graph.to_json()
@@ -316,6 +319,8 @@ class Artifact:
         out["target"] = self.target.value
         if self.step_kernels:
             out["step_kernels"] = {k: list(v) for k, v in self.step_kernels.items()}
+            if self.step_kernel_params is not None:
+                out["step_kernel_params"] = self.step_kernel_params
         return out
 
     def write(self, path: Path) -> None:
@@ -368,7 +373,16 @@ class Artifact:
             for key in ("any_batch", "batch1")
             if key in steps
         }
-        return cls(graph=graph, target=target, files=files, step_kernels=step_kernels)
+        limit = raw.get("step_kernel_params")
+        if limit is not None and _int(limit, "step_kernel_params", "graph") < 1:
+            raise TargetError(f"graph: step_kernel_params must be at least 1, got {limit!r}")
+        return cls(
+            graph=graph,
+            target=target,
+            files=files,
+            step_kernels=step_kernels,
+            step_kernel_params=None if limit is None else int(limit),
+        )
 
 
 def parse_layer_graph(raw: Mapping[str, Any], param_shapes: Mapping[str, tuple[int, ...]]) -> LayerGraph:

@@ -178,7 +178,7 @@ class EventRuntime:
         listed = self.artifact.step_kernels
         if not listed:
             return {}
-        derived = step_kernels(self.plans, self.device_kind)
+        derived = step_kernels(self.plans, self.device_kind, self.artifact.step_kernel_params)
         for key, variant in (("any_batch", None), ("batch1", 1)):
             names = tuple(k.name for k in derived.get(variant, []) if isinstance(k, StepKernel))
             if listed.get(key, ()) != names:

@@ -6,9 +6,11 @@ BLAS products of dense-mode layers (:class:`HostCall`, numpy in the runtime).  :
 turns each maximal run of kernel calls into one :class:`StepKernel`: a generated TIR function
 that calls those kernels in sequence through their packed C entry points
 (``T.call_cpacked("__tvm_ffi_<name>", ...)``: a direct call resolved by the linker, no lookup,
-no Python), inside a loop over ``steps``.  When a timestep has no host call, the whole network
+no Python; a kernel called again, through an alias of its entry point), inside a loop over ``steps``.  When a timestep has no host call, the whole network
 is one step kernel and the runtime makes one call for all T timesteps; otherwise it calls each
-segment once per step with ``steps = 1``.  Spike lists and state stay in the runtime's buffers
+segment once per step with ``steps = 1``.  A run whose calls take more than ``max_params``
+distinct buffers is cut into several step kernels (segments too): a generated function's
+build time grows faster than its parameter count (:data:`MAX_STEP_PARAMS`).  Spike lists and state stay in the runtime's buffers
 between the calls, exactly as with one Python call per kernel, so the results are the same
 bit for bit.
 
@@ -120,11 +122,16 @@ class StepKernel:
     ``steps`` times.  ``params`` are the distinct runtime values it takes after ``steps``, in
     order of first use.
 
-    ``chunks``: when one kernel is called twice (two layers of the same shape), TVM 0.27's LLVM
-    code generation declares its entry point twice in one module and the second declaration
-    gets a renamed, undefined symbol (``__tvm_ffi_<name>.184``); so the calls are split into
-    chunks without repeats, each its own step kernel (object file), and this one loops over the
-    chunks, calling each with ``steps = 1``."""
+    A kernel called twice (two layers of one shape) is called the second time through an alias
+    of its entry point (:meth:`symbols`, :meth:`aliases`; the library defines the aliases when
+    it links): TVM 0.27's LLVM code generation declares an entry point once per call in one
+    module, and the second declaration of one name gets a renamed, undefined symbol
+    (``__tvm_ffi_<name>.184``).
+
+    ``chunks`` (only to re-derive the names of files written before ``step_kernel_params``):
+    those split such calls into chunks without repeats, each its own step kernel (object file),
+    and this one looped over the chunks, calling each with ``steps = 1``; densenet121 had 55
+    chunks per batch variant, 110 more functions to build."""
 
     calls: tuple[KernelCall, ...]
     batch: int | None
@@ -142,8 +149,12 @@ class StepKernel:
             object.__setattr__(self, "name", f"snnc_step_{digest}")
 
     @classmethod
-    def of(cls, calls: tuple[KernelCall, ...], batch: int | None) -> StepKernel:
-        """The step kernel of ``calls``, chunked where a kernel would be called twice."""
+    def of(cls, calls: tuple[KernelCall, ...], batch: int | None, chunked: bool = False) -> StepKernel:
+        """The step kernel of ``calls``; ``chunked``: as files written before
+        ``step_kernel_params`` had it, calling chunks without repeats where a kernel would be
+        called twice."""
+        if not chunked:
+            return cls(calls=calls, batch=batch)
         chunks: list[list[KernelCall]] = [[]]
         for call in calls:
             if any(c.kernel.name == call.kernel.name for c in chunks[-1]):
@@ -157,6 +168,24 @@ class StepKernel:
     def compiled(self) -> list[StepKernel]:
         """The functions to compile and link: the chunks, then this one."""
         return [*self.chunks, self]
+
+    def symbols(self) -> tuple[str, ...]:
+        """The packed entry point each call goes through: ``__tvm_ffi_<kernel>`` for a kernel's
+        first call here, ``__tvm_ffi_<kernel>__<k>`` for its k-th repeat (an alias)."""
+        seen: dict[str, int] = {}
+        out = []
+        for call in self.calls:
+            k = seen[call.kernel.name] = seen.get(call.kernel.name, -1) + 1
+            out.append(f"__tvm_ffi_{call.kernel.name}" + (f"__{k}" if k else ""))
+        return tuple(out)
+
+    def aliases(self) -> dict[str, str]:
+        """The aliases its calls need, each mapped to the entry point it stands for (the
+        library links each as another name of that symbol); none with chunks (no repeats)."""
+        if self.chunks:
+            return {}
+        entries = (f"__tvm_ffi_{c.kernel.name}" for c in self.calls)
+        return {s: e for s, e in zip(self.symbols(), entries, strict=True) if s != e}
 
     @property
     def params(self) -> tuple[Arg, ...]:
@@ -204,9 +233,9 @@ class StepKernel:
                 operands = ", ".join(["1", *(names[a] for a in chunk.params)])
                 lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{chunk.name}", {operands}))')
         else:
-            for call in self.calls:
+            for call, symbol in zip(self.calls, self.symbols(), strict=True):
                 operands = ", ".join(names[a] for a in call.args)
-                lines.append(f'        T.evaluate(T.call_cpacked("__tvm_ffi_{call.kernel.name}", {operands}))')
+                lines.append(f'        T.evaluate(T.call_cpacked("{symbol}", {operands}))')
         return "\n".join(lines) + "\n"
 
     def prim_func(self):
@@ -217,25 +246,60 @@ class StepKernel:
         return parser.parse(self.source(), extra_vars={"T": T})
 
 
-def fuse(program: list[KernelCall | HostCall], batch: int | None) -> list[StepKernel | HostCall]:
-    """Each maximal run of kernel calls of ``program`` as one step kernel; host calls stay."""
+# The most distinct buffers (and scalars) one step kernel takes.  TVM lowers a generated
+# function's parameters into nested bindings, and its passes (MakePackedAPI, LowerIntrin) and
+# LLVM's code generation grow faster than linearly with them (one step kernel, CPU time of parse +
+# build + object file, load 3: 202 params 0.7 s, 802 params 3.4 s, 1,602 params 10.8 s,
+# densenet121's 2,230 params ~35 s per batch variant); cut at 512, a large network's step kernels
+# build in time linear in its size, and a network of up to 512 buffers (resnet18: 191) keeps one
+# step kernel and one call for all T steps.
+MAX_STEP_PARAMS = 512
+
+
+def _split(run: list[KernelCall], max_params: int | None) -> list[tuple[KernelCall, ...]]:
+    """``run`` cut, in order, into the longest pieces whose calls take at most ``max_params``
+    distinct values (None: no limit); a call that alone takes more is a piece of its own."""
+    pieces: list[tuple[KernelCall, ...]] = []
+    piece: list[KernelCall] = []
+    values: set[Arg] = set()
+    for call in run:
+        grown = values | set(call.args)
+        if piece and max_params is not None and len(grown) > max_params:
+            pieces.append(tuple(piece))
+            piece, grown = [], set(call.args)
+        piece.append(call)
+        values = grown
+    if piece:
+        pieces.append(tuple(piece))
+    return pieces
+
+
+def fuse(
+    program: list[KernelCall | HostCall], batch: int | None, max_params: int | None = MAX_STEP_PARAMS
+) -> list[StepKernel | HostCall]:
+    """Each maximal run of kernel calls of ``program`` as step kernels, in order: one per run,
+    or, where a run takes more than ``max_params`` values, one per piece of at most
+    ``max_params`` (:func:`_split`); host calls stay.  ``max_params`` None: the step kernels of
+    files written before the limit (one per run, chunked where a kernel is called twice)."""
     out: list[StepKernel | HostCall] = []
     run: list[KernelCall] = []
-    for item in program:
+    for item in [*program, None]:  # None: the end flushes the last run
         if isinstance(item, KernelCall):
             run.append(item)
             continue
-        if run:
-            out.append(StepKernel.of(tuple(run), batch))
-            run = []
-        out.append(item)
-    if run:
-        out.append(StepKernel.of(tuple(run), batch))
+        out += [StepKernel.of(piece, batch, chunked=max_params is None) for piece in _split(run, max_params)]
+        run = []
+        if item is not None:
+            out.append(item)
     return out
 
 
-def step_kernels(plans: list[LayerPlan], device: Device) -> dict[int | None, list[StepKernel | HostCall]]:
-    """The fused timestep of every batch variant (None: any batch; 1), empty off the CPU."""
+def step_kernels(
+    plans: list[LayerPlan], device: Device, max_params: int | None = MAX_STEP_PARAMS
+) -> dict[int | None, list[StepKernel | HostCall]]:
+    """The fused timestep of every batch variant (None: any batch; 1), empty off the CPU; step
+    kernels take at most ``max_params`` values each (None: as files written before the limit
+    have them, see :func:`fuse`)."""
     if device is not Device.CPU:
         return {}
-    return {batch: fuse(step_program(plans, batch), batch) for batch in (None, 1)}
+    return {batch: fuse(step_program(plans, batch), batch, max_params) for batch in (None, 1)}
