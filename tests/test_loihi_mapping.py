@@ -106,7 +106,7 @@ def brute_force_usage(mapping, net):
         usage[c.index][Resource.NEURONS] = sum(pc.stop - pc.start for pc in c.pieces)
     for e in net.edges:
         wb = min(b for b in enc.allowed_weight_bits if b >= e.weight_bits)
-        per_syn = wb + enc.delay_bits + (enc.index_bits if e.kind is EdgeKind.CONV else 0)
+        per_syn = wb + max(enc.delay_bits, e.delay_bits) + (enc.index_bits if e.kind is EdgeKind.CONV else 0)
         lists = {}  # (source, piece) -> synapse count
         dests = {}  # source -> set of pieces
         for i, j in connections(e, pops):
@@ -360,7 +360,7 @@ def single_neuron_demand(net, enc):
     fan_out = {p.name: np.zeros(p.size, np.int64) for p in net.populations}
     for e in net.edges:
         wb = min(b for b in enc.allowed_weight_bits if b >= e.weight_bits)
-        per_syn = wb + enc.delay_bits + (enc.index_bits if e.kind is EdgeKind.CONV else 0)
+        per_syn = wb + max(enc.delay_bits, e.delay_bits) + (enc.index_bits if e.kind is EdgeKind.CONV else 0)
         lists = {}  # (source, destination) -> synapses
         for i, j in connections(e, pops):
             lists[(i, j)] = lists.get((i, j), 0) + 1

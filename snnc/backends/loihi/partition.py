@@ -44,8 +44,8 @@ import numpy as np
 from snnc.errors import TargetError
 
 from .hardware import ChipSpec, Resource, SynapseEncoding
-from .network import Edge, EdgeKind, Network, Piece, Population
-from .synapses import ConvEdge, ConvProfile, min_bits_per_synapse, packed_bits, round_weight_bits, split_range
+from .network import ConvGeometry, Edge, EdgeKind, Network, Piece, Population
+from .synapses import ConvEdge, ConvProfile, min_bits_per_synapse, packed_bits, round_weight_bits
 
 _NUMERIC = (Resource.NEURONS, Resource.SYNAPSE_BITS, Resource.INPUT_AXONS, Resource.OUTPUT_AXONS)
 _N, _SYN, _IN, _OUT = range(4)
@@ -232,24 +232,11 @@ class _Fill:
     cores: list[_Core] = field(default_factory=list)
 
 
-@dataclass(kw_only=True)
-class _Windows:
-    """Cached view of a conv link's destination pieces for output-axon counting."""
-
-    pieces: list[Piece]
-    profiles: list[ConvProfile]
-    los: list[int]  # source neuron windows [lo, hi) of each piece
-    his: list[int]
-    lo_pos: np.ndarray  # source position window of each piece
-    hi_pos: np.ndarray
-    offset: np.ndarray  # where each piece's prefix sums start in ``prefix``
-    prefix: np.ndarray
-
-
 class _Link:
     """One edge as the mapper uses it (identity-hashed; the frozen Edge hashes slowly)."""
 
-    def __init__(self, k: int, edge: Edge, src: Population, enc: SynapseEncoding) -> None:
+    def __init__(self, k: int, edge: Edge, src: Population, enc: SynapseEncoding,
+                 convs: dict[tuple[ConvGeometry, int], ConvEdge]) -> None:
         self.k = k
         self.edge = edge
         self.src = src
@@ -257,7 +244,15 @@ class _Link:
         wb = round_weight_bits(edge.weight_bits, enc, f"edge {edge.src} -> {edge.dst}")
         self.bits = wb + max(enc.delay_bits, edge.delay_bits) + (0 if self.dense else enc.index_bits)
         self.fmt = ("dense" if self.dense else "sparse", wb)
-        self.conv = None if edge.geometry is None else ConvEdge(edge.geometry, self.bits, enc)
+        self.conv = None
+        if edge.geometry is not None:
+            # a profile is a pure function of the geometry, the synapse width and the range: edges that
+            # share both share one ConvEdge and its remembered profiles (DenseNet's joins repeat a few
+            # dozen geometries over ~2,000 edges, their consumers split alike)
+            key = (edge.geometry, self.bits)
+            if key not in convs:
+                convs[key] = ConvEdge(edge.geometry, self.bits, enc)
+            self.conv = convs[key]
         self.dense_bits: dict[int, int] = {}  # range length -> packed bits of one dense synapse list
 
     @property
@@ -278,7 +273,8 @@ class _Partitioner:
         self.enc = chip.synapse
         self.pops = {p.name: p for p in net.populations}
         self.caps = np.array([chip.core.capacity(r) for r in _NUMERIC], dtype=np.int64)
-        self.links = [_Link(k, e, self.pops[e.src], self.enc) for k, e in enumerate(net.edges)]
+        convs: dict[tuple[ConvGeometry, int], ConvEdge] = {}
+        self.links = [_Link(k, e, self.pops[e.src], self.enc, convs) for k, e in enumerate(net.edges)]
         self.in_links: dict[str, list[_Link]] = {p.name: [] for p in net.populations}
         self.out_links: dict[str, list[_Link]] = {p.name: [] for p in net.populations}
         for ln in self.links:
@@ -286,7 +282,9 @@ class _Partitioner:
             self.out_links[ln.edge.src].append(ln)
         self.placed: dict[str, list[Piece]] = {}  # destination ranges placed so far
         self.profiles: dict[tuple[int, int], ConvProfile] = {}  # (link, piece start) -> profile
-        self.windows: dict[int, _Windows] = {}  # link -> source windows of its placed pieces
+        # population -> prefix sums, over its neurons, of the destination ranges each one feeds (see
+        # _out_prefix); valid while its consumers' placement stays as it is
+        self.out_prefix: dict[str, np.ndarray] = {}
         # the strategy being tried, and the ceilings it sets: for a core's opener, for the population
         # being placed (None: none); ``reserve`` False lifts them (the last population, or a neuron that
         # fits only a whole core)
@@ -294,6 +292,9 @@ class _Partitioner:
         self.open_caps, self.reserve = self.caps, False
         self.pop_caps: np.ndarray | None = None
         self.per_neuron: dict[str, np.ndarray] = {}
+        self.per_neuron_floats: dict[str, list[float]] = {}
+        self.caps_list: list[int] = self.caps[:3].tolist()
+        self.in_formats = {p: {ln.fmt for ln in links} for p, links in self.in_links.items()}
         self.total_need = np.zeros(3)  # fluid demand of every on-chip population
         self.estimate_pieces: dict[str, int] = {}
 
@@ -339,65 +340,43 @@ class _Partitioner:
             return 0
         return ln.cv.sources_feeding(prof, a, b)
 
-    def _window(self, ln: _Link) -> _Windows:
-        """Source windows of a conv link's placed destination pieces, with their prefix sums joined."""
-        w = self.windows.get(ln.k)
-        if w is None:
-            pieces = self.placed[ln.edge.dst]
-            profs = [self.profiles[(ln.k, d.start)] for d in pieces]
-            bounds = [ln.cv.source_index_range(pr) for pr in profs]
-            sizes = np.array([len(pr.prefix) for pr in profs], dtype=np.int64)
-            w = self.windows[ln.k] = _Windows(
-                pieces=pieces,
-                profiles=profs,
-                los=[lo for lo, _ in bounds],
-                his=[hi for _, hi in bounds],
-                lo_pos=np.array([pr.x_lo * ln.cv.hin for pr in profs], dtype=np.int64),
-                hi_pos=np.array([pr.x_hi * ln.cv.hin for pr in profs], dtype=np.int64),
-                offset=np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64),
-                prefix=np.concatenate([pr.prefix for pr in profs]) if profs else np.zeros(0, np.int64),
-            )
-        return w
-
-    def _conv_out(self, ln: _Link, a: int, b: int) -> int:
-        """(source neuron, destination piece) pairs of range [a, b) over a conv link, vectorised over
-        the destination pieces whose window meets the range (windows move monotonically: bisection)."""
-        w = self._window(ln)
-        j0, j1 = bisect.bisect_right(w.his, a), bisect.bisect_left(w.los, b)
-        if j1 <= j0:
-            return 0
-        sp = split_range(a, b, ln.cv.cin)
-        lo, hi, off = w.lo_pos[j0:j1], w.hi_pos[j0:j1], w.offset[j0:j1]
-        fa = np.clip(sp.full_lo, lo, hi)
-        fb = np.maximum(fa, np.clip(sp.full_hi, lo, hi))
-        total = int((w.prefix[off + fb - lo] - w.prefix[off + fa - lo]).sum())
-        for p, c_lo, c_hi in sp.partial:
-            inside = np.flatnonzero((lo <= p) & (p < hi))
-            if ln.cv.groups == 1:  # every channel feeds, or none: the prefix step says which
-                at = off[inside] + p - lo[inside]
-                total += (c_hi - c_lo) * int(np.count_nonzero(w.prefix[at + 1] > w.prefix[at]))
-            else:  # ConvEdge.sources_feeding of [c_lo, c_hi) at position p, inlined (the mapper's hottest call)
-                x, y = divmod(p, ln.cv.hin)
-                for j in inside:
-                    prof = w.profiles[j0 + j]
-                    for feeds, channels in prof.combos:
-                        if feeds[y, x - prof.x_lo]:
-                            total += int(channels[c_hi] - channels[c_lo])
-        return total
-
     def _out_demand(self, pop: str, a: int, b: int) -> int:
         """Output axons of range [a, b): (source neuron, destination range) pairs."""
-        total = 0
+        prefix = self.out_prefix.get(pop)
+        if prefix is None:
+            prefix = self.out_prefix[pop] = self._out_prefix(pop)
+        return int(prefix[b] - prefix[a])
+
+    def _out_prefix(self, pop: str) -> np.ndarray:
+        """Prefix sums over the neurons of ``pop`` of how many destination ranges each neuron feeds.
+
+        Output axons are (source neuron, destination range) pairs, so a range's demand is a sum over its
+        neurons; the consumers are placed before their producers, so the per-neuron counts stay fixed while
+        ``pop`` is placed and one array answers every range the search tries (it asked each out-link anew
+        per range before: the mapper's hottest call on networks with wide fan-out, such as DenseNet)."""
+        feeds = np.zeros(self.pops[pop].size, dtype=np.int64)
         for ln in self.out_links[pop]:
             dst = ln.edge.dst
             if dst not in self.placed:  # a cycle: the consumer is not placed yet; estimate its split
                 k = self.estimate_pieces.get(dst, max(1, -(-self.pops[dst].size // int(self.caps[_N]))))
-                total += (b - a) * (k if ln.dense else 1)
+                feeds += k if ln.dense else 1
             elif ln.dense:
-                total += (b - a) * len(self.placed[dst])
+                feeds += len(self.placed[dst])
             else:
-                total += self._conv_out(ln, a, b)
-        return total
+                self._add_conv_feeds(ln, feeds)
+        return np.concatenate([np.zeros(1, dtype=np.int64), np.cumsum(feeds)])
+
+    def _add_conv_feeds(self, ln: _Link, feeds: np.ndarray) -> None:
+        """Add 1 to every source neuron of conv link ``ln`` for every placed destination range it feeds.
+        A range's profile says which source positions feed it per channel combination (``combos``: a
+        boolean map over its source columns, and which source channels the combination holds)."""
+        cv = ln.cv
+        grid = feeds.reshape(cv.win, cv.hin, cv.cin)  # lava's (x, y, c) neuron order: a view
+        for d in self.placed[ln.edge.dst]:
+            prof = self.profiles[(ln.k, d.start)]
+            block = grid[prof.x_lo : prof.x_hi]  # [columns, H, C]
+            for fed, channels in prof.combos:
+                block += fed.T[:, :, None] * np.diff(channels)[None, None, :]
 
     def _demand(self, pop: str, a: int, b: int, keep: bool = False) -> tuple[np.ndarray, float, float]:
         """(numeric demand [neurons, bits, in axons, out axons], synops, messages) of range [a, b)."""
@@ -428,19 +407,22 @@ class _Partitioner:
     # -- configuration entries -------------------------------------------------------------------
     def _config_fits(self, core: _Core, p: Population) -> bool:
         c = self.chip.core
-        fmts = core.fmt | {ln.fmt for ln in self.in_links[p.name]}
+        new_fmts = self.in_formats[p.name] - core.fmt
         return (
-            len(core.cx | {self._cx(p)}) <= c.compartment_configs
-            and len(core.vth | {self._vth(p)}) <= c.threshold_configs
-            and len(fmts) <= c.synapse_formats
+            len(core.cx) + (self._cx(p) not in core.cx) <= c.compartment_configs
+            and len(core.vth) + (self._vth(p) not in core.vth) <= c.threshold_configs
+            and len(core.fmt) + len(new_fmts) <= c.synapse_formats
         )
 
     def _estimate(self, core: _Core, pop: str) -> int:
         """Neurons of ``pop`` the core's room should hold, from the population's average demand."""
-        room = self.caps[:3] - core.numeric[:3]
-        d = self._per_neuron_cached(pop)
-        with np.errstate(divide="ignore"):
-            return int(np.floor(np.min(np.where(d > 0, room / d, np.inf))))
+        # plain floats: called for every candidate core, where numpy's overhead on 3 numbers dominated
+        used = core.numeric.tolist()[:3]
+        best = math.inf
+        for cap, u, d in zip(self.caps_list, used, self._per_neuron_floats(pop), strict=True):
+            if d > 0:
+                best = min(best, (cap - u) / d)
+        return math.floor(best)
 
     def _largest(self, core: _Core, pop: str, a: int, limit: int, guess: int) -> int:
         """Largest n <= limit with range [a, a + n) fitting ``core`` (0 if none); demand grows with n."""
@@ -614,11 +596,13 @@ class _Partitioner:
             i += 1
         self._new_core(fill, min(remaining, cap))
 
-    def _still_needed(self, remaining: list[str]) -> np.ndarray:
-        """Fluid demand (neurons, synapse bits, input axons) of the populations still to place."""
-        need = np.zeros(3)
-        for q in remaining:
-            need += self.pops[q].size * self._per_neuron_cached(q)
+    def _still_needed(self, order: list[str]) -> list[np.ndarray]:
+        """Fluid demand (neurons, synapse bits, input axons) of ``order[:m]`` for every m: what the
+        populations still to place need when ``order[m]`` is placed (added up in order, as one loop per
+        population did: the same floats, without its quadratic cost on DenseNet's 659 populations)."""
+        need = [np.zeros(3)]
+        for q in order:
+            need.append(need[-1] + self.pops[q].size * self._per_neuron_cached(q))
         return need
 
     def _per_neuron_cached(self, pop: str) -> np.ndarray:
@@ -626,16 +610,23 @@ class _Partitioner:
             self.per_neuron[pop] = self._per_neuron(pop)
         return self.per_neuron[pop]
 
+    def _per_neuron_floats(self, pop: str) -> list[float]:
+        floats = self.per_neuron_floats.get(pop)
+        if floats is None:
+            floats = self.per_neuron_floats[pop] = self._per_neuron_cached(pop).tolist()
+        return floats
+
     def _place(self, order: list[str]) -> list[_Core]:
         """First-fit with splitting, consumers first (so output axons are exact); a producer that
         shares its consumer's cores is zipped into them in order.  Returns cores in forward order."""
         self.cores: list[_Core] = []
         shared: dict[str, list[tuple[_Core, int]]] = {}  # producer -> consumer cores reserved for it
         done: set[str] = set()
+        still_needed = self._still_needed(order)
         for k, pop in enumerate(reversed(order)):
             self.reserve = k < len(order) - 1  # the last population has nobody to reserve for
             self.pop_caps = self.strategy.population_ceiling(
-                self.caps, self._still_needed(order[: len(order) - 1 - k]), self.total_need
+                self.caps, still_needed[len(order) - 1 - k], self.total_need
             )
             if self.strategy.zip_pairs:
                 cap, partner = self._mixing_cap(pop, done)
@@ -647,6 +638,8 @@ class _Partitioner:
             while fill.a < self.pops[pop].size:
                 self._fill_next(fill, cap)
             self.placed[pop] = fill.placed
+            for ln in self.in_links[pop]:  # its producers now see its ranges
+                self.out_prefix.pop(ln.src.name, None)
             done.add(pop)
             if partner is not None:
                 # the producer's range on each of these cores ends where the consumer's range ends, scaled
@@ -692,7 +685,7 @@ class _Partitioner:
         """One placement under the current strategy, verified exactly; retried for recurrent networks."""
         self.estimate_pieces = {}
         for _ in range(4):
-            self.placed, self.profiles, self.windows = {}, {}, {}
+            self.placed, self.profiles, self.out_prefix = {}, {}, {}
             cores = self._place(order)
             usage, flows = self._account(cores)
             if all(np.all(u <= self.caps) for u in usage):
@@ -722,7 +715,7 @@ class _Partitioner:
                 break
         assert kept is not None  # strategies is not empty
         self.placed, self.profiles, (cores, usage, activity), name = kept
-        self.windows = {}
+        self.out_prefix = {}
         return cores, usage, activity, name
 
     # -- lower bound -----------------------------------------------------------------------------
