@@ -147,3 +147,89 @@ graph @g(%x: analog[4]) {
         assert w.producer(v) is g.producer(v)
         assert [n.name for n in w.users(v)] == [n.name for n in g.users(v)]
         assert w.only_user(v) is g.only_user(v)
+
+
+# ---------------------------------------------------------------- placement: the loops it replaced
+
+
+def _improve_by_loops(placement, passes: int = 2, window: int = 24) -> np.ndarray:
+    """CorePlacement.improve as it was written first: every cost summed anew by a plain loop."""
+    nbrs = {i: [(j, d["weight"]) for j, d in placement.graph[i].items()] for i in placement.graph}
+    slot = [int(x) for x in placement.slot_of]
+    xy = [(int(x), int(y)) for x, y in placement.slot_tile]
+
+    def local(i: int) -> float:
+        x, y = xy[slot[i]]
+        total = 0.0
+        for j, w in nbrs[i]:
+            xj, yj = xy[slot[j]]
+            total += w * (abs(x - xj) + abs(y - yj))
+        return total
+
+    by_chip: dict[int, list[int]] = {}
+    for i in placement.order:
+        if nbrs[i]:
+            by_chip.setdefault(int(placement.chip_of[i]), []).append(i)
+    per_tile = placement.chip.topology.cores_per_tile
+    for _ in range(passes):
+        improved = False
+        for members in by_chip.values():
+            for ai, a in enumerate(members):
+                for b in members[ai + 1 : ai + 1 + window]:
+                    if slot[a] // per_tile == slot[b] // per_tile:
+                        continue
+                    before = local(a) + local(b)
+                    slot[a], slot[b] = slot[b], slot[a]
+                    if local(a) + local(b) < before - 1e-9:
+                        improved = True
+                    else:
+                        slot[a], slot[b] = slot[b], slot[a]
+        if not improved:
+            break
+    return np.array(slot, dtype=np.int64)
+
+
+def _traffic_by_loops(placement, flows: dict, host: float) -> dict:
+    out = dict.fromkeys(["spikes_per_step", "intra_core_spikes_per_step", "inter_core_spikes_per_step",
+                         "inter_chip_spikes_per_step", "host_spikes_per_step", "spike_hops_per_step",
+                         "ew_hops_per_step", "ns_hops_per_step", "chip_links_per_step"], 0.0)
+    out["host_spikes_per_step"] = host
+    for (i, j), s in flows.items():
+        out["spikes_per_step"] += s
+        if i == j:
+            out["intra_core_spikes_per_step"] += s
+            continue
+        ew, ns, links = placement.hops(i, j)
+        out["inter_core_spikes_per_step"] += s
+        out["inter_chip_spikes_per_step"] += s if links else 0.0
+        out["spike_hops_per_step"] += s * placement.cost(i, j)
+        out["ew_hops_per_step"] += s * ew
+        out["ns_hops_per_step"] += s * ns
+        out["chip_links_per_step"] += s * links
+    return out
+
+
+def test_swaps_and_traffic_equal_the_plain_loops_bit_for_bit() -> None:
+    """Cores with few and with many neighbours (both ways of summing), flows of very different sizes
+    (so that the order of summation would show), several chips."""
+    import networkx as nx
+
+    from snnc.backends.loihi.hardware import load_chip
+    from snnc.backends.loihi.placement import CorePlacement, traffic_graph
+
+    rng = np.random.default_rng(3)
+    chip = load_chip("loihi2")
+    n = 300
+    flows: dict[tuple[int, int], float] = {}
+    for i in range(n):
+        fan = 60 if i % 7 == 0 else 4  # every 7th core talks to many
+        for j in rng.choice(n, size=fan, replace=False):
+            flows[(i, int(j))] = float(rng.choice([1e-9, 1e-3, 0.37, 5e3])) * rng.random()
+    graph = traffic_graph(flows, n)
+    order = list(nx.utils.reverse_cuthill_mckee_ordering(graph))
+    fast, slow = CorePlacement(graph, order, chip), CorePlacement(graph, order, chip)
+    fast.improve()
+    slow.slot_of = _improve_by_loops(slow)
+    assert np.array_equal(fast.slot_of, slow.slot_of)
+    assert not np.array_equal(fast.slot_of, CorePlacement(graph, order, chip).slot_of)  # swaps happened
+    assert fast.traffic(flows, 0.5) == _traffic_by_loops(slow, flows, 0.5)

@@ -40,6 +40,64 @@ def traffic_graph(flows: dict[tuple[int, int], float], n_cores: int) -> nx.Graph
     return graph
 
 
+class _LocalCost:
+    """Spikes x tile hops of each core to its neighbours (``local(i)`` of :meth:`CorePlacement.improve`),
+    summed in neighbour order as a plain loop does, so that every swap decision is the same float
+    comparison: one loop over a few neighbours, ``cumsum`` (sequential, unlike ``sum``) over many; and a
+    core's cost is remembered until it or a neighbour moves.  DenseNet's 6,239 cores have 500 neighbours
+    on average: the swap passes summed 10^9 terms before."""
+
+    _NUMPY_FROM = 32  # neighbours from which numpy's per-call overhead pays off
+
+    def __init__(self, graph: nx.Graph, slot_of: np.ndarray, slot_tile: np.ndarray) -> None:
+        self.nbrs = {i: [(j, d["weight"]) for j, d in graph[i].items()] for i in graph}
+        self.arrays = {
+            i: (np.array([j for j, _ in nb], dtype=np.int64), np.array([w for _, w in nb], dtype=np.float64))
+            for i, nb in self.nbrs.items() if len(nb) >= self._NUMPY_FROM
+        }
+        self.slot = [int(x) for x in slot_of]
+        self.slots = np.array(self.slot, dtype=np.int64)
+        self.xy = [(int(x), int(y)) for x, y in slot_tile]
+        self.tx, self.ty = (np.asarray(slot_tile[:, k], dtype=np.int64) for k in (0, 1))
+        self.cache: dict[int, float] = {}
+
+    def has_neighbours(self, i: int) -> bool:
+        return bool(self.nbrs[i])
+
+    def fresh(self, i: int) -> float:
+        """The cost of core i at the current slots."""
+        arrays = self.arrays.get(i)
+        x, y = self.xy[self.slot[i]]
+        if arrays is not None:
+            js, ws = arrays
+            s = self.slots[js]
+            terms = ws * (np.abs(x - self.tx[s]) + np.abs(y - self.ty[s]))
+            return float(np.cumsum(terms)[-1])
+        total = 0.0
+        for j, w in self.nbrs[i]:
+            xj, yj = self.xy[self.slot[j]]
+            total += w * (abs(x - xj) + abs(y - yj))
+        return total
+
+    def kept(self, i: int) -> float:
+        """:meth:`fresh`, remembered while core i and its neighbours stay where they are."""
+        cost = self.cache.get(i)
+        if cost is None:
+            cost = self.cache[i] = self.fresh(i)
+        return cost
+
+    def swap(self, a: int, b: int) -> None:
+        self.slot[a], self.slot[b] = self.slot[b], self.slot[a]
+        self.slots[a], self.slots[b] = self.slot[a], self.slot[b]
+
+    def moved(self, a: int, b: int) -> None:
+        """Cores a and b were swapped for good: their costs and their neighbours' are stale."""
+        for i in (a, b):
+            self.cache.pop(i, None)
+            for j, _ in self.nbrs[i]:
+                self.cache.pop(j, None)
+
+
 class CorePlacement:
     """Chip and tile of every core, and hop distances: X-Y routing between tiles of one chip; chips on a
     square grid, a chip-to-chip link counting ``chip_hop_weight`` tile hops.
@@ -85,24 +143,13 @@ class CorePlacement:
     def improve(self, passes: int = 2, window: int = 24) -> None:
         """Swap cores of one chip while that lowers sum(spikes x tile hops); a core is tried against the
         ``window`` cores that follow it in the placement order, which keeps a pass linear."""
-        # plain Python lists: most cores have a handful of neighbours, where numpy's overhead dominates
-        nbrs = {i: [(j, d["weight"]) for j, d in self.graph[i].items()] for i in self.graph}
-        slot = [int(x) for x in self.slot_of]
-        xy = [(int(x), int(y)) for x, y in self.slot_tile]
-
-        def local(i: int) -> float:
-            x, y = xy[slot[i]]
-            total = 0.0
-            for j, w in nbrs[i]:
-                xj, yj = xy[slot[j]]
-                total += w * (abs(x - xj) + abs(y - yj))
-            return total
-
+        local = _LocalCost(self.graph, self.slot_of, self.slot_tile)
         by_chip: dict[int, list[int]] = {}
         for i in self.order:
-            if len(nbrs[i]):
+            if local.has_neighbours(i):
                 by_chip.setdefault(int(self.chip_of[i]), []).append(i)
         per_tile = self.chip.topology.cores_per_tile
+        slot = local.slot
         for _ in range(passes):
             improved = False
             for members in by_chip.values():
@@ -110,42 +157,46 @@ class CorePlacement:
                     for b in members[ai + 1 : ai + 1 + window]:
                         if slot[a] // per_tile == slot[b] // per_tile:
                             continue
-                        before = local(a) + local(b)
-                        slot[a], slot[b] = slot[b], slot[a]
-                        if local(a) + local(b) < before - 1e-9:
+                        before = local.kept(a) + local.kept(b)
+                        local.swap(a, b)
+                        if local.fresh(a) + local.fresh(b) < before - 1e-9:
                             improved = True
+                            local.moved(a, b)
                         else:
-                            slot[a], slot[b] = slot[b], slot[a]
+                            local.swap(a, b)
             if not improved:
                 break
         self.slot_of = np.array(slot, dtype=np.int64)
 
     def traffic(self, flows: dict[tuple[int, int], float], host_spikes: float) -> dict[str, float]:
-        """Spikes per timestep within cores, between cores and chips, from the host, and their hops."""
-        traffic = {
-            "spikes_per_step": 0.0,
-            "intra_core_spikes_per_step": 0.0,
-            "inter_core_spikes_per_step": 0.0,
-            "inter_chip_spikes_per_step": 0.0,
+        """Spikes per timestep within cores, between cores and chips, from the host, and their hops.
+        Each total is summed over the flows in their order (``cumsum`` is sequential: the same floats as a
+        loop over the flows, without its cost on DenseNet's 3 million)."""
+        ij = np.array(list(flows), dtype=np.int64).reshape(-1, 2)
+        s = np.fromiter(flows.values(), dtype=np.float64, count=len(flows))
+        i, j = ij[:, 0], ij[:, 1]
+        inter = i != j
+        ti, tj = self.slot_tile[self.slot_of[i]], self.slot_tile[self.slot_of[j]]
+        ew, ns = np.abs(ti[:, 0] - tj[:, 0]), np.abs(ti[:, 1] - tj[:, 1])
+        ci, cj = np.divmod(self.chip_of[i], self.grid_w), np.divmod(self.chip_of[j], self.grid_w)
+        links = np.abs(ci[0] - cj[0]) + np.abs(ci[1] - cj[1])
+        cost = ew + ns + self.weight * links
+        return {
+            "spikes_per_step": _in_order(s),
+            "intra_core_spikes_per_step": _in_order(s[~inter]),
+            "inter_core_spikes_per_step": _in_order(s[inter]),
+            "inter_chip_spikes_per_step": _in_order(np.where(links > 0, s, 0.0)[inter]),
             "host_spikes_per_step": host_spikes,
-            "spike_hops_per_step": 0.0,  # spikes x (tile hops + chip_hop_weight x chip links)
-            "ew_hops_per_step": 0.0,
-            "ns_hops_per_step": 0.0,
-            "chip_links_per_step": 0.0,
+            "spike_hops_per_step": _in_order((s * cost)[inter]),  # spikes x (tile hops + chip_hop_weight x links)
+            "ew_hops_per_step": _in_order((s * ew)[inter]),
+            "ns_hops_per_step": _in_order((s * ns)[inter]),
+            "chip_links_per_step": _in_order((s * links)[inter]),
         }
-        for (i, j), s in flows.items():
-            traffic["spikes_per_step"] += s
-            if i == j:
-                traffic["intra_core_spikes_per_step"] += s
-                continue
-            ew, ns, links = self.hops(i, j)
-            traffic["inter_core_spikes_per_step"] += s
-            traffic["inter_chip_spikes_per_step"] += s if links else 0.0
-            traffic["spike_hops_per_step"] += s * self.cost(i, j)
-            traffic["ew_hops_per_step"] += s * ew
-            traffic["ns_hops_per_step"] += s * ns
-            traffic["chip_links_per_step"] += s * links
-        return traffic
+
+
+def _in_order(values: np.ndarray) -> float:
+    """``0.0 + values[0] + values[1] + ...`` left to right, as a loop adds them."""
+    return float(np.cumsum(values)[-1]) if len(values) else 0.0
 
 
 class PlacementStrategy(Protocol):
