@@ -240,3 +240,27 @@ def fuse_all(plans) -> list[list]:
         [c for k in items if isinstance(k, StepKernel) for c in k.compiled()]
         for items in step_kernels(plans, Device.CPU).values()
     ]
+
+
+def test_the_runtime_checks_every_buffer_once(artifacts):
+    """An artifact's kernels are built without per-call argument checks; the runtime checks each
+    call's buffers against the kernel's declared shapes and dtypes when it binds them."""
+    import tvm
+
+    from snnc.backends.tvm.runtime import check_buffers
+
+    _, whole_dir, _ = artifacts
+    rt = EventRuntime(whole_dir)
+    for batch in (1, 3):
+        layers = rt._build(batch).layers
+        calls = [c for c in step_program(rt.plans, 1 if batch == 1 else None) if isinstance(c, KernelCall)]
+        for call in calls:
+            check_buffers(call, [layers[a.layer][a.role] for a in call.args], batch)
+    call = calls[1]
+    tensors = [layers[a.layer][a.role] for a in call.args]
+    at = [a.role for a in call.args].index("acc")
+    n = int(tensors[at].shape[1])
+    for wrong in (tvm.runtime.empty((2, n), "float32"), tvm.runtime.empty((3, n), "int32")):
+        bad = tensors[:at] + [wrong] + tensors[at + 1 :]
+        with pytest.raises(TargetError, match=f"layer '{call.layer}': kernel .* takes acc as float32 \\[3, {n}\\]"):
+            check_buffers(call, bad, 3)

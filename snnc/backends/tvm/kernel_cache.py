@@ -56,7 +56,7 @@ CUDA_FALLBACK_ARCH = "sm_80"  # what kernels are built for when no GPU is presen
 _LOCK = threading.Lock()
 _STACK_LOCK = threading.Lock()
 T_ = TypeVar("T_")
-_COMPILED: dict[tuple[Kernel, str], object] = {}
+_COMPILED: dict[tuple[Kernel, str, bool], object] = {}
 _OBJECTS: dict[Kernel, Path] = {}
 _OBJECT_DIR: tempfile.TemporaryDirectory | None = None
 
@@ -81,27 +81,34 @@ def cuda_available() -> bool:
         return False
 
 
-def _pass_config(kernel: Kernel) -> dict[str, bool]:
-    """TIR options of a kernel's compilation.  A step kernel is compiled without its argument
-    checks: it takes every runtime buffer of the network (resnet18: 191) and the checks of each
-    (type, rank, dtype, shape, strides, alignment, device) made LLVM spend ~18 s on one function
-    (0.4 s without).  Its only caller is :class:`~snnc.backends.tvm.runtime.EventRuntime`, which
-    allocates those buffers from the same plan that generated it and refuses a library whose
-    step kernels are not the plan's; the layer kernels it calls keep their checks, and a
-    callee's error code still stops the step loop (the call's return code is checked in code
-    generation, not by an assert)."""
-    return {"tirx.disable_assert": True} if isinstance(kernel, StepKernel) else {}
+def _pass_config(kernel: Kernel, checked: bool = True) -> dict[str, bool]:
+    """TIR options of a kernel's compilation: ``checked`` keeps the packed function's argument
+    checks (type, rank, dtype, shape, strides, alignment, device of each buffer).
+
+    Step kernels never have them: one takes every runtime buffer of the network (resnet18: 191)
+    and the checks made LLVM spend ~18 s on one function (0.4 s without).  The layer kernels of
+    an artifact (:func:`object_file`) neither: the checks were 60-80 % of their build time
+    (densenet121's concat of 25 currents, 81 arguments: 1.78 s CPU with, 0.38 s without; one of
+    8: 0.45 s and 0.16 s), and their only caller,
+    :class:`~snnc.backends.tvm.runtime.EventRuntime`, allocates every buffer from the plan that
+    generated them, checks each call's buffers against the kernel's declared shapes and dtypes
+    once when it binds them, and refuses a library whose kernels are not the plan's.  Kernels
+    compiled in this process for other callers (:func:`get_function`) and CUDA kernels keep the
+    checks.  A callee's error code still stops a step loop (the call's return code is checked
+    in code generation, not by an assert)."""
+    return {"tirx.disable_assert": True} if isinstance(kernel, StepKernel) or not checked else {}
 
 
-def compile_kernel(kernel: Kernel):
-    """The compiled module (``tvm.runtime.Module``) of one kernel, from the cache when possible."""
-    key = (kernel, kernel.device.value)
+def compile_kernel(kernel: Kernel, checked: bool = True):
+    """The compiled module (``tvm.runtime.Module``) of one kernel, from the cache when possible;
+    ``checked``: with argument checks (:func:`_pass_config`)."""
+    key = (kernel, kernel.device.value, checked)
     with _LOCK:
         mod = _COMPILED.get(key)
     if mod is not None:
         return mod
     try:
-        mod = _on_a_deep_stack(lambda: _compile(kernel))
+        mod = _on_a_deep_stack(lambda: _compile(kernel, checked))
     except Exception as e:  # TVM raises plain errors; keep the generated source findable
         raise TargetError(f"TVM failed to compile kernel {kernel.name}: {e!r}") from e
     with _LOCK:
@@ -109,8 +116,8 @@ def compile_kernel(kernel: Kernel):
         return _COMPILED[key]
 
 
-def _compile(kernel: Kernel):
-    with tvm.transform.PassContext(config=_pass_config(kernel)):
+def _compile(kernel: Kernel, checked: bool = True):
+    with tvm.transform.PassContext(config=_pass_config(kernel, checked)):
         return tvm.compile(kernel.prim_func(), target=target_for(kernel.device)).mod
 
 
@@ -170,16 +177,18 @@ def object_cache_dir() -> Path:
 def _object_path(kernel: Kernel) -> Path:
     """The kernel's object file in the cache: the name carries a hash of everything that makes
     the machine code (source, target, TVM version), so a stale file is never reused."""
-    key = f"{kernel.source()}\n{target_for(kernel.device)}\n{tvm.__version__}\n{sorted(_pass_config(kernel).items())}"
+    config = sorted(_pass_config(kernel, checked=False).items())
+    key = f"{kernel.source()}\n{target_for(kernel.device)}\n{tvm.__version__}\n{config}"
     return object_cache_dir() / f"{kernel.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.o"
 
 
 def _write_object(kernel: Kernel) -> str:
-    """Compile ``kernel`` and write its object file atomically (a worker process's task)."""
+    """Compile ``kernel`` (without argument checks: :func:`_pass_config`) and write its object
+    file atomically (a worker process's task)."""
     path = _object_path(kernel)
     if not path.exists():
         tmp = path.with_suffix(f".{os.getpid()}.tmp.o")
-        compile_kernel(kernel).write_to_file(str(tmp))
+        compile_kernel(kernel, checked=False).write_to_file(str(tmp))  # the runtime checks its buffers
         os.replace(tmp, path)  # concurrent compilers of the same kernel write the same bytes
     return str(path)
 

@@ -81,6 +81,24 @@ class _Buffers:
     resets: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)  # CPU: (view, value)
 
 
+def check_buffers(call: KernelCall, tensors: list, batch: int) -> None:
+    """Check, once when a call is bound, that every buffer has the shape (``B`` = ``batch``) and
+    dtype its kernel declares: an artifact's kernels are built without per-call argument checks
+    (``kernel_cache._pass_config``), so a mismatch here would otherwise go unnoticed."""
+    shapes = call.kernel.arg_shapes()
+    for name, arg, tensor in zip(call.kernel.arg_names(), call.args, tensors, strict=True):
+        if name not in shapes:  # a scalar
+            continue
+        dims, dtype = shapes[name]
+        want = [batch if d == "B" else int(d) for d in dims]
+        got = [int(s) for s in tensor.shape]
+        if (got, str(tensor.dtype)) != (want, dtype):
+            raise TargetError(
+                f"layer '{call.layer}': kernel {call.kernel.name} takes {name} as {dtype} {want}, "
+                f"the runtime's {arg.layer}.{arg.role} is {tensor.dtype} {got}"
+            )
+
+
 def fn_steps(fn: Callable[..., Any], args: list, steps: int) -> None:
     """Call a step kernel for ``steps`` timesteps."""
     fn(steps, *args)
@@ -282,6 +300,9 @@ class EventRuntime:
         for all timesteps when no host call splits the step), else one call per kernel."""
         variant = 1 if batch == 1 else None
         program = step_program(self.plans, variant)
+        for kc in program:
+            if isinstance(kc, KernelCall):
+                check_buffers(kc, [buf.layers[a.layer][a.role] for a in kc.args], batch)
         items: list[KernelCall | HostCall | StepKernel] = list(program)
         if self.fused_calls:
             items = list(self._step_kernels[variant])
