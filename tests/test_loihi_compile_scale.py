@@ -233,3 +233,25 @@ def test_swaps_and_traffic_equal_the_plain_loops_bit_for_bit() -> None:
     assert np.array_equal(fast.slot_of, slow.slot_of)
     assert not np.array_equal(fast.slot_of, CorePlacement(graph, order, chip).slot_of)  # swaps happened
     assert fast.traffic(flows, 0.5) == _traffic_by_loops(slow, flows, 0.5)
+
+
+def test_netx_weight_format_equals_its_loop_over_bit_positions() -> None:
+    """The shared trailing zero bits from one bitwise OR, as netx's loop of n full-array remainders finds them."""
+    from snnc.backends.loihi.fixed_point import netx_weight_format
+
+    def by_loop(w_int: np.ndarray) -> tuple:
+        w = np.clip(np.asarray(w_int, dtype=np.int64), -256, 254)
+        n = 8
+        while n > 0 and np.any(w % (1 << n)):
+            n -= 1
+        return n
+
+    rng = np.random.default_rng(2)
+    for _ in range(300):
+        w = rng.integers(-128, 128, size=int(rng.integers(1, 20))) << int(rng.integers(0, 9))
+        if not w.any():
+            continue
+        bits, exp, mode = netx_weight_format(w)
+        # bits = 8 - scale_bits - n: recover n from the scale the format used, and compare
+        signed = 1 if mode.name == "MIXED" else 0
+        assert bits == 8 - (-exp) - (by_loop(w) - signed), (w, bits, exp, mode)

@@ -197,8 +197,10 @@ def netx_weight_format(w_int: np.ndarray) -> tuple[int, int, SignMode]:
         pos = 127 / w_max if w_max > 0 else np.inf
         mode, signed, scale = SignMode.MIXED, 1, min(pos, -128 / w_min)
     scale_bits = int(np.floor(np.log2(scale))) + signed
+    # the trailing zero bits all weights share: those of their bitwise OR (one pass, not one per n)
+    low = int(np.bitwise_or.reduce(w, axis=None))
     n = 8
-    while n > 0 and np.any(w % (1 << n)):
+    while n > 0 and low % (1 << n):
         n -= 1
     n -= signed
     return int(8 - scale_bits - n), int(-scale_bits), mode

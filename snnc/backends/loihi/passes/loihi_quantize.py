@@ -66,7 +66,7 @@ import torch.nn.functional as F
 
 from snnc.backends.loihi import fixed_point as fp
 from snnc.backends.loihi.bitacc import BIAS_MANT_MAX, BIAS_MANT_MIN
-from snnc.backends.loihi.lower import is_join
+from snnc.backends.loihi.lower import Wiring, WiringIndex, is_join
 from snnc.backends.loihi.passes.loihi_legalize import SYNAPSE_OPS, structure_problems
 from snnc.errors import PassError, UnsupportedError
 from snnc.ir import Graph, Node
@@ -140,20 +140,25 @@ class LoihiQuantize(Pass):
         result: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}}
         # the readout integrator's largest |running sum| in float units (None: no readout integrator)
         readout_sum = _readout_peak_sum(ctx, graph, weighted, x)
-        graded = {n.name for n in weighted if _reads_input(graph, n)}
+        # who reads whom, looked up once: planning asks it for every plan of every member of a join, and
+        # Graph.users scans every node (DenseNet's joins of up to 25 groups: 35 of the pass's 66 s); only
+        # _apply's readout scale rewires the graph, and the index is rebuilt after it
+        wiring = WiringIndex(graph)
+        graded = {n.name for n in weighted if _reads_input(wiring, n)}
         start = levels
         # the graded input's levels: the first layer's input per step must fit lava's 24-bit current, and
         # its bias the 13-bit mantissa (a finer input makes the layer's unit, and so its bias, finer)
         while levels > 1.0 and not all(
-            _fits(_plan(fp, graph, n, levels, self.weight_bits, means.get(n.name), x), x, levels) for n in weighted if n.name in graded
+            _fits(_plan(fp, graph, n, levels, self.weight_bits, means.get(n.name), x, wiring=wiring), x, levels)
+            for n in weighted if n.name in graded
         ):
             levels /= 2
         if levels != start:
             ctx.note(f"loihi-quantize: input levels lowered from {start:g} to {levels:g} so that the first layer's "
                      "input per step stays below 2^17 and its bias fits the 13-bit mantissa")
-        fine = 0 if self.netx_chain and _is_chain(graph) else self.channel_exponents
+        fine = 0 if self.netx_chain and _is_chain(graph, wiring) else self.channel_exponents
         result["channel_exponents"] = fine
-        for members in _populations(graph, weighted):
+        for members in _populations(graph, wiring, weighted):
             # the synapse groups of one population share its unit: one weight scale for all of them
             kinds = {m.name in graded for m in members}
             if len(kinds) > 1:
@@ -164,8 +169,8 @@ class LoihiQuantize(Pass):
             bits = self.weight_bits
 
             def plans(bits: int, k: int = 0, q: float = q, span: tuple[float, float] | None = span,
-                      members=members) -> list:
-                return [_plan(fp, graph, m, q, bits, means.get(m.name), x, span, k) for m in members]
+                      members=members, wiring: Wiring = wiring) -> list:
+                return [_plan(fp, graph, m, q, bits, means.get(m.name), x, span, k, wiring=wiring) for m in members]
 
             k = self._unit_exp(graph, members, span, fine)
             group = plans(bits, k)
@@ -218,6 +223,8 @@ class LoihiQuantize(Pass):
                     ctx.note(f"loihi-quantize: {node.op.name} %{node.name}: its input per step can reach {peak:.0f} "
                              "> 2^17 - 1; lava's 24-bit current wraps if that many inputs arrive at once")
                 _apply(graph, node, plan)
+                if plan.neuron is None:  # the readout: _apply may have inserted its host-side scale
+                    wiring = WiringIndex(graph)
                 result["layers"][node.name] = {**plan.report, "max_abs_input": peak, "input_limit": INPUT_LIMIT}
         if enc is not None and enc.op.scheme is O.Scheme.DIRECT:  # type: ignore[attr-defined]
             _insert_input_scale(graph, enc, levels, self.input_bits)
@@ -267,7 +274,7 @@ class _Plan:
     report: dict[str, Any]
 
 
-def _populations(graph: Graph, weighted: list[Node]) -> list[list[Node]]:
+def _populations(graph: Graph, wiring: Wiring, weighted: list[Node]) -> list[list[Node]]:
     """The conv2d / linear nodes grouped by the population they feed: a join's operands together (in
     the add's order), every other node alone; in graph order of the first member."""
     out: list[list[Node]] = []
@@ -275,9 +282,9 @@ def _populations(graph: Graph, weighted: list[Node]) -> list[list[Node]]:
     for node in weighted:
         if node.name in seen:
             continue
-        user = graph.only_user(node.name)
-        if user is not None and is_join(graph, user):
-            members = [graph.node(v) for v in user.inputs]
+        user = wiring.only_user(node.name)
+        if user is not None and is_join(wiring, user):
+            members = [p for v in user.inputs if (p := wiring.producer(v)) is not None]  # is_join: all are
         else:
             members = [node]
         seen.update(m.name for m in members)
@@ -292,7 +299,8 @@ def _span(graph: Graph, members: list[Node]) -> tuple[float, float]:
 
 
 def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in: np.ndarray | None = None,
-          x: _Stream | None = None, span: tuple[float, float] | None = None, unit_exp: int = 0) -> _Plan:
+          x: _Stream | None = None, span: tuple[float, float] | None = None, unit_exp: int = 0,
+          wiring: Wiring | None = None) -> _Plan:
     w = np.asarray(node.param(graph, "weight"), dtype=np.float64)
     wq = fp.quantize_weights(w, num_bits=weight_bits, span=span, channel_exp_max=unit_exp,
                              channel_exp_top=unit_exp if unit_exp else None)
@@ -316,9 +324,10 @@ def _plan(fp, graph: Graph, node: Node, levels: float, weight_bits: int, mean_in
         mant, _, err = fp.quantize_bias(np.asarray(b, dtype=np.float64), unit)
         bias = mant.astype(np.float64)
         report["bias"] = err.to_json()
-    user = graph.users(node.name)[0]
-    if is_join(graph, user):  # one synapse group of a population: its neuron is behind the add
-        user = graph.users(user.name)[0]
+    wiring = graph if wiring is None else wiring
+    user = wiring.users(node.name)[0]
+    if is_join(wiring, user):  # one synapse group of a population: its neuron is behind the add
+        user = wiring.users(user.name)[0]
     if isinstance(user.op, O.Neuron):
         op: O.Neuron = user.op
         vth, err = fp.quantize_threshold(op.v_th, unit)
@@ -443,7 +452,7 @@ def _encoder(graph: Graph) -> Node | None:
     return encs[0] if encs else None
 
 
-def _reads_input(graph: Graph, node: Node) -> bool:
+def _reads_input(graph: Wiring, node: Node) -> bool:
     """True if ``node`` reads the direct-coded input (through flatten)."""
     v = node.inputs[0]
     prod = graph.producer(v)
@@ -452,11 +461,11 @@ def _reads_input(graph: Graph, node: Node) -> bool:
     return prod is not None and isinstance(prod.op, O.Encode) and prod.op.scheme is O.Scheme.DIRECT
 
 
-def _is_chain(graph: Graph) -> bool:
+def _is_chain(graph: Graph, wiring: Wiring) -> bool:
     """No join, concat or fan-out: every layer reads the one before it, as a lava-dl netx network."""
     if any(isinstance(n.op, (O.Add, O.Concat)) for n in graph.nodes):
         return False
-    return all(len(graph.users(n.name)) <= 1 for n in graph.nodes)
+    return all(len(wiring.users(n.name)) <= 1 for n in graph.nodes)
 
 
 def _bias_fits(plan: _Plan) -> bool:
