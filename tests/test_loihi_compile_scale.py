@@ -255,3 +255,13 @@ def test_netx_weight_format_equals_its_loop_over_bit_positions() -> None:
         # bits = 8 - scale_bits - n: recover n from the scale the format used, and compare
         signed = 1 if mode.name == "MIXED" else 0
         assert bits == 8 - (-exp) - (by_loop(w) - signed), (w, bits, exp, mode)
+
+
+def test_mapping_reports_progress_after_each_strategy_and_the_placement() -> None:
+    net = dense_block(layers=2)
+    chip = small_chip(neurons=40, synapse_bits=1 << 13, in_axons=240, out_axons=300, cx=32, vth=4)
+    calls: list[int] = []
+    strategies = DEFAULT_PARTITION[:2]
+    m = map_network(net, chip, partition=strategies, advance=lambda: calls.append(1))
+    tried = 1 if m.cores_used <= 1.1 * m.lower_bound else len(strategies)  # it stops once within 10 %
+    assert len(calls) == tried + 1

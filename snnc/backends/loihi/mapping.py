@@ -17,7 +17,7 @@ which keeps a conv layer's fan-in and fan-out local.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -185,17 +185,21 @@ def map_network(
     *,
     partition: Sequence[PartitionStrategy] = DEFAULT_PARTITION,
     placement: PlacementStrategy = DEFAULT_PLACEMENT,
+    advance: Callable[[], None] | None = None,
 ) -> Mapping:
     """Map ``net`` onto as few ``chip`` cores as the greedy finds, then lower traffic x hops.
 
     ``partition``: the strategies tried in turn to split the populations onto cores (the partition with
-    the fewest cores is kept); ``placement``: how the cores are laid on chips and tiles.
+    the fewest cores is kept); ``placement``: how the cores are laid on chips and tiles; ``advance``:
+    called after each strategy and after the placement (a progress bar of ``len(partition) + 1``).
     Raises UserError for an inconsistent network, TargetError when a single neuron of some population
     exceeds a core (fan-in too large).
     """
     t0 = time.perf_counter()
-    part = partition_network(net, chip, partition)
+    part = partition_network(net, chip, partition, advance)
     where = placement.place(part.flows, len(part.cores), chip)
+    if advance is not None:
+        advance()
     traffic = where.traffic(part.flows, part.host_spikes)
     mapped = [
         MappedCore(

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -174,16 +174,18 @@ class Partition:
 
 
 def partition_network(
-    net: Network, chip: ChipSpec, strategies: Sequence[PartitionStrategy] = DEFAULT_PARTITION
+    net: Network, chip: ChipSpec, strategies: Sequence[PartitionStrategy] = DEFAULT_PARTITION,
+    tried: Callable[[], None] | None = None,
 ) -> Partition:
-    """Split ``net`` onto as few ``chip`` cores as the greedy finds, trying ``strategies`` in turn.
+    """Split ``net`` onto as few ``chip`` cores as the greedy finds, trying ``strategies`` in turn
+    (``tried`` is called after each: progress).
 
     Raises UserError for an inconsistent network, TargetError when a single neuron of some population
     exceeds a core (fan-in too large).
     """
     part = _Partitioner(net, chip)
     lb = part.lower_bound()
-    cores, usage, activity, name = part.run(max(lb.values(), default=0), strategies)
+    cores, usage, activity, name = part.run(max(lb.values(), default=0), strategies, tried)
     flows, host = part.core_traffic(cores)
     loads = []
     for core, u, (synops, spikes, messages) in zip(cores, usage, activity, strict=True):
@@ -695,7 +697,7 @@ class _Partitioner:
         raise TargetError("could not map a recurrent network within the output-axon limit after 4 attempts")
 
     def run(
-        self, lower_bound: int, strategies: Sequence[PartitionStrategy]
+        self, lower_bound: int, strategies: Sequence[PartitionStrategy], tried: Callable[[], None] | None = None
     ) -> tuple[list[_Core], list[np.ndarray], list[tuple[float, float, float]], str]:
         """Try ``strategies`` in turn; keep the partition with the fewest cores (the first of equals),
         stopping once one is within 10 % of the lower bound.  Returns its cores, their exact use of the
@@ -709,6 +711,8 @@ class _Partitioner:
             self.strategy = strategy
             self.open_caps = strategy.opener_ceiling(self.caps)
             result = self._attempt(order)
+            if tried is not None:
+                tried()
             if kept is None or len(result[0]) < len(kept[2][0]):
                 kept = (dict(self.placed), dict(self.profiles), result, strategy.name)
             if len(kept[2][0]) <= _GOOD_ENOUGH * lower_bound:

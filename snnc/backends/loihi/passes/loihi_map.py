@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from snnc.backends.loihi.hardware import load_chip
 from snnc.backends.loihi.lower import calibrated_rates, lower
-from snnc.backends.loihi.mapping import map_network, network_from_layers
+from snnc.backends.loihi.mapping import DEFAULT_PARTITION, map_network, network_from_layers
 from snnc.errors import UserError
 from snnc.ir import Graph
 from snnc.pass_manager import Pass, PassContext, register_pass
@@ -51,7 +51,9 @@ class LoihiMap(Pass):
         if rates is None:
             ctx.note("loihi-map: no calibration data; spike traffic and energy assume zero spike rates")
             rates = {}
-        mapping = map_network(network_from_layers(net.layers, rates), chip)
+        # minutes on a network of thousands of cores (densenet121): a status line while it runs
+        with ctx.track(f"{self.name}: partition strategies and placement", len(DEFAULT_PARTITION) + 1) as bar:
+            mapping = map_network(network_from_layers(net.layers, rates), chip, advance=bar.advance)
         graph.analyses.put(mapping)
         ctx.results[self.name] = summary(mapping)
 
