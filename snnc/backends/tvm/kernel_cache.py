@@ -5,10 +5,11 @@ is compiled once per process and target; an artifact's ``lib.so`` links the cach
 its kernels together, so two layers of the same shape share one compiled kernel.
 
 CPU object files are also kept on disk (``object_cache_dir()``), keyed by a hash of the
-generated source, the target and the TVM version, so that recompiling a network (a test run, a
-benchmark, a second model with the same layer shapes) does no TVM work; the kernels missing from
-it are compiled in parallel worker processes (TVMScript parsing and LLVM code generation are
-single-threaded Python/C++, ~3 s per kernel: resnet18 needs 56).
+generated source, the target, the TVM version and the compile options, so that recompiling a
+network (a test run, a benchmark, a second model with the same layer shapes) does no TVM work;
+the kernels missing from it are compiled in parallel worker processes (TVMScript parsing and
+LLVM code generation are single-threaded Python/C++: 0.1-0.4 s per kernel without argument
+checks, resnet18's 56 layer kernels 7.8 s, densenet121's 260 40 s of CPU, 2026-12-07).
 """
 
 from __future__ import annotations
