@@ -5,6 +5,7 @@ Densities include no events at all and every input active; the int8 path must be
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -16,6 +17,7 @@ from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, 
 
 from snnc.backends.tvm import kernel_cache  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
+    WINNER_WINDOW,
     Conv2dGeometry,
     Current,
     Epilogue,
@@ -286,7 +288,9 @@ def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> n
     row-major order on ties; padding never wins).  count and x are channels-last [B, H, W, C]."""
     bsz, h, wd, c = count.shape
     (kh, kw), (sh, sw), (ph, pw) = geometry.kernel, geometry.stride, geometry.padding
-    padded = np.full((bsz, h + 2 * ph, wd + 2 * pw, c), -np.inf)
+    # ceil_mode: the last windows may overhang the padded input (more padding that never wins)
+    size = (max(h + 2 * ph, (out_hw[0] - 1) * sh + kh), max(wd + 2 * pw, (out_hw[1] - 1) * sw + kw))
+    padded = np.full((bsz, *size, c), -np.inf)
     padded[:, ph : ph + h, pw : pw + wd] = count
     xp = np.zeros(padded.shape)
     xp[:, ph : ph + h, pw : pw + wd] = x
@@ -308,24 +312,32 @@ def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> n
         (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), True, None, Precision.FLOAT32, 3),
         (Pool2dGeometry(kernel=(3, 2), stride=(1, 2), padding=(1, 0)), True, None, Precision.INT8, 3),
         (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), False, None, Precision.FLOAT32, 24),
+        (Pool2dGeometry(kernel=(3, 3), stride=(2, 2), padding=(1, 1)), False, 1, Precision.FLOAT32, 5),
+        (Pool2dGeometry(kernel=(3, 2), stride=(1, 2), padding=(1, 0)), False, None, Precision.INT8, 3),
+        (Pool2dGeometry(kernel=(3, 2), stride=(2, 2), ceil_mode=True), False, None, Precision.FLOAT32, 3),
     ],
-    ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8", "k3s2p1-24-channels"],
+    ids=["k2s2", "k2s2-batch1", "k3s2p1-graded", "k3x2-overlap-int8-graded", "k3s2p1-24-channels",
+         "k3s2p1-batch1", "k3x2-overlap-int8", "k3x2s2-ceil"],
 )
 def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, precision, channels):
     """Over several steps (small counts: many ties), the forwarded list and the counts equal the
-    literal definition; windows overlap in three cases; with 24 channels a position's events form
-    long runs (the kernel walks the list by position)."""
+    literal definition; windows overlap in five cases; with 24 channels a position's events form
+    long runs (the kernel walks the list by position).  On 0/1 spikes and windows of 6 or 9
+    inputs the kernel keeps each window's winner (``win``) from step to step: a wrong winner
+    shows as a wrong event later."""
     rng = np.random.default_rng(13)
     in_shape, nb = (7, 9, channels), (1 if batch == 1 else 3)
-    oh = conv_out_size(7, geometry.kernel[0], geometry.stride[0], geometry.padding[0])
-    ow = conv_out_size(9, geometry.kernel[1], geometry.stride[1], geometry.padding[1])
+    oh = conv_out_size(7, geometry.kernel[0], geometry.stride[0], geometry.padding[0], ceil_mode=geometry.ceil_mode)
+    ow = conv_out_size(9, geometry.kernel[1], geometry.stride[1], geometry.padding[1], ceil_mode=geometry.ceil_mode)
     adt = precision.acc_dtype
     kernel = spike_maxpool2d_kernel(
         in_shape, (oh, ow), geometry, batch=batch, precision=precision, graded=graded
     )
     assert kernel.out_graded == graded
+    assert kernel.keeps_winners == (not graded and math.prod(geometry.kernel) >= WINNER_WINDOW)
     n, n_out = 7 * 9 * channels, oh * ow * channels
     state = np.zeros((nb, n), adt)
+    winners = np.zeros((nb, n_out), "int32")
     total = np.zeros((nb, *in_shape))
     forwarded = 0
     for density in (0.2, 0.0, 0.3, 1.0, 0.1, 0.25):
@@ -336,8 +348,11 @@ def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, prec
         arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n_out), "int32")}
         if graded:
             arrays |= {"val0": val, "val_out": np.zeros((nb, n_out), adt)}
+        if kernel.keeps_winners:
+            arrays |= {"win": winners}
         out = call(kernel, arrays)
         state = out["count"]
+        winners = out.get("win", winners)
         np.testing.assert_array_equal(state, total.reshape(nb, n))
         ref = maxpool_winners_hwc(total, x, geometry, (oh, ow)).reshape(nb, -1)
         ref_cnt, ref_idx, ref_val = to_rows(ref)

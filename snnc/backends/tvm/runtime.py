@@ -265,6 +265,7 @@ class EventRuntime:
                 t["rsum"] = self._tensor((batch, n), adt)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
                 t["count"] = self._tensor((batch, plan.inputs[0].n), adt)
+                t["win"] = self._tensor((batch, n), "int32")  # each window's winner + 1 (CPU kernels)
             if plan.host_product(batch):  # the batch-1 kernels may run another mode or in-kernel
                 self._bind_dense(plan, batch, values, t, buf, host)
             values[plan.name] = buf.layers[plan.name] = t
@@ -392,12 +393,12 @@ class EventRuntime:
 
     def _reset(self, buf: _Buffers) -> None:
         """Restore the state of a new batch: v = v_init·v_th; counters, readout sums and the
-        gated max pooling's spike counts zero (on the CPU through numpy views made once: a
+        gated max pooling's spike counts and winners zero (on the CPU through numpy views made once: a
         ``copyfrom`` per buffer cost ~70 µs per batch for the digits CNN)."""
         if self.device_kind is Device.CPU:
             if not buf.resets:
                 for t in buf.layers.values():
-                    for role in ("count", "v", "stats", "rsum"):
+                    for role in ("count", "win", "v", "stats", "rsum"):
                         if role in t:
                             buf.resets.append((np.from_dlpack(t[role]), t["v0"] if role == "v" else None))
             for view, value in buf.resets:
@@ -407,8 +408,9 @@ class EventRuntime:
                     view[...] = value
             return
         for t in buf.layers.values():
-            if "count" in t:
-                t["count"].copyfrom(np.zeros(t["count"].shape, t["count"].dtype))
+            for role in ("count", "win"):
+                if role in t:
+                    t[role].copyfrom(np.zeros(t[role].shape, t[role].dtype))
             if "v" in t:
                 t["v"].copyfrom(t["v0"])
                 t["stats"].copyfrom(np.zeros(t["stats"].shape, np.int32))
