@@ -524,6 +524,7 @@ def bench_networks(
                    "fused_calls": rt.fused_calls, "int8": int8,
                    "int8_speedup_vs_fp32": (per["tvm"]["median_s"] / per["tvm_int8"]["median_s"]) if rt8 else None,
                    "one_call_for_all_steps": rt._by_batch[len(x)].run_all is not None,
+                   "order": "layer-major" if rt.layer_major(len(x)) else "step-major",
                    "threads": tvm.runtime.num_threads(), "loadavg": list(os.getloadavg()),
                    "counts_per_sample": case.totals,
                    "layer_modes": {p.name: p.mode_for(len(x)).value for p in rt.plans if p.op.weighted}}  # fmt: skip

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("tvm")
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc  # noqa: E402
 
+from snnc.backends.tvm import runtime  # noqa: E402
 from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.layers import LayerGraph, parse_layer_graph  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -355,6 +356,68 @@ def test_runtime_matches_reference(tmp_path, make, precision):
     np.testing.assert_array_equal(single["predictions"], out["predictions"][:2])
     for name, s in single["spikes_per_layer"].items():
         np.testing.assert_array_equal(s, out["spikes_per_layer"][name][:2])
+
+
+def residual_net(rng, precision="float32"):
+    """IF linear -> linear without a neuron (a current that changes every step) -> add of that
+    current and the IF layer's spikes, with an IF neuron (a residual block) -> linear readout."""
+    params = {
+        "h1.w": (0.25 * rng.standard_normal((40, 64))).astype(np.float32),
+        "c.w": (0.4 * rng.standard_normal((40, 40))).astype(np.float32),
+        "o.w": rng.standard_normal((10, 40)).astype(np.float32),
+    }
+    graph = {
+        "name": "residual_net", "timesteps": 5,
+        "input": {"name": "x", "shape": [64], "quant_scale": None},
+        "layers": [
+            {"name": "h1", "op": "linear", "weight": "h1.w", "neuron": {"v_th": 0.5, "reset": "soft"}},
+            {"name": "c", "op": "linear", "weight": "c.w"},
+            {"name": "r", "op": "add", "inputs": ["c", "h1"], "neuron": {"v_th": 0.6, "reset": "soft"}},
+            {"name": "o", "op": "linear", "inputs": ["r"], "weight": "o.w", "readout": "mean_current"},
+        ],
+    }  # fmt: skip
+    return graph, params
+
+
+@pytest.mark.parametrize(
+    "make,precision",
+    [(conv_net, "float32"), (conv_net, "int8"), (mlp_net, "float32"), (mlp_net, "int8"),
+     (maxpool_net, "float32"), (maxpool_net, "int8"), (residual_net, "float32")],
+)  # fmt: skip
+def test_layer_major_order_equals_step_major(tmp_path, make, precision, monkeypatch):
+    """Layer-major order (each layer runs a block of steps before the next) gives the results
+    of the step-major order bit for bit: logits, spikes, membranes; at batch 1 and 4, with
+    blocks of 2 steps (T = 5 or 6: blocks of 2, 2 and 1 or 2); mlp_net has a dense layer whose
+    BLAS product runs per step between kernel calls, maxpool_net gated pooling state,
+    residual_net a current that another kernel reads at the same step."""
+    monkeypatch.setattr(runtime, "LAYER_MAJOR_STEPS", 2)
+    rng = np.random.default_rng(4)
+    graph, params = make(rng, precision)
+    x = inputs(rng, graph)
+    art = compile_artifact(graph, params, tmp_path / "art")
+    step, layer = EventRuntime(art, order="step"), EventRuntime(art, order="layer")
+    assert layer.layer_major(1) and not step.layer_major(1)
+    for batch_size in (1, 4):
+        a = step.run(x, batch_size=batch_size, record_state=True)
+        b = layer.run(x, batch_size=batch_size, record_state=True)
+        np.testing.assert_array_equal(a["logits"], b["logits"])
+        for key in ("spikes_per_layer", "membrane"):
+            assert a[key].keys() == b[key].keys()
+            for name in a[key]:
+                np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
+    assert sum(s.sum() for s in a["spikes_per_layer"].values()) > 0
+
+
+def test_auto_order_is_layer_major_at_batch_1_for_large_weights(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    graph, params = conv_net(rng)
+    art = compile_artifact(graph, params, tmp_path / "art")
+    small = EventRuntime(art)
+    assert small.weight_bytes > 0 and not small.layer_major(1)
+    monkeypatch.setattr(runtime, "LAYER_MAJOR_MIN_WEIGHT_BYTES", small.weight_bytes - 1)
+    assert small.layer_major(1) and not small.layer_major(4)
+    with pytest.raises(TargetError, match="order must be"):
+        EventRuntime(art, order="layers")
 
 
 def test_artifact_files_and_graph(tmp_path):
