@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("tvm")
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc  # noqa: E402
 
-from snnc.backends.tvm import runtime  # noqa: E402
+from snnc.backends.tvm import steps  # noqa: E402
 from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.layers import LayerGraph, parse_layer_graph  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -390,21 +390,27 @@ def test_layer_major_order_equals_step_major(tmp_path, make, precision, monkeypa
     blocks of 2 steps (T = 5 or 6: blocks of 2, 2 and 1 or 2); mlp_net has a dense layer whose
     BLAS product runs per step between kernel calls, maxpool_net gated pooling state,
     residual_net a current that another kernel reads at the same step."""
-    monkeypatch.setattr(runtime, "LAYER_MAJOR_STEPS", 2)
+    monkeypatch.setattr(steps, "LAYER_MAJOR_STEPS", 2)
+    monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 0)  # the artifact gets its kernels
     rng = np.random.default_rng(4)
     graph, params = make(rng, precision)
     x = inputs(rng, graph)
     art = compile_artifact(graph, params, tmp_path / "art")
-    step, layer = EventRuntime(art, order="step"), EventRuntime(art, order="layer")
-    assert layer.layer_major(1) and not step.layer_major(1)
+    has_kernels = "batch1_layer_major" in json.loads((art / "graph.json").read_text())["step_kernels"]
+    assert has_kernels == (make is not mlp_net)  # mlp_net's dense layer makes a host call per step
+    step = EventRuntime(art, order="step")
+    in_library, per_call = EventRuntime(art, order="layer"), EventRuntime(art, order="layer", fused=False)
+    assert in_library.layer_major(1) and not step.layer_major(1)
     for batch_size in (1, 4):
         a = step.run(x, batch_size=batch_size, record_state=True)
-        b = layer.run(x, batch_size=batch_size, record_state=True)
-        np.testing.assert_array_equal(a["logits"], b["logits"])
-        for key in ("spikes_per_layer", "membrane"):
-            assert a[key].keys() == b[key].keys()
-            for name in a[key]:
-                np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
+        for other in (in_library, per_call):
+            b = other.run(x, batch_size=batch_size, record_state=True)
+            np.testing.assert_array_equal(a["logits"], b["logits"])
+            for key in ("spikes_per_layer", "membrane"):
+                assert a[key].keys() == b[key].keys()
+                for name in a[key]:
+                    np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
+    assert bool(in_library._by_batch[1].block_calls) == has_kernels and not per_call._by_batch[1].block_calls
     assert sum(s.sum() for s in a["spikes_per_layer"].values()) > 0
 
 
@@ -414,7 +420,7 @@ def test_auto_order_is_layer_major_at_batch_1_for_large_weights(tmp_path, monkey
     art = compile_artifact(graph, params, tmp_path / "art")
     small = EventRuntime(art)
     assert small.weight_bytes > 0 and not small.layer_major(1)
-    monkeypatch.setattr(runtime, "LAYER_MAJOR_MIN_WEIGHT_BYTES", small.weight_bytes - 1)
+    monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", small.weight_bytes - 1)
     assert small.layer_major(1) and not small.layer_major(4)
     with pytest.raises(TargetError, match="order must be"):
         EventRuntime(art, order="layers")

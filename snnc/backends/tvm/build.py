@@ -12,10 +12,17 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from snnc.backends.tvm import kernel_cache
-from snnc.backends.tvm.kernels import Device, Precision
+from snnc.backends.tvm import steps as step_rules  # its LAYER_MAJOR_* constants, read when used
+from snnc.backends.tvm.kernels import Device, LayerKernel, Precision
 from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, parse_layer_graph
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
-from snnc.backends.tvm.steps import MAX_STEP_PARAMS, StepKernel, step_kernels
+from snnc.backends.tvm.steps import (
+    MAX_STEP_PARAMS,
+    StepKernel,
+    layer_major_step_kernels,
+    step_kernels,
+    weight_bytes,
+)
 from snnc.errors import TargetError, UnsupportedError
 
 LIB, GRAPH, PARAMS = "lib.so", "graph.json", "params.safetensors"
@@ -54,11 +61,17 @@ def compile_artifact(
         for key, batch in (("any_batch", None), ("batch1", 1))
         if batch in fused
     }
-    layer_kernels = [k for p in plans for k in p.kernels()]
-    kernel_cache.export_library(
-        layer_kernels + [c for items in fused.values() for k in items if isinstance(k, StepKernel) for c in k.compiled()],
-        out / LIB,
-    )
+    # layer-major batch-1 step kernels where the runtime will choose that order (runtime.py)
+    weights = [arrays[n["weight"]] for n, _ in names.values() if "weight" in n]
+    layer_major: list[StepKernel] = []
+    if weight_bytes(weights) > step_rules.LAYER_MAJOR_MIN_WEIGHT_BYTES:
+        layer_major = layer_major_step_kernels(plans, device, max_step_params, step_rules.LAYER_MAJOR_STEPS)
+    if layer_major:
+        step_names["batch1_layer_major"] = tuple(k.name for k in layer_major)
+    compiled: list[LayerKernel | StepKernel] = [k for p in plans for k in p.kernels()]
+    compiled += [c for items in fused.values() for k in items if isinstance(k, StepKernel) for c in k.compiled()]
+    compiled += layer_major
+    kernel_cache.export_library(compiled, out / LIB)
     files = {}
     for plan in plans:
         if plan.main:
@@ -77,9 +90,10 @@ def compile_artifact(
     )
     save_file(arrays, str(out / PARAMS))
     limit = max_step_params if step_names else None
-    Artifact(graph=ran, target=device, files=files, step_kernels=step_names, step_kernel_params=limit).write(
-        out / GRAPH
-    )
+    Artifact(
+        graph=ran, target=device, files=files, step_kernels=step_names, step_kernel_params=limit,
+        layer_major_steps=step_rules.LAYER_MAJOR_STEPS if layer_major else 0,
+    ).write(out / GRAPH)  # fmt: skip
     return out
 
 

@@ -308,6 +308,9 @@ class Artifact:
     # the most values one step kernel takes (``steps.MAX_STEP_PARAMS`` when written); None: no
     # limit, one step kernel per run of kernel calls (files written before the limit existed)
     step_kernel_params: int | None = None
+    # the steps of a block of the batch-1 layer-major step kernels (``step_kernels`` key
+    # "batch1_layer_major"); 0: none (the runtime orders per-kernel calls itself when asked)
+    layer_major_steps: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = self.graph.to_json()
@@ -321,6 +324,8 @@ class Artifact:
             out["step_kernels"] = {k: list(v) for k, v in self.step_kernels.items()}
             if self.step_kernel_params is not None:
                 out["step_kernel_params"] = self.step_kernel_params
+            if self.layer_major_steps:
+                out["layer_major_steps"] = self.layer_major_steps
         return out
 
     def write(self, path: Path) -> None:
@@ -370,18 +375,25 @@ class Artifact:
         steps = _object(raw.get("step_kernels", {}), "step_kernels", "graph")
         step_kernels = {
             key: tuple(_str_list(steps[key], f"step_kernels.{key}", "graph"))
-            for key in ("any_batch", "batch1")
+            for key in ("any_batch", "batch1", "batch1_layer_major")
             if key in steps
         }
         limit = raw.get("step_kernel_params")
         if limit is not None and _int(limit, "step_kernel_params", "graph") < 1:
             raise TargetError(f"graph: step_kernel_params must be at least 1, got {limit!r}")
+        block = _int(raw.get("layer_major_steps", 0), "layer_major_steps", "graph")
+        if block < 0 or (block > 0) != ("batch1_layer_major" in step_kernels):
+            raise TargetError(
+                f"graph: layer_major_steps {block} does not match the step kernels "
+                f"{'with' if 'batch1_layer_major' in step_kernels else 'without'} batch1_layer_major"
+            )
         return cls(
             graph=graph,
             target=target,
             files=files,
             step_kernels=step_kernels,
             step_kernel_params=None if limit is None else int(limit),
+            layer_major_steps=block,
         )
 
 

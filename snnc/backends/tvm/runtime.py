@@ -34,30 +34,35 @@ import tvm
 from safetensors.numpy import load_file
 
 from snnc.backends.tvm import kernel_cache  # sets TVM_NUM_THREADS (read at TVM's first parallel call)
+from snnc.backends.tvm import steps as step_rules  # its LAYER_MAJOR_* constants, read when used
 from snnc.backends.tvm.build import GRAPH, LIB, PARAMS
 from snnc.backends.tvm.kernels import Device, LayerKernel, conv_out_size
 from snnc.backends.tvm.layers import Artifact, LayerOp, Window
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
-from snnc.backends.tvm.steps import HostCall, KernelCall, StepKernel, step_kernels, step_program
+from snnc.backends.tvm.steps import (
+    PER_STEP_ROLES,
+    HostCall,
+    KernelCall,
+    StepKernel,
+    layer_major_step_kernels,
+    step_kernels,
+    step_program,
+    weight_bytes,
+)
 from snnc.errors import InputFileError, TargetError
 
-# Layer-major order (module docstring) at batch 1 for networks with more weights than this: a
-# sample's step reads each large layer's weight rows of the active inputs from the shared L3
-# (resnet18's 47 MB) and the next step fetches them again; layer-major keeps them in L2 for a
-# block of steps.  Measured (one thread, batch 1, T = 16, each kernel called from Python in
-# both orders, CPU time per sample-step): resnet18 500 -> 284 µs (1.76x), mobilenet_v2 (16 MB)
-# 645 -> 450 µs (1.43x), the synthetic MLP (36 MB) 263 -> 255 µs; the synthetic CNN (0.3 MB,
+# Layer-major order (module docstring) at batch 1 for networks with more weights than
+# steps.LAYER_MAJOR_MIN_WEIGHT_BYTES: a sample's step reads each large layer's weight rows of the
+# active inputs from the shared L3 (resnet18's 47 MB) and the next step fetches them again;
+# layer-major keeps them in L2 for a block of steps.LAYER_MAJOR_STEPS steps.  Measured (one
+# thread, batch 1, T = 16, each kernel called from Python in both orders, CPU time per
+# sample-step): resnet18 500 -> 284 µs (1.76x; blocks of 4 steps: 1.47x), mobilenet_v2 (16 MB)
+# 645 -> 450 µs (1.43x), the synthetic MLP (36 MB) 263 -> 255 µs; the synthetic CNN (0.4 MB,
 # already in cache) 128 -> 134 µs, slower by the extra spike lists it writes.  Batch 32 gains
 # only 1.05-1.07x (a batched call already reuses each row across the samples) for T times the
-# lists' memory, so batches keep the step-major order.
-LAYER_MAJOR_MIN_WEIGHT_BYTES = 4 << 20
-# Steps per layer-major block: resnet18 at batch 1 ran 1.47x faster than step-major with blocks
-# of 4 steps and 1.76x with 16; each step of a block has its own lists and currents (at batch
-# 1 about 1 MB for resnet18).
-LAYER_MAJOR_STEPS = 16
-# A layer's buffers that hold one step's values (a block's steps each have their own in
-# layer-major order); every other buffer is state or a parameter, shared by the steps.
-_PER_STEP_ROLES = frozenset({"acc", "cnt_out", "idx_out", "val_out", "dense_in"})
+# lists' memory, so batches keep the step-major order.  The artifact's layer-major step kernels
+# (steps.layer_major_step_kernels) make a block one call per step kernel; without them (a step
+# with a host call, an artifact written before) the runtime makes one call per kernel and step.
 
 
 def _dense_conv_hwc(x: np.ndarray, w: np.ndarray, g: Window) -> np.ndarray:
@@ -106,6 +111,8 @@ class _Buffers:
     steps: list[Callable[[], None]] = field(default_factory=list)
     per_batch: list[Callable[[np.ndarray], None]] = field(default_factory=list)
     run_all: Callable[[int], None] | None = None  # one step kernel runs all T steps (no ``steps``)
+    # batch 1, layer-major: the artifact's layer-major step kernels, each called with a block's steps
+    block_calls: list[Callable[[int], None]] = field(default_factory=list)
     resets: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)  # CPU: (view, value)
 
 
@@ -214,6 +221,7 @@ class EventRuntime:
                 )
         self._functions = {k.name: self.lib[k.name] for p in self.plans for k in p.kernels()}
         self.fused = fused
+        self._layer_major_kernels: list[StepKernel] = []  # batch 1, layer-major (the artifact's)
         self._step_kernels = self._check_step_kernels(d)
         self._out_plan = next(p for p in self.plans if p.name == self.graph.output)
         self._blas_competes = {
@@ -223,8 +231,8 @@ class EventRuntime:
         self._by_batch: dict[int, _Buffers] = {}
         self._params_on_device: dict[str, Any] = {}
         self.order = order
-        self.weight_bytes = sum(  # the layers' weights as stored (what order "auto" goes by)
-            self.params[f.params["weight"]].nbytes for f in self.artifact.files.values() if "weight" in f.params
+        self.weight_bytes = weight_bytes(  # the layers' weights as stored (what order "auto" goes by)
+            [self.params[f.params["weight"]] for f in self.artifact.files.values() if "weight" in f.params]
         )
         self._block_sets: dict[int, list[_Buffers]] = {}  # layer-major: a block's buffers, by batch
 
@@ -239,6 +247,14 @@ class EventRuntime:
             names = tuple(k.name for k in derived.get(variant, []) if isinstance(k, StepKernel))
             if listed.get(key, ()) != names:
                 raise InputFileError(f"{d}: its {key} step kernels differ from this runtime's; recompile it")
+        if self.artifact.layer_major_steps:
+            limit = self.artifact.step_kernel_params
+            layer_major = layer_major_step_kernels(
+                self.plans, self.device_kind, limit if limit is not None else 1 << 30, self.artifact.layer_major_steps
+            )
+            if listed.get("batch1_layer_major", ()) != tuple(k.name for k in layer_major):
+                raise InputFileError(f"{d}: its batch1_layer_major step kernels differ from this runtime's; recompile it")
+            self._layer_major_kernels = layer_major
         return derived
 
     @property
@@ -254,7 +270,7 @@ class EventRuntime:
         """Whether a batch of ``batch`` samples runs in layer-major order (module docstring)."""
         if self.order != "auto" or self.device_kind is not Device.CPU:
             return self.order == "layer"
-        return batch == 1 and self.weight_bytes > LAYER_MAJOR_MIN_WEIGHT_BYTES
+        return batch == 1 and self.weight_bytes > step_rules.LAYER_MAJOR_MIN_WEIGHT_BYTES
 
     # -- buffers and steps of one batch size ----------------------------------------------
     def _tensor(self, shape, dtype, fill=0) -> Any:
@@ -317,11 +333,35 @@ class EventRuntime:
                 self._bind_dense(plan, batch, values, t, buf, host)
             if shared is not None:  # state and per-batch currents: the block's first step's
                 mine = shared.layers[plan.name]
-                per_step = _PER_STEP_ROLES | ({"cur"} if plan.inputs[0].kind is not ValueKind.ANALOG else set())
+                per_step = PER_STEP_ROLES | ({"cur"} if plan.inputs[0].kind is not ValueKind.ANALOG else set())
                 t.update({role: value for role, value in mine.items() if role not in per_step})
             values[plan.name] = buf.layers[plan.name] = t
         self._bind_steps(batch, buf, host, fused=self.fused_calls and shared is None and not self.layer_major(batch))
+        if shared is None and batch == 1 and self.fused and self.layer_major(1) and self._layer_major_kernels:
+            self._bind_blocks(buf)
         return buf
+
+    def _bind_blocks(self, buf: _Buffers) -> None:
+        """Bind the layer-major step kernels of batch 1: each per-step buffer becomes one
+        ``[block, row]`` tensor (``StepKernel.block_shape``) whose rows the kernels pass to the
+        layer kernels; state and parameters are ``buf``'s."""
+        sliced: dict[tuple[str, str], Any] = {}
+        for kernel in self._layer_major_kernels:
+            args = []
+            for a in kernel.params:
+                one = buf.layers[a.layer][a.role]
+                if kernel.per_step(a):
+                    key = (a.layer, a.role)
+                    if key not in sliced:
+                        sliced[key] = self._tensor(kernel.block_shape(a), str(one.dtype))
+                    one = sliced[key]
+                args.append(one)
+            fn = self.lib[kernel.name]
+
+            def call(n: int, fn=fn, args=args) -> None:
+                fn(n, *args)
+
+            buf.block_calls.append(call)
 
     def _bind_dense(
         self, plan: LayerPlan, batch: int, values: dict, t: dict, buf: _Buffers, host: dict
@@ -539,7 +579,13 @@ class EventRuntime:
         """``steps`` timesteps in blocks of up to LAYER_MAJOR_STEPS: in a block, each call of
         the timestep (a layer kernel or a host product) runs for every step of the block, step
         k with the k-th step's lists and currents, before the next call runs."""
-        block = min(steps, LAYER_MAJOR_STEPS)
+        if first.block_calls:  # the library's layer-major step kernels: a call each per block
+            block = self.artifact.layer_major_steps
+            for start in range(0, steps, block):
+                for call in first.block_calls:
+                    call(min(block, steps - start))
+            return
+        block = min(steps, step_rules.LAYER_MAJOR_STEPS)
         sets = self._block_sets.setdefault(batch, [first])
         while len(sets) < block:
             sets.append(self._build(batch, shared=first))

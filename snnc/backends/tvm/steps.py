@@ -14,6 +14,13 @@ build time grows faster than its parameter count (:data:`MAX_STEP_PARAMS`).  Spi
 between the calls, exactly as with one Python call per kernel, so the results are the same
 bit for bit.
 
+*Layer-major* step kernels (:func:`layer_major_step_kernels`, batch 1, a step without host
+calls): the same calls, each run for every step of a block of up to ``block`` steps before the
+next call runs; a buffer that holds one step's values (:data:`PER_STEP_ROLES`) has one slice
+per step of the block (``[block, 1, n]``) and each call gets its step's slice, so the results
+are those of the step-major kernels bit for bit, while each layer's weights stay in the cache
+for the block (``runtime.py``).
+
 Deterministic: the compiler and the runtime derive the same step kernels (and names) from the
 same plan.  CPU only (a CUDA artifact keeps one call per kernel).  No TVM here, except in
 :meth:`StepKernel.prim_func`.
@@ -22,12 +29,21 @@ same plan.  CPU only (a CUDA artifact keeps one call per kernel).  No TVM here, 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 from snnc.backends.tvm.kernels import Device, Events, LayerKernel, Layout
 from snnc.backends.tvm.layers import LayerOp
 from snnc.backends.tvm.plan import LayerPlan, ValueKind
 from snnc.errors import TargetError
+
+# A layer's buffers that hold one step's values (spike lists, currents); every other buffer is
+# state (membranes, counts, readout sums) or a parameter, which every step shares.
+PER_STEP_ROLES = frozenset({"acc", "cnt_out", "idx_out", "val_out", "dense_in"})
+# Layer-major order for a batch of one sample pays off when the network's weights exceed the
+# cache (measured in runtime.py); blocks of LAYER_MAJOR_STEPS steps.
+LAYER_MAJOR_MIN_WEIGHT_BYTES = 4 << 20
+LAYER_MAJOR_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,7 @@ class StepKernel:
     batch: int | None
     device: Device = Device.CPU
     chunks: tuple[StepKernel, ...] = ()
+    block: int = 0  # layer-major: the most steps of a block (``steps`` ≤ block); 0: step-major
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -144,8 +161,11 @@ class StepKernel:
             raise TargetError("step kernels are generated for the CPU only")
         if not self.calls:
             raise TargetError("a step kernel needs at least one call")
+        if self.block and (self.batch != 1 or self.chunks):
+            raise TargetError("layer-major step kernels are generated for batch 1, without chunks")
         if not self.name:
-            digest = hashlib.sha1(repr((self.calls, self.batch, self.chunks)).encode()).hexdigest()[:12]
+            key = (self.calls, self.batch, self.chunks) + ((self.block,) if self.block else ())
+            digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
             object.__setattr__(self, "name", f"snnc_step_{digest}")
 
     @classmethod
@@ -206,6 +226,19 @@ class StepKernel:
                     )
         return decls
 
+    def per_step(self, arg: Arg) -> bool:
+        """Whether ``arg`` has one slice per step of a block (layer-major only)."""
+        return bool(self.block) and arg.role in PER_STEP_ROLES
+
+    def block_shape(self, arg: Arg, decls: dict | None = None) -> tuple[int, int]:
+        """A per-step buffer's shape in a layer-major step kernel: ``[block, row]``, step k's
+        slice the callee's shape flattened into row k, the row padded to 64 bytes (the kernels
+        assume 64-byte aligned buffers: a vector load of a slice at another offset faults)."""
+        dims, dtype = (decls or self._declarations())[arg]
+        item = {"int8": 1, "int32": 4, "float32": 4}[dtype]
+        size = math.prod(int(d) for d in dims)
+        return self.block, -(-size * item // 64) * 64 // item
+
     def source(self) -> str:
         """The TVMScript of the step kernel (a ``@T.prim_func`` without imports)."""
         decls = self._declarations()
@@ -214,6 +247,8 @@ class StepKernel:
         for arg, var in names.items():
             dims, dtype = decls[arg]
             sig.append(f"{var}: T.{dtype}" if not dims else f"{var}_h: T.handle")
+        if self.block:
+            return self._layer_major_source(decls, names, sig)
         lines = [
             "@T.prim_func",
             f"def {self.name}({', '.join(sig)}):",
@@ -236,6 +271,36 @@ class StepKernel:
             for call, symbol in zip(self.calls, self.symbols(), strict=True):
                 operands = ", ".join(names[a] for a in call.args)
                 lines.append(f'        T.evaluate(T.call_cpacked("{symbol}", {operands}))')
+        return "\n".join(lines) + "\n"
+
+    def _layer_major_source(self, decls: dict, names: dict[Arg, str], sig: list[str]) -> str:
+        """Each call for steps 0 .. ``steps`` - 1 of a block, then the next call; a per-step
+        buffer is ``[block, *dims]`` and each call gets its step's slice as a tensor of the
+        callee's shape (a DLTensor made on the stack: no copy)."""
+        lines = [
+            "@T.prim_func",
+            f"def {self.name}({', '.join(sig)}):",
+            f'    T.func_attr({{"global_symbol": "{self.name}"}})',
+        ]
+        for arg, var in names.items():
+            dims, dtype = decls[arg]
+            if dims:
+                if self.per_step(arg):
+                    dims = tuple(str(n) for n in self.block_shape(arg, decls))
+                lines.append(f'    {var} = T.match_buffer({var}_h, ({", ".join(dims)},), "{dtype}")')
+
+        def operand(arg: Arg) -> str:
+            if not self.per_step(arg):
+                return names[arg]
+            dims, dtype = decls[arg]
+            shape = f"T.tvm_stack_make_shape({', '.join(dims)})"
+            null = 'T.reinterpret("handle", T.uint64(0))'  # no strides: compact
+            return f"T.tvm_stack_make_array(T.address_of({names[arg]}[k, 0]), {shape}, {null}, {len(dims)}, T.{dtype}(0), 0)"
+
+        for call, symbol in zip(self.calls, self.symbols(), strict=True):
+            lines.append("    for k in range(steps):")
+            operands = ", ".join(operand(a) for a in call.args)
+            lines.append(f'        T.evaluate(T.call_cpacked("{symbol}", {operands}))')
         return "\n".join(lines) + "\n"
 
     def prim_func(self):
@@ -303,3 +368,23 @@ def step_kernels(
     if device is not Device.CPU:
         return {}
     return {batch: fuse(step_program(plans, batch), batch, max_params) for batch in (None, 1)}
+
+
+def layer_major_step_kernels(
+    plans: list[LayerPlan], device: Device, max_params: int = MAX_STEP_PARAMS, block: int = LAYER_MAJOR_STEPS
+) -> list[StepKernel]:
+    """The batch-1 step in layer-major step kernels of ``block`` steps (cut as :func:`fuse` cuts
+    step-major ones); none off the CPU or where the step has a host call (a BLAS product between
+    kernel calls: the runtime then orders the per-kernel calls itself)."""
+    if device is not Device.CPU:
+        return []
+    program = step_program(plans, 1)
+    calls = [c for c in program if isinstance(c, KernelCall)]
+    if len(calls) != len(program) or not calls:
+        return []
+    return [StepKernel(calls=piece, batch=1, block=block) for piece in _split(calls, max_params)]
+
+
+def weight_bytes(weights: list) -> int:
+    """The bytes of the layers' weights (numpy arrays): what the layer-major rule goes by."""
+    return sum(int(w.nbytes) for w in weights)
