@@ -414,6 +414,24 @@ def test_layer_major_order_equals_step_major(tmp_path, make, precision, monkeypa
     assert sum(s.sum() for s in a["spikes_per_layer"].values()) > 0
 
 
+def test_layer_major_kernels_in_graph_json_are_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 0)
+    graph, params = residual_net(np.random.default_rng(4))
+    art = compile_artifact(graph, params, tmp_path / "art")
+    raw = json.loads((art / "graph.json").read_text())
+    assert raw["layer_major_steps"] == steps.LAYER_MAJOR_STEPS and raw["step_kernels"]["batch1_layer_major"]
+    without = dict(raw)
+    del without["layer_major_steps"]
+    (art / "graph.json").write_text(json.dumps(without))
+    with pytest.raises(InputFileError, match="layer_major_steps 0 does not match"):
+        EventRuntime(art)
+    renamed = json.loads(json.dumps(raw))
+    renamed["step_kernels"]["batch1_layer_major"] = ["snnc_step_000000000000"]
+    (art / "graph.json").write_text(json.dumps(renamed))
+    with pytest.raises(InputFileError, match="batch1_layer_major step kernels differ"):
+        EventRuntime(art)
+
+
 def test_auto_order_is_layer_major_at_batch_1_for_large_weights(tmp_path, monkeypatch):
     rng = np.random.default_rng(4)
     graph, params = conv_net(rng)
