@@ -22,9 +22,9 @@ the event values.  Gated max pooling (``spike_maxpool``) keeps each input's accu
 count as layer state (``count``): per step it adds the events to the counts, then, for each
 window an event falls in, forwards the event when its input is the window's winner (the most
 spikes so far, ties to the first in the window): a window's winner can only change to an input
-that just spiked, so the work stays proportional to the events.  On 0/1 spikes (CPU) it also
-keeps each window's winner (``win``), so an event is compared with one input per window instead
-of with the whole window (:meth:`_Emitter.accumulate_maxpool_winners`).
+that just spiked, so the work stays proportional to the events.  On 0/1 spikes (CPU, windows of
+5 or more inputs) it also keeps each window's winner (``win``), so an event is compared with one
+input per window instead of with the whole window (:meth:`_Emitter.take_window`).
 
 Event lists (see ``format.md``):
 
@@ -1027,10 +1027,7 @@ class _Emitter:
         elif op is Op.POOL2D:
             self.accumulate_pool()
         elif op is Op.MAXPOOL2D:
-            if self.k.keeps_winners:
-                self.accumulate_maxpool_winners()
-            else:
-                self.accumulate_maxpool()
+            self.accumulate_maxpool()
         elif op is Op.REMAP:
             self.accumulate_remap()
         else:
@@ -1442,7 +1439,9 @@ class _Emitter:
         """Gated max pooling of sample b: add the events to the counts, then write each event
         into acc at every window whose winner it is (acc is zero elsewhere).  The events are
         walked by input position, as in :meth:`accumulate_conv`: the position's decode and its
-        windows are computed once; per event only its channel's counts are compared."""
+        windows are computed once; per event only its channel's counts are compared, with the
+        whole window or, where the kernel keeps each window's winner, with that one input
+        (:meth:`take_window`)."""
         w = self.w
         _, wd, c = self.k.in_shape
         _, ow, _ = self.k.out_shape
@@ -1453,12 +1452,16 @@ class _Emitter:
                 with w.block("for kk in range(run[0], run[1]):"):
                     w(f"e = {at('kk')}")
                     w(f"ci = e - pos * {c}")
+                    w(f"o = (oy * {ow} + ox) * {c} + ci")
                     w("ce = count[b, e]")
-                    with w.block(f"if {self.beaten_count()} == 0:"):
-                        w(f"acc[b, (oy * {ow} + ox) * {c} + ci] = {ev}")
+                    if self.k.keeps_winners:
+                        self.take_window(ev)
+                    else:
+                        with w.block(f"if {self.beaten_count()} == 0:"):
+                            w(f"acc[b, o] = {ev}")
 
-    def accumulate_maxpool_winners(self) -> None:
-        """Gated max pooling of sample b on 0/1 spikes, keeping each window's winner in ``win``.
+    def take_window(self, ev: str) -> None:
+        """Event e (count ce) against the kept winner of window o, on 0/1 spikes.
 
         Counts only grow, so after this step's events are added a window's winner is the best
         (most spikes, then the first in the window) of its previous winner and its inputs that
@@ -1469,21 +1472,11 @@ class _Emitter:
         ``win`` = 0 (no input of the window has spiked yet: every count in it is 0) loses to any
         event."""
         w = self.w
-        _, wd, c = self.k.in_shape
-        _, ow, _ = self.k.out_shape
-        count, at, _ = self.event_range(0)
-        ev = self.add_pool_counts("kk")
-        with self.positions(count, at, c, wd, self.k.events(0).cap - 1):
-            with self.over_windows():
-                with w.block("for kk in range(run[0], run[1]):"):
-                    w(f"e = {at('kk')}")
-                    w(f"o = (oy * {ow} + ox) * {c} + e - pos * {c}")
-                    w("held = win[b, o] - 1")
-                    w("ch = count[b, T.max(held, 0)]")
-                    w("ce = count[b, e]")
-                    with w.block("if held < 0 or held == e or ce > ch or (ce == ch and e < held):"):
-                        w("win[b, o] = e + 1")
-                        w(f"acc[b, o] = {ev}")
+        w("held = win[b, o] - 1")
+        w("ch = count[b, T.max(held, 0)]")
+        with w.block("if held < 0 or held == e or ce > ch or (ce == ch and e < held):"):
+            w("win[b, o] = e + 1")
+            w(f"acc[b, o] = {ev}")
 
     def add_pool_counts(self, var: str) -> str:
         """Emit the loop (over ``var``) that adds sample b's events to the counts; returns an
