@@ -16,8 +16,9 @@ bit for bit.
 
 *Layer-major* step kernels (:func:`layer_major_step_kernels`, batch 1, a step without host
 calls): the same calls, each run for every step of a block of up to ``block`` steps before the
-next call runs; a buffer that holds one step's values (:data:`PER_STEP_ROLES`) has one slice
-per step of the block (``[block, 1, n]``) and each call gets its step's slice, so the results
+next call runs; a buffer that holds one step's values (:data:`PER_STEP_ROLES`) has one row
+per step of the block (``[block, row]``, :meth:`StepKernel.block_shape`) and each call gets its
+step's row as a tensor of the callee's shape, so the results
 are those of the step-major kernels bit for bit, while each layer's weights stay in the cache
 for the block (``runtime.py``).
 
@@ -41,7 +42,7 @@ from snnc.errors import TargetError
 # state (membranes, counts, readout sums) or a parameter, which every step shares.
 PER_STEP_ROLES = frozenset({"acc", "cnt_out", "idx_out", "val_out", "dense_in"})
 # Layer-major order for a batch of one sample pays off when the network's weights exceed the
-# cache (measured in runtime.py); blocks of LAYER_MAJOR_STEPS steps.
+# cache (measured: runtime.py's comment); blocks of LAYER_MAJOR_STEPS steps.
 LAYER_MAJOR_MIN_WEIGHT_BYTES = 4 << 20
 LAYER_MAJOR_STEPS = 16
 
