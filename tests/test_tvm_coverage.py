@@ -134,3 +134,50 @@ def test_a_concat_of_a_concat_merges_into_one_remap_spike_for_spike(tmp_path):
     tvm_out, ref = run_both(graph, x, tmp_path)
     np.testing.assert_array_equal(tvm_out["logits"], ref.logits)
     assert_spike_counts_equal(graph, tvm_out, ref, len(x))
+
+
+POINT = """
+graph @point(%x: analog[4,3,3]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[4,3,3]
+  %c1 = conv2d(%e) params {weight = "c1.weight", bias = "c1.bias"} : analog[16,1,1]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[16,1,1]
+  %c2 = conv2d(%n1) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[16,1,1]
+  %n2 = neuron(%c2) {v_init = 0.5} : spike[16,1,1]
+  %c3 = conv2d(%n2) {padding = [2, 2], dilation = [2, 2]} params {weight = "c3.weight"} : analog[12,1,1]
+  %n3 = neuron(%c3) {v_init = 0.5} : spike[12,1,1]
+  %c4 = conv2d(%n3) {padding = [1, 1], dilation = [2, 2]} params {weight = "c4.weight", bias = "c4.bias"} : analog[12,1,1]
+  %n4 = neuron(%c4) {v_th = 0.25} : spike[12,1,1]
+  %s = add(%n3, %n4) : analog[12,1,1]
+  %c5 = conv2d(%s) params {weight = "c5.weight", bias = "c5.bias"} : analog[5,1,1]
+  %out = readout(%c5) : analog[5,1,1]
+  output %out
+}
+"""
+
+
+def test_conv_on_a_1x1_map_is_a_linear_layer_spike_for_spike(tmp_path):
+    """A conv2d from a 1x1 map of events to a 1x1 map lowers as a linear layer of its one tap
+    (3x3 padding 1: the centre; 3x3 padding 2 dilation 2: the centre; 2x2 padding 1 dilation 2:
+    no tap, the bias only); a conv on a larger map or on an add's analog values stays a conv.
+    Batches of 4 and 1 equal the torch simulator spike for spike."""
+    from snnc.backends.tvm.runtime import EventRuntime
+
+    rng = np.random.default_rng(3)
+    weights = {"c4.weight": rng.standard_normal((12, 12, 2, 2)), "c5.weight": rng.standard_normal((5, 12, 1, 1))}
+    graph = dyadic(graph_from_text(POINT, seed=4, params=weights), seed=2)
+    graph.params["c4.bias"] = np.abs(graph.params["c4.bias"]) + 0.125  # no tap: the bias alone spikes
+    layer_graph, params = lower(graph)
+    ops = {layer.name: layer.op for layer in layer_graph.layers}
+    assert [n for n, op in ops.items() if op is LayerOp.LINEAR] == ["c2", "c3", "c4"]
+    assert ops["c1"] is ops["c5"] is LayerOp.CONV2D
+    np.testing.assert_array_equal(params["c2.weight[centre tap]"], graph.params["c2.weight"][:, :, 1, 1])
+    np.testing.assert_array_equal(params["c3.weight[centre tap]"], graph.params["c3.weight"][:, :, 1, 1])
+    assert not params["c4.weight[centre tap]"].any() and params["c4.weight[centre tap]"].shape == (12, 12)
+    x = grid_inputs(6, (4, 3, 3))
+    tvm_out, ref = run_both(graph, x, tmp_path)
+    logits = ref.logits.reshape(len(x), -1)  # the runtime's logits are flat
+    np.testing.assert_array_equal(tvm_out["logits"], logits)
+    assert_spike_counts_equal(graph, tvm_out, ref, len(x))
+    assert all(tvm_out["spikes_per_layer"][n].sum() > 0 for n in ("c1", "c2", "c3", "c4"))
+    single = EventRuntime(tmp_path).run(x, batch_size=1)
+    np.testing.assert_array_equal(single["logits"], logits)

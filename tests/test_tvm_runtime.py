@@ -414,6 +414,42 @@ def test_layer_major_order_equals_step_major(tmp_path, make, precision, monkeypa
     assert sum(s.sum() for s in a["spikes_per_layer"].values()) > 0
 
 
+def test_block_mode_over_a_block_of_steps_equals_step_major(tmp_path, monkeypatch):
+    """Mode BLOCK (a linear layer's batch-1 kernels over a block of steps, ``LayerKernel.steps``)
+    in layer-major order equals the step-major event kernels: logits, spikes, membranes; a
+    neuron layer, a current that an add reads at the same step, and the readout, in blocks of
+    2 steps (T = 5: 2, 2 and 1).  Weights are multiples of 1/8 (fp32 sums exact in any order;
+    the int8 kernels are compared in test_tvm_tiled.py)."""
+    monkeypatch.setattr(steps, "LAYER_MAJOR_STEPS", 2)
+    monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 0)
+    rng = np.random.default_rng(4)
+    graph, params = residual_net(rng)
+    params = {k: (np.round(v * 8) / 8).astype(np.float32) for k, v in params.items()}
+    h2 = {"name": "h2", "op": "linear", "inputs": ["h1"], "weight": "h2.w", "neuron": {"v_th": 0.5, "reset": "soft"}}
+    params["h2.w"] = (rng.integers(-3, 4, (40, 40)) / 8).astype(np.float32)
+    graph["layers"].insert(1, h2)
+    graph["layers"][2]["inputs"] = ["h2"]  # c now reads h2's spikes (an event list)
+    blocked = ("h2", "c", "o")
+    for layer in graph["layers"]:
+        if layer["name"] in blocked:
+            layer["mode_batch1"] = "block"
+    art = compile_artifact(graph, params, tmp_path / "art")
+    step, layer = EventRuntime(art, order="step"), EventRuntime(art, order="layer")
+    plans = {p.name: p for p in layer.plans}
+    assert all(plans[n].block is not None and plans[n].block.steps for n in blocked)
+    calls = [c for k in layer._layer_major_kernels for c in k.calls]
+    assert {c.layer for c in calls if c.kernel.steps} == set(blocked)
+    x = inputs(rng, graph)
+    a = step.run(x, batch_size=1, record_state=True)
+    b = layer.run(x, batch_size=1, record_state=True)
+    assert layer._by_batch[1].block_calls
+    np.testing.assert_array_equal(a["logits"], b["logits"])
+    for key in ("spikes_per_layer", "membrane"):
+        for name in a[key]:
+            np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
+    assert all(a["spikes_per_layer"][n].sum() > 0 for n in ("h1", "h2", "r"))
+
+
 def test_layer_major_kernels_in_graph_json_are_checked(tmp_path, monkeypatch):
     monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 0)
     graph, params = residual_net(np.random.default_rng(4))

@@ -24,17 +24,21 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     NeuronSpec,
     Precision,
     linear_kernel,
+    padded_row,
     tiled_weight,
 )
 from snnc.errors import UnsupportedError  # noqa: E402
+from snnc.ir.ops import Reset  # noqa: E402
 
 pytestmark = pytest.mark.tvm
 
 
 def call(kernel, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    tensors = {name: tvm.runtime.tensor(np.ascontiguousarray(a)) for name, a in arrays.items()}
+    tensors = {
+        name: a if name == "vreset" else tvm.runtime.tensor(np.ascontiguousarray(a)) for name, a in arrays.items()
+    }
     kernel_cache.get_function(kernel)(*[tensors[n] for n in kernel.arg_names()])
-    return {name: t.numpy() for name, t in tensors.items()}
+    return {name: t if name == "vreset" else t.numpy() for name, t in tensors.items()}
 
 
 def grid_weights(rng, shape, precision: Precision) -> np.ndarray:
@@ -130,11 +134,87 @@ def test_tiled_neuron_epilogue_equals_untiled(nb):
         np.testing.assert_array_equal(outs[True]["acc"], s_ref.astype(np.float32))
 
 
+STEP_CASES = [  # (precision, graded, n_in, n_out, neuron or None: a readout current, bias)
+    (Precision.FLOAT32, True, 100, 70, NeuronSpec(max_spikes=2, leak=True), True),  # padded rows
+    (Precision.FLOAT32, False, 64, 128, NeuronSpec(reset=Reset.HARD), False),  # rows of 64 bytes
+    (Precision.FLOAT32, True, 40, 9, None, True),  # a readout: rsum summed step after step
+    (Precision.INT8, False, 130, 70, NeuronSpec(leak=True, strict=True), True),
+]
+
+
+@pytest.mark.parametrize(("precision", "graded", "n_in", "n_out", "nrn", "bias"), STEP_CASES)
+def test_kernel_over_a_block_of_steps_equals_a_call_per_step(precision, graded, n_in, n_out, nrn, bias):
+    """``LayerKernel.steps``: one call over the k steps of a block (per-step rows padded to 64
+    bytes, one state row) equals k calls of the batch-1 kernel, step after step: the same
+    membranes, spike lists, counts, statistics and readout sums."""
+    rng = np.random.default_rng(n_in + n_out)
+    adt = precision.acc_dtype
+    epilogue = Epilogue.CURRENT if nrn is None else Epilogue.NEURON
+    common = dict(precision=precision, graded=graded, bias=bias, epilogue=epilogue, neuron=nrn, readout=nrn is None)
+    one = linear_kernel(n_in, n_out, batch=1, slices=1, **common)
+    block = linear_kernel(n_in, n_out, tiled=True, steps=True, **common)
+    w = grid_weights(rng, (n_in, n_out), precision)
+    fixed = {"weight": w}
+    if bias:
+        fixed["bias"] = (rng.integers(-4, 5, n_out) / (1 if adt == "int32" else 4)).astype(adt)
+    if nrn is not None:
+        fixed["vth"] = np.full(n_out, 100 if adt == "int32" else 1.0, adt)
+        if nrn.leak:
+            fixed["beta"] = np.full(n_out, 2048 if adt == "int32" else 0.5, adt)
+        if nrn.reset is Reset.HARD:
+            fixed["vreset"] = 0.25
+    state = {"v": np.zeros((1, n_out), adt), "stats": np.zeros(1, np.int32), "rsum": np.zeros((1, n_out), adt)}
+    state = {k: v for k, v in state.items() if k in one.arg_names()}
+    steps = 7
+    x = events(rng, steps, n_in, 0.3, 3 if graded else 1)
+    x[3] = x[5]  # two steps with the same events
+    x[6] = 0  # a step without any
+    per_step = []
+    for t in range(steps):  # the reference: a call per step
+        cnt, idx, val = to_rows(x[t : t + 1], adt)
+        arrays = fixed | state | {"cnt0": cnt, "idx0": idx, "acc": np.zeros((1, n_out), adt)}
+        if graded:
+            arrays["val0"] = val
+        if nrn is not None:
+            arrays |= {"cnt_out": np.zeros(1, np.int32), "idx_out": np.zeros((1, n_out), np.int32)}
+            if nrn.max_spikes > 1:
+                arrays["val_out"] = np.zeros((1, n_out), adt)
+        out = call(one, arrays)
+        state = {k: out[k] for k in state}
+        per_step.append(out)
+    row_in, row_out = padded_row(n_in, "int32"), padded_row(n_out, adt)
+    cnt, idx, val = to_rows(x, adt)
+    arrays = fixed | {k: np.zeros_like(v) for k, v in state.items()}
+    arrays |= {"weight": tiled_weight(w), "cnt0": np.pad(cnt[:, None], ((0, 0), (0, 15)))}
+    arrays |= {"idx0": np.pad(idx, ((0, 0), (0, row_in - n_in))), "acc": np.zeros((steps, row_out), adt)}
+    if graded:
+        arrays["val0"] = np.pad(val, ((0, 0), (0, padded_row(n_in, adt) - n_in)))
+    if nrn is not None:
+        arrays |= {"cnt_out": np.zeros((steps, 16), np.int32), "idx_out": np.zeros((steps, row_out), np.int32)}
+        if nrn.max_spikes > 1:
+            arrays["val_out"] = np.zeros((steps, row_out), adt)
+    got = call(block, arrays)
+    for name in state:
+        np.testing.assert_array_equal(got[name], state[name], err_msg=name)
+    for t, ref in enumerate(per_step):
+        np.testing.assert_array_equal(got["acc"][t, :n_out], ref["acc"][0], err_msg=f"acc, step {t}")
+        if nrn is not None:
+            count = int(ref["cnt_out"][0])
+            assert got["cnt_out"][t, 0] == count, t
+            np.testing.assert_array_equal(got["idx_out"][t, :count], ref["idx_out"][0, :count])
+            if nrn.max_spikes > 1:
+                np.testing.assert_array_equal(got["val_out"][t, :count], ref["val_out"][0, :count])
+
+
 def test_tiled_refuses_what_it_does_not_do():
     with pytest.raises(UnsupportedError, match="tiled"):
         linear_kernel(64, 64, layout=Layout.CSC, tiled=True)
     with pytest.raises(UnsupportedError, match="tiled"):
         linear_kernel(64, 128, batch=1, slices=2, tiled=True)
+    with pytest.raises(UnsupportedError, match="block of steps"):
+        linear_kernel(64, 64, batch=1, tiled=True, steps=True)
+    with pytest.raises(UnsupportedError, match="block of steps"):
+        linear_kernel(64, 64, steps=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,7 +288,8 @@ def test_tiled_mode_is_for_linear_layers():
 def test_cost_model_picks_the_tiled_kernel_where_it_pays():
     """At 32 samples: tiled for wide layers whose rows most samples' events cover (the synthetic
     MLP's 2048x2048 at 17 %, 4096x4096 at 20 %), event at low density and for weights that stay
-    in the caches; never at batch 1 nor for a convolution."""
+    in the caches; never for a convolution, and at batch 1 only over a block of steps (mode
+    block, layer-major order)."""
     from snnc.backends.tvm.cost import MODEL, LayerShape
     from snnc.backends.tvm.layers import Mode
     from snnc.backends.tvm.lower import choose_modes
@@ -219,8 +300,8 @@ def test_cost_model_picks_the_tiled_kernel_where_it_pays():
         LayerShape.linear(4096, 4096),
         LayerShape.linear(2048, 10),
     )
-    assert choose_modes(O.Linear(), wide, 0.17) == (Mode.TILED, Mode.EVENT)
-    assert choose_modes(O.Linear(), huge, 0.2) == (Mode.TILED, Mode.EVENT)
+    assert choose_modes(O.Linear(), wide, 0.17) == (Mode.TILED, Mode.BLOCK)
+    assert choose_modes(O.Linear(), huge, 0.2) == (Mode.TILED, Mode.BLOCK)
     assert choose_modes(O.Linear(), wide, 0.02) == (Mode.EVENT, Mode.EVENT)
     assert choose_modes(O.Linear(), head, 0.4) == (Mode.EVENT, Mode.EVENT)
     assert MODEL.tiled_seconds(LayerShape.linear(256, 256), 0.4, 32) == float("inf")  # 256 KB: cached

@@ -80,7 +80,7 @@ def compile_artifact(
                 params=param_names,
                 source=source,
                 any_batch=tuple(k.name for k in (plan.densify.get(None), plan.main[None]) if k is not None),
-                batch1=tuple(k.name for k in (plan.densify.get(1), plan.main.get(1)) if k is not None),
+                batch1=tuple(k.name for k in (plan.densify.get(1), plan.main.get(1), plan.block) if k is not None),
             )
     ran = LayerGraph(
         name=layer_graph.name,

@@ -206,6 +206,17 @@ class LayerKernel:
     samples).  ``batch=1`` runs serially, except that a large linear/conv layer is parallelised
     over output-channel slices: ``slices`` forces their number (1: serial), ``None`` chooses
     (:meth:`slice_plan`).  The weight-stationary CSC layout is always split into slices.
+
+    ``steps`` (a tiled linear kernel of symbolic batch, CPU): the kernel runs the steps
+    0 .. B - 1 of a block of *one* sample (layer-major order, ``steps.py``).  The per-step
+    buffers (the input list ``cnt``/``idx``/``val``, ``acc``, the output list) have one row per
+    step, padded to 64 bytes (:func:`padded_row`; ``cnt`` and ``cnt_out`` are ``[B, 16]``, read
+    at column 0); the state (``v``, ``stats``, ``rsum``) is the sample's one row, updated by
+    step 0, then step 1, and so on.  The synaptic currents of all the block's steps are summed
+    first, each weight row read once for the block (the point: a layer whose weights exceed the
+    cache reads them once per block instead of once per step); the neuron updates then run step
+    by step.  Each step's current is the sum of its own events only, so the results are those of
+    B calls of the batch-1 kernel (up to the order of the float sums).
     """
 
     op: Op
@@ -223,6 +234,9 @@ class LayerKernel:
     slices: int | None = None
     multiplier: bool = False  # remap: every operand i has a per-element multiplier ``mul{i}``
     tiled: bool = False  # linear: weights pre-tiled, read once per call (:meth:`_Emitter.emit_tiled`)
+    # tiled linear: the batch axis is a block of one sample's steps (below); out of the repr, so
+    # that the names of every other kernel stay those of artifacts written before it existed
+    steps: bool = field(default=False, repr=False)
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -231,7 +245,8 @@ class LayerKernel:
             # the winner-keeping max pooling takes one more argument than the kernel of an
             # earlier artifact with the same fields: another name, so that such an artifact is
             # refused ("recompile it") instead of called with the wrong arguments
-            digest = hashlib.sha1((repr(self) + (" win" if self.keeps_winners else "")).encode()).hexdigest()[:12]
+            key = repr(self) + (" win" if self.keeps_winners else "") + (" steps" if self.steps else "")
+            digest = hashlib.sha1(key.encode()).hexdigest()[:12]
             object.__setattr__(self, "name", f"snnc_{self.op.value}_{digest}")
 
     # typed views of the optional parts (present by construction: ``_check`` ran) ----
@@ -420,9 +435,11 @@ def linear_kernel(
     device: Device = Device.CPU,
     slices: int | None = None,
     tiled: bool = False,
+    steps: bool = False,
 ) -> LayerKernel:
     """Event linear layer: ``acc[b] = bias + scale · Σ_k val_k · W[idx_k, :]`` with W stored [n_in, n_out]
-    (``tiled``: stored as :func:`tiled_weight` makes it, and read once per call)."""
+    (``tiled``: stored as :func:`tiled_weight` makes it, and read once per call; ``steps``: over
+    a block of one sample's steps, see :class:`LayerKernel`)."""
     events = Events(
         cap=n_in, layout=layout, graded=graded, val_dtype=val_dtype or precision.acc_dtype, scale=scale
     )
@@ -440,6 +457,7 @@ def linear_kernel(
         device=device,
         slices=slices,
         tiled=tiled,
+        steps=steps,
     )
 
 
@@ -455,6 +473,14 @@ def tiled_weight(weight):
     padded = np.zeros((n_in, tiles * LINEAR_TILE), dtype=weight.dtype)
     padded[:, :n_out] = weight
     return np.ascontiguousarray(padded.reshape(n_in, tiles, LINEAR_TILE).transpose(1, 0, 2))
+
+
+def padded_row(size: int, dtype: str) -> int:
+    """A row of ``size`` elements of ``dtype`` padded to a multiple of 64 bytes, in elements: the
+    row of a per-step buffer of a block of steps (kernels assume 64-byte aligned buffers, and a
+    vector load of a row at another offset faults)."""
+    item = {"int8": 1, "int32": 4, "float32": 4}[dtype]
+    return -(-size * item // 64) * 64 // item
 
 
 def conv2d_kernel(
@@ -737,6 +763,8 @@ def _check(k: LayerKernel) -> None:
         or (k.slices or 1) > 1
     ):
         raise UnsupportedError("the tiled kernel is a CPU linear layer on ROWS or CSR event lists, unsliced")
+    if k.steps and (not k.tiled or k.batch is not None or k.events(0).layout is not Layout.ROWS):
+        raise UnsupportedError("a kernel over a block of steps is a tiled linear kernel of symbolic batch, on ROWS lists")
     if k.slices is not None and (
         k.slices < 1 or k.channels % k.slices or (k.slices > 1 and (k.channels // k.slices) % LANES)
     ):
@@ -797,6 +825,7 @@ class _Emitter:
         self.adt = k.precision.acc_dtype
         self.wdt = k.precision.weight_dtype
         self.B = "1" if k.batch == 1 else ("B" if k.batch is None else str(k.batch))
+        self.sb = "0" if k.steps else "b"  # the state row of step/sample b (LayerKernel.steps)
         self.scopes = 0  # compute scopes emitted (each needs its own name)
 
     @contextmanager
@@ -808,8 +837,8 @@ class _Emitter:
         outlined once more, into a function whose buffer arguments are ``noalias`` again (the
         gated max pooling of the synthetic CNN at B = 32, one thread: 49.5 -> 23.2 µs per sample,
         24.1 with a serial loop), and the loop stays parallel."""
-        if self.B == "1":
-            with self.w.block("for b in range(1):"):
+        if self.B == "1" or self.k.steps:  # a block's steps update one state: in order
+            with self.w.block(f"for b in range({self.B}):"):
                 yield
             return
         self.scopes += 1
@@ -828,6 +857,12 @@ class _Emitter:
         k, B, adt = self.k, self.B, self.adt
         n = str(k.n_out)
         shapes: dict[str, tuple[tuple[str, ...], str]] = {}
+
+        def row(size: int | str, dtype: str) -> tuple[str, str]:  # (B, a step's row)
+            return (B, str(padded_row(int(size), dtype) if k.steps else size))
+
+        one = (B, "16") if k.steps else (B,)  # cnt, cnt_out: a padded row, read at column 0
+        state = "1" if k.steps else B
         for i, operand in enumerate(k.operands):
             if isinstance(operand, Current):
                 shapes[f"cur{i}"] = ((B, str(operand.cap or n)), adt)
@@ -839,10 +874,10 @@ class _Emitter:
                 shapes[f"map{i}"] = ((str(operand.cap),), "int32")
                 shapes[f"mul{i}"] = ((str(operand.cap),), adt)
             if operand.layout is Layout.ROWS:
-                shapes[f"cnt{i}"] = ((B,), "int32")
-                shapes[f"idx{i}"] = ((B, str(operand.cap)), "int32")
+                shapes[f"cnt{i}"] = (one, "int32")
+                shapes[f"idx{i}"] = (row(operand.cap, "int32"), "int32")
                 if operand.graded:
-                    shapes[f"val{i}"] = ((B, str(operand.cap)), operand.val_dtype)
+                    shapes[f"val{i}"] = (row(operand.cap, operand.val_dtype), operand.val_dtype)
             else:
                 ptr_len = f"{B} + 1" if operand.layout is Layout.CSR else f"{operand.cap} + 1"
                 shapes[f"ptr{i}"] = ((ptr_len,), "int32")
@@ -867,21 +902,21 @@ class _Emitter:
             shapes["count"] = ((B, str(k.events(0).cap)), adt)
             if k.keeps_winners:
                 shapes["win"] = ((B, n), "int32")
-        shapes["acc"] = ((B, n), adt)
+        shapes["acc"] = (row(n, adt), adt)
         if k.epilogue is Epilogue.NEURON:
-            shapes["v"] = ((B, n), adt)
+            shapes["v"] = ((state, n), adt)
             shapes["vth"] = ((str(k.channels),), adt)
             if k.nrn.leak:
                 shapes["beta"] = ((str(k.channels),), adt)
         if k.epilogue in (Epilogue.NEURON, Epilogue.COMPACT):
-            shapes["cnt_out"] = ((B,), "int32")
-            shapes["idx_out"] = ((B, n), "int32")
+            shapes["cnt_out"] = (one, "int32")
+            shapes["idx_out"] = (row(n, "int32"), "int32")
             if k.out_graded:
-                shapes["val_out"] = ((B, n), adt)
+                shapes["val_out"] = (row(n, adt), adt)
         if k.epilogue is Epilogue.NEURON:
-            shapes["stats"] = ((B,), "int32")
+            shapes["stats"] = ((state,), "int32")
         if k.readout:
-            shapes["rsum"] = ((B, n), adt)
+            shapes["rsum"] = ((state, n), adt)
         return shapes
 
     def signature(self) -> None:
@@ -927,7 +962,7 @@ class _Emitter:
         """For operand i of sample b: (count, index(k), value(k)) expressions (ROWS or CSR)."""
         operand = self.k.events(i)
         if operand.layout is Layout.ROWS:
-            count = f"cnt{i}[b]"
+            count = f"cnt{i}[b, 0]" if self.k.steps else f"cnt{i}[b]"
 
             def at(kk: str) -> str:
                 return f"idx{i}[b, {kk}]"
@@ -1577,25 +1612,26 @@ class _Emitter:
         if k.epilogue is Epilogue.NEURON:
             self.over_pixels(base, width, self.neuron_element)
         elif k.readout:
-            self.over_pixels(base, width, lambda j, co: w(f"rsum[b, {j}] = rsum[b, {j}] + acc[b, {j}]"))
+            sb = self.sb
+            self.over_pixels(base, width, lambda j, co: w(f"rsum[{sb}, {j}] = rsum[{sb}, {j}] + acc[b, {j}]"))
 
     def neuron_element(self, j: str, co: str) -> None:
         """v and s of element j in three vector statements, every expression inline (a let-bound
         value inside T.vectorized miscompiles): acc := v_new; v := reset(acc); acc := s."""
-        k, w, adt = self.k, self.w, self.adt
+        k, w, adt, sb = self.k, self.w, self.adt, self.sb
         nrn = k.nrn
         th = f"vth[{co}]"
-        w(f"acc[b, {j}] = {self.leak_expr(f'v[b, {j}]', co)} + acc[b, {j}]")
+        w(f"acc[b, {j}] = {self.leak_expr(f'v[{sb}, {j}]', co)} + acc[b, {j}]")
         s = self.spike_expr(f"acc[b, {j}]", th)
         if nrn.reset is Reset.SOFT:
-            w(f'v[b, {j}] = acc[b, {j}] - T.cast({s}, "{adt}") * {th}')
+            w(f'v[{sb}, {j}] = acc[b, {j}] - T.cast({s}, "{adt}") * {th}')
         elif nrn.reset is Reset.HARD:
-            w(f"v[b, {j}] = T.if_then_else({s} > 0, vreset, acc[b, {j}])")
+            w(f"v[{sb}, {j}] = T.if_then_else({s} > 0, vreset, acc[b, {j}])")
         else:
-            w(f"v[b, {j}] = acc[b, {j}]")
+            w(f"v[{sb}, {j}] = acc[b, {j}]")
         w(f'acc[b, {j}] = T.cast({s}, "{adt}")')
         if k.readout:
-            w(f"rsum[b, {j}] = rsum[b, {j}] + acc[b, {j}]")
+            w(f"rsum[{sb}, {j}] = rsum[{sb}, {j}] + acc[b, {j}]")
 
     def epilogue_serial(self) -> None:
         """Compaction of the non-zeros of acc (spike counts or pooled sums) into the ordered
@@ -1649,9 +1685,9 @@ class _Emitter:
                 if neuron:
                     w('nz[1] = nz[1] + T.cast(acc[b, j], "int32")')
                 w(f"nz[0] = nz[0] + T.if_then_else(acc[b, j] != {zero}, 1, 0)")
-        w("cnt_out[b] = nz[0]")
+        w(f"cnt_out[b{', 0' if k.steps else ''}] = nz[0]")
         if neuron:
-            w("stats[b] = stats[b] + nz[1]")
+            w(f"stats[{self.sb}] = stats[{self.sb}] + nz[1]")
 
     def spike_expr(self, vn: str, th: str) -> str:
         """s as an int32 expression of membrane expression vn and threshold th."""

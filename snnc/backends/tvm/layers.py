@@ -66,6 +66,11 @@ class Mode(enum.Enum):
     # linear only: the tiled event kernel, which reads each weight at most once per call
     # (kernels.LayerKernel.tiled; pays at batch 32 when most rows are used by some sample)
     TILED = "tiled"
+    # batch-1 kernels of a linear layer only: in layer-major order (a batch of one sample whose
+    # network's weights exceed the cache, steps.py), the tiled kernel over a block of steps
+    # (kernels.LayerKernel.steps: each weight row read once per block, not once per step);
+    # in step-major order, the event kernel
+    BLOCK = "block"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,6 +185,8 @@ class LayerSpec:
             raise TargetError(f"{where}: a remap layer has no multipliers or one per input")
         if Mode.TILED in (self.mode, self.mode_batch1) and self.op is not LayerOp.LINEAR:
             raise TargetError(f"{where}: mode 'tiled' exists for linear layers only")
+        if self.mode is Mode.BLOCK or (self.mode_batch1 is Mode.BLOCK and self.op is not LayerOp.LINEAR):
+            raise TargetError(f"{where}: mode 'block' exists for the batch-1 kernels of linear layers only")
         if (self.op is LayerOp.CONV2D or self.op.pooling) != (self.window is not None):
             raise TargetError(f"{where}: a window belongs to conv2d and pooling layers only")
         if self.neuron is not None and self.op in (LayerOp.FLATTEN, LayerOp.SPIKE_MAXPOOL):

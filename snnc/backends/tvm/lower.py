@@ -294,6 +294,29 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode, mode_b
     )
 
 
+def point_conv_weight(graph: Graph, node: Node) -> np.ndarray | None:
+    """The [Cout, Cin] matrix of a conv2d (groups 1) from a 1x1 map of events to a 1x1 map, else
+    None.  Such a conv is a linear layer: its one output position sees one tap, (p / d) on each
+    axis (the input at 0·s - p + k·d = 0), or none (then only its bias acts: zeros).  Lowered as
+    linear, it gets the linear kernels (the tiled ones, mode BLOCK) and reads Cin·Cout weights
+    instead of the whole KH·KW kernel's layout (mobilenet_v2's last 960 -> 1280 conv at 32x32,
+    resnet18's layer4 3x3 convs at 32x32).  An analog (current) input stays a conv: its kernel
+    reads the current without a host product."""
+    op = node.op
+    if not isinstance(op, O.Conv2d) or op.groups != 1:
+        return None
+    x, y = graph.value_type(node.inputs[0]), graph.value_type(node.name)
+    if not x.is_event or tuple(x.shape[-2:]) != (1, 1) or tuple(y.shape[-2:]) != (1, 1):
+        return None
+    weight = np.asarray(graph.params[node.params["weight"]])
+    taps = []
+    for p, d, k in zip(_pair(op.padding), _pair(op.dilation), weight.shape[2:], strict=True):
+        taps.append(p // d if p % d == 0 and p // d < k else None)
+    if None in taps:
+        return np.zeros(weight.shape[:2], weight.dtype)
+    return np.ascontiguousarray(weight[:, :, taps[0], taps[1]])
+
+
 def layer_shape_of(graph: Graph, node: Node) -> LayerShape:
     """The cost model's view of a linear or conv (conv1d: a conv2d on [C, 1, L])."""
     op = node.op
@@ -320,7 +343,8 @@ def choose_modes(
     """(batched, batch-1) modes of a weighted layer that reads events at ``density`` per step:
     each the cheapest by the cost model at ``BATCHED`` samples and at one, the batched kernels of
     a linear layer also choosing among the tiled kernel (never at batch 1, where it would stream
-    every weight for one sample's events).  Event without a
+    every weight for one sample's events; a large linear layer at a high density runs it over a
+    block of steps instead, mode BLOCK: ``CostModel.block_wins``).  Event without a
     density, and for a grouped (or depthwise) convolution at any density: its dense path has no
     GEMM (a sliding window on the host), measured 10-13x slower than the event kernel at batch 1
     and 4.0-4.3x at batch 32 (CPU time, one thread) on mobilenet_v2's depthwise layers at
@@ -338,6 +362,8 @@ def choose_modes(
             Mode.TILED: model.tiled_seconds(shape, density, BATCHED),
         }
         batched = min(costs, key=lambda m: costs[m])
+        if single is Mode.EVENT and model.block_wins(shape, density):
+            single = Mode.BLOCK
     return batched, single
 
 
@@ -382,9 +408,11 @@ def lower(
         if type(op) not in LAYER_OPS:  # legality() has refused everything else
             raise TargetError(f"{op.name} %{node.name}: not supported by the tvm target")
         run_as = run_as_batch1 = Mode.EVENT
+        point = point_conv_weight(graph, node)  # a conv on a 1x1 map: lowered as a linear layer
         if op.weighted:
+            as_op, shape = (O.Linear(), LayerShape.linear(*point.shape[::-1])) if point is not None else (op, None)
             run_as, run_as_batch1 = choose_modes(
-                op, layer_shape_of(graph, node), (densities or {}).get(node.name), model
+                as_op, shape or layer_shape_of(graph, node), (densities or {}).get(node.name), model
             )
             forced = (modes or {}).get(node.name)
             run_as, run_as_batch1 = (forced, forced) if forced is not None else (run_as, run_as_batch1)
@@ -400,12 +428,21 @@ def lower(
                 name=node.name, op=LayerOp.REMAP, inputs=inputs, bias=bias, maps=maps, multipliers=multipliers,
                 shape=layer_shape(tuple(graph.value_type(node.name).shape)),
             )  # fmt: skip
+        elif point is not None:
+            tap = f"{node.params['weight']}[centre tap]"
+            params[tap] = point
+            layers[node.name] = LayerSpec(
+                name=node.name, op=LayerOp.LINEAR, inputs=inputs, shape=layer_shape(tuple(graph.value_type(node.name).shape)),
+                mode=run_as, mode_batch1=run_as_batch1, weight=tap, bias=node.params.get("bias"),
+            )  # fmt: skip
+            if node.name in int8:
+                layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         else:
             layers[node.name] = _layer(graph, node, inputs, run_as, run_as_batch1)
             if node.name in int8:
                 layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         for role in ("weight", "bias"):
-            if op.weighted and role in node.params:
+            if op.weighted and role in node.params and not (role == "weight" and point is not None):
                 value = graph.params[node.params[role]]
                 if role == "weight" and isinstance(op, O.Conv1d):  # [Cout, Cin/g, K] -> [Cout, Cin/g, 1, K]
                     value = value[:, :, None, :]

@@ -71,6 +71,9 @@ class LayerPlan:
     output: Value
     main: dict[int | None, LayerKernel] = field(default_factory=dict)
     densify: dict[int | None, LayerKernel] = field(default_factory=dict)
+    # mode BLOCK: the batch-1 variant's kernel over a block of steps (layer-major order only;
+    # ``main[1]`` is the event kernel that step-major order calls)
+    block: LayerKernel | None = None
 
     def kernel_for(self, batch: int) -> LayerKernel:
         """The main kernel for a batch size: the batch-1 specialisation where one exists."""
@@ -99,7 +102,7 @@ class LayerPlan:
         return self.layer.mode_for(1 if batch == 1 and 1 in self.main else None)
 
     def kernels(self) -> list[LayerKernel]:
-        return list(self.main.values()) + list(self.densify.values())
+        return list(self.main.values()) + list(self.densify.values()) + ([self.block] if self.block else [])
 
     def host_product(self, batch: int | None) -> bool:
         """Whether the ``batch`` variant computes its synaptic current on the host (BLAS): a
@@ -343,4 +346,6 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         plan.main[batch] = main
         if densify is not None:
             plan.densify[batch] = densify
+    if modes.get(1) is Mode.BLOCK and device is Device.CPU:
+        plan.block = replace(plan.main[1], batch=None, slices=None, tiled=True, steps=True, name="")
     return plan

@@ -327,6 +327,8 @@ class EventRuntime:
                 t["vreset"] = int(v_reset) if adt == "int32" else float(v_reset)
             if layer.readout is not None:
                 t["rsum"] = self._tensor((batch, n), adt)
+            if batch == 1 and plan.block is not None and self.layer_major(1):  # mode BLOCK's weights
+                t["tiled_weight"] = self._param_tensor(pnames["weight"], plan.block)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
                 t["count"] = self._tensor((batch, plan.inputs[0].n), adt)
                 t["win"] = self._tensor((batch, n), "int32")  # each window's winner + 1 (CPU kernels)

@@ -20,7 +20,10 @@ next call runs; a buffer that holds one step's values (:data:`PER_STEP_ROLES`) h
 per step of the block (``[block, row]``, :meth:`StepKernel.block_shape`) and each call gets its
 step's row as a tensor of the callee's shape, so the results
 are those of the step-major kernels bit for bit, while each layer's weights stay in the cache
-for the block (``runtime.py``).
+for the block (``runtime.py``).  A linear layer in mode BLOCK (``layers.Mode``) is instead one
+call over the block's steps (``LayerKernel.steps``, given the ``[steps, row]`` views of its
+per-step buffers and its tiled weights, role ``tiled_weight``): each weight row is read once per
+block; its currents are those of the step-major kernels up to the order of the float sums.
 
 Deterministic: the compiler and the runtime derive the same step kernels (and names) from the
 same plan.  CPU only (a CUDA artifact keeps one call per kernel).  No TVM here, except in
@@ -33,7 +36,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
-from snnc.backends.tvm.kernels import Device, Events, LayerKernel, Layout
+from snnc.backends.tvm.kernels import Device, Events, LayerKernel, Layout, padded_row
 from snnc.backends.tvm.layers import LayerOp
 from snnc.backends.tvm.plan import LayerPlan, ValueKind
 from snnc.errors import TargetError
@@ -214,17 +217,31 @@ class StepKernel:
 
     def _declarations(self) -> dict[Arg, tuple[tuple[str, ...], str]]:
         """Each value's shape expressions and dtype as its callees declare them (checked equal
-        across callees: a mismatch is a planning bug that the callee would reject anyway)."""
+        across callees: a mismatch is a planning bug that the callee would reject anyway).  A
+        kernel over a block of steps declares a per-step buffer ``[B, row]``: only its row is
+        compared (with the padded size of a one-step callee's shape); where no one-step callee
+        takes the value, its declaration is that row."""
         decls: dict[Arg, tuple[tuple[str, ...], str]] = {}
+        rows: dict[Arg, tuple[tuple[str, ...], str, str]] = {}  # per-step values of block callees
         for call in self.calls:
             shapes = call.kernel.arg_shapes()
             for name, arg in zip(call.kernel.arg_names(), call.args, strict=True):
                 decl = shapes.get(name) or ((), call.kernel.precision.acc_dtype)  # a scalar
+                if call.kernel.steps and self.per_step(arg):
+                    rows.setdefault(arg, ((decl[0][1],), decl[1], call.kernel.name))
+                    continue
                 if decls.setdefault(arg, decl) != decl:
                     raise TargetError(
                         f"step kernel: {arg.layer}.{arg.role} is {decls[arg]} for one kernel and "
                         f"{decl} for {call.kernel.name}"
                     )
+        for arg, (row, dtype, name) in rows.items():
+            decls.setdefault(arg, (row, dtype))
+            if self.block_shape(arg, decls)[1] != int(row[0]) or decls[arg][1] != dtype:
+                raise TargetError(
+                    f"step kernel: {arg.layer}.{arg.role} is {decls[arg]} for one kernel and rows of "
+                    f"{row[0]} {dtype} for {name}"
+                )
         return decls
 
     def per_step(self, arg: Arg) -> bool:
@@ -236,9 +253,7 @@ class StepKernel:
         slice the callee's shape flattened into row k, the row padded to 64 bytes (the kernels
         assume 64-byte aligned buffers: a vector load of a slice at another offset faults)."""
         dims, dtype = (decls or self._declarations())[arg]
-        item = {"int8": 1, "int32": 4, "float32": 4}[dtype]
-        size = math.prod(int(d) for d in dims)
-        return self.block, -(-size * item // 64) * 64 // item
+        return self.block, padded_row(math.prod(int(d) for d in dims), dtype)
 
     def source(self) -> str:
         """The TVMScript of the step kernel (a ``@T.prim_func`` without imports)."""
@@ -290,15 +305,27 @@ class StepKernel:
                     dims = tuple(str(n) for n in self.block_shape(arg, decls))
                 lines.append(f'    {var} = T.match_buffer({var}_h, ({", ".join(dims)},), "{dtype}")')
 
+        null = 'T.reinterpret("handle", T.uint64(0))'  # no strides: compact
+
         def operand(arg: Arg) -> str:
             if not self.per_step(arg):
                 return names[arg]
             dims, dtype = decls[arg]
             shape = f"T.tvm_stack_make_shape({', '.join(dims)})"
-            null = 'T.reinterpret("handle", T.uint64(0))'  # no strides: compact
             return f"T.tvm_stack_make_array(T.address_of({names[arg]}[k, 0]), {shape}, {null}, {len(dims)}, T.{dtype}(0), 0)"
 
+        def rows(arg: Arg) -> str:  # the block's first ``steps`` rows, for a kernel over them
+            if not self.per_step(arg):
+                return names[arg]
+            _, row = self.block_shape(arg, decls)
+            shape = f"T.tvm_stack_make_shape(steps, {row})"
+            return f"T.tvm_stack_make_array(T.address_of({names[arg]}[0, 0]), {shape}, {null}, 2, T.{decls[arg][1]}(0), 0)"
+
         for call, symbol in zip(self.calls, self.symbols(), strict=True):
+            if call.kernel.steps:
+                operands = ", ".join(rows(a) for a in call.args)
+                lines.append(f'    T.evaluate(T.call_cpacked("{symbol}", {operands}))')
+                continue
             lines.append("    for k in range(steps):")
             operands = ", ".join(operand(a) for a in call.args)
             lines.append(f'        T.evaluate(T.call_cpacked("{symbol}", {operands}))')
@@ -383,7 +410,18 @@ def layer_major_step_kernels(
     calls = [c for c in program if isinstance(c, KernelCall)]
     if len(calls) != len(program) or not calls:
         return []
+    over_block = {p.name: p.block for p in plans if p.block is not None}
+    calls = [_over_block(c, over_block[c.layer]) if c.layer in over_block else c for c in calls]
     return [StepKernel(calls=piece, batch=1, block=block) for piece in _split(calls, max_params)]
+
+
+def _over_block(call: KernelCall, kernel: LayerKernel) -> KernelCall:
+    """A layer's call as the call of its kernel over a block of steps (mode BLOCK): the same
+    values, the weight in the tiled layout (role ``tiled_weight``)."""
+    if kernel.arg_names() != call.kernel.arg_names():
+        raise TargetError(f"layer '{call.layer}': its kernel over a block of steps takes other arguments")
+    args = tuple(Arg(a.layer, "tiled_weight") if a.role == "weight" else a for a in call.args)
+    return KernelCall(layer=call.layer, kernel=kernel, args=args)
 
 
 def weight_bytes(weights: list) -> int:
