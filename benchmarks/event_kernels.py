@@ -724,6 +724,92 @@ def _layer_step_runner(rt, x: np.ndarray, timesteps: int) -> Callable[[], dict[s
     return once
 
 
+def _block_vs_event(rt, x1: np.ndarray, timesteps: int, reps: int) -> dict[str, tuple[float, float]]:
+    """Per linear layer that reads events (``rt``: an artifact with every layer event, one Python
+    call per kernel), the CPU seconds per timestep of its batch-1 event kernel called once per
+    step and of its kernel over a block of steps (mode block: ``LayerKernel.steps``, blocks of
+    ``steps.LAYER_MAJOR_STEPS``), both fed the event lists that the layer received at each step
+    of the network's run on the one sample ``x1`` and timed alone, interleaved.  Alone, as in
+    layer-major order, where a layer runs a block's steps one after the other."""
+    from dataclasses import replace
+
+    from snnc.backends.tvm import kernel_cache
+    from snnc.backends.tvm.kernels import Op, padded_row
+    from snnc.backends.tvm.steps import LAYER_MAJOR_STEPS, KernelCall, step_program
+
+    rt.run(x1, timesteps, batch_size=1)
+    buf = rt._by_batch[1]
+    program = step_program(rt.plans, 1)
+    layers = {
+        c.layer: c for c in program
+        if isinstance(c, KernelCall) and c.kernel.op is Op.LINEAR and c.kernel.arg_names()[0] == "cnt0"
+    }  # fmt: skip
+    inputs: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in layers}
+    rt._reset(buf)
+    for compute in buf.per_batch:
+        compute(rt._encode_input(x1))
+    for _t in range(timesteps):
+        for item, step in zip(program, buf.steps, strict=True):
+            if isinstance(item, KernelCall) and item.layer in layers:
+                ops = dict(zip(item.kernel.arg_names(), item.args, strict=True))
+                inputs[item.layer].append(
+                    {r: buf.layers[ops[r].layer][ops[r].role].numpy().copy() for r in ("cnt0", "idx0", "val0") if r in ops}
+                )
+            step()
+    out = {}
+    for name, call in layers.items():
+        one = call.kernel
+        block = replace(one, batch=None, slices=None, tiled=True, steps=True, name="")
+        f_one, f_block = kernel_cache.get_function(one), kernel_cache.get_function(block)
+        t = buf.layers[name]
+        weight = rt.params[rt.artifact.files[name].params["weight"]]
+        tiled = tvm.runtime.tensor(np.ascontiguousarray(block.kernel_weight(weight)))
+        shapes = block.arg_shapes()
+        steps = [inputs[name][k : k + LAYER_MAJOR_STEPS] for k in range(0, timesteps, LAYER_MAJOR_STEPS)]
+
+        def rows(role: str, chunk: list, dtype: str, shapes: dict = shapes) -> np.ndarray:  # [steps, row]
+            width = int(shapes[role][0][1])
+            a = np.zeros((len(chunk), width), dtype)
+            for k, step in enumerate(chunk):
+                flat = step[role].reshape(-1)
+                a[k, : flat.size] = flat
+            return a
+
+        fed = [{r: tvm.runtime.tensor(rows(r, chunk, str(chunk[0][r].dtype))) for r in chunk[0]} for chunk in steps]
+        per_step = [{r: tvm.runtime.tensor(v) for r, v in step.items()} for step in inputs[name]]
+        own = {r: t[r] for r in one.arg_names() if r in t and r not in ("cnt0", "idx0", "val0")}
+
+        def fresh(kernel, n: int) -> dict:  # per-step outputs of n steps (the state is timed anyway)
+            adt = kernel.precision.acc_dtype
+            n_out = kernel.n_out
+            width = padded_row(n_out, adt) if kernel.steps else n_out
+            made = {"acc": tvm.runtime.empty((n, width), adt, tvm.cpu())}
+            if "cnt_out" in kernel.arg_names():
+                made["cnt_out"] = tvm.runtime.empty((n, 16) if kernel.steps else (n,), "int32", tvm.cpu())
+                made["idx_out"] = tvm.runtime.empty((n, width), "int32", tvm.cpu())
+            if "val_out" in kernel.arg_names():
+                made["val_out"] = tvm.runtime.empty((n, width), adt, tvm.cpu())
+            return made
+
+        outs_one = fresh(one, 1)
+        outs_block = {n: fresh(block, n) for n in {len(chunk) for chunk in steps}}
+        seconds: dict[str, list[float]] = {"event": [], "block": []}
+        for _ in range(reps):
+            for mode in random.sample(["event", "block"], 2):
+                c0 = time.thread_time()
+                if mode == "event":
+                    for step in per_step:
+                        args = own | outs_one | step
+                        f_one(*[args[r] for r in one.arg_names()])
+                else:
+                    for chunk in fed:
+                        args = own | {"weight": tiled} | outs_block[int(chunk["cnt0"].shape[0])] | chunk
+                        f_block(*[args[r] for r in block.arg_names()])
+                seconds[mode].append((time.thread_time() - c0) / timesteps)
+        out[name] = (float(np.median(seconds["event"])), float(np.median(seconds["block"])))
+    return out
+
+
 def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) -> list[dict]:
     """Per weighted layer that reads spikes: its time per step in event mode, in dense mode and, for
     a linear layer, in tiled mode (the same IR lowered with every such layer event, then dense,
@@ -736,7 +822,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
     from snnc.backends.tvm.build import compile_artifact
     from snnc.backends.tvm.cost import MODEL
     from snnc.backends.tvm.layers import Mode
-    from snnc.backends.tvm.lower import layer_shape_of, lower
+    from snnc.backends.tvm.lower import layer_shape_of, lower, point_conv_weight
     from snnc.backends.tvm.runtime import EventRuntime
     from snnc.ir import ops as O
 
@@ -751,7 +837,10 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
         # every weighted layer forced to one mode: a layer without a calibrated density (one that
         # reads a pooling's graded output) must be forced too, or both artifacts run it as event
         weighted = [n.name for n in case.graph.nodes if n.op.weighted]
-        linear = {n.name for n in case.graph.nodes if isinstance(n.op, O.Linear)}
+        linear = {  # a conv on a 1x1 map of events lowers as a linear layer
+            n.name for n in case.graph.nodes
+            if isinstance(n.op, O.Linear) or point_conv_weight(case.graph, n) is not None
+        }  # fmt: skip
         for mode in ("event", "dense", "tiled") if linear else ("event", "dense"):
             forced = {n: Mode.EVENT if mode == "tiled" and n not in linear else Mode(mode) for n in weighted}
             layer_graph, params = lower(case.graph, modes=forced)
@@ -761,6 +850,8 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
         event_layers = [
             p.name for p in runtimes["event"].plans if p.op.weighted and p.inputs[0].kind.value == "events"
         ]
+        # mode block (batch 1, layer-major order) against the event kernel, each layer alone
+        blocks = _block_vs_event(runtimes["event"], case.x[:1], case.timesteps, reps) if 1 in batches else {}
         for batch in batches:
             chosen = chosen_by_batch.get(batch, report["layer_modes"])
             x = case.x[:batch]
@@ -782,6 +873,7 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
                 cpu = {m: stat(m, layer, 1, 50) for m in modes}
                 te, td, ce, cd = wall["event"], wall["dense"], cpu["event"], cpu["dense"]
                 pick = chosen.get(layer, "event")
+                pick = "event" if pick == "block" else pick  # in step-major order, block runs the event kernel
                 rows.append({
                     "network": case.name, "layer": layer, "batch": batch, "density": densities.get(layer),
                     "event_s": te, "dense_s": td, "chosen": chosen.get(layer), "faster": min(wall, key=wall.get),
@@ -791,6 +883,13 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
                     "event_cpu_s": ce, "dense_cpu_s": cd, "faster_cpu": min(cpu, key=cpu.get),
                     "chosen_over_best_cpu": cpu[pick] / min(cpu.values()), "reps": reps, "threads": threads,
                 })  # fmt: skip
+                if batch == 1 and layer in blocks:  # judged apart: both alone, CPU time
+                    event_alone, block_alone = blocks[layer]
+                    ran = block_alone if chosen.get(layer) == "block" else event_alone
+                    rows[-1] |= {
+                        "event_alone_cpu_s": event_alone, "block_alone_cpu_s": block_alone,
+                        "block_choice_over_best": ran / min(event_alone, block_alone),
+                    }  # fmt: skip
                 if "tiled" in wall:
                     rows[-1] |= {
                         "tiled_s": wall["tiled"], "tiled_cpu_s": cpu["tiled"],
@@ -806,6 +905,11 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
                     }
                 r = rows[-1]
                 tiled = f", tiled {fmt_t(r['tiled_s'])} (CPU {fmt_t(r['tiled_cpu_s'])})" if "tiled_s" in r else ""
+                if "block_alone_cpu_s" in r:
+                    tiled += (
+                        f"; alone: event {fmt_t(r['event_alone_cpu_s'])}, block {fmt_t(r['block_alone_cpu_s'])} "
+                        f"({r['block_choice_over_best']:.2f}x the best)"
+                    )
                 print(
                     f"{case.name} {layer} B={batch} density {100 * (r['density'] or 0):.1f}%: event {fmt_t(te)}, "
                     f"dense {fmt_t(td)} per step (CPU {fmt_t(ce)} / {fmt_t(cd)}){tiled}; chosen {r['chosen']} "

@@ -303,6 +303,7 @@ def test_cost_model_picks_the_tiled_kernel_where_it_pays():
     assert choose_modes(O.Linear(), wide, 0.17) == (Mode.TILED, Mode.BLOCK)
     assert choose_modes(O.Linear(), huge, 0.2) == (Mode.TILED, Mode.BLOCK)
     assert choose_modes(O.Linear(), wide, 0.02) == (Mode.EVENT, Mode.EVENT)
-    assert choose_modes(O.Linear(), head, 0.4) == (Mode.EVENT, Mode.EVENT)
+    assert choose_modes(O.Linear(), head, 0.4) == (Mode.EVENT, Mode.BLOCK)
+    assert choose_modes(O.Linear(), head, 0.1) == (Mode.EVENT, Mode.EVENT)
     assert MODEL.tiled_seconds(LayerShape.linear(256, 256), 0.4, 32) == float("inf")  # 256 KB: cached
     assert choose_modes(O.Conv2d(), huge, 0.2)[0] is not Mode.TILED

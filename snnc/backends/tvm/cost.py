@@ -116,12 +116,13 @@ class CostModel:
     per_weight_tiled: float = 0.5e-9  # the tiled kernel's read of W (prefetched 8 KB blocks)
     per_tile_event: float = 2.5e-9  # one event's 64-column row piece, summed from L1
     tiled_min_bytes: int = 512 << 10  # one core's L2: smaller weights stay event
-    # mode BLOCK (a linear layer's batch-1 kernels; layers.Mode): for weights beyond the cache
-    # read at block_min_density or more.  Measured against the event kernel (one thread, 16
-    # steps of rate-coded events, 2026-12-07, Intel Xeon, AVX-512): 2048x2048 2.7x faster at 19 %,
-    # 1.8x at 12 %, 1.6x at 10 %, equal at 6 %, 0.5x at 3 %; 1024x1024 2.1x at 17.5 %;
-    # 1280x1000 3.2x at 44 %, 0.7-0.8x at 10 % (a block's rows then fit the L2); 960x1280 4.2x at 44 %
-    block_min_bytes: int = 2 << 20
+    # mode BLOCK (a linear layer's batch-1 kernels; layers.Mode): for inputs at block_min_density
+    # or more, whatever the size.  Measured against the event kernel, blocks of 16 steps (one
+    # thread, 2026-12-07, Intel Xeon, AVX-512).  Rate-coded events: 2048x2048 2.7x faster at 19 %,
+    # 1.8x at 12 %, 1.6x at 10 %, equal at 6 %, 0.5x at 3 %; 1024x1024 2.1x at 17.5 %, 0.4x at
+    # 2.6 %; 512x512 and 256x256 1.1x at 18 %; 1280x1000 3.2x at 44 %, 0.7-0.8x at 10 %.  The
+    # benchmark's layers at their own spike trains (each alone, as in layer-major order): 1.6-4.2x
+    # on all 8 at 19-52 % (960x1280, 1280x1000, 2048x2048, 960x160, 576x160, 2048x10)
     block_min_density: float = 0.15
 
     def event_seconds(self, shape: LayerShape, density: float, batch: int, weight_bytes: int = 4) -> float:
@@ -149,7 +150,7 @@ class CostModel:
 
     def block_wins(self, shape: LayerShape, density: float) -> bool:
         """Whether a linear layer's batch-1 kernels run over blocks of steps (mode BLOCK)."""
-        return shape.weights * 4 > self.block_min_bytes and density >= self.block_min_density
+        return density >= self.block_min_density
 
     def dense_wins(self, shape: LayerShape, density: float, batch: int) -> bool:
         return self.dense_seconds(shape, batch) < self.event_seconds(shape, density, batch)

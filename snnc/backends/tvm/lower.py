@@ -318,8 +318,12 @@ def point_conv_weight(graph: Graph, node: Node) -> np.ndarray | None:
 
 
 def layer_shape_of(graph: Graph, node: Node) -> LayerShape:
-    """The cost model's view of a linear or conv (conv1d: a conv2d on [C, 1, L])."""
+    """The cost model's view of a linear or conv (conv1d: a conv2d on [C, 1, L]; a conv on a 1x1
+    map of events: the linear layer it lowers to, :func:`point_conv_weight`)."""
     op = node.op
+    point = point_conv_weight(graph, node)
+    if point is not None:
+        return LayerShape.linear(int(point.shape[1]), int(point.shape[0]))
     x = layer_shape(tuple(graph.value_type(node.inputs[0]).shape))
     y = layer_shape(tuple(graph.value_type(node.name).shape))
     if isinstance(op, O.Linear):
@@ -410,10 +414,10 @@ def lower(
         run_as = run_as_batch1 = Mode.EVENT
         point = point_conv_weight(graph, node)  # a conv on a 1x1 map: lowered as a linear layer
         if op.weighted:
-            as_op, shape = (O.Linear(), LayerShape.linear(*point.shape[::-1])) if point is not None else (op, None)
             run_as, run_as_batch1 = choose_modes(
-                as_op, shape or layer_shape_of(graph, node), (densities or {}).get(node.name), model
-            )
+                O.Linear() if point is not None else op, layer_shape_of(graph, node),
+                (densities or {}).get(node.name), model,
+            )  # fmt: skip
             forced = (modes or {}).get(node.name)
             run_as, run_as_batch1 = (forced, forced) if forced is not None else (run_as, run_as_batch1)
             run_as_batch1 = (modes_batch1 or {}).get(node.name, run_as_batch1)
