@@ -448,6 +448,15 @@ def test_block_mode_over_a_block_of_steps_equals_step_major(tmp_path, monkeypatc
         for name in a[key]:
             np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
     assert all(a["spikes_per_layer"][n].sum() > 0 for n in ("h1", "h2", "r"))
+    # without layer-major step kernels (weights under the threshold) no kernel calls the block
+    # kernels: the artifact holds none, and forced layer-major order runs the event kernels
+    monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 1 << 40)
+    small = compile_artifact(graph, params, tmp_path / "small")
+    listed = json.loads((small / "graph.json").read_text())
+    names = {k for layer in listed["layers"] for k in layer["kernels"]["batch1"]}
+    assert not names & {plans[n].block.name for n in blocked}
+    c = EventRuntime(small, order="layer").run(x, batch_size=1, record_state=True)
+    np.testing.assert_array_equal(a["logits"], c["logits"])
 
 
 def test_layer_major_kernels_in_graph_json_are_checked(tmp_path, monkeypatch):

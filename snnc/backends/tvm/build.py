@@ -71,6 +71,8 @@ def compile_artifact(
     compiled: list[LayerKernel | StepKernel] = [k for p in plans for k in p.kernels()]
     compiled += [c for items in fused.values() for k in items if isinstance(k, StepKernel) for c in k.compiled()]
     compiled += layer_major
+    blocks = {p.name: p.block for p in plans if p.block is not None and layer_major}  # their callers
+    compiled += list(blocks.values())
     kernel_cache.export_library(compiled, out / LIB)
     files = {}
     for plan in plans:
@@ -80,7 +82,9 @@ def compile_artifact(
                 params=param_names,
                 source=source,
                 any_batch=tuple(k.name for k in (plan.densify.get(None), plan.main[None]) if k is not None),
-                batch1=tuple(k.name for k in (plan.densify.get(1), plan.main.get(1), plan.block) if k is not None),
+                batch1=tuple(
+                    k.name for k in (plan.densify.get(1), plan.main.get(1), blocks.get(plan.name)) if k is not None
+                ),
             )
     ran = LayerGraph(
         name=layer_graph.name,

@@ -115,7 +115,11 @@ class CostModel:
     per_weight: float = 0.60e-9  # ~6.7 GB/s, the product's read of W
     per_weight_tiled: float = 0.5e-9  # the tiled kernel's read of W (prefetched 8 KB blocks)
     per_tile_event: float = 2.5e-9  # one event's 64-column row piece, summed from L1
-    tiled_min_bytes: int = 512 << 10  # one core's L2: smaller weights stay event
+    # smaller weights stay event: they stay in the caches.  512 KB (the AMD host's L2) until the
+    # sixth session, when mobilenet_v2's 960 -> 160 convs on 1x1 maps became linear layers: at
+    # 600 KB and 50 % density the event kernel measured 1.17-1.24x faster than the tiled one at
+    # batch 32, while resnet18's 1 MB layers (3x3 convs on 1x1 maps) are 1.17-1.35x faster tiled
+    tiled_min_bytes: int = 768 << 10
     # mode BLOCK (a linear layer's batch-1 kernels; layers.Mode): for inputs at block_min_density
     # or more, whatever the size.  Measured against the event kernel, blocks of 16 steps (one
     # thread, 2026-12-07, Intel Xeon, AVX-512).  Rate-coded events: 2048x2048 2.7x faster at 19 %,

@@ -72,7 +72,8 @@ class LayerPlan:
     main: dict[int | None, LayerKernel] = field(default_factory=dict)
     densify: dict[int | None, LayerKernel] = field(default_factory=dict)
     # mode BLOCK: the batch-1 variant's kernel over a block of steps (layer-major order only;
-    # ``main[1]`` is the event kernel that step-major order calls)
+    # ``main[1]`` is the event kernel that step-major order calls).  Not in :meth:`kernels`: an
+    # artifact holds it only with layer-major step kernels, the only callers
     block: LayerKernel | None = None
 
     def kernel_for(self, batch: int) -> LayerKernel:
@@ -102,7 +103,7 @@ class LayerPlan:
         return self.layer.mode_for(1 if batch == 1 and 1 in self.main else None)
 
     def kernels(self) -> list[LayerKernel]:
-        return list(self.main.values()) + list(self.densify.values()) + ([self.block] if self.block else [])
+        return list(self.main.values()) + list(self.densify.values())
 
     def host_product(self, batch: int | None) -> bool:
         """Whether the ``batch`` variant computes its synaptic current on the host (BLAS): a

@@ -215,7 +215,8 @@ class EventRuntime:
         for plan in self.plans:
             layer_files = self.artifact.files.get(plan.name)
             stored = (layer_files.batch1 + layer_files.any_batch) if layer_files is not None else ()
-            missing = [k.name for k in plan.kernels() if k.name not in stored]
+            blocked = [plan.block] if plan.block is not None and self.artifact.layer_major_steps else []
+            missing = [k.name for k in plan.kernels() + blocked if k.name not in stored]
             if missing:
                 raise InputFileError(
                     f"{d}: layer '{plan.name}' needs kernels {missing} that the artifact lacks; recompile it"
@@ -327,7 +328,8 @@ class EventRuntime:
                 t["vreset"] = int(v_reset) if adt == "int32" else float(v_reset)
             if layer.readout is not None:
                 t["rsum"] = self._tensor((batch, n), adt)
-            if batch == 1 and plan.block is not None and self.layer_major(1):  # mode BLOCK's weights
+            if batch == 1 and plan.block is not None and self.layer_major(1) and self._layer_major_kernels:
+                # mode BLOCK: the tiled weights its kernel over a block of steps reads
                 t["tiled_weight"] = self._param_tensor(pnames["weight"], plan.block)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
                 t["count"] = self._tensor((batch, plan.inputs[0].n), adt)
