@@ -816,7 +816,9 @@ def bench_layer_modes(cases: list[NetworkCase], batches=(1, 32), reps: int = 7) 
     then tiled: linear layers tiled, convolutions event), and whether the mode the
     target chose for that batch size's kernels (``layer_modes_batch1`` / ``layer_modes`` of the
     report: the cost model at the calibrated density) is within 1.1x of the faster one; with the
-    cost model's predictions of both times."""
+    cost model's predictions of both times.  At batch 1 a linear layer's row also holds its event
+    kernel against its kernel over a block of steps (mode block), each timed alone
+    (:func:`_block_vs_event`), and whether the batch-1 choice between them is within 1.1x."""
     import dataclasses
 
     from snnc.backends.tvm.build import compile_artifact

@@ -125,8 +125,8 @@ class CostModel:
     # thread, 2026-12-07, Intel Xeon, AVX-512).  Rate-coded events: 2048x2048 2.7x faster at 19 %,
     # 1.8x at 12 %, 1.6x at 10 %, equal at 6 %, 0.5x at 3 %; 1024x1024 2.1x at 17.5 %, 0.4x at
     # 2.6 %; 512x512 and 256x256 1.1x at 18 %; 1280x1000 3.2x at 44 %, 0.7-0.8x at 10 %.  The
-    # benchmark's layers at their own spike trains (each alone, as in layer-major order): 1.6-4.2x
-    # on all 8 at 19-52 % (960x1280, 1280x1000, 2048x2048, 960x160, 576x160, 2048x10)
+    # benchmark's 16 linear layers at their own spike trains (each alone, as in layer-major
+    # order; 19-52 %): 1.7-4.1x faster, one (4096x10, 20 %) equal (docs/tvm.md, sixth session)
     block_min_density: float = 0.15
 
     def event_seconds(self, shape: LayerShape, density: float, batch: int, weight_bytes: int = 4) -> float:

@@ -347,8 +347,8 @@ def choose_modes(
     """(batched, batch-1) modes of a weighted layer that reads events at ``density`` per step:
     each the cheapest by the cost model at ``BATCHED`` samples and at one, the batched kernels of
     a linear layer also choosing among the tiled kernel (never at batch 1, where it would stream
-    every weight for one sample's events; a large linear layer at a high density runs it over a
-    block of steps instead, mode BLOCK: ``CostModel.block_wins``).  Event without a
+    every weight for one sample's events; a linear layer read at 15 % density or more runs it
+    over a block of steps instead, mode BLOCK: ``CostModel.block_wins``).  Event without a
     density, and for a grouped (or depthwise) convolution at any density: its dense path has no
     GEMM (a sliding window on the host), measured 10-13x slower than the event kernel at batch 1
     and 4.0-4.3x at batch 32 (CPU time, one thread) on mobilenet_v2's depthwise layers at
