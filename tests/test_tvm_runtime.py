@@ -448,6 +448,14 @@ def test_block_mode_over_a_block_of_steps_equals_step_major(tmp_path, monkeypatc
         for name in a[key]:
             np.testing.assert_array_equal(a[key][name], b[key][name], err_msg=f"{key} {name}")
     assert all(a["spikes_per_layer"][n].sum() > 0 for n in ("h1", "h2", "r"))
+    # the step cut into several layer-major step kernels (a block kernel's per-step buffers then
+    # cross from one step kernel to the next): the same results
+    split = EventRuntime(compile_artifact(graph, params, tmp_path / "split", max_step_params=8), order="layer")
+    assert len(split._layer_major_kernels) > 2
+    c = split.run(x, batch_size=1, record_state=True)
+    np.testing.assert_array_equal(a["logits"], c["logits"])
+    for name in a["membrane"]:
+        np.testing.assert_array_equal(a["membrane"][name], c["membrane"][name], err_msg=name)
     # without layer-major step kernels (weights under the threshold) no kernel calls the block
     # kernels: the artifact holds none, and forced layer-major order runs the event kernels
     monkeypatch.setattr(steps, "LAYER_MAJOR_MIN_WEIGHT_BYTES", 1 << 40)
