@@ -1264,7 +1264,7 @@ class _Emitter:
             walk = self.every_position(h, wd, c)
         else:
             count, at, _ = self.event_range(0)
-            walk = self.positions(count, at, c, wd, k.events(0).cap - 1)
+            walk = self.positions(count, at, c, h, wd)
         if not k.depthwise:
             self.scatter_by_position(walk, base, width)
             return
@@ -1331,23 +1331,36 @@ class _Emitter:
                                 self.vector(c, "0", tap)
 
     @contextmanager
-    def positions(self, count: str, at: Callable[[str], str], c: int, wd: int, last: int) -> Iterator[None]:
+    def positions(self, count: str, at: Callable[[str], str], c: int, h: int, wd: int) -> Iterator[None]:
         """A loop over the input positions of an ascending channels-last event list (a position's
         events are consecutive): the body sees ``pos``, ``iy``, ``ix`` and its events
-        ``run[0] .. run[1] - 1``; ``last``: the list's last index."""
+        ``run[0] .. run[1] - 1``.  ``bnd[p]``, the first entry at a position ≥ p, is found by
+        storing each entry's index at its position, last entry first (a position's first entry
+        is stored last; plain stores: counting the entries per position instead made a chain of
+        increments of one counter, 0.94-0.96x on mobilenet_v2's hundreds of events per
+        position), then a minimum from the last position back; every position with entries runs
+        the body.  Measured against the earlier scan from each position's first event to the
+        next position's (a loop that ends at a data-dependent point, a mispredicted branch per
+        position): synthetic CNN 1.18x / 1.12x (batch 1 / 32), resnet18 1.04-1.07x, mobilenet_v2
+        and the digits CNN 1.00-1.05x (side by side, CPU time, logits identical)."""
         w = self.w
+        n = h * wd
+        w(f'bnd = T.alloc_buffer(({n + 1},), "int32")')
         w('run = T.alloc_buffer((2,), "int32", scope="local")')
-        w("run[0] = 0")
-        with w.block(f"while run[0] < {count}:"):
-            w(f"pos = T.floordiv({at('run[0]')}, {c})")
-            w("run[1] = run[0] + 1")
-            # the index is clamped so that the (not short-circuit) test never reads past the row
-            with w.block(f"while run[1] < {count} and {at(f'T.min(run[1], {last})')} < pos * {c} + {c}:"):
-                w("run[1] = run[1] + 1")
-            w(f"ix = T.floormod(pos, {wd})")
-            w(f"iy = T.floordiv(pos, {wd})")
-            yield
-            w("run[0] = run[1]")
+        with w.block(f"for q in range({n + 1}):"):
+            w(f"bnd[q] = {count}")
+        with w.block(f"for kk in range({count}):"):
+            entry = f"{count} - 1 - kk"
+            w(f"bnd[T.floordiv({at(entry)}, {c})] = {entry}")
+        with w.block(f"for q in range({n}):"):
+            w(f"bnd[{n - 1} - q] = T.min(bnd[{n - 1} - q], bnd[{n} - q])")
+        with w.block(f"for pos in range({h * wd}):"):
+            with w.block("if bnd[pos] < bnd[pos + 1]:"):
+                w("run[0] = bnd[pos]")
+                w("run[1] = bnd[pos + 1]")
+                w(f"ix = T.floormod(pos, {wd})")
+                w(f"iy = T.floordiv(pos, {wd})")
+                yield
 
     @contextmanager
     def every_position(self, h: int, wd: int, c: int) -> Iterator[None]:
@@ -1506,11 +1519,11 @@ class _Emitter:
         whole window or, where the kernel keeps each window's winner, with that one input
         (:meth:`take_window`)."""
         w = self.w
-        _, wd, c = self.k.in_shape
+        h, wd, c = self.k.in_shape
         _, ow, _ = self.k.out_shape
         count, at, _ = self.event_range(0)
         ev = self.add_pool_counts("kk")
-        with self.positions(count, at, c, wd, self.k.events(0).cap - 1):
+        with self.positions(count, at, c, h, wd):
             with self.over_windows():
                 with w.block("for kk in range(run[0], run[1]):"):
                     w(f"e = {at('kk')}")
