@@ -79,12 +79,17 @@ DEPTHWISE_DENSE = 14
 WINNER_WINDOW = 5
 # The tiled linear kernel (``LayerKernel.tiled``, :meth:`_Emitter.emit_tiled`): output columns in
 # tiles of LINEAR_TILE (8 AVX2 registers hold a sample's sums over a chunk's events), input rows
-# in chunks of TILE_ROWS (the tile's weights of one chunk, 8 KB in fp32, sit in L1, fetched ahead
+# in chunks of TILE_ROWS (the tile's weights of one chunk, 8-32 KB in fp32, sit in L1, fetched ahead
 # by software prefetch while the previous chunk is summed).  Measured (one thread, n = 2048 and
 # 4096, batch 32, 2-20 %): 64 x 32 and 64 x 64 equal within noise; 32 or 128 columns and 128-512
-# rows slower; weights read strided from [n_in, n_out] instead of pre-tiled 1.5-2x slower.
+# rows slower; weights read strided from [n_in, n_out] instead of pre-tiled 1.5-2x slower.  That
+# was the AMD host (AVX2, 32 KB L1).  On the Intel host (AVX-512, 48 KB L1; sixth session) chunks of
+# 128 rows (32 KB of a tile's weights) are faster across samples: 2048x2048 at 19 % 1.3-1.4x, at
+# 2 % 1.25x, 1024x1024 1.3x, 1280x1000 at 44 % 1.07x (batch 32; 256 rows slower again), but
+# 0.9x over a block of 16 steps (``LayerKernel.steps``), which keeps TILE_ROWS_STEPS
 LINEAR_TILE = 64
-TILE_ROWS = 32
+TILE_ROWS = 128
+TILE_ROWS_STEPS = 32
 PREFETCH_CHUNKS = 1  # chunks the tiled kernel prefetches ahead (2 and 4 measured no faster)
 
 
@@ -1139,13 +1144,13 @@ class _Emitter:
     def emit_tiled(self) -> None:
         """The tiled linear kernel: every weight is read from memory at most once per call.
 
-        The batch's ascending event lists are first cut at every TILE_ROWS-th input row
+        The batch's ascending event lists are first cut at every :attr:`tile_rows`-th input row
         (``bnd[b, c]``: where sample b's events of row chunk c start) and the rows that any
         sample uses are marked.  Then, for each tile of LINEAR_TILE output columns (threads own
         tiles: race-free), chunk after chunk, each sample adds its events of the chunk into its
         tile of ``acc``, which LLVM keeps in registers over the chunk; meanwhile the samples
         prefetch the next chunk's marked rows of the tile (the weights are pre-tiled,
-        ``[tiles, n_in, LINEAR_TILE]``, so a chunk of a tile is one contiguous 8 KB block that
+        ``[tiles, n_in, LINEAR_TILE]``, so a chunk of a tile is one contiguous 8-32 KB block that
         the prefetches stream from memory and the events then read from L1).  Keeps: each
         output element adds its sample's events in list order, then bias, scale and the
         epilogue exactly as the untiled kernel; changes: the order of the loops (not the sums)
@@ -1153,7 +1158,7 @@ class _Emitter:
         k, w = self.k, self.w
         operand = k.events(0)
         count, at, val = self.event_range(0)
-        n_in, rows = operand.cap, TILE_ROWS
+        n_in, rows = operand.cap, self.tile_rows
         chunks = -(-n_in // rows)
         full, tail = divmod(k.n_out, LINEAR_TILE)
         w(f'bnd = T.alloc_buffer(({self.B}, {chunks + 1}), "int32")')
@@ -1182,10 +1187,15 @@ class _Emitter:
             with self.over_samples():
                 self.epilogue_serial()
 
+    @property
+    def tile_rows(self) -> int:
+        """Input rows per chunk of the tiled kernel (TILE_ROWS; over a block of steps TILE_ROWS_STEPS)."""
+        return TILE_ROWS_STEPS if self.k.steps else TILE_ROWS
+
     def tile_body(self, width: int, val: Callable[[str], str] | None, at: Callable[[str], str]) -> None:
         """One column tile ``t`` of :meth:`emit_tiled`, ``width`` columns wide."""
         k, w = self.k, self.w
-        n_in, rows = k.in_shape[0], TILE_ROWS
+        n_in, rows = k.in_shape[0], self.tile_rows
         chunks = -(-n_in // rows)
         base = f"t * {LINEAR_TILE}"
         item = 4 if self.wdt == "float32" else 1
