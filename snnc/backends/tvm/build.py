@@ -71,7 +71,8 @@ def compile_artifact(
     compiled: list[LayerKernel | StepKernel] = [k for p in plans for k in p.kernels()]
     compiled += [c for items in fused.values() for k in items if isinstance(k, StepKernel) for c in k.compiled()]
     compiled += layer_major
-    blocks = {p.name: p.block for p in plans if p.block is not None and layer_major}  # their callers
+    # the kernels over a block of steps, only where layer-major step kernels call them
+    blocks = {p.name: p.block for p in plans if p.block is not None} if layer_major else {}
     compiled += list(blocks.values())
     kernel_cache.export_library(compiled, out / LIB)
     files = {}

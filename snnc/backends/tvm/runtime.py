@@ -274,6 +274,11 @@ class EventRuntime:
             return self.order == "layer"
         return batch == 1 and self.weight_bytes > step_rules.LAYER_MAJOR_MIN_WEIGHT_BYTES
 
+    def _blocks_in_library(self, batch: int) -> bool:
+        """Whether a batch runs through the artifact's layer-major step kernels (batch 1 in
+        layer-major order, fused calls, an artifact that has them)."""
+        return batch == 1 and self.fused and self.layer_major(1) and bool(self._layer_major_kernels)
+
     # -- buffers and steps of one batch size ----------------------------------------------
     def _tensor(self, shape, dtype, fill=0) -> Any:
         t = tvm.runtime.empty(tuple(int(s) for s in shape), dtype, self.dev)
@@ -328,7 +333,7 @@ class EventRuntime:
                 t["vreset"] = int(v_reset) if adt == "int32" else float(v_reset)
             if layer.readout is not None:
                 t["rsum"] = self._tensor((batch, n), adt)
-            if batch == 1 and plan.block is not None and self.layer_major(1) and self._layer_major_kernels:
+            if plan.block is not None and shared is None and self._blocks_in_library(batch):
                 # mode BLOCK: the tiled weights its kernel over a block of steps reads
                 t["tiled_weight"] = self._param_tensor(pnames["weight"], plan.block)
             if plan.op is LayerOp.SPIKE_MAXPOOL:  # accumulated spike counts of its inputs
@@ -342,7 +347,7 @@ class EventRuntime:
                 t.update({role: value for role, value in mine.items() if role not in per_step})
             values[plan.name] = buf.layers[plan.name] = t
         self._bind_steps(batch, buf, host, fused=self.fused_calls and shared is None and not self.layer_major(batch))
-        if shared is None and batch == 1 and self.fused and self.layer_major(1) and self._layer_major_kernels:
+        if shared is None and self._blocks_in_library(batch):
             self._bind_blocks(buf)
         return buf
 
