@@ -17,8 +17,9 @@ pytest.importorskip("tvm")
 import tvm  # noqa: E402
 from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, to_rows  # noqa: E402
 
-from snnc.backends.tvm import kernel_cache  # noqa: E402
+from snnc.backends.tvm import kernel_cache, kernels  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
+    MAXPOOL_DENSE,
     WINNER_WINDOW,
     Conv2dGeometry,
     Current,
@@ -31,6 +32,7 @@ from snnc.backends.tvm.kernels import (  # noqa: E402
     add_kernel,
     conv2d_kernel,
     conv_out_size,
+    interior_classes,
     linear_kernel,
     pool2d_kernel,
     spike_maxpool2d_kernel,
@@ -185,6 +187,88 @@ def test_conv2d_positions_with_many_channels(batch, groups):
         out = call(kernel, arrays)["acc"]
         ref = conv2d_hwc(x, dense_w, g.stride, g.padding, g.dilation)
         np.testing.assert_array_equal(out, ref.reshape(nb, -1).astype(np.float32), err_msg=f"density {density}")
+
+
+INTERIOR_CASES = [
+    *CONV_CASES,
+    Conv2dGeometry(kernel=(3, 3), stride=(3, 3), padding=(2, 0)),
+    Conv2dGeometry(kernel=(7, 7), stride=(2, 2), padding=(3, 3)),
+    Conv2dGeometry(kernel=(1, 1), stride=(2, 2)),
+]
+
+
+@pytest.mark.parametrize("geometry", INTERIOR_CASES, ids=lambda g: f"k{g.kernel}s{g.stride}p{g.padding}d{g.dilation}")
+def test_interior_classes_are_the_positions_whose_taps_all_reach_the_output(geometry):
+    """Each input position of a class (by its condition) reaches, through the class's taps, the
+    outputs that the literal definition says; every position whose taps all reach the output
+    and which has at least two of them is in exactly one class."""
+    h, wd = 13, 11
+    oh = conv_out_size(h, geometry.kernel[0], geometry.stride[0], geometry.padding[0], geometry.dilation[0])
+    ow = conv_out_size(wd, geometry.kernel[1], geometry.stride[1], geometry.padding[1], geometry.dilation[1])
+    kernel = conv2d_kernel((h, wd, 2), 16, geometry, batch=1)
+    classes = interior_classes(kernel)
+    (sy, sx), (py, px), (dy_, dx_) = geometry.stride, geometry.padding, geometry.dilation
+    covered = 0
+    for iy in range(h):
+        for ix in range(wd):
+            reached, clipped = set(), False
+            for kh in range(geometry.kernel[0]):
+                for kw in range(geometry.kernel[1]):
+                    ny, nx = iy + py - kh * dy_, ix + px - kw * dx_
+                    if ny % sy or nx % sx:
+                        continue
+                    if 0 <= ny // sy < oh and 0 <= nx // sx < ow:
+                        reached.add((kh, kw, ny // sy, nx // sx))
+                    else:
+                        clipped = True
+            holds = [c for c in classes if eval(c.condition(), {"T": _Floormod}, {"iy": iy, "ix": ix})]
+            assert len(holds) <= 1
+            if clipped or len(reached) < 2:
+                assert not holds, (iy, ix)
+                continue
+            assert len(holds) == 1, (iy, ix, reached)
+            qy, qx = (iy + py) // sy, (ix + px) // sx
+            assert {(kh, kw, qy - dy, qx - dx) for kh, kw, dy, dx in holds[0].taps} == reached
+            covered += 1
+    assert (covered > 0) == bool(classes)  # no class without a position
+
+
+class _Floormod:
+    """Evaluates a class condition's ``T.floormod`` in Python (operands are non-negative here)."""
+
+    @staticmethod
+    def floormod(a: int, b: int) -> int:
+        return a % b
+
+
+@pytest.mark.parametrize("geometry", [*CONV_CASES, INTERIOR_CASES[-2]], ids=lambda g: f"k{g.kernel}s{g.stride}p{g.padding}d{g.dilation}")
+@pytest.mark.parametrize("precision", list(Precision))
+def test_conv_interior_pass_equals_the_clipped_taps_bit_for_bit(geometry, precision, monkeypatch):
+    """Summing an interior position's taps in one pass over its events keeps every output's
+    order of sums: the kernel equals the same kernel without interior classes exactly, on
+    Gaussian float weights (where another order would round differently) and graded events;
+    160 output channels: two blocks of 64 channels and a tail of 32; 9 taps: passes of 6 and 3."""
+    rng = np.random.default_rng(21)
+    in_shape, co, nb = (16, 12, 5), 160, 2
+    kernel = conv2d_kernel(in_shape, co, geometry, batch=None, precision=precision, graded=True)
+    assert interior_classes(kernel)
+    built = {}
+    for name, classes in (("interior", kernels.interior_classes), ("clipped", lambda k: [])):
+        monkeypatch.setattr(kernels, "interior_classes", classes)
+        built[name] = tvm.compile(kernel.prim_func(), target=kernel_cache.target_for(kernel.device))[kernel.name]
+    w = weights(rng, (5, *geometry.kernel, co), precision)
+    for density in (0.05, 0.4, 1.0):
+        x = spikes(rng, (nb, *in_shape), density, 3)
+        cnt, idx, val = to_rows(x, precision.acc_dtype)
+        out = {}
+        for name, fn in built.items():
+            arrays = {"cnt0": cnt, "idx0": idx, "val0": val, "weight": w, "acc": np.zeros((nb, kernel.n_out), precision.acc_dtype)}
+            tensors = {n: tvm.runtime.tensor(np.ascontiguousarray(a)) for n, a in arrays.items()}
+            fn(*[tensors[n] for n in kernel.arg_names()])
+            out[name] = tensors["acc"].numpy()
+        np.testing.assert_array_equal(out["interior"], out["clipped"], err_msg=f"density {density}")
+        ref = conv2d_hwc(x, w, geometry.stride, geometry.padding, geometry.dilation)
+        check(out["interior"], ref.reshape(nb, -1), precision)
 
 
 def call_built_for(mcpu: str, kernel, arrays: dict[str, np.ndarray]) -> dict:
@@ -351,7 +435,8 @@ def maxpool_winners_hwc(count: np.ndarray, x: np.ndarray, geometry, out_hw) -> n
 )
 def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, precision, channels):
     """Over several steps (small counts: many ties), the forwarded list and the counts equal the
-    literal definition; windows overlap in five cases; with 24 channels a position's events form
+    literal definition, for samples run as the scatter and as the dense gather
+    (``MAXPOOL_DENSE``) in turn; windows overlap in five cases; with 24 channels a position's events form
     long runs (the kernel walks the list by position).  On 0/1 spikes and windows of 6 or 9
     inputs the kernel keeps each window's winner (``win``) from step to step: a wrong winner
     shows as a wrong event later."""
@@ -370,10 +455,12 @@ def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, prec
     winners = np.zeros((nb, n_out), "int32")
     total = np.zeros((nb, *in_shape))
     forwarded = 0
-    for density in (0.2, 0.0, 0.3, 1.0, 0.1, 0.25):
+    paths = set()
+    for density in (0.2, 0.0, 0.3, 0.04, 1.0, 0.1, 0.02, 0.25):
         x = spikes(rng, (nb, *in_shape), density, 3 if graded else 1)
         total += x
         cnt, idx, val = to_rows(x, adt)
+        paths |= {"dense" if c * MAXPOOL_DENSE >= n else "scatter" for c in cnt if c}
         arrays = {"cnt0": cnt, "idx0": idx, "count": state, "acc": np.zeros((nb, n_out), adt)}
         arrays |= {"cnt_out": np.zeros(nb, "int32"), "idx_out": np.zeros((nb, n_out), "int32")}
         if graded:
@@ -394,6 +481,7 @@ def test_spike_maxpool_forwards_the_winners_events(geometry, graded, batch, prec
                 np.testing.assert_array_equal(out["val_out"][b, :k], ref_val[b, :k])
         forwarded += ref_cnt.sum()
     assert 0 < forwarded  # the case is not vacuous
+    assert paths == {"dense", "scatter"}  # both ways of sample b, and winners kept across them
 
 
 def test_int8_rejects_fractional_scale():

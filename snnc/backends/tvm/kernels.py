@@ -52,7 +52,7 @@ import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -77,6 +77,14 @@ DEPTHWISE_DENSE = 14
 # (padding 1) 2.0x faster at 5 % density, 1.5x at 12 %, 1.24x at 30 % (batch 1; 1.6x at batch
 # 32, 12 %); 2x2 windows equal at 10 %, 0.77x at 25 %
 WINNER_WINDOW = 5
+# gated max pooling runs as a gather over a dense copy of its input, vectorised over channels
+# (:meth:`_Emitter.maxpool_dense`), for a sample in which at least 1 / MAXPOOL_DENSE of its
+# inputs spiked, else as the scatter by position.  Measured (one thread, batch 1, 16 steps of
+# random spikes; scatter time / gather time): 16x16x64, 2x2 windows 1.12x at 2 %, 1.80x at 5 %,
+# 2.38x at 20 %; 3x3 windows (stride 2, padding 1) 1.10x, 1.76x, 3.53x; 8x8x256, 2x2 windows
+# 0.85x at 2 %, 0.94x at 5 %, 1.01x at 8 %, 1.31x at 20 % (few positions, long runs: the
+# scatter's per-position work is amortised)
+MAXPOOL_DENSE = 14
 # The tiled linear kernel (``LayerKernel.tiled``, :meth:`_Emitter.emit_tiled`): output columns in
 # tiles of LINEAR_TILE (8 AVX2 registers hold a sample's sums over a chunk's events), input rows
 # in chunks of TILE_ROWS (the tile's weights of one chunk, 8-32 KB in fp32, sit in L1, fetched ahead
@@ -91,6 +99,9 @@ LINEAR_TILE = 64
 TILE_ROWS = 128
 TILE_ROWS_STEPS = 32
 PREFETCH_CHUNKS = 1  # chunks the tiled kernel prefetches ahead (2 and 4 measured no faster)
+# vectors of sums that a conv's pass over an interior position's events keeps in registers
+# (:meth:`_Emitter.conv_interior`; AVX-512 has 32, the rest hold the weights being added)
+CONV_REGISTERS = 24
 
 
 class Precision(enum.Enum):
@@ -666,6 +677,72 @@ def conv_out_size(size: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool
     if ceil_mode and (out - 1) * s >= size + p:
         out -= 1
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class InteriorClass:
+    """The input positions (iy, ix) of a conv with iy + py ≡ ry (mod sy) and ix + px ≡ rx
+    (mod sx) whose taps all reach the output: rows ``rows[0]..rows[1]``, columns
+    ``cols[0]..cols[1]``.  ``taps`` holds (kh, kw, dy, dx): tap (kh, kw) of such a position
+    reaches output (qy − dy, qx − dx), where q = floor((i + p) / s)."""
+
+    residue: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+    in_hw: tuple[int, int]
+    taps: tuple[tuple[int, int, int, int], ...]
+
+    def condition(self) -> str:
+        """The class's test on the let-bound (iy, ix), as an expression of the kernel source."""
+        parts = []
+        for coord, r, s, p, (lo, hi), size in zip(
+            ("iy", "ix"), self.residue, self.stride, self.padding, (self.rows, self.cols), self.in_hw, strict=True
+        ):
+            if s > 1:
+                parts.append(f"T.floormod({coord} + {p}, {s}) == {r}")
+            if lo > 0:
+                parts.append(f"{coord} >= {lo}")
+            if hi < size - 1:
+                parts.append(f"{coord} <= {hi}")
+        return " and ".join(parts) or "iy >= 0"
+
+
+def interior_classes(k: LayerKernel) -> list[InteriorClass]:
+    """The classes of a conv's input positions that sum several taps in one pass over their
+    events (:meth:`_Emitter.conv_interior`): per residue of each coordinate modulo the stride,
+    the taps it reaches (kh with kh·d ≡ i + p mod s) and the coordinates at which all of those
+    reach an output.  Classes with one tap, or with no interior position, are left out: the
+    clipped loop costs them the same."""
+    g = k.conv
+    axes: list[list[tuple[int, list[tuple[int, int]], tuple[int, int]]]] = []
+    for axis in (0, 1):
+        kk, s, p, d = g.kernel[axis], g.stride[axis], g.padding[axis], g.dilation[axis]
+        out, size = k.out_shape[axis], k.in_shape[axis]
+        per_residue = []
+        for r in range(s):
+            taps = [(t, (t * d - r) // s) for t in range(kk) if (t * d - r) % s == 0]
+            if taps:
+                offsets = [off for _, off in taps]
+                lo = max(0, s * max(offsets) + r - p)  # qy − dy >= 0 for every tap
+                hi = min(size - 1, s * (out - 1 + min(offsets)) + r - p)  # qy − dy <= out − 1
+                if lo <= hi:
+                    per_residue.append((r, taps, (lo, hi)))
+        axes.append(per_residue)
+    classes = []
+    for ry, taps_y, rows in axes[0]:
+        for rx, taps_x, cols in axes[1]:
+            if len(taps_y) * len(taps_x) < 2:
+                continue
+            classes.append(
+                InteriorClass(
+                    residue=(ry, rx), stride=g.stride, padding=g.padding, rows=rows, cols=cols,
+                    in_hw=(k.in_shape[0], k.in_shape[1]),
+                    taps=tuple((kh, kw, dy, dx) for kh, dy in taps_y for kw, dx in taps_x),
+                )
+            )  # fmt: skip
+    return classes
 
 
 def channel_slices(channels: int, min_width: int, cores: int | None = None) -> tuple[int, int]:
@@ -1284,25 +1361,75 @@ class _Emitter:
             self.scatter_by_position(walk, base, width)
 
     def scatter_by_position(self, walk: AbstractContextManager[None], base: str, width: int) -> None:
-        """The body of :meth:`accumulate_conv` for each input position that ``walk`` visits: its
-        clipped taps, and per tap the position's entries added into the tap's outputs."""
+        """The body of :meth:`accumulate_conv` for each input position that ``walk`` visits.  A
+        position whose taps all reach the output, in a class of positions with several taps
+        (:func:`interior_classes`), sums them in one pass over its entries
+        (:meth:`conv_interior`); the others clip their taps (:meth:`conv_clipped`)."""
+        g = self.k.conv
+        one_by_one = self.k.in_shape[0] * self.k.in_shape[1] == 1  # a linear layer (conv_tap)
+        classes = [] if g.groups > 1 or one_by_one else interior_classes(self.k)
+        with walk:
+            for i, cls in enumerate(classes):
+                with self.w.block(f"{'el' if i else ''}if {cls.condition()}:"):
+                    self.conv_interior(cls, base, width)
+            with self.w.block("else:") if classes else nullcontext():
+                self.conv_clipped(base, width)
+
+    def conv_clipped(self, base: str, width: int) -> None:
+        """The position's clipped taps, and per tap the position's entries added into the tap's
+        outputs."""
         k, w = self.k, self.w
         g = k.conv
         oh, ow, co = k.out_shape
         c = k.in_shape[2]
-        with walk:
-            ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
-            nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
-            with w.block(f"for ay in range({ny}):"):
-                w(f"kh = {tap_y}")
-                w(f"oy = {out_y}")
-                with w.block(f"for ax in range({nx}):"):
-                    w(f"kw = {tap_x}")
-                    w(f"ox = {out_x}")
-                    if g.groups > 1:
-                        self.conv_tap_grouped(co // g.groups, c, c // g.groups)
-                    else:
-                        self.conv_tap(base, width)
+        ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
+        nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
+        with w.block(f"for ay in range({ny}):"):
+            w(f"kh = {tap_y}")
+            w(f"oy = {out_y}")
+            with w.block(f"for ax in range({nx}):"):
+                w(f"kw = {tap_x}")
+                w(f"ox = {out_x}")
+                if g.groups > 1:
+                    self.conv_tap_grouped(co // g.groups, c, c // g.groups)
+                else:
+                    self.conv_tap(base, width)
+
+    def conv_interior(self, cls: InteriorClass, base: str, width: int) -> None:
+        """An interior position of class ``cls``: per block of output channels and group of
+        taps, one pass over the position's entries adds each entry's weights of every tap.
+        The taps' outputs lie at constant offsets from the first one's, so LLVM keeps all their
+        sums in registers across the pass (CONV_REGISTERS vectors: blocks of CONV_BLOCK
+        channels, up to 6 taps per pass).  Each output element still adds its inputs in list
+        order (one tap links a position to an output), so the sums are those of
+        :meth:`conv_clipped`, bit for bit.
+
+        Measured alone (one thread, batch 1, the layers' real event lists): the synthetic CNN's
+        3x3 stride-2 conv (classes of 4, 2 and 2 taps) 1.11x faster; 3x3 stride-1 convs of 64
+        channels (resnet18's, the synthetic CNN's third) within ±6 % either way, as blocks of 32
+        channels over all 9 taps or of 64 over 6 + 3: their 147 KB weights come from L2 at
+        ~140 GB/s (256 B per event and tap), which bounds them whichever loop reads them."""
+        k, w = self.k, self.w
+        _, ow, co = k.out_shape
+        c = k.in_shape[2]
+        w(f"qy = T.floordiv(iy + {k.conv.padding[0]}, {k.conv.stride[0]})")
+        w(f"qx = T.floordiv(ix + {k.conv.padding[1]}, {k.conv.stride[1]})")
+        ci = f"({self.conv_input('kk')} - pos * {c})"
+        lanes = CONV_BLOCK
+        per_pass = CONV_REGISTERS * LANES // lanes  # taps whose sums one pass keeps in registers
+        full, tail = divmod(width, lanes)
+        blocks = [(f"range({full})", "jb", lanes, f"jb * {lanes}")] if full else []
+        if tail:
+            blocks.append(("range(1)", "jt0", tail, str(full * lanes)))
+        for loop, var, n, offset in blocks:
+            with w.block(f"for {var} in {loop}:"):
+                for first in range(0, len(cls.taps), per_pass):
+                    with w.block("for kk in range(run[0], run[1]):"):
+                        for kh, kw, dy, dx in cls.taps[first : first + per_pass]:
+                            with w.block(f"for ji in T.vectorized({n}):"):
+                                col = f"{base} + {offset} + ji"
+                                dst = f"acc[b, ((qy - {dy}) * {ow} + qx - {dx}) * {co} + {col}]"
+                                w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk', kh, kw)}")
 
     def accumulate_depthwise(self) -> None:
         """A depthwise conv of sample b as a gather: its events are written into a zeroed dense
@@ -1393,11 +1520,11 @@ class _Emitter:
         _, at, _ = self.event_range(0)
         return at(kk)
 
-    def conv_term(self, ci: str, col: str, kk: str) -> str:
-        """Entry kk's contribution to output column col at the current tap: W[ci, kh, kw, col]
+    def conv_term(self, ci: str, col: str, kk: str, kh: str | int = "kh", kw: str | int = "kw") -> str:
+        """Entry kk's contribution to output column col at tap (kh, kw): W[ci, kh, kw, col]
         (times its value for a graded list or a current)."""
         operand = self.k.operands[0]
-        weight = f"weight[kh, kw, {ci} + {col}]" if self.k.depthwise else f"weight[{ci}, kh, kw, {col}]"
+        weight = f"weight[{kh}, {kw}, {ci} + {col}]" if self.k.depthwise else f"weight[{ci}, {kh}, {kw}, {col}]"
         term = self.to_acc(weight, self.wdt)
         if isinstance(operand, Current):
             return f"{term} * cur0[b, {kk}]"
@@ -1523,11 +1650,21 @@ class _Emitter:
 
     def accumulate_maxpool(self) -> None:
         """Gated max pooling of sample b: add the events to the counts, then write each event
-        into acc at every window whose winner it is (acc is zero elsewhere).  The events are
-        walked by input position, as in :meth:`accumulate_conv`: the position's decode and its
-        windows are computed once; per event only its channel's counts are compared, with the
-        whole window or, where the kernel keeps each window's winner, with that one input
-        (:meth:`take_window`)."""
+        into acc at every window whose winner it is (acc is zero elsewhere).  A sample in which
+        at least 1 / MAXPOOL_DENSE of the inputs spiked runs :meth:`maxpool_dense`, the others
+        :meth:`maxpool_scatter`."""
+        h, wd, c = self.k.in_shape
+        count, _, _ = self.event_range(0)
+        with self.w.block(f"if {count} * {MAXPOOL_DENSE} >= {h * wd * c}:"):
+            self.maxpool_dense()
+        with self.w.block("else:"):
+            self.maxpool_scatter()
+
+    def maxpool_scatter(self) -> None:
+        """The events walked by input position, as in :meth:`accumulate_conv`: the position's
+        decode and its windows are computed once; per event only its channel's counts are
+        compared, with the whole window or, where the kernel keeps each window's winner, with
+        that one input (:meth:`take_window`)."""
         w = self.w
         h, wd, c = self.k.in_shape
         _, ow, _ = self.k.out_shape
@@ -1545,6 +1682,67 @@ class _Emitter:
                     else:
                         with w.block(f"if {self.beaten_count()} == 0:"):
                             w(f"acc[b, o] = {ev}")
+
+    def maxpool_dense(self) -> None:
+        """Gated max pooling of sample b as a gather, vectorised over channels: the events are
+        written into a zeroed dense copy ``xd`` of this step's input, which is added to the
+        counts; then each window takes its inputs in row-major order (padding skipped), keeping per
+        channel the largest count so far (a later input takes over only with more spikes: ties
+        go to the first) and that input's value in ``xd``, which is the window's output (0,
+        which the compaction drops, where the winner did not spike now).  That is the winner
+        the scatter finds: the input no other input of the window beats.  Where the kernel
+        keeps winners, ``win`` is set to the winner + 1, or 0 while the window's counts are
+        all 0.  Work: windows × inputs per window × C, whatever the events."""
+        k, w, adt = self.k, self.w, self.adt
+        g = k.pool
+        h, wd, c = k.in_shape
+        oh, ow, _ = k.out_shape
+        count, at, _ = self.event_range(0)
+        operand = k.events(0)
+        ev = self.to_acc(self.event_range(0)[2]("kk"), operand.val_dtype) if operand.graded else _lit(1, adt)
+        w(f'xd = T.alloc_buffer(({h * wd * c},), "{adt}")')
+        self.vector(h * wd * c, "0", lambda col: w(f"xd[{col}] = {_lit(0, adt)}"))
+        with w.block(f"for kk in range({count}):"):
+            w(f"xd[{at('kk')}] = {ev}")
+        # the counts in one vector pass (adding 0 where nothing spiked): an update per event
+        # (a load and a store at a scattered address) took 2/3 of the kernel at 21 % density
+        self.vector(h * wd * c, "0", lambda col: w(f"count[b, {col}] = count[b, {col}] + xd[{col}]"))
+        keeps = k.keeps_winners
+        for name, dtype in (("bc", adt), ("bv", adt)) + ((("bi", "int32"),) if keeps else ()):
+            w(f'{name} = T.alloc_buffer(({LANES},), "{dtype}", scope="local")')
+        (sy, sx), (py, px) = g.stride, g.padding
+        full, tail = divmod(c, LANES)
+        chunks = [(f"range({full})", "jv", LANES, f"jv * {LANES}", "ji")] if full else []
+        if tail:
+            chunks.append(("range(1)", "jt0", tail, str(full * LANES), "jt"))
+        with w.block(f"for oy in range({oh}):"):
+            with w.block(f"for ox in range({ow}):"):
+                for loop, var, lanes, base, lane in chunks:
+                    with w.block(f"for {var} in {loop}:"):
+                        col = f"{base} + {lane}"
+                        with w.block(f"for {lane} in T.vectorized({lanes}):"):
+                            w(f'bc[{lane}] = T.min_value("{adt}")')
+                            w(f"bv[{lane}] = {_lit(0, adt)}")
+                            if keeps:
+                                w(f"bi[{lane}] = 0")
+                        for dy in range(g.kernel[0]):
+                            for dx in range(g.kernel[1]):
+                                y, x = f"(oy * {sy} - {py} + {dy})", f"(ox * {sx} - {px} + {dx})"
+                                with w.block(f"if {y} >= 0 and {y} < {h} and {x} >= 0 and {x} < {wd}:"):
+                                    j = f"({y} * {wd} + {x}) * {c} + {col}"
+                                    with w.block(f"for {lane} in T.vectorized({lanes}):"):
+                                        # T.Select, not T.if_then_else: that one guards its
+                                        # loads, which makes them scalar (3x slower here)
+                                        more = f"count[b, {j}] > bc[{lane}]"
+                                        w(f"bv[{lane}] = T.Select({more}, xd[{j}], bv[{lane}])")
+                                        if keeps:
+                                            w(f"bi[{lane}] = T.Select({more}, {j}, bi[{lane}])")
+                                        w(f"bc[{lane}] = T.max(bc[{lane}], count[b, {j}])")
+                        with w.block(f"for {lane} in T.vectorized({lanes}):"):
+                            o = f"(oy * {ow} + ox) * {c} + {col}"
+                            w(f"acc[b, {o}] = bv[{lane}]")
+                            if keeps:
+                                w(f"win[b, {o}] = T.if_then_else(bc[{lane}] > {_lit(0, adt)}, bi[{lane}] + 1, 0)")
 
     def take_window(self, ev: str) -> None:
         """Event e (count ce) against the kept winner of window o, on 0/1 spikes.
@@ -1696,15 +1894,20 @@ class _Emitter:
         last n mod LANES elements run that scalar loop: every element writes its index at the
         list's end, which advances only past a non-zero (no mispredicted branch; a branching
         loop cost ~4 ns per neuron at 19 % density).  The count and the spikes are summed in
-        registers and stored once."""
+        registers and stored once.  A neuron that fires at most once per step emits as many
+        spikes as it has non-zeros, so its spikes are not summed again (a horizontal sum of a
+        float block per 16 neurons: the synthetic CNN's 32x32x32 input layer 1.20-1.23x faster,
+        16.2 -> 13.2 µs per step alone; compressing into a register and storing it whole
+        instead of ``compressstore`` measured equal)."""
         k, w = self.k, self.w
         if k.epilogue is Epilogue.CURRENT:
             return
-        neuron = k.epilogue is Epilogue.NEURON
+        # a burst neuron's spikes are summed apart from its non-zeros (nz[1])
+        bursts = k.epilogue is Epilogue.NEURON and k.nrn.max_spikes > 1
         zero = _lit(0, self.adt)
         w('nz = T.alloc_buffer((2,), "int32", scope="local")')  # list length, spikes emitted
         w("nz[0] = 0")
-        if neuron:
+        if bursts:
             w("nz[1] = 0")
         full = k.n_out // LANES
         if full:
@@ -1725,7 +1928,7 @@ class _Emitter:
                 w(compress(lanes, "idx_out", "i32"))  # nz[0] + the block's non-zeros <= its end: inside the row
                 if k.out_graded:
                     w(compress(block, "val_out", vtype))
-                if neuron:  # acc holds the spike counts s >= 0
+                if bursts:  # acc holds the spike counts s >= 0
                     w(f"nz[1] = nz[1] + {reduce_add(block)}")
                 w(f"nz[0] = nz[0] + {reduce_add(nonzero)}")
         if k.n_out % LANES:
@@ -1733,12 +1936,12 @@ class _Emitter:
                 w("idx_out[b, nz[0]] = j")  # nz[0] <= j: inside the row
                 if k.out_graded:
                     w("val_out[b, nz[0]] = acc[b, j]")
-                if neuron:
+                if bursts:
                     w('nz[1] = nz[1] + T.cast(acc[b, j], "int32")')
                 w(f"nz[0] = nz[0] + T.if_then_else(acc[b, j] != {zero}, 1, 0)")
         w(f"cnt_out[b{', 0' if k.steps else ''}] = nz[0]")
-        if neuron:
-            w(f"stats[{self.sb}] = stats[{self.sb}] + nz[1]")
+        if k.epilogue is Epilogue.NEURON:
+            w(f"stats[{self.sb}] = stats[{self.sb}] + nz[{1 if bursts else 0}]")
 
     def spike_expr(self, vn: str, th: str) -> str:
         """s as an int32 expression of membrane expression vn and threshold th."""
