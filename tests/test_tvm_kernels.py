@@ -19,6 +19,7 @@ from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, 
 
 from snnc.backends.tvm import kernel_cache, kernels  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
+    CONV_INT16_CHANNELS,
     MAXPOOL_DENSE,
     WINNER_WINDOW,
     Conv2dGeometry,
@@ -269,6 +270,25 @@ def test_conv_interior_pass_equals_the_clipped_taps_bit_for_bit(geometry, precis
         np.testing.assert_array_equal(out["interior"], out["clipped"], err_msg=f"density {density}")
         ref = conv2d_hwc(x, w, geometry.stride, geometry.padding, geometry.dilation)
         check(out["interior"], ref.reshape(nb, -1), precision)
+
+
+@pytest.mark.parametrize("channels", [CONV_INT16_CHANNELS, CONV_INT16_CHANNELS + 1])
+@pytest.mark.parametrize("extreme", [-128, 127])
+def test_int8_conv_sums_in_int16_up_to_its_bound(channels, extreme):
+    """An int8 conv of 0/1 events sums a position's events in int16 when it has at most
+    CONV_INT16_CHANNELS input channels: with every input spiking and every weight at an int8
+    extreme, a position's partial sum reaches -2^15 (or 127·256) and must not wrap; one channel
+    more takes the int32 sums.  Interior positions (3x3, stride 1) and edges, exact."""
+    g = Conv2dGeometry(kernel=(3, 3), stride=(1, 1), padding=(1, 1))
+    kernel = conv2d_kernel((4, 5, channels), 16, g, batch=1, precision=Precision.INT8)
+    assert kernels._Emitter(kernel).narrow_sums == (channels <= CONV_INT16_CHANNELS)
+    w = np.full((channels, 3, 3, 16), extreme, np.int8)
+    w[:, 1, 2, 5] = 3  # one tap and channel away from the extreme: taps stay distinguishable
+    x = np.ones((1, 4, 5, channels))
+    cnt, idx, _ = to_rows(x, "int32")
+    out = call(kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "acc": np.zeros((1, kernel.n_out), "int32")})["acc"]
+    ref = conv2d_hwc(x, w, g.stride, g.padding, g.dilation)
+    np.testing.assert_array_equal(out, ref.reshape(1, -1).astype(np.int64))
 
 
 def call_built_for(mcpu: str, kernel, arrays: dict[str, np.ndarray]) -> dict:

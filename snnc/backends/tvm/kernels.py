@@ -102,6 +102,9 @@ PREFETCH_CHUNKS = 1  # chunks the tiled kernel prefetches ahead (2 and 4 measure
 # vectors of sums that a conv's pass over an interior position's events keeps in registers
 # (:meth:`_Emitter.conv_interior`; AVX-512 has 32, the rest hold the weights being added)
 CONV_REGISTERS = 24
+# an int8 conv of 0/1 events with at most this many input channels sums a position's events in
+# int16 (:attr:`_Emitter.narrow_sums`): 256 weights of -128 reach -2^15, still an int16
+CONV_INT16_CHANNELS = 256
 
 
 class Precision(enum.Enum):
@@ -909,6 +912,7 @@ class _Emitter:
         self.B = "1" if k.batch == 1 else ("B" if k.batch is None else str(k.batch))
         self.sb = "0" if k.steps else "b"  # the state row of step/sample b (LayerKernel.steps)
         self.scopes = 0  # compute scopes emitted (each needs its own name)
+        self.parts = 0  # int16 partial-sum buffers emitted (conv_pass; each its own name)
 
     @contextmanager
     def over_samples(self) -> Iterator[None]:
@@ -1411,10 +1415,8 @@ class _Emitter:
         ~140 GB/s (256 B per event and tap), which bounds them whichever loop reads them."""
         k, w = self.k, self.w
         _, ow, co = k.out_shape
-        c = k.in_shape[2]
         w(f"qy = T.floordiv(iy + {k.conv.padding[0]}, {k.conv.stride[0]})")
         w(f"qx = T.floordiv(ix + {k.conv.padding[1]}, {k.conv.stride[1]})")
-        ci = f"({self.conv_input('kk')} - pos * {c})"
         lanes = CONV_BLOCK
         per_pass = CONV_REGISTERS * LANES // lanes  # taps whose sums one pass keeps in registers
         full, tail = divmod(width, lanes)
@@ -1424,12 +1426,54 @@ class _Emitter:
         for loop, var, n, offset in blocks:
             with w.block(f"for {var} in {loop}:"):
                 for first in range(0, len(cls.taps), per_pass):
-                    with w.block("for kk in range(run[0], run[1]):"):
-                        for kh, kw, dy, dx in cls.taps[first : first + per_pass]:
-                            with w.block(f"for ji in T.vectorized({n}):"):
-                                col = f"{base} + {offset} + ji"
-                                dst = f"acc[b, ((qy - {dy}) * {ow} + qx - {dx}) * {co} + {col}]"
-                                w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk', kh, kw)}")
+                    taps = cls.taps[first : first + per_pass]
+                    outputs = [(f"((qy - {dy}) * {ow} + qx - {dx}) * {co}", kh, kw) for kh, kw, dy, dx in taps]
+                    self.conv_pass(outputs, n, f"{base} + {offset}")
+
+    @property
+    def narrow_sums(self) -> bool:
+        """Whether a conv pass sums its int8 weights in int16 (:meth:`conv_pass`): an ungrouped
+        conv of 0/1 events with at most CONV_INT16_CHANNELS input channels, so that one
+        position's events (at most one per channel) sum to at most 128·C ≤ 2^15 in magnitude."""
+        k = self.k
+        operand = k.operands[0]
+        return (
+            k.precision is Precision.INT8 and isinstance(operand, Events) and not operand.graded
+            and k.conv.groups == 1 and k.in_shape[2] <= CONV_INT16_CHANNELS
+        )  # fmt: skip
+
+    def conv_pass(self, outputs: list[tuple[str, str | int, str | int]], lanes: int, base: str) -> None:
+        """One pass over the current position's entries: each adds, per (output offset, kh, kw)
+        of ``outputs``, its weights W[ci, kh, kw, base:base+lanes] to those output channels.  The
+        sums stay in registers across the pass: int32 (fp32) sums of acc itself, whose address
+        does not change in the loop, or, for :attr:`narrow_sums`, int16 partial sums in a local
+        buffer, added to acc after the pass (32 lanes per add instead of 16, one widening per 32
+        weights instead of per 16; integer sums, so the result is the same)."""
+        w = self.w
+        ci = f"({self.conv_input('kk')} - pos * {self.k.in_shape[2]})"
+        col = f"{base} + ji"
+        if not self.narrow_sums:
+            with w.block("for kk in range(run[0], run[1]):"):
+                for offset, kh, kw in outputs:
+                    with w.block(f"for ji in T.vectorized({lanes}):"):
+                        dst = f"acc[b, {offset} + {col}]"
+                        w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk', kh, kw)}")
+            return
+        self.parts += 1
+        part = f"part{self.parts}"
+        w(f'{part} = T.alloc_buffer(({len(outputs) * lanes},), "int16", scope="local")')
+        for t in range(len(outputs)):
+            with w.block(f"for ji in T.vectorized({lanes}):"):
+                w(f"{part}[{t * lanes} + ji] = T.int16(0)")
+        with w.block("for kk in range(run[0], run[1]):"):
+            for t, (_, kh, kw) in enumerate(outputs):
+                with w.block(f"for ji in T.vectorized({lanes}):"):
+                    slot = f"{part}[{t * lanes} + ji]"
+                    w(f'{slot} = {slot} + T.cast(weight[{ci}, {kh}, {kw}, {col}], "int16")')
+        for t, (offset, _, _) in enumerate(outputs):
+            with w.block(f"for ji in T.vectorized({lanes}):"):
+                dst = f"acc[b, {offset} + {col}]"
+                w(f'{dst} = {dst} + T.cast({part}[{t * lanes} + ji], "int32")')
 
     def accumulate_depthwise(self) -> None:
         """A depthwise conv of sample b as a gather: its events are written into a zeroed dense
@@ -1558,11 +1602,7 @@ class _Emitter:
             blocks.append(("range(1)", "jt0", tail, str(full * CONV_BLOCK)))
         for loop, var, lanes, offset in blocks:
             with w.block(f"for {var} in {loop}:"):
-                with w.block("for kk in range(run[0], run[1]):"):
-                    with w.block(f"for ji in T.vectorized({lanes}):"):
-                        col = f"{base} + {offset} + ji"
-                        dst = f"acc[b, (oy * {ow} + ox) * {co} + {col}]"
-                        w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk')}")
+                self.conv_pass([(f"(oy * {ow} + ox) * {co}", "kh", "kw")], lanes, f"{base} + {offset}")
 
     def conv_tap_grouped(self, cols: int, c: int, per_group: int) -> None:
         """One tap of the current position for a grouped conv: each event reaches its group's
