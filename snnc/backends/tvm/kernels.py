@@ -51,7 +51,7 @@ import enum
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import cast
@@ -1442,7 +1442,7 @@ class _Emitter:
             and k.conv.groups == 1 and k.in_shape[2] <= CONV_INT16_CHANNELS
         )  # fmt: skip
 
-    def conv_pass(self, outputs: list[tuple[str, str | int, str | int]], lanes: int, base: str) -> None:
+    def conv_pass(self, outputs: Sequence[tuple[str, str | int, str | int]], lanes: int, base: str) -> None:
         """One pass over the current position's entries: each adds, per (output offset, kh, kw)
         of ``outputs``, its weights W[ci, kh, kw, base:base+lanes] to those output channels.  The
         sums stay in registers across the pass: int32 (fp32) sums of acc itself, whose address
