@@ -21,6 +21,7 @@ from snnc.backends.tvm import kernel_cache, kernels  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
     CONV_INT16_CHANNELS,
     MAXPOOL_DENSE,
+    NARROW_MIN_RUN,
     WINNER_WINDOW,
     Conv2dGeometry,
     Current,
@@ -289,6 +290,27 @@ def test_int8_conv_sums_in_int16_up_to_its_bound(channels, extreme):
     out = call(kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "acc": np.zeros((1, kernel.n_out), "int32")})["acc"]
     ref = conv2d_hwc(x, w, g.stride, g.padding, g.dilation)
     np.testing.assert_array_equal(out, ref.reshape(1, -1).astype(np.int64))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_int8_conv_int16_and_int32_passes_agree_with_the_reference(stride):
+    """Positions with few events (int32 sums) and with NARROW_MIN_RUN or more (int16 partial
+    sums) side by side in one kernel, interior and edge positions, against the exact reference."""
+    rng = np.random.default_rng(23)
+    g = Conv2dGeometry(kernel=(3, 3), stride=(stride, stride), padding=(1, 1))
+    kernel = conv2d_kernel((9, 8, 48), 80, g, batch=None, precision=Precision.INT8)
+    assert kernels._Emitter(kernel).narrow_sums
+    w = weights(rng, (48, 3, 3, 80), Precision.INT8)
+    runs = []
+    for density in (0.03, 0.08, 0.3, 1.0):
+        x = spikes(rng, (3, 9, 8, 48), density)
+        runs.extend((x != 0).sum(axis=-1).ravel())
+        cnt, idx, _ = to_rows(x, "int32")
+        out = call(kernel, {"cnt0": cnt, "idx0": idx, "weight": w, "acc": np.zeros((3, kernel.n_out), "int32")})["acc"]
+        ref = conv2d_hwc(x, w, g.stride, g.padding, g.dilation)
+        np.testing.assert_array_equal(out, ref.reshape(3, -1).astype(np.int64), err_msg=f"density {density}")
+    runs = np.array(runs)
+    assert ((runs > 0) & (runs < NARROW_MIN_RUN)).any() and (runs >= NARROW_MIN_RUN).any()
 
 
 def call_built_for(mcpu: str, kernel, arrays: dict[str, np.ndarray]) -> dict:
