@@ -24,7 +24,10 @@ window an event falls in, forwards the event when its input is the window's winn
 spikes so far, ties to the first in the window): a window's winner can only change to an input
 that just spiked, so the work stays proportional to the events.  On 0/1 spikes (CPU, windows of
 5 or more inputs) it also keeps each window's winner (``win``), so an event is compared with one
-input per window instead of with the whole window (:meth:`_Emitter.take_window`).
+input per window instead of with the whole window (:meth:`_Emitter.take_window`).  A sample in
+which many inputs spiked runs gated max pooling as a gather over a dense copy of its input
+instead, vectorised over channels (:meth:`_Emitter.maxpool_dense`), as it runs a depthwise conv
+(:meth:`_Emitter.accumulate_depthwise`).
 
 Event lists (see ``format.md``):
 
@@ -42,7 +45,8 @@ channels-last feature map.
 Code generation rules learnt the hard way (research/tvm-event-kernels.md §4): index expressions
 inside ``T.vectorized`` are always written inline (TVM 0.27 miscompiles a let-bound ramp); sums are
 written out explicitly, never as ``s = s + x`` in a loop (that is an SSA rebind in TVMScript);
-the source is parsed with ``tvm.script.parser.parse`` (``@T.prim_func`` needs a source file).
+a select whose operands load from buffers is ``T.Select``, not ``T.if_then_else`` (whose loads
+are guarded: LLVM then loads lane by lane behind branches); the source is parsed with ``tvm.script.parser.parse`` (``@T.prim_func`` needs a source file).
 """
 
 from __future__ import annotations
@@ -1460,6 +1464,7 @@ class _Emitter:
         w = self.w
         ci = f"({self.conv_input('kk')} - pos * {self.k.in_shape[2]})"
         col = f"{base} + ji"
+
         def wide() -> None:
             with w.block("for kk in range(run[0], run[1]):"):
                 for offset, kh, kw in outputs:
@@ -1751,9 +1756,9 @@ class _Emitter:
         g = k.pool
         h, wd, c = k.in_shape
         oh, ow, _ = k.out_shape
-        count, at, _ = self.event_range(0)
+        count, at, val = self.event_range(0)
         operand = k.events(0)
-        ev = self.to_acc(self.event_range(0)[2]("kk"), operand.val_dtype) if operand.graded else _lit(1, adt)
+        ev = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(1, adt)
         w(f'xd = T.alloc_buffer(({h * wd * c},), "{adt}")')
         self.vector(h * wd * c, "0", lambda col: w(f"xd[{col}] = {_lit(0, adt)}"))
         with w.block(f"for kk in range({count}):"):
@@ -1796,7 +1801,7 @@ class _Emitter:
                             o = f"(oy * {ow} + ox) * {c} + {col}"
                             w(f"acc[b, {o}] = bv[{lane}]")
                             if keeps:
-                                w(f"win[b, {o}] = T.if_then_else(bc[{lane}] > {_lit(0, adt)}, bi[{lane}] + 1, 0)")
+                                w(f"win[b, {o}] = T.Select(bc[{lane}] > {_lit(0, adt)}, bi[{lane}] + 1, 0)")
 
     def take_window(self, ev: str) -> None:
         """Event e (count ce) against the kept winner of window o, on 0/1 spikes.
