@@ -1387,10 +1387,21 @@ class _Emitter:
     def conv_clipped(self, base: str, width: int) -> None:
         """The position's clipped taps, and per tap the position's entries added into the tap's
         outputs."""
+        g = self.k.conv
+        co, c = self.k.out_shape[2], self.k.in_shape[2]
+        with self.clipped_taps():
+            if g.groups > 1:
+                self.conv_tap_grouped(co // g.groups, c, c // g.groups)
+            else:
+                self.conv_tap(base, width)
+
+    @contextmanager
+    def clipped_taps(self) -> Iterator[None]:
+        """Loops over the taps of the let-bound input position (iy, ix) that reach the output:
+        the body sees the tap (kh, kw) and its output position (oy, ox)."""
         k, w = self.k, self.w
         g = k.conv
-        oh, ow, co = k.out_shape
-        c = k.in_shape[2]
+        oh, ow, _ = k.out_shape
         ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
         nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
         with w.block(f"for ay in range({ny}):"):
@@ -1399,10 +1410,7 @@ class _Emitter:
             with w.block(f"for ax in range({nx}):"):
                 w(f"kw = {tap_x}")
                 w(f"ox = {out_x}")
-                if g.groups > 1:
-                    self.conv_tap_grouped(co // g.groups, c, c // g.groups)
-                else:
-                    self.conv_tap(base, width)
+                yield
 
     def conv_interior(self, cls: InteriorClass, base: str, width: int) -> None:
         """An interior position of class ``cls``: per block of output channels and group of
@@ -2147,8 +2155,7 @@ class _CudaEmitter(_Emitter):
 
     def conv_column(self) -> None:
         k, w = self.k, self.w
-        g = k.conv
-        oh, ow, co = k.out_shape
+        _, ow, co = k.out_shape
         operand = k.events(0)
         count, at, val = self.event_range(0)
         with w.block(f"for k in range({count}):"):
@@ -2156,13 +2163,6 @@ class _CudaEmitter(_Emitter):
             term = self.to_acc("weight[ci, kh, kw, col]", self.wdt)
             if operand.graded:
                 term = f"{term} * {self.to_acc(val('k'), operand.val_dtype)}"
-            ny, tap_y, out_y = self.taps("iy", g.kernel[0], g.stride[0], g.padding[0], g.dilation[0], oh, "y")
-            nx, tap_x, out_x = self.taps("ix", g.kernel[1], g.stride[1], g.padding[1], g.dilation[1], ow, "x")
-            with w.block(f"for ay in range({ny}):"):
-                w(f"kh = {tap_y}")
-                w(f"oy = {out_y}")
-                with w.block(f"for ax in range({nx}):"):
-                    w(f"kw = {tap_x}")
-                    w(f"ox = {out_x}")
-                    dst = f"acc[b, (oy * {ow} + ox) * {co} + col]"
-                    w(f"{dst} = {dst} + {term}")
+            with self.clipped_taps():
+                dst = f"acc[b, (oy * {ow} + ox) * {co} + col]"
+                w(f"{dst} = {dst} + {term}")
