@@ -753,6 +753,16 @@ def interior_classes(k: LayerKernel) -> list[InteriorClass]:
     return classes
 
 
+def conv_blocks(width: int) -> list[tuple[str, str, int, str]]:
+    """The blocks of up to CONV_BLOCK output channels that a conv's pass sums in registers, as
+    (loop range, loop variable, lanes, first channel expression): the full blocks, then a tail."""
+    full, tail = divmod(width, CONV_BLOCK)
+    blocks = [(f"range({full})", "jb", CONV_BLOCK, f"jb * {CONV_BLOCK}")] if full else []
+    if tail:
+        blocks.append(("range(1)", "jt0", tail, str(full * CONV_BLOCK)))
+    return blocks
+
+
 def channel_slices(channels: int, min_width: int, cores: int | None = None) -> tuple[int, int]:
     """Split ``channels`` into S equal slices of a multiple of LANES channels, each at least
     ``min_width`` wide; (1, channels) when no such split exists.  Threads own slices, so
@@ -1430,13 +1440,8 @@ class _Emitter:
         _, ow, co = k.out_shape
         w(f"qy = T.floordiv(iy + {k.conv.padding[0]}, {k.conv.stride[0]})")
         w(f"qx = T.floordiv(ix + {k.conv.padding[1]}, {k.conv.stride[1]})")
-        lanes = CONV_BLOCK
-        per_pass = CONV_REGISTERS * LANES // lanes  # taps whose sums one pass keeps in registers
-        full, tail = divmod(width, lanes)
-        blocks = [(f"range({full})", "jb", lanes, f"jb * {lanes}")] if full else []
-        if tail:
-            blocks.append(("range(1)", "jt0", tail, str(full * lanes)))
-        for loop, var, n, offset in blocks:
+        per_pass = CONV_REGISTERS * LANES // CONV_BLOCK  # taps whose sums one pass keeps in registers
+        for loop, var, n, offset in conv_blocks(width):
             with w.block(f"for {var} in {loop}:"):
                 for first in range(0, len(cls.taps), per_pass):
                     taps = cls.taps[first : first + per_pass]
@@ -1623,11 +1628,7 @@ class _Emitter:
 
                 self.vector(width, base, row)
             return
-        full, tail = divmod(width, CONV_BLOCK)
-        blocks = [(f"range({full})", "jb", CONV_BLOCK, f"jb * {CONV_BLOCK}")] if full else []
-        if tail:
-            blocks.append(("range(1)", "jt0", tail, str(full * CONV_BLOCK)))
-        for loop, var, lanes, offset in blocks:
+        for loop, var, lanes, offset in conv_blocks(width):
             with w.block(f"for {var} in {loop}:"):
                 self.conv_pass([(f"(oy * {ow} + ox) * {co}", "kh", "kw")], lanes, f"{base} + {offset}")
 
