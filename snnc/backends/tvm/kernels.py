@@ -106,6 +106,7 @@ PREFETCH_CHUNKS = 1  # chunks the tiled kernel prefetches ahead (2 and 4 measure
 # vectors of sums that a conv's pass over an interior position's events keeps in registers
 # (:meth:`_Emitter.conv_interior`; AVX-512 has 32, the rest hold the weights being added)
 CONV_REGISTERS = 24
+MAX_INTERIOR_CLASSES = 4  # residue classes (stride products) that get specialised interior loops
 # an int8 conv of 0/1 events with at most this many input channels sums a position's events in
 # int16 (:attr:`_Emitter.narrow_sums`): 256 weights of -128 reach -2^15, still an int16
 CONV_INT16_CHANNELS = 256
@@ -722,8 +723,12 @@ def interior_classes(k: LayerKernel) -> list[InteriorClass]:
     events (:meth:`_Emitter.conv_interior`): per residue of each coordinate modulo the stride,
     the taps it reaches (kh with kh·d ≡ i + p mod s) and the coordinates at which all of those
     reach an output.  Classes with one tap, or with no interior position, are left out: the
-    clipped loop costs them the same."""
+    clipped loop costs them the same.  So are convs with strides of more than 2 x 2 (up to 4
+    classes): alexnet's 11x11 stride-4 stem has 16, whose specialised loops took 3.6 s to compile
+    (0.6 s for a 7x7 stride-2 conv's 4)."""
     g = k.conv
+    if g.stride[0] * g.stride[1] > MAX_INTERIOR_CLASSES:
+        return []
     axes: list[list[tuple[int, list[tuple[int, int]], tuple[int, int]]]] = []
     for axis in (0, 1):
         kk, s, p, d = g.kernel[axis], g.stride[axis], g.padding[axis], g.dilation[axis]
