@@ -439,12 +439,10 @@ def lower(
                 name=node.name, op=LayerOp.LINEAR, inputs=inputs, shape=layer_shape(tuple(graph.value_type(node.name).shape)),
                 mode=run_as, mode_batch1=run_as_batch1, weight=tap, bias=node.params.get("bias"),
             )  # fmt: skip
-            if node.name in int8:
-                layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         else:
             layers[node.name] = _layer(graph, node, inputs, run_as, run_as_batch1)
-            if node.name in int8:
-                layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
+        if node.name in int8:  # tvm-quantize's layers: weighted ones only
+            layers[node.name] = replace(layers[node.name], precision=Precision.INT8)
         for role in ("weight", "bias"):
             if op.weighted and role in node.params and not (role == "weight" and point is not None):
                 value = graph.params[node.params[role]]
