@@ -557,7 +557,7 @@ for line in sys.stdin:
     cmd = json.loads(line)
     if cmd["op"] == "load":
         t0 = time.perf_counter()
-        layer_graph, params = lower(load_graph(cmd["graph"]), cmd["densities"])
+        layer_graph, params = lower(load_graph(cmd["graph"]), cmd["densities"], int8=tuple(cmd["int8"]))
         rt = EventRuntime(compile_artifact(layer_graph, params, cmd["out"]))
         x = np.load(cmd["x"])["x"]
         out = rt.run(x, cmd["T"], batch_size=len(x))
@@ -610,19 +610,25 @@ class _Worker:
 
 
 def bench_baseline(
-    cases: list[NetworkCase], baseline: Path, threads: int, batches=(1, 32), rounds: int = 5, budget_s: float = 0.4
+    cases: list[NetworkCase], baseline: Path, threads: int, batches=(1, 32), rounds: int = 5, budget_s: float = 0.4,
+    int8: bool = False,
 ) -> list[dict]:
     """The TVM runtime of this tree against that of ``baseline`` (an earlier source tree), side
     by side: each network's IR (as converted here, with the same densities) compiled by both in
     worker processes (each tree with numpy's BLAS pinned to ``threads``, and with BLAS as the
     runtime leaves it), whose timed blocks alternate in ``rounds`` rounds (random order); CPU
     time per sample-step (the worker's, every thread) and wall time, medians with p10/p90, and
-    whether the runtimes' logits are identical."""
+    whether the runtimes' logits are identical.  ``int8``: the networks through ``tvm-quantize``
+    (their int8 layers lowered as such by both trees) instead of the float32 ones."""
     from snnc.ir.serialize import save_graph
 
     rows = []
     for case in cases:
+        if int8:
+            assert case.int8 is not None
+            case = case.int8
         report = json.loads((case.artifact.parent / "report.json").read_text())["target_report"]
+        int8_layers = [k for k, v in report.get("layer_precisions", {}).items() if v == "int8"]
         work = case.artifact.parent / "baseline"
         save_graph(case.graph, work / "ir")  # with the subnormals zeroed as in the timed artifacts
         np.savez(work / "x.npz", x=case.x)
@@ -636,7 +642,7 @@ def bench_baseline(
         try:
             loaded = {
                 name: wk.ask(op="load", graph=str(work / "ir"), densities=report["input_densities"],
-                             out=str(work / name), x=str(work / "x.npz"), T=case.timesteps)
+                             out=str(work / name), x=str(work / "x.npz"), T=case.timesteps, int8=int8_layers)
                 for name, wk in workers.items()
             }  # fmt: skip
             for name, wk in workers.items():  # each worker runs its own tree's snnc
@@ -661,6 +667,7 @@ def bench_baseline(
                     for name, v in got.items()
                 }  # fmt: skip
                 row = {"network": case.name, "batch": batch, "timesteps": case.timesteps, "threads": threads,
+                       "precision": "int8" if int8 else "float32", "int8_layers": int8_layers,
                        "baseline": str(baseline), "per_sample_step": stats, "logits_identical": same,
                        "rounds": rounds, "calls_per_block": calls, "loadavg": list(os.getloadavg()),
                        "speedup_cpu": stats["before"]["cpu_median_s"] / stats["after"]["cpu_median_s"],
@@ -1159,6 +1166,11 @@ def main(argv: list[str] | None = None) -> None:
         help="a source tree of an earlier revision (git archive REV snnc | tar -x -C DIR): its tvm runtime "
         "against this one's on the same converted networks, side by side (replaces the whole-network timing)",
     )
+    ap.add_argument(
+        "--baseline-int8",
+        action="store_true",
+        help="with --baseline: compare the networks through tvm-quantize (their int8 layers) instead of float32",
+    )
     ap.add_argument("--sizes", help="part (a) layer sizes n, comma-separated (default: 1024,4096; --quick: 1024)")
     ap.add_argument("--batches", help="part (a) batch sizes, comma-separated (default: 1,32)")
     ap.add_argument("--densities", help="part (a) spike densities, comma-separated fractions (default: 0.005-0.5)")
@@ -1221,10 +1233,12 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"unknown networks {unknown}; known: {', '.join(NETWORKS)}")
             cases = network_cases(
                 Path(d), batch=batch, synthetic_timesteps=4 if args.quick else 16, names=names,
-                int8=not args.modes_only and args.baseline is None,
+                int8=not args.modes_only and (args.baseline is None or args.baseline_int8),
             )
             if args.baseline is not None:
-                baseline_rows = bench_baseline(cases, args.baseline.resolve(), args.threads, batches=(1, batch))
+                baseline_rows = bench_baseline(
+                    cases, args.baseline.resolve(), args.threads, batches=(1, batch), int8=args.baseline_int8
+                )
             elif not args.modes_only:  # --modes-only: the per-layer check alone, no whole-network timing
                 timing = (dict(rounds=1, budget_s=0.05, retries=1) if args.quick
                           else dict(rounds=3, budget_s=0.3, retries=args.retries))

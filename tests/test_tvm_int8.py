@@ -93,6 +93,8 @@ def test_int8_artifact_spike_for_spike(tmp_path, batch_size):
         "c1": Precision.FLOAT32, "c2": Precision.INT8, "c3": Precision.INT8, "fc": Precision.INT8,
         "out_fc": Precision.FLOAT32,
     }  # fmt: skip
+    # c2's and c3's weights bound their sums below 2^15: their kernels sum in int16
+    assert {layer.name for layer in layer_graph.layers if layer.int16_sums} == {"c2", "c3"}
     compile_artifact(layer_graph, params, tmp_path)
     # inputs on a 1/4 grid: the float first layer's sums are exact too
     x = grid_inputs(6, (2, 8, 8))
@@ -102,3 +104,44 @@ def test_int8_artifact_spike_for_spike(tmp_path, batch_size):
     assert_spike_counts_equal(q, out, ref, len(x))
     assert all(out["spikes_per_layer"][name].sum() > 0 for name in ("c2", "c3", "fc"))
     assert out["membrane"]["c2"].dtype == np.int32
+
+
+WIDE = """
+graph @wide(%x: analog[2,6,6]) attributes {timesteps = 4} {
+  %e = encode(%x) : analog[2,6,6]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight"} : analog[48,6,6]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[48,6,6]
+  %c2 = conv2d(%n1) {padding = [1, 1]} params {weight = "c2.weight"} : analog[8,6,6]
+  %n2 = neuron(%c2) {v_init = 0.5} : spike[8,6,6]
+  %f = flatten(%n2) : spike[288]
+  %fc = linear(%f) params {weight = "fc.weight"} : analog[4]
+  %out = readout(%fc) : analog[4]
+  output %out
+}
+"""
+
+
+def test_int16_sums_only_where_the_weights_bound_them(tmp_path):
+    """c2 reads 48 channels through 9 taps: with its weights at 127 in magnitude its sums reach
+    54,864, beyond int16, so the lowering leaves ``int16_sums`` off; at 60 (25,920) it sets it.
+    A graph.json that claims it for weights that do not allow it is refused by the build."""
+    import dataclasses
+
+    from snnc.errors import TargetError
+
+    graph = graph_from_text(WIDE, seed=3)
+    for magnitude, expected in ((127, False), (60, True)):
+        q = graph.copy()
+        TvmQuantize().apply(PassContext(), q)
+        node = next(n for n in q.nodes if n.name == "c2")
+        q.params[node.params["weight"]] = np.sign(q.params[node.params["weight"]]) * magnitude
+        layer_graph, params = lower(q, int8=q.analyses.get(TvmQuantization).layers)
+        c2 = next(layer for layer in layer_graph.layers if layer.name == "c2")
+        assert c2.int16_sums is expected
+    forged = dataclasses.replace(
+        layer_graph, layers=tuple(dataclasses.replace(layer, int16_sums=layer.name == "c2") for layer in layer_graph.layers)
+    )
+    params[c2.weight] = np.full_like(params[c2.weight], 127)
+    with pytest.raises(TargetError, match=r"layer 'c2': int16_sums is set, but .* reaches 54864 > 32767"):
+        compile_artifact(forged, params, tmp_path)
+    assert not any(tmp_path.iterdir())  # refused before anything is written

@@ -20,6 +20,7 @@ from tvm_reference import conv2d_hwc, neuron_step, sumpool_hwc, to_csc, to_csr, 
 from snnc.backends.tvm import kernel_cache, kernels  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
     CONV_INT16_CHANNELS,
+    INT16_SUM_BOUND,
     MAX_INTERIOR_CLASSES,
     MAXPOOL_DENSE,
     NARROW_MIN_RUN,
@@ -314,6 +315,89 @@ def test_int8_conv_int16_and_int32_passes_agree_with_the_reference(stride):
         np.testing.assert_array_equal(out, ref.reshape(3, -1).astype(np.int64), err_msg=f"density {density}")
     runs = np.array(runs)
     assert ((runs > 0) & (runs < NARROW_MIN_RUN)).any() and (runs >= NARROW_MIN_RUN).any()
+
+
+def sums16_conv(in_shape, out_channels, stride: int, batch: int | None):
+    """An int8 3x3 conv (padding 1) with bias and a soft-reset IF neuron, its sums in int16."""
+    g = Conv2dGeometry(kernel=(3, 3), stride=(stride, stride), padding=(1, 1))
+    return g, conv2d_kernel(
+        in_shape, out_channels, g, batch=batch, precision=Precision.INT8, bias=True, epilogue=Epilogue.NEURON,
+        neuron=NeuronSpec(reset=Reset.SOFT), sums16=True,
+    )  # fmt: skip
+
+
+def run_sums16(kernel, x, w, bias, v_th):
+    """One step of ``kernel`` from v = 0: (membrane, spike counts as acc holds them)."""
+    cnt, idx, _ = to_rows(x, "int32")
+    batch = x.shape[0]
+    out = call(kernel, {
+        "cnt0": cnt, "idx0": idx, "weight": kernel.kernel_weight(w), "bias": bias,
+        "acc": np.zeros((batch, kernel.n_out), "int32"), "v": np.zeros((batch, kernel.n_out), "int32"),
+        "vth": v_th, "cnt_out": np.zeros(batch, "int32"), "idx_out": np.zeros((batch, kernel.n_out), "int32"),
+        "stats": np.zeros(batch, "int32"),
+    })  # fmt: skip
+    return out["v"], out["acc"]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("extreme", [-127, 127])
+def test_int8_conv_sums_a_whole_step_in_int16_up_to_its_bound(stride, extreme):
+    """A ``sums16`` conv keeps the step's sums in int16 (``LayerSpec.int16_sums``: |bias| plus
+    the sum of |W| of every output channel at most INT16_SUM_BOUND).  With every input spiking,
+    channel 3's weights all at an int8 extreme and its bias making up the rest, its interior
+    outputs reach ±32767 exactly and must not wrap; the other channels' random weights and the
+    edges (fewer taps) come out as the reference's.  The threshold is above every sum, so the
+    membrane is the sum."""
+    rng = np.random.default_rng(7)
+    channels = 28  # 28 · 9 · 127 = 32004, the bias brings channel 3 to 32767
+    g, kernel = sums16_conv((6, 7, channels), 16, stride, batch=1)
+    w = rng.integers(-8, 9, (channels, 3, 3, 16)).astype(np.int8)
+    w[..., 3] = extreme
+    bias = rng.integers(-50, 51, 16).astype(np.int32)
+    bias[3] = np.sign(extreme) * (INT16_SUM_BOUND - channels * 9 * 127)
+    x = np.ones((1, 6, 7, channels))
+    v, spikes_ = run_sums16(kernel, x, w, bias, np.full(16, 1 << 20, np.int32))
+    ref = conv2d_hwc(x, w, g.stride, g.padding, g.dilation) + bias
+    np.testing.assert_array_equal(v, ref.reshape(1, -1).astype(np.int64))
+    assert np.abs(ref[..., 3]).max() == INT16_SUM_BOUND
+    assert not spikes_.any()
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_int8_conv_int16_sums_agree_with_the_int32_kernel(stride):
+    """The ``sums16`` kernel against the same conv with int32 sums, at every density, batched:
+    membranes and spikes equal (integers in any order), thresholds crossed by some outputs."""
+    rng = np.random.default_rng(29)
+    g, kernel = sums16_conv((9, 8, 48), 80, stride, batch=None)
+    wide = conv2d_kernel(
+        (9, 8, 48), 80, g, batch=None, precision=Precision.INT8, bias=True, epilogue=Epilogue.NEURON,
+        neuron=NeuronSpec(reset=Reset.SOFT),
+    )  # fmt: skip
+    assert kernel.name != wide.name and kernel.arg_shapes()["weight"][1] == "int16"
+    w = rng.integers(-40, 41, (48, 3, 3, 80)).astype(np.int8)
+    bias = rng.integers(-100, 101, 80).astype(np.int32)
+    v_th = rng.integers(50, 400, 80).astype(np.int32)
+    fired = 0
+    for density in DENSITIES:
+        x = spikes(rng, (3, 9, 8, 48), density)
+        v16, s16 = run_sums16(kernel, x, w, bias, v_th)
+        v32, s32 = run_sums16(wide, x, w, bias, v_th)
+        np.testing.assert_array_equal(v16, v32, err_msg=f"density {density}")
+        np.testing.assert_array_equal(s16, s32, err_msg=f"density {density}")
+        fired += int(s16.sum())
+    assert fired > 0
+
+
+def test_int16_sums_belong_to_int8_convs_of_spikes_that_end_in_a_neuron():
+    g = Conv2dGeometry(kernel=(3, 3), stride=(1, 1), padding=(1, 1))
+    with pytest.raises(UnsupportedError, match="int16 sums"):
+        conv2d_kernel((4, 4, 8), 8, g, precision=Precision.FLOAT32, epilogue=Epilogue.NEURON,
+                      neuron=NeuronSpec(), sums16=True)  # fmt: skip
+    with pytest.raises(UnsupportedError, match="int16 sums"):  # a current: no neuron to widen in
+        conv2d_kernel((4, 4, 8), 8, g, precision=Precision.INT8, sums16=True)
+    with pytest.raises(UnsupportedError, match="int16 sums"):  # burst spikes: a bound of 0/1 inputs
+        conv2d_kernel((4, 4, 8), 8, g, precision=Precision.INT8, graded=True, epilogue=Epilogue.NEURON,
+                      neuron=NeuronSpec(), sums16=True)  # fmt: skip
 
 
 def call_built_for(mcpu: str, kernel, arrays: dict[str, np.ndarray]) -> dict:

@@ -111,6 +111,9 @@ MAX_INTERIOR_CLASSES = 4  # residue classes (stride products) that get specialis
 # int16 (:attr:`_Emitter.narrow_sums`): 256 weights of -128 reach -2^15, still an int16
 CONV_INT16_CHANNELS = 256
 NARROW_MIN_RUN = 4  # entries a position needs for its int16 pass (:meth:`_Emitter.conv_pass`)
+# the largest |bias| + sum of |W| per output channel of an int8 conv whose step sums stay in
+# int16 (``LayerSpec.int16_sums``, :attr:`LayerKernel.sums16`)
+INT16_SUM_BOUND = (1 << 15) - 1
 
 
 class Precision(enum.Enum):
@@ -262,6 +265,9 @@ class LayerKernel:
     # tiled linear: the batch axis is a block of one sample's steps (below); out of the repr, so
     # that the names of every other kernel stay those of artifacts written before it existed
     steps: bool = field(default=False, repr=False)
+    # int8 conv: the whole step's sums in int16 (:attr:`_Emitter.sums16`); the layer's weights
+    # bound them below 2^15 (``LayerSpec.sum_bound``).  Out of the repr, as ``steps``
+    sums16: bool = field(default=False, repr=False)
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +277,7 @@ class LayerKernel:
             # earlier artifact with the same fields: another name, so that such an artifact is
             # refused ("recompile it") instead of called with the wrong arguments
             key = repr(self) + (" win" if self.keeps_winners else "") + (" steps" if self.steps else "")
+            key += " sums16" if self.sums16 else ""
             digest = hashlib.sha1(key.encode()).hexdigest()[:12]
             object.__setattr__(self, "name", f"snnc_{self.op.value}_{digest}")
 
@@ -336,15 +343,18 @@ class LayerKernel:
 
     @property
     def own_weight_layout(self) -> bool:
-        """Whether the kernel reads its weight in a layout other than the stored one."""
-        return self.tiled or self.depthwise
+        """Whether the kernel reads its weight in a layout or dtype other than the stored one."""
+        return self.tiled or self.depthwise or self.sums16
 
     def kernel_weight(self, weight):
         """The weight array (numpy) in the layout the kernel reads: as stored (a linear layer's
         [n_in, n_out], a conv's [C_in, KH, KW, C_out/groups]), :func:`tiled_weight`'s for a tiled
-        linear kernel, or [KH, KW, C] for a depthwise one (a view: the caller makes it contiguous)."""
+        linear kernel, or [KH, KW, C] for a depthwise one (a view: the caller makes it contiguous);
+        a :attr:`sums16` kernel's int8 weights widened to int16 (added without a widening each)."""
         if self.tiled:
             return tiled_weight(weight)
+        if self.sums16:
+            return weight.astype("int16")
         if not self.depthwise:
             return weight
         kh, kw = self.conv.kernel
@@ -525,12 +535,14 @@ def conv2d_kernel(
     device: Device = Device.CPU,
     slices: int | None = None,
     current: bool = False,
+    sums16: bool = False,
 ) -> LayerKernel:
     """Event conv2d (scatter) on a channels-last ``(H, W, C_in)`` input; weights ``[C_in, KH, KW, C_out]``.
 
     ``current``: the input is a dense current ``cur0[B, H·W·C_in]`` (a linear bottleneck's
     output) instead of an event list; the same scatter then walks every input position and adds
-    each input's value times its weights (a dense product inside the generated code, CPU only)."""
+    each input's value times its weights (a dense product inside the generated code, CPU only).
+    ``sums16``: an int8 layer whose step sums fit int16 (:attr:`_Emitter.sums16`)."""
     h, w, _ = in_shape
     oh = conv_out_size(h, geometry.kernel[0], geometry.stride[0], geometry.padding[0], geometry.dilation[0])
     ow = conv_out_size(w, geometry.kernel[1], geometry.stride[1], geometry.padding[1], geometry.dilation[1])
@@ -553,6 +565,7 @@ def conv2d_kernel(
         readout=readout,
         device=device,
         slices=slices,
+        sums16=sums16,
     )
 
 
@@ -882,6 +895,15 @@ def _check(k: LayerKernel) -> None:
         raise ValueError("a readout accumulates a current or spikes, not a compacted list")
     if k.epilogue is Epilogue.COMPACT and k.op in (Op.LINEAR, Op.CONV2D):
         raise ValueError("linear/conv layers end in a current or a neuron, not a compacted list")
+    if k.sums16 and not (
+        k.op is Op.CONV2D and k.precision is Precision.INT8 and k.device is Device.CPU
+        and isinstance(k.operands[0], Events) and not k.operands[0].graded and k.conv.groups == 1
+        and k.in_shape[0] * k.in_shape[1] > 1 and k.epilogue is Epilogue.NEURON and not k.tiled
+    ):  # fmt: skip
+        raise UnsupportedError(
+            "int16 sums (sums16) belong to a CPU int8 conv2d of 0/1 events, ungrouped, on a map "
+            "larger than 1x1, that ends in a neuron"
+        )
     if k.precision is Precision.INT8:
         for operand in k.operands:
             if operand.scale != 1.0:
@@ -999,7 +1021,7 @@ class _Emitter:
         if k.op is Op.CONV2D:
             kh, kw = k.conv.kernel
             cols = k.channels // k.conv.groups
-            shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(cols)), self.wdt)
+            shapes["weight"] = ((str(k.in_shape[2]), str(kh), str(kw), str(cols)), "int16" if k.sums16 else self.wdt)
             if k.depthwise:
                 shapes["weight"] = ((str(kh), str(kw), str(k.channels)), self.wdt)
         if k.bias:
@@ -1124,6 +1146,7 @@ class _Emitter:
                         with w.block(f"for b in range({self.B}):"):
                             self.epilogue_vector(f"c * {width}", width)
                 else:
+                    self.declare_sums16()
                     with w.block(f"for b in range({self.B}):"):
                         self.init("b", f"c * {width}", width)
                         self.accumulate(f"c * {width}", width)
@@ -1137,6 +1160,7 @@ class _Emitter:
                 self.epilogue_serial()
         else:
             with self.over_samples():
+                self.declare_sums16()
                 self.init("b", "0", k.channels)
                 self.accumulate("0", k.channels)
                 self.epilogue_vector("0", k.channels)
@@ -1167,13 +1191,33 @@ class _Emitter:
         elif k.readout:
             w(f"rsum[b, {j}] = rsum[b, {j}] + acc[b, {j}]")
 
+    @property
+    def sums16(self) -> bool:
+        """Whether the step's sums live in ``acc16``, a local int16 buffer, instead of acc (an
+        int8 conv of 0/1 events whose weights bound every sum below 2^15, ``LayerSpec.sum_bound``):
+        each event and tap adds 64 int8 weights, widened to int16, in two 512-bit adds (32
+        lanes) instead of four int32 ones, and the sums are widened once, in the neuron update.
+        No position pass widens partial sums into acc (:meth:`conv_pass`'s int16 partials), and
+        the sums take half the cache.  Exact: integer sums below 2^15 in any order.  Why it
+        pays on this host (one 512-bit FMA unit): the synthetic CNN's 3x3 stride-2 conv took
+        the same time with every event on channel 0 (2 KB of weights in L1) as with the real
+        ones, so it is bound by the adds and widenings, not by reading weights."""
+        return self.k.sums16
+
+    def declare_sums16(self) -> None:
+        if self.sums16:
+            self.w(f'acc16 = T.alloc_buffer(({self.k.n_out},), "int16")')
+
     def init(self, b: str, base: str, width: int) -> None:
-        """acc[b, pixel, base:base+width] = bias (or 0)."""
+        """acc[b, pixel, base:base+width] = bias (or 0); acc16 for :attr:`sums16`."""
         k = self.k
         zero = _lit(0, self.adt)
 
         def body() -> None:
-            if self.init_with_bias:
+            if self.sums16:
+                value = (lambda col: f'T.cast(bias[{col}], "int16")') if self.init_with_bias else (lambda col: "T.int16(0)")
+                self.vector(width, base, lambda col: self.w(f"acc16[{self.pixel('p')}{col}] = {value(col)}"))
+            elif self.init_with_bias:
                 self.vector(
                     width, base, lambda col: self.w(f"acc[{b}, {self.pixel('p')}{col}] = bias[{col}]")
                 )
@@ -1490,6 +1534,13 @@ class _Emitter:
                         dst = f"acc[b, {offset} + {col}]"
                         w(f"{dst} = {dst} + {self.conv_term(ci, col, 'kk', kh, kw)}")
 
+        if self.sums16:
+            with w.block("for kk in range(run[0], run[1]):"):
+                for offset, kh, kw in outputs:
+                    with w.block(f"for ji in T.vectorized({lanes}):"):
+                        dst = f"acc16[{offset} + {col}]"
+                        w(f"{dst} = {dst} + weight[{ci}, {kh}, {kw}, {col}]")
+            return
         if not self.narrow_sums:
             wide()
             return
@@ -1943,7 +1994,8 @@ class _Emitter:
         k, w, adt, sb = self.k, self.w, self.adt, self.sb
         nrn = k.nrn
         th = f"vth[{co}]"
-        w(f"acc[b, {j}] = {self.leak_expr(f'v[{sb}, {j}]', co)} + acc[b, {j}]")
+        current = f'T.cast(acc16[{j}], "int32")' if self.sums16 else f"acc[b, {j}]"
+        w(f"acc[b, {j}] = {self.leak_expr(f'v[{sb}, {j}]', co)} + {current}")
         s = self.spike_expr(f"acc[b, {j}]", th)
         if nrn.reset is Reset.SOFT:
             w(f'v[{sb}, {j}] = acc[b, {j}] - T.cast({s}, "{adt}") * {th}')

@@ -168,6 +168,9 @@ class LayerSpec:
     readout: ReadoutMode | None = None
     maps: tuple[str, ...] = ()  # remap: per input, int parameter [n_in] (C-order index -> C-order index)
     multipliers: tuple[str, ...] = ()  # remap: none, or per input a float parameter [n_in]
+    # an int8 conv2d whose weights bound every output's sum of one step of 0/1 events below 2^15
+    # (|bias| + sum of |W| per output channel <= INT16_SUM_BOUND): its kernels may sum in int16
+    int16_sums: bool = False
 
     def __post_init__(self) -> None:
         where = f"layer '{self.name}'"
@@ -191,6 +194,8 @@ class LayerSpec:
             raise TargetError(f"{where}: a window belongs to conv2d and pooling layers only")
         if self.neuron is not None and self.op in (LayerOp.FLATTEN, LayerOp.SPIKE_MAXPOOL):
             raise TargetError(f"{where}: {self.op.value} has no neuron")
+        if self.int16_sums and (self.op is not LayerOp.CONV2D or self.precision is not Precision.INT8):
+            raise TargetError(f"{where}: int16_sums belongs to int8 conv2d layers only")
         if self.readout is not None:
             if (self.readout is ReadoutMode.SPIKE_COUNT) != (self.neuron is not None):
                 with_neuron = "with" if self.readout is ReadoutMode.SPIKE_COUNT else "without"
@@ -233,6 +238,8 @@ class LayerSpec:
             rec |= {"ceil_mode": g.ceil_mode, "count_include_pad": g.count_include_pad}
         if self.op.weighted:
             rec |= {"weight": self.weight, "bias": self.bias}
+        if self.int16_sums:  # absent otherwise: the graph.json of earlier artifacts is unchanged
+            rec["int16_sums"] = True
         if self.op is LayerOp.REMAP:
             rec |= {"maps": list(self.maps), "multipliers": list(self.multipliers), "bias": self.bias}
         rec["neuron"] = None if self.neuron is None else self.neuron.to_json()
@@ -419,7 +426,7 @@ def parse_layer_graph(raw: Mapping[str, Any], param_shapes: Mapping[str, tuple[i
 
 _LAYER_KEYS = {
     "name", "op", "inputs", "precision", "mode", "mode_batch1", "weight", "bias", "stride", "padding", "dilation", "groups",
-    "kernel", "ceil_mode", "count_include_pad", "neuron", "readout", "maps", "multipliers", "shape",
+    "kernel", "ceil_mode", "count_include_pad", "neuron", "readout", "maps", "multipliers", "shape", "int16_sums",
 }  # fmt: skip
 _ARTIFACT_KEYS = {"shape", "params", "source", "kernels"}
 _NEURON_KEYS = {"v_th", "beta", "reset", "v_reset", "v_init", "strict", "max_spikes", "out_scale"}
@@ -675,6 +682,7 @@ def _parse_layer(
         readout=None if readout is None else _enum(ReadoutMode, readout, "readout", f"layer '{name}'"),
         maps=maps,
         multipliers=multipliers,
+        int16_sums=_bool(raw.get("int16_sums", False), "int16_sums", name),
     )
 
 
