@@ -145,3 +145,91 @@ def test_int16_sums_only_where_the_weights_bound_them(tmp_path):
     with pytest.raises(TargetError, match=r"layer 'c2': int16_sums is set, but .* reaches 54864 > 32767"):
         compile_artifact(forged, params, tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+RESIDUAL = """
+graph @res(%x: analog[2,8,8]) attributes {timesteps = 8} {
+  %e = encode(%x) : analog[2,8,8]
+  %c1 = conv2d(%e) {padding = [1, 1]} params {weight = "c1.weight", bias = "c1.bias"} : analog[8,8,8]
+  %n1 = neuron(%c1) {v_init = 0.5} : spike[8,8,8]
+  %c2 = conv2d(%n1) {padding = [1, 1]} params {weight = "c2.weight", bias = "c2.bias"} : analog[8,8,8]
+  %n2 = neuron(%c2) {v_init = 0.5, v_th = 0.7} : spike[8,8,8]
+  %c3 = conv2d(%n2) {padding = [1, 1]} params {weight = "c3.weight", bias = "c3.bias"} : analog[8,8,8]
+  %s1 = scale(%n1) {factor = 0.8} params {scale = "s1.scale"} : analog[8,8,8]
+  %a1 = add(%c3, %s1) : analog[8,8,8]
+  %n3 = neuron(%a1) {v_init = 0.5} : spike[8,8,8]
+  %c4 = conv2d(%n3) {stride = [2, 2], padding = [1, 1]} params {weight = "c4.weight", bias = "c4.bias"} : analog[16,4,4]
+  %n4 = neuron(%c4) {v_init = 0.5} : spike[16,4,4]
+  %c5 = conv2d(%n4) {padding = [1, 1]} params {weight = "c5.weight"} : analog[16,4,4]
+  %d = conv2d(%n3) {stride = [2, 2], padding = [1, 1]} params {weight = "d.weight", bias = "d.bias"} : analog[16,4,4]
+  %a2 = add(%c5, %d) : analog[16,4,4]
+  %n5 = neuron(%a2) {v_init = 0.5} : spike[16,4,4]
+  %s2 = scale(%n5) : analog[16,4,4]
+  %a3 = add(%s2, %c5) : analog[16,4,4]
+  %n6 = neuron(%a3) {v_init = 0.5} : spike[16,4,4]
+  %f = flatten(%n6) : spike[256]
+  %fc = linear(%f) params {weight = "fc.weight", bias = "fc.bias"} : analog[4]
+  %out = readout(%fc) : analog[4]
+  output %out
+}
+"""
+
+
+def test_residual_joins_in_one_integer_scale_spike_for_spike(tmp_path):
+    """A residual join (an add before a neuron) is quantised with its operands: a conv and the
+    identity shortcut's per-channel scale (a1), or a conv and a strided "downsample" conv (a2),
+    in one scale per join, so that their currents add in the same integer units.  a3's conv
+    c5 also feeds a2: an operand with other users leaves its join float32, and c5 is a2's.
+    The artifact agrees with the torch simulator on the quantised graph spike for spike."""
+    graph = graph_from_text(RESIDUAL, seed=11)
+    graph.params["s1.scale"] = np.abs(graph.params["s1.scale"]) + 0.5
+    q = graph.copy()
+    ctx = PassContext()
+    TvmQuantize().apply(ctx, q)
+    verify(q)
+    report = ctx.results["tvm-quantize"]
+    assert set(report["joins"]) == {"a1"}
+    assert report["joins"]["a1"]["operands"] == ["c3", "s1"]
+    assert report["skipped"]["a2"] == "operand %c5 has other users"
+    assert "feeds the residual join %a2" in report["skipped"]["d"]
+    layers = q.analyses.get(TvmQuantization).layers
+    assert set(layers) == {"a1", "c3", "s1", "c2", "c4"}
+    # one scale for the join: c3's weights and s1's multipliers (factor folded in) on one grid;
+    nodes = {n.name: n for n in q.nodes}
+    scale = report["joins"]["a1"]["scale"]
+    c3 = graph.params[next(n for n in graph.nodes if n.name == "c3").params["weight"]]
+    s1 = 0.8 * graph.params["s1.scale"]
+    # the conv's weights set it; the multipliers (int32 in the kernels) are rounded to its grid
+    assert scale == pytest.approx(127 / np.abs(c3).max())
+    np.testing.assert_array_equal(q.params[nodes["s1"].params["scale"]], np.rint(s1 * scale))
+    assert nodes["s1"].op.factor == 1.0
+    layer_graph, params = lower(q, int8=layers)
+    precisions = {layer.name: layer.precision for layer in layer_graph.layers}
+    assert precisions["a1"] is Precision.INT8 and precisions["s1"] is Precision.INT8
+    assert precisions["a2"] is Precision.FLOAT32 and precisions["d"] is Precision.FLOAT32
+    compile_artifact(layer_graph, params, tmp_path)
+    x = grid_inputs(6, (2, 8, 8))
+    for batch_size in (1, 4):
+        out = EventRuntime(tmp_path).run(x, batch_size=batch_size, record_state=True)
+        ref = reference(q, x)
+        np.testing.assert_allclose(out["logits"], ref.logits, rtol=1e-6, atol=1e-6)
+        assert_spike_counts_equal(q, out, ref, len(x))
+        assert out["spikes_per_layer"]["a1"].sum() > 0 and out["membrane"]["a1"].dtype == np.int32
+
+
+def test_a_scale_by_its_factor_alone_gets_integer_multipliers():
+    """The join a3 of the residual net without c5's second user: s2 (no scale parameter, factor
+    1) becomes a per-channel parameter of round(s) in the join's units."""
+    text = RESIDUAL.replace("%a2 = add(%c5, %d)", "%a2 = add(%d, %d2)").replace(
+        '%d = conv2d(%n3) {stride = [2, 2], padding = [1, 1]} params {weight = "d.weight", bias = "d.bias"} : analog[16,4,4]',
+        '%d = conv2d(%n3) {stride = [2, 2], padding = [1, 1]} params {weight = "d.weight", bias = "d.bias"} : analog[16,4,4]\n'
+        '  %d2 = conv2d(%n3) {stride = [2, 2], padding = [1, 1]} params {weight = "d2.weight"} : analog[16,4,4]',
+    )
+    q = graph_from_text(text, seed=5)
+    ctx = PassContext()
+    TvmQuantize().apply(ctx, q)
+    verify(q)
+    joins = ctx.results["tvm-quantize"]["joins"]
+    assert set(joins) == {"a1", "a2", "a3"}
+    s2 = next(n for n in q.nodes if n.name == "s2")
+    assert np.array_equal(q.params[s2.params["scale"]], np.full(16, np.rint(joins["a3"]["scale"])))

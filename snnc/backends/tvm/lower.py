@@ -390,8 +390,8 @@ def lower(
     modes_batch1: dict[str, Mode] | None = None,
 ) -> tuple[LayerGraph, dict[str, np.ndarray]]:
     """The layer graph and its parameters (PyTorch layouts) for ``build.compile_artifact``.
-    ``int8``: the weighted nodes (with their neurons) that ``tvm-quantize`` left in integer
-    units, lowered to int8 layers (the build checks that their values are integers).
+    ``int8``: the nodes (weighted ones with their neurons, residual joins and their scale
+    operands) that ``tvm-quantize`` left in integer units, lowered to int8 layers (the build checks that their values are integers).
     ``modes``: weighted nodes whose mode (both variants) is given rather than chosen from
     ``densities`` (the benchmark's per-layer check runs every layer in each mode);
     ``modes_batch1``: the same for the batch-1 kernels alone (after ``modes``)."""
@@ -451,7 +451,7 @@ def lower(
             )  # fmt: skip
         else:
             layers[node.name] = _layer(graph, node, inputs, run_as, run_as_batch1)
-        if node.name in int8:  # tvm-quantize's layers: weighted ones only
+        if node.name in int8:  # tvm-quantize's layers: weighted ones, residual joins and their scales
             spec = replace(layers[node.name], precision=Precision.INT8)
             if spec.op is LayerOp.CONV2D:
                 spec = replace(spec, int16_sums=bool(largest_sum(graph, node) <= INT16_SUM_BOUND))

@@ -86,8 +86,10 @@ class TVMTarget:
             "kernels": len(kernels),
             "layer_modes": modes,
             "layer_modes_batch1": modes_batch1,
-            "layer_precisions": {
-                layer.name: layer.precision.value for layer in built.graph.layers if layer.op.weighted
+            "layer_precisions": {  # weighted layers, and the int8 residual joins and scales
+                layer.name: layer.precision.value
+                for layer in built.graph.layers
+                if layer.op.weighted or layer.precision.value != "float32"
             },
             "input_densities": densities,
         }

@@ -12,18 +12,29 @@ in the integer units of its int8 kernel (``snnc/backends/tvm/format.md``, "int8 
   (v_init = 0.5: even thresholds); bias ``round(b · s)``; a hard reset's ``v_reset`` likewise.
 
 Spikes are unchanged in meaning (0/1, or 0..B), so each layer's scale is local: the next layer reads
-the same spike trains.  The layer that reads the analog input (direct coding, computed once per
-batch), pooling layers and the readout layer stay float32 (the logits keep their units; the int8
-kernels read the float layers' spikes as they are).  Integer values are stored as float32, exact
+the same spike trains.
+
+A residual join (an ``add`` whose only user is such a neuron) is quantised as one layer: each of
+its operands is a linear / conv2d / conv1d that reads spikes and feeds only the add, or a ``scale``
+of spikes (the identity shortcut with its per-channel rescaling) that feeds only the add; all of
+them share one scale ``s = (2^(weight-bits − 1) − 1) / m``, m the largest |w| of the weighted
+operands, so that their currents add in the same integer units: weights and biases rounded to
+``s ×`` their values, a scale operand's multipliers ``factor · scale[c]`` too (int32 in the
+kernels, not int8 weights: they do not set s unless ``s ×`` the largest of them would pass
+MAX_MULTIPLIER), the neuron's threshold as above.
+
+The layer that reads the analog input (direct coding, computed once per batch), pooling layers
+and the readout layer stay float32 (the logits keep their units; the int8 kernels read the float
+layers' spikes as they are).  Integer values are stored as float32, exact
 while a layer's current and membrane stay below 2^24 in magnitude (127 · fan-in per step), so
 the torch simulator runs the quantised graph exactly as the int8 kernels do: a differential test
 compares them spike for spike.
 
-Stores :class:`TvmQuantization` (the integer layers) in the graph's analyses, which the tvm
+Stores :class:`TvmQuantization` (the integer layers, joins and their operands included) in the graph's analyses, which the tvm
 target reads to lower those layers to int8; the result is in ``ctx.results["tvm-quantize"]`` too
 (per layer: scale, max weight and threshold error in float units).  Lossy: a weight moves by at most
-``max|W| / (2 (2^(bits−1) − 1))``, a threshold by at most ``d / (2 s)`` (d the denominator of
-``v_init``), a bias by ``1 / (2 s)``.  Layers that do not meet the conditions are left as they were
+``max|W| / (2 (2^(bits−1) − 1))`` (a join's operands, multipliers too: ``1 / (2 s)``), a threshold by
+at most ``d / (2 s)`` (d the denominator of ``v_init``), a bias by ``1 / (2 s)``.  Layers that do not meet the conditions are left as they were
 (listed in the result with the reason).  Requires: a converted graph (``lower-neurons``,
 ``fold-thresholds``).  Not a ``loihi-quantize``: that pass targets Loihi's neuron (CUBA, hard reset,
 strict threshold, even 9-bit weights); this one keeps the converted IF neurons.
@@ -32,6 +43,7 @@ strict threshold, even 9-bit weights); this one keeps the converted IF neurons.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -46,11 +58,15 @@ from snnc.passes._params import store_param
 
 WEIGHTED = (O.Linear, O.Conv2d, O.Conv1d)
 MAX_DENOMINATOR = 64  # v_init must be k / d with d at most this (0.5, 0.25, 0: yes)
+# the largest integer multiplier of a residual join's scale operand (its sums stay far below
+# 2^24, where float32, and so the torch simulator, would round them)
+MAX_MULTIPLIER = 1 << 15
 
 
 @dataclass(frozen=True, kw_only=True)
 class TvmQuantization:
-    """What tvm-quantize left in integer units: the weighted nodes that lower to int8 layers."""
+    """What tvm-quantize left in integer units: the nodes that lower to int8 layers (weighted
+    nodes, and residual joins with their operands: ``add`` and ``scale`` nodes)."""
 
     layers: tuple[str, ...]
     weight_bits: int
@@ -69,10 +85,20 @@ class TvmQuantize(Pass):
 
     def apply(self, ctx: PassContext, graph: Graph) -> None:
         done: list[str] = []
-        report: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}, "skipped": {}}
+        report: dict[str, Any] = {"weight_bits": self.weight_bits, "layers": {}, "joins": {}, "skipped": {}}
         qmax = (1 << (self.weight_bits - 1)) - 1
         for node in list(graph.nodes):
-            if not isinstance(node.op, WEIGHTED):
+            if not isinstance(node.op, O.Add):
+                continue
+            reason = _join_problem(graph, node)
+            if reason:
+                report["skipped"][node.name] = reason
+                continue
+            operands = [graph.producer(v) for v in node.inputs]
+            report["joins"][node.name] = _quantize_join(graph, node, [p for p in operands if p is not None], qmax)
+            done += [node.name, *(p.name for p in operands if p is not None)]
+        for node in list(graph.nodes):
+            if not isinstance(node.op, WEIGHTED) or node.name in done:
                 continue
             reason = _why_not(graph, node)
             if reason:
@@ -96,8 +122,16 @@ def _why_not(graph: Graph, node: Node) -> str:
     """Why ``node`` cannot be an int8 layer ('' when it can)."""
     neuron = graph.only_user(node.name)
     if neuron is None or not isinstance(neuron.op, O.Neuron):
+        if isinstance(neuron, Node) and isinstance(neuron.op, O.Add):
+            return f"feeds the residual join %{neuron.name}, which could not be quantised (see it)"
         return "not followed by a neuron it alone feeds (the readout layer stays float32)"
+    return _neuron_problem(neuron) or _spikes_problem(graph, node.inputs[0]) or _zero_weights(graph, node)
+
+
+def _neuron_problem(neuron: Node) -> str:
+    """Why the integer units cannot hold ``neuron`` ('' when they can)."""
     op = neuron.op
+    assert isinstance(op, O.Neuron)
     if op.model is not O.NeuronModel.IF or op.beta != 1.0 or "beta" in neuron.params:
         return "the neuron leaks (the int8 leak rounds differently from the simulator)"
     if op.reset_delay or op.emit is not O.Emit.SPIKES or op.negative is not O.Negative.NONE:
@@ -110,7 +144,11 @@ def _why_not(graph: Graph, node: Node) -> str:
         return f"v_init={op.v_init} is not a fraction k/d with d <= {MAX_DENOMINATOR}"
     if op.reset is O.Reset.HARD and op.v_reset != 0.0:
         return "hard reset to a non-zero v_reset"
-    value = node.inputs[0]
+    return ""
+
+
+def _spikes_problem(graph: Graph, value: str) -> str:
+    """Why ``value`` is not spikes of output scale 1 straight from a neuron ('' when it is)."""
     if graph.value_type(value).signal is Signal.ANALOG:
         return "reads analog values (the input layer stays float32)"
     src = graph.producer(value)
@@ -120,21 +158,96 @@ def _why_not(graph: Graph, node: Node) -> str:
         return "its spikes do not come straight from a neuron (through flatten or gated max pooling)"
     if src.op.out_scale != 1.0 or "out_scale" in src.params:
         return "its input spikes carry an output scale (run fold-thresholds)"
-    w = graph.params[node.params["weight"]]
-    if not np.any(w):
-        return "all weights are zero"
     return ""
+
+
+def _zero_weights(graph: Graph, node: Node) -> str:
+    return "" if np.any(graph.params[node.params["weight"]]) else "all weights are zero"
+
+
+def _join_problem(graph: Graph, add: Node) -> str:
+    """Why the residual join ``add`` cannot be an int8 layer with its operands ('' when it can)."""
+    neuron = graph.only_user(add.name)
+    if neuron is None or not isinstance(neuron.op, O.Neuron):
+        return "not followed by a neuron it alone feeds"
+    problem = _neuron_problem(neuron)
+    if problem:
+        return problem
+    if len(set(add.inputs)) != len(add.inputs):
+        return "adds a value to itself"
+    for value in add.inputs:
+        src = graph.producer(value)
+        if src is None or not isinstance(src.op, (*WEIGHTED, O.Scale)):
+            return f"operand %{value} is not a linear/conv or a scale of spikes"
+        if graph.only_user(src.name) is not add:
+            return f"operand %{value} has other users"
+        problem = _spikes_problem(graph, src.inputs[0])
+        if problem:
+            return f"operand %{value}: {problem}"
+    if not any(_magnitude(graph, graph.producer(v)) for v in add.inputs):  # type: ignore[arg-type]
+        return "all its operands' weights are zero"
+    return ""
+
+
+def _magnitude(graph: Graph, node: Node) -> float:
+    """The largest |weight| of a weighted operand, |factor · scale[c]| of a scale operand."""
+    if isinstance(node.op, O.Scale):
+        scale = graph.params[node.params["scale"]] if "scale" in node.params else np.float64(1.0)
+        return float(np.abs(node.op.factor * np.asarray(scale, dtype=np.float64)).max())
+    return float(np.abs(graph.params[node.params["weight"]]).max())
 
 
 def _quantize(graph: Graph, node: Node, neuron: Node, qmax: int) -> dict[str, float]:
     """Rewrite ``node`` and ``neuron`` in the layer's integer units; return the layer's report."""
-    op: O.Neuron = neuron.op  # type: ignore[assignment]
-    w = graph.params[node.params["weight"]].astype(np.float64)
-    s = qmax / float(np.abs(w).max())
-    w_int = np.clip(np.rint(w * s), -qmax, qmax)
-    store_param(graph, node, "weight", w_int)
+    s = qmax / _magnitude(graph, node)
+    return {"scale": s, "max_weight_error": _integer_operand(graph, node, s, qmax)} | _integer_neuron(graph, neuron, s)
+
+
+def _quantize_join(graph: Graph, add: Node, operands: list[Node], qmax: int) -> dict[str, Any]:
+    """Rewrite the join ``add``'s operands and its neuron in one integer scale; its report.
+    The scale is set by the weighted operands (int8 weights); a scale operand's multipliers are
+    int32 in the kernels, so they are rounded to the same grid without taking part in it
+    (resnet18's shortcut multipliers reach 27 times its conv weights: counting them would
+    leave the conv 5 weight steps), up to MAX_MULTIPLIER."""
+    weights = [_magnitude(graph, node) for node in operands if not isinstance(node.op, O.Scale)]
+    multipliers = [_magnitude(graph, node) for node in operands if isinstance(node.op, O.Scale)]
+    s = min(
+        qmax / max(weights) if max(weights, default=0.0) > 0 else math.inf,
+        MAX_MULTIPLIER / max(multipliers) if max(multipliers, default=0.0) > 0 else math.inf,
+    )
+    errors = {node.name: _integer_operand(graph, node, s, qmax) for node in operands}
+    neuron = graph.only_user(add.name)
+    assert neuron is not None
+    return {"scale": s, "max_weight_error": max(errors.values()), "operands": list(errors)} | _integer_neuron(
+        graph, neuron, s
+    )
+
+
+def _integer_operand(graph: Graph, node: Node, s: float, qmax: int) -> float:
+    """``node``'s weights (or scale multipliers) and bias times ``s``, rounded; the largest
+    weight error in float units."""
+    if isinstance(node.op, O.Scale):
+        channels = graph.value_type(node.inputs[0]).channels
+        scale = graph.params[node.params["scale"]] if "scale" in node.params else np.ones(channels)
+        w = node.op.factor * np.broadcast_to(np.asarray(scale, dtype=np.float64).reshape(-1), (channels,))
+        role = "scale"
+        node.op = dataclasses.replace(node.op, factor=1.0)
+    else:
+        w = graph.params[node.params["weight"]].astype(np.float64)
+        role = "weight"
+    w_int = np.rint(w * s) if role == "scale" else np.clip(np.rint(w * s), -qmax, qmax)
+    if role not in node.params:  # a scale by its factor alone: the multipliers become a parameter
+        node.params[role] = graph.fresh_param(f"{node.name}.{role}")
+        graph.params[node.params[role]] = w_int.astype(np.float32)
+    store_param(graph, node, role, w_int)
     if "bias" in node.params:
         store_param(graph, node, "bias", np.rint(graph.params[node.params["bias"]].astype(np.float64) * s))
+    return float(np.abs(w_int / s - w).max())
+
+
+def _integer_neuron(graph: Graph, neuron: Node, s: float) -> dict[str, float]:
+    """``neuron`` on ``s ×`` the float current: its threshold rounded (module docstring)."""
+    op: O.Neuron = neuron.op  # type: ignore[assignment]
     d = _v_init_denominator(float(op.v_init)) or 1
     theta = float(op.v_th) * (
         graph.params[neuron.params["v_th"]].astype(np.float64) if "v_th" in neuron.params else np.float64(1.0)
@@ -145,8 +258,4 @@ def _quantize(graph: Graph, node: Node, neuron: Node, qmax: int) -> dict[str, fl
         neuron.op = dataclasses.replace(op, v_th=1.0)
     else:
         neuron.op = dataclasses.replace(op, v_th=float(theta_int))
-    return {
-        "scale": s,
-        "max_weight_error": float(np.abs(w_int / s - w).max()),
-        "max_threshold_error": float(np.abs(theta_int / s - theta).max()),
-    }
+    return {"max_threshold_error": float(np.abs(theta_int / s - theta).max())}
