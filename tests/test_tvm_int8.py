@@ -11,6 +11,7 @@ pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
 from tvm_util import assert_spike_counts_equal, grid_inputs, reference  # noqa: E402
 
+from snnc.backends.torch.simulator import TorchSimulator  # noqa: E402
 from snnc.backends.tvm.build import compile_artifact  # noqa: E402
 from snnc.backends.tvm.kernels import Precision  # noqa: E402
 from snnc.backends.tvm.lower import lower  # noqa: E402
@@ -65,7 +66,8 @@ def test_pass_quantizes_the_spiking_layers():
     for name in result.layers:
         node = next(n for n in q.nodes if n.name == name)
         w = q.params[node.params["weight"]]
-        assert np.array_equal(w, np.rint(w)) and np.abs(w).max() == 127
+        # one scale per output channel: every row's largest |w| reaches 127
+        assert np.array_equal(w, np.rint(w)) and np.all(np.abs(w).reshape(len(w), -1).max(axis=1) == 127)
         neuron = q.only_user(name)
         assert isinstance(neuron.op, O.Neuron)
         v_th = neuron.op.v_th * (q.params[neuron.params["v_th"]] if "v_th" in neuron.params else 1.0)
@@ -196,12 +198,13 @@ def test_residual_joins_in_one_integer_scale_spike_for_spike(tmp_path):
     assert set(layers) == {"a1", "c3", "s1", "c2", "c4"}
     # one scale for the join: c3's weights and s1's multipliers (factor folded in) on one grid;
     nodes = {n.name: n for n in q.nodes}
-    scale = report["joins"]["a1"]["scale"]
     c3 = graph.params[next(n for n in graph.nodes if n.name == "c3").params["weight"]]
     s1 = 0.8 * graph.params["s1.scale"]
-    # the conv's weights set it; the multipliers (int32 in the kernels) are rounded to its grid
-    assert scale == pytest.approx(127 / np.abs(c3).max())
-    np.testing.assert_array_equal(q.params[nodes["s1"].params["scale"]], np.rint(s1 * scale))
+    # the conv's rows set each channel's scale; the multipliers (int32 in the kernels) are rounded to its grid
+    scale = 127 / np.abs(c3).reshape(8, -1).max(axis=1)
+    assert report["joins"]["a1"]["scale_range"] == pytest.approx([scale.min(), scale.max()])
+    np.testing.assert_array_equal(q.params[nodes["s1"].params["scale"]], np.rint(s1 * scale).astype(np.float32))
+    np.testing.assert_array_equal(np.abs(q.params[nodes["c3"].params["weight"]]).reshape(8, -1).max(axis=1), 127)
     assert nodes["s1"].op.factor == 1.0
     layer_graph, params = lower(q, int8=layers)
     precisions = {layer.name: layer.precision for layer in layer_graph.layers}
@@ -231,5 +234,45 @@ def test_a_scale_by_its_factor_alone_gets_integer_multipliers():
     verify(q)
     joins = ctx.results["tvm-quantize"]["joins"]
     assert set(joins) == {"a1", "a2", "a3"}
-    s2 = next(n for n in q.nodes if n.name == "s2")
-    assert np.array_equal(q.params[s2.params["scale"]], np.full(16, np.rint(joins["a3"]["scale"])))
+    nodes = {n.name: n for n in q.nodes}
+    c5 = graph_from_text(text, seed=5).params["c5.weight"]
+    scale = 127 / np.abs(c5).reshape(16, -1).max(axis=1)
+    np.testing.assert_array_equal(q.params[nodes["s2"].params["scale"]], np.rint(scale).astype(np.float32))
+    assert joins["a3"]["scale_range"] == pytest.approx([scale.min(), scale.max()])
+
+
+FOLDED = """
+graph @folded(%x: analog[16]) attributes {timesteps = 16} {
+  %e = encode(%x) : analog[16]
+  %l1 = linear(%e) params {weight = "l1.weight", bias = "l1.bias"} : analog[64]
+  %n1 = neuron(%l1) {v_init = 0.5} : spike[64]
+  %l2 = linear(%n1) params {weight = "l2.weight", bias = "l2.bias"} : analog[64]
+  %n2 = neuron(%l2) {v_init = 0.5} : spike[64]
+  %l3 = linear(%n2) params {weight = "l3.weight"} : analog[4]
+  %out = readout(%l3) : analog[4]
+  output %out
+}
+"""
+
+
+def test_rows_of_very_different_magnitude_keep_their_firing():
+    """After fold-thresholds a layer's rows differ by orders of magnitude (each channel's
+    threshold folded into its row).  Here l2's row c is scaled by 10^(3c/63) (1 to 1000) with
+    the threshold 1: one scale per layer would round the small rows to 0 or ±1 and leave their
+    neurons nearly silent; one scale per output channel keeps every row on a 127-step grid, and
+    each neuron's spike count over the inputs stays within 10 % (or 3 spikes) of the float
+    graph's."""
+    graph = graph_from_text(FOLDED, seed=2)
+    rng = np.random.default_rng(4)
+    w = np.abs(rng.standard_normal((64, 64))) * 0.06 + 0.02
+    rows = 10.0 ** (3 * np.arange(64) / 63)
+    graph.params["l2.weight"] = (w * rows[:, None]).astype(np.float32)
+    graph.params["l2.bias"] = (0.01 * rows).astype(np.float32)
+    q = graph.copy()
+    TvmQuantize().apply(PassContext(), q)
+    assert "l2" in q.analyses.get(TvmQuantization).layers
+    x = grid_inputs(12, (16,))
+    float_counts = TorchSimulator(batch_size=64).run_snn(graph, x, 16, record=("n2",)).recorded["n2"].sum(axis=(0, 1))
+    int_counts = TorchSimulator(batch_size=64).run_snn(q, x, 16, record=("n2",)).recorded["n2"].sum(axis=(0, 1))
+    assert float_counts.min() > 0
+    assert np.all(np.abs(int_counts - float_counts) <= np.maximum(0.1 * float_counts, 3))

@@ -4,24 +4,29 @@ For every linear / conv2d / conv1d whose only user is an integrate-and-fire neur
 is 0/1 (or burst) spikes with output scale 1 (after ``fold-thresholds``), the layer is rewritten
 in the integer units of its int8 kernel (``snnc/backends/tvm/format.md``, "int8 layers"):
 
-* weights ``W_int = round(W · s)`` with one scale per layer ``s = (2^(weight-bits − 1) − 1) / max|W|``
-  (the largest |w| reaches the end of the range, the same per-layer grid as ``loihi-quantize``'s
-  mantissa without its even-integer constraint);
-* the neuron works on ``s ×`` the float current: threshold ``round(θ · s)`` per channel, rounded to a
-  multiple of the denominator of ``v_init`` so that ``v[0] = v_init · v_th`` stays an integer
-  (v_init = 0.5: even thresholds); bias ``round(b · s)``; a hard reset's ``v_reset`` likewise.
+* weights ``W_int = round(W · s)`` with one scale per output channel
+  ``s[c] = (2^(weight-bits − 1) − 1) / max|W[c, :]|`` (the largest |w| of each channel's row
+  reaches the end of the range);
+* channel c's neuron works on ``s[c] ×`` the float current: threshold ``round(θ[c] · s[c])``,
+  rounded to a multiple of the denominator of ``v_init`` so that ``v[0] = v_init · v_th`` stays an
+  integer (v_init = 0.5: even thresholds), a per-channel parameter; bias ``round(b[c] · s[c])``.
 
-Spikes are unchanged in meaning (0/1, or 0..B), so each layer's scale is local: the next layer reads
-the same spike trains.
+One scale per channel costs the kernels nothing (thresholds are per channel anyway) and matters
+after ``fold-thresholds``: it folds each channel's threshold into its weight row, so rows differ
+by orders of magnitude (the synthetic 2048-wide MLP: largest |w| 123, standard deviation 0.56);
+one scale per layer left most weights at 0 or ±1 and the thresholds a grid step or two, and its
+hidden layers fired at 1.6 % and 0.5 % instead of 21 %.  Spikes are unchanged in meaning (0/1, or
+0..B), so each layer's scales are local: the next layer reads the same spike trains.  A scale is
+capped so that no threshold or bias passes MAX_UNITS.
 
 A residual join (an ``add`` whose only user is such a neuron) is quantised as one layer: each of
 its operands is a linear / conv2d / conv1d that reads spikes and feeds only the add, or a ``scale``
 of spikes (the identity shortcut with its per-channel rescaling) that feeds only the add; all of
-them share one scale ``s = (2^(weight-bits − 1) − 1) / m``, m the largest |w| of the weighted
-operands, so that their currents add in the same integer units: weights and biases rounded to
-``s ×`` their values, a scale operand's multipliers ``factor · scale[c]`` too (int32 in the
-kernels, not int8 weights: they do not set s unless ``s ×`` the largest of them would pass
-MAX_MULTIPLIER), the neuron's threshold as above.
+them share each channel's scale ``s[c] = (2^(weight-bits − 1) − 1) / m[c]``, m[c] the largest |w|
+of channel c's rows of the weighted operands, so that their currents add in the same integer
+units: weights and biases rounded to ``s[c] ×`` their values, a scale operand's multipliers
+``factor · scale[c]`` too (int32 in the kernels, not int8 weights: they do not set s[c] unless
+``s[c] ×`` the multiplier would pass MAX_MULTIPLIER), the neuron's threshold as above.
 
 The layer that reads the analog input (direct coding, computed once per batch), pooling layers
 and the readout layer stay float32 (the logits keep their units; the int8 kernels read the float
@@ -32,9 +37,10 @@ compares them spike for spike.
 
 Stores :class:`TvmQuantization` (the integer layers, joins and their operands included) in the graph's analyses, which the tvm
 target reads to lower those layers to int8; the result is in ``ctx.results["tvm-quantize"]`` too
-(per layer: scale, max weight and threshold error in float units).  Lossy: a weight moves by at most
-``max|W| / (2 (2^(bits−1) − 1))`` (a join's operands, multipliers too: ``1 / (2 s)``), a threshold by
-at most ``d / (2 s)`` (d the denominator of ``v_init``), a bias by ``1 / (2 s)``.  Layers that do not meet the conditions are left as they were
+(per layer: the range of its scales, max weight and threshold error in float units).  Lossy: a
+weight of channel c moves by at most ``1 / (2 s[c])`` (``max|W[c, :]| / (2 (2^(bits−1) − 1))``;
+a join's multipliers too), a threshold by at most ``d / (2 s[c])`` (d the denominator of
+``v_init``), a bias by ``1 / (2 s[c])``.  Layers that do not meet the conditions are left as they were
 (listed in the result with the reason).  Requires: a converted graph (``lower-neurons``,
 ``fold-thresholds``).  Not a ``loihi-quantize``: that pass targets Loihi's neuron (CUBA, hard reset,
 strict threshold, even 9-bit weights); this one keeps the converted IF neurons.
@@ -43,7 +49,6 @@ strict threshold, even 9-bit weights); this one keeps the converted IF neurons.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, ClassVar
@@ -58,9 +63,10 @@ from snnc.passes._params import store_param
 
 WEIGHTED = (O.Linear, O.Conv2d, O.Conv1d)
 MAX_DENOMINATOR = 64  # v_init must be k / d with d at most this (0.5, 0.25, 0: yes)
-# the largest integer multiplier of a residual join's scale operand (its sums stay far below
-# 2^24, where float32, and so the torch simulator, would round them)
+# the largest integer multiplier of a residual join's scale operand, and threshold or bias (the
+# sums stay far below 2^24, where float32, and so the torch simulator, would round them)
 MAX_MULTIPLIER = 1 << 15
+MAX_UNITS = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -191,71 +197,112 @@ def _join_problem(graph: Graph, add: Node) -> str:
 
 def _magnitude(graph: Graph, node: Node) -> float:
     """The largest |weight| of a weighted operand, |factor · scale[c]| of a scale operand."""
+    return float(_row_magnitudes(graph, node).max(initial=0.0))
+
+
+def _row_magnitudes(graph: Graph, node: Node) -> np.ndarray:
+    """Per output channel: the largest |weight| of a weighted node's row (PyTorch layouts:
+    output channels first), or |factor · scale[c]| of a scale node."""
     if isinstance(node.op, O.Scale):
-        scale = graph.params[node.params["scale"]] if "scale" in node.params else np.float64(1.0)
-        return float(np.abs(node.op.factor * np.asarray(scale, dtype=np.float64)).max())
-    return float(np.abs(graph.params[node.params["weight"]]).max())
+        return np.abs(_multipliers(graph, node))
+    w = np.abs(np.asarray(graph.params[node.params["weight"]], dtype=np.float64))
+    return w.reshape(w.shape[0], -1).max(axis=1)
 
 
-def _quantize(graph: Graph, node: Node, neuron: Node, qmax: int) -> dict[str, float]:
+def _multipliers(graph: Graph, node: Node) -> np.ndarray:
+    """A scale node's per-channel multipliers ``factor · scale[c]``."""
+    channels = graph.value_type(node.inputs[0]).channels
+    scale = graph.params[node.params["scale"]] if "scale" in node.params else np.ones(channels)
+    op: O.Scale = node.op  # type: ignore[assignment]
+    return op.factor * np.broadcast_to(np.asarray(scale, dtype=np.float64).reshape(-1), (channels,))
+
+
+def _thresholds(graph: Graph, neuron: Node) -> np.ndarray:
+    """``neuron``'s threshold per channel, in float units."""
+    op: O.Neuron = neuron.op  # type: ignore[assignment]
+    channels = graph.value_type(neuron.name).channels
+    per_channel = graph.params[neuron.params["v_th"]] if "v_th" in neuron.params else np.ones(channels)
+    return float(op.v_th) * np.broadcast_to(np.asarray(per_channel, dtype=np.float64).reshape(-1), (channels,))
+
+
+def _channel_scales(graph: Graph, operands: list[Node], neuron: Node, qmax: int) -> np.ndarray:
+    """The integer scale of each output channel (module docstring): its weighted operands'
+    largest |w| reaches qmax; a scale operand's multipliers follow unless they would pass
+    MAX_MULTIPLIER; no threshold or bias beyond MAX_UNITS."""
+    weighted = [_row_magnitudes(graph, n) for n in operands if not isinstance(n.op, O.Scale)]
+    multipliers = [_row_magnitudes(graph, n) for n in operands if isinstance(n.op, O.Scale)]
+    m = np.max(weighted, axis=0) if weighted else np.zeros_like(multipliers[0])
+    if not np.any(m > 0):  # a join of scales (or zero weights): the multipliers set it
+        m = np.max(multipliers, axis=0)
+    # a channel without weights keeps the layer's grid (its current is its bias alone)
+    scales = qmax / np.where(m > 0, m, m.max())
+    for rows in multipliers:
+        scales = np.minimum(scales, MAX_MULTIPLIER / np.maximum(rows, 1e-300))
+    bias = sum(
+        (np.abs(graph.params[n.params["bias"]].astype(np.float64)).reshape(-1) for n in operands if "bias" in n.params),
+        np.zeros_like(scales),
+    )
+    return np.minimum(scales, MAX_UNITS / np.maximum(np.maximum(_thresholds(graph, neuron), bias), 1e-300))
+
+
+def _quantize(graph: Graph, node: Node, neuron: Node, qmax: int) -> dict[str, Any]:
     """Rewrite ``node`` and ``neuron`` in the layer's integer units; return the layer's report."""
-    s = qmax / _magnitude(graph, node)
-    return {"scale": s, "max_weight_error": _integer_operand(graph, node, s, qmax)} | _integer_neuron(graph, neuron, s)
+    s = _channel_scales(graph, [node], neuron, qmax)
+    return _report(s, {node.name: _integer_operand(graph, node, s, qmax)}) | _integer_neuron(graph, neuron, s)
 
 
 def _quantize_join(graph: Graph, add: Node, operands: list[Node], qmax: int) -> dict[str, Any]:
-    """Rewrite the join ``add``'s operands and its neuron in one integer scale; its report.
-    The scale is set by the weighted operands (int8 weights); a scale operand's multipliers are
-    int32 in the kernels, so they are rounded to the same grid without taking part in it
-    (resnet18's shortcut multipliers reach 27 times its conv weights: counting them would
-    leave the conv 5 weight steps), up to MAX_MULTIPLIER."""
-    weights = [_magnitude(graph, node) for node in operands if not isinstance(node.op, O.Scale)]
-    multipliers = [_magnitude(graph, node) for node in operands if isinstance(node.op, O.Scale)]
-    s = min(
-        qmax / max(weights) if max(weights, default=0.0) > 0 else math.inf,
-        MAX_MULTIPLIER / max(multipliers) if max(multipliers, default=0.0) > 0 else math.inf,
-    )
-    errors = {node.name: _integer_operand(graph, node, s, qmax) for node in operands}
+    """Rewrite the join ``add``'s operands and its neuron in one integer scale per channel; its
+    report.  The scales are set by the weighted operands (int8 weights); a scale operand's
+    multipliers are int32 in the kernels, so they are rounded to the same grid without taking
+    part in it (resnet18's shortcut multipliers reach 27 times its conv weights: counting them
+    would leave the conv 5 weight steps), up to MAX_MULTIPLIER."""
     neuron = graph.only_user(add.name)
     assert neuron is not None
-    return {"scale": s, "max_weight_error": max(errors.values()), "operands": list(errors)} | _integer_neuron(
-        graph, neuron, s
-    )
+    s = _channel_scales(graph, operands, neuron, qmax)
+    errors = {node.name: _integer_operand(graph, node, s, qmax) for node in operands}
+    return _report(s, errors) | {"operands": list(errors)} | _integer_neuron(graph, neuron, s)
 
 
-def _integer_operand(graph: Graph, node: Node, s: float, qmax: int) -> float:
-    """``node``'s weights (or scale multipliers) and bias times ``s``, rounded; the largest
-    weight error in float units."""
+def _report(s: np.ndarray, errors: dict[str, float]) -> dict[str, Any]:
+    return {"scale_range": [float(s.min()), float(s.max())], "max_weight_error": max(errors.values())}
+
+
+def _integer_operand(graph: Graph, node: Node, s: np.ndarray, qmax: int) -> float:
+    """``node``'s weights (or scale multipliers) and bias times its output channels' scales
+    ``s``, rounded; the largest weight error in float units."""
     if isinstance(node.op, O.Scale):
-        channels = graph.value_type(node.inputs[0]).channels
-        scale = graph.params[node.params["scale"]] if "scale" in node.params else np.ones(channels)
-        w = node.op.factor * np.broadcast_to(np.asarray(scale, dtype=np.float64).reshape(-1), (channels,))
+        w = _multipliers(graph, node)
         role = "scale"
         node.op = dataclasses.replace(node.op, factor=1.0)
     else:
         w = graph.params[node.params["weight"]].astype(np.float64)
         role = "weight"
-    w_int = np.rint(w * s) if role == "scale" else np.clip(np.rint(w * s), -qmax, qmax)
-    if role not in node.params:  # a scale by its factor alone: the multipliers become a parameter
-        node.params[role] = graph.fresh_param(f"{node.name}.{role}")
-        graph.params[node.params[role]] = w_int.astype(np.float32)
-    store_param(graph, node, role, w_int)
+    rows = s.reshape(-1, *([1] * (w.ndim - 1)))
+    w_int = np.rint(w * rows) if role == "scale" else np.clip(np.rint(w * rows), -qmax, qmax)
+    _store(graph, node, role, w_int)
     if "bias" in node.params:
-        store_param(graph, node, "bias", np.rint(graph.params[node.params["bias"]].astype(np.float64) * s))
-    return float(np.abs(w_int / s - w).max())
+        b = graph.params[node.params["bias"]].astype(np.float64).reshape(-1)
+        store_param(graph, node, "bias", np.rint(b * s))
+    return float(np.abs(w_int / rows - w).max())
 
 
-def _integer_neuron(graph: Graph, neuron: Node, s: float) -> dict[str, float]:
-    """``neuron`` on ``s ×`` the float current: its threshold rounded (module docstring)."""
+def _store(graph: Graph, node: Node, role: str, value: np.ndarray) -> None:
+    """:func:`store_param`, creating the parameter where ``node`` had none (a scale by its factor
+    alone, a neuron with one scalar threshold)."""
+    if role not in node.params:
+        node.params[role] = graph.fresh_param(f"{node.name}.{role}")
+        graph.params[node.params[role]] = np.asarray(value, dtype=np.float32)
+    store_param(graph, node, role, value)
+
+
+def _integer_neuron(graph: Graph, neuron: Node, s: np.ndarray) -> dict[str, float]:
+    """``neuron`` on ``s ×`` the float current, per channel: its threshold rounded (module
+    docstring), a per-channel parameter."""
     op: O.Neuron = neuron.op  # type: ignore[assignment]
     d = _v_init_denominator(float(op.v_init)) or 1
-    theta = float(op.v_th) * (
-        graph.params[neuron.params["v_th"]].astype(np.float64) if "v_th" in neuron.params else np.float64(1.0)
-    )
+    theta = _thresholds(graph, neuron)
     theta_int = np.maximum(np.rint(theta * s / d) * d, d)  # at least one grid step, v_init·v_th integral
-    if "v_th" in neuron.params:
-        store_param(graph, neuron, "v_th", theta_int)
-        neuron.op = dataclasses.replace(op, v_th=1.0)
-    else:
-        neuron.op = dataclasses.replace(op, v_th=float(theta_int))
+    _store(graph, neuron, "v_th", theta_int)
+    neuron.op = dataclasses.replace(op, v_th=1.0)
     return {"max_threshold_error": float(np.abs(theta_int / s - theta).max())}
