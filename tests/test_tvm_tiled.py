@@ -16,7 +16,7 @@ pytest.importorskip("tvm")
 import tvm  # noqa: E402
 from tvm_reference import neuron_step, to_csr, to_rows  # noqa: E402
 
-from snnc.backends.tvm import kernel_cache  # noqa: E402
+from snnc.backends.tvm import kernel_cache, kernels  # noqa: E402
 from snnc.backends.tvm.kernels import (  # noqa: E402
     LINEAR_TILE,
     Epilogue,
@@ -92,6 +92,24 @@ def test_tiled_linear_exact(precision, layout, graded, n_in, n_out):
             exact = np.int64 if precision is Precision.INT8 else np.float64
             ref = x.astype(exact) @ w.astype(exact)
             np.testing.assert_array_equal(out, ref.astype(acc_dt), err_msg=f"B={nb} density {density}")
+
+
+@pytest.mark.parametrize("extreme", [-128, 127])
+def test_tiled_int8_chunks_sum_in_int16_up_to_their_bound(extreme):
+    """An int8 tiled kernel of 0/1 events sums a chunk of TILE_ROWS rows in int16 (at most one
+    event per row: 128 · 128 = 2^14 in magnitude) and the chunks in int32: every weight at an
+    int8 extreme and every input active, 300 rows (chunks of 128, 128 and 44) reach 300 · extreme,
+    beyond int16; one column is one step away, so that columns stay distinguishable."""
+    kernel = linear_kernel(300, 70, batch=None, precision=Precision.INT8, tiled=True)
+    assert kernels._Emitter(kernel).narrow_tiles
+    w = np.full((300, 70), extreme, np.int8)
+    w[:, 5] = extreme - np.sign(extreme)
+    x = np.ones((3, 300))
+    x[1, ::3] = 0  # chunks of other lengths in one call
+    a, b, _ = to_rows(x, "int32")
+    out = call(kernel, {"cnt0": a, "idx0": b, "weight": tiled_weight(w), "acc": np.zeros((3, 70), "int32")})["acc"]
+    np.testing.assert_array_equal(out, (x.astype(np.int64) @ w.astype(np.int64)).astype(np.int32))
+    assert np.abs(out).max() == 300 * abs(extreme)
 
 
 @pytest.mark.parametrize("nb", [1, 2, 32])
