@@ -19,7 +19,7 @@ pytest.importorskip("tvm")
 from conversion_util import graph_from_text  # noqa: E402
 from tvm_util import assert_spike_counts_equal, compile_graph, dyadic, grid_inputs, reference  # noqa: E402
 
-from snnc.backends.tvm.kernels import Conv2dGeometry, Current, conv2d_kernel  # noqa: E402
+from snnc.backends.tvm.kernels import Conv2dGeometry, Current, Precision, conv2d_kernel  # noqa: E402
 from snnc.backends.tvm.lower import legality, lower  # noqa: E402
 from snnc.backends.tvm.plan import ValueKind, plan_graph  # noqa: E402
 from snnc.backends.tvm.runtime import EventRuntime  # noqa: E402
@@ -109,28 +109,36 @@ def test_per_kernel_calls_give_the_same_result(blocks):
 
 
 @pytest.mark.parametrize(
-    "hwc,stride,padding,batch,graded",
+    "hwc,stride,padding,batch,graded,precision",
     [
-        ((7, 6, 20), 1, 1, None, False),
-        ((9, 9, 36), 2, 1, 1, True),
-        ((5, 5, 12), 2, 0, None, False),
-        ((1, 1, 40), 1, 1, 1, False),
+        ((7, 6, 20), 1, 1, None, False, Precision.FLOAT32),
+        ((9, 9, 36), 2, 1, 1, True, Precision.FLOAT32),
+        ((5, 5, 12), 2, 0, None, False, Precision.FLOAT32),
+        ((1, 1, 40), 1, 1, 1, False, Precision.FLOAT32),
+        ((7, 6, 20), 1, 1, None, False, Precision.INT8),  # the gather's mask of 0/1 events
+        ((9, 9, 36), 2, 1, 1, True, Precision.INT8),  # burst counts: the multiply
     ],
 )
-def test_depthwise_kernel_exact_at_every_density(hwc, stride, padding, batch, graded):
+def test_depthwise_kernel_exact_at_every_density(hwc, stride, padding, batch, graded, precision):
     """The depthwise kernel, gather (dense samples) and scatter (sparse ones) alike, against an
     exact reference: no events, a few (scatter), half and every input (gather), per sample;
-    channel counts with vector tails, stride 2, taps clipped at the borders, batch 1 and 2."""
+    channel counts with vector tails, stride 2, taps clipped at the borders, batch 1 and 2;
+    int8 weights at the ends of their range."""
     import tvm
 
     h, w, c = hwc
     geometry = Conv2dGeometry(kernel=(3, 3), stride=(stride, stride), padding=(padding, padding), groups=c)
-    kernel = conv2d_kernel(hwc, c, geometry, batch=batch, graded=graded, bias=True)
+    kernel = conv2d_kernel(hwc, c, geometry, batch=batch, graded=graded, bias=True, precision=precision)
     assert kernel.depthwise
     fn = tvm.compile(kernel.prim_func(), target="llvm")
     rng = np.random.default_rng(0)
-    weight = (rng.integers(-8, 9, (c, 3, 3, 1)) / 8).astype(np.float32)
-    bias = (rng.integers(-8, 9, c) / 8).astype(np.float32)
+    if precision is Precision.INT8:
+        weight = rng.choice([-128, -127, -1, 0, 1, 5, 127], (c, 3, 3, 1)).astype(np.int8)
+        bias = rng.integers(-1000, 1000, c).astype(np.int32)
+    else:
+        weight = (rng.integers(-8, 9, (c, 3, 3, 1)) / 8).astype(np.float32)
+        bias = (rng.integers(-8, 9, c) / 8).astype(np.float32)
+    adt = precision.acc_dtype
     n, (oh, ow, _) = h * w * c, kernel.out_shape
     for density in (0.0, 0.02, 0.5, 1.0):
         samples = 1 if batch == 1 else 2
@@ -139,11 +147,11 @@ def test_depthwise_kernel_exact_at_every_density(hwc, stride, padding, batch, gr
             x *= rng.integers(1, 4, x.shape)
         cnt = (x != 0).sum(1).astype(np.int32)
         idx = np.zeros((samples, n), np.int32)
-        val = np.zeros((samples, n), np.float32)
+        val = np.zeros((samples, n), adt)
         for b in range(samples):
             nz = np.flatnonzero(x[b])
             idx[b, : len(nz)], val[b, : len(nz)] = nz, x[b, nz]
-        acc = tvm.runtime.tensor(np.zeros((samples, oh * ow * c), np.float32))
+        acc = tvm.runtime.tensor(np.zeros((samples, oh * ow * c), adt))
         args = [
             cnt,
             idx,

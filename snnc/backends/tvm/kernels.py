@@ -1621,7 +1621,12 @@ class _Emitter:
         (sh, sw), (ph, pw), (dh, dw) = g.stride, g.padding, g.dilation
         w(f'xd = T.alloc_buffer(({h * wd * c},), "{self.adt}")')
         self.vector(h * wd * c, "0", lambda col: w(f"xd[{col}] = {_lit(0, self.adt)}"))
-        value = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(1, self.adt)
+        # int32 sums of 0/1 events: xd holds a mask (-1 where the input spiked) and a tap adds
+        # its weights ANDed with it, instead of an int32 multiply (vpmulld: two micro-ops);
+        # mobilenet_v2's int8 depthwise convs alone, at their own spike trains: 1.06-1.09x
+        # faster, at par with the fp32 ones (they were 1.1-1.2x slower)
+        mask = self.adt == "int32" and not operand.graded
+        value = self.to_acc(val("kk"), operand.val_dtype) if operand.graded else _lit(-1 if mask else 1, self.adt)
         with w.block(f"for kk in range({count}):"):
             w(f"xd[{at('kk')}] = {value}")
         with w.block(f"for oy in range({oh}):"):
@@ -1636,7 +1641,9 @@ class _Emitter:
                                 def tap(col: str) -> None:
                                     dst = f"acc[b, (oy * {ow} + ox) * {c} + {col}]"
                                     term = self.to_acc(f"weight[kh, kw, {col}]", self.wdt)
-                                    w(f"{dst} = {dst} + {term} * xd[(iy * {wd} + ix) * {c} + {col}]")
+                                    x = f"xd[(iy * {wd} + ix) * {c} + {col}]"
+                                    term = f"T.bitwise_and({term}, {x})" if mask else f"{term} * {x}"
+                                    w(f"{dst} = {dst} + {term}")
 
                                 self.vector(c, "0", tap)
 
