@@ -1394,20 +1394,8 @@ class _Emitter:
         if not self.narrow_tiles:
             wide()
             return
-        self.parts += 1
-        part = f"part{self.parts}"
-        with w.block(f"if bnd[b, c + 1] - bnd[b, c] >= {NARROW_MIN_RUN}:"):
-            w(f'{part} = T.alloc_buffer(({width},), "int16", scope="local")')
-            with w.block(f"for ji in T.vectorized({width}):"):
-                w(f"{part}[ji] = T.int16(0)")
-            with w.block("for kk in range(bnd[b, c], bnd[b, c + 1]):"):
-                with w.block(f"for ji in T.vectorized({width}):"):
-                    w(f'{part}[ji] = {part}[ji] + T.cast(weight[t, {at("kk")}, ji], "int16")')
-            with w.block(f"for ji in T.vectorized({width}):"):
-                dst = f"acc[b, {base} + ji]"
-                w(f'{dst} = {dst} + T.cast({part}[ji], "int32")')
-        with w.block("else:"):
-            wide()
+        slot = (f"acc[b, {base} + ji]", f"weight[t, {at('kk')}, ji]")
+        self.narrow_pass("bnd[b, c]", "bnd[b, c + 1]", [slot], width, wide)
 
     @property
     def narrow_tiles(self) -> bool:
@@ -1585,21 +1573,33 @@ class _Emitter:
         if not self.narrow_sums:
             wide()
             return
+        slots = [(f"acc[b, {offset} + {col}]", f"weight[{ci}, {kh}, {kw}, {col}]") for offset, kh, kw in outputs]
+        self.narrow_pass("run[0]", "run[1]", slots, lanes, wide)
+
+    def narrow_pass(
+        self, lo: str, hi: str, slots: Sequence[tuple[str, str]], lanes: int, wide: Callable[[], None]
+    ) -> None:
+        """The entries ``lo .. hi - 1`` (loop variable ``kk``) summed in int16 partial sums when
+        there are at least NARROW_MIN_RUN of them, else by ``wide()``: per slot (its int32
+        destination and its int8 weight, expressions in ``ji`` of a ``lanes``-wide vector), a
+        local int16 vector adds every entry's weights, then is added to the destination (one
+        widening per 32 weights instead of per 16).  The callers bound the partial sums below
+        2^15 (:meth:`conv_pass`, :meth:`tile_chunk`)."""
+        w = self.w
         self.parts += 1
         part = f"part{self.parts}"
-        with w.block(f"if run[1] - run[0] >= {NARROW_MIN_RUN}:"):
-            w(f'{part} = T.alloc_buffer(({len(outputs) * lanes},), "int16", scope="local")')
-            for t in range(len(outputs)):
+        with w.block(f"if {hi} - {lo} >= {NARROW_MIN_RUN}:"):
+            w(f'{part} = T.alloc_buffer(({len(slots) * lanes},), "int16", scope="local")')
+            for t in range(len(slots)):
                 with w.block(f"for ji in T.vectorized({lanes}):"):
                     w(f"{part}[{t * lanes} + ji] = T.int16(0)")
-            with w.block("for kk in range(run[0], run[1]):"):
-                for t, (_, kh, kw) in enumerate(outputs):
+            with w.block(f"for kk in range({lo}, {hi}):"):
+                for t, (_, weight) in enumerate(slots):
                     with w.block(f"for ji in T.vectorized({lanes}):"):
-                        slot = f"{part}[{t * lanes} + ji]"
-                        w(f'{slot} = {slot} + T.cast(weight[{ci}, {kh}, {kw}, {col}], "int16")')
-            for t, (offset, _, _) in enumerate(outputs):
+                        partial = f"{part}[{t * lanes} + ji]"
+                        w(f'{partial} = {partial} + T.cast({weight}, "int16")')
+            for t, (dst, _) in enumerate(slots):
                 with w.block(f"for ji in T.vectorized({lanes}):"):
-                    dst = f"acc[b, {offset} + {col}]"
                     w(f'{dst} = {dst} + T.cast({part}[{t * lanes} + ji], "int32")')
         with w.block("else:"):
             wide()
