@@ -62,3 +62,38 @@ def test_predictions_agree_with_the_torch_backend(tmp_path, name):
     agree = float(np.mean(got["predictions"] == ref.predictions))
     assert agree >= 0.995, f"{name}: {100 * agree:.1f} % of the predictions agree"
     np.testing.assert_allclose(got["logits"], ref.logits, atol=0.05 * float(np.abs(ref.logits).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18ish", "mobilenet_v2_short"])
+def test_int8_spike_for_spike_with_the_torch_backend(tmp_path, name):
+    """The same architectures through ``tvm-quantize`` (per-channel scales, residual joins in
+    int8): the artifact's int8 layers emit exactly the spikes of the torch simulator's run of the
+    quantised graph, layer by layer (integers are exact in both), and they fire at the float
+    network's rates (within 10 %: the quantisation must not silence a layer)."""
+    from tvm_util import assert_spike_counts_equal
+
+    from snnc.backends.tvm.passes.tvm_quantize import TvmQuantization, TvmQuantize
+    from snnc.pass_manager import PassContext
+
+    make, shape = MODELS[name]
+    rng = np.random.default_rng(5)
+    calib = rng.uniform(0, 1, (32, *shape)).astype(np.float32)
+    graph = import_module(make(), torch.as_tensor(calib[:1]))
+    snn = run(ANN_TO_SNN_UNSIGNED, graph, context(calib, timesteps=T, batch_size=32))
+    q = snn.copy()
+    ctx = PassContext()
+    TvmQuantize().apply(ctx, q)
+    layers = q.analyses.get(TvmQuantization).layers
+    if name == "resnet18ish":  # its residual joins are int8 with their convs and shortcut scales
+        assert ctx.results["tvm-quantize"]["joins"]
+    layer_graph, params = lower(q, int8=layers)
+    compile_artifact(layer_graph, params, tmp_path)
+    x = rng.uniform(0, 1, (24, *shape)).astype(np.float32)
+    got = EventRuntime(tmp_path).run(x, T, batch_size=8)
+    assert_spike_counts_equal(q, got, SIM.run_snn(q, x, T), len(x))
+    float_spikes = SIM.run_snn(snn, x, T).spikes
+    quantised = SIM.run_snn(q, x, T).spikes
+    for neuron, count in float_spikes.items():
+        if count > 0:
+            assert abs(quantised[neuron] / count - 1) <= 0.1, f"{neuron}: {quantised[neuron]} against {count}"
