@@ -266,7 +266,7 @@ class LayerKernel:
     # that the names of every other kernel stay those of artifacts written before it existed
     steps: bool = field(default=False, repr=False)
     # int8 conv: the whole step's sums in int16 (:attr:`_Emitter.sums16`); the layer's weights
-    # bound them below 2^15 (``LayerSpec.sum_bound``).  Out of the repr, as ``steps``
+    # bound them below 2^15 (``LayerSpec.int16_sums``).  Out of the repr, as ``steps``
     sums16: bool = field(default=False, repr=False)
     name: str = field(default="", compare=False)
 
@@ -1194,14 +1194,15 @@ class _Emitter:
     @property
     def sums16(self) -> bool:
         """Whether the step's sums live in ``acc16``, a local int16 buffer, instead of acc (an
-        int8 conv of 0/1 events whose weights bound every sum below 2^15, ``LayerSpec.sum_bound``):
-        each event and tap adds 64 int8 weights, widened to int16, in two 512-bit adds (32
-        lanes) instead of four int32 ones, and the sums are widened once, in the neuron update.
-        No position pass widens partial sums into acc (:meth:`conv_pass`'s int16 partials), and
-        the sums take half the cache.  Exact: integer sums below 2^15 in any order.  Why it
-        pays on this host (one 512-bit FMA unit): the synthetic CNN's 3x3 stride-2 conv took
-        the same time with every event on channel 0 (2 KB of weights in L1) as with the real
-        ones, so it is bound by the adds and widenings, not by reading weights."""
+        int8 conv of 0/1 events whose weights bound every sum below 2^15, ``LayerSpec.int16_sums``):
+        each event and tap adds 64 int16 weights (the int8 ones widened once, at load:
+        :meth:`LayerKernel.kernel_weight`) in two 512-bit adds of 32 lanes, instead of
+        widening them to int32 and adding four vectors of 16, and the sums are widened once, in
+        the neuron update; no position pass flushes partial sums into acc (:meth:`conv_pass`'s
+        int16 partials).  Exact: integer sums below 2^15 in any order.  Why it pays: the
+        synthetic CNN's 3x3 stride-2 conv took the same time with every event on channel 0 (2 KB
+        of weights in L1) as with the real ones, so it is bound by the adds and widenings, not by
+        reading weights (docs/tvm.md, "Eighth session": 1.15-1.21x alone)."""
         return self.k.sums16
 
     def declare_sums16(self) -> None:
