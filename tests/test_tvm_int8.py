@@ -191,6 +191,10 @@ def test_residual_joins_in_one_integer_scale_spike_for_spike(tmp_path):
     verify(q)
     report = ctx.results["tvm-quantize"]
     assert set(report["joins"]) == {"a1"}
+    # the compile's note: the count, and the float32 layers grouped by reason
+    (note,) = [n for n in ctx.notes if n.startswith("tvm-quantize:")]
+    assert note.startswith("tvm-quantize: 3 of 7 weighted layers in int8, 1 residual join; float32: c1: reads analog")
+    assert "d: feeds the residual join %a2" in note and "c5, fc: not followed by a neuron it alone feeds" in note
     assert report["joins"]["a1"]["operands"] == ["c3", "s1"]
     assert report["skipped"]["a2"] == "operand %c5 has other users"
     assert "feeds the residual join %a2" in report["skipped"]["d"]

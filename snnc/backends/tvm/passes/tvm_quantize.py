@@ -117,6 +117,28 @@ class TvmQuantize(Pass):
             done.append(node.name)
         graph.analyses.put(TvmQuantization(layers=tuple(done), weight_bits=self.weight_bits))
         ctx.results["tvm-quantize"] = report
+        ctx.note(_summary(graph, done, report))
+
+
+def _summary(graph: Graph, done: list[str], report: dict[str, Any]) -> str:
+    """One line for the compile's notes: how many weighted layers went int8, and why the others
+    did not, grouped by reason (a few names each)."""
+    weighted = [n.name for n in graph.nodes if isinstance(n.op, WEIGHTED)]
+    int8 = [name for name in weighted if name in done]
+    by_reason: dict[str, list[str]] = {}
+    for name in weighted:
+        if name not in done:
+            by_reason.setdefault(report["skipped"].get(name, "?"), []).append(name)
+    n_joins = len(report["joins"])
+    joins = f", {n_joins} residual join{'s' if n_joins != 1 else ''}" if n_joins else ""
+    line = f"tvm-quantize: {len(int8)} of {len(weighted)} weighted layers in int8{joins}"
+    if by_reason:
+        parts = []
+        for reason, names in by_reason.items():
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            parts.append(f"{shown}: {reason}")
+        line += "; float32: " + "; ".join(parts)
+    return line
 
 
 def _v_init_denominator(v_init: float) -> int | None:
