@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 from snnc.backends.tvm import kernel_cache
 from snnc.backends.tvm import steps as step_rules  # its LAYER_MAJOR_* constants, read when used
-from snnc.backends.tvm.kernels import INT16_SUM_BOUND, Device, LayerKernel, Precision
+from snnc.backends.tvm.kernels import INT16_SUM_BOUND, Device, LayerKernel, Precision, largest_step_sum
 from snnc.backends.tvm.layers import Artifact, LayerFiles, LayerGraph, LayerOp, LayerSpec, parse_layer_graph
 from snnc.backends.tvm.plan import LayerPlan, Value, ValueKind, plan_graph
 from snnc.backends.tvm.steps import (
@@ -189,10 +189,7 @@ def kernel_params(
 def _check_int16_sums(layer: LayerSpec, w: np.ndarray, params: Mapping[str, np.ndarray]) -> None:
     """Refuse a layer marked ``int16_sums`` whose weights (PyTorch layout, output channels
     first) and bias can sum beyond int16 in one step: its kernels would overflow."""
-    per_channel = np.abs(w).reshape(w.shape[0], -1).sum(axis=1)
-    if layer.bias is not None:
-        per_channel = per_channel + np.abs(np.asarray(params[layer.bias], dtype=np.float64)).reshape(-1)
-    largest = float(per_channel.max(initial=0.0))
+    largest = largest_step_sum(w, None if layer.bias is None else np.asarray(params[layer.bias]))
     if largest > INT16_SUM_BOUND:
         raise TargetError(
             f"layer '{layer.name}': int16_sums is set, but its |bias| + sum of |weights| reaches "

@@ -112,7 +112,7 @@ MAX_INTERIOR_CLASSES = 4  # residue classes (stride products) that get specialis
 CONV_INT16_CHANNELS = 256
 NARROW_MIN_RUN = 4  # entries a position needs for its int16 pass (:meth:`_Emitter.conv_pass`)
 # the largest |bias| + sum of |W| per output channel of an int8 conv whose step sums stay in
-# int16 (``LayerSpec.int16_sums``, :attr:`LayerKernel.sums16`)
+# int16 (``LayerSpec.int16_sums``, :attr:`LayerKernel.sums16`; :func:`largest_step_sum`)
 INT16_SUM_BOUND = (1 << 15) - 1
 
 
@@ -342,6 +342,19 @@ class LayerKernel:
         return self.conv.groups == self.in_shape[2] == self.out_shape[2]
 
     @property
+    def can_sum16(self) -> bool:
+        """Whether this kernel could keep its step's sums in int16 (:attr:`sums16`, where the
+        layer's weights bound them: ``LayerSpec.int16_sums``): a CPU int8 conv2d of 0/1 events,
+        ungrouped, on a map larger than 1x1 (those are linear layers), that ends in a neuron
+        (which widens the sums)."""
+        operand = self.operands[0]
+        return (
+            self.op is Op.CONV2D and self.precision is Precision.INT8 and self.device is Device.CPU
+            and isinstance(operand, Events) and not operand.graded and self.conv.groups == 1
+            and self.in_shape[0] * self.in_shape[1] > 1 and self.epilogue is Epilogue.NEURON
+        )  # fmt: skip
+
+    @property
     def own_weight_layout(self) -> bool:
         """Whether the kernel reads its weight in a layout or dtype other than the stored one."""
         return self.tiled or self.depthwise or self.sums16
@@ -494,6 +507,17 @@ def linear_kernel(
         tiled=tiled,
         steps=steps,
     )
+
+
+def largest_step_sum(weight, bias=None) -> float:
+    """The largest magnitude one step of 0/1 input events can give an output of a weighted layer
+    (numpy arrays, PyTorch layouts: output channels first): per output channel |bias| plus the
+    sum of |W| over its inputs (a conv's taps too).  ``LayerSpec.int16_sums`` holds where it is
+    at most INT16_SUM_BOUND."""
+    per_channel = abs(weight.astype("float64")).reshape(weight.shape[0], -1).sum(axis=1)
+    if bias is not None:
+        per_channel = per_channel + abs(bias.astype("float64")).reshape(-1)
+    return float(per_channel.max(initial=0.0))
 
 
 def tiled_weight(weight):
@@ -895,11 +919,7 @@ def _check(k: LayerKernel) -> None:
         raise ValueError("a readout accumulates a current or spikes, not a compacted list")
     if k.epilogue is Epilogue.COMPACT and k.op in (Op.LINEAR, Op.CONV2D):
         raise ValueError("linear/conv layers end in a current or a neuron, not a compacted list")
-    if k.sums16 and not (
-        k.op is Op.CONV2D and k.precision is Precision.INT8 and k.device is Device.CPU
-        and isinstance(k.operands[0], Events) and not k.operands[0].graded and k.conv.groups == 1
-        and k.in_shape[0] * k.in_shape[1] > 1 and k.epilogue is Epilogue.NEURON and not k.tiled
-    ):  # fmt: skip
+    if k.sums16 and not k.can_sum16:
         raise UnsupportedError(
             "int16 sums (sums16) belong to a CPU int8 conv2d of 0/1 events, ungrouped, on a map "
             "larger than 1x1, that ends in a neuron"
@@ -1552,7 +1572,8 @@ class _Emitter:
         1.41x at 20 % (0.90x at 1 % with int16 at every position); 8x8x128 → 128 0.95-1.06x at
         1-2 %, 1.31x at 10 %, 1.43x at 20 %; 16x16x32 → 64 stride 2 (a pass sums fewer events)
         0.88x at 1 % (3.8 against 4.3 µs), 0.96-1.07x at 2-20 %; the synthetic CNN's convs at
-        their own spike trains 1.10x and 1.37x."""
+        their own spike trains 1.10x and 1.37x.  A :attr:`sums16` kernel adds into ``acc16``
+        itself (its int16 sums need no flush)."""
         w = self.w
         ci = f"({self.conv_input('kk')} - pos * {self.k.in_shape[2]})"
         col = f"{base} + ji"

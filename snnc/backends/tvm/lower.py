@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from snnc.backends.tvm.cost import BATCHED, MODEL, CostModel, LayerShape
-from snnc.backends.tvm.kernels import INT16_SUM_BOUND, Precision
+from snnc.backends.tvm.kernels import INT16_SUM_BOUND, Precision, largest_step_sum
 from snnc.backends.tvm.layers import InputSpec, LayerGraph, LayerOp, LayerSpec, Mode, NeuronParams, Window
 from snnc.errors import TargetError
 from snnc.ir import Graph, Node
@@ -294,16 +294,6 @@ def _layer(graph: Graph, node: Node, inputs: tuple[str, ...], mode: Mode, mode_b
     )
 
 
-def largest_sum(graph: Graph, node: Node) -> float:
-    """The largest magnitude one step of 0/1 input events can give an output of the weighted
-    ``node``: per output channel |bias| + the sum of |W| over its inputs (a conv's taps too)."""
-    w = np.abs(np.asarray(graph.params[node.params["weight"]], dtype=np.float64))
-    per_channel = w.reshape(w.shape[0], -1).sum(axis=1)
-    if "bias" in node.params:
-        per_channel = per_channel + np.abs(np.asarray(graph.params[node.params["bias"]], dtype=np.float64)).reshape(-1)
-    return float(per_channel.max(initial=0.0))
-
-
 def point_conv_weight(graph: Graph, node: Node) -> np.ndarray | None:
     """The [Cout, Cin] matrix of a conv2d (groups 1) from a 1x1 map of events to a 1x1 map, else
     None.  Such a conv is a linear layer: its one output position sees one tap, (p / d) on each
@@ -454,7 +444,9 @@ def lower(
         if node.name in int8:  # tvm-quantize's layers: weighted ones, residual joins and their scales
             spec = replace(layers[node.name], precision=Precision.INT8)
             if spec.op is LayerOp.CONV2D:
-                spec = replace(spec, int16_sums=bool(largest_sum(graph, node) <= INT16_SUM_BOUND))
+                bias_value = graph.params[node.params["bias"]] if "bias" in node.params else None
+                bound = largest_step_sum(graph.params[node.params["weight"]], bias_value)
+                spec = replace(spec, int16_sums=bound <= INT16_SUM_BOUND)
             layers[node.name] = spec
         for role in ("weight", "bias"):
             if op.weighted and role in node.params and not (role == "weight" and point is not None):

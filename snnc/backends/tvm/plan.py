@@ -338,13 +338,10 @@ def _plan_layer(layer: LayerSpec, ins: list[Value], device: Device) -> LayerPlan
         )
         if op is LayerOp.LINEAR:  # the tiled kernel is CPU-only: CUDA runs its mode as events
             return weighted(x.n, shape[0], tiled=modes[batch] is Mode.TILED and device is Device.CPU), None
-        w = layer.geometry
-        hwc_in = _hwc(x)
-        sums16 = (
-            layer.int16_sums and device is Device.CPU and epilogue is Epilogue.NEURON and not x.graded
-            and w.groups == 1 and hwc_in[0] * hwc_in[1] > 1
-        )  # fmt: skip
-        return weighted(hwc_in, shape[0], w.conv_geometry(), sums16=sums16), None
+        conv = weighted(_hwc(x), shape[0], layer.geometry.conv_geometry())
+        if layer.int16_sums and conv.can_sum16:
+            conv = replace(conv, sums16=True, name="")
+        return conv, None
 
     # CPU: a batch-1 variant runs serially (no parallel launch to wait for) or over channel slices
     for batch in variants:
